@@ -1,0 +1,352 @@
+// Package config defines the gateway's configuration file: its types, their
+// defaults, strict YAML decoding and validation.
+//
+// Each entry of upstreams mirrors a Prometheus remote_write block, so users
+// can paste what they already have. The Prometheus config package itself is
+// not imported: it pulls in every service-discovery SDK.
+package config
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+
+	commoncfg "github.com/prometheus/common/config"
+	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/model/relabel"
+	"go.yaml.in/yaml/v2"
+)
+
+// Protobuf messages an upstream can be sent.
+const (
+	ProtobufMessageV1 = "prometheus.WriteRequest"
+	ProtobufMessageV2 = "io.prometheus.write.v2.Request"
+)
+
+var (
+	// DefaultReceiverConfig is the receiver section's default.
+	DefaultReceiverConfig = ReceiverConfig{
+		// 32 MiB: the decoded-size limit Prometheus, Mimir and Thanos apply,
+		// used for the compressed body too (snappy never compresses below
+		// its input by much on random data, and never expands much above).
+		MaxRequestBytes: 32 << 20,
+		// 32 MiB decoded, as Prometheus's write handler.
+		MaxDecodedBytes: 32 << 20,
+	}
+
+	// DefaultUpstreamConfig is an upstream's default: Prometheus's own
+	// remote_write defaults, except that exemplars and native histograms are
+	// forwarded (a gateway forwards what its clients chose to send).
+	DefaultUpstreamConfig = UpstreamConfig{
+		ProtobufMessage:      ProtobufMessageV1,
+		RemoteTimeout:        model.Duration(30 * time.Second),
+		SendExemplars:        true,
+		SendNativeHistograms: true,
+		QueueConfig:          DefaultQueueConfig,
+		MetadataConfig:       DefaultMetadataConfig,
+		HTTPClientConfig:     commoncfg.DefaultHTTPClientConfig,
+	}
+
+	// DefaultQueueConfig is an upstream queue's default: Prometheus's
+	// remote_write queue_config defaults, plus the gateway's byte cap.
+	DefaultQueueConfig = QueueConfig{
+		// Samples buffered per shard; the queue holds Capacity × MaxShards.
+		Capacity: 10000,
+		// Parallel senders, each with its own connection.
+		MaxShards: 50,
+		// Accepted for compatibility; the gateway runs MaxShards senders.
+		MinShards: 1,
+		// Samples per outgoing request.
+		MaxSamplesPerSend: 2000,
+		// A batch that is not full is sent after this long.
+		BatchSendDeadline: model.Duration(5 * time.Second),
+		// Retry backoff starts here and doubles up to MaxBackoff.
+		MinBackoff: model.Duration(30 * time.Millisecond),
+		MaxBackoff: model.Duration(5 * time.Second),
+		// 429 is retried (Prometheus's default since 2.x).
+		RetryOnRateLimit: true,
+		// Uncompressed protobuf bytes per outgoing request at most: far under
+		// the 32 MiB that receivers accept decoded.
+		MaxBytesPerSend: 4 << 20,
+	}
+
+	// DefaultMetadataConfig forwards metadata.
+	DefaultMetadataConfig = MetadataConfig{
+		Send:              true,
+		SendInterval:      model.Duration(time.Minute),
+		MaxSamplesPerSend: 2000,
+	}
+)
+
+// Config is the whole configuration file.
+type Config struct {
+	Global    GlobalConfig      `yaml:"global,omitempty"`
+	Receiver  ReceiverConfig    `yaml:"receiver,omitempty"`
+	Upstreams []*UpstreamConfig `yaml:"upstreams"`
+
+	// Hash is the SHA-256 of the file's bytes, hex-encoded.
+	Hash string `yaml:"-"`
+}
+
+// GlobalConfig holds settings for every upstream.
+type GlobalConfig struct {
+	// ExternalLabels are added to every forwarded series that lacks them.
+	ExternalLabels labels.Labels `yaml:"external_labels,omitempty"`
+}
+
+// ReceiverConfig configures the write endpoint.
+type ReceiverConfig struct {
+	// MaxRequestBytes caps the compressed body (413 above).
+	MaxRequestBytes int64 `yaml:"max_request_bytes,omitempty"`
+	// MaxDecodedBytes caps the snappy-decoded body (400 above), checked
+	// before anything is allocated for it.
+	MaxDecodedBytes int64 `yaml:"max_decoded_bytes,omitempty"`
+}
+
+// UnmarshalYAML applies defaults and decodes strictly.
+func (c *ReceiverConfig) UnmarshalYAML(unmarshal func(any) error) error {
+	*c = DefaultReceiverConfig
+	type plain ReceiverConfig
+	return unmarshal((*plain)(c))
+}
+
+// UpstreamConfig is one upstream: a Prometheus remote_write block.
+type UpstreamConfig struct {
+	Name                 string            `yaml:"name"`
+	URL                  *commoncfg.URL    `yaml:"url"`
+	ProtobufMessage      string            `yaml:"protobuf_message,omitempty"`
+	RemoteTimeout        model.Duration    `yaml:"remote_timeout,omitempty"`
+	Headers              map[string]string `yaml:"headers,omitempty"`
+	WriteRelabelConfigs  []*relabel.Config `yaml:"write_relabel_configs,omitempty"`
+	SendExemplars        bool              `yaml:"send_exemplars"`
+	SendNativeHistograms bool              `yaml:"send_native_histograms"`
+	// RoundRobinDNS is accepted for compatibility and has no effect yet.
+	RoundRobinDNS  bool           `yaml:"round_robin_dns,omitempty"`
+	QueueConfig    QueueConfig    `yaml:"queue_config,omitempty"`
+	MetadataConfig MetadataConfig `yaml:"metadata_config,omitempty"`
+
+	// HTTPClientConfig holds basic_auth, authorization, oauth2, tls_config,
+	// proxy_url, follow_redirects and enable_http2, as in Prometheus.
+	HTTPClientConfig commoncfg.HTTPClientConfig `yaml:",inline"`
+}
+
+// UnmarshalYAML applies defaults and decodes strictly.
+func (c *UpstreamConfig) UnmarshalYAML(unmarshal func(any) error) error {
+	*c = DefaultUpstreamConfig
+	type plain UpstreamConfig
+	return unmarshal((*plain)(c))
+}
+
+// QueueConfig is an upstream's queue_config.
+type QueueConfig struct {
+	Capacity          int            `yaml:"capacity,omitempty"`
+	MaxShards         int            `yaml:"max_shards,omitempty"`
+	MinShards         int            `yaml:"min_shards,omitempty"`
+	MaxSamplesPerSend int            `yaml:"max_samples_per_send,omitempty"`
+	BatchSendDeadline model.Duration `yaml:"batch_send_deadline,omitempty"`
+	MinBackoff        model.Duration `yaml:"min_backoff,omitempty"`
+	MaxBackoff        model.Duration `yaml:"max_backoff,omitempty"`
+	RetryOnRateLimit  bool           `yaml:"retry_on_http_429"`
+	// SampleAgeLimit drops samples older than this instead of sending them;
+	// 0 sends every sample whatever its age.
+	SampleAgeLimit model.Duration `yaml:"sample_age_limit,omitempty"`
+	// MaxBytesPerSend is the gateway's own: uncompressed bytes per request.
+	MaxBytesPerSend int `yaml:"max_bytes_per_send,omitempty"`
+}
+
+// UnmarshalYAML applies defaults and decodes strictly.
+func (c *QueueConfig) UnmarshalYAML(unmarshal func(any) error) error {
+	*c = DefaultQueueConfig
+	type plain QueueConfig
+	return unmarshal((*plain)(c))
+}
+
+// MetadataConfig is an upstream's metadata_config. The gateway forwards the
+// metadata its clients send, with their samples; SendInterval and
+// MaxSamplesPerSend are accepted for compatibility.
+type MetadataConfig struct {
+	Send              bool           `yaml:"send"`
+	SendInterval      model.Duration `yaml:"send_interval,omitempty"`
+	MaxSamplesPerSend int            `yaml:"max_samples_per_send,omitempty"`
+}
+
+// UnmarshalYAML applies defaults and decodes strictly.
+func (c *MetadataConfig) UnmarshalYAML(unmarshal func(any) error) error {
+	*c = DefaultMetadataConfig
+	type plain MetadataConfig
+	return unmarshal((*plain)(c))
+}
+
+// UnmarshalYAML applies defaults and decodes strictly.
+func (c *Config) UnmarshalYAML(unmarshal func(any) error) error {
+	*c = Config{Receiver: DefaultReceiverConfig}
+	type plain Config
+	return unmarshal((*plain)(c))
+}
+
+var upstreamNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
+
+// reservedHeaders are set by the gateway on every upstream request.
+var reservedHeaders = map[string]bool{
+	"Authorization":                     true,
+	"Content-Encoding":                  true,
+	"Content-Type":                      true,
+	"User-Agent":                        true,
+	"X-Prometheus-Remote-Write-Version": true,
+	"Retry-Attempt":                     true,
+}
+
+// Validate checks c and fills derived values. Errors name the upstream and
+// the YAML key.
+func (c *Config) Validate() error {
+	if err := c.Global.ExternalLabels.Validate(func(l labels.Label) error {
+		if !model.UTF8Validation.IsValidLabelName(l.Name) {
+			return fmt.Errorf("global.external_labels: %q is not a valid label name", l.Name)
+		}
+		if l.Value == "" {
+			return fmt.Errorf("global.external_labels: %q has an empty value", l.Name)
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	if c.Receiver.MaxRequestBytes <= 0 {
+		return errors.New("receiver.max_request_bytes: must be positive")
+	}
+	if c.Receiver.MaxDecodedBytes <= 0 {
+		return errors.New("receiver.max_decoded_bytes: must be positive")
+	}
+	if len(c.Upstreams) == 0 {
+		return errors.New("upstreams: at least one upstream is required")
+	}
+	seen := map[string]bool{}
+	for i, u := range c.Upstreams {
+		if u == nil {
+			return fmt.Errorf("upstreams[%d]: empty entry", i)
+		}
+		where := fmt.Sprintf("upstreams[%d]", i)
+		if u.Name != "" {
+			where = fmt.Sprintf("upstream %q", u.Name)
+		}
+		if err := u.validate(); err != nil {
+			return fmt.Errorf("%s: %w", where, err)
+		}
+		if seen[u.Name] {
+			return fmt.Errorf("%s: name: duplicate upstream name", where)
+		}
+		seen[u.Name] = true
+	}
+	return nil
+}
+
+func (u *UpstreamConfig) validate() error {
+	if u.Name == "" {
+		return errors.New("name: required (it names the upstream's metrics and queue directory)")
+	}
+	if !upstreamNameRE.MatchString(u.Name) {
+		return fmt.Errorf("name: %q must match %s", u.Name, upstreamNameRE)
+	}
+	if u.URL == nil || u.URL.URL == nil {
+		return errors.New("url: required")
+	}
+	if u.URL.Scheme != "http" && u.URL.Scheme != "https" {
+		return fmt.Errorf("url: scheme %q must be http or https", u.URL.Scheme)
+	}
+	if u.URL.Host == "" {
+		return errors.New("url: host is missing")
+	}
+	switch u.ProtobufMessage {
+	case ProtobufMessageV1, ProtobufMessageV2:
+	default:
+		return fmt.Errorf("protobuf_message: %q must be %q or %q", u.ProtobufMessage, ProtobufMessageV1, ProtobufMessageV2)
+	}
+	if u.RemoteTimeout <= 0 {
+		return errors.New("remote_timeout: must be positive")
+	}
+	for name := range u.Headers {
+		if reservedHeaders[http.CanonicalHeaderKey(name)] {
+			return fmt.Errorf("headers: %q is set by the gateway and cannot be configured", name)
+		}
+		if strings.TrimSpace(name) == "" {
+			return errors.New("headers: empty header name")
+		}
+	}
+	for i, rc := range u.WriteRelabelConfigs {
+		if rc == nil {
+			return fmt.Errorf("write_relabel_configs[%d]: empty entry", i)
+		}
+		if err := rc.Validate(model.UTF8Validation); err != nil {
+			return fmt.Errorf("write_relabel_configs[%d]: %w", i, err)
+		}
+	}
+	if err := u.HTTPClientConfig.Validate(); err != nil {
+		return err
+	}
+	q := u.QueueConfig
+	switch {
+	case q.Capacity <= 0:
+		return errors.New("queue_config.capacity: must be positive")
+	case q.MaxShards <= 0:
+		return errors.New("queue_config.max_shards: must be positive")
+	case q.MinShards <= 0 || q.MinShards > q.MaxShards:
+		return errors.New("queue_config.min_shards: must be between 1 and max_shards")
+	case q.MaxSamplesPerSend <= 0:
+		return errors.New("queue_config.max_samples_per_send: must be positive")
+	case q.BatchSendDeadline <= 0:
+		return errors.New("queue_config.batch_send_deadline: must be positive")
+	case q.MinBackoff <= 0:
+		return errors.New("queue_config.min_backoff: must be positive")
+	case q.MaxBackoff < q.MinBackoff:
+		return errors.New("queue_config.max_backoff: must not be below min_backoff")
+	case q.SampleAgeLimit < 0:
+		return errors.New("queue_config.sample_age_limit: must not be negative")
+	case q.MaxBytesPerSend < 1024:
+		return errors.New("queue_config.max_bytes_per_send: must be at least 1024")
+	}
+	return nil
+}
+
+// Load parses and validates a configuration from YAML bytes. Unknown keys
+// are errors.
+func Load(b []byte) (*Config, error) {
+	cfg := &Config{}
+	if err := yaml.UnmarshalStrict(b, cfg); err != nil {
+		return nil, err
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256(b)
+	cfg.Hash = hex.EncodeToString(sum[:])
+	return cfg, nil
+}
+
+// LoadFile parses and validates the configuration file at path. Relative
+// file paths inside (credentials, TLS files) are resolved against the
+// file's directory.
+func LoadFile(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	cfg, err := Load(b)
+	if err != nil {
+		return nil, fmt.Errorf("load %s: %w", path, err)
+	}
+	dir := filepath.Dir(path)
+	for _, u := range cfg.Upstreams {
+		u.HTTPClientConfig.SetDirectory(dir)
+	}
+	return cfg, nil
+}
+
+// SendsV2 reports whether u is sent remote write 2.0.
+func (u *UpstreamConfig) SendsV2() bool { return u.ProtobufMessage == ProtobufMessageV2 }

@@ -1,0 +1,135 @@
+// Package model holds the gateway's in-memory form of one remote-write
+// request: what the receiver decodes into and what every forwarder reads.
+//
+// Both wire protocols map onto it without loss. Remote write 1.0 and 2.0
+// carry the same data, except that 2.0 adds per-sample start timestamps,
+// per-series metadata and interned strings; the model keeps the superset, so
+// a request can be re-encoded in either protocol. Labels are resolved
+// strings (no symbol references), so relabeling and shard hashing work the
+// same whatever the client sent.
+package model
+
+import (
+	"github.com/prometheus/prometheus/model/labels"
+	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
+)
+
+// Protocol names a remote-write wire protocol.
+type Protocol int
+
+const (
+	// ProtoV1 is remote write 1.0, prometheus.WriteRequest.
+	ProtoV1 Protocol = iota
+	// ProtoV2 is remote write 2.0, io.prometheus.write.v2.Request.
+	ProtoV2
+)
+
+// Protobuf message names, as they appear in the Content-Type proto parameter
+// and in the upstream protobuf_message setting.
+const (
+	MessageV1 = "prometheus.WriteRequest"
+	MessageV2 = "io.prometheus.write.v2.Request"
+)
+
+// String returns the protobuf message name of p.
+func (p Protocol) String() string {
+	if p == ProtoV2 {
+		return MessageV2
+	}
+	return MessageV1
+}
+
+// Label returns the short form used as a metric label value: "1.0" or "2.0".
+func (p Protocol) Label() string {
+	if p == ProtoV2 {
+		return "2.0"
+	}
+	return "1.0"
+}
+
+// Sample is one float sample. StartTimestamp is the 2.0 start (created)
+// timestamp in milliseconds, 0 when unknown or when the client spoke 1.0.
+type Sample struct {
+	Value          float64
+	Timestamp      int64
+	StartTimestamp int64
+}
+
+// Exemplar is one exemplar with resolved labels.
+type Exemplar struct {
+	Labels    labels.Labels
+	Value     float64
+	Timestamp int64
+}
+
+// Histogram is a native histogram sample. The 2.0 message is a superset of
+// the 1.0 one (it adds StartTimestamp), so the model uses it for both; see
+// HistogramFromV1 and HistogramToV1.
+type Histogram = writev2.Histogram
+
+// MetricType is the metric type in the 2.0 enumeration; the 1.0 enumeration
+// has the same values.
+type MetricType = writev2.Metadata_MetricType
+
+// Metadata is a series' metric metadata. The zero value means none was sent.
+type Metadata struct {
+	Type MetricType
+	Help string
+	Unit string
+}
+
+// Empty reports whether m carries nothing.
+func (m Metadata) Empty() bool {
+	return m.Type == writev2.Metadata_METRIC_TYPE_UNSPECIFIED && m.Help == "" && m.Unit == ""
+}
+
+// Series is one time series with its data points.
+type Series struct {
+	Labels     labels.Labels
+	Samples    []Sample
+	Histograms []Histogram
+	Exemplars  []Exemplar
+	Metadata   Metadata
+}
+
+// FamilyMetadata is 1.0 metadata, sent per metric family rather than per
+// series.
+type FamilyMetadata struct {
+	MetricFamilyName string
+	Metadata
+}
+
+// Request is one decoded, validated write request.
+//
+// A Request and everything it points to may be backed by buffers that the
+// receiver reuses once the handler returns: a consumer that keeps data past
+// its Enqueue call copies what it keeps.
+type Request struct {
+	// Proto is the protocol the client spoke.
+	Proto Protocol
+	// Series holds the accepted series, in the order they were sent.
+	Series []Series
+	// Metadata holds 1.0 family metadata; 2.0 clients send metadata inside
+	// each series instead.
+	Metadata []FamilyMetadata
+}
+
+// Counts returns the number of float samples, histogram samples and
+// exemplars in r.
+func (r *Request) Counts() (samples, histograms, exemplars int) {
+	for i := range r.Series {
+		samples += len(r.Series[i].Samples)
+		histograms += len(r.Series[i].Histograms)
+		exemplars += len(r.Series[i].Exemplars)
+	}
+	return samples, histograms, exemplars
+}
+
+// Reset empties r, keeping its backing arrays for reuse.
+func (r *Request) Reset() {
+	clear(r.Series)
+	r.Series = r.Series[:0]
+	clear(r.Metadata)
+	r.Metadata = r.Metadata[:0]
+	r.Proto = ProtoV1
+}

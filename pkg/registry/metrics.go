@@ -1,0 +1,260 @@
+package registry
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+)
+
+// Reasons a whole request is rejected by the receiver; the values of the
+// reason label of gateway_receiver_rejected_requests_total.
+const (
+	ReasonMethod          = "method_not_allowed"
+	ReasonContentType     = "unsupported_content_type"
+	ReasonContentEncoding = "unsupported_content_encoding"
+	ReasonTooLarge        = "too_large"
+	ReasonDecodedTooLarge = "decoded_too_large"
+	ReasonSnappy          = "snappy"
+	ReasonProtobuf        = "protobuf"
+	ReasonInvalidSeries   = "invalid_series"
+	ReasonQueueFull       = "queue_full"
+	ReasonInternal        = "internal"
+	ReasonShuttingDown    = "shutting_down"
+)
+
+// RejectReasons lists every reason value, so each reads 0 from the start.
+var RejectReasons = []string{
+	ReasonMethod, ReasonContentType, ReasonContentEncoding, ReasonTooLarge,
+	ReasonDecodedTooLarge, ReasonSnappy, ReasonProtobuf, ReasonInvalidSeries,
+	ReasonQueueFull, ReasonInternal, ReasonShuttingDown,
+}
+
+// ProtocolLabels are the values of the protocol label: remote write 1.0 and 2.0.
+var ProtocolLabels = []string{"1.0", "2.0"}
+
+// ReceiverMetrics are the write handler's collectors.
+type ReceiverMetrics struct {
+	// Requests counts decoded requests by protocol.
+	Requests *prometheus.CounterVec
+	// Samples, Histograms and Exemplars count what was accepted, by protocol.
+	Samples    *prometheus.CounterVec
+	Histograms *prometheus.CounterVec
+	Exemplars  *prometheus.CounterVec
+	// Rejected counts requests answered with an error status, by reason.
+	Rejected *prometheus.CounterVec
+	// InvalidSeries counts series dropped by validation, by reason.
+	InvalidSeries *prometheus.CounterVec
+	// DecodedBytes observes the decoded size of each request.
+	DecodedBytes prometheus.Histogram
+}
+
+// NewReceiverMetrics creates and registers the receiver's collectors.
+func NewReceiverMetrics(reg prometheus.Registerer) *ReceiverMetrics {
+	f := promauto.With(reg)
+	m := &ReceiverMetrics{
+		Requests: f.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Subsystem: "receiver", Name: "requests_total",
+			Help: "Write requests decoded, by remote-write protocol version.",
+		}, []string{"protocol"}),
+		Samples: f.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Subsystem: "receiver", Name: "samples_total",
+			Help: "Float samples accepted, by remote-write protocol version.",
+		}, []string{"protocol"}),
+		Histograms: f.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Subsystem: "receiver", Name: "histograms_total",
+			Help: "Native histogram samples accepted, by remote-write protocol version.",
+		}, []string{"protocol"}),
+		Exemplars: f.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Subsystem: "receiver", Name: "exemplars_total",
+			Help: "Exemplars accepted, by remote-write protocol version.",
+		}, []string{"protocol"}),
+		Rejected: f.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Subsystem: "receiver", Name: "rejected_requests_total",
+			Help: "Write requests answered with an error status, by reason.",
+		}, []string{"reason"}),
+		InvalidSeries: f.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Subsystem: "receiver", Name: "invalid_series_total",
+			Help: "Series refused by validation (the rest of their request was still accepted), by reason.",
+		}, []string{"reason"}),
+		DecodedBytes: f.NewHistogram(prometheus.HistogramOpts{
+			Namespace: Namespace, Subsystem: "receiver", Name: "decoded_request_bytes",
+			Help:    "Size of write requests after snappy decoding.",
+			Buckets: prometheus.ExponentialBuckets(1024, 4, 9), // 1 KiB .. 64 MiB
+		}),
+	}
+	for _, p := range ProtocolLabels {
+		m.Requests.WithLabelValues(p)
+		m.Samples.WithLabelValues(p)
+		m.Histograms.WithLabelValues(p)
+		m.Exemplars.WithLabelValues(p)
+	}
+	for _, r := range RejectReasons {
+		m.Rejected.WithLabelValues(r)
+	}
+	return m
+}
+
+// HTTPMetrics are the HTTP server's collectors.
+type HTTPMetrics struct {
+	// Duration observes request latency by route pattern (never the raw
+	// path, so clients cannot create series), method and status code.
+	Duration *prometheus.HistogramVec
+	// InFlight is the number of requests being served.
+	InFlight prometheus.Gauge
+}
+
+// NewHTTPMetrics creates and registers the HTTP server's collectors.
+func NewHTTPMetrics(reg prometheus.Registerer) *HTTPMetrics {
+	f := promauto.With(reg)
+	return &HTTPMetrics{
+		Duration: f.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: Namespace, Subsystem: "http", Name: "request_duration_seconds",
+			Help:    "Latency of HTTP requests, by route pattern, method and status code.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+		}, []string{"handler", "method", "code"}),
+		InFlight: f.NewGauge(prometheus.GaugeOpts{
+			Namespace: Namespace, Subsystem: "http", Name: "requests_in_flight",
+			Help: "HTTP requests being served.",
+		}),
+	}
+}
+
+// Reasons a forwarder drops data; the values of the reason label of
+// gateway_upstream_dropped_*_total.
+const (
+	DropRelabel     = "relabel"                 // write_relabel_configs dropped the series
+	DropHTTPStatus  = "http_4xx"                // the upstream refused the batch with a non-retryable 4xx
+	DropTooLarge    = "too_large"               // a single series was larger than the upstream accepts
+	DropEncode      = "encode"                  // the batch could not be encoded
+	DropShutdown    = "shutdown"                // the flush deadline passed on shutdown
+	DropUnsupported = "unsupported_by_upstream" // send_exemplars/send_native_histograms off
+	DropOldReceiver = "old_receiver"            // a 2.0 upstream answered without Written headers, and the 1.0 resend also failed
+)
+
+// DropReasons lists every drop reason, so each reads 0 from the start.
+var DropReasons = []string{DropRelabel, DropHTTPStatus, DropTooLarge, DropEncode, DropShutdown, DropUnsupported, DropOldReceiver}
+
+// ForwardMetrics are the forwarders' collectors, one series per upstream
+// (label "upstream") on shared vectors.
+type ForwardMetrics struct {
+	SentSamples    *prometheus.CounterVec // upstream
+	SentHistograms *prometheus.CounterVec // upstream
+	SentExemplars  *prometheus.CounterVec // upstream
+	SentMetadata   *prometheus.CounterVec // upstream
+	SentBatches    *prometheus.CounterVec // upstream
+	SentBytes      *prometheus.CounterVec // upstream: compressed bytes of acknowledged batches
+	// FailedSamples counts samples of failed send attempts (retried or not).
+	FailedSamples *prometheus.CounterVec // upstream
+	// RetriedSamples counts samples sent again after a recoverable failure.
+	RetriedSamples *prometheus.CounterVec // upstream
+	// DroppedSamples counts samples, histograms and exemplars given up on.
+	DroppedSamples *prometheus.CounterVec // upstream, reason
+	// Requests counts send attempts by HTTP status code ("error" for network errors).
+	Requests *prometheus.CounterVec // upstream, code
+	// QueueFull counts client requests refused because this upstream's queue was full.
+	QueueFull       *prometheus.CounterVec   // upstream
+	QueueLength     *prometheus.GaugeVec     // upstream: samples waiting
+	QueueCapacity   *prometheus.GaugeVec     // upstream
+	Shards          *prometheus.GaugeVec     // upstream
+	SendDuration    *prometheus.HistogramVec // upstream
+	LastSendSuccess *prometheus.GaugeVec     // upstream: unix seconds
+}
+
+// NewForwardMetrics creates and registers the forwarders' collectors.
+func NewForwardMetrics(reg prometheus.Registerer) *ForwardMetrics {
+	f := promauto.With(reg)
+	up := []string{"upstream"}
+	counter := func(name, help string, labels []string) *prometheus.CounterVec {
+		return f.NewCounterVec(prometheus.CounterOpts{Namespace: Namespace, Subsystem: "upstream", Name: name, Help: help}, labels)
+	}
+	gauge := func(name, help string) *prometheus.GaugeVec {
+		return f.NewGaugeVec(prometheus.GaugeOpts{Namespace: Namespace, Subsystem: "upstream", Name: name, Help: help}, up)
+	}
+	return &ForwardMetrics{
+		SentSamples:    counter("sent_samples_total", "Float samples acknowledged by the upstream.", up),
+		SentHistograms: counter("sent_histograms_total", "Native histogram samples acknowledged by the upstream.", up),
+		SentExemplars:  counter("sent_exemplars_total", "Exemplars acknowledged by the upstream.", up),
+		SentMetadata:   counter("sent_metadata_total", "Metadata entries acknowledged by the upstream.", up),
+		SentBatches:    counter("sent_batches_total", "Batches acknowledged by the upstream.", up),
+		SentBytes:      counter("sent_bytes_total", "Compressed bytes of batches acknowledged by the upstream.", up),
+		FailedSamples:  counter("failed_samples_total", "Samples, histograms and exemplars in send attempts that failed.", up),
+		RetriedSamples: counter("retried_samples_total", "Samples, histograms and exemplars sent again after a recoverable failure.", up),
+		DroppedSamples: counter("dropped_samples_total", "Samples, histograms and exemplars given up on, by reason.", []string{"upstream", "reason"}),
+		Requests:       counter("requests_total", "Send attempts by HTTP status code (\"error\" when no response arrived).", []string{"upstream", "code"}),
+		QueueFull:      counter("queue_full_total", "Client write requests refused because this upstream's queue was full.", up),
+		QueueLength:    gauge("queue_samples", "Samples, histograms and exemplars waiting in the queue."),
+		QueueCapacity:  gauge("queue_capacity_samples", "Samples the queue holds at most."),
+		Shards:         gauge("shards", "Parallel senders."),
+		SendDuration: f.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: Namespace, Subsystem: "upstream", Name: "send_duration_seconds",
+			Help:    "Duration of send attempts, successful or not.",
+			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
+		}, up),
+		LastSendSuccess: gauge("last_send_success_timestamp_seconds", "Unix time of the last batch the upstream acknowledged."),
+	}
+}
+
+// InitUpstream creates the series of upstream so that they read 0 before
+// anything happens.
+func (m *ForwardMetrics) InitUpstream(upstream string) {
+	for _, v := range []*prometheus.CounterVec{m.SentSamples, m.SentHistograms, m.SentExemplars, m.SentMetadata, m.SentBatches, m.SentBytes, m.FailedSamples, m.RetriedSamples, m.QueueFull} {
+		v.WithLabelValues(upstream)
+	}
+	for _, r := range DropReasons {
+		m.DroppedSamples.WithLabelValues(upstream, r)
+	}
+	for _, v := range []*prometheus.GaugeVec{m.QueueLength, m.QueueCapacity, m.Shards, m.LastSendSuccess} {
+		v.WithLabelValues(upstream)
+	}
+	m.SendDuration.WithLabelValues(upstream)
+}
+
+// DeleteUpstream removes every series of upstream, for an upstream that a
+// reload removed. The collectors stay registered.
+func (m *ForwardMetrics) DeleteUpstream(upstream string) {
+	match := prometheus.Labels{"upstream": upstream}
+	for _, v := range []*prometheus.CounterVec{m.SentSamples, m.SentHistograms, m.SentExemplars, m.SentMetadata, m.SentBatches, m.SentBytes, m.FailedSamples, m.RetriedSamples, m.DroppedSamples, m.Requests, m.QueueFull} {
+		v.DeletePartialMatch(match)
+	}
+	for _, v := range []*prometheus.GaugeVec{m.QueueLength, m.QueueCapacity, m.Shards, m.LastSendSuccess} {
+		v.DeletePartialMatch(match)
+	}
+	m.SendDuration.DeletePartialMatch(match)
+}
+
+// ConfigMetrics describe configuration loads.
+type ConfigMetrics struct {
+	LastReloadSuccessful       prometheus.Gauge
+	LastReloadSuccessTimestamp prometheus.Gauge
+	// Info has one series, labelled with the SHA-256 of the loaded file.
+	Info *prometheus.GaugeVec
+}
+
+// NewConfigMetrics creates and registers the configuration collectors.
+func NewConfigMetrics(reg prometheus.Registerer) *ConfigMetrics {
+	f := promauto.With(reg)
+	return &ConfigMetrics{
+		LastReloadSuccessful: f.NewGauge(prometheus.GaugeOpts{
+			Namespace: Namespace, Subsystem: "config", Name: "last_reload_successful",
+			Help: "Whether the last configuration load succeeded (1) or not (0).",
+		}),
+		LastReloadSuccessTimestamp: f.NewGauge(prometheus.GaugeOpts{
+			Namespace: Namespace, Subsystem: "config", Name: "last_reload_success_timestamp_seconds",
+			Help: "Unix time of the last successful configuration load.",
+		}),
+		Info: f.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: Namespace, Subsystem: "config", Name: "info",
+			Help: "The configuration in force, by the SHA-256 of its file.",
+		}, []string{"sha256"}),
+	}
+}
+
+// Loaded records a successful load of the file with the given hash.
+func (m *ConfigMetrics) Loaded(hash string, now float64) {
+	m.LastReloadSuccessful.Set(1)
+	m.LastReloadSuccessTimestamp.Set(now)
+	m.Info.Reset()
+	m.Info.WithLabelValues(hash).Set(1)
+}
+
+// Failed records a failed load; the previous configuration stays in force.
+func (m *ConfigMetrics) Failed() { m.LastReloadSuccessful.Set(0) }
