@@ -19,13 +19,14 @@ const (
 	ReasonQueueFull       = "queue_full"
 	ReasonInternal        = "internal"
 	ReasonShuttingDown    = "shutting_down"
+	ReasonReadError       = "read_error" // the client went away or sent less than its Content-Length
 )
 
 // RejectReasons lists every reason value, so each reads 0 from the start.
 var RejectReasons = []string{
 	ReasonMethod, ReasonContentType, ReasonContentEncoding, ReasonTooLarge,
 	ReasonDecodedTooLarge, ReasonSnappy, ReasonProtobuf, ReasonInvalidSeries,
-	ReasonQueueFull, ReasonInternal, ReasonShuttingDown,
+	ReasonQueueFull, ReasonInternal, ReasonShuttingDown, ReasonReadError,
 }
 
 // ProtocolLabels are the values of the protocol label: remote write 1.0 and 2.0.

@@ -1,0 +1,173 @@
+package receiver
+
+import (
+	"fmt"
+	"sync"
+	"unsafe"
+
+	"github.com/prometheus/prometheus/model/labels"
+	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/rwgateway/gateway/pkg/model"
+)
+
+// decoder turns one protocol's snappy-decoded protobuf message into a
+// validated model.Request. The handler holds one per protocol for its
+// lifetime; a decoder is safe for concurrent use and keeps its per-request
+// state in its own pool.
+//
+// This is the seam where a zero-copy decoder can replace the gogo-generated
+// unmarshalling used now: it only has to fill decoded.req and
+// decoded.invalid, and nothing after the handler (forwarding) changes.
+type decoder interface {
+	// decode unmarshals msg and converts and validates every series into
+	// the returned state. An error means msg is not a valid message. The
+	// state may point into msg, so msg must stay unchanged until release.
+	decode(msg []byte) (*decoded, error)
+	// release returns d, obtained from decode, to the pool. Nothing in d
+	// may be used afterwards.
+	release(d *decoded)
+}
+
+// decoded is the pooled per-request state of a decoder.
+type decoded struct {
+	// req holds the valid series; see the package documentation for what
+	// its consumer may retain.
+	req model.Request
+	// invalid tallies the refused series.
+	invalid invalidSeries
+	// sb builds sorted label sets.
+	sb labels.ScratchBuilder
+	// wire is the protocol's reused protobuf message, owned by the decoder.
+	wire any
+	// size is the length of the message decoded into d, for the pool's
+	// size bound (maxPooledBytes).
+	size int
+}
+
+// statePool pools decoded states whose wire message newWire creates.
+type statePool struct {
+	pool sync.Pool
+}
+
+func newStatePool(newWire func() any) *statePool {
+	return &statePool{pool: sync.Pool{New: func() any {
+		return &decoded{sb: labels.NewScratchBuilder(16), wire: newWire()}
+	}}}
+}
+
+func (p *statePool) get(size int) *decoded {
+	d := p.pool.Get().(*decoded)
+	d.size = size
+	return d
+}
+
+// put resets d and pools it, unless it served an outsized message (see
+// maxPooledBytes). The reset truncates slices but keeps their backing
+// arrays and their elements' nested slices: the next request reuses them,
+// and the code that reuses an element resets it first (see nextSeries and
+// the unmarshal functions). Stale elements in the spare capacity may still
+// point to the last message decoded into d (see unmarshalV1), which keeps
+// that one buffer, at most maxPooledBytes, alive while d is pooled.
+func (p *statePool) put(d *decoded) {
+	if d.size > maxPooledBytes {
+		return
+	}
+	d.req.Series = d.req.Series[:0]
+	clear(d.req.Metadata)
+	d.req.Metadata = d.req.Metadata[:0]
+	d.req.Proto = model.ProtoV1
+	d.invalid.reset()
+	p.pool.Put(d)
+}
+
+// nextSeries appends a series to r and returns it, reusing the backing
+// arrays of a series an earlier request left in r's spare capacity.
+func nextSeries(r *model.Request) *model.Series {
+	r.Series = extend(r.Series)
+	s := &r.Series[len(r.Series)-1]
+	*s = model.Series{
+		Samples:    s.Samples[:0],
+		Histograms: clearTruncate(s.Histograms),
+		Exemplars:  clearTruncate(s.Exemplars),
+	}
+	return s
+}
+
+// clearTruncate zeroes s's elements (dropping what they point to) and
+// returns it empty.
+func clearTruncate[S ~[]E, E any](s S) S {
+	clear(s)
+	return s[:0]
+}
+
+// extend grows s by one element. The new element is whatever an earlier use
+// left in the spare capacity (the zero value if none): the caller resets it.
+func extend[S ~[]E, E any](s S) S {
+	if len(s) < cap(s) {
+		return s[:len(s)+1]
+	}
+	var zero E
+	return append(s, zero)
+}
+
+// appendZero grows s by one zero element and returns a pointer to it.
+func appendZero[S ~[]E, E any](s S) (S, *E) {
+	s = extend(s)
+	e := &s[len(s)-1]
+	var zero E
+	*e = zero
+	return s, e
+}
+
+// wireReader walks the fields of one protobuf message.
+type wireReader struct {
+	b []byte
+}
+
+// next returns the next field's number and type; ok is false at the end of
+// the message.
+func (r *wireReader) next() (num protowire.Number, typ protowire.Type, ok bool, err error) {
+	if len(r.b) == 0 {
+		return 0, 0, false, nil
+	}
+	num, typ, n := protowire.ConsumeTag(r.b)
+	if n < 0 {
+		return 0, 0, false, protowire.ParseError(n)
+	}
+	r.b = r.b[n:]
+	return num, typ, true, nil
+}
+
+// bytes consumes a length-delimited field value.
+func (r *wireReader) bytes(num protowire.Number, typ protowire.Type) ([]byte, error) {
+	if typ != protowire.BytesType {
+		return nil, fmt.Errorf("wrong wire type %d for field %d", typ, num)
+	}
+	v, n := protowire.ConsumeBytes(r.b)
+	if n < 0 {
+		return nil, fmt.Errorf("field %d: %w", num, protowire.ParseError(n))
+	}
+	r.b = r.b[n:]
+	return v, nil
+}
+
+// skip consumes the value of a field the decoder does not know.
+func (r *wireReader) skip(num protowire.Number, typ protowire.Type) error {
+	n := protowire.ConsumeFieldValue(num, typ, r.b)
+	if n < 0 {
+		return fmt.Errorf("field %d: %w", num, protowire.ParseError(n))
+	}
+	r.b = r.b[n:]
+	return nil
+}
+
+// aliasString returns b as a string without copying. The string is only
+// valid while b is unchanged: use it for transient values that are copied
+// before the buffer is reused, never for anything a consumer may retain.
+func aliasString(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	return unsafe.String(&b[0], len(b))
+}

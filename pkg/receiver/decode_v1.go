@@ -1,0 +1,257 @@
+package receiver
+
+import (
+	"fmt"
+
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/prompb"
+
+	"github.com/rwgateway/gateway/pkg/model"
+)
+
+// v1Decoder decodes remote write 1.0, prometheus.WriteRequest.
+type v1Decoder struct {
+	states *statePool
+}
+
+func newV1Decoder() *v1Decoder {
+	return &v1Decoder{states: newStatePool(func() any { return new(prompb.WriteRequest) })}
+}
+
+func (dec *v1Decoder) decode(msg []byte) (*decoded, error) {
+	d := dec.states.get(len(msg))
+	wr := d.wire.(*prompb.WriteRequest)
+	if err := unmarshalV1(wr, msg); err != nil {
+		dec.release(d)
+		return nil, err
+	}
+	d.req.Proto = model.ProtoV1
+	convertV1(d, wr)
+	return d, nil
+}
+
+func (dec *v1Decoder) release(d *decoded) {
+	dec.states.put(d)
+}
+
+// unmarshalV1 decodes msg into m, reusing m's memory.
+//
+// The generated WriteRequest.Unmarshal appends a zero TimeSeries for each
+// series, so truncating m.Timeseries to [:0] would be correct but would throw
+// away every nested Labels, Samples, Exemplars and Histograms array each
+// request. Instead this walks the top level and each TimeSeries itself,
+// resets each reused element before appending into it (generated Unmarshal
+// only sets the fields present on the wire, so a reused element must be
+// zeroed first), and leaves samples, exemplars, histograms and metadata to
+// the generated code.
+//
+// Series label names and values are not copied: they alias msg (see
+// aliasString), since convertV1 copies them into a labels.Labels anyway.
+// That saves two allocations per label; it makes m valid only while msg is.
+func unmarshalV1(m *prompb.WriteRequest, msg []byte) error {
+	m.Timeseries = m.Timeseries[:0]
+	clear(m.Metadata)
+	m.Metadata = m.Metadata[:0]
+	m.XXX_unrecognized = nil
+	r := wireReader{b: msg}
+	for {
+		num, typ, ok, err := r.next()
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return nil
+		}
+		switch num {
+		case 1: // timeseries
+			v, err := r.bytes(num, typ)
+			if err != nil {
+				return err
+			}
+			m.Timeseries = extend(m.Timeseries)
+			ts := &m.Timeseries[len(m.Timeseries)-1]
+			*ts = prompb.TimeSeries{
+				Labels:     ts.Labels[:0],
+				Samples:    ts.Samples[:0],
+				Exemplars:  clearTruncate(ts.Exemplars),
+				Histograms: clearTruncate(ts.Histograms),
+			}
+			if err := unmarshalV1Series(ts, v); err != nil {
+				return fmt.Errorf("timeseries %d: %w", len(m.Timeseries)-1, err)
+			}
+		case 3: // metadata
+			v, err := r.bytes(num, typ)
+			if err != nil {
+				return err
+			}
+			var md *prompb.MetricMetadata
+			m.Metadata, md = appendZero(m.Metadata)
+			if err := md.Unmarshal(v); err != nil {
+				return fmt.Errorf("metadata %d: %w", len(m.Metadata)-1, err)
+			}
+		default:
+			if err := r.skip(num, typ); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// unmarshalV1Series decodes one TimeSeries into the reset m, appending to
+// its slices.
+func unmarshalV1Series(m *prompb.TimeSeries, msg []byte) error {
+	r := wireReader{b: msg}
+	for {
+		num, typ, ok, err := r.next()
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return nil
+		}
+		switch num {
+		case 1: // labels
+			v, err := r.bytes(num, typ)
+			if err != nil {
+				return err
+			}
+			var l *prompb.Label
+			m.Labels, l = appendZero(m.Labels)
+			if err := unmarshalV1Label(l, v); err != nil {
+				return fmt.Errorf("label %d: %w", len(m.Labels)-1, err)
+			}
+		case 2: // samples
+			v, err := r.bytes(num, typ)
+			if err != nil {
+				return err
+			}
+			var s *prompb.Sample
+			m.Samples, s = appendZero(m.Samples)
+			if err := s.Unmarshal(v); err != nil {
+				return fmt.Errorf("sample %d: %w", len(m.Samples)-1, err)
+			}
+		case 3: // exemplars
+			v, err := r.bytes(num, typ)
+			if err != nil {
+				return err
+			}
+			var e *prompb.Exemplar
+			m.Exemplars, e = appendZero(m.Exemplars)
+			if err := e.Unmarshal(v); err != nil {
+				return fmt.Errorf("exemplar %d: %w", len(m.Exemplars)-1, err)
+			}
+		case 4: // histograms
+			v, err := r.bytes(num, typ)
+			if err != nil {
+				return err
+			}
+			var h *prompb.Histogram
+			m.Histograms, h = appendZero(m.Histograms)
+			if err := h.Unmarshal(v); err != nil {
+				return fmt.Errorf("histogram %d: %w", len(m.Histograms)-1, err)
+			}
+		default:
+			if err := r.skip(num, typ); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// unmarshalV1Label decodes a Label into the zero l, its strings aliasing msg.
+func unmarshalV1Label(l *prompb.Label, msg []byte) error {
+	r := wireReader{b: msg}
+	for {
+		num, typ, ok, err := r.next()
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return nil
+		}
+		switch num {
+		case 1, 2: // name, value
+			v, err := r.bytes(num, typ)
+			if err != nil {
+				return err
+			}
+			if num == 1 {
+				l.Name = aliasString(v)
+			} else {
+				l.Value = aliasString(v)
+			}
+		default:
+			if err := r.skip(num, typ); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// convertV1 validates wr's series into d.req and d.invalid.
+func convertV1(d *decoded, wr *prompb.WriteRequest) {
+	for i := range wr.Timeseries {
+		ts := &wr.Timeseries[i]
+		ls := v1Labels(&d.sb, ts.Labels)
+		if reason, detail, ok := validateLabels(ls, true); !ok {
+			d.invalid.add(reason, i, ls, detail)
+			continue
+		}
+		// Prometheus 1.0 senders put exemplars in series of their own, with
+		// no samples: those are valid.
+		if len(ts.Samples) == 0 && len(ts.Histograms) == 0 && len(ts.Exemplars) == 0 {
+			d.invalid.add(invalidNoSamples, i, ls, "no samples, histograms or exemplars")
+			continue
+		}
+
+		s := nextSeries(&d.req)
+		if detail := appendV1Histograms(s, ts.Histograms); detail != "" {
+			d.req.Series = d.req.Series[:len(d.req.Series)-1]
+			d.invalid.add(invalidHistogram, i, ls, detail)
+			continue
+		}
+		s.Labels = ls
+		for _, smp := range ts.Samples {
+			s.Samples = append(s.Samples, model.Sample{Value: smp.Value, Timestamp: smp.Timestamp})
+		}
+		for _, ex := range ts.Exemplars {
+			s.Exemplars = append(s.Exemplars, model.Exemplar{
+				Labels:    v1Labels(&d.sb, ex.Labels),
+				Value:     ex.Value,
+				Timestamp: ex.Timestamp,
+			})
+		}
+	}
+	for _, md := range wr.Metadata {
+		d.req.Metadata = append(d.req.Metadata, model.FamilyMetadata{
+			MetricFamilyName: md.MetricFamilyName,
+			Metadata: model.Metadata{
+				Type: model.MetricTypeFromV1(md.Type),
+				Help: md.Help,
+				Unit: md.Unit,
+			},
+		})
+	}
+}
+
+// appendV1Histograms converts and validates hs into s, and returns what is
+// wrong with the first invalid histogram, or "".
+func appendV1Histograms(s *model.Series, hs []prompb.Histogram) string {
+	for _, h := range hs {
+		s.Histograms = append(s.Histograms, model.HistogramFromV1(h))
+		if msg := validateHistogram(&s.Histograms[len(s.Histograms)-1]); msg != "" {
+			return fmt.Sprintf("histogram at %d: %s", h.Timestamp, msg)
+		}
+	}
+	return ""
+}
+
+// v1Labels returns the sorted label set of pairs.
+func v1Labels(sb *labels.ScratchBuilder, pairs []prompb.Label) labels.Labels {
+	sb.Reset()
+	for _, l := range pairs {
+		sb.Add(l.Name, l.Value)
+	}
+	sb.Sort()
+	return sb.Labels()
+}

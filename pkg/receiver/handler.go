@@ -1,0 +1,404 @@
+// Package receiver implements the gateway's remote-write endpoint: the HTTP
+// handler that checks a write request's method and headers, caps and
+// decompresses its body, decodes remote write 1.0 or 2.0 into a
+// model.Request, validates every series and hands what is valid to an
+// Enqueuer.
+//
+// We write our own handler instead of using client_golang's
+// exp/api/remote.NewWriteHandler because we need pooled buffers and pooled,
+// reused protobuf messages on the hot path (that handler reads every body
+// with io.ReadAll and unmarshals into a fresh message), per-series partial
+// writes with exact Written headers for both protocols, and our own metrics
+// and status mapping (a full queue is 503 with Retry-After).
+//
+// # Ownership
+//
+// The Handler reuses, for later requests, the memory of the model.Request it
+// passes to Enqueue: the Series, Samples, Histograms (and their span, delta
+// and count slices), Exemplars and Metadata slices. An Enqueuer must not
+// retain the request or any of those slices after Enqueue returns; it copies
+// what it keeps. Strings and labels.Labels values in the request are
+// ordinary immutable Go values, never backed by pooled memory, and may be
+// retained.
+package receiver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/golang/snappy"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/rwgateway/gateway/pkg/model"
+	"github.com/rwgateway/gateway/pkg/registry"
+)
+
+// Enqueuer takes a decoded, validated request. It must not retain req or
+// anything it points to after returning (the handler reuses the buffers);
+// see the package documentation for what may be kept. Enqueue is called
+// concurrently, with the HTTP request's context.
+type Enqueuer interface {
+	Enqueue(ctx context.Context, req *model.Request) error
+}
+
+// RetryAfterError is an Enqueue error that asks the client to retry later,
+// such as a forwarder's queue-full error. The handler answers it with 503
+// and a Retry-After header of RetryAfter rounded up to whole seconds (at
+// least 1).
+type RetryAfterError interface {
+	error
+	RetryAfter() time.Duration
+}
+
+// Enqueue errors with a fixed meaning. An Enqueuer may return them, wrapped
+// or not; any other error that is not a RetryAfterError is answered with 500.
+var (
+	// ErrQueueFull means the request was refused because a queue is full and
+	// the Enqueuer has no better retry hint: 503, Retry-After: 1.
+	ErrQueueFull = errors.New("queue full")
+	// ErrShuttingDown means the gateway is stopping: 503, Retry-After: 1, so
+	// that the client retries, perhaps against another replica.
+	ErrShuttingDown = errors.New("shutting down")
+)
+
+// Header names of the remote write 2.0 response.
+const (
+	headerSamplesWritten    = "X-Prometheus-Remote-Write-Samples-Written"
+	headerHistogramsWritten = "X-Prometheus-Remote-Write-Histograms-Written"
+	headerExemplarsWritten  = "X-Prometheus-Remote-Write-Exemplars-Written"
+)
+
+// defaultMaxBytes is the default of both Options limits: 32 MiB, the
+// decoded-size limit of Prometheus's own write handler.
+const defaultMaxBytes = 32 << 20
+
+// Options are the Handler's limits. Zero fields mean the documented default.
+type Options struct {
+	// MaxRequestBytes caps the compressed body; larger requests are answered
+	// with 413. Default 32 MiB.
+	MaxRequestBytes int64
+	// MaxDecodedBytes caps the snappy-decoded body, checked from the snappy
+	// header before anything is allocated; larger requests are answered with
+	// 400. Default 32 MiB.
+	MaxDecodedBytes int64
+}
+
+// Handler is the remote-write HTTP handler. Build it once with NewHandler and
+// serve every request with it: it holds the buffer and message pools. It is
+// safe for concurrent use.
+type Handler struct {
+	logger *slog.Logger
+	q      Enqueuer
+	opts   Options
+
+	metrics    *registry.ReceiverMetrics
+	requests   [2]prometheus.Counter // by model.Protocol
+	samples    [2]prometheus.Counter
+	histograms [2]prometheus.Counter
+	exemplars  [2]prometheus.Counter
+	rejected   map[string]prometheus.Counter
+	invalid    [numInvalidReasons]prometheus.Counter
+
+	// bufs holds *[]byte for compressed and decoded bodies.
+	bufs     sync.Pool
+	decoders [2]decoder // by model.Protocol
+}
+
+// NewHandler returns a handler that decodes write requests and passes them
+// to q. A nil logger discards.
+func NewHandler(logger *slog.Logger, metrics *registry.ReceiverMetrics, q Enqueuer, opts Options) *Handler {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.MaxRequestBytes <= 0 {
+		opts.MaxRequestBytes = defaultMaxBytes
+	}
+	if opts.MaxDecodedBytes <= 0 {
+		opts.MaxDecodedBytes = defaultMaxBytes
+	}
+	h := &Handler{
+		logger:   logger.With("component", "receiver"),
+		q:        q,
+		opts:     opts,
+		metrics:  metrics,
+		rejected: make(map[string]prometheus.Counter, len(registry.RejectReasons)+1),
+		bufs:     sync.Pool{New: func() any { return new([]byte) }},
+		decoders: [2]decoder{newV1Decoder(), newV2Decoder()},
+	}
+	for _, p := range []model.Protocol{model.ProtoV1, model.ProtoV2} {
+		h.requests[p] = metrics.Requests.WithLabelValues(p.Label())
+		h.samples[p] = metrics.Samples.WithLabelValues(p.Label())
+		h.histograms[p] = metrics.Histograms.WithLabelValues(p.Label())
+		h.exemplars[p] = metrics.Exemplars.WithLabelValues(p.Label())
+	}
+	for _, r := range registry.RejectReasons {
+		h.rejected[r] = metrics.Rejected.WithLabelValues(r)
+	}
+	for r := range invalidReason(numInvalidReasons) {
+		h.invalid[r] = metrics.InvalidSeries.WithLabelValues(r.String())
+	}
+	return h
+}
+
+// ServeHTTP handles one remote-write request; see the package documentation.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		h.reject(w, http.StatusMethodNotAllowed, registry.ReasonMethod, "method not allowed, use POST", nil)
+		return
+	}
+	proto, err := parseContentType(r.Header.Get("Content-Type"))
+	if err != nil {
+		h.reject(w, http.StatusUnsupportedMediaType, registry.ReasonContentType, err.Error(), err)
+		return
+	}
+	if proto == model.ProtoV2 {
+		// Until something is accepted, nothing was written; every answer
+		// from here on carries the true counts.
+		setWritten(w, 0, 0, 0)
+	}
+	if enc := r.Header.Get("Content-Encoding"); enc != "" && !strings.EqualFold(enc, "snappy") {
+		h.reject(w, http.StatusUnsupportedMediaType, registry.ReasonContentEncoding,
+			fmt.Sprintf("unsupported Content-Encoding %q, use snappy", truncate(enc, 64)), nil)
+		return
+	}
+	if r.ContentLength > h.opts.MaxRequestBytes {
+		h.reject(w, http.StatusRequestEntityTooLarge, registry.ReasonTooLarge, h.tooLargeMsg(), nil)
+		return
+	}
+
+	// The compressed body.
+	bodyBuf := h.getBuf(initialBodyCap(r.ContentLength))
+	defer h.putBuf(bodyBuf)
+	body, err := readBody(http.MaxBytesReader(w, r.Body, h.opts.MaxRequestBytes), r.ContentLength, *bodyBuf)
+	*bodyBuf = body
+	if err != nil {
+		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+			h.reject(w, http.StatusRequestEntityTooLarge, registry.ReasonTooLarge, h.tooLargeMsg(), err)
+			return
+		}
+		h.reject(w, http.StatusBadRequest, registry.ReasonReadError, "read body: "+err.Error(), err)
+		return
+	}
+
+	// The decoded body. DecodedLen reads the length from the snappy header,
+	// so an oversized claim is refused before anything is allocated.
+	n, err := snappy.DecodedLen(body)
+	if err != nil {
+		h.reject(w, http.StatusBadRequest, registry.ReasonSnappy, "decode snappy: "+err.Error(), err)
+		return
+	}
+	if int64(n) > h.opts.MaxDecodedBytes {
+		h.reject(w, http.StatusBadRequest, registry.ReasonDecodedTooLarge,
+			fmt.Sprintf("decoded body of %d bytes is over the limit of %d bytes", n, h.opts.MaxDecodedBytes), nil)
+		return
+	}
+	msgBuf := h.getBuf(n)
+	defer h.putBuf(msgBuf)
+	msg, err := snappy.Decode((*msgBuf)[:cap(*msgBuf)], body)
+	if err != nil {
+		h.reject(w, http.StatusBadRequest, registry.ReasonSnappy, "decode snappy: "+err.Error(), err)
+		return
+	}
+	h.metrics.DecodedBytes.Observe(float64(len(msg)))
+
+	// The message. Deferred calls run last in, first out: the decoded state
+	// goes back to its pool before msg's buffer does, so a decoder may point
+	// into msg.
+	dec := h.decoders[proto]
+	d, err := dec.decode(msg)
+	if err != nil {
+		h.reject(w, http.StatusBadRequest, registry.ReasonProtobuf, "decode "+proto.String()+": "+err.Error(), err)
+		return
+	}
+	defer dec.release(d)
+	h.requests[proto].Inc()
+	for reason, c := range d.invalid.byReason {
+		if c > 0 {
+			h.invalid[reason].Add(float64(c))
+		}
+	}
+
+	req := &d.req
+	if len(req.Series) > 0 || len(req.Metadata) > 0 {
+		if err := h.q.Enqueue(r.Context(), req); err != nil {
+			code, reason, retryAfter := enqueueStatus(err)
+			if retryAfter > 0 {
+				w.Header().Set("Retry-After", strconv.FormatInt(retryAfterSeconds(retryAfter), 10))
+			}
+			h.reject(w, code, reason, http.StatusText(code)+": "+err.Error(), err)
+			return
+		}
+		samples, histograms, exemplars := req.Counts()
+		h.samples[proto].Add(float64(samples))
+		h.histograms[proto].Add(float64(histograms))
+		h.exemplars[proto].Add(float64(exemplars))
+		if proto == model.ProtoV2 {
+			setWritten(w, samples, histograms, exemplars)
+		}
+	}
+	if d.invalid.count > 0 {
+		h.reject(w, http.StatusBadRequest, registry.ReasonInvalidSeries,
+			fmt.Sprintf("%d of %d series refused, the rest were accepted; first: %s",
+				d.invalid.count, d.invalid.count+len(req.Series), d.invalid.first), nil)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// parseContentType returns the protocol a Content-Type names. An empty
+// Content-Type is 1.0, as Prometheus's write handler has it.
+func parseContentType(ct string) (model.Protocol, error) {
+	// Fast path: what Prometheus senders set.
+	switch ct {
+	case "", "application/x-protobuf":
+		return model.ProtoV1, nil
+	case "application/x-protobuf;proto=" + model.MessageV2:
+		return model.ProtoV2, nil
+	}
+	mediaType, params, err := mime.ParseMediaType(ct)
+	if err != nil {
+		return 0, fmt.Errorf("parse Content-Type: %w", err)
+	}
+	if mediaType != "application/x-protobuf" {
+		return 0, fmt.Errorf("unsupported media type %q, use application/x-protobuf", truncate(mediaType, 64))
+	}
+	switch p := params["proto"]; p {
+	case "", model.MessageV1:
+		return model.ProtoV1, nil
+	case model.MessageV2:
+		return model.ProtoV2, nil
+	default:
+		return 0, fmt.Errorf("unsupported proto %q, use %s or %s", truncate(p, 64), model.MessageV1, model.MessageV2)
+	}
+}
+
+// enqueueStatus maps an Enqueue error to the response status, the reject
+// reason and, for 503, the delay to put in Retry-After.
+func enqueueStatus(err error) (code int, reason string, retryAfter time.Duration) {
+	if ra, ok := errors.AsType[RetryAfterError](err); ok {
+		return http.StatusServiceUnavailable, registry.ReasonQueueFull, max(ra.RetryAfter(), time.Second)
+	}
+	switch {
+	case errors.Is(err, ErrQueueFull):
+		return http.StatusServiceUnavailable, registry.ReasonQueueFull, time.Second
+	case errors.Is(err, ErrShuttingDown):
+		return http.StatusServiceUnavailable, registry.ReasonShuttingDown, time.Second
+	default:
+		return http.StatusInternalServerError, registry.ReasonInternal, 0
+	}
+}
+
+// retryAfterSeconds rounds d up to whole seconds, at least 1.
+func retryAfterSeconds(d time.Duration) int64 {
+	return max(1, int64(math.Ceil(d.Seconds())))
+}
+
+// reject answers with code and a plain-text message, and counts reason. err,
+// if any, is the cause, for the debug log.
+func (h *Handler) reject(w http.ResponseWriter, code int, reason, msg string, err error) {
+	h.rejected[reason].Inc()
+	h.logger.Debug("write request rejected", "status", code, "reason", reason, "msg", msg, "err", err)
+	http.Error(w, msg, code)
+}
+
+func (h *Handler) tooLargeMsg() string {
+	return fmt.Sprintf("request body is over the limit of %d bytes", h.opts.MaxRequestBytes)
+}
+
+// setWritten sets the 2.0 response headers that tell the client how much of
+// its request was accepted.
+func setWritten(w http.ResponseWriter, samples, histograms, exemplars int) {
+	hdr := w.Header()
+	hdr.Set(headerSamplesWritten, strconv.Itoa(samples))
+	hdr.Set(headerHistogramsWritten, strconv.Itoa(histograms))
+	hdr.Set(headerExemplarsWritten, strconv.Itoa(exemplars))
+}
+
+// maxPooledBytes bounds what the pools keep. A body buffer larger than this,
+// or the decode state of a message larger than this, is left to the garbage
+// collector after its request instead of being pooled: a pooled entry lives
+// until two garbage collections pass without use, and a burst of outsized
+// requests must not pin that much memory per entry (a decode state holds
+// several times its message's size in Go structs). Prometheus's default
+// batches (2000 samples) are 100–300 KiB decoded, so they always reuse; only
+// requests over 8 MiB decoded allocate anew.
+const maxPooledBytes = 8 << 20
+
+// initialBodyCap is the buffer to start reading a body of contentLength
+// (-1 when unknown) into.
+func initialBodyCap(contentLength int64) int {
+	if contentLength >= 0 {
+		return int(contentLength)
+	}
+	return 64 << 10
+}
+
+// getBuf returns a pooled buffer with capacity at least n.
+func (h *Handler) getBuf(n int) *[]byte {
+	p := h.bufs.Get().(*[]byte)
+	if cap(*p) < n {
+		// A smaller pooled buffer is dropped: the pool converges on the
+		// sizes requests need.
+		*p = make([]byte, 0, n)
+	}
+	return p
+}
+
+// putBuf returns p to the pool unless it is outsized; see maxPooledBytes.
+func (h *Handler) putBuf(p *[]byte) {
+	if cap(*p) > maxPooledBytes {
+		return
+	}
+	*p = (*p)[:0]
+	h.bufs.Put(p)
+}
+
+// readBody reads r into buf, reusing its capacity, and returns the body. A
+// known contentLength is read in one go; otherwise buf grows as needed.
+func readBody(r io.Reader, contentLength int64, buf []byte) ([]byte, error) {
+	if contentLength >= 0 {
+		if int64(cap(buf)) < contentLength {
+			buf = make([]byte, contentLength)
+		}
+		buf = buf[:contentLength]
+		n, err := io.ReadFull(r, buf)
+		if err != nil {
+			return buf[:n], err
+		}
+		return buf, nil
+	}
+	buf = buf[:0]
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return buf, err
+		}
+	}
+}
+
+// truncate shortens s to at most n bytes of valid UTF-8, for echoing client
+// input in messages.
+func truncate(s string, n int) string {
+	if len(s) > n {
+		s = s[:n] + "…"
+	}
+	return strings.ToValidUTF8(s, "\uFFFD")
+}

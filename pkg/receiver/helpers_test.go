@@ -1,0 +1,272 @@
+package receiver
+
+import (
+	"context"
+	"math"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/model/value"
+	"github.com/prometheus/prometheus/prompb"
+	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
+
+	"github.com/rwgateway/gateway/pkg/model"
+	"github.com/rwgateway/gateway/pkg/receiver/rwtest"
+	"github.com/rwgateway/gateway/pkg/registry"
+)
+
+var protos = []model.Protocol{model.ProtoV1, model.ProtoV2}
+
+// tseries is a protocol-neutral test series. labels are name/value pairs in
+// send order; they may be invalid on purpose.
+type tseries struct {
+	labels     []string
+	samples    []model.Sample
+	histograms []model.Histogram
+	exemplars  []model.Exemplar
+	meta       model.Metadata
+}
+
+func validSeries(name string, v float64) tseries {
+	return tseries{
+		labels:  []string{"__name__", name, "job", "test", "instance", "a:9100"},
+		samples: []model.Sample{{Value: v, Timestamp: 1000, StartTimestamp: 500}},
+	}
+}
+
+// buildV1 returns the 1.0 message of series; start timestamps are dropped.
+func buildV1(series []tseries, md []model.FamilyMetadata) *prompb.WriteRequest {
+	wr := &prompb.WriteRequest{}
+	for _, s := range series {
+		var ts prompb.TimeSeries
+		for i := 0; i+1 < len(s.labels); i += 2 {
+			ts.Labels = append(ts.Labels, prompb.Label{Name: s.labels[i], Value: s.labels[i+1]})
+		}
+		for _, smp := range s.samples {
+			ts.Samples = append(ts.Samples, prompb.Sample{Value: smp.Value, Timestamp: smp.Timestamp})
+		}
+		for _, h := range s.histograms {
+			ts.Histograms = append(ts.Histograms, model.HistogramToV1(h))
+		}
+		for _, e := range s.exemplars {
+			ts.Exemplars = append(ts.Exemplars, prompb.Exemplar{Labels: prompb.FromLabels(e.Labels, nil), Value: e.Value, Timestamp: e.Timestamp})
+		}
+		wr.Timeseries = append(wr.Timeseries, ts)
+	}
+	for _, m := range md {
+		wr.Metadata = append(wr.Metadata, prompb.MetricMetadata{
+			Type: model.MetricTypeToV1(m.Type), MetricFamilyName: m.MetricFamilyName, Help: m.Help, Unit: m.Unit,
+		})
+	}
+	return wr
+}
+
+// buildV2 returns the 2.0 message of series.
+func buildV2(series []tseries) *writev2.Request {
+	st := writev2.NewSymbolTable()
+	wr := &writev2.Request{}
+	for _, s := range series {
+		var ts writev2.TimeSeries
+		for i := 0; i+1 < len(s.labels); i += 2 {
+			ts.LabelsRefs = append(ts.LabelsRefs, st.Symbolize(s.labels[i]), st.Symbolize(s.labels[i+1]))
+		}
+		ts.Metadata = writev2.Metadata{Type: s.meta.Type, HelpRef: st.Symbolize(s.meta.Help), UnitRef: st.Symbolize(s.meta.Unit)}
+		for _, smp := range s.samples {
+			ts.Samples = append(ts.Samples, writev2.Sample{Value: smp.Value, Timestamp: smp.Timestamp, StartTimestamp: smp.StartTimestamp})
+		}
+		ts.Histograms = append(ts.Histograms, s.histograms...)
+		for _, e := range s.exemplars {
+			ts.Exemplars = append(ts.Exemplars, writev2.Exemplar{LabelsRefs: st.SymbolizeLabels(e.Labels, nil), Value: e.Value, Timestamp: e.Timestamp})
+		}
+		wr.Timeseries = append(wr.Timeseries, ts)
+	}
+	wr.Symbols = st.Symbols()
+	return wr
+}
+
+// encode returns the snappy body of series in protocol p.
+func encode(p model.Protocol, series []tseries, md []model.FamilyMetadata) []byte {
+	if p == model.ProtoV2 {
+		return rwtest.Encode(buildV2(series))
+	}
+	return rwtest.Encode(buildV1(series, md))
+}
+
+// expected returns what the Enqueuer should receive for series sent in p.
+func expected(p model.Protocol, series []tseries, md []model.FamilyMetadata) model.Request {
+	req := model.Request{Proto: p}
+	for _, s := range series {
+		out := model.Series{
+			Labels:     labels.FromStrings(s.labels...),
+			Samples:    slices.Clone(s.samples),
+			Histograms: slices.Clone(s.histograms),
+			Exemplars:  slices.Clone(s.exemplars),
+		}
+		if p == model.ProtoV1 {
+			for i := range out.Samples {
+				out.Samples[i].StartTimestamp = 0
+			}
+			for i := range out.Histograms {
+				out.Histograms[i] = model.HistogramFromV1(model.HistogramToV1(out.Histograms[i]))
+			}
+		} else {
+			out.Metadata = s.meta
+		}
+		req.Series = append(req.Series, out)
+	}
+	if p == model.ProtoV1 {
+		req.Metadata = md
+	}
+	return copyRequest(&req)
+}
+
+// copyRequest deep-copies r, with empty slices as nil so that requests
+// compare equal whatever buffers they came from.
+func copyRequest(r *model.Request) model.Request {
+	out := model.Request{Proto: r.Proto}
+	for _, s := range r.Series {
+		c := model.Series{Labels: s.Labels.Copy(), Metadata: s.Metadata, Samples: cloneOrNil(s.Samples)}
+		for _, h := range s.Histograms {
+			c.Histograms = append(c.Histograms, copyHistogram(h))
+		}
+		for _, e := range s.Exemplars {
+			c.Exemplars = append(c.Exemplars, model.Exemplar{Labels: e.Labels.Copy(), Value: e.Value, Timestamp: e.Timestamp})
+		}
+		out.Series = append(out.Series, c)
+	}
+	out.Metadata = cloneOrNil(r.Metadata)
+	return out
+}
+
+func copyHistogram(h model.Histogram) model.Histogram {
+	c := model.Histogram{
+		Sum: h.Sum, Schema: h.Schema, ZeroThreshold: h.ZeroThreshold, ResetHint: h.ResetHint,
+		Timestamp: h.Timestamp, StartTimestamp: h.StartTimestamp,
+		NegativeSpans: cloneOrNil(h.NegativeSpans), NegativeDeltas: cloneOrNil(h.NegativeDeltas), NegativeCounts: cloneOrNil(h.NegativeCounts),
+		PositiveSpans: cloneOrNil(h.PositiveSpans), PositiveDeltas: cloneOrNil(h.PositiveDeltas), PositiveCounts: cloneOrNil(h.PositiveCounts),
+		CustomValues: cloneOrNil(h.CustomValues),
+	}
+	for i := range c.NegativeSpans {
+		c.NegativeSpans[i].XXX_sizecache = 0
+	}
+	for i := range c.PositiveSpans {
+		c.PositiveSpans[i].XXX_sizecache = 0
+	}
+	switch v := h.Count.(type) {
+	case *writev2.Histogram_CountInt:
+		c.Count = &writev2.Histogram_CountInt{CountInt: v.CountInt}
+	case *writev2.Histogram_CountFloat:
+		c.Count = &writev2.Histogram_CountFloat{CountFloat: v.CountFloat}
+	}
+	switch v := h.ZeroCount.(type) {
+	case *writev2.Histogram_ZeroCountInt:
+		c.ZeroCount = &writev2.Histogram_ZeroCountInt{ZeroCountInt: v.ZeroCountInt}
+	case *writev2.Histogram_ZeroCountFloat:
+		c.ZeroCount = &writev2.Histogram_ZeroCountFloat{ZeroCountFloat: v.ZeroCountFloat}
+	}
+	return c
+}
+
+func cloneOrNil[S ~[]E, E any](s S) S {
+	if len(s) == 0 {
+		return nil
+	}
+	return slices.Clone(s)
+}
+
+// fakeQueue is an Enqueuer that records deep copies of what it is given.
+type fakeQueue struct {
+	err error // returned by every Enqueue
+
+	mu  sync.Mutex
+	got []model.Request
+}
+
+func (q *fakeQueue) Enqueue(_ context.Context, req *model.Request) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.got = append(q.got, copyRequest(req))
+	return q.err
+}
+
+// retryAfterErr is a queue-full error as the forwarder returns it.
+type retryAfterErr struct{ d time.Duration }
+
+func (e retryAfterErr) Error() string             { return "queue of upstream \"a\" is full" }
+func (e retryAfterErr) RetryAfter() time.Duration { return e.d }
+
+var _ RetryAfterError = retryAfterErr{}
+
+// newTestHandler returns a handler over q with its own pedantic registry.
+func newTestHandler(t testing.TB, q Enqueuer, opts Options) (*Handler, *registry.ReceiverMetrics, *prometheus.Registry) {
+	t.Helper()
+	reg := prometheus.NewPedanticRegistry()
+	m := registry.NewReceiverMetrics(reg)
+	return NewHandler(nil, m, q, opts), m, reg
+}
+
+func serve(h http.Handler, r *http.Request) *httptest.ResponseRecorder {
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, r)
+	return rec
+}
+
+// Histograms of every kind, valid.
+var (
+	intExpHistogram = model.Histogram{
+		Count: &writev2.Histogram_CountInt{CountInt: 10}, ZeroCount: &writev2.Histogram_ZeroCountInt{ZeroCountInt: 2},
+		Sum: 42.5, Schema: 3, ZeroThreshold: 0.001,
+		PositiveSpans: []writev2.BucketSpan{{Offset: 0, Length: 2}, {Offset: 1, Length: 2}}, PositiveDeltas: []int64{1, 1, -1, 0}, // 1 2 1 1
+		NegativeSpans: []writev2.BucketSpan{{Offset: -2, Length: 1}}, NegativeDeltas: []int64{3},
+		ResetHint: writev2.Histogram_RESET_HINT_NO, Timestamp: 2000, StartTimestamp: 1500,
+	}
+	floatExpHistogram = model.Histogram{
+		Count: &writev2.Histogram_CountFloat{CountFloat: 10.5}, ZeroCount: &writev2.Histogram_ZeroCountFloat{ZeroCountFloat: 1.5},
+		Sum: -3.25, Schema: -2, ZeroThreshold: 1e-128,
+		PositiveSpans: []writev2.BucketSpan{{Offset: 0, Length: 2}}, PositiveCounts: []float64{2, 3.5},
+		NegativeSpans: []writev2.BucketSpan{{Offset: 1, Length: 1}}, NegativeCounts: []float64{3.5},
+		ResetHint: writev2.Histogram_RESET_HINT_GAUGE, Timestamp: 2000, StartTimestamp: 1000,
+	}
+	intCustomHistogram = model.Histogram{
+		Count: &writev2.Histogram_CountInt{CountInt: 6}, Sum: 1.25, Schema: -53,
+		PositiveSpans: []writev2.BucketSpan{{Offset: 0, Length: 3}}, PositiveDeltas: []int64{1, 2, -1}, // 1 3 2
+		CustomValues: []float64{0.1, 0.5, 1}, Timestamp: 3000, StartTimestamp: 100,
+	}
+	floatCustomHistogram = model.Histogram{
+		Count: &writev2.Histogram_CountFloat{CountFloat: 4.5}, Sum: 8, Schema: -53,
+		PositiveSpans: []writev2.BucketSpan{{Offset: 0, Length: 1}, {Offset: 1, Length: 1}}, PositiveCounts: []float64{1.5, 3},
+		CustomValues: []float64{1, 10, 100}, Timestamp: 3000,
+	}
+	staleHistogram = model.Histogram{
+		Count: &writev2.Histogram_CountInt{}, ZeroCount: &writev2.Histogram_ZeroCountInt{},
+		Sum: math.Float64frombits(value.StaleNaN), Schema: 0, Timestamp: 4000,
+	}
+)
+
+// histogramSeries returns a valid series holding h.
+func histogramSeries(name string, h ...model.Histogram) tseries {
+	return tseries{labels: []string{"__name__", name, "job", "test"}, histograms: h}
+}
+
+// withHistogram returns h changed by f, leaving the fixture alone.
+func withHistogram(h model.Histogram, f func(*model.Histogram)) model.Histogram {
+	c := copyHistogram(h)
+	f(&c)
+	return c
+}
+
+// testutilSum returns the sum of the values of counters.
+func testutilSum(cs ...prometheus.Collector) float64 {
+	var sum float64
+	for _, c := range cs {
+		sum += testutil.ToFloat64(c)
+	}
+	return sum
+}

@@ -1,0 +1,248 @@
+package receiver
+
+import (
+	"fmt"
+	"math"
+	"strconv"
+	"unicode/utf8"
+
+	"github.com/prometheus/prometheus/model/histogram"
+	"github.com/prometheus/prometheus/model/labels"
+	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
+
+	"github.com/rwgateway/gateway/pkg/model"
+)
+
+// invalidReason is why a series was refused: the reason label of
+// gateway_receiver_invalid_series_total.
+type invalidReason int
+
+const (
+	invalidLabelRefs         invalidReason = iota // 2.0: odd number of label refs, or a ref outside the symbols
+	invalidMetadataRefs                           // 2.0: help or unit ref outside the symbols
+	invalidExemplarLabelRefs                      // 2.0: an exemplar's label refs are odd or outside the symbols
+	invalidEmptyLabels                            // no labels at all
+	invalidEmptyLabelName                         // a label with an empty name
+	invalidUTF8                                   // a label name or value that is not valid UTF-8
+	invalidDuplicateLabel                         // two labels with the same name
+	invalidMetricName                             // no __name__ label, or an empty one
+	invalidNoSamples                              // neither samples nor histograms (1.0: nor exemplars)
+	invalidHistogram                              // a native histogram whose buckets do not add up
+	numInvalidReasons
+)
+
+var invalidReasonNames = [numInvalidReasons]string{
+	invalidLabelRefs:         "label_refs",
+	invalidMetadataRefs:      "metadata_refs",
+	invalidExemplarLabelRefs: "exemplar_label_refs",
+	invalidEmptyLabels:       "empty_labels",
+	invalidEmptyLabelName:    "empty_label_name",
+	invalidUTF8:              "invalid_utf8",
+	invalidDuplicateLabel:    "duplicate_label_name",
+	invalidMetricName:        "missing_metric_name",
+	invalidNoSamples:         "no_samples",
+	invalidHistogram:         "invalid_histogram",
+}
+
+func (r invalidReason) String() string { return invalidReasonNames[r] }
+
+// invalidSeries tallies the series of one request that validation refused.
+type invalidSeries struct {
+	count    int
+	byReason [numInvalidReasons]int
+	// first describes the first refused series, for the response body.
+	first string
+}
+
+func (v *invalidSeries) reset() { *v = invalidSeries{} }
+
+// add records that series number idx (in request order) was refused. ls
+// holds its labels if they are known, else is empty.
+func (v *invalidSeries) add(reason invalidReason, idx int, ls labels.Labels, detail string) {
+	if v.count == 0 {
+		if ls.IsEmpty() {
+			v.first = fmt.Sprintf("series #%d: %s", idx, detail)
+		} else {
+			v.first = fmt.Sprintf("series #%d %s: %s", idx, truncate(ls.String(), 512), detail)
+		}
+	}
+	v.count++
+	v.byReason[reason]++
+}
+
+// validateLabels checks a series' sorted labels: not empty, no empty or
+// duplicate names, valid UTF-8 (if checkUTF8: a 2.0 decoder checks its
+// symbols once instead), a non-empty __name__. ok is false when ls is
+// invalid, with why.
+func validateLabels(ls labels.Labels, checkUTF8 bool) (reason invalidReason, detail string, ok bool) {
+	if ls.IsEmpty() {
+		return invalidEmptyLabels, "no labels", false
+	}
+	ok = true
+	var prev string
+	first, hasName := true, false
+	ls.Range(func(l labels.Label) {
+		if !ok {
+			return
+		}
+		switch {
+		case l.Name == "":
+			reason, detail, ok = invalidEmptyLabelName, "empty label name", false
+		case checkUTF8 && !utf8.ValidString(l.Name):
+			reason, detail, ok = invalidUTF8, "label name "+strconv.Quote(l.Name)+" is not valid UTF-8", false
+		case checkUTF8 && !utf8.ValidString(l.Value):
+			reason, detail, ok = invalidUTF8, "value of label "+strconv.Quote(l.Name)+" is not valid UTF-8", false
+		case !first && l.Name == prev:
+			reason, detail, ok = invalidDuplicateLabel, "duplicate label name "+strconv.Quote(l.Name), false
+		case l.Name == labels.MetricName && l.Value != "":
+			hasName = true
+		}
+		prev, first = l.Name, false
+	})
+	if ok && !hasName {
+		return invalidMetricName, "missing or empty " + labels.MetricName, false
+	}
+	return reason, detail, ok
+}
+
+// refsValid reports whether refs are name/value pairs of indexes into a
+// symbols table of n entries.
+func refsValid(refs []uint32, n int) bool {
+	if len(refs)%2 != 0 {
+		return false
+	}
+	for _, r := range refs {
+		if uint64(r) >= uint64(n) {
+			return false
+		}
+	}
+	return true
+}
+
+// floatCountTolerance is the relative difference allowed between a float
+// histogram's count and the sum of its buckets: float sums are not exact.
+const floatCountTolerance = 1e-6
+
+// validateHistogram checks that a native histogram's buckets add up to its
+// count: the spans cover exactly the deltas (integer) or counts (float), no
+// bucket is negative, and the buckets plus the zero bucket (none for custom
+// buckets) equal the count. A histogram whose sum is NaN may count more
+// than its buckets hold, as NaN observations land in no bucket. It returns
+// what is wrong, or "".
+func validateHistogram(h *model.Histogram) string {
+	var countIsFloat, zeroIsFloat bool
+	switch h.Count.(type) {
+	case *writev2.Histogram_CountFloat:
+		countIsFloat = true
+	case nil:
+		_, countIsFloat = h.ZeroCount.(*writev2.Histogram_ZeroCountFloat)
+	}
+	switch h.ZeroCount.(type) {
+	case *writev2.Histogram_ZeroCountFloat:
+		zeroIsFloat = true
+	case nil:
+		zeroIsFloat = countIsFloat
+	}
+	if countIsFloat != zeroIsFloat {
+		return "histogram mixes integer and float counts"
+	}
+	custom := h.Schema == histogram.CustomBucketsSchema
+
+	if countIsFloat {
+		if len(h.PositiveDeltas) > 0 || len(h.NegativeDeltas) > 0 {
+			return "float histogram has integer bucket deltas"
+		}
+		pos, msg := sumCounts(h.PositiveSpans, h.PositiveCounts)
+		if msg != "" {
+			return "positive buckets: " + msg
+		}
+		neg, msg := sumCounts(h.NegativeSpans, h.NegativeCounts)
+		if msg != "" {
+			return "negative buckets: " + msg
+		}
+		total, count := pos+neg, h.GetCountFloat()
+		if !custom {
+			z := h.GetZeroCountFloat()
+			if z < 0 || math.IsNaN(z) {
+				return "zero bucket count is negative or NaN"
+			}
+			total += z
+		}
+		tol := floatCountTolerance * max(1, math.Abs(count))
+		if math.IsNaN(h.Sum) {
+			if !(total <= count+tol) {
+				return fmt.Sprintf("buckets hold %g observations, more than the count %g", total, count)
+			}
+		} else if !(math.Abs(total-count) <= tol) {
+			return fmt.Sprintf("buckets hold %g observations, count is %g", total, count)
+		}
+		return ""
+	}
+
+	if len(h.PositiveCounts) > 0 || len(h.NegativeCounts) > 0 {
+		return "integer histogram has float bucket counts"
+	}
+	pos, msg := sumDeltas(h.PositiveSpans, h.PositiveDeltas)
+	if msg != "" {
+		return "positive buckets: " + msg
+	}
+	neg, msg := sumDeltas(h.NegativeSpans, h.NegativeDeltas)
+	if msg != "" {
+		return "negative buckets: " + msg
+	}
+	total, count := pos+neg, h.GetCountInt()
+	if !custom {
+		total += h.GetZeroCountInt()
+	}
+	if math.IsNaN(h.Sum) {
+		if total > count {
+			return fmt.Sprintf("buckets hold %d observations, more than the count %d", total, count)
+		}
+	} else if total != count {
+		return fmt.Sprintf("buckets hold %d observations, count is %d", total, count)
+	}
+	return ""
+}
+
+// spanBuckets returns the number of buckets spans cover.
+func spanBuckets(spans []writev2.BucketSpan) uint64 {
+	var n uint64
+	for _, s := range spans {
+		n += uint64(s.Length)
+	}
+	return n
+}
+
+// sumDeltas returns the total of the absolute bucket counts that deltas
+// encode, or what is wrong with them.
+func sumDeltas(spans []writev2.BucketSpan, deltas []int64) (uint64, string) {
+	if n := spanBuckets(spans); n != uint64(len(deltas)) {
+		return 0, fmt.Sprintf("spans cover %d buckets, %d deltas sent", n, len(deltas))
+	}
+	var cur int64
+	var total uint64
+	for _, d := range deltas {
+		cur += d
+		if cur < 0 {
+			return 0, "negative bucket count"
+		}
+		total += uint64(cur)
+	}
+	return total, ""
+}
+
+// sumCounts returns the total of float bucket counts, or what is wrong with
+// them.
+func sumCounts(spans []writev2.BucketSpan, counts []float64) (float64, string) {
+	if n := spanBuckets(spans); n != uint64(len(counts)) {
+		return 0, fmt.Sprintf("spans cover %d buckets, %d counts sent", n, len(counts))
+	}
+	var total float64
+	for _, c := range counts {
+		if c < 0 || math.IsNaN(c) {
+			return 0, "bucket count is negative or NaN"
+		}
+		total += c
+	}
+	return total, ""
+}
