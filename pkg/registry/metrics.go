@@ -129,10 +129,11 @@ const (
 	DropShutdown    = "shutdown"                // the flush deadline passed on shutdown
 	DropUnsupported = "unsupported_by_upstream" // send_exemplars/send_native_histograms off
 	DropOldReceiver = "old_receiver"            // a 2.0 upstream answered without Written headers, and the 1.0 resend also failed
+	DropSampleAge   = "sample_age_limit"        // older than queue_config.sample_age_limit
 )
 
 // DropReasons lists every drop reason, so each reads 0 from the start.
-var DropReasons = []string{DropRelabel, DropHTTPStatus, DropTooLarge, DropEncode, DropShutdown, DropUnsupported, DropOldReceiver}
+var DropReasons = []string{DropRelabel, DropHTTPStatus, DropTooLarge, DropEncode, DropShutdown, DropUnsupported, DropOldReceiver, DropSampleAge}
 
 // ForwardMetrics are the forwarders' collectors, one series per upstream
 // (label "upstream") on shared vectors.

@@ -1,0 +1,45 @@
+# The README's two commands are `make demo` and `make test`.
+GO       ?= go
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+REVISION ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+BRANCH   ?= $(shell git rev-parse --abbrev-ref HEAD 2>/dev/null || echo unknown)
+VPKG      = github.com/prometheus/common/version
+LDFLAGS   = -X $(VPKG).Version=$(VERSION) -X $(VPKG).Revision=$(REVISION) -X $(VPKG).Branch=$(BRANCH)
+# Packages that run goroutines of their own: tested again under -race.
+RACE_PKGS = ./pkg/receiver/... ./pkg/forward/... ./pkg/web/... ./cmd/...
+FUZZTIME ?= 10s
+
+.PHONY: all build test unit race fuzz lint bench clean
+
+all: build
+
+build:
+	CGO_ENABLED=0 $(GO) build -ldflags '$(LDFLAGS)' -o bin/gateway ./cmd/gateway
+
+## test: formatting and vet, unit tests, the race detector, a fuzz smoke run,
+## then the integration tests against real Prometheus and vmagent.
+test: lint unit race fuzz integration
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './.cache/*')); \
+	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+unit:
+	$(GO) test -count=1 ./...
+
+race:
+	$(GO) test -count=1 -race $(RACE_PKGS)
+
+fuzz:
+	$(GO) test -run='^$$' -fuzz='^FuzzHandlerV1$$' -fuzztime=$(FUZZTIME) ./pkg/receiver
+	$(GO) test -run='^$$' -fuzz='^FuzzHandlerV2$$' -fuzztime=$(FUZZTIME) ./pkg/receiver
+
+## bench: Go benchmarks with allocations (decode, relabel, encode, queue, handler).
+bench:
+	$(GO) test -run='^$$' -bench=. -benchmem -count=1 ./pkg/...
+
+clean:
+	rm -rf bin
+
+include mk/peers.mk

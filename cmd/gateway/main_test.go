@@ -1,0 +1,190 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/gogo/protobuf/proto"
+	"github.com/golang/snappy"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/prometheus/prometheus/prompb"
+	"github.com/stretchr/testify/require"
+
+	"github.com/rwgateway/gateway/config"
+)
+
+// countingRegisterer counts every registration that reaches the registry.
+type countingRegisterer struct {
+	prometheus.Registerer
+	n atomic.Int64
+}
+
+func (c *countingRegisterer) Register(col prometheus.Collector) error {
+	c.n.Add(1)
+	return c.Registerer.Register(col)
+}
+
+func (c *countingRegisterer) MustRegister(cols ...prometheus.Collector) {
+	c.n.Add(int64(len(cols)))
+	c.Registerer.MustRegister(cols...)
+}
+
+func writeConfig(t *testing.T, path string, upstreams ...string) {
+	t.Helper()
+	var b strings.Builder
+	b.WriteString("upstreams:\n")
+	for i, u := range upstreams {
+		fmt.Fprintf(&b, "- name: up%d\n  url: %s\n  queue_config: {batch_send_deadline: 10ms, max_shards: 4, capacity: 100000}\n", i, u)
+	}
+	require.NoError(t, os.WriteFile(path, []byte(b.String()), 0o600))
+}
+
+// TestCollectorsRegisteredOnceUnderLoad builds the whole gateway against a
+// pedantic registry, then sends 10,000 concurrent write requests and reloads
+// the config while they run: no collector may be registered after start,
+// and no family may be exposed twice.
+func TestCollectorsRegisteredOnceUnderLoad(t *testing.T) {
+	var received atomic.Int64
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		dec, err := snappy.Decode(nil, body)
+		if err == nil {
+			var req prompb.WriteRequest
+			if proto.Unmarshal(dec, &req) == nil {
+				for _, ts := range req.Timeseries {
+					received.Add(int64(len(ts.Samples)))
+				}
+			}
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer upstream.Close()
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer other.Close()
+
+	cfgFile := filepath.Join(t.TempDir(), "gw.yml")
+	writeConfig(t, cfgFile, upstream.URL+"/api/v1/write")
+	cfg, err := config.LoadFile(cfgFile)
+	require.NoError(t, err)
+
+	pedantic := prometheus.NewPedanticRegistry()
+	reg := &countingRegisterer{Registerer: pedantic}
+	gw, err := newGateway(nil, reg, pedantic, cfgFile, cfg)
+	require.NoError(t, err)
+	defer gw.fwd.Stop(context.Background())
+	registered := reg.n.Load()
+	require.Positive(t, registered)
+
+	srv := httptest.NewServer(gw.routes)
+	defer srv.Close()
+
+	const clients, perClient = 8, 1250
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	for c := range clients {
+		wg.Go(func() {
+			client := &http.Client{}
+			for i := range perClient {
+				body := encode(t, c, i)
+				resp, err := client.Post(srv.URL+"/api/v1/write", "application/x-protobuf", bytes.NewReader(body))
+				if err != nil {
+					failed.Add(1)
+					continue
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusNoContent {
+					failed.Add(1)
+				}
+			}
+		})
+	}
+	// Reload while writes run: add an upstream, then remove it again.
+	wg.Go(func() {
+		for i := range 10 {
+			if i%2 == 0 {
+				writeConfig(t, cfgFile, upstream.URL+"/api/v1/write", other.URL+"/api/v1/write")
+			} else {
+				writeConfig(t, cfgFile, upstream.URL+"/api/v1/write")
+			}
+			if err := gw.reload(context.Background()); err != nil {
+				failed.Add(1)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	})
+	wg.Wait()
+	require.Zero(t, failed.Load())
+	require.Equal(t, registered, reg.n.Load(), "a collector was registered after start")
+
+	require.Eventually(t, func() bool { return received.Load() == clients*perClient*2 }, 20*time.Second, 20*time.Millisecond)
+
+	// The pedantic registry checks consistency on every gather; the
+	// exposition must not show any family twice.
+	_, err = pedantic.Gather()
+	require.NoError(t, err)
+	resp, err := http.Get(srv.URL + "/metrics")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	seen := map[string]bool{}
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if name, ok := strings.CutPrefix(sc.Text(), "# TYPE "); ok {
+			name, _, _ = strings.Cut(name, " ")
+			require.False(t, seen[name], "family %s exposed twice", name)
+			seen[name] = true
+		}
+	}
+	require.NoError(t, sc.Err())
+	require.True(t, seen["gateway_receiver_requests_total"])
+	require.InDelta(t, float64(clients*perClient), testutil.ToFloat64(mustCounter(t, pedantic, "gateway_receiver_requests_total")), 0)
+}
+
+// mustCounter sums a counter family across its series.
+func mustCounter(t *testing.T, g prometheus.Gatherer, name string) prometheus.Collector {
+	t.Helper()
+	mfs, err := g.Gather()
+	require.NoError(t, err)
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			for _, m := range mf.GetMetric() {
+				sum += m.GetCounter().GetValue()
+			}
+		}
+	}
+	c := prometheus.NewCounter(prometheus.CounterOpts{Name: "sum"})
+	c.Add(sum)
+	return c
+}
+
+func encode(t *testing.T, client, i int) []byte {
+	req := &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{{
+		Labels: []prompb.Label{
+			{Name: "__name__", Value: "test_metric"},
+			{Name: "client", Value: fmt.Sprint(client)},
+		},
+		Samples: []prompb.Sample{{Value: float64(i), Timestamp: int64(i)}, {Value: float64(i), Timestamp: int64(i) + 1}},
+	}}}
+	b, err := proto.Marshal(req)
+	if err != nil {
+		t.Error(err)
+	}
+	return snappy.Encode(nil, b)
+}

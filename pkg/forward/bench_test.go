@@ -1,0 +1,103 @@
+package forward
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/prometheus/prometheus/model/labels"
+
+	"github.com/rwgateway/gateway/config"
+	"github.com/rwgateway/gateway/pkg/model"
+	"github.com/rwgateway/gateway/pkg/registry"
+)
+
+const benchBatch = 2000
+
+// nodeExporterRequest returns n node_exporter-like series of 10 labels with
+// one sample each.
+func nodeExporterRequest(n int) *model.Request {
+	req := &model.Request{}
+	ts := time.Now().UnixMilli()
+	modes := []string{"idle", "iowait", "irq", "nice", "softirq", "steal", "system", "user"}
+	for i := range n {
+		req.Series = append(req.Series, model.Series{
+			Labels: labels.FromStrings(
+				"__name__", "node_cpu_seconds_total",
+				"az", "eu-west-1b",
+				"cluster", "prod-eu-1",
+				"cpu", fmt.Sprint(i/len(modes)),
+				"env", "production",
+				"instance", fmt.Sprintf("ip-10-0-%d-%d.eu-west-1.compute.internal:9100", i/250, i%250),
+				"job", "node",
+				"mode", modes[i%len(modes)],
+				"region", "eu-west-1",
+				"team", "platform",
+			),
+			Samples: []model.Sample{{Value: float64(i) * 1.5, Timestamp: ts}},
+		})
+	}
+	return req
+}
+
+func benchItems(n int) []item {
+	req := nodeExporterRequest(n)
+	items := make([]item, len(req.Series))
+	for i, s := range req.Series {
+		items[i] = item{labels: s.Labels, samples: s.Samples}
+		items[i].size = estimateSize(&items[i])
+	}
+	return items
+}
+
+func benchmarkEncode(b *testing.B, proto model.Protocol) {
+	items := benchItems(benchBatch)
+	enc := newEncoder()
+	var size int
+	b.ReportAllocs()
+	for b.Loop() {
+		data, _, err := enc.encode(proto, items)
+		if err != nil {
+			b.Fatal(err)
+		}
+		size = len(data)
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*benchBatch), "ns/sample")
+	b.ReportMetric(float64(size), "bytes/batch")
+}
+
+func BenchmarkEncodeV1(b *testing.B) { benchmarkEncode(b, model.ProtoV1) }
+func BenchmarkEncodeV2(b *testing.B) { benchmarkEncode(b, model.ProtoV2) }
+
+// BenchmarkEnqueue measures Enqueue for one upstream with write relabeling
+// and external labels: copy, relabel, shard and append. The shards are not
+// started; their queues are emptied after each call.
+func BenchmarkEnqueue(b *testing.B) {
+	u := testUpstream(b, "u", "http://example.invalid/", false)
+	u.QueueConfig = config.DefaultQueueConfig
+	u.WriteRelabelConfigs = relabelConfigs(b, `
+- source_labels: [__name__]
+  regex: go_.*
+  action: drop
+- regex: team
+  action: labeldrop
+`)
+	m := NewManager(nil, registry.NewForwardMetrics(nil), Options{})
+	f, err := newForwarder(m.logger, m.metrics, u, "bench", nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	m.set = &upstreamSet{fwds: []*forwarder{f}, byName: map[string]*forwarder{"u": f}, external: labels.FromStrings("gateway", "gw-1")}
+	req := nodeExporterRequest(benchBatch)
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := m.Enqueue(b.Context(), req); err != nil {
+			b.Fatal(err)
+		}
+		for _, s := range f.shards {
+			clear(s.queue)
+			s.queue, s.head, s.queued, s.queuedBytes, s.used = s.queue[:0], 0, 0, 0, 0
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*benchBatch), "ns/sample")
+}

@@ -1,0 +1,212 @@
+package forward
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	commoncfg "github.com/prometheus/common/config"
+
+	"github.com/rwgateway/gateway/config"
+	"github.com/rwgateway/gateway/pkg/model"
+)
+
+const (
+	// idleConnTimeout closes pooled connections unused for this long: under
+	// the 60 s idle timeout most load balancers apply, so a shard rarely
+	// reuses a connection the far end has just closed.
+	idleConnTimeout = 50 * time.Second
+	// connSlack is how many connections an upstream may open beyond one per
+	// shard: room for a connection being torn down while its replacement
+	// dials.
+	connSlack = 2
+	// drainBytes bounds how much of a response body is read so that the
+	// connection can be reused; a longer body closes the connection.
+	drainBytes = 4096
+	// logBodyBytes is how much of a refusing upstream's body is logged.
+	logBodyBytes = 256
+	// maxRetryAfter caps an upstream's Retry-After.
+	maxRetryAfter = 5 * time.Minute
+)
+
+// Remote-write headers.
+const (
+	headerVersion            = "X-Prometheus-Remote-Write-Version"
+	headerSamplesWritten     = "X-Prometheus-Remote-Write-Samples-Written"
+	headerHistogramsWritten  = "X-Prometheus-Remote-Write-Histograms-Written"
+	headerExemplarsWritten   = "X-Prometheus-Remote-Write-Exemplars-Written"
+	contentTypeV1            = "application/x-protobuf"
+	contentTypeV2            = "application/x-protobuf;proto=io.prometheus.write.v2.Request"
+	remoteWriteVersionV1     = "0.1.0"
+	remoteWriteVersionV2     = "2.0.0"
+	headerRetryAttempt       = "Retry-Attempt"
+	headerRetryAfter         = "Retry-After"
+	statusLabelNetworkFailed = "error"
+)
+
+// newClient returns the upstream's one long-lived HTTP client. Its
+// connections are bounded: at most maxConns are open at once (the limit is
+// enforced in the dialer, since prometheus/common builds the transport
+// itself and offers no MaxConnsPerHost option); shards send sequentially, so
+// maxConns = shards + connSlack never makes a shard wait in practice.
+func newClient(u *config.UpstreamConfig, maxConns int) (*http.Client, error) {
+	l := &connLimiter{
+		sem:    make(chan struct{}, maxConns),
+		dialer: net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second},
+	}
+	c, err := commoncfg.NewClientFromConfig(u.HTTPClientConfig, "upstream_"+u.Name,
+		commoncfg.WithIdleConnTimeout(idleConnTimeout),
+		commoncfg.WithDialContextFunc(l.dial),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("build http client: %w", err)
+	}
+	return c, nil
+}
+
+// connLimiter bounds the number of open connections of one client. A slot is
+// taken when a connection is dialed and given back when it is closed.
+type connLimiter struct {
+	sem    chan struct{}
+	dialer net.Dialer
+}
+
+func (l *connLimiter) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	select {
+	case l.sem <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	c, err := l.dialer.DialContext(ctx, network, addr)
+	if err != nil {
+		<-l.sem
+		return nil, err
+	}
+	return &limitedConn{Conn: c, release: sync.OnceFunc(func() { <-l.sem })}, nil
+}
+
+// limitedConn gives its limiter slot back when closed, once.
+type limitedConn struct {
+	net.Conn
+	release func()
+}
+
+func (c *limitedConn) Close() error {
+	err := c.Conn.Close()
+	c.release()
+	return err
+}
+
+// outcome is what one send attempt's answer means for the batch.
+type outcome int
+
+const (
+	outcomeOK          outcome = iota // 2xx: acknowledged
+	outcomeRetry                      // network error, timeout, 5xx, 429 if retried
+	outcomeTooLarge                   // 413: split the batch
+	outcomeDrop                       // other 4xx: drop the batch
+	outcomeOldReceiver                // 2.0 sent, 2xx without Written headers
+)
+
+// recoverableError is a failed attempt worth retrying, with the delay the
+// upstream asked for (0 when it did not say).
+type recoverableError struct {
+	err        error
+	retryAfter time.Duration
+}
+
+func (e *recoverableError) Error() string { return e.err.Error() }
+func (e *recoverableError) Unwrap() error { return e.err }
+
+// attemptResult is the outcome of one HTTP request.
+type attemptResult struct {
+	outcome outcome
+	err     error  // set unless outcomeOK
+	body    []byte // start of the body of a refusal, for the log
+}
+
+// post sends one encoded batch and drains and closes the response. retry is
+// the Retry-Attempt number, 0 on the first attempt.
+func (f *forwarder) post(ctx context.Context, data []byte, proto model.Protocol, retry int, points int) attemptResult {
+	ctx, cancel := context.WithTimeout(ctx, f.timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, f.url, bytes.NewReader(data))
+	if err != nil {
+		// Only a malformed URL gets here, and config validation rules it out.
+		return attemptResult{outcome: outcomeDrop, err: fmt.Errorf("build request: %w", err)}
+	}
+	h := req.Header
+	h.Set("Content-Encoding", "snappy")
+	h.Set("User-Agent", f.userAgent)
+	if proto == model.ProtoV2 {
+		h.Set("Content-Type", contentTypeV2)
+		h.Set(headerVersion, remoteWriteVersionV2)
+	} else {
+		h.Set("Content-Type", contentTypeV1)
+		h.Set(headerVersion, remoteWriteVersionV1)
+	}
+	if retry > 0 {
+		h.Set(headerRetryAttempt, strconv.Itoa(retry))
+	}
+	for k, v := range f.cfg.Headers {
+		h.Set(k, v)
+	}
+
+	start := time.Now()
+	resp, err := f.client.Do(req)
+	f.m.sendDuration.Observe(time.Since(start).Seconds())
+	if err != nil {
+		f.requests(statusLabelNetworkFailed).Inc()
+		return attemptResult{outcome: outcomeRetry, err: &recoverableError{err: fmt.Errorf("send: %w", err)}}
+	}
+	defer func() {
+		_, _ = io.CopyN(io.Discard, resp.Body, drainBytes)
+		_ = resp.Body.Close()
+	}()
+	code := resp.StatusCode
+	f.requests(strconv.Itoa(code)).Inc()
+
+	switch {
+	case code/100 == 2:
+		if proto == model.ProtoV2 && points > 0 &&
+			resp.Header.Get(headerSamplesWritten) == "" &&
+			resp.Header.Get(headerHistogramsWritten) == "" &&
+			resp.Header.Get(headerExemplarsWritten) == "" {
+			return attemptResult{outcome: outcomeOldReceiver, err: errors.New("2.0 upstream answered without written headers")}
+		}
+		return attemptResult{outcome: outcomeOK}
+	case code/100 == 5 || (code == http.StatusTooManyRequests && f.cfg.QueueConfig.RetryOnRateLimit):
+		return attemptResult{outcome: outcomeRetry, err: &recoverableError{
+			err:        fmt.Errorf("upstream answered %s", resp.Status),
+			retryAfter: parseRetryAfter(resp.Header.Get(headerRetryAfter), time.Now()),
+		}}
+	}
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, logBodyBytes))
+	err = fmt.Errorf("upstream answered %s", resp.Status)
+	if code == http.StatusRequestEntityTooLarge {
+		return attemptResult{outcome: outcomeTooLarge, err: err, body: body}
+	}
+	return attemptResult{outcome: outcomeDrop, err: err, body: body}
+}
+
+// parseRetryAfter reads a Retry-After value, in seconds or as an HTTP date.
+// It returns 0 when v is empty or invalid, and caps the delay.
+func parseRetryAfter(v string, now time.Time) time.Duration {
+	if v == "" {
+		return 0
+	}
+	var d time.Duration
+	if s, err := strconv.Atoi(v); err == nil {
+		d = time.Duration(s) * time.Second
+	} else if t, err := http.ParseTime(v); err == nil {
+		d = t.Sub(now)
+	}
+	return min(max(d, 0), maxRetryAfter)
+}

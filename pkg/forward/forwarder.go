@@ -1,0 +1,363 @@
+package forward
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/model/relabel"
+
+	"github.com/rwgateway/gateway/config"
+	"github.com/rwgateway/gateway/pkg/model"
+	"github.com/rwgateway/gateway/pkg/registry"
+)
+
+// logInterval is the least time between two warnings of one kind for one
+// upstream.
+const logInterval = 10 * time.Second
+
+// forwarder sends to one upstream. It owns a fixed set of shards, each with a
+// bounded queue and one sending goroutine, and one HTTP client.
+//
+// The number of shards is queue_config.max_shards.
+// TODO(gateway): dynamic resharding between min_shards and max_shards is not
+// implemented; min_shards is accepted and ignored.
+//
+// reserve, release and appendItems are safe for concurrent use; start and
+// stop are called by the Manager only, once each.
+type forwarder struct {
+	name      string
+	cfg       *config.UpstreamConfig
+	logger    *slog.Logger
+	client    *http.Client
+	url       string
+	userAgent string
+	timeout   time.Duration
+	metrics   *registry.ForwardMetrics
+	m         upstreamMetrics
+	shards    []*shard
+	capacity  int // per shard
+
+	// v1Only is set once a 2.0 upstream has shown it only speaks 1.0.
+	v1Only atomic.Bool
+	// backoffHint is the last retry delay, in nanoseconds, 0 after a success:
+	// what a client refused for a full queue is told to wait.
+	backoffHint atomic.Int64
+
+	warnLog, oldReceiverLog, retryLog logLimiter
+
+	// ready, when not nil, is closed when the forwarder this one replaces
+	// has stopped: shards send nothing before, so per-series order holds
+	// across a reload.
+	ready    <-chan struct{}
+	quit     chan struct{}
+	done     chan struct{}
+	ctx      context.Context
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	stopOnce sync.Once
+}
+
+// upstreamMetrics are the upstream's children of the shared vectors, looked
+// up once.
+type upstreamMetrics struct {
+	sentSamples, sentHistograms, sentExemplars, sentMetadata prometheus.Counter
+	sentBatches, sentBytes, failed, retried, queueFull       prometheus.Counter
+	queueLength, lastSuccess                                 prometheus.Gauge
+	sendDuration                                             prometheus.Observer
+	dropped                                                  map[string]prometheus.Counter
+}
+
+func newForwarder(logger *slog.Logger, metrics *registry.ForwardMetrics, u *config.UpstreamConfig, userAgent string, ready <-chan struct{}) (*forwarder, error) {
+	q := u.QueueConfig
+	client, err := newClient(u, q.MaxShards+connSlack)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	f := &forwarder{
+		name:      u.Name,
+		cfg:       u,
+		logger:    logger.With("upstream", u.Name),
+		client:    client,
+		url:       u.URL.String(),
+		userAgent: userAgent,
+		timeout:   time.Duration(u.RemoteTimeout),
+		metrics:   metrics,
+		capacity:  q.Capacity,
+		ready:     ready,
+		quit:      make(chan struct{}),
+		done:      make(chan struct{}),
+		ctx:       ctx,
+		cancel:    cancel,
+	}
+	metrics.InitUpstream(u.Name)
+	n := u.Name
+	f.m = upstreamMetrics{
+		sentSamples:    metrics.SentSamples.WithLabelValues(n),
+		sentHistograms: metrics.SentHistograms.WithLabelValues(n),
+		sentExemplars:  metrics.SentExemplars.WithLabelValues(n),
+		sentMetadata:   metrics.SentMetadata.WithLabelValues(n),
+		sentBatches:    metrics.SentBatches.WithLabelValues(n),
+		sentBytes:      metrics.SentBytes.WithLabelValues(n),
+		failed:         metrics.FailedSamples.WithLabelValues(n),
+		retried:        metrics.RetriedSamples.WithLabelValues(n),
+		queueFull:      metrics.QueueFull.WithLabelValues(n),
+		queueLength:    metrics.QueueLength.WithLabelValues(n),
+		lastSuccess:    metrics.LastSendSuccess.WithLabelValues(n),
+		sendDuration:   metrics.SendDuration.WithLabelValues(n),
+		dropped:        map[string]prometheus.Counter{},
+	}
+	for _, r := range registry.DropReasons {
+		f.m.dropped[r] = metrics.DroppedSamples.WithLabelValues(n, r)
+	}
+	metrics.Shards.WithLabelValues(n).Set(float64(q.MaxShards))
+	metrics.QueueCapacity.WithLabelValues(n).Set(float64(q.MaxShards * q.Capacity))
+	f.shards = make([]*shard, q.MaxShards)
+	for i := range f.shards {
+		f.shards[i] = newShard(f)
+	}
+	return f, nil
+}
+
+// start spawns the shards' goroutines.
+func (f *forwarder) start() {
+	for _, s := range f.shards {
+		f.wg.Go(s.run)
+	}
+}
+
+// stop flushes the queues until ctx is done, then cancels in-flight sends;
+// what is left is counted dropped. Safe to call more than once; later calls
+// wait for the first.
+func (f *forwarder) stop(ctx context.Context) {
+	f.stopOnce.Do(func() {
+		close(f.quit)
+		unregister := context.AfterFunc(ctx, f.cancel)
+		f.wg.Wait()
+		unregister()
+		f.cancel()
+		f.client.CloseIdleConnections()
+		close(f.done)
+	})
+}
+
+// proto is the protocol batches are encoded in now.
+func (f *forwarder) proto() model.Protocol {
+	if f.cfg.SendsV2() && !f.v1Only.Load() {
+		return model.ProtoV2
+	}
+	return model.ProtoV1
+}
+
+func (f *forwarder) requests(code string) prometheus.Counter {
+	return f.metrics.Requests.WithLabelValues(f.name, code)
+}
+
+func (f *forwarder) drop(reason string, n int) {
+	if n > 0 {
+		f.m.dropped[reason].Add(float64(n))
+	}
+}
+
+// retryAfter is the delay suggested to a client whose request did not fit
+// in this upstream's queue: the current retry backoff, at least a second.
+func (f *forwarder) retryAfter() time.Duration {
+	return min(max(time.Duration(f.backoffHint.Load()), time.Second), time.Minute)
+}
+
+// prepared is one request made ready for one upstream: its items grouped by
+// shard, in request order within each shard.
+type prepared struct {
+	f      *forwarder
+	items  []item
+	ranges []shardRange
+	// Points dropped by relabeling or because the upstream does not take
+	// them; counted once the request is accepted.
+	dropRelabel, dropUnsupported int
+	total                        int
+}
+
+type shardRange struct {
+	shard, lo, hi, count int
+}
+
+// prepareInput is one request, copied, shared by every upstream's prepare.
+type prepareInput struct {
+	series   []ownedSeries
+	families []*model.FamilyMetadata
+	// familyIndex maps family names to metadata, for 2.0 upstreams; built
+	// on first use.
+	familyIndex map[string]*model.Metadata
+	external    labels.Labels
+	lb          *labels.Builder
+	shardOf     []int
+}
+
+func (in *prepareInput) lookupFamily(name string) *model.Metadata {
+	if in.familyIndex == nil {
+		in.familyIndex = make(map[string]*model.Metadata, len(in.families))
+		for _, fm := range in.families {
+			if _, ok := in.familyIndex[fm.MetricFamilyName]; !ok {
+				in.familyIndex[fm.MetricFamilyName] = &fm.Metadata
+			}
+		}
+	}
+	a, b := familyCandidates(name)
+	if md, ok := in.familyIndex[a]; ok {
+		return md
+	}
+	if b != "" {
+		return in.familyIndex[b]
+	}
+	return nil
+}
+
+// prepare applies external labels, write relabeling and the upstream's
+// send_* settings to in, and assigns every item its shard.
+func (f *forwarder) prepare(in *prepareInput, p *prepared) {
+	*p = prepared{f: f}
+	cfg := f.cfg
+	v2 := f.proto() == model.ProtoV2
+	sendMeta := cfg.MetadataConfig.Send
+	items := make([]item, 0, len(in.series)+1)
+	shardOf := in.shardOf[:0]
+	nShards := uint64(len(f.shards))
+	lb := in.lb
+	for i := range in.series {
+		s := &in.series[i]
+		lb.Reset(s.labels)
+		// External labels first, then write relabeling, as Prometheus does.
+		in.external.Range(func(l labels.Label) {
+			if lb.Get(l.Name) == "" {
+				lb.Set(l.Name, l.Value)
+			}
+		})
+		if len(cfg.WriteRelabelConfigs) > 0 && !relabel.ProcessBuilder(lb, cfg.WriteRelabelConfigs...) {
+			p.dropRelabel += len(s.samples) + len(s.histograms) + len(s.exemplars)
+			continue
+		}
+		ls := lb.Labels()
+		if ls.IsEmpty() {
+			p.dropRelabel += len(s.samples) + len(s.histograms) + len(s.exemplars)
+			continue
+		}
+		it := item{labels: ls, samples: s.samples}
+		if cfg.SendNativeHistograms {
+			it.histograms = s.histograms
+		} else {
+			p.dropUnsupported += len(s.histograms)
+		}
+		if cfg.SendExemplars {
+			it.exemplars = s.exemplars
+		} else {
+			p.dropUnsupported += len(s.exemplars)
+		}
+		if it.count() == 0 {
+			continue
+		}
+		if sendMeta {
+			it.metadata = s.metadata
+			if v2 && it.metadata.Empty() && len(in.families) > 0 {
+				if md := in.lookupFamily(s.name); md != nil {
+					it.metadata = *md
+				}
+			}
+		}
+		it.size = estimateSize(&it)
+		items = append(items, it)
+		shardOf = append(shardOf, int(ls.Hash()%nShards))
+	}
+	if sendMeta && !v2 {
+		for _, fm := range in.families {
+			it := item{family: fm}
+			it.size = estimateSize(&it)
+			items = append(items, it)
+			shardOf = append(shardOf, 0)
+		}
+	}
+	in.shardOf = shardOf
+	if len(items) == 0 {
+		return
+	}
+
+	// Group by shard, stable, so that per-series order holds.
+	counts := make([]int, len(f.shards)+1)
+	for _, sh := range shardOf {
+		counts[sh+1]++
+	}
+	for i := 1; i < len(counts); i++ {
+		counts[i] += counts[i-1]
+	}
+	sorted := make([]item, len(items))
+	pos := counts[:len(f.shards)]
+	starts := make([]int, len(pos))
+	copy(starts, pos)
+	for i := range items {
+		sh := shardOf[i]
+		sorted[pos[sh]] = items[i]
+		pos[sh]++
+	}
+	for sh := range starts {
+		lo, hi := starts[sh], pos[sh]
+		if lo == hi {
+			continue
+		}
+		c := 0
+		for j := lo; j < hi; j++ {
+			c += sorted[j].count()
+		}
+		p.ranges = append(p.ranges, shardRange{shard: sh, lo: lo, hi: hi, count: c})
+		p.total += c
+	}
+	p.items = sorted
+}
+
+// reserve takes room for p in every shard it touches, all or nothing.
+func (p *prepared) reserve() bool {
+	for i, r := range p.ranges {
+		if !p.f.shards[r.shard].reserve(r.count) {
+			p.releaseFirst(i)
+			return false
+		}
+	}
+	return true
+}
+
+// releaseFirst gives back the reservations of p's first n ranges.
+func (p *prepared) releaseFirst(n int) {
+	for _, r := range p.ranges[:n] {
+		p.f.shards[r.shard].unreserve(r.count)
+	}
+}
+
+// commit appends p's items to the shards it reserved room in and counts what
+// was dropped.
+func (p *prepared) commit() {
+	f := p.f
+	f.drop(registry.DropRelabel, p.dropRelabel)
+	f.drop(registry.DropUnsupported, p.dropUnsupported)
+	if p.total > 0 {
+		f.m.queueLength.Add(float64(p.total))
+	}
+	for _, r := range p.ranges {
+		f.shards[r.shard].appendItems(p.items[r.lo:r.hi], r.count)
+	}
+}
+
+// logLimiter lets one message through per logInterval.
+type logLimiter struct{ last atomic.Int64 }
+
+func (l *logLimiter) allow() bool {
+	now := time.Now().UnixNano()
+	last := l.last.Load()
+	if last != 0 && now-last < int64(logInterval) {
+		return false
+	}
+	return l.last.CompareAndSwap(last, now)
+}

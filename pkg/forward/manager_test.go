@@ -1,0 +1,517 @@
+package forward
+
+import (
+	"context"
+	"errors"
+	"math"
+	"net/http"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+	"unsafe"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/model/relabel"
+	"github.com/prometheus/prometheus/model/value"
+	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
+	"github.com/stretchr/testify/require"
+	"go.yaml.in/yaml/v2"
+
+	"github.com/rwgateway/gateway/pkg/model"
+	"github.com/rwgateway/gateway/pkg/registry"
+)
+
+func intHistogram(ts, st int64) model.Histogram {
+	return model.Histogram{
+		Count:          &writev2.Histogram_CountInt{CountInt: 12},
+		Sum:            18.4,
+		Schema:         1,
+		ZeroThreshold:  1e-128,
+		ZeroCount:      &writev2.Histogram_ZeroCountInt{ZeroCountInt: 2},
+		NegativeSpans:  []writev2.BucketSpan{{Offset: 0, Length: 2}},
+		NegativeDeltas: []int64{1, 1},
+		PositiveSpans:  []writev2.BucketSpan{{Offset: 0, Length: 2}, {Offset: 1, Length: 2}},
+		PositiveDeltas: []int64{1, 2, -1, -1},
+		ResetHint:      writev2.Histogram_RESET_HINT_NO,
+		Timestamp:      ts,
+		StartTimestamp: st,
+	}
+}
+
+func floatHistogram(ts int64) model.Histogram {
+	return model.Histogram{
+		Count:          &writev2.Histogram_CountFloat{CountFloat: 5.5},
+		Sum:            9.25,
+		Schema:         0,
+		ZeroThreshold:  0.001,
+		ZeroCount:      &writev2.Histogram_ZeroCountFloat{ZeroCountFloat: 0.5},
+		PositiveSpans:  []writev2.BucketSpan{{Offset: 1, Length: 3}},
+		PositiveCounts: []float64{1, 2.5, 1.5},
+		ResetHint:      writev2.Histogram_RESET_HINT_GAUGE,
+		Timestamp:      ts,
+	}
+}
+
+// bySeries merges what an upstream received by series.
+func bySeries(ss []model.Series) map[string]model.Series {
+	out := map[string]model.Series{}
+	for _, s := range ss {
+		k := s.Labels.String()
+		m := out[k]
+		m.Labels = s.Labels
+		m.Samples = append(m.Samples, s.Samples...)
+		m.Histograms = append(m.Histograms, s.Histograms...)
+		m.Exemplars = append(m.Exemplars, s.Exemplars...)
+		if !s.Metadata.Empty() {
+			m.Metadata = s.Metadata
+		}
+		out[k] = m
+	}
+	return out
+}
+
+func TestFanOut(t *testing.T) {
+	v1 := newFakeUpstream(t, nil)
+	v2 := newFakeUpstream(t, nil)
+	u1 := testUpstream(t, "v1", v1.srv.URL, false)
+	u1.Headers = map[string]string{"X-Scope-OrgID": "tenant-1"}
+	u2 := testUpstream(t, "v2", v2.srv.URL, true)
+	m, _, metrics := newTestManager(t, testConfig(u1, u2))
+
+	helpBuf := []byte("Total requests.")
+	help := unsafe.String(&helpBuf[0], len(helpBuf)) // aliases a buffer the "receiver" reuses
+	staleNaN := math.Float64frombits(value.StaleNaN)
+	req1 := &model.Request{Proto: model.ProtoV2, Series: []model.Series{
+		{
+			Labels: labels.FromStrings("__name__", "http_requests_total", "job", "api"),
+			Samples: []model.Sample{
+				{Value: 1, Timestamp: 1000, StartTimestamp: 500},
+				{Value: staleNaN, Timestamp: 2000, StartTimestamp: 500},
+			},
+			Exemplars: []model.Exemplar{{Labels: labels.FromStrings("trace_id", "abc"), Value: 1.5, Timestamp: 1000}},
+			Metadata:  model.Metadata{Type: writev2.Metadata_METRIC_TYPE_COUNTER, Help: help},
+		},
+		{
+			Labels:     labels.FromStrings("__name__", "latency_seconds", "job", "api"),
+			Histograms: []model.Histogram{intHistogram(1000, 400), floatHistogram(2000)},
+			Metadata:   model.Metadata{Type: writev2.Metadata_METRIC_TYPE_HISTOGRAM, Help: "Latency.", Unit: "seconds"},
+		},
+	}}
+	req2 := &model.Request{Proto: model.ProtoV1,
+		Series: []model.Series{floatSeries(3000, 2, "__name__", "temp_celsius", "room", "a")},
+		Metadata: []model.FamilyMetadata{{MetricFamilyName: "temp_celsius",
+			Metadata: model.Metadata{Type: writev2.Metadata_METRIC_TYPE_GAUGE, Help: "Temperature.", Unit: "celsius"}}},
+	}
+	wantReq1 := &model.Request{Series: slices.Clone(req1.Series)}
+	wantReq1.Series[0].Samples = slices.Clone(req1.Series[0].Samples)
+	wantReq1.Series[0].Metadata.Help = "Total requests."
+
+	require.NoError(t, m.Enqueue(t.Context(), req1))
+	require.NoError(t, m.Enqueue(t.Context(), req2))
+	// The receiver reuses its buffers once Enqueue returns.
+	req1.Series[0].Samples[0].Value = 999
+	req1.Series[1].Histograms[0].PositiveDeltas[0] = 77
+	copy(helpBuf, "XXXXXXXXXXXXXXX")
+
+	require.Eventually(t, func() bool { return len(bySeries(v1.series())) == 3 && len(bySeries(v2.series())) == 3 }, waitFor, tick)
+	require.Eventually(t, func() bool {
+		return testutil.ToFloat64(metrics.SentMetadata.WithLabelValues("v1")) == 3 &&
+			testutil.ToFloat64(metrics.SentMetadata.WithLabelValues("v2")) == 3
+	}, waitFor, tick)
+
+	counter := `{__name__="http_requests_total", job="api"}`
+	latency := `{__name__="latency_seconds", job="api"}`
+	temp := `{__name__="temp_celsius", room="a"}`
+	wantHist := []model.Histogram{intHistogram(1000, 400), floatHistogram(2000)}
+
+	t.Run("1.0 upstream", func(t *testing.T) {
+		got := bySeries(v1.series())
+		c := got[counter]
+		require.Equal(t, []model.Sample{{Value: 1, Timestamp: 1000}, {Value: 0, Timestamp: 2000}}, noNaN(c.Samples))
+		require.Equal(t, value.StaleNaN, math.Float64bits(c.Samples[1].Value), "stale marker bits")
+		require.Equal(t, wantReq1.Series[0].Exemplars[0].Labels.String(), c.Exemplars[0].Labels.String())
+		require.Equal(t, 1.5, c.Exemplars[0].Value)
+
+		var want []model.Histogram
+		for _, h := range wantHist {
+			want = append(want, model.HistogramFromV1(model.HistogramToV1(h))) // start timestamp dropped
+		}
+		require.Equal(t, want, got[latency].Histograms)
+		require.Zero(t, got[latency].Histograms[0].StartTimestamp)
+		require.Len(t, got[temp].Samples, 2)
+
+		var md []model.FamilyMetadata
+		for _, r := range v1.requests() {
+			md = append(md, r.metadata...)
+			require.Equal(t, "application/x-protobuf", r.header.Get("Content-Type"))
+			require.Equal(t, "0.1.0", r.header.Get(headerVersion))
+			require.Equal(t, "snappy", r.header.Get("Content-Encoding"))
+			require.Equal(t, "test-agent", r.header.Get("User-Agent"))
+			require.Equal(t, "tenant-1", r.header.Get("X-Scope-OrgID"))
+			require.Empty(t, r.header.Get(headerRetryAttempt))
+		}
+		slices.SortFunc(md, func(a, b model.FamilyMetadata) int { return strings.Compare(a.MetricFamilyName, b.MetricFamilyName) })
+		require.Equal(t, []model.FamilyMetadata{
+			{MetricFamilyName: "http_requests_total", Metadata: model.Metadata{Type: writev2.Metadata_METRIC_TYPE_COUNTER, Help: "Total requests."}},
+			{MetricFamilyName: "latency_seconds", Metadata: model.Metadata{Type: writev2.Metadata_METRIC_TYPE_HISTOGRAM, Help: "Latency.", Unit: "seconds"}},
+			{MetricFamilyName: "temp_celsius", Metadata: model.Metadata{Type: writev2.Metadata_METRIC_TYPE_GAUGE, Help: "Temperature.", Unit: "celsius"}},
+		}, md)
+	})
+
+	t.Run("2.0 upstream", func(t *testing.T) {
+		got := bySeries(v2.series())
+		c := got[counter]
+		require.Equal(t, []model.Sample{{Value: 1, Timestamp: 1000, StartTimestamp: 500}, {Value: 0, Timestamp: 2000, StartTimestamp: 500}}, noNaN(c.Samples))
+		require.Equal(t, value.StaleNaN, math.Float64bits(c.Samples[1].Value), "stale marker bits")
+		require.Equal(t, `{trace_id="abc"}`, c.Exemplars[0].Labels.String())
+		require.Equal(t, wantReq1.Series[0].Metadata, c.Metadata)
+		require.Equal(t, wantHist, got[latency].Histograms)
+		require.Equal(t, int64(400), got[latency].Histograms[0].StartTimestamp)
+		require.Equal(t, model.Metadata{Type: writev2.Metadata_METRIC_TYPE_GAUGE, Help: "Temperature.", Unit: "celsius"}, got[temp].Metadata,
+			"1.0 family metadata attached to the family's series")
+		for _, r := range v2.requests() {
+			require.Equal(t, "application/x-protobuf;proto=io.prometheus.write.v2.Request", r.header.Get("Content-Type"))
+			require.Equal(t, "2.0.0", r.header.Get(headerVersion))
+			require.Equal(t, "test-agent", r.header.Get("User-Agent"))
+		}
+	})
+
+	for _, up := range []string{"v1", "v2"} {
+		eventuallyValue(t, 4, metrics.SentSamples.WithLabelValues(up))
+		eventuallyValue(t, 2, metrics.SentHistograms.WithLabelValues(up))
+		eventuallyValue(t, 1, metrics.SentExemplars.WithLabelValues(up))
+	}
+}
+
+// noNaN replaces NaN values (which never equal themselves) with 0, so that
+// slices compare; the bits are checked separately.
+func noNaN(s []model.Sample) []model.Sample {
+	out := slices.Clone(s)
+	for i := range out {
+		if math.IsNaN(out[i].Value) {
+			out[i].Value = 0
+		}
+	}
+	return out
+}
+
+func relabelConfigs(t testing.TB, s string) []*relabel.Config {
+	t.Helper()
+	var cfgs []*relabel.Config
+	require.NoError(t, yaml.UnmarshalStrict([]byte(s), &cfgs))
+	return cfgs
+}
+
+func TestWriteRelabelAndExternalLabels(t *testing.T) {
+	a := newFakeUpstream(t, nil)
+	b := newFakeUpstream(t, nil)
+	ua := testUpstream(t, "a", a.srv.URL, false)
+	// External labels come first, so a rule can match them.
+	ua.WriteRelabelConfigs = relabelConfigs(t, `
+- source_labels: [__name__]
+  regex: drop_me
+  action: drop
+- source_labels: [cluster]
+  regex: c1
+  action: keep
+`)
+	ub := testUpstream(t, "b", b.srv.URL, true)
+	cfg := testConfig(ua, ub)
+	cfg.Global.ExternalLabels = labels.FromStrings("cluster", "c1", "env", "prod")
+	m, _, metrics := newTestManager(t, cfg)
+
+	require.NoError(t, m.Enqueue(t.Context(), &model.Request{Series: []model.Series{
+		floatSeries(1, 3, "__name__", "keep_me", "env", "dev"),
+		floatSeries(1, 2, "__name__", "drop_me"),
+	}}))
+
+	require.Eventually(t, func() bool { return a.samples() == 3 && b.samples() == 5 }, waitFor, tick)
+	ga, gb := bySeries(a.series()), bySeries(b.series())
+	require.Contains(t, ga, `{__name__="keep_me", cluster="c1", env="dev"}`, "env kept: the series had it")
+	require.NotContains(t, ga, `{__name__="drop_me", cluster="c1", env="prod"}`)
+	require.Contains(t, gb, `{__name__="keep_me", cluster="c1", env="dev"}`)
+	require.Contains(t, gb, `{__name__="drop_me", cluster="c1", env="prod"}`)
+	require.Equal(t, 2.0, testutil.ToFloat64(metrics.DroppedSamples.WithLabelValues("a", registry.DropRelabel)))
+	require.Equal(t, 0.0, testutil.ToFloat64(metrics.DroppedSamples.WithLabelValues("b", registry.DropRelabel)))
+}
+
+func TestSendUnsupportedDropped(t *testing.T) {
+	u := newFakeUpstream(t, nil)
+	cfg := testUpstream(t, "u", u.srv.URL, false)
+	cfg.SendExemplars = false
+	cfg.SendNativeHistograms = false
+	m, _, metrics := newTestManager(t, testConfig(cfg))
+	s := floatSeries(1, 2, "__name__", "x")
+	s.Exemplars = []model.Exemplar{{Labels: labels.FromStrings("a", "b"), Value: 1, Timestamp: 1}}
+	h := model.Series{Labels: labels.FromStrings("__name__", "h"), Histograms: []model.Histogram{intHistogram(1, 0)}}
+	require.NoError(t, m.Enqueue(t.Context(), &model.Request{Series: []model.Series{s, h}}))
+	require.Eventually(t, func() bool { return u.samples() == 2 }, waitFor, tick)
+	require.Equal(t, 2.0, testutil.ToFloat64(metrics.DroppedSamples.WithLabelValues("u", registry.DropUnsupported)))
+	for _, got := range u.series() {
+		require.Empty(t, got.Exemplars)
+		require.Empty(t, got.Histograms)
+	}
+}
+
+func TestRetryOn5xx(t *testing.T) {
+	u := newFakeUpstream(t, func(_ http.ResponseWriter, _ *http.Request, _ *gotRequest, n int) int {
+		if n < 2 {
+			return http.StatusInternalServerError
+		}
+		return http.StatusNoContent
+	})
+	cfg := testUpstream(t, "u", u.srv.URL, false)
+	cfg.QueueConfig.MaxShards = 1
+	m, _, metrics := newTestManager(t, testConfig(cfg))
+	require.NoError(t, m.Enqueue(t.Context(), &model.Request{Series: []model.Series{floatSeries(1, 10, "__name__", "x")}}))
+
+	require.Eventually(t, func() bool { return u.samples() == 10 }, waitFor, tick)
+	require.Equal(t, "2", u.requests()[0].header.Get(headerRetryAttempt))
+	require.Equal(t, 20.0, testutil.ToFloat64(metrics.FailedSamples.WithLabelValues("u")))
+	require.Equal(t, 20.0, testutil.ToFloat64(metrics.RetriedSamples.WithLabelValues("u")))
+	require.Equal(t, 2.0, testutil.ToFloat64(metrics.Requests.WithLabelValues("u", "500")))
+	eventuallyValue(t, 1, metrics.Requests.WithLabelValues("u", "204"))
+	require.Eventually(t, func() bool { return testutil.ToFloat64(metrics.QueueLength.WithLabelValues("u")) == 0 }, waitFor, tick)
+	require.Positive(t, testutil.ToFloat64(metrics.LastSendSuccess.WithLabelValues("u")))
+}
+
+func TestNonRetryable4xxDropsOneBatch(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		code      int
+		retry429  bool
+		retryHint string
+	}{
+		{name: "400", code: http.StatusBadRequest},
+		{name: "401", code: http.StatusUnauthorized},
+		{name: "403", code: http.StatusForbidden},
+		{name: "404", code: http.StatusNotFound},
+		{name: "409", code: http.StatusConflict},
+		{name: "415", code: http.StatusUnsupportedMediaType},
+		{name: "429 without retry_on_http_429", code: http.StatusTooManyRequests},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			u := newFakeUpstream(t, func(w http.ResponseWriter, _ *http.Request, got *gotRequest, _ int) int {
+				for _, s := range got.series {
+					if s.Labels.Get("__name__") == "bad" {
+						http.Error(w, "bad series", tc.code)
+						return 0
+					}
+				}
+				return http.StatusNoContent
+			})
+			cfg := testUpstream(t, "u", u.srv.URL, false)
+			cfg.QueueConfig.MaxShards = 1
+			cfg.QueueConfig.MaxSamplesPerSend = 5 // one request, one batch
+			cfg.QueueConfig.RetryOnRateLimit = false
+			m, _, metrics := newTestManager(t, testConfig(cfg))
+			for _, name := range []string{"good1", "bad", "good2"} {
+				require.NoError(t, m.Enqueue(t.Context(), &model.Request{Series: []model.Series{floatSeries(1, 5, "__name__", name)}}))
+			}
+			require.Eventually(t, func() bool { return u.samples() == 10 }, waitFor, tick)
+			got := bySeries(u.series())
+			require.Contains(t, got, `{__name__="good1"}`)
+			require.Contains(t, got, `{__name__="good2"}`)
+			require.Eventually(t, func() bool {
+				return testutil.ToFloat64(metrics.DroppedSamples.WithLabelValues("u", registry.DropHTTPStatus)) == 5
+			}, waitFor, tick)
+			require.Equal(t, 0.0, testutil.ToFloat64(metrics.RetriedSamples.WithLabelValues("u")))
+		})
+	}
+}
+
+func TestRetryAfterOn429(t *testing.T) {
+	u := newFakeUpstream(t, func(w http.ResponseWriter, _ *http.Request, _ *gotRequest, n int) int {
+		if n == 0 {
+			w.Header().Set("Retry-After", "1")
+			return http.StatusTooManyRequests
+		}
+		return http.StatusNoContent
+	})
+	cfg := testUpstream(t, "u", u.srv.URL, false)
+	cfg.QueueConfig.MaxShards = 1
+	m, _, metrics := newTestManager(t, testConfig(cfg))
+	start := time.Now()
+	require.NoError(t, m.Enqueue(t.Context(), &model.Request{Series: []model.Series{floatSeries(1, 3, "__name__", "x")}}))
+	require.Eventually(t, func() bool { return u.samples() == 3 }, waitFor, tick)
+	require.GreaterOrEqual(t, time.Since(start), 950*time.Millisecond, "Retry-After honoured over max_backoff")
+	require.Equal(t, 1.0, testutil.ToFloat64(metrics.Requests.WithLabelValues("u", "429")))
+	require.Equal(t, 3.0, testutil.ToFloat64(metrics.RetriedSamples.WithLabelValues("u")))
+}
+
+func TestTooLargeSplits(t *testing.T) {
+	u := newFakeUpstream(t, func(_ http.ResponseWriter, _ *http.Request, got *gotRequest, _ int) int {
+		if len(got.series) > 1 || (len(got.series) == 1 && got.series[0].Labels.Get("__name__") == "huge") {
+			return http.StatusRequestEntityTooLarge
+		}
+		return http.StatusNoContent
+	})
+	cfg := testUpstream(t, "u", u.srv.URL, true)
+	cfg.QueueConfig.MaxShards = 1
+	m, _, metrics := newTestManager(t, testConfig(cfg))
+	req := &model.Request{}
+	for _, name := range []string{"a", "b", "c", "huge", "d"} {
+		req.Series = append(req.Series, floatSeries(1, 2, "__name__", name))
+	}
+	require.NoError(t, m.Enqueue(t.Context(), req))
+	require.Eventually(t, func() bool { return u.samples() == 8 }, waitFor, tick)
+	for _, r := range u.requests() {
+		require.Len(t, r.series, 1)
+	}
+	require.Eventually(t, func() bool {
+		return testutil.ToFloat64(metrics.DroppedSamples.WithLabelValues("u", registry.DropTooLarge)) == 2
+	}, waitFor, tick)
+}
+
+func TestOldReceiverResentAsV1(t *testing.T) {
+	var v2Requests atomic.Int64
+	u := newFakeUpstream(t, func(w http.ResponseWriter, _ *http.Request, got *gotRequest, _ int) int {
+		if got.proto == model.ProtoV2 {
+			v2Requests.Add(1)
+			w.WriteHeader(http.StatusNoContent) // a 1.0 receiver: no Written headers
+			return 0
+		}
+		return http.StatusNoContent
+	})
+	cfg := testUpstream(t, "u", u.srv.URL, true)
+	cfg.QueueConfig.MaxShards = 1
+	m, _, metrics := newTestManager(t, testConfig(cfg))
+
+	require.NoError(t, m.Enqueue(t.Context(), &model.Request{Series: []model.Series{floatSeries(1, 3, "__name__", "x")}}))
+	require.Eventually(t, func() bool { return u.samples() == 3 }, waitFor, tick)
+	require.NoError(t, m.Enqueue(t.Context(), &model.Request{Series: []model.Series{floatSeries(10, 3, "__name__", "x")}}))
+	require.Eventually(t, func() bool { return u.samples() == 6 }, waitFor, tick)
+
+	for _, r := range u.requests() {
+		require.Equal(t, model.ProtoV1, r.proto)
+	}
+	require.Equal(t, int64(1), v2Requests.Load(), "1.0 from then on")
+	require.Equal(t, 3.0, testutil.ToFloat64(metrics.FailedSamples.WithLabelValues("u")))
+	eventuallyValue(t, 6, metrics.SentSamples.WithLabelValues("u"))
+	require.Equal(t, 0.0, testutil.ToFloat64(metrics.DroppedSamples.WithLabelValues("u", registry.DropOldReceiver)))
+}
+
+func TestQueueFullIsAllOrNothing(t *testing.T) {
+	release := make(chan struct{})
+	a := newFakeUpstream(t, nil)
+	b := newFakeUpstream(t, func(_ http.ResponseWriter, r *http.Request, _ *gotRequest, _ int) int {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+		return http.StatusNoContent
+	})
+	ua := testUpstream(t, "a", a.srv.URL, false)
+	ua.QueueConfig.MaxShards = 1
+	ub := testUpstream(t, "b", b.srv.URL, false)
+	ub.QueueConfig.MaxShards = 1
+	ub.QueueConfig.Capacity = 10
+	ub.QueueConfig.MaxSamplesPerSend = 5
+	m, _, metrics := newTestManager(t, testConfig(ua, ub))
+	defer close(release)
+
+	enqueue := func(ts int64) error {
+		return m.Enqueue(t.Context(), &model.Request{Series: []model.Series{floatSeries(ts, 5, "__name__", "x")}})
+	}
+	require.NoError(t, enqueue(0))
+	require.NoError(t, enqueue(5))
+	err := enqueue(10)
+	require.ErrorIs(t, err, ErrQueueFull)
+	var ra interface{ RetryAfter() time.Duration }
+	require.ErrorAs(t, err, &ra)
+	require.Positive(t, ra.RetryAfter())
+	require.Contains(t, err.Error(), `"b"`)
+
+	require.Equal(t, 1.0, testutil.ToFloat64(metrics.QueueFull.WithLabelValues("b")))
+	require.Equal(t, 0.0, testutil.ToFloat64(metrics.QueueFull.WithLabelValues("a")))
+	require.Equal(t, 10.0, testutil.ToFloat64(metrics.QueueLength.WithLabelValues("b")))
+	// a got what was accepted and nothing of the refused request.
+	require.Eventually(t, func() bool {
+		return a.samples() == 10 && testutil.ToFloat64(metrics.QueueLength.WithLabelValues("a")) == 0
+	}, waitFor, tick)
+	require.Equal(t, 10, a.samples())
+	for _, s := range a.series() {
+		for _, x := range s.Samples {
+			require.Less(t, x.Timestamp, int64(10))
+		}
+	}
+}
+
+func TestPerSeriesOrder(t *testing.T) {
+	u := newFakeUpstream(t, nil)
+	cfg := testUpstream(t, "u", u.srv.URL, true)
+	cfg.QueueConfig.MaxShards = 4
+	cfg.QueueConfig.MaxSamplesPerSend = 7
+	m, _, _ := newTestManager(t, testConfig(cfg))
+	names := []string{"a", "b", "c", "d", "e"}
+	const calls, per = 200, 5
+	for i := range calls {
+		req := &model.Request{}
+		for _, n := range names {
+			req.Series = append(req.Series, floatSeries(int64(i*per), per, "__name__", n))
+		}
+		require.NoError(t, m.Enqueue(t.Context(), req))
+	}
+	require.Eventually(t, func() bool { return u.samples() == calls*per*len(names) }, waitFor, tick)
+	last := map[string]int64{}
+	for _, s := range u.series() {
+		k := s.Labels.String()
+		for _, x := range s.Samples {
+			if prev, ok := last[k]; ok {
+				require.Equal(t, prev+1, x.Timestamp, "series %s out of order", k)
+			}
+			last[k] = x.Timestamp
+		}
+	}
+	require.Len(t, last, len(names))
+}
+
+func TestStopFlushesQueued(t *testing.T) {
+	u := newFakeUpstream(t, nil)
+	cfg := testUpstream(t, "u", u.srv.URL, false)
+	cfg.QueueConfig.BatchSendDeadline = 1e12 // never: only Stop sends
+	m, _, metrics := newTestManager(t, testConfig(cfg))
+	for i := range 10 {
+		require.NoError(t, m.Enqueue(t.Context(), &model.Request{Series: []model.Series{floatSeries(int64(i*5), 5, "__name__", "x", "i", string(rune('a'+i)))}}))
+	}
+	require.Equal(t, 0, u.samples())
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	m.Stop(ctx)
+	m.Stop(ctx) // idempotent
+	require.Equal(t, 50, u.samples())
+	require.Equal(t, 0.0, testutil.ToFloat64(metrics.QueueLength.WithLabelValues("u")))
+	require.ErrorIs(t, m.Enqueue(t.Context(), &model.Request{}), ErrStopped)
+	require.ErrorIs(t, m.ApplyConfig(testConfig(cfg)), ErrStopped)
+}
+
+func TestStopDeadlineDropsTheRest(t *testing.T) {
+	u := newFakeUpstream(t, func(_ http.ResponseWriter, r *http.Request, _ *gotRequest, _ int) int {
+		<-r.Context().Done() // never answers
+		return http.StatusNoContent
+	})
+	cfg := testUpstream(t, "u", u.srv.URL, false)
+	cfg.QueueConfig.MaxShards = 1
+	cfg.QueueConfig.MaxSamplesPerSend = 5
+	m, _, metrics := newTestManager(t, testConfig(cfg))
+	for i := range 4 {
+		require.NoError(t, m.Enqueue(t.Context(), &model.Request{Series: []model.Series{floatSeries(int64(i*5), 5, "__name__", "x")}}))
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	m.Stop(ctx)
+	require.Less(t, time.Since(start), 3*time.Second)
+	require.Equal(t, 20.0, testutil.ToFloat64(metrics.DroppedSamples.WithLabelValues("u", registry.DropShutdown)))
+	require.Equal(t, 0.0, testutil.ToFloat64(metrics.QueueLength.WithLabelValues("u")))
+}
+
+func TestEnqueueBeforeConfig(t *testing.T) {
+	m := NewManager(nil, registry.NewForwardMetrics(nil), Options{})
+	require.ErrorIs(t, m.Enqueue(t.Context(), &model.Request{}), ErrNotConfigured)
+	m.Stop(t.Context())
+	require.True(t, errors.Is(m.Enqueue(t.Context(), &model.Request{}), ErrStopped))
+}

@@ -1,0 +1,436 @@
+package forward
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/rwgateway/gateway/pkg/model"
+	"github.com/rwgateway/gateway/pkg/registry"
+)
+
+// maxIdleQueueCap is the largest backing array an empty queue keeps.
+const maxIdleQueueCap = 4096
+
+// shard is one of an upstream's parallel senders: a bounded FIFO of items
+// and the goroutine that cuts it into batches and sends them one after the
+// other, so a series (always hashed to the same shard) arrives in order.
+//
+// Capacity counts samples, histograms and exemplars (and 1 per family
+// metadata entry) from the moment room is reserved until their batch is
+// acknowledged or dropped, so it bounds the batch in flight too.
+type shard struct {
+	f *forwarder
+
+	mu          sync.Mutex
+	queue       []item
+	head        int
+	queued      int // points in queue[head:]
+	queuedBytes int
+	used        int // points reserved, queued or in flight
+	notify      chan struct{}
+
+	// Owned by the shard's goroutine.
+	enc   *encoder
+	batch []item
+}
+
+func newShard(f *forwarder) *shard {
+	return &shard{f: f, notify: make(chan struct{}, 1), enc: newEncoder()}
+}
+
+// reserve takes room for n points. A shard with nothing in it admits any n,
+// so a request larger than a shard's capacity is not refused forever.
+func (s *shard) reserve(n int) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.used > 0 && s.used+n > s.f.capacity {
+		return false
+	}
+	s.used += n
+	return true
+}
+
+// unreserve gives back room that reserve took and nothing was appended to.
+func (s *shard) unreserve(n int) {
+	s.mu.Lock()
+	s.used -= n
+	s.mu.Unlock()
+}
+
+// release gives back the room of n points that were sent or dropped.
+func (s *shard) release(n int) {
+	if n == 0 {
+		return
+	}
+	s.unreserve(n)
+	s.f.m.queueLength.Sub(float64(n))
+}
+
+// appendItems queues items, whose n points have been reserved.
+func (s *shard) appendItems(items []item, n int) {
+	s.mu.Lock()
+	s.queue = append(s.queue, items...)
+	s.queued += n
+	for i := range items {
+		s.queuedBytes += items[i].size
+	}
+	s.mu.Unlock()
+	select {
+	case s.notify <- struct{}{}:
+	default:
+	}
+}
+
+// state reports whether a full batch is waiting, and whether anything is.
+func (s *shard) state() (full, any bool) {
+	q := &s.f.cfg.QueueConfig
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.queued >= q.MaxSamplesPerSend || s.queuedBytes >= q.MaxBytesPerSend, s.queued > 0
+}
+
+// take removes the next batch from the queue: items up to
+// max_samples_per_send points and max_bytes_per_send estimated bytes,
+// splitting an item that alone exceeds them. It returns the batch (valid
+// until the next take) and its number of points.
+func (s *shard) take() ([]item, int) {
+	q := &s.f.cfg.QueueConfig
+	maxN, maxB := q.MaxSamplesPerSend, q.MaxBytesPerSend
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b := s.batch[:0]
+	n, size := 0, 0
+	for s.head < len(s.queue) {
+		it := &s.queue[s.head]
+		c := it.count()
+		if n+c <= maxN && size+it.size <= maxB {
+			b = append(b, *it)
+			n += c
+			size += it.size
+			s.queued -= c
+			s.queuedBytes -= it.size
+			*it = item{}
+			s.head++
+			continue
+		}
+		if len(b) > 0 {
+			break
+		}
+		// The first item alone is too large: send the part that fits.
+		k := maxN
+		if it.size > maxB {
+			k = min(k, max(maxB/max(it.size/c, 1), 1))
+		}
+		if k >= c {
+			b = append(b, *it)
+			n = c
+			s.queued -= c
+			s.queuedBytes -= it.size
+			*it = item{}
+			s.head++
+			break
+		}
+		head, tail := it.split(k)
+		b = append(b, head)
+		n = head.count()
+		s.queued -= n
+		s.queuedBytes += tail.size - it.size
+		*it = tail
+		break
+	}
+	if s.head == len(s.queue) {
+		s.queue = s.queue[:0]
+		if cap(s.queue) > maxIdleQueueCap {
+			s.queue = nil // let a burst's backing array go
+		}
+		s.head = 0
+	} else if s.head > 1024 && s.head > len(s.queue)/2 {
+		m := copy(s.queue, s.queue[s.head:])
+		clear(s.queue[m:])
+		s.queue = s.queue[:m]
+		s.head = 0
+	}
+	s.batch = b
+	return b, n
+}
+
+// run is the shard's goroutine: it sends a batch when one is full or when
+// the oldest queued item has waited batch_send_deadline, and flushes the
+// queue when the forwarder stops.
+func (s *shard) run() {
+	f := s.f
+	ctx := f.ctx
+	if f.ready != nil {
+		select {
+		case <-f.ready:
+		case <-ctx.Done():
+		}
+	}
+	deadline := time.Duration(f.cfg.QueueConfig.BatchSendDeadline)
+	timer := time.NewTimer(deadline)
+	timer.Stop()
+	armed := false
+	for {
+		full, pending := s.state()
+		if full {
+			s.sendNext(ctx)
+			continue
+		}
+		if pending && !armed {
+			timer.Reset(deadline)
+			armed = true
+		}
+		select {
+		case <-s.notify:
+		case <-timer.C:
+			armed = false
+			s.sendNext(ctx)
+		case <-f.quit:
+			timer.Stop()
+			s.flush(ctx)
+			return
+		}
+	}
+}
+
+// flush sends everything queued until ctx is done; the rest is dropped.
+func (s *shard) flush(ctx context.Context) {
+	for {
+		if _, pending := s.state(); !pending {
+			return
+		}
+		s.sendNext(ctx)
+	}
+}
+
+// sendNext takes one batch and sends it.
+func (s *shard) sendNext(ctx context.Context) {
+	b, n := s.take()
+	if n == 0 {
+		return
+	}
+	s.send(ctx, b)
+	clear(b)
+	s.release(n)
+}
+
+// send delivers one batch: it retries recoverable failures with backoff
+// until success or until ctx is done, splits it on 413, and drops it on
+// other 4xx. Everything it gives up on is counted.
+func (s *shard) send(ctx context.Context, items []item) {
+	f := s.f
+	q := &f.cfg.QueueConfig
+	if ctx.Err() != nil {
+		f.drop(registry.DropShutdown, countPoints(items))
+		return
+	}
+	items = s.dropTooOld(items)
+	if len(items) == 0 {
+		return
+	}
+	proto := f.proto()
+	resentV1 := false
+	data, st, err := s.enc.encode(proto, items)
+	if err != nil {
+		f.drop(registry.DropEncode, countPoints(items))
+		f.logger.Error("encode batch, dropped it", "err", err)
+		return
+	}
+	backoff := time.Duration(q.MinBackoff)
+	for retry := 0; ; retry++ {
+		if ctx.Err() != nil {
+			f.drop(registry.DropShutdown, st.points())
+			return
+		}
+		res := f.post(ctx, data, proto, retry, st.points())
+		switch res.outcome {
+		case outcomeOK:
+			f.m.sentSamples.Add(float64(st.samples))
+			f.m.sentHistograms.Add(float64(st.histograms))
+			f.m.sentExemplars.Add(float64(st.exemplars))
+			f.m.sentMetadata.Add(float64(st.metadata))
+			f.m.sentBatches.Inc()
+			f.m.sentBytes.Add(float64(len(data)))
+			f.m.lastSuccess.SetToCurrentTime()
+			f.backoffHint.Store(0)
+			return
+
+		case outcomeOldReceiver:
+			f.m.failed.Add(float64(st.points()))
+			if f.v1Only.CompareAndSwap(false, true) {
+				f.logger.Warn("upstream answered remote write 2.0 without written headers, so it is a 1.0 receiver that dropped the data: sending 1.0 from now on")
+			} else if f.oldReceiverLog.allow() {
+				f.logger.Warn("upstream answered remote write 2.0 without written headers, resending as 1.0")
+			}
+			proto, resentV1 = model.ProtoV1, true
+			if data, st, err = s.enc.encode(proto, items); err != nil {
+				f.drop(registry.DropEncode, countPoints(items))
+				f.logger.Error("encode batch, dropped it", "err", err)
+				return
+			}
+			continue
+
+		case outcomeTooLarge:
+			if len(items) <= 1 {
+				f.drop(registry.DropTooLarge, st.points())
+				if f.warnLog.allow() {
+					f.logger.Warn("upstream refused a single series as too large, dropped it", "err", res.err, "body", string(res.body))
+				}
+				return
+			}
+			mid := len(items) / 2
+			s.send(ctx, items[:mid])
+			s.send(ctx, items[mid:])
+			return
+
+		case outcomeDrop:
+			reason := registry.DropHTTPStatus
+			if resentV1 {
+				reason = registry.DropOldReceiver
+			}
+			f.drop(reason, st.points())
+			if f.warnLog.allow() {
+				f.logger.Warn("upstream refused a batch, dropped it", "err", res.err, "body", string(res.body), "samples", st.points())
+			}
+			return
+
+		case outcomeRetry:
+			if ctx.Err() != nil {
+				f.drop(registry.DropShutdown, st.points())
+				return
+			}
+			f.m.failed.Add(float64(st.points()))
+			if f.retryLog.allow() {
+				f.logger.Warn("send batch, retrying", "err", res.err, "retry", retry+1)
+			}
+			sleep := jitter(backoff, time.Duration(q.MinBackoff))
+			var re *recoverableError
+			if errors.As(res.err, &re) && re.retryAfter > 0 {
+				sleep = re.retryAfter
+			}
+			backoff = min(backoff*2, time.Duration(q.MaxBackoff))
+			f.backoffHint.Store(int64(sleep))
+			if !sleepCtx(ctx, sleep) {
+				f.drop(registry.DropShutdown, st.points())
+				return
+			}
+			if q.SampleAgeLimit > 0 {
+				kept := s.dropTooOld(items)
+				if len(kept) == 0 {
+					return
+				}
+				if len(kept) != len(items) || countPoints(kept) != countPoints(items) {
+					items = kept
+					if data, st, err = s.enc.encode(proto, items); err != nil {
+						f.drop(registry.DropEncode, countPoints(items))
+						return
+					}
+				}
+			}
+			f.m.retried.Add(float64(st.points()))
+		}
+	}
+}
+
+// jitter returns a delay in [d/2, d], at least floor.
+func jitter(d, floor time.Duration) time.Duration {
+	if d <= 1 {
+		return max(d, floor)
+	}
+	return max(d/2+rand.N(d/2+1), floor)
+}
+
+// sleepCtx waits for d; it reports false if ctx ended first.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func countPoints(items []item) int {
+	n := 0
+	for i := range items {
+		if items[i].family == nil {
+			n += items[i].count()
+		}
+	}
+	return n
+}
+
+// dropTooOld removes points older than sample_age_limit, counting them. It
+// returns items itself when nothing is too old, else a new slice: queued
+// items are shared and never modified.
+func (s *shard) dropTooOld(items []item) []item {
+	limit := time.Duration(s.f.cfg.QueueConfig.SampleAgeLimit)
+	if limit <= 0 {
+		return items
+	}
+	cutoff := time.Now().Add(-limit).UnixMilli()
+	old := func(it *item) bool {
+		for _, x := range it.samples {
+			if x.Timestamp < cutoff {
+				return true
+			}
+		}
+		for _, x := range it.histograms {
+			if x.Timestamp < cutoff {
+				return true
+			}
+		}
+		for _, x := range it.exemplars {
+			if x.Timestamp < cutoff {
+				return true
+			}
+		}
+		return false
+	}
+	first := -1
+	for i := range items {
+		if items[i].family == nil && old(&items[i]) {
+			first = i
+			break
+		}
+	}
+	if first < 0 {
+		return items
+	}
+	out := make([]item, 0, len(items))
+	out = append(out, items[:first]...)
+	dropped := 0
+	for i := first; i < len(items); i++ {
+		it := items[i]
+		if it.family != nil || !old(&it) {
+			out = append(out, it)
+			continue
+		}
+		before := it.count()
+		it.samples = keepNewer(it.samples, cutoff, func(x model.Sample) int64 { return x.Timestamp })
+		it.histograms = keepNewer(it.histograms, cutoff, func(x model.Histogram) int64 { return x.Timestamp })
+		it.exemplars = keepNewer(it.exemplars, cutoff, func(x model.Exemplar) int64 { return x.Timestamp })
+		dropped += before - it.count()
+		if it.count() > 0 {
+			it.size = estimateSize(&it)
+			out = append(out, it)
+		}
+	}
+	s.f.drop(registry.DropSampleAge, dropped)
+	return out
+}
+
+func keepNewer[T any](in []T, cutoff int64, ts func(T) int64) []T {
+	var out []T
+	for _, x := range in {
+		if ts(x) >= cutoff {
+			out = append(out, x)
+		}
+	}
+	return out
+}

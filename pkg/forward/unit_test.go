@@ -1,0 +1,173 @@
+package forward
+
+import (
+	"net/http"
+	"testing"
+	"time"
+
+	pmodel "github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/labels"
+	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
+	"github.com/stretchr/testify/require"
+
+	"github.com/rwgateway/gateway/config"
+	"github.com/rwgateway/gateway/pkg/model"
+	"github.com/rwgateway/gateway/pkg/registry"
+)
+
+func TestParseRetryAfter(t *testing.T) {
+	now := time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
+	for _, tc := range []struct {
+		name, in string
+		want     time.Duration
+	}{
+		{name: "empty", in: "", want: 0},
+		{name: "seconds", in: "3", want: 3 * time.Second},
+		{name: "zero", in: "0", want: 0},
+		{name: "negative", in: "-4", want: 0},
+		{name: "http date", in: now.Add(90 * time.Second).Format(http.TimeFormat), want: 90 * time.Second},
+		{name: "date in the past", in: now.Add(-time.Hour).Format(http.TimeFormat), want: 0},
+		{name: "capped", in: "86400", want: maxRetryAfter},
+		{name: "garbage", in: "soon", want: 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			require.Equal(t, tc.want, parseRetryAfter(tc.in, now))
+		})
+	}
+}
+
+func TestFamilyName(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		typ  model.MetricType
+		want string
+	}{
+		{name: "http_duration_seconds_bucket", typ: writev2.Metadata_METRIC_TYPE_HISTOGRAM, want: "http_duration_seconds"},
+		{name: "rpc_seconds_sum", typ: writev2.Metadata_METRIC_TYPE_SUMMARY, want: "rpc_seconds"},
+		{name: "requests_total", typ: writev2.Metadata_METRIC_TYPE_COUNTER, want: "requests_total"},
+		{name: "jobs_count", typ: writev2.Metadata_METRIC_TYPE_GAUGE, want: "jobs_count"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			require.Equal(t, tc.want, familyName(tc.name, tc.typ))
+		})
+	}
+	a, b := familyCandidates("requests_total")
+	require.Equal(t, []string{"requests_total", "requests"}, []string{a, b})
+	a, b = familyCandidates("up")
+	require.Equal(t, []string{"up", ""}, []string{a, b})
+}
+
+func TestSameUpstream(t *testing.T) {
+	base := func() *config.UpstreamConfig {
+		u := testUpstream(t, "u", "http://example.invalid/api/v1/write", false)
+		u.WriteRelabelConfigs = relabelConfigs(t, "- source_labels: [a]\n  regex: x.*\n  action: drop\n")
+		return u
+	}
+	require.True(t, sameUpstream(base(), base()))
+	for name, change := range map[string]func(*config.UpstreamConfig){
+		"relabel":  func(u *config.UpstreamConfig) { u.WriteRelabelConfigs[0].Action = "keep" },
+		"header":   func(u *config.UpstreamConfig) { u.Headers = map[string]string{"a": "b"} },
+		"shards":   func(u *config.UpstreamConfig) { u.QueueConfig.MaxShards++ },
+		"protocol": func(u *config.UpstreamConfig) { u.ProtobufMessage = config.ProtobufMessageV2 },
+		"password": func(u *config.UpstreamConfig) { u.HTTPClientConfig.BearerToken = "secret" },
+	} {
+		t.Run(name, func(t *testing.T) {
+			u := base()
+			change(u)
+			require.False(t, sameUpstream(base(), u))
+		})
+	}
+}
+
+// newTestShard returns a shard of a forwarder that is never started.
+func newTestShard(t *testing.T, q func(*config.QueueConfig)) *shard {
+	t.Helper()
+	u := testUpstream(t, "u", "http://example.invalid/", false)
+	u.QueueConfig.MaxShards = 1
+	q(&u.QueueConfig)
+	f, err := newForwarder(discardLogger(), registry.NewForwardMetrics(nil), u, "ua", nil)
+	require.NoError(t, err)
+	return f.shards[0]
+}
+
+func TestTakeCutsBatches(t *testing.T) {
+	t.Run("by samples, splitting a long series", func(t *testing.T) {
+		s := newTestShard(t, func(q *config.QueueConfig) { q.MaxSamplesPerSend = 10 })
+		it := item{labels: labels.FromStrings("__name__", "x"), samples: floatSeries(0, 25, "__name__", "x").Samples}
+		it.size = estimateSize(&it)
+		require.True(t, s.reserve(25))
+		s.appendItems([]item{it}, 25)
+		var got []int64
+		for {
+			b, n := s.take()
+			if n == 0 {
+				break
+			}
+			require.LessOrEqual(t, n, 10)
+			for _, x := range b[0].samples {
+				got = append(got, x.Timestamp)
+			}
+		}
+		require.Len(t, got, 25)
+		for i, ts := range got {
+			require.Equal(t, int64(i), ts)
+		}
+	})
+	t.Run("by bytes", func(t *testing.T) {
+		const maxBytes = 2048
+		s := newTestShard(t, func(q *config.QueueConfig) { q.MaxBytesPerSend = maxBytes })
+		var items []item
+		for i := range 100 {
+			it := item{
+				labels:  labels.FromStrings("__name__", "node_cpu_seconds_total", "instance", "host-0123456789.example.com:9100", "i", intString(i)),
+				samples: floatSeries(0, 3, "a", "b").Samples,
+			}
+			it.size = estimateSize(&it)
+			items = append(items, it)
+		}
+		require.True(t, s.reserve(300))
+		s.appendItems(items, 300)
+		enc := newEncoder()
+		total := 0
+		var sizes []int
+		for {
+			b, n := s.take()
+			if n == 0 {
+				break
+			}
+			total += n
+			_, _, err := enc.encode(model.ProtoV1, b)
+			require.NoError(t, err)
+			require.LessOrEqual(t, len(enc.pbuf), maxBytes, "encoded batch within max_bytes_per_send")
+			sizes = append(sizes, len(enc.pbuf))
+		}
+		require.Equal(t, 300, total)
+		for _, n := range sizes[:len(sizes)-1] {
+			require.Greater(t, n, maxBytes/2, "estimate is close: %v", sizes)
+		}
+	})
+}
+
+func TestReserveAdmitsOversizeIntoEmptyShard(t *testing.T) {
+	s := newTestShard(t, func(q *config.QueueConfig) { q.Capacity = 10 })
+	require.True(t, s.reserve(50), "an empty shard takes a request larger than its capacity")
+	require.False(t, s.reserve(1))
+	s.unreserve(50)
+	require.True(t, s.reserve(10))
+	require.False(t, s.reserve(1))
+}
+
+func TestSampleAgeLimit(t *testing.T) {
+	s := newTestShard(t, func(q *config.QueueConfig) { q.SampleAgeLimit = pmodel.Duration(time.Hour) })
+	now := time.Now().UnixMilli()
+	old := now - 2*time.Hour.Milliseconds()
+	items := []item{
+		{labels: labels.FromStrings("a", "1"), samples: []model.Sample{{Timestamp: old}, {Timestamp: now}}},
+		{labels: labels.FromStrings("a", "2"), samples: []model.Sample{{Timestamp: old}}},
+		{labels: labels.FromStrings("a", "3"), samples: []model.Sample{{Timestamp: now}}},
+	}
+	got := s.dropTooOld(items)
+	require.Len(t, got, 2)
+	require.Equal(t, []model.Sample{{Timestamp: now}}, got[0].samples)
+	require.Len(t, items[0].samples, 2, "queued items are not modified")
+}
