@@ -93,6 +93,7 @@ func TestCollectorsRegisteredOnceUnderLoad(t *testing.T) {
 
 	srv := httptest.NewServer(gw.routes)
 	defer srv.Close()
+	fdsBefore := openFDs(t)
 
 	const clients, perClient = 8, 1250
 	var wg sync.WaitGroup
@@ -117,7 +118,7 @@ func TestCollectorsRegisteredOnceUnderLoad(t *testing.T) {
 	}
 	// Reload while writes run: add an upstream, then remove it again.
 	wg.Go(func() {
-		for i := range 10 {
+		for i := range 20 {
 			if i%2 == 0 {
 				writeConfig(t, cfgFile, upstream.URL+"/api/v1/write", other.URL+"/api/v1/write")
 			} else {
@@ -131,6 +132,9 @@ func TestCollectorsRegisteredOnceUnderLoad(t *testing.T) {
 	})
 	wg.Wait()
 	require.Zero(t, failed.Load())
+	// Every client's keep-alive connection to the gateway and the pooled
+	// connections to the two upstreams may stay open; nothing else may.
+	require.LessOrEqual(t, openFDs(t), fdsBefore+clients+2*4+8, "file descriptors grew")
 	require.Equal(t, registered, reg.n.Load(), "a collector was registered after start")
 
 	require.Eventually(t, func() bool { return received.Load() == clients*perClient*2 }, 20*time.Second, 20*time.Millisecond)
@@ -154,6 +158,15 @@ func TestCollectorsRegisteredOnceUnderLoad(t *testing.T) {
 	require.NoError(t, sc.Err())
 	require.True(t, seen["gateway_receiver_requests_total"])
 	require.InDelta(t, float64(clients*perClient), testutil.ToFloat64(mustCounter(t, pedantic, "gateway_receiver_requests_total")), 0)
+}
+
+func openFDs(t *testing.T) int {
+	t.Helper()
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skip("no /proc/self/fd")
+	}
+	return len(entries)
 }
 
 // mustCounter sums a counter family across its series.
@@ -187,4 +200,66 @@ func encode(t *testing.T, client, i int) []byte {
 		t.Error(err)
 	}
 	return snappy.Encode(nil, b)
+}
+
+// A reload with a bad file is refused, counted, and the old upstreams keep
+// receiving; a good reload after it takes effect.
+func TestBadReloadKeepsOldConfig(t *testing.T) {
+	got := make(chan string, 100)
+	sink := func(name string) *httptest.Server {
+		return httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			_, _ = io.Copy(io.Discard, r.Body)
+			got <- name
+			w.WriteHeader(http.StatusNoContent)
+		}))
+	}
+	a, b := sink("a"), sink("b")
+	defer a.Close()
+	defer b.Close()
+
+	cfgFile := filepath.Join(t.TempDir(), "gw.yml")
+	writeConfig(t, cfgFile, a.URL)
+	cfg, err := config.LoadFile(cfgFile)
+	require.NoError(t, err)
+	reg := prometheus.NewPedanticRegistry()
+	gw, err := newGateway(nil, reg, reg, cfgFile, cfg)
+	require.NoError(t, err)
+	defer gw.fwd.Stop(context.Background())
+	srv := httptest.NewServer(gw.routes)
+	defer srv.Close()
+
+	post := func(path string) int {
+		resp, err := http.Post(srv.URL+path, "application/x-protobuf", bytes.NewReader(encode(t, 0, 1)))
+		require.NoError(t, err)
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode >= 300 {
+			t.Logf("%s: %d %s", path, resp.StatusCode, body)
+		}
+		return resp.StatusCode
+	}
+	gauge := func(name string) float64 {
+		mfs, err := reg.Gather()
+		require.NoError(t, err)
+		for _, mf := range mfs {
+			if mf.GetName() == name {
+				return mf.GetMetric()[0].GetGauge().GetValue()
+			}
+		}
+		t.Fatalf("no metric %s", name)
+		return 0
+	}
+
+	require.NoError(t, os.WriteFile(cfgFile, []byte("upstreams:\n- name: a\n  url: ftp://nowhere\n"), 0o600))
+	require.Equal(t, http.StatusInternalServerError, post("/-/reload"))
+	require.Equal(t, 0.0, gauge("gateway_config_last_reload_successful"))
+
+	require.Equal(t, http.StatusNoContent, post("/api/v1/write"))
+	require.Equal(t, "a", <-got, "the old upstream still receives after a failed reload")
+
+	writeConfig(t, cfgFile, b.URL)
+	require.Equal(t, http.StatusOK, post("/-/reload"))
+	require.Equal(t, 1.0, gauge("gateway_config_last_reload_successful"))
+	require.Equal(t, http.StatusNoContent, post("/api/v1/write"))
+	require.Equal(t, "b", <-got, "the new upstream receives after a good reload")
 }
