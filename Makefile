@@ -6,7 +6,7 @@ BRANCH   ?= $(shell git rev-parse --abbrev-ref HEAD 2>/dev/null || echo unknown)
 VPKG      = github.com/prometheus/common/version
 LDFLAGS   = -X $(VPKG).Version=$(VERSION) -X $(VPKG).Revision=$(REVISION) -X $(VPKG).Branch=$(BRANCH)
 # Packages that run goroutines of their own: tested again under -race.
-RACE_PKGS = ./pkg/receiver/... ./pkg/forward/... ./pkg/web/... ./cmd/...
+RACE_PKGS = ./pkg/receiver/... ./pkg/forward/... ./pkg/queue/... ./pkg/web/... ./cmd/gateway/...
 FUZZTIME ?= 10s
 
 .PHONY: all build test unit race fuzz lint bench clean
@@ -31,9 +31,14 @@ unit:
 race:
 	$(GO) test -count=1 -race $(RACE_PKGS)
 
+# A smoke run of each fuzz target. Minimizing is off: a new input found
+# near the time limit would otherwise fail the run with "context deadline
+# exceeded" while it is being shrunk.
+FUZZ = $(GO) test -run='^$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=0
 fuzz:
-	$(GO) test -run='^$$' -fuzz='^FuzzHandlerV1$$' -fuzztime=$(FUZZTIME) ./pkg/receiver
-	$(GO) test -run='^$$' -fuzz='^FuzzHandlerV2$$' -fuzztime=$(FUZZTIME) ./pkg/receiver
+	$(FUZZ) -fuzz='^FuzzHandlerV1$$' ./pkg/receiver
+	$(FUZZ) -fuzz='^FuzzHandlerV2$$' ./pkg/receiver
+	$(FUZZ) -fuzz='^FuzzSegmentReader$$' ./pkg/queue
 
 ## bench: Go benchmarks with allocations (decode, relabel, encode, queue, handler).
 bench:
