@@ -48,3 +48,4 @@ clean:
 	rm -rf bin
 
 include mk/peers.mk
+include mk/edge.mk

@@ -25,6 +25,25 @@ import (
 	"go.yaml.in/yaml/v2"
 )
 
+// Values of queue_config.storage.
+const (
+	// StorageDisk queues on disk under --storage.path; the default.
+	StorageDisk = "disk"
+	// StorageMemory queues in memory only: a crash loses what is queued.
+	StorageMemory = "memory"
+)
+
+// Values of queue_config.full_policy.
+const (
+	// FullPolicyBlock refuses requests (503) while the disk queue is full.
+	FullPolicyBlock = "block"
+	// FullPolicyDropOldest deletes the oldest queued data to make room.
+	FullPolicyDropOldest = "drop_oldest"
+)
+
+// minQueueMaxBytes is the smallest queue_config.max_bytes accepted.
+const minQueueMaxBytes = 1 << 20
+
 // Protobuf messages an upstream can be sent.
 const (
 	ProtobufMessageV1 = "prometheus.WriteRequest"
@@ -76,6 +95,13 @@ var (
 		// Uncompressed protobuf bytes per outgoing request at most: far under
 		// the 32 MiB that receivers accept decoded.
 		MaxBytesPerSend: 4 << 20,
+		// Queued on disk under --storage.path (when the flag is not empty).
+		Storage: StorageDisk,
+		// 1 GiB of segment files per upstream: about 25 minutes of 100k
+		// samples/s at the ~400 bytes/sample of typical series.
+		MaxBytes: 1 << 30,
+		// A full disk queue refuses requests (503); nothing is lost.
+		FullPolicy: FullPolicyBlock,
 	}
 
 	// DefaultMetadataConfig forwards metadata.
@@ -91,6 +117,10 @@ type Config struct {
 	Global    GlobalConfig      `yaml:"global,omitempty"`
 	Receiver  ReceiverConfig    `yaml:"receiver,omitempty"`
 	Upstreams []*UpstreamConfig `yaml:"upstreams"`
+	// Limits are the default limits of every client (tenants override them).
+	Limits LimitsConfig `yaml:"limits,omitempty"`
+	// Tenants, when present, turns on multi-tenancy.
+	Tenants *TenantsConfig `yaml:"tenants,omitempty"`
 
 	// Hash is the SHA-256 of the file's bytes, hex-encoded.
 	Hash string `yaml:"-"`
@@ -160,7 +190,20 @@ type QueueConfig struct {
 	SampleAgeLimit model.Duration `yaml:"sample_age_limit,omitempty"`
 	// MaxBytesPerSend is the gateway's own: uncompressed bytes per request.
 	MaxBytesPerSend int `yaml:"max_bytes_per_send,omitempty"`
+	// Storage is the gateway's own: "disk" (under --storage.path, the
+	// default) or "memory". With an empty --storage.path every queue is in
+	// memory.
+	Storage string `yaml:"storage,omitempty"`
+	// MaxBytes is the gateway's own: the size of the disk queue's files at
+	// most.
+	MaxBytes int64 `yaml:"max_bytes,omitempty"`
+	// FullPolicy is the gateway's own: what a full disk queue does, "block"
+	// (refuse requests with 503) or "drop_oldest".
+	FullPolicy string `yaml:"full_policy,omitempty"`
 }
+
+// OnDisk reports whether the queue is configured for disk storage.
+func (c *QueueConfig) OnDisk() bool { return c.Storage == StorageDisk }
 
 // UnmarshalYAML applies defaults and decodes strictly.
 func (c *QueueConfig) UnmarshalYAML(unmarshal func(any) error) error {
@@ -244,7 +287,7 @@ func (c *Config) Validate() error {
 		}
 		seen[u.Name] = true
 	}
-	return nil
+	return c.validateTenants()
 }
 
 func (u *UpstreamConfig) validate() error {
@@ -310,6 +353,12 @@ func (u *UpstreamConfig) validate() error {
 		return errors.New("queue_config.sample_age_limit: must not be negative")
 	case q.MaxBytesPerSend < 1024:
 		return errors.New("queue_config.max_bytes_per_send: must be at least 1024")
+	case q.Storage != StorageDisk && q.Storage != StorageMemory:
+		return fmt.Errorf("queue_config.storage: %q must be %q or %q", q.Storage, StorageDisk, StorageMemory)
+	case q.MaxBytes < minQueueMaxBytes:
+		return fmt.Errorf("queue_config.max_bytes: must be at least %d (1 MiB)", minQueueMaxBytes)
+	case q.FullPolicy != FullPolicyBlock && q.FullPolicy != FullPolicyDropOldest:
+		return fmt.Errorf("queue_config.full_policy: %q must be %q or %q", q.FullPolicy, FullPolicyBlock, FullPolicyDropOldest)
 	}
 	return nil
 }
@@ -345,6 +394,7 @@ func LoadFile(path string) (*Config, error) {
 	for _, u := range cfg.Upstreams {
 		u.HTTPClientConfig.SetDirectory(dir)
 	}
+	cfg.Tenants.SetDirectory(dir)
 	return cfg, nil
 }
 

@@ -102,6 +102,9 @@ func TestInvalid(t *testing.T) {
 		{"backoff order", "upstreams:\n- name: a\n  url: http://h/w\n  queue_config: {min_backoff: 1s, max_backoff: 10ms}\n", `queue_config.max_backoff`},
 		{"two auth methods", "upstreams:\n- name: a\n  url: http://h/w\n  basic_auth: {username: u}\n  authorization: {credentials: x}\n", "at most one of basic_auth"},
 		{"bad external label", "global:\n  external_labels: {a: ''}\nupstreams:\n" + ok, "global.external_labels"},
+		{"bad storage", "upstreams:\n- name: a\n  url: http://h/w\n  queue_config: {storage: tape}\n", `upstream "a": queue_config.storage: "tape"`},
+		{"small max_bytes", "upstreams:\n- name: a\n  url: http://h/w\n  queue_config: {max_bytes: 1000}\n", `upstream "a": queue_config.max_bytes: must be at least`},
+		{"bad full policy", "upstreams:\n- name: a\n  url: http://h/w\n  queue_config: {full_policy: drop_newest}\n", `upstream "a": queue_config.full_policy: "drop_newest"`},
 		{"bad receiver limit", "receiver: {max_request_bytes: -1}\nupstreams:\n" + ok, "receiver.max_request_bytes"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -28,8 +28,10 @@ import (
 
 	"github.com/rwgateway/gateway/config"
 	"github.com/rwgateway/gateway/pkg/forward"
+	"github.com/rwgateway/gateway/pkg/queue"
 	"github.com/rwgateway/gateway/pkg/receiver"
 	"github.com/rwgateway/gateway/pkg/registry"
+	"github.com/rwgateway/gateway/pkg/tenant"
 	"github.com/rwgateway/gateway/pkg/web"
 )
 
@@ -43,12 +45,17 @@ type flags struct {
 	configFile        string
 	listenAddress     string
 	storagePath       string
+	storageFsync      string
+	fsyncInterval     time.Duration
 	flushTimeout      time.Duration
 	readHeaderTimeout time.Duration
 	readTimeout       time.Duration
 	writeTimeout      time.Duration
 	idleTimeout       time.Duration
 	webConfigFile     string
+	externalURL       string
+	routePrefix       string
+	trustedProxies    string
 	log               promslog.Config
 }
 
@@ -60,13 +67,18 @@ func run0(args []string) int {
 	serve := app.Command("serve", "Run the gateway (the default command).").Default()
 	serve.Flag("config.file", "Configuration file.").Default("gateway.yml").StringVar(&f.configFile)
 	serve.Flag("web.listen-address", "Address to listen on for remote write, metrics and health.").Default(":9201").StringVar(&f.listenAddress)
-	serve.Flag("storage.path", "Directory for the upstream queues' data.").Default("data/").StringVar(&f.storagePath)
+	serve.Flag("storage.path", "Directory for the upstream queues' data (disk queues, locked while the gateway runs). Empty keeps every queue in memory.").Default("data/").StringVar(&f.storagePath)
+	serve.Flag("storage.fsync", "When disk queues fsync: interval (every --storage.fsync-interval; a power loss can lose that much acknowledged data) or always (before each request is answered).").Default("interval").EnumVar(&f.storageFsync, "interval", "always")
+	serve.Flag("storage.fsync-interval", "Period of --storage.fsync=interval.").Default("1s").DurationVar(&f.fsyncInterval)
 	serve.Flag("shutdown.flush-timeout", "On SIGTERM, how long to keep sending queued data before giving up on it.").Default("25s").DurationVar(&f.flushTimeout)
 	serve.Flag("web.read-header-timeout", "Maximum time to read a request's headers.").Default("10s").DurationVar(&f.readHeaderTimeout)
 	serve.Flag("web.read-timeout", "Maximum time to read a whole request, body included.").Default("1m").DurationVar(&f.readTimeout)
 	serve.Flag("web.write-timeout", "Maximum time to write a response, from the end of the request's headers.").Default("2m").DurationVar(&f.writeTimeout)
 	serve.Flag("web.idle-timeout", "How long an idle keep-alive connection stays open.").Default("2m").DurationVar(&f.idleTimeout)
 	serve.Flag("web.config.file", "Path to a web configuration file for TLS, mutual TLS and basic auth, in the format of Prometheus and its exporters.").Default("").StringVar(&f.webConfigFile)
+	serve.Flag("web.external-url", "The URL under which the gateway is reachable, e.g. behind a reverse proxy. If it has a path, every endpoint is served under it. Default: http://<hostname>:<port>/ (https with TLS in --web.config.file).").PlaceHolder("<URL>").StringVar(&f.externalURL)
+	serve.Flag("web.route-prefix", "Prefix for every endpoint (write paths, /metrics, /-/healthy, /-/ready, /-/reload). Defaults to the path of --web.external-url.").PlaceHolder("<path>").StringVar(&f.routePrefix)
+	serve.Flag("web.trusted-proxies", "Comma-separated CIDRs of reverse proxies whose X-Forwarded-For names the client address (logs, per-client limits). Other peers' X-Forwarded-For is ignored.").PlaceHolder("<cidr,...>").Default("").StringVar(&f.trustedProxies)
 	f.log = promslog.Config{}
 	promslogflag.AddFlags(app, &f.log)
 
@@ -114,19 +126,32 @@ type gateway struct {
 // newGateway builds the gateway's parts and registers every collector with
 // reg. Nothing registers anything after it returns.
 func newGateway(logger *slog.Logger, reg prometheus.Registerer, gatherer prometheus.Gatherer, configFile string, cfg *config.Config) (*gateway, error) {
+	return newGatewayWeb(logger, reg, gatherer, configFile, cfg, web.Options{}, forward.Options{})
+}
+
+// newGatewayWeb is newGateway with the web options (route prefix, trusted
+// proxies); it sets webOpts.Reload itself.
+func newGatewayWeb(logger *slog.Logger, reg prometheus.Registerer, gatherer prometheus.Gatherer, configFile string, cfg *config.Config, webOpts web.Options, fwdOpts forward.Options) (*gateway, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	configMetrics := registry.NewConfigMetrics(reg)
-	fwd := forward.NewManager(logger, registry.NewForwardMetrics(reg), forward.Options{
-		UserAgent: program + "/" + version.Version,
-	})
+	fwdOpts.UserAgent = program + "/" + version.Version
+	fwdOpts.QueueMetrics = registry.NewQueueMetrics(reg)
+	fwd := forward.NewManager(logger, registry.NewForwardMetrics(reg), fwdOpts)
 	if err := fwd.ApplyConfig(cfg); err != nil {
 		return nil, fmt.Errorf("start upstreams: %w", err)
 	}
 	configMetrics.Loaded(cfg.Hash, float64(time.Now().Unix()))
 
-	handler := receiver.NewHandler(logger, registry.NewReceiverMetrics(reg), fwd, receiver.Options{
+	tenants, err := tenant.NewSet(cfg, nil)
+	if err != nil {
+		return nil, err
+	}
+	guard := tenant.NewGuard(registry.NewTenantMetrics(reg), fwd)
+	guard.Apply(tenants)
+
+	handler := receiver.NewHandler(logger, registry.NewReceiverMetrics(reg), guard, receiver.Options{
 		MaxRequestBytes: cfg.Receiver.MaxRequestBytes,
 		MaxDecodedBytes: cfg.Receiver.MaxDecodedBytes,
 	})
@@ -137,6 +162,10 @@ func newGateway(logger *slog.Logger, reg prometheus.Registerer, gatherer prometh
 		reloadMu.Lock()
 		defer reloadMu.Unlock()
 		next, err := config.LoadFile(configFile)
+		var nextTenants *tenant.Set
+		if err == nil {
+			nextTenants, err = tenant.NewSet(next, guard.Set())
+		}
 		if err == nil {
 			err = fwd.ApplyConfig(next)
 		}
@@ -148,17 +177,34 @@ func newGateway(logger *slog.Logger, reg prometheus.Registerer, gatherer prometh
 		if next.Receiver != cfg.Receiver {
 			logger.Warn("receiver limits changed; they take effect at the next restart", "file", configFile)
 		}
+		guard.Apply(nextTenants)
 		configMetrics.Loaded(next.Hash, float64(time.Now().Unix()))
 		logger.Info("reloaded config", "file", configFile, "sha256", next.Hash, "upstreams", len(next.Upstreams))
 		return nil
 	}
 
-	routes := web.New(logger.With("component", "web"), registry.NewHTTPMetrics(reg), gatherer, handler, web.Options{Reload: reload})
+	webOpts.Reload = reload
+	routes := web.New(logger.With("component", "web"), registry.NewHTTPMetrics(reg), gatherer, guard.Middleware(handler), webOpts)
 	return &gateway{fwd: fwd, routes: routes, reload: reload}, nil
 }
 
 func serveGateway(logger *slog.Logger, f flags) error {
 	logger.Info("starting gateway", "version", version.Info(), "build_context", version.BuildContext())
+
+	externalURL, err := web.ExternalURL(f.externalURL, f.listenAddress, f.webConfigFile)
+	if err != nil {
+		return err
+	}
+	trusted, err := web.ParseTrustedProxies(f.trustedProxies)
+	if err != nil {
+		return fmt.Errorf("--web.trusted-proxies: %w", err)
+	}
+	prefix, err := web.RoutePrefix(f.routePrefix, externalURL)
+	if err != nil {
+		return err
+	}
+	webOpts := web.Options{RoutePrefix: prefix, TrustedProxies: trusted}
+	logger.Info("web routes", "external_url", externalURL.String(), "route_prefix", webOpts.RoutePrefix, "trusted_proxies", f.trustedProxies)
 
 	cfg, err := config.LoadFile(f.configFile)
 	if err != nil {
@@ -166,7 +212,14 @@ func serveGateway(logger *slog.Logger, f flags) error {
 	}
 
 	reg := registry.New()
-	gw, err := newGateway(logger, reg, reg, f.configFile, cfg)
+	fwdOpts := forward.Options{StoragePath: f.storagePath, Fsync: queue.FsyncInterval, SyncInterval: f.fsyncInterval}
+	if f.storageFsync == "always" {
+		fwdOpts.Fsync = queue.FsyncAlways
+	}
+	if f.fsyncInterval <= 0 {
+		return fmt.Errorf("--storage.fsync-interval: must be positive")
+	}
+	gw, err := newGatewayWeb(logger, reg, reg, f.configFile, cfg, webOpts, fwdOpts)
 	if err != nil {
 		return err
 	}

@@ -51,9 +51,22 @@ type forwarder struct {
 
 	warnLog, oldReceiverLog, retryLog logLimiter
 
+	// dq is the upstream's disk queue, nil in memory mode. The Manager
+	// opens and closes it; a reload may hand it to the forwarder of the new
+	// configuration. acker, readCtx and the lag gauge exist in disk mode
+	// only.
+	dq          diskQueue
+	acker       *acker
+	readCtx     context.Context
+	readCancel  context.CancelFunc
+	readWG      sync.WaitGroup
+	lag         prometheus.Gauge
+	undecodable prometheus.Counter
+
 	// ready, when not nil, is closed when the forwarder this one replaces
-	// has stopped: shards send nothing before, so per-series order holds
-	// across a reload.
+	// has stopped: shards send nothing before, and the reader of a disk
+	// queue reads nothing before, so per-series order holds across a
+	// reload.
 	ready    <-chan struct{}
 	quit     chan struct{}
 	done     chan struct{}
@@ -73,7 +86,9 @@ type upstreamMetrics struct {
 	dropped                                                  map[string]prometheus.Counter
 }
 
-func newForwarder(logger *slog.Logger, metrics *registry.ForwardMetrics, u *config.UpstreamConfig, userAgent string, ready <-chan struct{}) (*forwarder, error) {
+// newForwarder builds the forwarder of u. With dq set it runs in disk mode:
+// Enqueue appends records to dq, and a reader feeds the shards from it.
+func newForwarder(logger *slog.Logger, metrics *registry.ForwardMetrics, u *config.UpstreamConfig, userAgent string, ready <-chan struct{}, dq diskQueue, qm *registry.QueueMetrics) (*forwarder, error) {
 	q := u.QueueConfig
 	client, err := newClient(u, q.MaxShards+connSlack)
 	if err != nil {
@@ -122,21 +137,39 @@ func newForwarder(logger *slog.Logger, metrics *registry.ForwardMetrics, u *conf
 	for i := range f.shards {
 		f.shards[i] = newShard(f)
 	}
+	if dq != nil {
+		f.dq = dq
+		f.acker = &acker{f: f}
+		f.readCtx, f.readCancel = context.WithCancel(context.Background())
+		f.lag = qm.Lag.WithLabelValues(n)
+		f.undecodable = qm.CorruptBytes.WithLabelValues(n, corruptUndecodable)
+	}
 	return f, nil
 }
 
-// start spawns the shards' goroutines.
+// start spawns the shards' goroutines, and the disk queue's reader.
 func (f *forwarder) start() {
 	for _, s := range f.shards {
 		f.wg.Go(s.run)
 	}
+	if f.dq != nil {
+		f.readWG.Go(f.readLoop)
+		f.wg.Go(f.lagLoop)
+	}
 }
 
-// stop flushes the queues until ctx is done, then cancels in-flight sends;
-// what is left is counted dropped. Safe to call more than once; later calls
-// wait for the first.
+// stop flushes the shards until ctx is done, then cancels in-flight sends.
+// In memory mode what is left is counted dropped; in disk mode it stays
+// unacknowledged in the disk queue, which the Manager closes. Safe to call
+// more than once; later calls wait for the first.
 func (f *forwarder) stop(ctx context.Context) {
 	f.stopOnce.Do(func() {
+		if f.dq != nil {
+			// The reader stops first, so that nothing is added to the
+			// shards once they flush.
+			f.readCancel()
+			f.readWG.Wait()
+		}
 		close(f.quit)
 		unregister := context.AfterFunc(ctx, f.cancel)
 		f.wg.Wait()
@@ -165,6 +198,21 @@ func (f *forwarder) drop(reason string, n int) {
 	}
 }
 
+// abandon gives up on n points because the forwarder is stopping: dropped
+// (and counted) in memory mode, left in the disk queue in disk mode.
+func (f *forwarder) abandon(n int) {
+	if f.dq == nil {
+		f.drop(registry.DropShutdown, n)
+	}
+}
+
+// full counts a client request refused for this upstream's full queue and
+// returns the error for it.
+func (f *forwarder) full() error {
+	f.m.queueFull.Inc()
+	return &queueFullError{upstream: f.name, retryAfter: f.retryAfter()}
+}
+
 // retryAfter is the delay suggested to a client whose request did not fit
 // in this upstream's queue: the current retry backoff, at least a second.
 func (f *forwarder) retryAfter() time.Duration {
@@ -177,6 +225,11 @@ type prepared struct {
 	f      *forwarder
 	items  []item
 	ranges []shardRange
+	// Disk mode: the records items were encoded into, their size, and the
+	// encoder that holds them.
+	recs     [][]byte
+	recBytes int64
+	enc      *recordEncoder
 	// Points dropped by relabeling or because the upstream does not take
 	// them; counted once the request is accepted.
 	dropRelabel, dropUnsupported int
@@ -285,17 +338,29 @@ func (f *forwarder) prepare(in *prepareInput, p *prepared) {
 	if len(items) == 0 {
 		return
 	}
+	if f.dq != nil {
+		// The reader groups by shard when it takes the record back.
+		p.items = items
+		for i := range items {
+			p.total += items[i].count()
+		}
+		return
+	}
+	p.items, p.ranges, p.total = groupByShard(items, shardOf, len(f.shards))
+}
 
-	// Group by shard, stable, so that per-series order holds.
-	counts := make([]int, len(f.shards)+1)
+// groupByShard orders items by shard, stably, so that per-series order
+// holds, and returns each shard's range of them.
+func groupByShard(items []item, shardOf []int, nShards int) (sorted []item, ranges []shardRange, total int) {
+	counts := make([]int, nShards+1)
 	for _, sh := range shardOf {
 		counts[sh+1]++
 	}
 	for i := 1; i < len(counts); i++ {
 		counts[i] += counts[i-1]
 	}
-	sorted := make([]item, len(items))
-	pos := counts[:len(f.shards)]
+	sorted = make([]item, len(items))
+	pos := counts[:nShards]
 	starts := make([]int, len(pos))
 	copy(starts, pos)
 	for i := range items {
@@ -312,10 +377,10 @@ func (f *forwarder) prepare(in *prepareInput, p *prepared) {
 		for j := lo; j < hi; j++ {
 			c += sorted[j].count()
 		}
-		p.ranges = append(p.ranges, shardRange{shard: sh, lo: lo, hi: hi, count: c})
-		p.total += c
+		ranges = append(ranges, shardRange{shard: sh, lo: lo, hi: hi, count: c})
+		total += c
 	}
-	p.items = sorted
+	return sorted, ranges, total
 }
 
 // reserve takes room for p in every shard it touches, all or nothing.
@@ -336,12 +401,16 @@ func (p *prepared) releaseFirst(n int) {
 	}
 }
 
-// commit appends p's items to the shards it reserved room in and counts what
-// was dropped.
+// commit appends p's items to the shards it reserved room in (in disk mode
+// its records were appended to the disk queue already) and counts what was
+// dropped.
 func (p *prepared) commit() {
 	f := p.f
 	f.drop(registry.DropRelabel, p.dropRelabel)
 	f.drop(registry.DropUnsupported, p.dropUnsupported)
+	if f.dq != nil {
+		return
+	}
 	if p.total > 0 {
 		f.m.queueLength.Add(float64(p.total))
 	}

@@ -227,21 +227,43 @@ func testConfig(ups ...*config.UpstreamConfig) *config.Config {
 	return &config.Config{Receiver: config.DefaultReceiverConfig, Upstreams: ups}
 }
 
+// testDisk makes newTestManager build disk-mode Managers; TestDiskMode sets
+// it while it runs tests written for either mode. Tests in this package do
+// not run in parallel.
+var testDisk bool
+
 // newTestManager builds a Manager on a pedantic registry and applies cfg. It
-// is stopped at cleanup.
+// is stopped at cleanup. Under testDisk its queues are on disk in a
+// temporary directory.
 func newTestManager(t *testing.T, cfg *config.Config) (*Manager, *prometheus.Registry, *registry.ForwardMetrics) {
+	t.Helper()
+	var opts Options
+	if testDisk {
+		opts.StoragePath = t.TempDir()
+	}
+	m, reg, metrics, _ := newTestManagerOpts(t, cfg, opts)
+	return m, reg, metrics
+}
+
+// newTestManagerOpts is newTestManager with options; it also returns the
+// queue metrics.
+func newTestManagerOpts(t *testing.T, cfg *config.Config, opts Options) (*Manager, *prometheus.Registry, *registry.ForwardMetrics, *registry.QueueMetrics) {
 	t.Helper()
 	require.NoError(t, cfg.Validate())
 	reg := prometheus.NewPedanticRegistry()
 	metrics := registry.NewForwardMetrics(reg)
-	m := NewManager(nil, metrics, Options{UserAgent: "test-agent", FlushDeadline: 5 * time.Second})
+	qm := registry.NewQueueMetrics(reg)
+	opts.UserAgent = "test-agent"
+	opts.FlushDeadline = 5 * time.Second
+	opts.QueueMetrics = qm
+	m := NewManager(nil, metrics, opts)
 	require.NoError(t, m.ApplyConfig(cfg))
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		m.Stop(ctx)
 	})
-	return m, reg, metrics
+	return m, reg, metrics, qm
 }
 
 // floatSeries returns a series with n samples from timestamp ts0.

@@ -29,6 +29,10 @@ type item struct {
 
 	// size is the estimated encoded size in bytes.
 	size int
+
+	// rec is the disk queue record the item was read from, nil in memory
+	// mode.
+	rec *pendingRecord
 }
 
 // count is what the item weighs in the queue: its samples, histograms and
@@ -92,8 +96,8 @@ func estimateSize(it *item) int {
 // then exemplars) and the rest. The metadata goes with the head.
 // 0 < n < it.count().
 func (it *item) split(n int) (head, tail item) {
-	head = item{labels: it.labels, metadata: it.metadata}
-	tail = item{labels: it.labels}
+	head = item{labels: it.labels, metadata: it.metadata, rec: it.rec}
+	tail = item{labels: it.labels, rec: it.rec}
 	take := func(total int) int { k := min(n, total); n -= k; return k }
 	k := take(len(it.samples))
 	head.samples, tail.samples = it.samples[:k:k], it.samples[k:]

@@ -3,7 +3,16 @@
 //
 // The Manager owns one forwarder per upstream. Enqueue copies a request,
 // applies each upstream's external labels, write relabeling and send_*
-// settings, and appends it to every upstream's queue, all or nothing. Each
+// settings, and appends it to every upstream's queue, all or nothing.
+//
+// An upstream's queue is on disk (disk mode: Options.StoragePath set and
+// queue_config.storage "disk") or in memory. In disk mode Enqueue appends
+// one record per request (more for very large ones) to the upstream's
+// pkg/queue queue and returns once it is written; a reader goroutine takes
+// the records back in order and feeds the shards, and a record is
+// acknowledged, so never read again, once all its points and those of every
+// earlier record were sent or dropped. In memory mode Enqueue appends to the
+// shards directly. Each
 // forwarder has a fixed number of shards (queue_config.max_shards); a series
 // always goes to the same shard, whose goroutine sends batches one after the
 // other, so each series arrives in order. Batches are retried with backoff
@@ -16,6 +25,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"os"
 	"reflect"
 	"strings"
 	"sync"
@@ -27,6 +38,7 @@ import (
 
 	"github.com/rwgateway/gateway/config"
 	"github.com/rwgateway/gateway/pkg/model"
+	"github.com/rwgateway/gateway/pkg/queue"
 	"github.com/rwgateway/gateway/pkg/receiver"
 	"github.com/rwgateway/gateway/pkg/registry"
 )
@@ -71,19 +83,39 @@ type Options struct {
 	// FlushDeadline bounds the drain of an upstream that a reload removes or
 	// changes; default DefaultFlushDeadline.
 	FlushDeadline time.Duration
+	// StoragePath is --storage.path: disk queues live in
+	// StoragePath/queues/<upstream>, and the Manager locks the directory
+	// at the first ApplyConfig. Empty keeps every queue in memory.
+	StoragePath string
+	// Fsync and SyncInterval are the disk queues' fsync policy; default
+	// queue.FsyncInterval every queue.DefaultSyncInterval.
+	Fsync        queue.FsyncPolicy
+	SyncInterval time.Duration
+	// QueueMetrics are the disk queues' collectors; default unregistered.
+	QueueMetrics *registry.QueueMetrics
+
+	// wrapQueue lets tests substitute a queue's operations.
+	wrapQueue func(diskQueue) diskQueue
 }
 
 // Manager owns one forwarder per upstream. It is built once at start;
 // ApplyConfig sets and later swaps the set of upstreams. All methods are
 // safe for concurrent use.
 type Manager struct {
-	logger  *slog.Logger
-	metrics *registry.ForwardMetrics
-	opts    Options
+	logger       *slog.Logger
+	metrics      *registry.ForwardMetrics
+	queueMetrics *registry.QueueMetrics
+	opts         Options
 
-	// reloadMu serializes ApplyConfig and Stop.
+	// reloadMu serializes ApplyConfig and Stop, and guards the fields up to
+	// mu.
 	reloadMu sync.Mutex
 	stopped  bool
+	// unlock releases the lock on Options.StoragePath.
+	unlock func() error
+	// queues are the open disk queues by upstream name. A forwarder uses
+	// its upstream's; the Manager opens and closes them.
+	queues map[string]diskQueue
 
 	// mu guards set: Enqueue holds it for reading while it reserves and
 	// appends, so a forwarder taken out of the set receives nothing after.
@@ -91,6 +123,7 @@ type Manager struct {
 	set *upstreamSet
 
 	builders sync.Pool
+	encoders sync.Pool
 }
 
 // upstreamSet is one configuration's forwarders; never modified once
@@ -116,12 +149,40 @@ func NewManager(logger *slog.Logger, metrics *registry.ForwardMetrics, opts Opti
 	if opts.FlushDeadline <= 0 {
 		opts.FlushDeadline = DefaultFlushDeadline
 	}
-	return &Manager{
-		logger:   logger.With("component", "forward"),
-		metrics:  metrics,
-		opts:     opts,
-		builders: sync.Pool{New: func() any { return labels.NewBuilder(labels.EmptyLabels()) }},
+	qm := opts.QueueMetrics
+	if qm == nil {
+		qm = registry.NewQueueMetrics(nil)
 	}
+	return &Manager{
+		logger:       logger.With("component", "forward"),
+		metrics:      metrics,
+		queueMetrics: qm,
+		opts:         opts,
+		queues:       map[string]diskQueue{},
+		builders:     sync.Pool{New: func() any { return labels.NewBuilder(labels.EmptyLabels()) }},
+		encoders:     sync.Pool{New: func() any { return &recordEncoder{} }},
+	}
+}
+
+// onDisk reports whether u's queue is on disk.
+func (m *Manager) onDisk(u *config.UpstreamConfig) bool {
+	return m.opts.StoragePath != "" && u.QueueConfig.OnDisk()
+}
+
+// lockStorage takes the lock on Options.StoragePath, once.
+func (m *Manager) lockStorage() error {
+	if m.opts.StoragePath == "" || m.unlock != nil {
+		return nil
+	}
+	if err := os.MkdirAll(m.opts.StoragePath, 0o755); err != nil {
+		return fmt.Errorf("create storage path: %w", err)
+	}
+	unlock, err := queue.Lock(m.opts.StoragePath)
+	if err != nil {
+		return fmt.Errorf("lock storage path %s: %w", m.opts.StoragePath, err)
+	}
+	m.unlock = unlock
+	return nil
 }
 
 // ApplyConfig sets the upstreams. New upstreams start; removed ones are
@@ -130,11 +191,22 @@ func NewManager(logger *slog.Logger, metrics *registry.ForwardMetrics, opts Opti
 // once the old one has drained; unchanged ones keep their queue and
 // connections. External labels apply to every request enqueued after it
 // returns. On error nothing changes.
+//
+// Disk queues: the first call locks Options.StoragePath. A changed upstream
+// keeps its disk queue (its new max_bytes and full_policy apply at once)
+// and its new forwarder reads again what the old one had read and not sent.
+// A removed upstream, or one switched to memory, has its in-memory part
+// flushed like any other and its queue closed: what is left stays in its
+// directory, unsent, until the upstream is configured again. Such
+// directories are logged and counted as orphaned at every call.
 func (m *Manager) ApplyConfig(cfg *config.Config) error {
 	m.reloadMu.Lock()
 	defer m.reloadMu.Unlock()
 	if m.stopped {
 		return ErrStopped
+	}
+	if err := m.lockStorage(); err != nil {
+		return err
 	}
 	old := m.set
 	if old == nil {
@@ -144,7 +216,27 @@ func (m *Manager) ApplyConfig(cfg *config.Config) error {
 		byName:   make(map[string]*forwarder, len(cfg.Upstreams)),
 		external: cfg.Global.ExternalLabels.Copy(),
 	}
-	var created, replaced []*forwarder
+	var (
+		created, replaced []*forwarder
+		opened            = map[string]diskQueue{}
+		// handedOver: disk queues that pass from a replaced forwarder to
+		// its successor, with the successor's limits.
+		handedOver = map[string]*config.UpstreamConfig{}
+	)
+	rollback := func() {
+		for _, c := range created {
+			c.client.CloseIdleConnections()
+			if _, ok := old.byName[c.name]; !ok {
+				m.metrics.DeleteUpstream(c.name)
+			}
+		}
+		for name, q := range opened {
+			if err := q.Close(); err != nil {
+				m.logger.Error("close disk queue", "upstream", name, "err", err)
+			}
+			m.queueMetrics.DeleteUpstream(name)
+		}
+	}
 	for _, u := range cfg.Upstreams {
 		prev := old.byName[u.Name]
 		if prev != nil && sameUpstream(prev.cfg, u) {
@@ -157,14 +249,22 @@ func (m *Manager) ApplyConfig(cfg *config.Config) error {
 			ready = prev.done
 			replaced = append(replaced, prev)
 		}
-		f, err := newForwarder(m.logger, m.metrics, u, m.opts.UserAgent, ready)
-		if err != nil {
-			for _, c := range created {
-				c.client.CloseIdleConnections()
-				if _, ok := old.byName[c.name]; !ok {
-					m.metrics.DeleteUpstream(c.name)
+		var dq diskQueue
+		if m.onDisk(u) {
+			if dq = m.queues[u.Name]; dq != nil {
+				handedOver[u.Name] = u
+			} else {
+				var err error
+				if dq, err = m.openQueue(u); err != nil {
+					rollback()
+					return fmt.Errorf("upstream %q: %w", u.Name, err)
 				}
+				opened[u.Name] = dq
 			}
+		}
+		f, err := newForwarder(m.logger, m.metrics, u, m.opts.UserAgent, ready, dq, m.queueMetrics)
+		if err != nil {
+			rollback()
 			return fmt.Errorf("upstream %q: %w", u.Name, err)
 		}
 		created = append(created, f)
@@ -177,6 +277,10 @@ func (m *Manager) ApplyConfig(cfg *config.Config) error {
 			removed = append(removed, f)
 		}
 	}
+	for name, u := range handedOver {
+		m.queues[name].SetLimits(u.QueueConfig.MaxBytes, fullPolicy(&u.QueueConfig))
+	}
+	maps.Copy(m.queues, opened)
 	for _, f := range created {
 		f.start()
 	}
@@ -186,7 +290,16 @@ func (m *Manager) ApplyConfig(cfg *config.Config) error {
 	m.mu.Unlock()
 
 	for _, f := range created {
-		m.logger.Info("upstream started", "upstream", f.name, "protocol", f.proto().Label(), "shards", len(f.shards))
+		m.logger.Info("upstream started", "upstream", f.name, "protocol", f.proto().Label(), "shards", len(f.shards), "queue", queueKind(f))
+	}
+	diskNames := map[string]bool{}
+	for _, f := range next.fwds {
+		if f.dq != nil {
+			diskNames[f.name] = true
+		}
+	}
+	if m.opts.StoragePath != "" {
+		m.scanOrphans(diskNames)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), m.opts.FlushDeadline)
 	defer cancel()
@@ -195,11 +308,37 @@ func (m *Manager) ApplyConfig(cfg *config.Config) error {
 		wg.Go(func() { f.stop(ctx) })
 	}
 	wg.Wait()
+	for _, f := range append(replaced, removed...) {
+		if f.dq != nil && !diskNames[f.name] {
+			m.closeQueue(f.name)
+		}
+	}
 	for _, f := range removed {
 		m.metrics.DeleteUpstream(f.name)
 		m.logger.Info("upstream removed", "upstream", f.name)
 	}
 	return nil
+}
+
+// closeQueue closes the disk queue of upstream name and deletes its series.
+// reloadMu is held.
+func (m *Manager) closeQueue(name string) {
+	q := m.queues[name]
+	if q == nil {
+		return
+	}
+	delete(m.queues, name)
+	if err := q.Close(); err != nil {
+		m.logger.Error("close disk queue", "upstream", name, "err", err)
+	}
+	m.queueMetrics.DeleteUpstream(name)
+}
+
+func queueKind(f *forwarder) string {
+	if f.dq != nil {
+		return config.StorageDisk
+	}
+	return config.StorageMemory
 }
 
 // sameUpstream reports whether a and b configure the same upstream.
@@ -217,10 +356,17 @@ func sameUpstream(a, b *config.UpstreamConfig) bool {
 }
 
 // Enqueue appends req to every upstream's queue. It returns once the data
-// is queued everywhere, or nothing is queued anywhere: an error wrapping
-// ErrQueueFull (with a RetryAfter method) when an upstream lacks room,
-// ErrStopped after Stop. Enqueue copies what it keeps: the caller may reuse
-// req and everything it points to once Enqueue returns.
+// is queued everywhere (for a disk queue: written to its file), or nothing
+// is queued anywhere: an error wrapping ErrQueueFull (with a RetryAfter
+// method) when an upstream lacks room, ErrStopped after Stop. Enqueue copies
+// what it keeps: the caller may reuse req and everything it points to once
+// Enqueue returns.
+//
+// All or nothing holds across disk queues as far as it can: every disk
+// queue is checked for room before anything is appended, but an append can
+// still fail after that (the disk fills up, or a concurrent request took
+// the room). The upstreams appended to before keep the request, and the
+// client's retry sends it to them again: duplicates, never loss.
 func (m *Manager) Enqueue(ctx context.Context, req *model.Request) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -253,14 +399,53 @@ func (m *Manager) Enqueue(ctx context.Context, req *model.Request) error {
 	for i, f := range set.fwds {
 		f.prepare(&in, &preps[i])
 	}
+	defer func() {
+		for i := range preps {
+			if e := preps[i].enc; e != nil {
+				m.encoders.Put(e)
+			}
+		}
+	}()
+
+	// Disk queues: encode, and check for room.
+	now := time.Now()
+	for i := range preps {
+		p := &preps[i]
+		if p.f.dq == nil || len(p.items) == 0 {
+			continue
+		}
+		p.enc = m.encoders.Get().(*recordEncoder)
+		p.recs, p.recBytes = p.enc.encode(p.items, now)
+		if !p.f.dq.HasRoom(len(p.recs), p.recBytes) {
+			return p.f.full()
+		}
+	}
+	// Memory queues: reserve.
 	for i := range preps {
 		if !preps[i].reserve() {
 			for j := range i {
 				preps[j].releaseFirst(len(preps[j].ranges))
 			}
-			f := preps[i].f
-			f.m.queueFull.Inc()
-			return &queueFullError{upstream: f.name, retryAfter: f.retryAfter()}
+			return preps[i].f.full()
+		}
+	}
+	// Disk queues: append.
+	for i := range preps {
+		p := &preps[i]
+		if len(p.recs) == 0 {
+			continue
+		}
+		if err := p.f.dq.Append(p.recs...); err != nil {
+			for j := range preps {
+				preps[j].releaseFirst(len(preps[j].ranges))
+			}
+			if i > 0 {
+				p.f.logger.Debug("append to disk queue failed after other upstreams' queues took the request: the client's retry duplicates it there", "err", err)
+			}
+			if errors.Is(err, queue.ErrFull) {
+				return p.f.full()
+			}
+			return fmt.Errorf("upstream %q: append to disk queue: %w", p.f.name, err)
 		}
 	}
 	for i := range preps {
@@ -269,9 +454,10 @@ func (m *Manager) Enqueue(ctx context.Context, req *model.Request) error {
 	return nil
 }
 
-// Stop flushes every queue until ctx is done, then cancels in-flight sends;
-// what is left is counted dropped. Enqueue returns ErrStopped after. Stop is
-// idempotent.
+// Stop flushes every queue until ctx is done, then cancels in-flight sends.
+// In memory mode what is left is counted dropped; disk queues keep it,
+// unacknowledged, and are closed, and the storage path is unlocked. Enqueue
+// returns ErrStopped after. Stop is idempotent.
 func (m *Manager) Stop(ctx context.Context) {
 	m.reloadMu.Lock()
 	defer m.reloadMu.Unlock()
@@ -283,12 +469,19 @@ func (m *Manager) Stop(ctx context.Context) {
 	set := m.set
 	m.set = nil
 	m.mu.Unlock()
-	if set == nil {
-		return
+	if set != nil {
+		var wg sync.WaitGroup
+		for _, f := range set.fwds {
+			wg.Go(func() { f.stop(ctx) })
+		}
+		wg.Wait()
 	}
-	var wg sync.WaitGroup
-	for _, f := range set.fwds {
-		wg.Go(func() { f.stop(ctx) })
+	for name := range m.queues {
+		m.closeQueue(name)
 	}
-	wg.Wait()
+	if m.unlock != nil {
+		if err := m.unlock(); err != nil {
+			m.logger.Error("unlock storage path", "err", err)
+		}
+	}
 }

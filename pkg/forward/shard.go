@@ -31,6 +31,9 @@ type shard struct {
 	queuedBytes int
 	used        int // points reserved, queued or in flight
 	notify      chan struct{}
+	// room is signalled when points are released: the disk queue's reader
+	// waits on it for capacity.
+	room chan struct{}
 
 	// Owned by the shard's goroutine.
 	enc   *encoder
@@ -38,7 +41,7 @@ type shard struct {
 }
 
 func newShard(f *forwarder) *shard {
-	return &shard{f: f, notify: make(chan struct{}, 1), enc: newEncoder()}
+	return &shard{f: f, notify: make(chan struct{}, 1), room: make(chan struct{}, 1), enc: newEncoder()}
 }
 
 // reserve takes room for n points. A shard with nothing in it admits any n,
@@ -50,6 +53,20 @@ func (s *shard) reserve(n int) bool {
 		return false
 	}
 	s.used += n
+	return true
+}
+
+// reserveWait takes room for n points, waiting for it; it reports false if
+// ctx ended first. One goroutine at a time may wait: the disk queue's
+// reader.
+func (s *shard) reserveWait(ctx context.Context, n int) bool {
+	for !s.reserve(n) {
+		select {
+		case <-s.room:
+		case <-ctx.Done():
+			return false
+		}
+	}
 	return true
 }
 
@@ -67,6 +84,10 @@ func (s *shard) release(n int) {
 	}
 	s.unreserve(n)
 	s.f.m.queueLength.Sub(float64(n))
+	select {
+	case s.room <- struct{}{}:
+	default:
+	}
 }
 
 // appendItems queues items, whose n points have been reserved.
@@ -196,7 +217,7 @@ func (s *shard) run() {
 	}
 }
 
-// flush sends everything queued until ctx is done; the rest is dropped.
+// flush sends everything queued until ctx is done; the rest is abandoned.
 func (s *shard) flush(ctx context.Context) {
 	for {
 		if _, pending := s.state(); !pending {
@@ -206,30 +227,35 @@ func (s *shard) flush(ctx context.Context) {
 	}
 }
 
-// sendNext takes one batch and sends it.
+// sendNext takes one batch and sends it. In disk mode a batch that was
+// sent or dropped is done for its queue records; one abandoned at shutdown
+// is not, and is read from the disk queue again after a restart.
 func (s *shard) sendNext(ctx context.Context) {
 	b, n := s.take()
 	if n == 0 {
 		return
 	}
-	s.send(ctx, b)
+	if s.send(ctx, b) {
+		s.f.completeItems(b)
+	}
 	clear(b)
 	s.release(n)
 }
 
 // send delivers one batch: it retries recoverable failures with backoff
 // until success or until ctx is done, splits it on 413, and drops it on
-// other 4xx. Everything it gives up on is counted.
-func (s *shard) send(ctx context.Context, items []item) {
+// other 4xx. Everything it drops is counted. It reports false when it gave
+// up on some of the batch because ctx ended (see forwarder.abandon).
+func (s *shard) send(ctx context.Context, items []item) bool {
 	f := s.f
 	q := &f.cfg.QueueConfig
 	if ctx.Err() != nil {
-		f.drop(registry.DropShutdown, countPoints(items))
-		return
+		f.abandon(countPoints(items))
+		return false
 	}
 	items = s.dropTooOld(items)
 	if len(items) == 0 {
-		return
+		return true
 	}
 	proto := f.proto()
 	resentV1 := false
@@ -237,13 +263,13 @@ func (s *shard) send(ctx context.Context, items []item) {
 	if err != nil {
 		f.drop(registry.DropEncode, countPoints(items))
 		f.logger.Error("encode batch, dropped it", "err", err)
-		return
+		return true
 	}
 	backoff := time.Duration(q.MinBackoff)
 	for retry := 0; ; retry++ {
 		if ctx.Err() != nil {
-			f.drop(registry.DropShutdown, st.points())
-			return
+			f.abandon(st.points())
+			return false
 		}
 		res := f.post(ctx, data, proto, retry, st.points())
 		switch res.outcome {
@@ -256,7 +282,7 @@ func (s *shard) send(ctx context.Context, items []item) {
 			f.m.sentBytes.Add(float64(len(data)))
 			f.m.lastSuccess.SetToCurrentTime()
 			f.backoffHint.Store(0)
-			return
+			return true
 
 		case outcomeOldReceiver:
 			f.m.failed.Add(float64(st.points()))
@@ -269,7 +295,7 @@ func (s *shard) send(ctx context.Context, items []item) {
 			if data, st, err = s.enc.encode(proto, items); err != nil {
 				f.drop(registry.DropEncode, countPoints(items))
 				f.logger.Error("encode batch, dropped it", "err", err)
-				return
+				return true
 			}
 			continue
 
@@ -279,12 +305,12 @@ func (s *shard) send(ctx context.Context, items []item) {
 				if f.warnLog.allow() {
 					f.logger.Warn("upstream refused a single series as too large, dropped it", "err", res.err, "body", string(res.body))
 				}
-				return
+				return true
 			}
 			mid := len(items) / 2
-			s.send(ctx, items[:mid])
-			s.send(ctx, items[mid:])
-			return
+			head := s.send(ctx, items[:mid])
+			tail := s.send(ctx, items[mid:])
+			return head && tail
 
 		case outcomeDrop:
 			reason := registry.DropHTTPStatus
@@ -295,12 +321,12 @@ func (s *shard) send(ctx context.Context, items []item) {
 			if f.warnLog.allow() {
 				f.logger.Warn("upstream refused a batch, dropped it", "err", res.err, "body", string(res.body), "samples", st.points())
 			}
-			return
+			return true
 
 		case outcomeRetry:
 			if ctx.Err() != nil {
-				f.drop(registry.DropShutdown, st.points())
-				return
+				f.abandon(st.points())
+				return false
 			}
 			f.m.failed.Add(float64(st.points()))
 			if f.retryLog.allow() {
@@ -314,19 +340,19 @@ func (s *shard) send(ctx context.Context, items []item) {
 			backoff = min(backoff*2, time.Duration(q.MaxBackoff))
 			f.backoffHint.Store(int64(sleep))
 			if !sleepCtx(ctx, sleep) {
-				f.drop(registry.DropShutdown, st.points())
-				return
+				f.abandon(st.points())
+				return false
 			}
 			if q.SampleAgeLimit > 0 {
 				kept := s.dropTooOld(items)
 				if len(kept) == 0 {
-					return
+					return true
 				}
 				if len(kept) != len(items) || countPoints(kept) != countPoints(items) {
 					items = kept
 					if data, st, err = s.enc.encode(proto, items); err != nil {
 						f.drop(registry.DropEncode, countPoints(items))
-						return
+						return true
 					}
 				}
 			}

@@ -12,6 +12,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
+
+	"github.com/rwgateway/gateway/pkg/registry"
 )
 
 // writeFixture writes records 0-8 in segments 1-3, three each, and closes.
@@ -210,7 +212,7 @@ func TestCorruption(t *testing.T) {
 
 			var logs bytes.Buffer
 			opts.Logger = slog.New(slog.NewTextHandler(&logs, nil))
-			opts.Metrics = NewMetrics(prometheus.NewPedanticRegistry())
+			opts.Metrics = registry.NewQueueMetrics(prometheus.NewPedanticRegistry())
 			q := openQueue(t, opts)
 			records, _ := q.Len()
 			require.Equal(t, int64(len(tc.want)), records)

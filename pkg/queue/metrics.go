@@ -2,7 +2,8 @@ package queue
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promauto"
+
+	"github.com/rwgateway/gateway/pkg/registry"
 )
 
 // Label values of gateway_queue_corrupt_bytes_total{kind}.
@@ -37,78 +38,6 @@ var FullReasons = []string{FullMaxBytes, FullNoSpace}
 // DropOldestReason is the reason label value of the dropped counters.
 const DropOldestReason = "drop_oldest"
 
-// Metrics are the queue's collectors, shared by the queues of all upstreams
-// and told apart by the upstream label. Create them once with NewMetrics and
-// hand them to every Open through Options.Metrics.
-type Metrics struct {
-	// Bytes is the size of the segment files on disk: what MaxBytes bounds.
-	Bytes *prometheus.GaugeVec
-	// Segments is the number of segment files.
-	Segments *prometheus.GaugeVec
-	// Records is the number of records appended and not yet acknowledged.
-	Records *prometheus.GaugeVec
-	// WrittenBytes counts bytes written to segments, framing included.
-	WrittenBytes *prometheus.CounterVec
-	// ReadBytes counts bytes of the records returned by Next, framing
-	// included.
-	ReadBytes *prometheus.CounterVec
-	// CorruptBytes counts bytes found unreadable, by kind (CorruptKinds).
-	CorruptBytes *prometheus.CounterVec
-	// QuarantinedFiles counts files moved to the quarantine directory.
-	QuarantinedFiles *prometheus.CounterVec
-	// DroppedBytes and DroppedRecords count unacknowledged data deleted to
-	// make room under the DropOldest policy, by reason.
-	DroppedBytes   *prometheus.CounterVec
-	DroppedRecords *prometheus.CounterVec
-	// Full counts appends refused with ErrFull, by reason (FullReasons).
-	Full *prometheus.CounterVec
-}
-
-const (
-	metricsNamespace = "gateway"
-	metricsSubsystem = "queue"
-)
-
-// NewMetrics creates the queue collectors and registers them with reg. A nil
-// reg leaves them unregistered.
-func NewMetrics(reg prometheus.Registerer) *Metrics {
-	f := promauto.With(reg)
-	gauge := func(name, help string) *prometheus.GaugeVec {
-		return f.NewGaugeVec(prometheus.GaugeOpts{
-			Namespace: metricsNamespace, Subsystem: metricsSubsystem, Name: name, Help: help,
-		}, []string{"upstream"})
-	}
-	counter := func(name, help string, labels ...string) *prometheus.CounterVec {
-		return f.NewCounterVec(prometheus.CounterOpts{
-			Namespace: metricsNamespace, Subsystem: metricsSubsystem, Name: name, Help: help,
-		}, append([]string{"upstream"}, labels...))
-	}
-	return &Metrics{
-		Bytes:            gauge("bytes", "Size of the queue's segment files on disk."),
-		Segments:         gauge("segments", "Number of the queue's segment files."),
-		Records:          gauge("records", "Records appended to the queue and not yet acknowledged."),
-		WrittenBytes:     counter("written_bytes_total", "Bytes written to queue segments, framing included."),
-		ReadBytes:        counter("read_bytes_total", "Bytes of records read from queue segments, framing included."),
-		CorruptBytes:     counter("corrupt_bytes_total", "Bytes of queue files found unreadable, by kind.", "kind"),
-		QuarantinedFiles: counter("quarantined_files_total", "Queue files moved to the quarantine directory."),
-		DroppedBytes:     counter("dropped_bytes_total", "Unacknowledged bytes deleted from the queue to make room, by reason.", "reason"),
-		DroppedRecords:   counter("dropped_records_total", "Unacknowledged records deleted from the queue to make room, by reason.", "reason"),
-		Full:             counter("full_total", "Appends refused because the queue or its disk was full, by reason.", "reason"),
-	}
-}
-
-// DeleteUpstream removes every series of upstream, for a reload that dropped
-// it. The upstream's queue must be closed.
-func (m *Metrics) DeleteUpstream(upstream string) {
-	l := prometheus.Labels{"upstream": upstream}
-	for _, v := range []interface{ DeletePartialMatch(prometheus.Labels) int }{
-		m.Bytes, m.Segments, m.Records, m.WrittenBytes, m.ReadBytes, m.CorruptBytes,
-		m.QuarantinedFiles, m.DroppedBytes, m.DroppedRecords, m.Full,
-	} {
-		v.DeletePartialMatch(l)
-	}
-}
-
 // queueMetrics are the series of one upstream, resolved once at Open.
 type queueMetrics struct {
 	bytes, segments, records          prometheus.Gauge
@@ -120,7 +49,7 @@ type queueMetrics struct {
 	fullMaxBytes, fullNoSpace         prometheus.Counter
 }
 
-func (m *Metrics) forUpstream(u string) *queueMetrics {
+func forUpstream(m *registry.QueueMetrics, u string) *queueMetrics {
 	return &queueMetrics{
 		bytes:            m.Bytes.WithLabelValues(u),
 		segments:         m.Segments.WithLabelValues(u),

@@ -38,7 +38,7 @@ func Open(opts Options) (*Queue, error) {
 	q := &Queue{
 		opts:    opts,
 		logger:  opts.Logger,
-		m:       opts.Metrics.forUpstream(opts.Upstream),
+		m:       forUpstream(opts.Metrics, opts.Upstream),
 		release: release,
 		done:    make(chan struct{}),
 		notify:  make(chan struct{}),

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/rwgateway/gateway/pkg/registry"
 )
 
 // Sentinel errors. Errors returned by the queue wrap them; test with
@@ -105,9 +107,13 @@ type Options struct {
 	// Logger receives the queue's warnings (repairs, quarantines, drops).
 	// Default: discard.
 	Logger *slog.Logger
-	// Metrics are updated by the queue. Default: unregistered collectors.
-	Metrics *Metrics
+	// Metrics are updated by the queue: the gateway's one
+	// registry.QueueMetrics, shared by every queue. Default: unregistered
+	// collectors.
+	Metrics *registry.QueueMetrics
 
+	// segmentBytes is SegmentBytes as configured, before the cap.
+	segmentBytes int64
 	// wrapFile lets tests substitute the writes to segment files.
 	wrapFile func(*os.File) segmentFile
 }
@@ -128,6 +134,7 @@ func (o Options) withDefaults() (Options, error) {
 	if o.SegmentBytes == 0 {
 		o.SegmentBytes = DefaultSegmentBytes
 	}
+	o.segmentBytes = o.SegmentBytes
 	o.SegmentBytes = min(o.SegmentBytes, o.MaxBytes/2)
 	if o.SyncInterval == 0 {
 		o.SyncInterval = DefaultSyncInterval
@@ -136,7 +143,7 @@ func (o Options) withDefaults() (Options, error) {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	if o.Metrics == nil {
-		o.Metrics = NewMetrics(nil)
+		o.Metrics = registry.NewQueueMetrics(nil)
 	}
 	if o.wrapFile == nil {
 		o.wrapFile = func(f *os.File) segmentFile { return f }
@@ -245,12 +252,12 @@ func (q *Queue) Append(recs ...[]byte) error {
 		}
 		size += frameSize(len(r))
 	}
-	if size+segmentHeaderSize > q.opts.MaxBytes {
-		return fmt.Errorf("%w: %d bytes, max_bytes is %d", ErrTooLarge, size, q.opts.MaxBytes)
-	}
 
 	q.writeMu.Lock()
 	defer q.writeMu.Unlock()
+	if size+segmentHeaderSize > q.opts.MaxBytes {
+		return fmt.Errorf("%w: %d bytes, max_bytes is %d", ErrTooLarge, size, q.opts.MaxBytes)
+	}
 	if err := q.makeRoom(size); err != nil {
 		return err
 	}
@@ -492,6 +499,49 @@ func (q *Queue) updateGaugesLocked() {
 	q.m.bytes.Set(float64(q.bytes))
 	q.m.segments.Set(float64(len(q.segs)))
 	q.m.records.Set(float64(q.records))
+}
+
+// HasRoom reports whether an Append of records whose payloads add up to
+// payloadBytes, in n records, would fit now: always under DropOldest, and
+// under Block when max_bytes leaves room (counting the header of a new
+// segment, so it may refuse an Append that would just fit). It is a hint
+// for callers that append to several queues and want all or none: an
+// Append can still fail afterwards, when another one takes the room first
+// or the disk fills up.
+func (q *Queue) HasRoom(n int, payloadBytes int64) bool {
+	size := int64(n)*frameHeaderSizeV1 + payloadBytes + segmentHeaderSize
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	switch {
+	case q.closed:
+		return false
+	case q.opts.FullPolicy == DropOldest:
+		return size <= q.opts.MaxBytes
+	case q.bytes+size <= q.opts.MaxBytes:
+		return true
+	}
+	// makeRoom finishes an active segment whose records are all
+	// acknowledged, which deletes it.
+	a := q.active
+	return a != nil && a.acked == a.records && q.bytes-a.size+size <= q.opts.MaxBytes
+}
+
+// SetLimits changes MaxBytes and FullPolicy of the open queue, for a
+// configuration reload; the segment size is capped at maxBytes/2 as in
+// Open. A queue above the new maxBytes refuses appends (Block) or drops its
+// oldest records at the next Append (DropOldest). maxBytes ≤ 0 means
+// DefaultMaxBytes.
+func (q *Queue) SetLimits(maxBytes int64, policy FullPolicy) {
+	if maxBytes <= 0 {
+		maxBytes = DefaultMaxBytes
+	}
+	q.writeMu.Lock()
+	defer q.writeMu.Unlock()
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.opts.MaxBytes = maxBytes
+	q.opts.FullPolicy = policy
+	q.opts.SegmentBytes = min(q.opts.segmentBytes, maxBytes/2)
 }
 
 // Len returns the number of records appended and not yet acknowledged, and

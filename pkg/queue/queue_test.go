@@ -17,6 +17,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
+
+	"github.com/rwgateway/gateway/pkg/registry"
 )
 
 const testUpstream = "up"
@@ -44,7 +46,7 @@ func testOptions(t testing.TB) Options {
 		Upstream:     testUpstream,
 		MaxBytes:     1 << 20,
 		SegmentBytes: testSegmentBytes,
-		Metrics:      NewMetrics(prometheus.NewPedanticRegistry()),
+		Metrics:      registry.NewQueueMetrics(prometheus.NewPedanticRegistry()),
 	}
 }
 
@@ -416,7 +418,7 @@ func TestNoSpace(t *testing.T) {
 	require.NoError(t, q.Close())
 
 	opts.wrapFile = nil
-	opts.Metrics = NewMetrics(prometheus.NewPedanticRegistry())
+	opts.Metrics = registry.NewQueueMetrics(prometheus.NewPedanticRegistry())
 	q = openQueue(t, opts)
 	got, _ := drain(t, q)
 	require.Equal(t, want(0, 8), got)
@@ -470,7 +472,7 @@ func TestConcurrentAppendAndRead(t *testing.T) {
 
 func TestMetricsRegistration(t *testing.T) {
 	reg := prometheus.NewPedanticRegistry()
-	m := NewMetrics(reg)
+	m := registry.NewQueueMetrics(reg)
 	opts := testOptions(t)
 	opts.Metrics = m
 	q := openQueue(t, opts)

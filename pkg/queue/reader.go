@@ -122,6 +122,30 @@ func (q *Queue) tryNext() (rec []byte, pos Position, wait <-chan struct{}, err e
 	}
 }
 
+// Rewind moves the reader back to the read position: the records Next
+// returned and Ack did not acknowledge are returned again, in order. It is
+// for a consumer that gave up on records it had read (the gateway hands an
+// upstream's queue from the forwarder of the old configuration to the one of
+// the new after a reload). Rewind waits for a running Next.
+func (q *Queue) Rewind() error {
+	q.readMu.Lock()
+	defer q.readMu.Unlock()
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.closed {
+		return ErrClosed
+	}
+	c := &q.rd
+	c.closeFile()
+	*c = cursor{seq: q.ackSeq, sr: segmentReader{buf: c.sr.buf[:0]}}
+	if s := q.firstFromLocked(q.ackSeq); s != nil && s.seq == q.ackSeq {
+		// Resume inside the segment, after its acknowledged records.
+		c.seg, c.off, c.n = s, max(s.ackedOff, s.start), s.acked
+	}
+	q.deliveredSeq, q.deliveredOff = q.ackSeq, q.ackOff
+	return nil
+}
+
 // firstFromLocked returns the first segment whose sequence number is at
 // least seq. mu is held.
 func (q *Queue) firstFromLocked(seq uint64) *segment {

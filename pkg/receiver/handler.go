@@ -286,6 +286,13 @@ func parseContentType(ct string) (model.Protocol, error) {
 // enqueueStatus maps an Enqueue error to the response status, the reject
 // reason and, for 503, the delay to put in Retry-After.
 func enqueueStatus(err error) (code int, reason string, retryAfter time.Duration) {
+	if le, ok := errors.AsType[LimitError](err); ok {
+		code = le.StatusCode()
+		if ra, ok := errors.AsType[RetryAfterError](err); ok && ra.RetryAfter() > 0 {
+			retryAfter = max(ra.RetryAfter(), time.Second)
+		}
+		return code, registry.ReasonLimit, retryAfter
+	}
 	if ra, ok := errors.AsType[RetryAfterError](err); ok {
 		return http.StatusServiceUnavailable, registry.ReasonQueueFull, max(ra.RetryAfter(), time.Second)
 	}
@@ -302,6 +309,14 @@ func enqueueStatus(err error) (code int, reason string, retryAfter time.Duration
 // retryAfterSeconds rounds d up to whole seconds, at least 1.
 func retryAfterSeconds(d time.Duration) int64 {
 	return max(1, int64(math.Ceil(d.Seconds())))
+}
+
+// LimitError is an Enqueue error for a request that broke a limit of its
+// client's: the handler answers with its status code (4xx or 503), counts
+// reason "limit", and sets Retry-After if the error is a RetryAfterError too.
+type LimitError interface {
+	error
+	StatusCode() int
 }
 
 // reject answers with code and a plain-text message, and counts reason. err,

@@ -20,13 +20,14 @@ const (
 	ReasonInternal        = "internal"
 	ReasonShuttingDown    = "shutting_down"
 	ReasonReadError       = "read_error" // the client went away or sent less than its Content-Length
+	ReasonLimit           = "limit"      // a tenant or global limit; gateway_tenant_rejected_requests_total has the detail
 )
 
 // RejectReasons lists every reason value, so each reads 0 from the start.
 var RejectReasons = []string{
 	ReasonMethod, ReasonContentType, ReasonContentEncoding, ReasonTooLarge,
 	ReasonDecodedTooLarge, ReasonSnappy, ReasonProtobuf, ReasonInvalidSeries,
-	ReasonQueueFull, ReasonInternal, ReasonShuttingDown, ReasonReadError,
+	ReasonQueueFull, ReasonInternal, ReasonShuttingDown, ReasonReadError, ReasonLimit,
 }
 
 // ProtocolLabels are the values of the protocol label: remote write 1.0 and 2.0.
@@ -260,3 +261,57 @@ func (m *ConfigMetrics) Loaded(hash string, now float64) {
 
 // Failed records a failed load; the previous configuration stays in force.
 func (m *ConfigMetrics) Failed() { m.LastReloadSuccessful.Set(0) }
+
+// Reasons a tenant's request is refused; the values of the reason label of
+// gateway_tenant_rejected_requests_total.
+const (
+	TenantUnauthenticated = "unauthenticated"    // no tenant, an unknown one, or missing or wrong credentials (401)
+	TenantForbidden       = "forbidden"          // credentials of one tenant, header of another (403)
+	TenantRateLimited     = "rate_limited"       // samples_per_second (429)
+	TenantInflight        = "inflight"           // max_inflight_requests (503)
+	TenantSeries          = "series_per_request" // max_series_per_request (400)
+	TenantLabels          = "labels_per_series"  // max_labels_per_series (400)
+	TenantLabelName       = "label_name_length"  // max_label_name_length (400)
+	TenantLabelValue      = "label_value_length" // max_label_value_length (400)
+)
+
+// TenantRejectReasons lists every tenant reject reason.
+var TenantRejectReasons = []string{TenantUnauthenticated, TenantForbidden, TenantRateLimited, TenantInflight, TenantSeries, TenantLabels, TenantLabelName, TenantLabelValue}
+
+// TenantMetrics describe clients by tenant. The tenant label takes the
+// configured tenant ids, "" for requests without a tenant, and "unknown"
+// for ids that are not configured, so clients cannot create series.
+type TenantMetrics struct {
+	Samples  *prometheus.CounterVec // tenant: samples, histograms and exemplars accepted
+	Rejected *prometheus.CounterVec // tenant, reason
+}
+
+// NewTenantMetrics creates and registers the tenant collectors.
+func NewTenantMetrics(reg prometheus.Registerer) *TenantMetrics {
+	f := promauto.With(reg)
+	return &TenantMetrics{
+		Samples: f.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Subsystem: "tenant", Name: "samples_total",
+			Help: "Samples, histograms and exemplars accepted, by tenant.",
+		}, []string{"tenant"}),
+		Rejected: f.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Subsystem: "tenant", Name: "rejected_requests_total",
+			Help: "Write requests refused by tenant authentication or limits, by tenant and reason.",
+		}, []string{"tenant", "reason"}),
+	}
+}
+
+// InitTenant creates tenant's series so that they read 0.
+func (m *TenantMetrics) InitTenant(tenant string) {
+	m.Samples.WithLabelValues(tenant)
+	for _, r := range TenantRejectReasons {
+		m.Rejected.WithLabelValues(tenant, r)
+	}
+}
+
+// DeleteTenant removes tenant's series, for a tenant a reload removed.
+func (m *TenantMetrics) DeleteTenant(tenant string) {
+	match := prometheus.Labels{"tenant": tenant}
+	m.Samples.DeletePartialMatch(match)
+	m.Rejected.DeletePartialMatch(match)
+}

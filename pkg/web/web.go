@@ -1,5 +1,7 @@
 // Package web builds the gateway's HTTP routes: the write endpoints, the
-// gateway's own /metrics, health, readiness and reload.
+// gateway's own /metrics, health, readiness and reload, all under one route
+// prefix; the client address behind trusted reverse proxies; and the debug
+// request log.
 //
 // Everything here is built once at start. The write handler is passed in
 // already built; the router only routes to it.
@@ -9,7 +11,9 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -28,6 +32,16 @@ var WritePaths = []string{"/api/v1/write", "/api/v1/push", "/api/v1/receive"}
 type Options struct {
 	// Reload re-reads the configuration; nil disables POST /-/reload.
 	Reload func(ctx context.Context) error
+	// RoutePrefix is the path every route is served under, as
+	// --web.route-prefix: "/gw" serves /gw/api/v1/write, /gw/metrics,
+	// /gw/-/ready and so on, and nothing at the root (as Prometheus does).
+	// Empty or "/" serves at the root. A trailing slash is ignored. It
+	// must not contain {, } or * (RoutePrefix checks).
+	RoutePrefix string
+	// TrustedProxies are the peers whose X-Forwarded-For is believed when
+	// finding the client address (see ClientAddr). Empty trusts none: the
+	// client is always the direct peer.
+	TrustedProxies []netip.Prefix
 }
 
 // Web holds the router and the readiness state. It is safe for concurrent
@@ -38,32 +52,46 @@ type Web struct {
 	router  chi.Router
 	ready   atomic.Bool
 	opts    Options
+	prefix  string // "" for the root, else "/gw": no trailing slash
+	trusted []netip.Prefix
 }
 
-// New builds the routes. write serves the write paths; gatherer is exposed
-// on /metrics.
+// New builds the routes under opts.RoutePrefix. write serves the write
+// paths; gatherer is exposed on /metrics.
 func New(logger *slog.Logger, metrics *registry.HTTPMetrics, gatherer prometheus.Gatherer, write http.Handler, opts Options) *Web {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	w := &Web{logger: logger, metrics: metrics, opts: opts}
+	w := &Web{
+		logger:  logger,
+		metrics: metrics,
+		opts:    opts,
+		prefix:  strings.TrimRight(cleanPrefix(opts.RoutePrefix), "/"),
+		trusted: opts.TrustedProxies,
+	}
 	r := chi.NewRouter()
+	if len(w.trusted) > 0 {
+		r.Use(w.forwarded) // first: the request log reads the client address
+	}
 	r.Use(w.instrument)
+	// Every route is registered with the prefix in front rather than on a
+	// mounted sub-router, so that an unknown path, under the prefix or not,
+	// has no pattern and is counted as "other".
 	for _, p := range WritePaths {
-		r.Handle(p, write) // the handler answers 405 itself for other methods
+		r.Handle(w.prefix+p, write) // the handler answers 405 itself for other methods
 	}
 	// promhttp negotiates its own compression from Accept-Encoding; no
 	// middleware in this router compresses, so /metrics is never encoded
 	// twice.
-	r.Handle("/metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{
+	r.Handle(w.prefix+"/metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelError),
 		EnableOpenMetrics: true,
 	}))
-	r.Get("/-/healthy", func(rw http.ResponseWriter, _ *http.Request) {
+	r.Get(w.prefix+"/-/healthy", func(rw http.ResponseWriter, _ *http.Request) {
 		rw.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = rw.Write([]byte("Gateway is Healthy.\n"))
 	})
-	r.Get("/-/ready", func(rw http.ResponseWriter, _ *http.Request) {
+	r.Get(w.prefix+"/-/ready", func(rw http.ResponseWriter, _ *http.Request) {
 		rw.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		if !w.ready.Load() {
 			rw.WriteHeader(http.StatusServiceUnavailable)
@@ -72,8 +100,8 @@ func New(logger *slog.Logger, metrics *registry.HTTPMetrics, gatherer prometheus
 		}
 		_, _ = rw.Write([]byte("Gateway is Ready.\n"))
 	})
-	r.Post("/-/reload", w.reload)
-	r.Put("/-/reload", w.reload)
+	r.Post(w.prefix+"/-/reload", w.reload)
+	r.Put(w.prefix+"/-/reload", w.reload)
 	w.router = r
 	return w
 }
@@ -96,8 +124,14 @@ func (w *Web) reload(rw http.ResponseWriter, r *http.Request) {
 	rw.WriteHeader(http.StatusOK)
 }
 
-// instrument records latency by route pattern, never by raw path, so a
-// client cannot create series by inventing paths.
+// instrument records latency by route, never by raw path, so a client
+// cannot create series by inventing paths, and logs each request at debug
+// level.
+//
+// The route is the pattern without the route prefix ("/api/v1/write" also
+// when served at /gw/api/v1/write), as Prometheus labels its own handlers:
+// dashboards and alerts do not change with the prefix. Unknown paths are
+// "other".
 func (w *Web) instrument(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
 		start := time.Now()
@@ -105,12 +139,38 @@ func (w *Web) instrument(next http.Handler) http.Handler {
 		defer w.metrics.InFlight.Dec()
 		sw := &statusWriter{ResponseWriter: rw, code: http.StatusOK}
 		next.ServeHTTP(sw, r)
-		pattern := chi.RouteContext(r.Context()).RoutePattern()
-		if pattern == "" {
-			pattern = "other"
+		elapsed := time.Since(start)
+		route := "other"
+		if pattern := chi.RouteContext(r.Context()).RoutePattern(); pattern != "" {
+			route = strings.TrimPrefix(pattern, w.prefix)
 		}
-		w.metrics.Duration.WithLabelValues(pattern, r.Method, strconv.Itoa(sw.code)).Observe(time.Since(start).Seconds())
+		w.metrics.Duration.WithLabelValues(route, r.Method, strconv.Itoa(sw.code)).Observe(elapsed.Seconds())
+		if w.logger.Enabled(r.Context(), slog.LevelDebug) {
+			w.logRequest(r, route, sw, elapsed)
+		}
 	})
+}
+
+// logRequest writes the debug request log line. Unknown paths are logged
+// with the raw path, which never becomes a label.
+func (w *Web) logRequest(r *http.Request, route string, sw *statusWriter, elapsed time.Duration) {
+	attrs := make([]slog.Attr, 0, 9)
+	attrs = append(attrs,
+		slog.String("method", r.Method),
+		slog.String("route", route),
+		slog.Int("status", sw.code),
+		slog.Duration("duration", elapsed),
+		slog.String("client", ClientAddr(r)),
+		slog.Int64("request_bytes", r.ContentLength),
+		slog.Int64("response_bytes", sw.bytes),
+	)
+	if route == "other" {
+		attrs = append(attrs, slog.String("path", r.URL.Path))
+	}
+	if r.Header.Get("X-Forwarded-For") != "" {
+		attrs = append(attrs, slog.String("peer", r.RemoteAddr))
+	}
+	w.logger.LogAttrs(r.Context(), slog.LevelDebug, "http request", attrs...)
 }
 
 // statusWriter remembers the status code. It forwards Flush so that
@@ -119,6 +179,7 @@ type statusWriter struct {
 	http.ResponseWriter
 	code        int
 	wroteHeader bool
+	bytes       int64 // body bytes written
 }
 
 func (s *statusWriter) WriteHeader(code int) {
@@ -131,7 +192,9 @@ func (s *statusWriter) WriteHeader(code int) {
 
 func (s *statusWriter) Write(b []byte) (int, error) {
 	s.wroteHeader = true
-	return s.ResponseWriter.Write(b)
+	n, err := s.ResponseWriter.Write(b)
+	s.bytes += int64(n)
+	return n, err
 }
 
 func (s *statusWriter) Flush() {

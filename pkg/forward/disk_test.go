@@ -1,0 +1,407 @@
+package forward
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/model/value"
+	"github.com/stretchr/testify/require"
+
+	"github.com/rwgateway/gateway/config"
+	"github.com/rwgateway/gateway/pkg/model"
+	"github.com/rwgateway/gateway/pkg/queue"
+	"github.com/rwgateway/gateway/pkg/registry"
+)
+
+// TestDiskMode runs the tests written for the in-memory queue with every
+// queue on disk: what reaches the upstream must not depend on the mode.
+func TestDiskMode(t *testing.T) {
+	testDisk = true
+	defer func() { testDisk = false }()
+	for name, test := range map[string]func(*testing.T){
+		"FanOut":                        TestFanOut,
+		"WriteRelabelAndExternalLabels": TestWriteRelabelAndExternalLabels,
+		"SendUnsupportedDropped":        TestSendUnsupportedDropped,
+		"RetryOn5xx":                    TestRetryOn5xx,
+		"NonRetryable4xxDropsOneBatch":  TestNonRetryable4xxDropsOneBatch,
+		"RetryAfterOn429":               TestRetryAfterOn429,
+		"TooLargeSplits":                TestTooLargeSplits,
+		"OldReceiverResentAsV1":         TestOldReceiverResentAsV1,
+		"PerSeriesOrder":                TestPerSeriesOrder,
+		"ApplyConfigReload":             TestApplyConfigReload,
+		"ApplyConfigConcurrent":         TestApplyConfigConcurrent,
+	} {
+		t.Run(name, test)
+	}
+}
+
+func TestRecordRoundTrip(t *testing.T) {
+	stale := math.Float64frombits(value.StaleNaN)
+	items := []item{
+		{
+			labels: labels.FromStrings("__name__", "x", "job", "j"),
+			samples: []model.Sample{
+				{Value: 1.5, Timestamp: 1000, StartTimestamp: 900},
+				{Value: stale, Timestamp: 2000},
+				{Value: math.Float64frombits(0x7ff8000000000abc), Timestamp: -5},
+			},
+			metadata: model.Metadata{Type: model.MetricType(2), Help: "help", Unit: "seconds"},
+		},
+		{
+			labels:     labels.FromStrings("__name__", "h"),
+			histograms: []model.Histogram{intHistogram(3000, 2500), floatHistogram(4000)},
+			exemplars:  []model.Exemplar{{Labels: labels.FromStrings("trace_id", "abc"), Value: 2, Timestamp: 3000}},
+		},
+		{family: &model.FamilyMetadata{MetricFamilyName: "x", Metadata: model.Metadata{Type: model.MetricType(1), Help: "h"}}},
+	}
+	for i := range items {
+		items[i].size = estimateSize(&items[i])
+	}
+	var enc recordEncoder
+	at := time.UnixMilli(1_700_000_000_123)
+	recs, size := enc.encode(items, at)
+	require.Len(t, recs, 1)
+	require.Equal(t, int64(len(recs[0])), size)
+
+	var dec recordDecoder
+	got, appended, err := dec.decode(recs[0])
+	require.NoError(t, err)
+	require.True(t, at.Equal(appended))
+	require.Len(t, got, len(items))
+	for i := range items {
+		want, have := items[i], got[i]
+		require.Equal(t, want.labels.String(), have.labels.String())
+		require.Equal(t, len(want.samples), len(have.samples))
+		for j := range want.samples {
+			require.Equal(t, math.Float64bits(want.samples[j].Value), math.Float64bits(have.samples[j].Value))
+			require.Equal(t, want.samples[j].Timestamp, have.samples[j].Timestamp)
+			require.Equal(t, want.samples[j].StartTimestamp, have.samples[j].StartTimestamp)
+		}
+		require.Equal(t, len(want.histograms), len(have.histograms))
+		for j := range want.histograms {
+			require.Equal(t, want.histograms[j], have.histograms[j], "histogram %d", j)
+		}
+		require.Equal(t, len(want.exemplars), len(have.exemplars))
+		for j := range want.exemplars {
+			require.Equal(t, want.exemplars[j].Labels.String(), have.exemplars[j].Labels.String())
+			require.Equal(t, want.exemplars[j].Value, have.exemplars[j].Value)
+			require.Equal(t, want.exemplars[j].Timestamp, have.exemplars[j].Timestamp)
+		}
+		require.Equal(t, want.metadata, have.metadata)
+		require.Equal(t, want.family, have.family)
+		require.Equal(t, want.size, have.size)
+	}
+
+	// Damage is an error, never a panic.
+	for n := range len(recs[0]) {
+		_, _, _ = dec.decode(recs[0][:n])
+	}
+	_, _, err = dec.decode(append([]byte{99}, recs[0][1:]...))
+	require.ErrorContains(t, err, "unknown record version 99")
+}
+
+func TestRecordSplitsLargeRequests(t *testing.T) {
+	items := benchItems(30000) // ~ 5 MiB estimated
+	var enc recordEncoder
+	recs, _ := enc.encode(items, time.Now())
+	require.Greater(t, len(recs), 1)
+	var dec recordDecoder
+	n := 0
+	for _, r := range recs {
+		got, _, err := dec.decode(r)
+		require.NoError(t, err)
+		n += len(got)
+	}
+	require.Equal(t, len(items), n)
+}
+
+// diskOpts returns Options for a disk-mode Manager on dir.
+func diskOpts(dir string) Options {
+	return Options{StoragePath: dir, Fsync: queue.FsyncInterval, SyncInterval: 50 * time.Millisecond}
+}
+
+// switchable is a fake upstream's responder that answers code until set
+// otherwise.
+type switchable struct{ code atomic.Int64 }
+
+func (s *switchable) respond(http.ResponseWriter, *http.Request, *gotRequest, int) int {
+	return int(s.code.Load())
+}
+
+// sampleSet counts samples by series and timestamp.
+func sampleSet(ss []model.Series) map[string]int {
+	out := map[string]int{}
+	for _, s := range ss {
+		for _, x := range s.Samples {
+			out[fmt.Sprintf("%s@%d", s.Labels.String(), x.Timestamp)]++
+		}
+	}
+	return out
+}
+
+func seriesRequest(i, n int) *model.Request {
+	return &model.Request{Series: []model.Series{floatSeries(int64(i*n), n, "__name__", "x", "r", fmt.Sprint(i%7))}}
+}
+
+// TestDiskRestartResumes: what an upstream acknowledged before a stop is not
+// sent again after a restart on the same directory, and what it had not is.
+func TestDiskRestartResumes(t *testing.T) {
+	dir := t.TempDir()
+	var sw switchable
+	sw.code.Store(http.StatusNoContent)
+	u := newFakeUpstream(t, sw.respond)
+	cfg := testUpstream(t, "u", u.srv.URL, true)
+	const n, per = 40, 5
+
+	m1, _, metrics1, qm1 := newTestManagerOpts(t, testConfig(cfg), diskOpts(dir))
+	for i := range n / 2 {
+		require.NoError(t, m1.Enqueue(t.Context(), seriesRequest(i, per)))
+	}
+	require.Eventually(t, func() bool { return u.samples() == n/2*per }, waitFor, tick)
+	eventuallyValue(t, 0, qm1.Records.WithLabelValues("u"))
+	sw.code.Store(http.StatusServiceUnavailable) // the upstream goes down
+	for i := n / 2; i < n; i++ {
+		require.NoError(t, m1.Enqueue(t.Context(), seriesRequest(i, per)))
+	}
+	require.Eventually(t, func() bool { return testutil.ToFloat64(qm1.Lag.WithLabelValues("u")) > 0 }, waitFor, tick, "lag rises")
+	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
+	m1.Stop(ctx)
+	cancel()
+	require.Zero(t, testutil.ToFloat64(metrics1.DroppedSamples.WithLabelValues("u", registry.DropShutdown)), "what stays on disk is not dropped")
+	firstHalf := sampleSet(u.series())
+	require.Len(t, firstHalf, n/2*per)
+
+	sw.code.Store(http.StatusNoContent) // and comes back
+	m2, _, metrics2, qm2 := newTestManagerOpts(t, testConfig(cfg), diskOpts(dir))
+	require.Eventually(t, func() bool { return len(sampleSet(u.series())) == n*per }, waitFor, tick)
+	eventuallyValue(t, 0, qm2.Records.WithLabelValues("u"))
+	eventuallyValue(t, 0, qm2.Lag.WithLabelValues("u"))
+	got := sampleSet(u.series())
+	dups := 0
+	for k, c := range got {
+		if firstHalf[k] > 0 {
+			require.Equal(t, 1, c, "%s was acknowledged before the restart and sent again", k)
+		}
+		dups += c - 1
+	}
+	t.Logf("%d samples, %d duplicates", len(got), dups)
+	require.Equal(t, float64(n/2*per), testutil.ToFloat64(metrics2.SentSamples.WithLabelValues("u")))
+	m2.Stop(t.Context())
+	_, err := os.Stat(filepath.Join(dir, "queues", "u", "position"))
+	require.NoError(t, err, "the read position is persisted")
+}
+
+// fillRequest returns a request of about 100 KiB of queue record that snappy
+// cannot shrink much.
+func fillRequest(i int) *model.Request {
+	rng := rand.New(rand.NewPCG(uint64(i), 1))
+	pad := make([]byte, 400)
+	req := &model.Request{}
+	for j := range 200 {
+		for k := range pad {
+			pad[k] = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"[rng.IntN(62)]
+		}
+		req.Series = append(req.Series, floatSeries(int64(i), 1, "__name__", "fill",
+			"id", fmt.Sprintf("%d-%d-", i, j), "pad", string(pad)))
+	}
+	return req
+}
+
+func TestDiskFullBlocks(t *testing.T) {
+	u := newFakeUpstream(t, func(http.ResponseWriter, *http.Request, *gotRequest, int) int { return http.StatusServiceUnavailable })
+	cfg := testUpstream(t, "u", u.srv.URL, false)
+	cfg.QueueConfig.MaxBytes = 1 << 20
+	cfg.QueueConfig.Capacity = 10 // the reader stops early: the disk fills
+	cfg.QueueConfig.MaxShards = 1
+	m, _, metrics, qm := newTestManagerOpts(t, testConfig(cfg), diskOpts(t.TempDir()))
+	var err error
+	for i := 0; i < 100 && err == nil; i++ {
+		err = m.Enqueue(t.Context(), fillRequest(i))
+	}
+	require.ErrorIs(t, err, ErrQueueFull)
+	var ra interface{ RetryAfter() time.Duration }
+	require.ErrorAs(t, err, &ra)
+	require.Positive(t, ra.RetryAfter())
+	require.Equal(t, 1.0, testutil.ToFloat64(metrics.QueueFull.WithLabelValues("u")))
+	require.LessOrEqual(t, testutil.ToFloat64(qm.Bytes.WithLabelValues("u")), float64(1<<20))
+	require.Zero(t, testutil.ToFloat64(qm.DroppedRecords.WithLabelValues("u", queue.DropOldestReason)))
+	stopSoon(t, m)
+}
+
+// stopSoon stops m, giving its flush little time: the upstream is down.
+func stopSoon(t *testing.T, m *Manager) {
+	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
+	defer cancel()
+	m.Stop(ctx)
+}
+
+func TestDiskFullDropsOldest(t *testing.T) {
+	var sw switchable
+	sw.code.Store(http.StatusServiceUnavailable)
+	u := newFakeUpstream(t, sw.respond)
+	cfg := testUpstream(t, "u", u.srv.URL, false)
+	cfg.QueueConfig.MaxBytes = 1 << 20
+	cfg.QueueConfig.FullPolicy = config.FullPolicyDropOldest
+	cfg.QueueConfig.Capacity = 10
+	cfg.QueueConfig.MaxShards = 1
+	m, _, _, qm := newTestManagerOpts(t, testConfig(cfg), diskOpts(t.TempDir()))
+	const n = 40
+	for i := range n {
+		require.NoError(t, m.Enqueue(t.Context(), fillRequest(i)), "request %d", i)
+	}
+	dropped := testutil.ToFloat64(qm.DroppedRecords.WithLabelValues("u", queue.DropOldestReason))
+	require.Positive(t, dropped)
+	require.Positive(t, testutil.ToFloat64(qm.DroppedBytes.WithLabelValues("u", queue.DropOldestReason)))
+
+	sw.code.Store(http.StatusNoContent)
+	last := fmt.Sprintf("%d-0-", n-1)
+	require.Eventually(t, func() bool {
+		for _, s := range u.series() {
+			if s.Labels.Get("id") == last {
+				return true
+			}
+		}
+		return false
+	}, waitFor, tick, "the newest request arrives")
+	eventuallyValue(t, 0, qm.Records.WithLabelValues("u"))
+	require.Less(t, u.samples(), n*200, "the oldest were dropped")
+	t.Logf("dropped %v records; %d of %d samples arrived", dropped, u.samples(), n*200)
+}
+
+// noSpaceQueue makes Append fail as on a full disk while full is set.
+type noSpaceQueue struct {
+	diskQueue
+	full *atomic.Bool
+}
+
+func (q noSpaceQueue) Append(recs ...[]byte) error {
+	if q.full.Load() {
+		return fmt.Errorf("%w: write segment: %w", queue.ErrFull, syscall.ENOSPC)
+	}
+	return q.diskQueue.Append(recs...)
+}
+
+// TestDiskNoSpace: ENOSPC is the queue-full error. When it hits the second
+// upstream's append, the first keeps the request (at least once).
+func TestDiskNoSpace(t *testing.T) {
+	a, b := newFakeUpstream(t, nil), newFakeUpstream(t, nil)
+	var full atomic.Bool
+	opts := diskOpts(t.TempDir())
+	opts.wrapQueue = func(q diskQueue) diskQueue { return noSpaceQueue{diskQueue: q, full: &full} }
+	ua, ub := testUpstream(t, "a", a.srv.URL, false), testUpstream(t, "b", b.srv.URL, false)
+	ub.QueueConfig.Storage = config.StorageDisk
+	ua.QueueConfig.Storage = config.StorageMemory // a in memory, b on disk
+	m, _, metrics, _ := newTestManagerOpts(t, testConfig(ua, ub), opts)
+
+	require.NoError(t, m.Enqueue(t.Context(), seriesRequest(0, 5)))
+	full.Store(true)
+	err := m.Enqueue(t.Context(), seriesRequest(1, 5))
+	require.ErrorIs(t, err, ErrQueueFull)
+	require.Contains(t, err.Error(), `"b"`)
+	require.Equal(t, 1.0, testutil.ToFloat64(metrics.QueueFull.WithLabelValues("b")))
+	full.Store(false)
+	require.NoError(t, m.Enqueue(t.Context(), seriesRequest(2, 5)))
+	for _, u := range []*fakeUpstream{a, b} {
+		require.Eventually(t, func() bool { return u.samples() == 10 }, waitFor, tick)
+	}
+	require.Equal(t, 0.0, testutil.ToFloat64(metrics.QueueLength.WithLabelValues("a")), "the memory reservation was given back")
+}
+
+func TestOrphanedQueueDirectories(t *testing.T) {
+	dir := t.TempDir()
+	require.NoError(t, os.MkdirAll(filepath.Join(dir, "queues", "gone"), 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "queues", "gone", "00000000000000000001.seg"), make([]byte, 100), 0o644))
+	a, b := newFakeUpstream(t, nil), newFakeUpstream(t, nil)
+	ua, ub := testUpstream(t, "a", a.srv.URL, false), testUpstream(t, "b", b.srv.URL, false)
+	m, reg, _, qm := newTestManagerOpts(t, testConfig(ua, ub), diskOpts(dir))
+	require.Equal(t, 1.0, testutil.ToFloat64(qm.OrphanedDirectories))
+	require.Equal(t, 100.0, testutil.ToFloat64(qm.OrphanedBytes))
+	require.Positive(t, upstreamSeries(t, reg, "b"))
+
+	// b is removed: its directory stays, orphaned, and its series go.
+	require.NoError(t, m.ApplyConfig(testConfig(ua)))
+	require.Equal(t, 2.0, testutil.ToFloat64(qm.OrphanedDirectories))
+	require.DirExists(t, filepath.Join(dir, "queues", "b"))
+	require.Zero(t, upstreamSeries(t, reg, "b"))
+
+	// Back again: it resumes its queue.
+	require.NoError(t, m.ApplyConfig(testConfig(ua, ub)))
+	require.Equal(t, 1.0, testutil.ToFloat64(qm.OrphanedDirectories))
+	_, err := reg.Gather()
+	require.NoError(t, err)
+}
+
+func TestStoragePathLocked(t *testing.T) {
+	dir := t.TempDir()
+	u := newFakeUpstream(t, nil)
+	cfg := testConfig(testUpstream(t, "u", u.srv.URL, false))
+	newTestManagerOpts(t, cfg, diskOpts(dir))
+
+	m2 := NewManager(nil, registry.NewForwardMetrics(nil), diskOpts(dir))
+	err := m2.ApplyConfig(cfg)
+	require.ErrorIs(t, err, queue.ErrLocked)
+	require.ErrorContains(t, err, "lock storage path")
+	m2.Stop(t.Context())
+}
+
+// TestDiskReloadHandsOver: a changed disk-queued upstream keeps its queue,
+// and what its old forwarder had read and not sent is sent by the new one.
+func TestDiskReloadHandsOver(t *testing.T) {
+	var sw switchable
+	sw.code.Store(http.StatusServiceUnavailable)
+	u := newFakeUpstream(t, sw.respond)
+	cfg := testUpstream(t, "u", u.srv.URL, false)
+	opts := diskOpts(t.TempDir())
+	m, _, metrics, qm := newTestManagerOpts(t, testConfig(cfg), opts)
+	for i := range 10 {
+		require.NoError(t, m.Enqueue(t.Context(), seriesRequest(i, 5)))
+	}
+	next := testUpstream(t, "u", u.srv.URL, false)
+	next.Headers = map[string]string{"X-Changed": "yes"}
+	next.QueueConfig.MaxBytes = 2 << 20
+	m.opts.FlushDeadline = 100 * time.Millisecond
+	require.NoError(t, m.ApplyConfig(testConfig(next)))
+	sw.code.Store(http.StatusNoContent)
+	require.Eventually(t, func() bool { return len(sampleSet(u.series())) == 50 }, waitFor, tick)
+	for _, r := range u.requests() {
+		require.Equal(t, "yes", r.header.Get("X-Changed"))
+	}
+	require.Zero(t, testutil.ToFloat64(metrics.DroppedSamples.WithLabelValues("u", registry.DropShutdown)))
+	eventuallyValue(t, 0, qm.Records.WithLabelValues("u"))
+}
+
+// TestDiskMetricsRegistration: building, reloading and stopping twice
+// registers nothing twice, on a pedantic registry.
+func TestDiskMetricsRegistration(t *testing.T) {
+	u := newFakeUpstream(t, nil)
+	reg := prometheus.NewPedanticRegistry()
+	opts := diskOpts(t.TempDir())
+	opts.QueueMetrics = registry.NewQueueMetrics(reg)
+	m := NewManager(nil, registry.NewForwardMetrics(reg), opts)
+	var wg sync.WaitGroup
+	for i := range 3 {
+		c := testUpstream(t, "u", u.srv.URL, i%2 == 0)
+		require.NoError(t, m.ApplyConfig(testConfig(c)))
+		wg.Go(func() { _ = m.Enqueue(t.Context(), seriesRequest(i, 3)) })
+	}
+	wg.Wait()
+	_, err := reg.Gather()
+	require.NoError(t, err)
+	m.Stop(t.Context())
+	m.Stop(t.Context())
+	_, err = reg.Gather()
+	require.NoError(t, err)
+}

@@ -1,0 +1,184 @@
+package tenant
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/prometheus/model/labels"
+
+	"github.com/rwgateway/gateway/pkg/model"
+	"github.com/rwgateway/gateway/pkg/receiver"
+	"github.com/rwgateway/gateway/pkg/registry"
+)
+
+// Guard applies the current Set to write requests: Middleware resolves the
+// tenant and bounds in-flight requests before the body is read; Enqueue
+// checks the decoded request against the tenant's limits and adds its
+// labels before passing it on. It is built once; Apply swaps the Set.
+type Guard struct {
+	set     atomic.Pointer[Set]
+	metrics *registry.TenantMetrics
+	next    receiver.Enqueuer
+	now     func() time.Time
+}
+
+// NewGuard returns a Guard passing accepted requests to next.
+func NewGuard(metrics *registry.TenantMetrics, next receiver.Enqueuer) *Guard {
+	return &Guard{metrics: metrics, next: next, now: time.Now}
+}
+
+// Apply makes s the Set in force, and creates and deletes metric series for
+// the tenants it adds and removes.
+func (g *Guard) Apply(s *Set) {
+	old := g.set.Swap(s)
+	g.metrics.InitTenant(s.dflt.ID)
+	for id := range s.byID {
+		g.metrics.InitTenant(id)
+	}
+	if old == nil {
+		return
+	}
+	for id := range old.byID {
+		if _, ok := s.byID[id]; !ok {
+			g.metrics.DeleteTenant(id)
+		}
+	}
+}
+
+// Set returns the Set in force.
+func (g *Guard) Set() *Set { return g.set.Load() }
+
+// Middleware resolves each request's tenant (401, 403) and holds it to its
+// in-flight limit (503) before next reads the body.
+func (g *Guard) Middleware(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost {
+			next.ServeHTTP(w, r) // the write handler answers 405
+			return
+		}
+		s := g.set.Load()
+		t, label, err := s.Resolve(r)
+		if err != nil {
+			code, reason := http.StatusUnauthorized, registry.TenantUnauthenticated
+			if errors.Is(err, ErrForbidden) {
+				code, reason = http.StatusForbidden, registry.TenantForbidden
+			}
+			g.metrics.Rejected.WithLabelValues(label, reason).Inc()
+			http.Error(w, err.Error(), code)
+			return
+		}
+		if max := t.limits.MaxInflightRequests; max > 0 {
+			if n := t.state.inflight.Add(1); n > int64(max) {
+				t.state.inflight.Add(-1)
+				g.metrics.Rejected.WithLabelValues(t.ID, registry.TenantInflight).Inc()
+				w.Header().Set("Retry-After", "1")
+				http.Error(w, fmt.Sprintf("too many requests in flight (limit %d)", max), http.StatusServiceUnavailable)
+				return
+			}
+			defer t.state.inflight.Add(-1)
+		}
+		next.ServeHTTP(w, r.WithContext(NewContext(r.Context(), t)))
+	})
+}
+
+// limitError is a request refused by a limit. It satisfies
+// receiver.LimitError, and receiver.RetryAfterError when retryAfter is set.
+type limitError struct {
+	code       int
+	msg        string
+	retryAfter time.Duration
+}
+
+func (e *limitError) Error() string             { return e.msg }
+func (e *limitError) StatusCode() int           { return e.code }
+func (e *limitError) RetryAfter() time.Duration { return e.retryAfter }
+
+// Enqueue checks req against its tenant's limits, sets the tenant's extra
+// labels on every series, and passes it on with the tenant in ctx (the
+// forwarder routes by it). A request without a tenant in ctx is checked
+// against the global limits.
+func (g *Guard) Enqueue(ctx context.Context, req *model.Request) error {
+	t := FromContext(ctx)
+	if t == nil {
+		t = g.set.Load().dflt
+		ctx = NewContext(ctx, t)
+	}
+	if err := g.checkShape(t, req); err != nil {
+		return err
+	}
+	samples, histograms, exemplars := req.Counts()
+	n := samples + histograms + exemplars
+	if l := t.state.limiter.Load(); l != nil && n > 0 {
+		now := g.now()
+		res := l.ReserveN(now, n)
+		if !res.OK() {
+			g.metrics.Rejected.WithLabelValues(t.ID, registry.TenantRateLimited).Inc()
+			return &limitError{code: http.StatusTooManyRequests, retryAfter: time.Second,
+				msg: fmt.Sprintf("request of %d samples is over the tenant's burst of %d", n, t.limits.Burst)}
+		}
+		if d := res.DelayFrom(now); d > 0 {
+			res.CancelAt(now)
+			g.metrics.Rejected.WithLabelValues(t.ID, registry.TenantRateLimited).Inc()
+			return &limitError{code: http.StatusTooManyRequests, retryAfter: d,
+				msg: fmt.Sprintf("over the rate limit of %g samples/s", t.limits.SamplesPerSecond)}
+		}
+	}
+	if !t.extraLabels.IsEmpty() {
+		setLabels(req, t.extraLabels)
+	}
+	if err := g.next.Enqueue(ctx, req); err != nil {
+		return err
+	}
+	g.metrics.Samples.WithLabelValues(t.ID).Add(float64(n))
+	return nil
+}
+
+// checkShape enforces the request shape limits.
+func (g *Guard) checkShape(t *Tenant, req *model.Request) error {
+	l := t.limits
+	reject := func(reason, msg string) error {
+		g.metrics.Rejected.WithLabelValues(t.ID, reason).Inc()
+		return &limitError{code: http.StatusBadRequest, msg: msg}
+	}
+	if l.MaxSeriesPerRequest > 0 && len(req.Series) > l.MaxSeriesPerRequest {
+		return reject(registry.TenantSeries, fmt.Sprintf("%d series in one request, over the limit of %d", len(req.Series), l.MaxSeriesPerRequest))
+	}
+	if l.MaxLabelsPerSeries == 0 && l.MaxLabelNameLength == 0 && l.MaxLabelValueLength == 0 {
+		return nil
+	}
+	for i := range req.Series {
+		ls := req.Series[i].Labels
+		if l.MaxLabelsPerSeries > 0 && ls.Len() > l.MaxLabelsPerSeries {
+			return reject(registry.TenantLabels, fmt.Sprintf("series %s has %d labels, over the limit of %d", truncate(ls.String()), ls.Len(), l.MaxLabelsPerSeries))
+		}
+		var err error
+		ls.Range(func(lb labels.Label) {
+			switch {
+			case err != nil:
+			case l.MaxLabelNameLength > 0 && len(lb.Name) > l.MaxLabelNameLength:
+				err = reject(registry.TenantLabelName, "label name "+strconv.Quote(truncate(lb.Name))+" of series "+truncate(ls.String())+" is over the length limit of "+strconv.Itoa(l.MaxLabelNameLength))
+			case l.MaxLabelValueLength > 0 && len(lb.Value) > l.MaxLabelValueLength:
+				err = reject(registry.TenantLabelValue, "value of label "+strconv.Quote(lb.Name)+" of series "+truncate(ls.String())+" is over the length limit of "+strconv.Itoa(l.MaxLabelValueLength))
+			}
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// setLabels sets extra on every series of req, replacing same-named labels.
+func setLabels(req *model.Request, extra labels.Labels) {
+	b := labels.NewBuilder(labels.EmptyLabels())
+	for i := range req.Series {
+		b.Reset(req.Series[i].Labels)
+		extra.Range(func(l labels.Label) { b.Set(l.Name, l.Value) })
+		req.Series[i].Labels = b.Labels()
+	}
+}

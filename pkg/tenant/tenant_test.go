@@ -1,0 +1,296 @@
+package tenant
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/stretchr/testify/require"
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/rwgateway/gateway/config"
+	"github.com/rwgateway/gateway/pkg/model"
+	"github.com/rwgateway/gateway/pkg/receiver"
+	"github.com/rwgateway/gateway/pkg/registry"
+)
+
+func loadConfig(t *testing.T, yaml string) *config.Config {
+	t.Helper()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "gw.yml")
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "b.token"), []byte("token-b\n"), 0o600))
+	require.NoError(t, os.WriteFile(path, []byte(yaml), 0o600))
+	cfg, err := config.LoadFile(path)
+	require.NoError(t, err)
+	return cfg
+}
+
+const upstreams = `
+upstreams:
+- {name: shared, url: "http://127.0.0.1:1/w"}
+- {name: a-only, url: "http://127.0.0.1:2/w"}
+`
+
+func hash(t *testing.T, pass string) string {
+	h, err := bcrypt.GenerateFromPassword([]byte(pass), bcrypt.MinCost)
+	require.NoError(t, err)
+	return string(h)
+}
+
+// recorder is a receiver.Enqueuer that records what reached it and with
+// which tenant.
+type recorder struct {
+	mu   sync.Mutex
+	got  []string
+	reqs []model.Request
+}
+
+func (r *recorder) Enqueue(ctx context.Context, req *model.Request) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	id := "<none>"
+	if t := FromContext(ctx); t != nil {
+		id = t.ID
+	}
+	r.got = append(r.got, id)
+	r.reqs = append(r.reqs, *req)
+	return nil
+}
+
+var _ receiver.Enqueuer = (*Guard)(nil)
+
+func newGuard(t *testing.T, cfg *config.Config) (*Guard, *recorder, *registry.TenantMetrics) {
+	t.Helper()
+	rec := &recorder{}
+	m := registry.NewTenantMetrics(prometheus.NewPedanticRegistry())
+	g := NewGuard(m, rec)
+	s, err := NewSet(cfg, nil)
+	require.NoError(t, err)
+	g.Apply(s)
+	return g, rec, m
+}
+
+func TestResolve(t *testing.T) {
+	cfg := loadConfig(t, upstreams+`
+tenants:
+  required: true
+  tenants:
+  - id: a
+    upstreams: [a-only, shared]
+    bearer_tokens: [token-a]
+  - id: b
+    bearer_token_files: [b.token]
+  - id: c
+    basic_auth_users: {carol: '`+hash(t, "secret")+`'}
+  - id: open
+`)
+	s, err := NewSet(cfg, nil)
+	require.NoError(t, err)
+	for _, tc := range []struct {
+		name      string
+		header    map[string]string
+		user      [2]string
+		want      string
+		wantErr   error
+		wantLabel string
+	}{
+		{name: "header only, no credentials needed", header: map[string]string{"X-Scope-OrgID": "open"}, want: "open", wantLabel: "open"},
+		{name: "thanos header", header: map[string]string{"THANOS-TENANT": "open"}, want: "open", wantLabel: "open"},
+		{name: "bearer token decides", header: map[string]string{"Authorization": "Bearer token-a"}, want: "a", wantLabel: "a"},
+		{name: "token from file", header: map[string]string{"Authorization": "Bearer token-b"}, want: "b", wantLabel: "b"},
+		{name: "token and matching header", header: map[string]string{"Authorization": "Bearer token-a", "X-Scope-OrgID": "a"}, want: "a", wantLabel: "a"},
+		{name: "token of a, header claims b", header: map[string]string{"Authorization": "Bearer token-a", "X-Scope-OrgID": "b"}, wantErr: ErrForbidden, wantLabel: "a"},
+		{name: "header claims a tenant with credentials", header: map[string]string{"X-Scope-OrgID": "a"}, wantErr: ErrUnauthenticated, wantLabel: "a"},
+		{name: "unknown tenant", header: map[string]string{"X-Scope-OrgID": "mallory"}, wantErr: ErrUnauthenticated, wantLabel: UnknownLabel},
+		{name: "no tenant when required", wantErr: ErrUnauthenticated, wantLabel: ""},
+		{name: "unbound token and no header", header: map[string]string{"Authorization": "Bearer nope"}, wantErr: ErrUnauthenticated},
+		{name: "basic auth user", user: [2]string{"carol", "secret"}, want: "c", wantLabel: "c"},
+		{name: "basic auth wrong password", user: [2]string{"carol", "guess"}, wantErr: ErrUnauthenticated},
+		{name: "basic auth of an unbound user falls back to the header", user: [2]string{"edge", "x"}, header: map[string]string{"X-Scope-OrgID": "open"}, want: "open", wantLabel: "open"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := httptest.NewRequest(http.MethodPost, "/api/v1/write", nil)
+			for k, v := range tc.header {
+				r.Header.Set(k, v)
+			}
+			if tc.user[0] != "" {
+				r.SetBasicAuth(tc.user[0], tc.user[1])
+			}
+			got, label, err := s.Resolve(r)
+			if tc.wantErr != nil {
+				require.ErrorIs(t, err, tc.wantErr)
+				require.Nil(t, got)
+			} else {
+				require.NoError(t, err)
+				require.Equal(t, tc.want, got.ID)
+			}
+			if tc.wantLabel != "" {
+				require.Equal(t, tc.wantLabel, label)
+			}
+		})
+	}
+	a, _, err := s.Resolve(withHeader("Authorization", "Bearer token-a"))
+	require.NoError(t, err)
+	require.True(t, a.Routes("a-only"))
+	open, _, err := s.Resolve(withHeader("X-Scope-OrgID", "open"))
+	require.NoError(t, err)
+	require.True(t, open.Routes("a-only"), "a tenant without upstreams reaches all")
+	b, _, err := s.Resolve(withHeader("Authorization", "Bearer token-b"))
+	require.NoError(t, err)
+	require.True(t, b.Routes("shared"))
+
+	cfg = loadConfig(t, upstreams+"tenants:\n  tenants: [{id: a, upstreams: [shared]}]\n")
+	s, err = NewSet(cfg, nil)
+	require.NoError(t, err)
+	a, _, err = s.Resolve(withHeader("X-Scope-OrgID", "a"))
+	require.NoError(t, err)
+	require.False(t, a.Routes("a-only"), "a tenant routed to shared never reaches a-only")
+	none, _, err := s.Resolve(withHeader("X", "y"))
+	require.NoError(t, err, "not required: no tenant is served")
+	require.Equal(t, "", none.ID)
+}
+
+func withHeader(k, v string) *http.Request {
+	r := httptest.NewRequest(http.MethodPost, "/api/v1/write", nil)
+	r.Header.Set(k, v)
+	return r
+}
+
+func TestMiddlewareStatusAndCounters(t *testing.T) {
+	cfg := loadConfig(t, upstreams+`
+tenants:
+  required: true
+  tenants:
+  - {id: a, bearer_tokens: [token-a], limits: {max_inflight_requests: 1}}
+  - {id: b}
+`)
+	g, _, m := newGuard(t, cfg)
+	block := make(chan struct{})
+	entered := make(chan struct{})
+	h := g.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if t := FromContext(r.Context()); t != nil && t.ID == "a" {
+			entered <- struct{}{}
+			<-block
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	serve := func(r *http.Request) *httptest.ResponseRecorder {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, r)
+		return rec
+	}
+	require.Equal(t, http.StatusUnauthorized, serve(withHeader("X-Scope-OrgID", "zz")).Code)
+	require.Equal(t, 1.0, testutil.ToFloat64(m.Rejected.WithLabelValues(UnknownLabel, registry.TenantUnauthenticated)))
+	require.Equal(t, http.StatusUnauthorized, serve(withHeader("X-Scope-OrgID", "a")).Code)
+	require.Equal(t, http.StatusUnauthorized, serve(httptest.NewRequest(http.MethodPost, "/", nil)).Code)
+	r := withHeader("Authorization", "Bearer token-a")
+	r.Header.Set("X-Scope-OrgID", "b")
+	require.Equal(t, http.StatusForbidden, serve(r).Code)
+	require.Equal(t, 1.0, testutil.ToFloat64(m.Rejected.WithLabelValues("a", registry.TenantForbidden)))
+	require.Equal(t, http.StatusNoContent, serve(withHeader("X-Scope-OrgID", "b")).Code)
+	require.Equal(t, http.StatusNoContent, serve(httptest.NewRequest(http.MethodGet, "/", nil)).Code, "non-POST passes through to the handler")
+
+	// In-flight limit: the second concurrent request of a gets 503.
+	done := make(chan int)
+	go func() { done <- serve(withHeader("Authorization", "Bearer token-a")).Code }()
+	<-entered
+	rec := serve(withHeader("Authorization", "Bearer token-a"))
+	require.Equal(t, http.StatusServiceUnavailable, rec.Code)
+	require.Equal(t, "1", rec.Header().Get("Retry-After"))
+	require.Equal(t, 1.0, testutil.ToFloat64(m.Rejected.WithLabelValues("a", registry.TenantInflight)))
+	close(block)
+	require.Equal(t, http.StatusNoContent, <-done)
+	go func() { <-entered }()
+	require.Equal(t, http.StatusNoContent, serve(withHeader("Authorization", "Bearer token-a")).Code, "the slot is released")
+}
+
+func series(name string, n int, extra ...string) model.Series {
+	s := model.Series{Labels: labels.FromStrings(append([]string{"__name__", name}, extra...)...)}
+	for i := range n {
+		s.Samples = append(s.Samples, model.Sample{Value: float64(i), Timestamp: int64(i)})
+	}
+	return s
+}
+
+func TestEnqueueLimitsAndLabels(t *testing.T) {
+	cfg := loadConfig(t, upstreams+`
+limits: {max_labels_per_series: 4, max_label_value_length: 10}
+tenants:
+  tenants:
+  - id: a
+    extra_labels: {tenant: a, env: prod}
+    limits: {samples_per_second: 10, burst: 20, max_series_per_request: 2}
+`)
+	g, rec, m := newGuard(t, cfg)
+	now := time.Unix(1000, 0)
+	g.now = func() time.Time { return now }
+	s := g.Set()
+	a := s.byID["a"]
+	ctxA := NewContext(context.Background(), a)
+
+	for _, tc := range []struct {
+		name     string
+		ctx      context.Context
+		req      model.Request
+		wantCode int
+		reason   string
+		tenant   string
+	}{
+		{"too many series", ctxA, model.Request{Series: []model.Series{series("x", 1), series("y", 1), series("z", 1)}}, 400, registry.TenantSeries, "a"},
+		{"too many labels (global limit, tenant inherits)", ctxA, model.Request{Series: []model.Series{series("x", 1, "a", "1", "b", "2", "c", "3", "d", "4")}}, 400, registry.TenantLabels, "a"},
+		{"label value too long", context.Background(), model.Request{Series: []model.Series{series("x", 1, "a", "01234567890")}}, 400, registry.TenantLabelValue, ""},
+		{"over the burst", ctxA, model.Request{Series: []model.Series{series("x", 21)}}, 429, registry.TenantRateLimited, "a"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := testutil.ToFloat64(m.Rejected.WithLabelValues(tc.tenant, tc.reason))
+			err := g.Enqueue(tc.ctx, &tc.req)
+			var le receiver.LimitError
+			require.True(t, errors.As(err, &le), "%v", err)
+			require.Equal(t, tc.wantCode, le.StatusCode())
+			require.Equal(t, before+1, testutil.ToFloat64(m.Rejected.WithLabelValues(tc.tenant, tc.reason)))
+		})
+	}
+	require.Empty(t, rec.got, "nothing refused reached the forwarder")
+
+	// Rate: 20 samples of burst pass, the next 10 wait one second.
+	require.NoError(t, g.Enqueue(ctxA, &model.Request{Series: []model.Series{series("x", 20)}}))
+	err := g.Enqueue(ctxA, &model.Request{Series: []model.Series{series("x", 10)}})
+	var ra receiver.RetryAfterError
+	require.True(t, errors.As(err, &ra))
+	require.Equal(t, time.Second, ra.RetryAfter())
+	now = now.Add(time.Second)
+	require.NoError(t, g.Enqueue(ctxA, &model.Request{Series: []model.Series{series("x", 10)}}))
+	require.Equal(t, 30.0, testutil.ToFloat64(m.Samples.WithLabelValues("a")))
+
+	// Extra labels replace what the client sent under those names.
+	require.NoError(t, g.Enqueue(ctxA, &model.Request{Series: []model.Series{series("x", 0, "tenant", "forged")}}))
+	last := rec.reqs[len(rec.reqs)-1]
+	require.Equal(t, labels.FromStrings("__name__", "x", "env", "prod", "tenant", "a"), last.Series[0].Labels)
+	require.Equal(t, []string{"a", "a", "a"}, rec.got)
+}
+
+func TestReloadKeepsState(t *testing.T) {
+	cfg := loadConfig(t, upstreams+"tenants:\n  tenants: [{id: a, limits: {samples_per_second: 1, burst: 5}}, {id: gone}]\n")
+	g, _, m := newGuard(t, cfg)
+	now := time.Unix(1000, 0)
+	g.now = func() time.Time { return now }
+	ctx := NewContext(context.Background(), g.Set().byID["a"])
+	require.NoError(t, g.Enqueue(ctx, &model.Request{Series: []model.Series{series("x", 5)}}))
+
+	next, err := NewSet(loadConfig(t, upstreams+"tenants:\n  tenants: [{id: a, limits: {samples_per_second: 1, burst: 5}}]\n"), g.Set())
+	require.NoError(t, err)
+	g.Apply(next)
+	ctx = NewContext(context.Background(), g.Set().byID["a"])
+	require.Error(t, g.Enqueue(ctx, &model.Request{Series: []model.Series{series("x", 1)}}), "a reload does not refill the bucket")
+
+	require.Equal(t, 2, testutil.CollectAndCount(m.Samples, "gateway_tenant_samples_total"), "the removed tenant's series are deleted; \"\" and a remain")
+}
