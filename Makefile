@@ -49,3 +49,4 @@ clean:
 
 include mk/peers.mk
 include mk/edge.mk
+include mk/bench.mk

@@ -1,0 +1,520 @@
+// Command compare runs the gateway, vmagent and Prometheus (as a
+// receive-and-forward relay) in turn under the same remote-write load and
+// compares what each accepts and delivers, and at what cost: CPU seconds
+// per million samples, peak RSS and request latency. Run it with
+// `make bench-compare`; docs/BENCHMARKS.md describes the method.
+//
+// Every system forwards to the same in-process counting sink. Rounds are
+// interleaved (gateway, vmagent, Prometheus, gateway, ...) so that the
+// shared machine's background load spreads over all three. Every process
+// is started fresh for each run on 127.0.0.1 and stopped by PID afterwards,
+// on Ctrl-C too.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"runtime/debug"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/rwgateway/gateway/cmd/rwload/loadgen"
+)
+
+// Scenario keys, for -scenarios.
+const (
+	scOneUpstream  = "1up"
+	scTwoUpstreams = "2up"
+	scLargeSeries  = "1m"
+	scV2Input      = "v2"
+)
+
+// perRunOverhead is the time a run takes beyond its load and drain
+// (starting, stopping): used to skip runs that would overrun -budget.
+const perRunOverhead = 15 * time.Second
+
+// drainStall ends the drain early when the sink has received nothing new
+// for this long.
+const drainStall = 3 * time.Second
+
+type options struct {
+	rate          float64
+	rounds        int
+	duration      time.Duration
+	drain         time.Duration
+	series        int
+	largeSeries   int
+	largeRounds   int
+	largeDuration time.Duration
+	concurrency   int
+	perRequest    int
+	scenarios     string
+	systems       string
+	budget        time.Duration
+	out           string
+	jsonOut       string
+	keep          bool
+	q             queueSettings
+	bins          binaries
+}
+
+type scenario struct {
+	key       string
+	title     string
+	upstreams int
+	series    int
+	protocol  loadgen.Protocol
+	rounds    int
+	duration  time.Duration
+	systems   []string
+	// probe drops a system from later rounds when its first run delivered
+	// (almost) nothing: a peer that does not speak the protocol.
+	probe bool
+	notes []string
+}
+
+// measurement is one run of one system.
+type measurement struct {
+	Scenario string `json:"scenario"`
+	Round    int    `json:"round"`
+	System   string `json:"system"`
+
+	OfferedRate     float64          `json:"offered_samples_per_second"`
+	LoadSeconds     float64          `json:"load_seconds"`
+	DrainSeconds    float64          `json:"drain_seconds"`
+	Accepted        int64            `json:"accepted_samples"`
+	Sent            int64            `json:"sent_samples"`
+	Status          map[string]int64 `json:"status"`
+	Errors          int64            `json:"errors"`
+	LastError       string           `json:"last_error,omitempty"`
+	Upstreams       int              `json:"upstreams"`
+	Delivered       []int64          `json:"delivered_samples"` // per upstream
+	Stray           int64            `json:"stray_samples"`
+	CPULoadSeconds  float64          `json:"cpu_seconds_load"`  // load window only
+	CPUSeconds      float64          `json:"cpu_seconds_total"` // load window and drain
+	PeakRSSBytes    int64            `json:"peak_rss_bytes"`
+	P50, P99        float64          `json:"-"`
+	LatencySeconds  loadgen.Latency  `json:"latency_seconds"`
+	Killed          bool             `json:"killed_at_stop"`
+	Err             string           `json:"error,omitempty"`
+	EncoderWait     float64          `json:"generator_wait_seconds"`
+	GeneratorEncode float64          `json:"generator_encode_seconds"`
+}
+
+func (m *measurement) acceptedRate() float64 { return rate(m.Accepted, m.LoadSeconds) }
+
+// deliveredPerUpstream is the smallest count of any upstream: the one that
+// lost the most.
+func (m *measurement) deliveredPerUpstream() int64 {
+	if len(m.Delivered) == 0 {
+		return 0
+	}
+	return slices.Min(m.Delivered)
+}
+
+func (m *measurement) deliveredRate() float64 { return rate(m.deliveredPerUpstream(), m.LoadSeconds) }
+
+// cpuPerMillion is CPU seconds (load and drain) per million accepted samples.
+func (m *measurement) cpuPerMillion() float64 {
+	if m.Accepted == 0 {
+		return 0
+	}
+	return m.CPUSeconds / (float64(m.Accepted) / 1e6)
+}
+
+func rate(n int64, sec float64) float64 {
+	if sec <= 0 {
+		return 0
+	}
+	return float64(n) / sec
+}
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+func parseFlags(args []string) (*options, error) {
+	var o options
+	fs := flag.NewFlagSet("compare", flag.ContinueOnError)
+	fs.Float64Var(&o.rate, "rate", 200_000, "Offered load in samples per second, the same for every system.")
+	fs.IntVar(&o.rounds, "rounds", 3, "Rounds of the 10k-series scenarios (each runs every system once).")
+	fs.DurationVar(&o.duration, "duration", 10*time.Second, "Load window of one run.")
+	fs.DurationVar(&o.drain, "drain", 8*time.Second, "Longest wait after the load for the sink to receive everything accepted.")
+	fs.IntVar(&o.series, "series", 10_000, "Distinct series of the small scenarios.")
+	fs.IntVar(&o.largeSeries, "large-series", 1_000_000, "Distinct series of the 1m scenario.")
+	fs.IntVar(&o.largeRounds, "large-rounds", 1, "Rounds of the 1m scenario.")
+	fs.DurationVar(&o.largeDuration, "large-duration", 20*time.Second, "Load window of the 1m scenario.")
+	fs.IntVar(&o.concurrency, "concurrency", 4, "Connections of the load generator.")
+	fs.IntVar(&o.perRequest, "samples-per-request", 2000, "Samples per generated request.")
+	fs.IntVar(&o.q.shards, "shards", 4, "Forwarding shards/queues per upstream of every system.")
+	fs.IntVar(&o.q.capacity, "capacity", 50_000, "queue_config.capacity (samples per shard) of the gateway and Prometheus.")
+	fs.IntVar(&o.q.batch, "batch", 2000, "Samples per forwarded request of every system.")
+	fs.StringVar(&o.scenarios, "scenarios", strings.Join([]string{scOneUpstream, scTwoUpstreams, scLargeSeries, scV2Input}, ","), "Scenarios to run, comma-separated: 1up, 2up, 1m, v2.")
+	fs.StringVar(&o.systems, "systems", strings.Join([]string{sysGateway, sysVMAgent, sysPrometheus}, ","), "Systems to run, comma-separated.")
+	fs.DurationVar(&o.budget, "budget", 9*time.Minute+30*time.Second, "Runs that would end after this much time are skipped (and reported so).")
+	fs.StringVar(&o.out, "out", "docs/BENCHMARKS.md", "Markdown file whose results section is replaced; empty for none.")
+	fs.StringVar(&o.jsonOut, "json", "", "Also write every measurement as JSON to this file.")
+	fs.BoolVar(&o.keep, "keep", false, "Keep the temporary directory with the processes' logs and data.")
+	fs.StringVar(&o.bins.gateway, "gateway", envOr("GATEWAY_BIN", "bin/gateway"), "Gateway binary ($GATEWAY_BIN).")
+	fs.StringVar(&o.bins.prometheus, "prometheus", os.Getenv("PROMETHEUS_BIN"), "Prometheus 2.42 binary ($PROMETHEUS_BIN, else .cache/peers/env).")
+	fs.StringVar(&o.bins.vmagent, "vmagent", os.Getenv("VMAGENT_BIN"), "vmagent binary ($VMAGENT_BIN, else .cache/peers/env).")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	env := peersEnv(".")
+	if o.bins.prometheus == "" {
+		o.bins.prometheus = env["PROMETHEUS_BIN"]
+	}
+	if o.bins.vmagent == "" {
+		o.bins.vmagent = env["VMAGENT_BIN"]
+	}
+	switch {
+	case o.rate <= 0:
+		return nil, errors.New("-rate: must be positive: CPU per sample is compared at one offered load")
+	case o.rounds < 1 || o.largeRounds < 0:
+		return nil, errors.New("-rounds must be at least 1 and -large-rounds not negative")
+	case o.duration <= 0 || o.largeDuration <= 0 || o.drain <= 0:
+		return nil, errors.New("-duration, -large-duration and -drain must be positive")
+	case o.q.shards < 1 || o.q.capacity < 1 || o.q.batch < 1:
+		return nil, errors.New("-shards, -capacity and -batch must be positive")
+	}
+	for _, s := range splitList(o.systems) {
+		var bin string
+		switch s {
+		case sysGateway:
+			bin = o.bins.gateway
+		case sysVMAgent:
+			bin = o.bins.vmagent
+		case sysPrometheus:
+			bin = o.bins.prometheus
+		default:
+			return nil, fmt.Errorf("-systems: unknown system %q", s)
+		}
+		if fi, err := os.Stat(bin); bin == "" || err != nil || fi.IsDir() {
+			return nil, fmt.Errorf("%s binary %q not found (make build; scripts/peers.sh)", s, bin)
+		}
+	}
+	for _, s := range splitList(o.scenarios) {
+		if !slices.Contains([]string{scOneUpstream, scTwoUpstreams, scLargeSeries, scV2Input}, s) {
+			return nil, fmt.Errorf("-scenarios: unknown scenario %q", s)
+		}
+	}
+	return &o, nil
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
+
+func splitList(s string) []string {
+	var out []string
+	for f := range strings.SplitSeq(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+func (o *options) scenarioList() []scenario {
+	systems := splitList(o.systems)
+	var out []scenario
+	for _, key := range splitList(o.scenarios) {
+		sc := scenario{key: key, upstreams: 1, series: o.series, rounds: o.rounds, duration: o.duration, systems: systems}
+		switch key {
+		case scOneUpstream:
+			sc.title = fmt.Sprintf("1 upstream, %s series, remote write 1.0", count(o.series))
+		case scTwoUpstreams:
+			sc.upstreams = 2
+			sc.title = fmt.Sprintf("2 upstreams (fan-out), %s series, remote write 1.0", count(o.series))
+			sc.notes = append(sc.notes, "Each system forwards every sample to two sink URLs (gateway: two upstreams; vmagent: two -remoteWrite.url; Prometheus: two remote_write blocks). Delivered is the smaller of the two upstreams' counts; CPU is per million *accepted* samples, so it includes both copies.")
+		case scLargeSeries:
+			sc.series, sc.rounds, sc.duration = o.largeSeries, o.largeRounds, o.largeDuration
+			sc.title = fmt.Sprintf("1 upstream, %s series, remote write 1.0", count(o.largeSeries))
+			sc.notes = append(sc.notes, fmt.Sprintf("%d round(s) of %v to fit the time budget. At %s samples/s one round of %s series takes %.1fs, so the window holds only a few samples per series: this scenario measures the cost of many new series (memory), not steady state.",
+				o.largeRounds, o.largeDuration, count(int(o.rate)), count(o.largeSeries), float64(o.largeSeries)/o.rate))
+		case scV2Input:
+			sc.protocol = loadgen.ProtoV2
+			sc.probe = true
+			sc.title = fmt.Sprintf("remote write 2.0 input, 1 upstream (sent as 1.0), %s series", count(o.series))
+			sc.notes = append(sc.notes, "vmagent 1.79 and Prometheus 2.42 predate remote write 2.0. Each runs once as a probe: if it delivers (almost) nothing of what it answered 2xx to, it is dropped from later rounds and has no ratio.")
+		}
+		out = append(out, sc)
+	}
+	return out
+}
+
+// count formats n as 10k or 1M.
+func count(n int) string {
+	switch {
+	case n >= 1_000_000 && n%1_000_000 == 0:
+		return fmt.Sprintf("%dM", n/1_000_000)
+	case n >= 1000 && n%1000 == 0:
+		return fmt.Sprintf("%dk", n/1000)
+	}
+	return fmt.Sprint(n)
+}
+
+type bench struct {
+	o        *options
+	procs    procs
+	sink     *sink
+	tmp      string
+	deadline time.Time
+	runID    int
+	stdout   io.Writer
+}
+
+func run(args []string) int {
+	o, err := parseFlags(args)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "compare: %v\n", err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	started := time.Now()
+	b := &bench{o: o, deadline: started.Add(o.budget), stdout: os.Stdout}
+	if b.tmp, err = os.MkdirTemp("", "bench-compare-"); err != nil {
+		fmt.Fprintf(os.Stderr, "compare: %v\n", err)
+		return 1
+	}
+	defer func() {
+		if o.keep {
+			fmt.Fprintf(os.Stderr, "compare: logs and data kept in %s\n", b.tmp)
+			return
+		}
+		os.RemoveAll(b.tmp)
+	}()
+	if b.sink, err = startSink(); err != nil {
+		fmt.Fprintf(os.Stderr, "compare: sink: %v\n", err)
+		return 1
+	}
+	defer b.sink.close()
+	// Whatever happens below, nothing started stays running.
+	defer b.procs.stopAll()
+
+	host := hostInfo()
+	fmt.Fprintf(os.Stderr, "compare: %s; temp dir %s\n", host.String(), b.tmp)
+
+	var results []scenarioResult
+	for _, sc := range o.scenarioList() {
+		r, err := b.runScenario(ctx, sc)
+		results = append(results, r)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "compare: %v\n", err)
+			return 130
+		}
+		writeScenario(b.stdout, r)
+	}
+	host.loadEnd = loadAvg()
+	host.elapsed = time.Since(started)
+	rep := report{host: host, o: o, versions: b.versions(), results: results}
+	if o.out != "" {
+		if err := rep.writeMarkdown(o.out); err != nil {
+			fmt.Fprintf(os.Stderr, "compare: %v\n", err)
+			return 1
+		}
+		fmt.Fprintf(os.Stderr, "compare: results written to %s\n", o.out)
+	}
+	if o.jsonOut != "" {
+		var all []measurement
+		for _, r := range results {
+			all = append(all, r.runs...)
+		}
+		data, _ := json.MarshalIndent(all, "", "  ")
+		if err := os.WriteFile(o.jsonOut, data, 0o644); err != nil {
+			fmt.Fprintf(os.Stderr, "compare: %v\n", err)
+			return 1
+		}
+	}
+	fmt.Fprintf(os.Stderr, "compare: done in %v\n", host.elapsed.Round(time.Second))
+	return 0
+}
+
+// scenarioResult is every run of one scenario.
+type scenarioResult struct {
+	sc      scenario
+	runs    []measurement
+	skipped []string // runs left out, and why
+}
+
+func (b *bench) runScenario(ctx context.Context, sc scenario) (scenarioResult, error) {
+	res := scenarioResult{sc: sc}
+	fmt.Fprintf(os.Stderr, "compare: scenario %s: %s; encoding payloads\n", sc.key, sc.title)
+	payloads, err := loadgen.NewPayloads(sc.protocol, sc.series, b.o.perRequest)
+	if err != nil {
+		return res, err
+	}
+	defer debug.FreeOSMemory()
+	dropped := map[string]string{}
+	for round := 1; round <= sc.rounds; round++ {
+		for _, sys := range sc.systems {
+			if why, ok := dropped[sys]; ok {
+				if round == 2 {
+					res.skipped = append(res.skipped, fmt.Sprintf("%s: rounds 2-%d skipped: %s", sys, sc.rounds, why))
+				}
+				continue
+			}
+			if need := sc.duration + b.o.drain + perRunOverhead; time.Until(b.deadline) < need {
+				res.skipped = append(res.skipped, fmt.Sprintf("round %d %s: skipped, the -budget of %v would be exceeded", round, sys, b.o.budget))
+				continue
+			}
+			m := b.runOne(ctx, sc, round, sys, payloads)
+			if ctx.Err() != nil {
+				return res, fmt.Errorf("interrupted during %s round %d %s; every process started was stopped", sc.key, round, sys)
+			}
+			fmt.Fprintf(os.Stderr, "compare: %s round %d %-10s %s\n", sc.key, round, sys, m.summary())
+			res.runs = append(res.runs, m)
+			if sc.probe && sys != sysGateway && round == 1 && m.Err == "" && m.deliveredPerUpstream() < m.Accepted/100 {
+				dropped[sys] = fmt.Sprintf("it answered 2xx to %d samples (statuses %v) but delivered %d", m.Accepted, m.Status, m.deliveredPerUpstream())
+			}
+		}
+	}
+	return res, nil
+}
+
+func (m *measurement) summary() string {
+	if m.Err != "" {
+		return "FAILED: " + m.Err
+	}
+	return fmt.Sprintf("accepted %8s/s delivered %8s/s  %.3f CPU-s/M  RSS %6.1f MiB  p99 %6.1fms  %v",
+		si(m.acceptedRate()), si(m.deliveredRate()), m.cpuPerMillion(), mib(m.PeakRSSBytes), m.P99*1e3, m.Status)
+}
+
+// runOne starts sys, loads it, drains it and stops it.
+func (b *bench) runOne(ctx context.Context, sc scenario, round int, sys string, payloads *loadgen.Payloads) (m measurement) {
+	b.runID++
+	m = measurement{Scenario: sc.key, Round: round, System: sys, OfferedRate: b.o.rate, Upstreams: sc.upstreams}
+	dir := filepath.Join(b.tmp, fmt.Sprintf("%02d-%s-r%d-%s", b.runID, sc.key, round, sys))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		m.Err = err.Error()
+		return m
+	}
+	var urls, paths []string
+	var counters []*counter
+	for i := range sc.upstreams {
+		path := fmt.Sprintf("/run%d/upstream%d", b.runID, i)
+		u, c := b.sink.register(path)
+		urls, paths, counters = append(urls, u), append(paths, path), append(counters, c)
+	}
+	defer func() {
+		for _, p := range paths {
+			b.sink.unregister(p)
+		}
+	}()
+	strayBefore := b.sink.stray.samples.Load()
+
+	spec, err := b.o.bins.spec(sys, dir, urls, b.o.q)
+	if err != nil {
+		m.Err = err.Error()
+		return m
+	}
+	runtime.GC()
+	p, err := b.procs.start(ctx, spec)
+	if err != nil {
+		m.Err = err.Error()
+		return m
+	}
+	defer func() { m.Killed = b.procs.stop(p) }()
+
+	cpu0, err := cpuSeconds(p.pid())
+	if err != nil {
+		m.Err = err.Error()
+		return m
+	}
+	res, err := loadgen.Run(ctx, loadgen.Config{
+		URL:               p.url("/api/v1/write"),
+		Protocol:          sc.protocol,
+		Series:            sc.series,
+		SamplesPerRequest: b.o.perRequest,
+		Concurrency:       b.o.concurrency,
+		Rate:              b.o.rate,
+		Duration:          sc.duration,
+		UserAgent:         "rwload-bench",
+	}, payloads)
+	if err != nil {
+		m.Err = "load: " + err.Error()
+		return m
+	}
+	cpuLoad, _ := cpuSeconds(p.pid())
+	m.LoadSeconds = res.ElapsedSeconds
+	m.Accepted, m.Sent = res.AcceptedSamples, res.Samples
+	m.Status, m.Errors, m.LastError = res.Status, res.Errors, res.LastError
+	m.LatencySeconds, m.P50, m.P99 = res.Latency, res.Latency.P50, res.Latency.P99
+	m.EncoderWait, m.GeneratorEncode = res.EncoderWaitSeconds, res.EncodeSeconds
+
+	// Drain: until every upstream has everything accepted, nothing new
+	// arrived for drainStall, or -drain passed.
+	drainStart := time.Now()
+	want := m.Accepted
+	last, lastChange := int64(-1), drainStart
+	for {
+		low, total := int64(-1), int64(0)
+		for _, c := range counters {
+			n := c.samples.Load()
+			total += n
+			if low < 0 || n < low {
+				low = n
+			}
+		}
+		now := time.Now()
+		if total != last {
+			last, lastChange = total, now
+		}
+		if low >= want || now.Sub(drainStart) >= b.o.drain || now.Sub(lastChange) >= drainStall || ctx.Err() != nil || !p.alive() {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	m.DrainSeconds = time.Since(drainStart).Seconds()
+	cpu1, err1 := cpuSeconds(p.pid())
+	hwm, err2 := peakRSS(p.pid())
+	if !p.alive() {
+		m.Err = fmt.Sprintf("%s exited during the run: %v; log %s:\n%s", sys, p.waitErr, p.logPath, tail(p.logPath, 10))
+	} else if err := errors.Join(err1, err2); err != nil {
+		m.Err = err.Error()
+	}
+	m.CPULoadSeconds, m.CPUSeconds, m.PeakRSSBytes = cpuLoad-cpu0, cpu1-cpu0, hwm
+	for _, c := range counters {
+		m.Delivered = append(m.Delivered, c.samples.Load())
+	}
+	m.Stray = b.sink.stray.samples.Load() - strayBefore
+	return m
+}
+
+func (b *bench) versions() map[string]string {
+	v := map[string]string{}
+	for _, sys := range splitList(b.o.systems) {
+		switch sys {
+		case sysGateway:
+			v[sys] = versionOf(b.o.bins.gateway, "--version")
+		case sysPrometheus:
+			v[sys] = versionOf(b.o.bins.prometheus, "--version")
+		case sysVMAgent:
+			if dv := debianVersion(".", "victoria-metrics"); dv != "" {
+				v[sys] = "vmagent (Debian victoria-metrics " + dv + ")"
+			} else {
+				v[sys] = b.o.bins.vmagent
+			}
+		}
+	}
+	return v
+}

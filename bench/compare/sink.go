@@ -1,0 +1,209 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+
+	"github.com/golang/snappy"
+	"google.golang.org/protobuf/encoding/protowire"
+)
+
+// Field numbers of prometheus.WriteRequest that the sink counts.
+const (
+	fieldTimeseries = 1 // WriteRequest.timeseries
+	fieldSamples    = 2 // TimeSeries.samples
+	fieldHistograms = 4 // TimeSeries.histograms
+)
+
+// maxSinkBody bounds one request body, compressed and decoded.
+const maxSinkBody = 64 << 20
+
+// counter counts what one upstream URL of the sink received.
+type counter struct {
+	requests   atomic.Int64
+	samples    atomic.Int64
+	histograms atomic.Int64
+	bad        atomic.Int64 // requests answered 4xx
+}
+
+// sink is an HTTP server that decodes remote write 1.0 (snappy-compressed
+// prometheus.WriteRequest) and counts series' samples per URL path, without
+// unmarshalling into structs. Paths are registered per run so that late
+// requests of an earlier run are counted apart (stray) and not mistaken for
+// deliveries. Safe for concurrent use.
+type sink struct {
+	srv   *http.Server
+	addr  string
+	paths sync.Map // path → *counter
+	stray counter
+	bufs  sync.Pool // *[]byte
+	done  chan struct{}
+}
+
+func startSink() (*sink, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("listen: %w", err)
+	}
+	s := &sink{addr: l.Addr().String(), done: make(chan struct{})}
+	s.srv = &http.Server{Handler: s}
+	go func() {
+		defer close(s.done)
+		_ = s.srv.Serve(l)
+	}()
+	return s, nil
+}
+
+func (s *sink) close() {
+	_ = s.srv.Close()
+	<-s.done
+}
+
+// register returns the URL and counter of a new path.
+func (s *sink) register(path string) (string, *counter) {
+	c := &counter{}
+	s.paths.Store(path, c)
+	return "http://" + s.addr + path, c
+}
+
+func (s *sink) unregister(path string) { s.paths.Delete(path) }
+
+func (s *sink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	c := &s.stray
+	if v, ok := s.paths.Load(r.URL.Path); ok {
+		c = v.(*counter)
+	}
+	if r.Method != http.MethodPost {
+		c.bad.Add(1)
+		http.Error(w, "POST only", http.StatusMethodNotAllowed)
+		return
+	}
+	if enc := r.Header.Get("Content-Encoding"); enc != "snappy" {
+		c.bad.Add(1)
+		http.Error(w, fmt.Sprintf("Content-Encoding %q, want snappy", enc), http.StatusUnsupportedMediaType)
+		return
+	}
+	bp := s.getBuf()
+	defer s.bufs.Put(bp)
+	body, err := readAll(io.LimitReader(r.Body, maxSinkBody+1), (*bp)[:0])
+	*bp = body
+	if err != nil || len(body) > maxSinkBody {
+		c.bad.Add(1)
+		http.Error(w, "read body", http.StatusBadRequest)
+		return
+	}
+	samples, hists, err := s.count(body)
+	if err != nil {
+		c.bad.Add(1)
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	c.requests.Add(1)
+	c.samples.Add(samples)
+	c.histograms.Add(hists)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *sink) getBuf() *[]byte {
+	if v := s.bufs.Get(); v != nil {
+		return v.(*[]byte)
+	}
+	b := make([]byte, 0, 1<<20)
+	return &b
+}
+
+// count decodes a snappy-compressed WriteRequest and counts its samples and
+// histogram samples.
+func (s *sink) count(body []byte) (samples, hists int64, err error) {
+	n, err := snappy.DecodedLen(body)
+	if err != nil {
+		return 0, 0, fmt.Errorf("snappy: %w", err)
+	}
+	if n > maxSinkBody {
+		return 0, 0, errors.New("decoded body too large")
+	}
+	dp := s.getBuf()
+	defer s.bufs.Put(dp)
+	if cap(*dp) < n {
+		*dp = make([]byte, n)
+	}
+	raw, err := snappy.Decode((*dp)[:n], body)
+	if err != nil {
+		return 0, 0, fmt.Errorf("snappy: %w", err)
+	}
+	return countWriteRequest(raw)
+}
+
+// countWriteRequest counts the samples and histograms of the series of a
+// marshalled prometheus.WriteRequest.
+func countWriteRequest(raw []byte) (samples, hists int64, err error) {
+	err = fields(raw, func(num protowire.Number, typ protowire.Type, v []byte) error {
+		if num != fieldTimeseries || typ != protowire.BytesType {
+			return nil
+		}
+		return fields(v, func(num protowire.Number, typ protowire.Type, _ []byte) error {
+			switch {
+			case num == fieldSamples && typ == protowire.BytesType:
+				samples++
+			case num == fieldHistograms && typ == protowire.BytesType:
+				hists++
+			}
+			return nil
+		})
+	})
+	return samples, hists, err
+}
+
+// fields calls f for each field of message b with its value bytes (for
+// length-delimited fields, without the length).
+func fields(b []byte, f func(num protowire.Number, typ protowire.Type, v []byte) error) error {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return fmt.Errorf("protobuf: %w", protowire.ParseError(n))
+		}
+		b = b[n:]
+		var v []byte
+		if typ == protowire.BytesType {
+			var m int
+			v, m = protowire.ConsumeBytes(b)
+			if m < 0 {
+				return fmt.Errorf("protobuf: %w", protowire.ParseError(m))
+			}
+			n = m
+		} else {
+			n = protowire.ConsumeFieldValue(num, typ, b)
+			if n < 0 {
+				return fmt.Errorf("protobuf: %w", protowire.ParseError(n))
+			}
+			v = b[:n]
+		}
+		if err := f(num, typ, v); err != nil {
+			return err
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+// readAll reads r to its end, appending to buf.
+func readAll(r io.Reader, buf []byte) ([]byte, error) {
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return buf, err
+		}
+	}
+}
