@@ -11,6 +11,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"net/http/pprof"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -102,6 +103,13 @@ func New(logger *slog.Logger, metrics *registry.HTTPMetrics, gatherer prometheus
 	})
 	r.Post(w.prefix+"/-/reload", w.reload)
 	r.Put(w.prefix+"/-/reload", w.reload)
+	// Profiles, as Prometheus serves them: CPU and allocation profiles of
+	// the running gateway are how its hot path is tuned.
+	r.HandleFunc(w.prefix+"/debug/pprof/*", pprof.Index)
+	r.HandleFunc(w.prefix+"/debug/pprof/cmdline", pprof.Cmdline)
+	r.HandleFunc(w.prefix+"/debug/pprof/profile", pprof.Profile)
+	r.HandleFunc(w.prefix+"/debug/pprof/symbol", pprof.Symbol)
+	r.HandleFunc(w.prefix+"/debug/pprof/trace", pprof.Trace)
 	w.router = r
 	return w
 }

@@ -291,3 +291,17 @@ func TestExternalURL(t *testing.T) {
 		})
 	}
 }
+
+func TestPprof(t *testing.T) {
+	w, _ := newTestWeb(t, Options{RoutePrefix: "/gw"})
+	for path, want := range map[string]int{
+		"/gw/debug/pprof/":        http.StatusOK,
+		"/gw/debug/pprof/heap":    http.StatusOK,
+		"/gw/debug/pprof/cmdline": http.StatusOK,
+		"/debug/pprof/":           http.StatusNotFound,
+	} {
+		rec := httptest.NewRecorder()
+		w.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
+		require.Equal(t, want, rec.Code, path)
+	}
+}
