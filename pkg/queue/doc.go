@@ -4,14 +4,14 @@
 //
 // # Use
 //
-//	q, err := queue.Open(queue.Options{Dir: dir, Upstream: name, Metrics: m})
+//	q, err := queue.Open(queue.Options{Dir: dir, Upstream: name, Metrics: m}) // m: registry.NewQueueMetrics, once
 //	err = q.Append(batch)              // durable per Options.Fsync
 //	rec, pos, err := q.Next(ctx)       // blocks; rec valid until the next Next
 //	err = q.Ack(pos)                   // after the upstream accepted rec
 //	err = q.Close()
 //
 // A record returned by Next and not acknowledged is returned again after the
-// queue is reopened. Append is all or nothing; at MaxBytes it returns ErrFull
+// queue is reopened, or after Rewind. Append is all or nothing; at MaxBytes it returns ErrFull
 // (policy Block) or deletes the oldest segments (policy DropOldest). A full
 // disk is reported as ErrFull too, with the partial write truncated.
 //

@@ -25,7 +25,7 @@ type cursor struct {
 // The record is not copied: it is valid until the next call of Next, and the
 // caller must not modify it. Pass pos to Ack once it is delivered. Records
 // returned but not acknowledged are returned again after the queue is
-// reopened, never within one Open.
+// reopened or after Rewind, never otherwise.
 func (q *Queue) Next(ctx context.Context) (rec []byte, pos Position, err error) {
 	q.readMu.Lock()
 	defer q.readMu.Unlock()
