@@ -41,6 +41,7 @@ import (
 	"github.com/rwgateway/gateway/pkg/queue"
 	"github.com/rwgateway/gateway/pkg/receiver"
 	"github.com/rwgateway/gateway/pkg/registry"
+	"github.com/rwgateway/gateway/pkg/tenant"
 )
 
 // DefaultFlushDeadline bounds how long a reload waits for a removed or
@@ -395,8 +396,18 @@ func (m *Manager) Enqueue(ctx context.Context, req *model.Request) error {
 			}
 		}
 	}
-	preps := make([]prepared, len(set.fwds))
-	for i, f := range set.fwds {
+	// A tenant's data goes only to the upstreams it is routed to.
+	fwds := set.fwds
+	if t := tenant.FromContext(ctx); t != nil {
+		fwds = make([]*forwarder, 0, len(set.fwds))
+		for _, f := range set.fwds {
+			if t.Routes(f.name) {
+				fwds = append(fwds, f)
+			}
+		}
+	}
+	preps := make([]prepared, len(fwds))
+	for i, f := range fwds {
 		f.prepare(&in, &preps[i])
 	}
 	defer func() {
