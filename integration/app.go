@@ -57,6 +57,13 @@ type ProcessOptions struct {
 	Args func(addr string) []string
 	// ReadyPath is polled until it answers 200, e.g. /-/ready.
 	ReadyPath string
+	// Ready, if set, replaces the plain-HTTP GET of ReadyPath: it is polled
+	// with the process's address until it returns nil (for processes that
+	// serve only TLS or need credentials).
+	Ready func(addr string) error
+	// Addr, if set, is the fixed address to listen on, for a process that
+	// must come up where another already expects it; no other port is tried.
+	Addr string
 	// ReadyTimeout defaults to 30s.
 	ReadyTimeout time.Duration
 	// Dir is the working directory; empty is a fresh temporary directory.
@@ -95,7 +102,7 @@ func StartProcess(t testing.TB, opts ProcessOptions) *Process {
 			return p
 		}
 		lastErr = err
-		if !errors.Is(err, errPortInUse) {
+		if opts.Addr != "" || !errors.Is(err, errPortInUse) {
 			break
 		}
 		t.Logf("%s: port taken, retrying on another (%v)", opts.Name, err)
@@ -106,9 +113,12 @@ func StartProcess(t testing.TB, opts ProcessOptions) *Process {
 
 func startOnce(t testing.TB, opts ProcessOptions, attempt int) (*Process, error) {
 	t.Helper()
-	addr, err := freeAddr()
-	if err != nil {
-		return nil, err
+	addr := opts.Addr
+	if addr == "" {
+		var err error
+		if addr, err = freeAddr(); err != nil {
+			return nil, err
+		}
 	}
 	logPath := filepath.Join(t.TempDir(), fmt.Sprintf("%s.%d.log", sanitize(opts.Name), attempt))
 	logFile, err := os.Create(logPath)
@@ -141,9 +151,13 @@ func startOnce(t testing.TB, opts ProcessOptions, attempt int) (*Process, error)
 	})
 	t.Cleanup(func() { p.Stop(t, stopGrace) })
 
-	if err := p.waitReady(opts.ReadyPath, opts.ReadyTimeout); err != nil {
+	ready := opts.Ready
+	if ready == nil {
+		ready = func(string) error { return p.getOK(opts.ReadyPath) }
+	}
+	if err := p.pollReady(opts.ReadyTimeout, ready); err != nil {
 		p.Stop(t, stopGrace)
-		if strings.Contains(p.Log(), "address already in use") {
+		if opts.Addr == "" && strings.Contains(p.Log(), "address already in use") {
 			return nil, fmt.Errorf("%w: %v", errPortInUse, err)
 		}
 		return nil, fmt.Errorf("%v; log:\n%s", err, p.logTail(logTailLines))
@@ -165,33 +179,43 @@ func freeAddr() (string, error) {
 	return addr, nil
 }
 
-func (p *Process) waitReady(path string, timeout time.Duration) error {
+// pollReady calls ready with p's address every 100ms until it returns nil,
+// p exits or timeout passes.
+func (p *Process) pollReady(timeout time.Duration, ready func(addr string) error) error {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	client := &http.Client{Timeout: 2 * time.Second}
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
-	var last string
+	var last error
 	for {
 		select {
 		case <-p.exited:
 			return fmt.Errorf("%s exited before it was ready: %v", p.Name, p.waitErr)
 		case <-ctx.Done():
-			return fmt.Errorf("%s not ready on %s after %v (last: %s)", p.Name, path, timeout, last)
+			return fmt.Errorf("%s not ready on %s after %v (last: %v)", p.Name, p.Addr, timeout, last)
 		case <-tick.C:
 		}
-		resp, err := client.Get(p.URL(path))
-		if err != nil {
-			last = err.Error()
-			continue
-		}
-		_, _ = io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode == http.StatusOK {
+		if last = ready(p.Addr); last == nil {
 			return nil
 		}
-		last = resp.Status
 	}
+}
+
+// readyClient polls readiness paths.
+var readyClient = &http.Client{Timeout: 2 * time.Second}
+
+// getOK returns nil if GET path answers 200.
+func (p *Process) getOK(path string) error {
+	resp, err := readyClient.Get(p.URL(path))
+	if err != nil {
+		return err
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return errors.New(resp.Status)
+	}
+	return nil
 }
 
 // URL returns http://Addr + path.

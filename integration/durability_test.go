@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -205,7 +204,8 @@ func TestDurabilityKill9Prometheus(t *testing.T) {
 	gatewayOn(t, "gateway-2", storage, cfg)
 	dir := t.TempDir()
 	promCfg := writeFile(t, dir, "prometheus.yml", upstreamPrometheusConfig(promAddr))
-	prom := startOn(t, promAddr, ProcessOptions{
+	prom := StartProcess(t, ProcessOptions{
+		Addr: promAddr,
 		Name: "prometheus-upstream",
 		Bin:  promBin,
 		Dir:  dir,
@@ -307,34 +307,6 @@ func TestDurabilityStoragePathLocked(t *testing.T) {
 	require.Contains(t, stderr.String(), "directory is locked", "stderr:\n%s", stderr.String())
 	require.Contains(t, stderr.String(), "lock storage path")
 	t.Logf("second gateway: %v; stderr: %s", err, strings.TrimSpace(stderr.String()))
-}
-
-// startOn starts a process on the fixed address addr (no retry on another
-// port) and waits for opts.ReadyPath. It is stopped in t.Cleanup.
-func startOn(t *testing.T, addr string, opts ProcessOptions) *Process {
-	t.Helper()
-	logPath := filepath.Join(t.TempDir(), sanitize(opts.Name)+".log")
-	logFile, err := os.Create(logPath)
-	require.NoError(t, err)
-	cmd := exec.Command(opts.Bin, opts.Args(addr)...)
-	cmd.Dir = opts.Dir
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	require.NoError(t, cmd.Start())
-	p := &Process{Name: opts.Name, Addr: addr, LogPath: logPath, cmd: cmd, exited: make(chan struct{})}
-	go func() {
-		p.waitErr = cmd.Wait()
-		logFile.Close()
-		close(p.exited)
-	}()
-	t.Cleanup(func() {
-		if t.Failed() {
-			p.dumpLog(t)
-		}
-	})
-	t.Cleanup(func() { p.Stop(t, stopGrace) })
-	require.NoError(t, p.waitReady(opts.ReadyPath, opts.ReadyTimeout))
-	return p
 }
 
 // gatewayMetric scrapes gw's /metrics and returns the value of name's

@@ -200,18 +200,19 @@ func startNginx(t testing.TB, bin, dir string, pki *testPKI, backend string) *Pr
 	t.Helper()
 	conf := filepath.Join(dir, "nginx.conf")
 	client := pki.Client(true, false)
-	return startChecked(t, ProcessOptions{
+	return StartProcess(t, ProcessOptions{
 		Name: "nginx",
 		Bin:  bin,
 		Dir:  dir,
+		Ready: func(addr string) error {
+			return expectStatus(client, "https://"+addr+"/nginx-ready", "", "", http.StatusOK)
+		},
 		Args: func(addr string) []string {
 			writeNginxConfig(t, dir, pki, addr, backend)
 			// -e: the error log before the configuration is read; Debian's
 			// default is stderr, other builds' is a file under /var/log.
 			return []string{"-p", dir, "-c", conf, "-e", "stderr"}
 		},
-	}, func(addr string) error {
-		return expectStatus(client, "https://"+addr+"/nginx-ready", "", "", http.StatusOK)
 	})
 }
 

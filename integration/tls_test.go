@@ -4,7 +4,6 @@ package integration
 
 import (
 	"bytes"
-	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -18,11 +17,8 @@ import (
 	"math/big"
 	"net"
 	"net/http"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -337,10 +333,11 @@ func startGatewayChecked(t testing.TB, config string, ready func(addr string) er
 	t.Helper()
 	dir := t.TempDir()
 	cfg := writeFile(t, dir, "gateway.yml", config)
-	return startChecked(t, ProcessOptions{
-		Name: "gateway",
-		Bin:  gatewayBin(t),
-		Dir:  dir,
+	return StartProcess(t, ProcessOptions{
+		Name:  "gateway",
+		Ready: ready,
+		Bin:   gatewayBin(t),
+		Dir:   dir,
 		Args: func(addr string) []string {
 			return append([]string{
 				"--config.file=" + cfg,
@@ -349,93 +346,5 @@ func startGatewayChecked(t testing.TB, config string, ready func(addr string) er
 				"--log.level=debug",
 			}, extraArgs...)
 		},
-	}, ready)
-}
-
-// startChecked is StartProcess with readiness decided by ready(addr)
-// instead of a plain-HTTP GET of opts.ReadyPath, for processes that serve
-// only TLS or need credentials. Like StartProcess it retries on another
-// port when the port was taken, stops the process by PID in t.Cleanup and
-// prints its log tail if t failed.
-//
-// TODO(integration): fold into StartProcess as ProcessOptions.Ready.
-func startChecked(t testing.TB, opts ProcessOptions, ready func(addr string) error) *Process {
-	t.Helper()
-	if opts.ReadyTimeout == 0 {
-		opts.ReadyTimeout = defaultReadyTimeout
-	}
-	if opts.Dir == "" {
-		opts.Dir = t.TempDir()
-	}
-	var lastErr error
-	for attempt := 1; attempt <= startAttempts; attempt++ {
-		addr, err := freeAddr()
-		if err != nil {
-			t.Fatal(err)
-		}
-		logPath := filepath.Join(t.TempDir(), fmt.Sprintf("%s.%d.log", sanitize(opts.Name), attempt))
-		logFile, err := os.Create(logPath)
-		if err != nil {
-			t.Fatal(err)
-		}
-		args := opts.Args(addr)
-		cmd := exec.Command(opts.Bin, args...)
-		cmd.Dir = opts.Dir
-		cmd.Stdout = logFile
-		cmd.Stderr = logFile
-		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-		fmt.Fprintf(logFile, "# %s %s\n", opts.Bin, strings.Join(args, " "))
-		if err := cmd.Start(); err != nil {
-			logFile.Close()
-			t.Fatalf("start %s: exec %s: %v", opts.Name, opts.Bin, err)
-		}
-		p := &Process{Name: opts.Name, Addr: addr, LogPath: logPath, cmd: cmd, exited: make(chan struct{})}
-		go func() {
-			p.waitErr = cmd.Wait()
-			logFile.Close()
-			close(p.exited)
-		}()
-		t.Cleanup(func() {
-			if t.Failed() {
-				p.dumpLog(t)
-			}
-		})
-		t.Cleanup(func() { p.Stop(t, stopGrace) })
-
-		err = pollReady(p, opts.ReadyTimeout, func() error { return ready(addr) })
-		if err == nil {
-			t.Logf("%s: pid %d ready on %s (log %s)", p.Name, p.PID(), p.Addr, p.LogPath)
-			return p
-		}
-		p.Stop(t, stopGrace)
-		lastErr = fmt.Errorf("%v; log:\n%s", err, p.logTail(logTailLines))
-		if !strings.Contains(p.Log(), "address already in use") {
-			break
-		}
-		t.Logf("%s: port taken, retrying on another (%v)", opts.Name, err)
-	}
-	t.Fatalf("start %s: %v", opts.Name, lastErr)
-	return nil
-}
-
-// pollReady calls ready every 100ms until it returns nil, p exits or
-// timeout passes.
-func pollReady(p *Process, timeout time.Duration, ready func() error) error {
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
-	var last error
-	for {
-		select {
-		case <-p.exited:
-			return fmt.Errorf("%s exited before it was ready: %v", p.Name, p.waitErr)
-		case <-ctx.Done():
-			return fmt.Errorf("%s not ready after %v (last: %v)", p.Name, timeout, last)
-		case <-tick.C:
-		}
-		if last = ready(); last == nil {
-			return nil
-		}
-	}
+	})
 }
