@@ -17,8 +17,9 @@ build:
 	CGO_ENABLED=0 $(GO) build -ldflags '$(LDFLAGS)' -o bin/gateway ./cmd/gateway
 
 ## test: formatting and vet, unit tests, the race detector, a fuzz smoke run,
-## then the integration tests against real Prometheus and vmagent.
-test: lint unit race fuzz integration
+## the integration tests against real Prometheus, vmagent and nginx, and the
+## Helm chart's lint, render and manifest checks.
+test: lint unit race fuzz integration helm-check
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './.cache/*')); \
@@ -50,3 +51,4 @@ clean:
 include mk/peers.mk
 include mk/edge.mk
 include mk/bench.mk
+include mk/helm.mk

@@ -4,9 +4,11 @@
 #
 # Usage:
 #   scripts/helm.sh install   build helm into the cache unless it is there; print its path
-#   scripts/helm.sh check     install, then `helm lint` and `helm template` the chart
-#                             for every mode, then run the chart's Go test
-#                             (deploy/helm) against the rendered manifests
+#   scripts/helm.sh check     install, then `helm lint --strict` and `helm template`
+#                             the chart for every mode, then run the chart's Go
+#                             test (deploy/helm) with HELM_BIN set; GATEWAY_BIN,
+#                             if set, is the gateway binary whose flags the
+#                             test checks (else the test builds one)
 #
 # Where helm comes from, first match wins:
 #   1. $HELM_BIN if set: used as is, never built (its version is not checked);
@@ -56,9 +58,9 @@ install() {
 	fi
 	log "building helm $HELM_VERSION into $cache (a few minutes on cold Go caches)"
 	mkdir -p "$cache"
-	local tmp start ldflags pkg=helm.sh/helm/v3
+	local start ldflags pkg=helm.sh/helm/v3
+	# Global, not local: the EXIT trap may run after this function returns.
 	tmp=$(mktemp -d)
-	# The trap must not outlive this function: $tmp is local.
 	trap 'rm -rf "$tmp"' EXIT
 	ldflags="-s -w -X $pkg/internal/version.version=$HELM_VERSION"
 	ldflags+=" -X $pkg/internal/version.metadata= -X $pkg/internal/version.gitTreeState=clean"
@@ -70,7 +72,7 @@ install() {
 		cd "$tmp"
 		# GOFLAGS is cleared so that a -mod=... from the environment cannot
 		# break `go install pkg@version`.
-		GOWORK=off GOFLAGS= GOBIN=$tmp CGO_ENABLED=0 \
+		GOWORK=off GOFLAGS='' GOBIN=$tmp CGO_ENABLED=0 \
 			"$GO" install -trimpath -ldflags "$ldflags" "$pkg/cmd/helm@$HELM_VERSION"
 	)
 	mv -f "$tmp/helm" "$helm"
@@ -95,7 +97,8 @@ modes=(
 
 check() {
 	install
-	local entry name args out
+	local entry name args
+	# Global, not local: the EXIT trap runs after this function returns.
 	out=$(mktemp -d)
 	trap 'rm -rf "$out"' EXIT
 	for entry in "${modes[@]}"; do
@@ -117,8 +120,17 @@ check() {
 			die "helm template wrote warnings for mode $name"
 		fi
 	done
-	log "go test ./deploy/helm/ with HELM_BIN=$helm"
-	(cd "$root" && HELM_BIN=$helm GATEWAY_BIN=$root/bin/gateway "$GO" test -count=1 ./deploy/helm/)
+	log "go test ./deploy/helm/ with HELM_BIN=$helm${GATEWAY_BIN:+ GATEWAY_BIN=$GATEWAY_BIN}"
+	# -v: a skipped test must not pass silently here.
+	(cd "$root" && HELM_BIN=$helm "$GO" test -count=1 -v ./deploy/helm/) >"$out/test.txt" 2>&1 || {
+		cat "$out/test.txt" >&2
+		die "go test ./deploy/helm/ failed"
+	}
+	if grep -q -- '--- SKIP' "$out/test.txt"; then
+		cat "$out/test.txt" >&2
+		die "go test ./deploy/helm/ skipped tests although helm is at $helm"
+	fi
+	grep -E '^(ok|FAIL|PASS)' "$out/test.txt" >&2
 }
 
 case ${1:-check} in
