@@ -34,8 +34,10 @@ nginx_root=$cache/nginx
 # nginx -e (error log path on the command line) appeared in 1.19.5.
 min_version=1.19.5
 
-log() { printf 'nginx: %s\n' "$*" >&2; }
-die() { printf 'nginx: error: %s\n' "$*" >&2; exit 1; }
+name=nginx
+root_hint="run it as root once, or put nginx >= $min_version on PATH, or set NGINX_BIN"
+# shellcheck source=lib/debs.sh disable=SC2034 # name and root_hint are read by lib/debs.sh
+source "$root/scripts/lib/debs.sh"
 
 # nginx_version prints the version of the nginx binary $1, or nothing.
 nginx_version() {
@@ -57,48 +59,9 @@ nginx_ok() {
 	[[ $conf == *--with-http_ssl_module* ]]
 }
 
-# as_root runs "$@" as root: directly, or through non-interactive sudo.
-as_root() {
-	if [[ $(id -u) -eq 0 ]]; then
-		"$@"
-	elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
-		sudo -n "$@"
-	else
-		die "need root to run '$*' (not root, and no password-less sudo); run it as root once, or put nginx >= $min_version on PATH, or set NGINX_BIN"
-	fi
-}
-
-# fetch_debs downloads the named Debian packages into the current directory,
-# refreshing the package lists once if the first try fails.
-fetch_debs() {
-	command -v apt-get >/dev/null 2>&1 || die "apt-get not found: this script fetches nginx from Debian's packages; set NGINX_BIN instead"
-	command -v dpkg >/dev/null 2>&1 || die "dpkg not found; set NGINX_BIN instead"
-	# apt-get download as root warns when _apt cannot write here; let it.
-	chmod 0777 . 2>/dev/null || true
-	if apt-get download -q "$@" >&2; then
-		return 0
-	fi
-	log "apt-get download failed; refreshing package lists once (apt-get update)"
-	as_root apt-get update -q >&2 || die "apt-get update failed"
-	apt-get download -q "$@" >&2 || die "apt-get download $* failed after apt-get update; are Debian's package archives reachable?"
-}
-
 # extract downloads the named packages and unpacks them into $nginx_root.
 extract() {
-	local tmp deb
-	tmp=$(mktemp -d)
-	log "downloading Debian packages: $*"
-	if ! (cd "$tmp" && fetch_debs "$@"); then
-		rm -rf "$tmp"
-		exit 1
-	fi
-	mkdir -p "$nginx_root"
-	for deb in "$tmp"/*.deb; do
-		log "extracting $(basename "$deb") into $nginx_root"
-		dpkg -x "$deb" "$nginx_root"
-		dpkg-deb -f "$deb" Package Version | paste -sd' ' >>"$cache/packages.txt"
-	done
-	rm -rf "$tmp"
+	extract_debs "$nginx_root" "$@"
 }
 
 # install_from_debian extracts Debian's nginx into the cache and prints the

@@ -29,8 +29,10 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cache=${PEERS_CACHE:-$root/.cache/peers}
 want_prom_minor=2.42
 
-log() { printf 'peers: %s\n' "$*" >&2; }
-die() { printf 'peers: error: %s\n' "$*" >&2; exit 1; }
+name=peers
+root_hint="run it as root once, or put prometheus ${want_prom_minor}.x and vmagent on PATH, or set PROMETHEUS_BIN and VMAGENT_BIN"
+# shellcheck source=lib/debs.sh disable=SC2034 # name and root_hint are read by lib/debs.sh
+source "$root/scripts/lib/debs.sh"
 
 # prom_version prints the x.y.z version of the prometheus binary $1, or
 # nothing if it does not run.
@@ -57,48 +59,9 @@ vmagent_ok() {
 	[[ $help == *-remoteWrite.url* ]]
 }
 
-# as_root runs "$@" as root: directly, or through non-interactive sudo.
-as_root() {
-	if [[ $(id -u) -eq 0 ]]; then
-		"$@"
-	elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
-		sudo -n "$@"
-	else
-		die "need root to run '$*' (not root, and no password-less sudo); run it as root once, or put prometheus ${want_prom_minor}.x and vmagent on PATH, or set PROMETHEUS_BIN and VMAGENT_BIN"
-	fi
-}
-
-# fetch_debs downloads the named Debian packages into the current directory,
-# refreshing the package lists once if the first try fails.
-fetch_debs() {
-	command -v apt-get >/dev/null 2>&1 || die "apt-get not found: this script fetches peers from Debian's packages; set PROMETHEUS_BIN and VMAGENT_BIN instead"
-	command -v dpkg >/dev/null 2>&1 || die "dpkg not found; set PROMETHEUS_BIN and VMAGENT_BIN instead"
-	# apt-get download as root warns when _apt cannot write here; let it.
-	chmod 0777 . 2>/dev/null || true
-	if apt-get download -q "$@" >&2; then
-		return 0
-	fi
-	log "apt-get download failed; refreshing package lists once (apt-get update)"
-	as_root apt-get update -q >&2 || die "apt-get update failed"
-	apt-get download -q "$@" >&2 || die "apt-get download $* failed after apt-get update; are Debian's package archives reachable?"
-}
-
 # install_from_debian fills $cache/root from the Debian packages named.
 install_from_debian() {
-	local tmp deb
-	tmp=$(mktemp -d)
-	log "downloading Debian packages: $*"
-	if ! (cd "$tmp" && fetch_debs "$@"); then
-		rm -rf "$tmp"
-		exit 1
-	fi
-	mkdir -p "$cache/root"
-	for deb in "$tmp"/*.deb; do
-		log "extracting $(basename "$deb") into $cache/root"
-		dpkg -x "$deb" "$cache/root"
-		dpkg-deb -f "$deb" Package Version | paste -sd' ' >>"$cache/packages.txt"
-	done
-	rm -rf "$tmp"
+	extract_debs "$cache/root" "$@"
 }
 
 resolve() {
