@@ -34,9 +34,12 @@ nginx_root=$cache/nginx
 # nginx -e (error log path on the command line) appeared in 1.19.5.
 min_version=1.19.5
 
+# name and root_hint are read by lib/debs.sh.
+# shellcheck disable=SC2034
 name=nginx
+# shellcheck disable=SC2034
 root_hint="run it as root once, or put nginx >= $min_version on PATH, or set NGINX_BIN"
-# shellcheck source=lib/debs.sh disable=SC2034 # name and root_hint are read by lib/debs.sh
+# shellcheck source=scripts/lib/debs.sh
 source "$root/scripts/lib/debs.sh"
 
 # nginx_version prints the version of the nginx binary $1, or nothing.

@@ -29,9 +29,12 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cache=${PEERS_CACHE:-$root/.cache/peers}
 want_prom_minor=2.42
 
+# name and root_hint are read by lib/debs.sh.
+# shellcheck disable=SC2034
 name=peers
+# shellcheck disable=SC2034
 root_hint="run it as root once, or put prometheus ${want_prom_minor}.x and vmagent on PATH, or set PROMETHEUS_BIN and VMAGENT_BIN"
-# shellcheck source=lib/debs.sh disable=SC2034 # name and root_hint are read by lib/debs.sh
+# shellcheck source=scripts/lib/debs.sh
 source "$root/scripts/lib/debs.sh"
 
 # prom_version prints the x.y.z version of the prometheus binary $1, or
