@@ -127,3 +127,72 @@ func TestTenantIsolation(t *testing.T) {
 	require.Equal(t, map[string]int{"a": 10}, onlyA.counts(), "b's data never reaches only-a")
 	require.Equal(t, map[string]int{"b": 10}, onlyB.counts(), "a's data never reaches only-b")
 }
+
+// TestLimitsThroughTheStack checks each limit's status code, Retry-After
+// and counters as a client sees them.
+func TestLimitsThroughTheStack(t *testing.T) {
+	up := newSinkServer(t)
+	cfgFile := filepath.Join(t.TempDir(), "gw.yml")
+	require.NoError(t, os.WriteFile(cfgFile, []byte(fmt.Sprintf(`upstreams:
+- {name: up, url: %s, queue_config: {batch_send_deadline: 10ms, max_shards: 1}}
+limits: {max_series_per_request: 2, max_labels_per_series: 3, max_label_value_length: 8, samples_per_second: 1, burst: 3}
+`, up.URL)), 0o600))
+	cfg, err := config.LoadFile(cfgFile)
+	require.NoError(t, err)
+	reg := prometheus.NewPedanticRegistry()
+	gw, err := newGateway(nil, reg, reg, cfgFile, cfg)
+	require.NoError(t, err)
+	defer gw.fwd.Stop(context.Background())
+	srv := httptest.NewServer(gw.routes)
+	defer srv.Close()
+
+	post := func(series ...prompb.TimeSeries) *http.Response {
+		b, err := proto.Marshal(&prompb.WriteRequest{Timeseries: series})
+		require.NoError(t, err)
+		resp, err := http.Post(srv.URL+"/api/v1/write", "application/x-protobuf", bytes.NewReader(snappy.Encode(nil, b)))
+		require.NoError(t, err)
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp
+	}
+	ts := func(name string, kv ...string) prompb.TimeSeries {
+		s := prompb.TimeSeries{Labels: []prompb.Label{{Name: "__name__", Value: name}}, Samples: []prompb.Sample{{Value: 1, Timestamp: 1}}}
+		for i := 0; i+1 < len(kv); i += 2 {
+			s.Labels = append(s.Labels, prompb.Label{Name: kv[i], Value: kv[i+1]})
+		}
+		return s
+	}
+	rejected := func(reason string) float64 {
+		mfs, err := reg.Gather()
+		require.NoError(t, err)
+		for _, mf := range mfs {
+			if mf.GetName() != "gateway_tenant_rejected_requests_total" {
+				continue
+			}
+			for _, m := range mf.GetMetric() {
+				for _, l := range m.GetLabel() {
+					if l.GetName() == "reason" && l.GetValue() == reason {
+						return m.GetCounter().GetValue()
+					}
+				}
+			}
+		}
+		return -1
+	}
+
+	resp := post(ts("a"), ts("b"), ts("c"))
+	require.Equal(t, http.StatusBadRequest, resp.StatusCode)
+	require.Empty(t, resp.Header.Get("Retry-After"))
+	require.Equal(t, 1.0, rejected("series_per_request"))
+
+	require.Equal(t, http.StatusBadRequest, post(ts("a", "x", "1", "y", "2", "z", "3")).StatusCode)
+	require.Equal(t, 1.0, rejected("labels_per_series"))
+	require.Equal(t, http.StatusBadRequest, post(ts("a", "x", "123456789")).StatusCode)
+	require.Equal(t, 1.0, rejected("label_value_length"))
+
+	require.Equal(t, http.StatusNoContent, post(ts("a"), ts("b")).StatusCode, "2 of the burst of 3")
+	resp = post(ts("a"), ts("b"))
+	require.Equal(t, http.StatusTooManyRequests, resp.StatusCode, "over the rate")
+	require.Equal(t, "1", resp.Header.Get("Retry-After"))
+	require.Equal(t, 1.0, rejected("rate_limited"))
+}
