@@ -155,7 +155,15 @@ func startOnce(t testing.TB, opts ProcessOptions, attempt int) (*Process, error)
 	if ready == nil {
 		ready = func(string) error { return p.getOK(opts.ReadyPath) }
 	}
-	if err := p.pollReady(opts.ReadyTimeout, ready); err != nil {
+	err = p.pollReady(opts.ReadyTimeout, ready)
+	if err == nil {
+		// Another test's process may have taken the port between the probe
+		// and this process's bind, and answered the readiness check for it:
+		// ready means this process is still running, has not failed to
+		// bind, and is still ready a moment later.
+		err = p.confirmReady(ready)
+	}
+	if err != nil {
 		p.Stop(t, stopGrace)
 		if opts.Addr == "" && strings.Contains(p.Log(), "address already in use") {
 			return nil, fmt.Errorf("%w: %v", errPortInUse, err)
@@ -199,6 +207,20 @@ func (p *Process) pollReady(timeout time.Duration, ready func(addr string) error
 			return nil
 		}
 	}
+}
+
+// confirmReady checks, 300ms after the first successful readiness check,
+// that p is still running, has not logged a failed bind, and is still ready.
+func (p *Process) confirmReady(ready func(addr string) error) error {
+	select {
+	case <-p.exited:
+		return fmt.Errorf("%s exited right after it looked ready: %v", p.Name, p.waitErr)
+	case <-time.After(300 * time.Millisecond):
+	}
+	if strings.Contains(p.Log(), "address already in use") {
+		return fmt.Errorf("%s could not bind %s; another process answered for it", p.Name, p.Addr)
+	}
+	return ready(p.Addr)
 }
 
 // readyClient polls readiness paths.
