@@ -236,9 +236,12 @@ func (f *forwarder) readLoop() {
 // metadata goes to shard 0.
 func shardsOf(items []item, n int) []int {
 	out := make([]int, len(items))
+	var buf []byte
 	for i := range items {
 		if items[i].family == nil {
-			out[i] = int(items[i].labels.Hash() % uint64(n))
+			var h uint64
+			h, buf = items[i].shardHash(buf)
+			out[i] = int(h % uint64(n))
 		}
 	}
 	return out

@@ -2,12 +2,14 @@ package forward
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/golang/snappy"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/prompb"
 	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
+	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/rwgateway/gateway/pkg/model"
 )
@@ -75,10 +77,12 @@ func grow[T any](s *[][]T, i int) []T {
 	return (*s)[i][:0]
 }
 
+// marshalV1 writes items as a prometheus.WriteRequest into e.pbuf, series
+// in order: a raw item's bytes as they are, other series marshalled one by
+// one with the generated code, then the family metadata.
 func (e *encoder) marshalV1(items []item) (batchStats, error) {
 	var st batchStats
 	clear(e.families)
-	ts := e.v1.Timeseries[:0]
 	md := e.v1.Metadata[:0]
 	e.v1ExLabels = e.v1ExLabels[:0]
 	addFamily := func(name string, m model.Metadata) {
@@ -93,30 +97,40 @@ func (e *encoder) marshalV1(items []item) (batchStats, error) {
 			Unit:             m.Unit,
 		})
 	}
+	b := e.pbuf[:0]
 	for i := range items {
 		it := &items[i]
 		if it.family != nil {
 			addFamily(it.family.MetricFamilyName, it.family.Metadata)
 			continue
 		}
-		n := len(ts)
-		lbls := grow(&e.v1Labels, n)
+		if it.raw != nil {
+			b = append(b, 0x0a)
+			b = protowire.AppendVarint(b, uint64(len(it.raw)))
+			b = append(b, it.raw...)
+			st.samples += int(it.rawSamples)
+			st.histograms += int(it.rawHists)
+			st.exemplars += int(it.rawExemplars)
+			continue
+		}
+		lbls := grow(&e.v1Labels, 0)
 		it.labels.Range(func(l labels.Label) { lbls = append(lbls, prompb.Label{Name: l.Name, Value: l.Value}) })
-		e.v1Labels[n] = lbls
+		e.v1Labels[0] = lbls
 
-		ss := grow(&e.v1Samples, n)
+		ss := grow(&e.v1Samples, 0)
 		for _, s := range it.samples {
 			ss = append(ss, prompb.Sample{Value: s.Value, Timestamp: s.Timestamp})
 		}
-		e.v1Samples[n] = ss
+		e.v1Samples[0] = ss
 
-		hs := grow(&e.v1Hists, n)
+		hs := grow(&e.v1Hists, 0)
 		for j := range it.histograms {
 			hs = append(hs, model.HistogramToV1(it.histograms[j]))
 		}
-		e.v1Hists[n] = hs
+		e.v1Hists[0] = clearTail(hs)
 
-		es := grow(&e.v1Exemplar, n)
+		es := grow(&e.v1Exemplar, 0)
+		e.v1ExLabels = e.v1ExLabels[:0]
 		for _, ex := range it.exemplars {
 			start := len(e.v1ExLabels)
 			ex.Labels.Range(func(l labels.Label) {
@@ -125,9 +139,13 @@ func (e *encoder) marshalV1(items []item) (batchStats, error) {
 			end := len(e.v1ExLabels)
 			es = append(es, prompb.Exemplar{Labels: e.v1ExLabels[start:end:end], Value: ex.Value, Timestamp: ex.Timestamp})
 		}
-		e.v1Exemplar[n] = es
+		e.v1Exemplar[0] = es
 
-		ts = append(ts, prompb.TimeSeries{Labels: lbls, Samples: ss, Histograms: hs, Exemplars: es})
+		ts := prompb.TimeSeries{Labels: lbls, Samples: ss, Histograms: hs, Exemplars: es}
+		var err error
+		if b, err = appendMessage(b, 1, &ts); err != nil {
+			return st, fmt.Errorf("marshal 1.0 series: %w", err)
+		}
 		st.samples += len(ss)
 		st.histograms += len(hs)
 		st.exemplars += len(es)
@@ -135,18 +153,40 @@ func (e *encoder) marshalV1(items []item) (batchStats, error) {
 			addFamily(familyName(it.labels.Get(labels.MetricName), it.metadata.Type), it.metadata)
 		}
 	}
+	for i := range md {
+		var err error
+		if b, err = appendMessage(b, 3, &md[i]); err != nil {
+			return st, fmt.Errorf("marshal 1.0 metadata: %w", err)
+		}
+	}
 	st.metadata = len(md)
-	e.v1.Timeseries, e.v1.Metadata = ts, md
-	size := e.v1.Size()
-	if cap(e.pbuf) < size {
-		e.pbuf = make([]byte, size)
-	}
-	n, err := e.v1.MarshalToSizedBuffer(e.pbuf[:size])
-	if err != nil {
-		return st, fmt.Errorf("marshal 1.0 request: %w", err)
-	}
-	e.pbuf = e.pbuf[:n]
+	e.v1.Metadata = md
+	e.pbuf = b
 	return st, nil
+}
+
+// clearTail drops what the spare capacity of s points to.
+func clearTail[S ~[]E, E any](s S) S {
+	clear(s[len(s):cap(s)])
+	return s
+}
+
+// sizedMarshaler is a gogo-generated message.
+type sizedMarshaler interface {
+	Size() int
+	MarshalToSizedBuffer([]byte) (int, error)
+}
+
+// appendMessage appends m as field num of the enclosing message.
+func appendMessage(b []byte, num protowire.Number, m sizedMarshaler) ([]byte, error) {
+	size := m.Size()
+	b = protowire.AppendTag(b, num, protowire.BytesType)
+	b = protowire.AppendVarint(b, uint64(size))
+	b = slices.Grow(b, size)[:len(b)+size]
+	if _, err := m.MarshalToSizedBuffer(b[len(b)-size:]); err != nil {
+		return b, err
+	}
+	return b, nil
 }
 
 func (e *encoder) marshalV2(items []item) (batchStats, error) {
@@ -160,6 +200,12 @@ func (e *encoder) marshalV2(items []item) (batchStats, error) {
 			// 2.0 has no family metadata: prepare attached it to the
 			// family's series.
 			continue
+		}
+		if it.raw != nil {
+			// Raw series are queued for 1.0 upstreams only; this one
+			// was read back from a disk queue of a former configuration.
+			conv := it.structured()
+			it = &conv
 		}
 		n := len(ts)
 		refs := e.symbols.SymbolizeLabels(it.labels, grow(&e.v2Refs, n))

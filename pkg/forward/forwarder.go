@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/relabel"
+	"github.com/prometheus/prometheus/prompb"
 
 	"github.com/rwgateway/gateway/config"
 	"github.com/rwgateway/gateway/pkg/model"
@@ -230,6 +231,10 @@ type prepared struct {
 	recs     [][]byte
 	recBytes int64
 	enc      *recordEncoder
+	// Disk mode, fast path: the request to write as it came, with its
+	// metadata if rawMeta.
+	raw     *model.RawV1
+	rawMeta bool
 	// Points dropped by relabeling or because the upstream does not take
 	// them; counted once the request is accepted.
 	dropRelabel, dropUnsupported int
@@ -250,6 +255,7 @@ type prepareInput struct {
 	external    labels.Labels
 	lb          *labels.Builder
 	shardOf     []int
+	hashBuf     []byte
 }
 
 func (in *prepareInput) lookupFamily(name string) *model.Metadata {
@@ -324,7 +330,9 @@ func (f *forwarder) prepare(in *prepareInput, p *prepared) {
 		}
 		it.size = estimateSize(&it)
 		items = append(items, it)
-		shardOf = append(shardOf, int(ls.Hash()%nShards))
+		var h uint64
+		h, in.hashBuf = model.HashLabels(ls, in.hashBuf)
+		shardOf = append(shardOf, int(h%nShards))
 	}
 	if sendMeta && !v2 {
 		for _, fm := range in.families {
@@ -347,6 +355,77 @@ func (f *forwarder) prepare(in *prepareInput, p *prepared) {
 		return
 	}
 	p.items, p.ranges, p.total = groupByShard(items, shardOf, len(f.shards))
+}
+
+// takesRaw reports whether the upstream sends raw exactly as it came: it
+// speaks 1.0 and changes nothing (no write relabeling, no age limit, and
+// it sends every kind of point raw holds). External labels are checked by
+// the caller, for all upstreams at once.
+func (f *forwarder) takesRaw(raw *model.RawV1) bool {
+	c := f.cfg
+	return f.proto() == model.ProtoV1 && len(c.WriteRelabelConfigs) == 0 && c.QueueConfig.SampleAgeLimit <= 0 &&
+		(raw.Histograms == 0 || c.SendNativeHistograms) && (raw.Exemplars == 0 || c.SendExemplars)
+}
+
+// prepareRaw is prepare for an upstream that takes raw as it came (see
+// takesRaw). In memory mode owned is a copy of raw.Msg that the items may
+// keep; in disk mode the request is written as it is.
+func (f *forwarder) prepareRaw(raw *model.RawV1, owned []byte, p *prepared) {
+	*p = prepared{f: f}
+	sendMeta := f.cfg.MetadataConfig.Send
+	if len(raw.Series) == 0 && (!sendMeta || len(raw.Metadata) == 0) {
+		return
+	}
+	if f.dq != nil {
+		p.raw, p.rawMeta = raw, sendMeta
+		return
+	}
+	n := len(raw.Series)
+	if sendMeta {
+		n += len(raw.Metadata)
+	}
+	items := make([]item, 0, n)
+	shardOf := make([]int, 0, n)
+	nShards := uint64(len(f.shards))
+	for _, rs := range raw.Series {
+		items = append(items, rawItem(rs.Bytes(owned), rs))
+		shardOf = append(shardOf, int(rs.Hash%nShards))
+	}
+	if sendMeta {
+		for _, sp := range raw.Metadata {
+			var md prompb.MetricMetadata
+			if err := md.Unmarshal(sp.Bytes(owned)); err != nil {
+				continue // the receiver checked it
+			}
+			it := item{family: familyFromV1(&md)}
+			it.size = estimateSize(&it)
+			items = append(items, it)
+			shardOf = append(shardOf, 0)
+		}
+	}
+	p.items, p.ranges, p.total = groupByShard(items, shardOf, len(f.shards))
+}
+
+// hasLabels reports whether every series of raw has every label of ext
+// with a non-empty value, so that adding ext as external labels changes
+// nothing.
+func hasLabels(raw *model.RawV1, ext labels.Labels) bool {
+	if ext.IsEmpty() {
+		return true
+	}
+	want := ext.Len()
+	for _, rs := range raw.Series {
+		found := 0
+		err := model.RangeRawLabels(rs.Bytes(raw.Msg), func(name, value []byte) {
+			if len(value) > 0 && ext.Has(string(name)) {
+				found++
+			}
+		})
+		if err != nil || found < want {
+			return false
+		}
+	}
+	return true
 }
 
 // groupByShard orders items by shard, stably, so that per-series order

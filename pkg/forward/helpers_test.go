@@ -2,6 +2,7 @@ package forward
 
 import (
 	"context"
+	"google.golang.org/protobuf/encoding/protowire"
 	"io"
 	"log/slog"
 	"net/http"
@@ -46,6 +47,8 @@ type gotRequest struct {
 	header   http.Header
 	series   []model.Series
 	metadata []model.FamilyMetadata // 1.0 only
+	// rawSeries are the 1.0 TimeSeries messages as they came.
+	rawSeries [][]byte
 }
 
 // responder decides the answer to the n-th request (from 0). It may write the
@@ -135,6 +138,24 @@ func decodeRequest(h http.Header, body []byte) (*gotRequest, error) {
 		return nil, err
 	}
 	got := &gotRequest{header: h.Clone()}
+	for b := raw; len(b) > 0; {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			break
+		}
+		b = b[n:]
+		if num == 1 && typ == protowire.BytesType {
+			v, m := protowire.ConsumeBytes(b)
+			if m < 0 {
+				break
+			}
+			got.rawSeries = append(got.rawSeries, v)
+		}
+		if n = protowire.ConsumeFieldValue(num, typ, b); n < 0 {
+			break
+		}
+		b = b[n:]
+	}
 	if strings.Contains(h.Get("Content-Type"), "proto=io.prometheus.write.v2.Request") {
 		got.proto = model.ProtoV2
 		var req writev2.Request

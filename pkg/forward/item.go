@@ -1,10 +1,12 @@
 package forward
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 
 	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/prompb"
 	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
 
 	"github.com/rwgateway/gateway/pkg/model"
@@ -27,6 +29,15 @@ type item struct {
 	// and no points.
 	family *model.FamilyMetadata
 
+	// raw, when set, is the whole series as a 1.0 TimeSeries message with
+	// its final labels, sent as it is (the fast path: see prepareRaw);
+	// labels, samples, histograms, exemplars and metadata are empty then,
+	// and hash and the raw counts describe it. It is read-only and may be
+	// shared by the items of several upstreams.
+	raw                                []byte
+	hash                               uint64
+	rawSamples, rawHists, rawExemplars uint32
+
 	// size is the estimated encoded size in bytes.
 	size int
 
@@ -40,6 +51,9 @@ type item struct {
 func (it *item) count() int {
 	if it.family != nil {
 		return 1
+	}
+	if it.raw != nil {
+		return int(it.rawSamples + it.rawHists + it.rawExemplars)
 	}
 	return len(it.samples) + len(it.histograms) + len(it.exemplars)
 }
@@ -73,6 +87,9 @@ func estimateSize(it *item) int {
 	if it.family != nil {
 		return metadataOverhead + len(it.family.MetricFamilyName) + len(it.family.Help) + len(it.family.Unit)
 	}
+	if it.raw != nil {
+		return len(it.raw) + 4
+	}
 	n := seriesOverhead + labelsSize(it.labels)
 	for i := range it.samples {
 		n += sampleBytes
@@ -96,6 +113,10 @@ func estimateSize(it *item) int {
 // then exemplars) and the rest. The metadata goes with the head.
 // 0 < n < it.count().
 func (it *item) split(n int) (head, tail item) {
+	if it.raw != nil {
+		st := it.structured()
+		return st.split(n)
+	}
 	head = item{labels: it.labels, metadata: it.metadata, rec: it.rec}
 	tail = item{labels: it.labels, rec: it.rec}
 	take := func(total int) int { k := min(n, total); n -= k; return k }
@@ -176,5 +197,62 @@ func cloneHistogram(h *model.Histogram) model.Histogram {
 	case *writev2.Histogram_ZeroCountFloat:
 		out.ZeroCount = &writev2.Histogram_ZeroCountFloat{ZeroCountFloat: z.ZeroCountFloat}
 	}
+	return out
+}
+
+// shardHash is the hash that picks the item's shard: the same for a series
+// in raw and in structured form (see model.HashLabels).
+func (it *item) shardHash(scratch []byte) (uint64, []byte) {
+	if it.raw != nil {
+		return it.hash, scratch
+	}
+	return model.HashLabels(it.labels, scratch)
+}
+
+// rawItem returns the item of a raw series: ts, a validated 1.0
+// TimeSeries message, described by rs.
+func rawItem(ts []byte, rs model.RawSeries) item {
+	it := item{raw: ts, hash: rs.Hash, rawSamples: rs.Samples, rawHists: rs.Histograms, rawExemplars: rs.Exemplars}
+	it.size = estimateSize(&it)
+	return it
+}
+
+// structured returns a raw item decoded, for the rare uses that need its
+// points one by one: splitting an oversized series, the age limit, a 2.0
+// encoding. Anything else is returned as it is.
+func (it *item) structured() item {
+	if it.raw == nil {
+		return *it
+	}
+	var ts prompb.TimeSeries
+	out := item{rec: it.rec}
+	if err := ts.Unmarshal(it.raw); err != nil {
+		// Raw series were validated before they were queued.
+		panic(fmt.Sprintf("decode a queued raw series: %v", err))
+	}
+	sb := labels.NewScratchBuilder(len(ts.Labels))
+	for _, l := range ts.Labels {
+		sb.Add(l.Name, l.Value)
+	}
+	sb.Sort()
+	out.labels = sb.Labels()
+	if len(ts.Samples) > 0 {
+		out.samples = make([]model.Sample, len(ts.Samples))
+		for i, s := range ts.Samples {
+			out.samples[i] = model.Sample{Value: s.Value, Timestamp: s.Timestamp}
+		}
+	}
+	for _, h := range ts.Histograms {
+		out.histograms = append(out.histograms, model.HistogramFromV1(h))
+	}
+	for _, e := range ts.Exemplars {
+		sb.Reset()
+		for _, l := range e.Labels {
+			sb.Add(l.Name, l.Value)
+		}
+		sb.Sort()
+		out.exemplars = append(out.exemplars, model.Exemplar{Labels: sb.Labels(), Value: e.Value, Timestamp: e.Timestamp})
+	}
+	out.size = estimateSize(&out)
 	return out
 }

@@ -21,6 +21,7 @@
 package forward
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -381,21 +382,6 @@ func (m *Manager) Enqueue(ctx context.Context, req *model.Request) error {
 		}
 		return ErrNotConfigured
 	}
-	in := prepareInput{
-		series:   copySeries(req),
-		external: set.external,
-		lb:       m.builders.Get().(*labels.Builder),
-	}
-	defer m.builders.Put(in.lb)
-	if len(req.Metadata) > 0 {
-		in.families = make([]*model.FamilyMetadata, len(req.Metadata))
-		for i, fm := range req.Metadata {
-			in.families[i] = &model.FamilyMetadata{
-				MetricFamilyName: strings.Clone(fm.MetricFamilyName),
-				Metadata:         cloneMetadata(fm.Metadata),
-			}
-		}
-	}
 	// A tenant's data goes only to the upstreams it is routed to.
 	fwds := set.fwds
 	if t := tenant.FromContext(ctx); t != nil {
@@ -406,9 +392,48 @@ func (m *Manager) Enqueue(ctx context.Context, req *model.Request) error {
 			}
 		}
 	}
+	// The fast path: upstreams that take the request as it came get its
+	// raw form; the others need it decoded, copied and relabeled.
+	raw := req.Raw
+	if raw != nil && (req.Proto != model.ProtoV1 || !hasLabels(raw, set.external)) {
+		raw = nil
+	}
+	useRaw := make([]bool, len(fwds))
+	slow, rawMem := false, false
+	for i, f := range fwds {
+		useRaw[i] = raw != nil && f.takesRaw(raw)
+		slow = slow || !useRaw[i]
+		rawMem = rawMem || (useRaw[i] && f.dq == nil)
+	}
+	in := prepareInput{
+		external: set.external,
+		lb:       m.builders.Get().(*labels.Builder),
+	}
+	defer m.builders.Put(in.lb)
+	if slow {
+		req.Materialize()
+		in.series = copySeries(req)
+		if len(req.Metadata) > 0 {
+			in.families = make([]*model.FamilyMetadata, len(req.Metadata))
+			for i, fm := range req.Metadata {
+				in.families[i] = &model.FamilyMetadata{
+					MetricFamilyName: strings.Clone(fm.MetricFamilyName),
+					Metadata:         cloneMetadata(fm.Metadata),
+				}
+			}
+		}
+	}
+	var owned []byte // the raw message, copied once for the memory queues
+	if rawMem {
+		owned = bytes.Clone(raw.Msg)
+	}
 	preps := make([]prepared, len(fwds))
 	for i, f := range fwds {
-		f.prepare(&in, &preps[i])
+		if useRaw[i] {
+			f.prepareRaw(raw, owned, &preps[i])
+		} else {
+			f.prepare(&in, &preps[i])
+		}
 	}
 	defer func() {
 		for i := range preps {
@@ -422,11 +447,15 @@ func (m *Manager) Enqueue(ctx context.Context, req *model.Request) error {
 	now := time.Now()
 	for i := range preps {
 		p := &preps[i]
-		if p.f.dq == nil || len(p.items) == 0 {
+		if p.f.dq == nil || (len(p.items) == 0 && p.raw == nil) {
 			continue
 		}
 		p.enc = m.encoders.Get().(*recordEncoder)
-		p.recs, p.recBytes = p.enc.encode(p.items, now)
+		if p.raw != nil {
+			p.recs, p.recBytes = p.enc.encodeRaw(p.raw, p.rawMeta, now)
+		} else {
+			p.recs, p.recBytes = p.enc.encode(p.items, now)
+		}
 		if !p.f.dq.HasRoom(len(p.recs), p.recBytes) {
 			return p.f.full()
 		}

@@ -5,10 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"time"
 
 	"github.com/golang/snappy"
 	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/prompb"
+	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/rwgateway/gateway/pkg/model"
 )
@@ -35,8 +38,15 @@ import (
 //
 // Float values are stored as their bits, so every NaN (stale markers
 // included) comes back identical.
+//
+// Version 2 is a remote write 1.0 request as the fast path queues it (see
+// prepareRaw): a uvarint append time in Unix milliseconds, then a snappy
+// block holding a prometheus.WriteRequest whose series the receiver
+// validated, with their final labels. It is often the client's own body,
+// as it was sent.
 const (
 	recordV1 = 1
+	recordV2 = 2
 
 	itemSeries = 1
 	itemFamily = 2
@@ -82,6 +92,59 @@ func (e *recordEncoder) encode(items []item, appended time.Time) ([][]byte, int6
 		lo = hi
 	}
 	// e.out may have moved while growing: slice it once it is complete.
+	for i, start := range offs {
+		end := len(e.out)
+		if i+1 < len(offs) {
+			end = offs[i+1]
+		}
+		e.recs = append(e.recs, e.out[start:end:end])
+	}
+	return e.recs, int64(len(e.out))
+}
+
+// encodeRaw returns the request raw as version 2 records, its metadata
+// included if withMeta, and their total size. The client's compressed body
+// is the record when it holds exactly that.
+func (e *recordEncoder) encodeRaw(raw *model.RawV1, withMeta bool, appended time.Time) ([][]byte, int64) {
+	e.out, e.recs = e.out[:0], e.recs[:0]
+	var offs []int
+	header := func() {
+		offs = append(offs, len(e.out))
+		e.out = append(e.out, recordV2)
+		e.out = binary.AppendUvarint(e.out, uint64(appended.UnixMilli()))
+	}
+	if (withMeta || len(raw.Metadata) == 0) && len(raw.Msg) <= maxRecordItemBytes && raw.Compressed != nil {
+		header()
+		e.out = append(e.out, raw.Compressed...)
+	} else {
+		flush := func() {
+			header()
+			start := len(e.out)
+			e.out = slices.Grow(e.out, snappy.MaxEncodedLen(len(e.raw)))
+			enc := snappy.Encode(e.out[start:cap(e.out)], e.raw)
+			e.out = e.out[:start+len(enc)]
+			e.raw = e.raw[:0]
+		}
+		e.raw = e.raw[:0]
+		add := func(num protowire.Number, m []byte) {
+			if len(e.raw) > 0 && len(e.raw)+len(m) > maxRecordItemBytes {
+				flush()
+			}
+			e.raw = protowire.AppendTag(e.raw, num, protowire.BytesType)
+			e.raw = protowire.AppendBytes(e.raw, m)
+		}
+		for _, rs := range raw.Series {
+			add(1, rs.Bytes(raw.Msg))
+		}
+		if withMeta {
+			for _, md := range raw.Metadata {
+				add(3, md.Bytes(raw.Msg))
+			}
+		}
+		if len(e.raw) > 0 {
+			flush()
+		}
+	}
 	for i, start := range offs {
 		end := len(e.out)
 		if i+1 < len(offs) {
@@ -154,8 +217,9 @@ func appendMetadata(b []byte, m model.Metadata) []byte {
 // recordDecoder reads records back. Not safe for concurrent use: the reader
 // goroutine of a forwarder owns one.
 type recordDecoder struct {
-	raw []byte
-	sb  labels.ScratchBuilder
+	raw    []byte
+	sb     labels.ScratchBuilder
+	hasher model.LabelHasher
 }
 
 // decode returns the items of rec, which it does not retain, and the time
@@ -167,6 +231,8 @@ func (d *recordDecoder) decode(rec []byte) ([]item, time.Time, error) {
 	}
 	switch rec[0] {
 	case recordV1:
+	case recordV2:
+		return d.decodeV2(rec[1:])
 	default:
 		return nil, time.Time{}, fmt.Errorf("unknown record version %d", rec[0])
 	}
@@ -330,4 +396,67 @@ func (r *recordReader) body() ([]item, time.Time) {
 		r.fail(fmt.Errorf("%d bytes after the last item", len(r.buf)-r.off))
 	}
 	return items, appended
+}
+
+// decodeV2 returns the items of a version 2 record body. The raw items
+// share one buffer per record, which they own.
+func (d *recordDecoder) decodeV2(rec []byte) ([]item, time.Time, error) {
+	ms, k := binary.Uvarint(rec)
+	if k <= 0 {
+		return nil, time.Time{}, errRecordTruncated
+	}
+	rec = rec[k:]
+	n, err := snappy.DecodedLen(rec)
+	if err != nil {
+		return nil, time.Time{}, fmt.Errorf("decode snappy: %w", err)
+	}
+	if n > maxDecodedRecordBytes {
+		return nil, time.Time{}, fmt.Errorf("record of %d bytes decoded is over the %d limit", n, maxDecodedRecordBytes)
+	}
+	msg, err := snappy.Decode(make([]byte, n), rec)
+	if err != nil {
+		return nil, time.Time{}, fmt.Errorf("decode snappy: %w", err)
+	}
+	var items []item
+	for b := msg; len(b) > 0; {
+		num, typ, k := protowire.ConsumeTag(b)
+		if k < 0 || typ != protowire.BytesType {
+			return nil, time.Time{}, fmt.Errorf("malformed 1.0 request in record")
+		}
+		v, m := protowire.ConsumeBytes(b[k:])
+		if m < 0 {
+			return nil, time.Time{}, errRecordTruncated
+		}
+		b = b[k+m:]
+		switch num {
+		case 1:
+			rs, err := model.ScanRawSeries(v, &d.hasher)
+			if err != nil {
+				return nil, time.Time{}, err
+			}
+			if items == nil {
+				items = make([]item, 0, len(msg)/max(len(v), 1)+1)
+			}
+			items = append(items, rawItem(v, rs))
+		case 3:
+			var md prompb.MetricMetadata
+			if err := md.Unmarshal(v); err != nil {
+				return nil, time.Time{}, fmt.Errorf("unmarshal metadata: %w", err)
+			}
+			it := item{family: familyFromV1(&md)}
+			it.size = estimateSize(&it)
+			items = append(items, it)
+		default:
+			return nil, time.Time{}, fmt.Errorf("unknown field %d in record", num)
+		}
+	}
+	return items, time.UnixMilli(int64(ms)), nil
+}
+
+// familyFromV1 converts 1.0 metadata to the model's form.
+func familyFromV1(md *prompb.MetricMetadata) *model.FamilyMetadata {
+	return &model.FamilyMetadata{
+		MetricFamilyName: md.MetricFamilyName,
+		Metadata:         model.Metadata{Type: model.MetricTypeFromV1(md.Type), Help: md.Help, Unit: md.Unit},
+	}
 }

@@ -112,11 +112,57 @@ type Request struct {
 	// Metadata holds 1.0 family metadata; 2.0 clients send metadata inside
 	// each series instead.
 	Metadata []FamilyMetadata
+
+	// Raw, when not nil, is the request in its 1.0 wire form, holding the
+	// same series as Series; see RawV1. Whoever changes a series' labels
+	// sets Raw to nil.
+	Raw *RawV1
+	// lazy, when not nil, fills Series and Metadata from Raw: the receiver
+	// leaves them to be decoded on demand. See Materialize.
+	lazy func()
+}
+
+// SetLazy makes fill the function that Materialize calls to fill Series and
+// Metadata; until then they are empty and Raw holds the request.
+func (r *Request) SetLazy(fill func()) { r.lazy = fill }
+
+// Materialize fills Series and Metadata if the receiver left them to be
+// decoded on demand (Raw is set then). Call it before reading or changing
+// Series or Metadata; it is cheap once done. Not safe for concurrent use.
+func (r *Request) Materialize() {
+	if fill := r.lazy; fill != nil {
+		r.lazy = nil
+		fill()
+	}
+}
+
+// Lazy reports whether Series and Metadata are still to be filled by
+// Materialize.
+func (r *Request) Lazy() bool { return r.lazy != nil }
+
+// NumSeries returns the number of series, without materializing them.
+func (r *Request) NumSeries() int {
+	if r.lazy != nil {
+		return len(r.Raw.Series)
+	}
+	return len(r.Series)
+}
+
+// NumMetadata returns the number of 1.0 family metadata entries, without
+// materializing them.
+func (r *Request) NumMetadata() int {
+	if r.lazy != nil {
+		return len(r.Raw.Metadata)
+	}
+	return len(r.Metadata)
 }
 
 // Counts returns the number of float samples, histogram samples and
 // exemplars in r.
 func (r *Request) Counts() (samples, histograms, exemplars int) {
+	if r.lazy != nil {
+		return r.Raw.Samples, r.Raw.Histograms, r.Raw.Exemplars
+	}
 	for i := range r.Series {
 		samples += len(r.Series[i].Samples)
 		histograms += len(r.Series[i].Histograms)
@@ -132,4 +178,6 @@ func (r *Request) Reset() {
 	clear(r.Metadata)
 	r.Metadata = r.Metadata[:0]
 	r.Proto = ProtoV1
+	r.Raw = nil
+	r.lazy = nil
 }

@@ -43,6 +43,14 @@ type decoded struct {
 	// size is the length of the message decoded into d, for the pool's
 	// size bound (maxPooledBytes).
 	size int
+
+	// The 1.0 raw scan (see scanV1): req.Raw points to raw when it
+	// accepted msg, and fill, made once per state, is what
+	// req.Materialize calls then.
+	raw    model.RawV1
+	hasher model.LabelHasher
+	msg    []byte
+	fill   func()
 }
 
 // statePool pools decoded states whose wire message newWire creates.
@@ -77,6 +85,10 @@ func (p *statePool) put(d *decoded) {
 	clear(d.req.Metadata)
 	d.req.Metadata = d.req.Metadata[:0]
 	d.req.Proto = model.ProtoV1
+	d.req.Raw = nil
+	d.req.SetLazy(nil)
+	d.raw = model.RawV1{Series: d.raw.Series[:0], Metadata: d.raw.Metadata[:0]}
+	d.msg = nil
 	d.invalid.reset()
 	p.pool.Put(d)
 }

@@ -15,11 +15,26 @@ type v1Decoder struct {
 }
 
 func newV1Decoder() *v1Decoder {
-	return &v1Decoder{states: newStatePool(func() any { return new(prompb.WriteRequest) })}
+	dec := &v1Decoder{states: newStatePool(func() any { return new(prompb.WriteRequest) })}
+	return dec
 }
 
+// decode scans msg (see scanV1) and, if the request can be passed on raw,
+// leaves its Series and Metadata to Materialize; otherwise, or when
+// Materialize is called, it decodes and validates it in full.
 func (dec *v1Decoder) decode(msg []byte) (*decoded, error) {
 	d := dec.states.get(len(msg))
+	if scanV1(d, msg) {
+		d.req.Proto = model.ProtoV1
+		d.req.Raw = &d.raw
+		d.msg = msg
+		if d.fill == nil {
+			d.fill = func() { d.materializeV1() }
+		}
+		d.req.SetLazy(d.fill)
+		return d, nil
+	}
+	d.raw = model.RawV1{Series: d.raw.Series[:0], Metadata: d.raw.Metadata[:0]}
 	wr := d.wire.(*prompb.WriteRequest)
 	if err := unmarshalV1(wr, msg); err != nil {
 		dec.release(d)
@@ -32,6 +47,17 @@ func (dec *v1Decoder) decode(msg []byte) (*decoded, error) {
 
 func (dec *v1Decoder) release(d *decoded) {
 	dec.states.put(d)
+}
+
+// materializeV1 fills d.req.Series and Metadata from the message that
+// scanV1 accepted: the full decoder finds every series valid.
+func (d *decoded) materializeV1() {
+	wr := d.wire.(*prompb.WriteRequest)
+	if err := unmarshalV1(wr, d.msg); err != nil {
+		// scanV1 accepted only what unmarshalV1 reads.
+		panic(fmt.Sprintf("materialize a scanned 1.0 request: %v", err))
+	}
+	convertV1(d, wr)
 }
 
 // unmarshalV1 decodes msg into m, reusing m's memory.

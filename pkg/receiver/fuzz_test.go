@@ -62,6 +62,11 @@ func fuzzSeeds(p model.Protocol) [][]byte {
 type acceptingQueue struct{ t *testing.T }
 
 func (q acceptingQueue) Enqueue(_ context.Context, req *model.Request) error {
+	raw := req.Raw
+	req.Materialize()
+	if raw != nil {
+		checkRawMatches(q.t, req)
+	}
 	for _, s := range req.Series {
 		if _, detail, ok := validateLabels(s.Labels, true); !ok {
 			q.t.Errorf("enqueued a series with invalid labels %s: %s", s.Labels, detail)

@@ -19,7 +19,11 @@
 // retain the request or any of those slices after Enqueue returns; it copies
 // what it keeps. Strings and labels.Labels values in the request are
 // ordinary immutable Go values, never backed by pooled memory, and may be
-// retained.
+// retained. The request's Raw form (see model.RawV1) is all pooled memory.
+//
+// A remote write 1.0 request whose series are all valid, sorted and plainly
+// encoded reaches the Enqueuer with Raw set and its Series and Metadata not
+// yet decoded: an Enqueuer that reads them calls req.Materialize first.
 package receiver
 
 import (
@@ -230,7 +234,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	req := &d.req
-	if len(req.Series) > 0 || len(req.Metadata) > 0 {
+	if req.Raw != nil {
+		req.Raw.Compressed = body
+	}
+	if req.NumSeries() > 0 || req.NumMetadata() > 0 {
 		if err := h.q.Enqueue(r.Context(), req); err != nil {
 			code, reason, retryAfter := enqueueStatus(err)
 			if retryAfter > 0 {

@@ -130,6 +130,10 @@ func expected(p model.Protocol, series []tseries, md []model.FamilyMetadata) mod
 // copyRequest deep-copies r, with empty slices as nil so that requests
 // compare equal whatever buffers they came from.
 func copyRequest(r *model.Request) model.Request {
+	if r.Raw != nil && r.Lazy() {
+		r.Materialize()
+	}
+
 	out := model.Request{Proto: r.Proto}
 	for _, s := range r.Series {
 		c := model.Series{Labels: s.Labels.Copy(), Metadata: s.Metadata, Samples: cloneOrNil(s.Samples)}
@@ -269,4 +273,34 @@ func testutilSum(cs ...prometheus.Collector) float64 {
 		sum += testutil.ToFloat64(c)
 	}
 	return sum
+}
+
+// checkRawMatches checks that req's raw form, if any, describes the same
+// series as its materialized Series.
+func checkRawMatches(t testing.TB, req *model.Request) {
+	t.Helper()
+	raw := req.Raw
+	if raw == nil {
+		return
+	}
+	if len(raw.Series) != len(req.Series) || len(raw.Metadata) != len(req.Metadata) {
+		t.Errorf("raw form has %d series and %d metadata, materialized %d and %d",
+			len(raw.Series), len(raw.Metadata), len(req.Series), len(req.Metadata))
+		return
+	}
+	var h model.LabelHasher
+	for i, rs := range raw.Series {
+		s := &req.Series[i]
+		want, _ := model.HashLabels(s.Labels, nil)
+		got, err := model.ScanRawSeries(rs.Bytes(raw.Msg), &h)
+		if err != nil || rs.Hash != want || got.Hash != want ||
+			int(rs.Samples) != len(s.Samples) || int(rs.Histograms) != len(s.Histograms) || int(rs.Exemplars) != len(s.Exemplars) ||
+			got.Samples != rs.Samples || got.Histograms != rs.Histograms || got.Exemplars != rs.Exemplars {
+			t.Errorf("raw series %d (%s) does not match: %+v, rescanned %+v (err %v)", i, s.Labels, rs, got, err)
+		}
+	}
+	samples, histograms, exemplars := req.Counts()
+	if raw.Samples != samples || raw.Histograms != histograms || raw.Exemplars != exemplars {
+		t.Errorf("raw totals %d/%d/%d, materialized %d/%d/%d", raw.Samples, raw.Histograms, raw.Exemplars, samples, histograms, exemplars)
+	}
 }

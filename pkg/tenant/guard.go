@@ -145,12 +145,13 @@ func (g *Guard) checkShape(t *Tenant, req *model.Request) error {
 		g.metrics.Rejected.WithLabelValues(t.ID, reason).Inc()
 		return &limitError{code: http.StatusBadRequest, msg: msg}
 	}
-	if l.MaxSeriesPerRequest > 0 && len(req.Series) > l.MaxSeriesPerRequest {
-		return reject(registry.TenantSeries, fmt.Sprintf("%d series in one request, over the limit of %d", len(req.Series), l.MaxSeriesPerRequest))
+	if n := req.NumSeries(); l.MaxSeriesPerRequest > 0 && n > l.MaxSeriesPerRequest {
+		return reject(registry.TenantSeries, fmt.Sprintf("%d series in one request, over the limit of %d", n, l.MaxSeriesPerRequest))
 	}
 	if l.MaxLabelsPerSeries == 0 && l.MaxLabelNameLength == 0 && l.MaxLabelValueLength == 0 {
 		return nil
 	}
+	req.Materialize()
 	for i := range req.Series {
 		ls := req.Series[i].Labels
 		if l.MaxLabelsPerSeries > 0 && ls.Len() > l.MaxLabelsPerSeries {
@@ -174,7 +175,10 @@ func (g *Guard) checkShape(t *Tenant, req *model.Request) error {
 }
 
 // setLabels sets extra on every series of req, replacing same-named labels.
+// The request's wire form no longer matches its labels, so it is dropped.
 func setLabels(req *model.Request, extra labels.Labels) {
+	req.Materialize()
+	req.Raw = nil
 	b := labels.NewBuilder(labels.EmptyLabels())
 	for i := range req.Series {
 		b.Reset(req.Series[i].Labels)

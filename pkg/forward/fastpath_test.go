@@ -1,0 +1,187 @@
+package forward
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/prompb"
+	"github.com/stretchr/testify/require"
+
+	"github.com/rwgateway/gateway/pkg/model"
+	"github.com/rwgateway/gateway/pkg/receiver"
+	"github.com/rwgateway/gateway/pkg/receiver/rwtest"
+	"github.com/rwgateway/gateway/pkg/registry"
+)
+
+// postV1 sends wr through a receiver handler to m, as the gateway does.
+func postV1(t *testing.T, m *Manager, wr *prompb.WriteRequest) {
+	t.Helper()
+	h := receiver.NewHandler(nil, registry.NewReceiverMetrics(prometheus.NewRegistry()), m, receiver.Options{})
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, rwtest.NewHTTPRequest(model.ProtoV1, rwtest.Encode(wr)))
+	require.Equal(t, http.StatusNoContent, rec.Code, rec.Body.String())
+}
+
+// marshalledSeries returns each series of wr as its client marshals it.
+func marshalledSeries(t *testing.T, wr *prompb.WriteRequest) [][]byte {
+	t.Helper()
+	var out [][]byte
+	for i := range wr.Timeseries {
+		b, err := wr.Timeseries[i].Marshal()
+		require.NoError(t, err)
+		out = append(out, b)
+	}
+	return out
+}
+
+func sortedBytes(in [][]byte) []string {
+	out := make([]string, len(in))
+	for i, b := range in {
+		out[i] = string(b)
+	}
+	slices.Sort(out)
+	return out
+}
+
+func waitRaw(t *testing.T, u *fakeUpstream, n int) [][]byte {
+	t.Helper()
+	var got [][]byte
+	require.Eventually(t, func() bool {
+		got = got[:0]
+		for _, r := range u.requests() {
+			got = append(got, r.rawSeries...)
+		}
+		return len(got) >= n
+	}, waitFor, time.Millisecond)
+	return got
+}
+
+// An unchanged 1.0 request reaches a 1.0 upstream with every series byte
+// for byte as the client sent it; an upstream with a relabel config gets
+// the same request relabeled, through the slow path.
+func TestFastPath(t *testing.T) {
+	for _, disk := range []bool{false, true} {
+		name := "memory"
+		if disk {
+			name = "disk"
+		}
+		t.Run(name, func(t *testing.T) {
+			plain := newFakeUpstream(t, nil)
+			relabeled := newFakeUpstream(t, nil)
+			u1 := testUpstream(t, "plain", plain.srv.URL, false)
+			u2 := testUpstream(t, "relabeled", relabeled.srv.URL, false)
+			u2.WriteRelabelConfigs = relabelConfigs(t, `
+- action: labeldrop
+  regex: instance
+`)
+			var opts Options
+			if disk {
+				opts.StoragePath = t.TempDir()
+			}
+			m, _, _, _ := newTestManagerOpts(t, testConfig(u1, u2), opts)
+
+			wr := rwtest.V1Request(300, 2)
+			postV1(t, m, wr)
+			want := marshalledSeries(t, wr)
+			got := waitRaw(t, plain, len(want))
+			require.Equal(t, sortedBytes(want), sortedBytes(got))
+
+			var wantRelabeled []string
+			for i := range wr.Timeseries {
+				b := labels.NewBuilder(rwtest.SeriesLabels(i))
+				b.Del("instance")
+				wantRelabeled = append(wantRelabeled, b.Labels().String())
+			}
+			require.Eventually(t, func() bool { return len(relabeled.series()) >= len(want) }, waitFor, time.Millisecond)
+			var gotRelabeled []string
+			for _, s := range relabeled.series() {
+				gotRelabeled = append(gotRelabeled, s.Labels.String())
+				require.Len(t, s.Samples, 2)
+			}
+			slices.Sort(wantRelabeled)
+			slices.Sort(gotRelabeled)
+			require.Equal(t, wantRelabeled, gotRelabeled)
+		})
+	}
+}
+
+// Raw records a 1.0 upstream queued on disk are sent as 2.0 once the
+// upstream is reconfigured to speak it, and a series keeps its shard
+// whichever form it is in.
+func TestFastPathDiskToV2(t *testing.T) {
+	dir := t.TempDir()
+	down := newFakeUpstream(t, func(http.ResponseWriter, *http.Request, *gotRequest, int) int { return http.StatusServiceUnavailable })
+	u := testUpstream(t, "u", down.srv.URL, false)
+	m, _, _, _ := newTestManagerOpts(t, testConfig(u), Options{StoragePath: dir})
+	wr := rwtest.V1Request(50, 3)
+	postV1(t, m, wr)
+	m.Stop(t.Context())
+
+	up := newFakeUpstream(t, nil)
+	u2 := testUpstream(t, "u", up.srv.URL, true)
+	newTestManagerOpts(t, testConfig(u2), Options{StoragePath: dir})
+	require.Eventually(t, func() bool { return up.samples() >= 150 }, waitFor, time.Millisecond)
+	for _, r := range up.requests() {
+		require.Equal(t, model.ProtoV2, r.proto)
+	}
+	var got []string
+	for _, s := range up.series() {
+		got = append(got, s.Labels.String())
+	}
+	var want []string
+	for i := range 50 {
+		want = append(want, rwtest.SeriesLabels(i).String())
+	}
+	slices.Sort(got)
+	slices.Sort(want)
+	require.Equal(t, want, got)
+}
+
+func TestHashLabelsMatchesRaw(t *testing.T) {
+	wr := rwtest.V1Request(20, 1)
+	var h model.LabelHasher
+	for i, b := range marshalledSeries(t, wr) {
+		rs, err := model.ScanRawSeries(b, &h)
+		require.NoError(t, err)
+		want, _ := model.HashLabels(rwtest.SeriesLabels(i), nil)
+		require.Equal(t, want, rs.Hash)
+		got, err := model.HashRawLabels(b, &h)
+		require.NoError(t, err)
+		require.Equal(t, want, got)
+	}
+}
+
+// External labels that every series already has leave the request raw;
+// one that some series lacks sends it through the slow path, which adds it.
+func TestFastPathExternalLabels(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		external labels.Labels
+		raw      bool
+	}{
+		{"present", labels.FromStrings("job", "other"), true},
+		{"missing", labels.FromStrings("replica", "r1"), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			up := newFakeUpstream(t, nil)
+			cfg := testConfig(testUpstream(t, "u", up.srv.URL, false))
+			cfg.Global.ExternalLabels = tc.external
+			m, _, _ := newTestManager(t, cfg)
+			wr := rwtest.V1Request(40, 1)
+			postV1(t, m, wr)
+			got := waitRaw(t, up, 40)
+			if tc.raw {
+				require.Equal(t, sortedBytes(marshalledSeries(t, wr)), sortedBytes(got))
+				return
+			}
+			for _, s := range up.series() {
+				require.Equal(t, "r1", s.Labels.Get("replica"), s.Labels.String())
+			}
+		})
+	}
+}

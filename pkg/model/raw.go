@@ -1,0 +1,294 @@
+package model
+
+import (
+	"errors"
+
+	"github.com/cespare/xxhash/v2"
+	"github.com/prometheus/prometheus/model/labels"
+	"google.golang.org/protobuf/encoding/protowire"
+)
+
+// RawV1 is a remote write 1.0 request in its wire form, for the forwarders
+// that can send it on as it came: a 1.0 upstream whose labels need no
+// change. The receiver sets it only when every series of the request is
+// valid, has its labels sorted by name, and uses nothing of the wire format
+// that the receiver would not send on unchanged (unknown fields, repeated
+// scalar fields).
+//
+// Everything in it aliases the receiver's pooled buffers: a consumer copies
+// what it keeps past Enqueue. Its slices hold no pointers but Msg and
+// Compressed, so the garbage collector does not scan per-series entries.
+type RawV1 struct {
+	// Compressed is the snappy-compressed body the client sent, whose
+	// decoded form is Msg.
+	Compressed []byte
+	// Msg is the decoded prometheus.WriteRequest.
+	Msg []byte
+	// Series are the request's TimeSeries messages, in order.
+	Series []RawSeries
+	// Metadata are the request's MetricMetadata messages, in order.
+	Metadata []Span
+	// Samples, Histograms and Exemplars are the request's totals.
+	Samples, Histograms, Exemplars int
+}
+
+// Span is a message inside RawV1.Msg: Msg[Off:Off+Len].
+type Span struct {
+	Off, Len uint32
+}
+
+// Bytes returns s's bytes in msg.
+func (s Span) Bytes(msg []byte) []byte { return msg[s.Off : s.Off+s.Len : s.Off+s.Len] }
+
+// RawSeries is one TimeSeries message of a RawV1.
+type RawSeries struct {
+	Span
+	// Hash is HashLabels of the series' labels.
+	Hash uint64
+	// Samples, Histograms and Exemplars count the series' points.
+	Samples, Histograms, Exemplars uint32
+}
+
+// Points returns the series' samples, histograms and exemplars.
+func (s *RawSeries) Points() int { return int(s.Samples + s.Histograms + s.Exemplars) }
+
+// HashLabels returns the shard hash of a label set: xxhash over the
+// labels' canonical encoding as the labels field of a 1.0 TimeSeries (what
+// gogo-generated Marshal writes: name, then value if not empty, every
+// length a minimal varint). It equals the hash ScanRawSeries and the
+// receiver compute from the wire form of the same labels in the same
+// order, so a series hashes the same whichever form it is in; for a
+// canonically encoded TimeSeries, the hash is of its label bytes as they
+// are. scratch is reused and returned.
+func HashLabels(ls labels.Labels, scratch []byte) (uint64, []byte) {
+	b := scratch[:0]
+	ls.Range(func(l labels.Label) { b = appendLabelEntry(b, l.Name, l.Value) })
+	return xxhash.Sum64(b), b
+}
+
+// appendLabelEntry appends the canonical encoding of one label as a
+// TimeSeries labels field.
+func appendLabelEntry[S string | []byte](b []byte, name, value S) []byte {
+	n := 0
+	if len(name) > 0 {
+		n += 1 + protowire.SizeVarint(uint64(len(name))) + len(name)
+	}
+	if len(value) > 0 {
+		n += 1 + protowire.SizeVarint(uint64(len(value))) + len(value)
+	}
+	b = append(b, 0x0a)
+	b = protowire.AppendVarint(b, uint64(n))
+	if len(name) > 0 {
+		b = append(b, 0x0a)
+		b = protowire.AppendVarint(b, uint64(len(name)))
+		b = append(b, name...)
+	}
+	if len(value) > 0 {
+		b = append(b, 0x12)
+		b = protowire.AppendVarint(b, uint64(len(value)))
+		b = append(b, value...)
+	}
+	return b
+}
+
+// SmallLabel reads a TimeSeries labels field at the start of b if it is
+// canonically encoded with every length under 128 (so every length is one
+// byte and every byte of the field outside name and value is ASCII): it
+// returns the field's length, the label's name and value, and true. A
+// non-empty name is required. Otherwise ok is false and the caller reads
+// the field the general way.
+func SmallLabel(b []byte) (n int, name, value []byte, ok bool) {
+	if len(b) < 4 || b[0] != 0x0a || b[1] >= 0x80 || b[2] != 0x0a || b[3] == 0 || b[3] >= 0x80 {
+		return 0, nil, nil, false
+	}
+	l, ln := int(b[1]), int(b[3])
+	if len(b) < 2+l || l < 2+ln {
+		return 0, nil, nil, false
+	}
+	name = b[4 : 4+ln]
+	rest := b[4+ln : 2+l]
+	if len(rest) == 0 {
+		return 2 + l, name, nil, true
+	}
+	if len(rest) < 3 || rest[0] != 0x12 || rest[1] == 0 || rest[1] >= 0x80 || int(rest[1]) != len(rest)-2 {
+		return 0, nil, nil, false
+	}
+	return 2 + l, name, rest[2:], true
+}
+
+// LabelHasher computes HashLabels from wire-form labels fed in order. Reuse
+// one to keep its buffer.
+type LabelHasher struct {
+	b []byte
+}
+
+// Reset starts a new label set.
+func (h *LabelHasher) Reset() { h.b = h.b[:0] }
+
+// Add adds one label.
+func (h *LabelHasher) Add(name, value []byte) { h.b = appendLabelEntry(h.b, name, value) }
+
+// Sum returns the hash of the labels added since Reset.
+func (h *LabelHasher) Sum() uint64 { return xxhash.Sum64(h.b) }
+
+// HashRawLabels returns HashLabels of the labels of the TimeSeries ts, in
+// the order they are in.
+func HashRawLabels(ts []byte, h *LabelHasher) (uint64, error) {
+	off := 0
+	for off < len(ts) {
+		n, _, _, ok := SmallLabel(ts[off:])
+		if !ok {
+			break
+		}
+		off += n
+	}
+	if off == len(ts) || !hasLabelField(ts[off:]) {
+		return xxhash.Sum64(ts[:off]), nil
+	}
+	rs, err := ScanRawSeries(ts, h)
+	return rs.Hash, err
+}
+
+// hasLabelField reports whether ts has a labels field (or is malformed).
+func hasLabelField(ts []byte) bool {
+	for len(ts) > 0 {
+		num, typ, n := protowire.ConsumeTag(ts)
+		if n < 0 || num == 1 {
+			return true
+		}
+		ts = ts[n:]
+		n = protowire.ConsumeFieldValue(num, typ, ts)
+		if n < 0 {
+			return true
+		}
+		ts = ts[n:]
+	}
+	return false
+}
+
+// ErrRawSeries is returned by ScanRawSeries for a message that is not a
+// well-formed 1.0 TimeSeries.
+var ErrRawSeries = errors.New("malformed 1.0 time series")
+
+// ScanRawSeries reads a 1.0 TimeSeries message that was validated before
+// (the forwarders' queue records): it returns the hash of its labels, in
+// the order they are in, and its number of samples, histograms and
+// exemplars.
+func ScanRawSeries(ts []byte, h *LabelHasher) (RawSeries, error) {
+	var rs RawSeries
+	h.Reset()
+	// Leading canonical labels, the common case, hash as they are.
+	off := 0
+	for off < len(ts) {
+		n, _, _, ok := SmallLabel(ts[off:])
+		if !ok {
+			break
+		}
+		off += n
+	}
+	h.b = append(h.b, ts[:off]...)
+	ts = ts[off:]
+	for len(ts) > 0 {
+		num, typ, n := protowire.ConsumeTag(ts)
+		if n < 0 {
+			return rs, ErrRawSeries
+		}
+		ts = ts[n:]
+		if typ != protowire.BytesType {
+			n = protowire.ConsumeFieldValue(num, typ, ts)
+			if n < 0 {
+				return rs, ErrRawSeries
+			}
+			ts = ts[n:]
+			continue
+		}
+		v, n := protowire.ConsumeBytes(ts)
+		if n < 0 {
+			return rs, ErrRawSeries
+		}
+		ts = ts[n:]
+		switch num {
+		case 1:
+			name, value, ok := RawLabel(v)
+			if !ok {
+				return rs, ErrRawSeries
+			}
+			h.Add(name, value)
+		case 2:
+			rs.Samples++
+		case 3:
+			rs.Exemplars++
+		case 4:
+			rs.Histograms++
+		}
+	}
+	rs.Hash = h.Sum()
+	return rs, nil
+}
+
+// RawLabel returns the name and value of a 1.0 Label message.
+func RawLabel(b []byte) (name, value []byte, ok bool) {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return nil, nil, false
+		}
+		b = b[n:]
+		if typ != protowire.BytesType {
+			n = protowire.ConsumeFieldValue(num, typ, b)
+			if n < 0 {
+				return nil, nil, false
+			}
+			b = b[n:]
+			continue
+		}
+		v, n := protowire.ConsumeBytes(b)
+		if n < 0 {
+			return nil, nil, false
+		}
+		b = b[n:]
+		switch num {
+		case 1:
+			name = v
+		case 2:
+			value = v
+		}
+	}
+	return name, value, true
+}
+
+// RangeRawLabels calls fn for each label of the 1.0 TimeSeries ts, in the
+// order they are in. It returns ErrRawSeries if ts is malformed.
+func RangeRawLabels(ts []byte, fn func(name, value []byte)) error {
+	for len(ts) > 0 {
+		if n, name, value, ok := SmallLabel(ts); ok {
+			fn(name, value)
+			ts = ts[n:]
+			continue
+		}
+		num, typ, n := protowire.ConsumeTag(ts)
+		if n < 0 {
+			return ErrRawSeries
+		}
+		ts = ts[n:]
+		if num != 1 || typ != protowire.BytesType {
+			n = protowire.ConsumeFieldValue(num, typ, ts)
+			if n < 0 {
+				return ErrRawSeries
+			}
+			ts = ts[n:]
+			continue
+		}
+		v, n := protowire.ConsumeBytes(ts)
+		if n < 0 {
+			return ErrRawSeries
+		}
+		ts = ts[n:]
+		name, value, ok := RawLabel(v)
+		if !ok {
+			return ErrRawSeries
+		}
+		fn(name, value)
+	}
+	return nil
+}
