@@ -1,6 +1,7 @@
 package forward
 
 import (
+	"context"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -120,7 +121,11 @@ func TestFastPathDiskToV2(t *testing.T) {
 	m, _, _, _ := newTestManagerOpts(t, testConfig(u), Options{StoragePath: dir})
 	wr := rwtest.V1Request(50, 3)
 	postV1(t, m, wr)
-	m.Stop(t.Context())
+	// The upstream is down: Stop flushes until its deadline, then leaves
+	// the rest on disk.
+	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+	m.Stop(ctx)
+	cancel()
 
 	up := newFakeUpstream(t, nil)
 	u2 := testUpstream(t, "u", up.srv.URL, true)
