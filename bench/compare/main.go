@@ -204,6 +204,15 @@ func parseFlags(args []string) (*options, error) {
 			return nil, fmt.Errorf("%s binary %q not found (make build; scripts/peers.sh)", s, bin)
 		}
 	}
+	// Every process runs in its own directory, where a relative path would
+	// name nothing.
+	for _, p := range []*string{&o.bins.gateway, &o.bins.vmagent, &o.bins.prometheus} {
+		if *p != "" {
+			if abs, err := filepath.Abs(*p); err == nil {
+				*p = abs
+			}
+		}
+	}
 	for _, s := range splitList(o.scenarios) {
 		if !slices.Contains([]string{scOneUpstream, scTwoUpstreams, scLargeSeries, scV2Input}, s) {
 			return nil, fmt.Errorf("-scenarios: unknown scenario %q", s)
