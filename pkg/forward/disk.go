@@ -33,7 +33,7 @@ const (
 // diskQueue is what a forwarder uses of pkg/queue. Tests wrap the real
 // queue to inject errors such as a full disk.
 type diskQueue interface {
-	Append(recs ...[]byte) error
+	AppendAt(recs ...[]byte) (queue.Position, error)
 	HasRoom(n int, payloadBytes int64) bool
 	Next(ctx context.Context) ([]byte, queue.Position, error)
 	Ack(pos queue.Position) error
@@ -190,7 +190,8 @@ func (f *forwarder) readLoop() {
 		f.logger.Error("rewind disk queue; not reading it", "err", err)
 		return
 	}
-	var dec recordDecoder
+	q := &f.cfg.QueueConfig
+	dec := recordDecoder{shards: len(f.shards), maxN: q.MaxSamplesPerSend, maxB: q.MaxBytesPerSend}
 	for {
 		rec, pos, err := f.dq.Next(ctx)
 		if err != nil {
@@ -203,12 +204,15 @@ func (f *forwarder) readLoop() {
 			}
 			continue
 		}
-		size := len(rec)
-		items, appended, err := dec.decode(rec)
-		if err != nil {
-			f.undecodable.Add(float64(size))
-			f.logger.Error("decode queue record, skipped it", "err", err, "bytes", size)
-			items = nil
+		items, appended, ok := f.handoff.take(pos)
+		if !ok {
+			size := len(rec)
+			items, appended, err = dec.decode(rec)
+			if err != nil {
+				f.undecodable.Add(float64(size))
+				f.logger.Error("decode queue record, skipped it", "err", err, "bytes", size)
+				items = nil
+			}
 		}
 		pr := &pendingRecord{pos: pos, appended: appended}
 		for i := range items {

@@ -287,11 +287,11 @@ type noSpaceQueue struct {
 	full *atomic.Bool
 }
 
-func (q noSpaceQueue) Append(recs ...[]byte) error {
+func (q noSpaceQueue) AppendAt(recs ...[]byte) (queue.Position, error) {
 	if q.full.Load() {
-		return fmt.Errorf("%w: write segment: %w", queue.ErrFull, syscall.ENOSPC)
+		return queue.Position{}, fmt.Errorf("%w: write segment: %w", queue.ErrFull, syscall.ENOSPC)
 	}
-	return q.diskQueue.Append(recs...)
+	return q.diskQueue.AppendAt(recs...)
 }
 
 // TestDiskNoSpace: ENOSPC is the queue-full error. When it hits the second

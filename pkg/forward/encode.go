@@ -104,6 +104,13 @@ func (e *encoder) marshalV1(items []item) (batchStats, error) {
 			addFamily(it.family.MetricFamilyName, it.family.Metadata)
 			continue
 		}
+		if it.chunk {
+			b = append(b, it.raw...)
+			st.samples += int(it.rawSamples)
+			st.histograms += int(it.rawHists)
+			st.exemplars += int(it.rawExemplars)
+			continue
+		}
 		if it.raw != nil {
 			b = append(b, 0x0a)
 			b = protowire.AppendVarint(b, uint64(len(it.raw)))
@@ -191,6 +198,9 @@ func appendMessage(b []byte, num protowire.Number, m sizedMarshaler) ([]byte, er
 
 func (e *encoder) marshalV2(items []item) (batchStats, error) {
 	var st batchStats
+	// Raw series and chunks are queued for 1.0 upstreams only; these were
+	// read back from a disk queue of a former configuration.
+	items = expandRaw(items)
 	e.symbols.Reset()
 	ts := e.v2.Timeseries[:0]
 	e.v2ExRefs = e.v2ExRefs[:0]
@@ -200,12 +210,6 @@ func (e *encoder) marshalV2(items []item) (batchStats, error) {
 			// 2.0 has no family metadata: prepare attached it to the
 			// family's series.
 			continue
-		}
-		if it.raw != nil {
-			// Raw series are queued for 1.0 upstreams only; this one
-			// was read back from a disk queue of a former configuration.
-			conv := it.structured()
-			it = &conv
 		}
 		n := len(ts)
 		refs := e.symbols.SymbolizeLabels(it.labels, grow(&e.v2Refs, n))

@@ -190,3 +190,28 @@ func TestFastPathExternalLabels(t *testing.T) {
 		})
 	}
 }
+
+// In disk mode a reader that keeps up takes the requests' chunks from
+// Enqueue instead of decoding its records again, and what arrives is still
+// every series byte for byte; the handoff holds nothing once all is read.
+func TestFastPathHandoff(t *testing.T) {
+	up := newFakeUpstream(t, nil)
+	m, _, _, _ := newTestManagerOpts(t, testConfig(testUpstream(t, "u", up.srv.URL, false)), Options{StoragePath: t.TempDir()})
+	var want [][]byte
+	for range 5 {
+		wr := rwtest.V1Request(100, 1)
+		postV1(t, m, wr)
+		want = append(want, marshalledSeries(t, wr)...)
+	}
+	got := waitRaw(t, up, len(want))
+	require.Equal(t, sortedBytes(want), sortedBytes(got))
+	m.mu.RLock()
+	h := m.set.fwds[0].handoff
+	m.mu.RUnlock()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	require.Positive(t, h.hits, "the reader took chunks from Enqueue")
+	require.Equal(t, 5, h.hits+h.misses)
+	require.Empty(t, h.entries)
+	require.Zero(t, h.bytes)
+}

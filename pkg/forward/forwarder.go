@@ -58,6 +58,7 @@ type forwarder struct {
 	// only.
 	dq          diskQueue
 	acker       *acker
+	handoff     *handoff
 	readCtx     context.Context
 	readCancel  context.CancelFunc
 	readWG      sync.WaitGroup
@@ -141,6 +142,7 @@ func newForwarder(logger *slog.Logger, metrics *registry.ForwardMetrics, u *conf
 	if dq != nil {
 		f.dq = dq
 		f.acker = &acker{f: f}
+		f.handoff = &handoff{}
 		f.readCtx, f.readCancel = context.WithCancel(context.Background())
 		f.lag = qm.Lag.WithLabelValues(n)
 		f.undecodable = qm.CorruptBytes.WithLabelValues(n, corruptUndecodable)
@@ -235,6 +237,9 @@ type prepared struct {
 	// metadata if rawMeta.
 	raw     *model.RawV1
 	rawMeta bool
+	// handoff are the items of raw for the reader (see handoff), if the
+	// request is written as one record.
+	handoff []item
 	// Points dropped by relabeling or because the upstream does not take
 	// them; counted once the request is accepted.
 	dropRelabel, dropUnsupported int
@@ -368,9 +373,11 @@ func (f *forwarder) takesRaw(raw *model.RawV1) bool {
 }
 
 // prepareRaw is prepare for an upstream that takes raw as it came (see
-// takesRaw). In memory mode owned is a copy of raw.Msg that the items may
-// keep; in disk mode the request is written as it is.
-func (f *forwarder) prepareRaw(raw *model.RawV1, owned []byte, p *prepared) {
+// takesRaw): its series are copied into chunks (see chunkRaw). In memory
+// mode the chunks go to the shards. In disk mode the request is written as
+// it is, and its chunks, if handoff is set, are offered to the reader (see
+// handoff).
+func (f *forwarder) prepareRaw(raw *model.RawV1, handoff bool, p *prepared) {
 	*p = prepared{f: f}
 	sendMeta := f.cfg.MetadataConfig.Send
 	if len(raw.Series) == 0 && (!sendMeta || len(raw.Metadata) == 0) {
@@ -378,32 +385,38 @@ func (f *forwarder) prepareRaw(raw *model.RawV1, owned []byte, p *prepared) {
 	}
 	if f.dq != nil {
 		p.raw, p.rawMeta = raw, sendMeta
+		if handoff {
+			p.handoff = f.rawItems(raw.Msg, raw.Series, raw.Metadata, sendMeta, nil)
+		}
 		return
 	}
-	n := len(raw.Series)
-	if sendMeta {
-		n += len(raw.Metadata)
-	}
-	items := make([]item, 0, n)
-	shardOf := make([]int, 0, n)
-	nShards := uint64(len(f.shards))
-	for _, rs := range raw.Series {
-		items = append(items, rawItem(rs.Bytes(owned), rs))
-		shardOf = append(shardOf, int(rs.Hash%nShards))
-	}
-	if sendMeta {
-		for _, sp := range raw.Metadata {
+	var shardOf []int
+	items := f.rawItems(raw.Msg, raw.Series, raw.Metadata, sendMeta, &shardOf)
+	p.items, p.ranges, p.total = groupByShard(items, shardOf, len(f.shards))
+}
+
+// rawItems returns the chunks of the series of msg and, if withMeta, the
+// items of its metadata, all owning their memory. With shardOf set it also
+// returns each item's shard there.
+func (f *forwarder) rawItems(msg []byte, series []model.RawSeries, metadata []model.Span, withMeta bool, shardOf *[]int) []item {
+	q := &f.cfg.QueueConfig
+	items, shards := chunkRaw(msg, series, len(f.shards), q.MaxSamplesPerSend, q.MaxBytesPerSend)
+	if withMeta {
+		for _, sp := range metadata {
 			var md prompb.MetricMetadata
-			if err := md.Unmarshal(sp.Bytes(owned)); err != nil {
+			if err := md.Unmarshal(sp.Bytes(msg)); err != nil {
 				continue // the receiver checked it
 			}
 			it := item{family: familyFromV1(&md)}
 			it.size = estimateSize(&it)
 			items = append(items, it)
-			shardOf = append(shardOf, 0)
+			shards = append(shards, 0)
 		}
 	}
-	p.items, p.ranges, p.total = groupByShard(items, shardOf, len(f.shards))
+	if shardOf != nil {
+		*shardOf = shards
+	}
+	return items
 }
 
 // hasLabels reports whether every series of raw has every label of ext

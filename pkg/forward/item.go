@@ -37,6 +37,10 @@ type item struct {
 	raw                                []byte
 	hash                               uint64
 	rawSamples, rawHists, rawExemplars uint32
+	// chunk is set when raw is not one series but a run of them, as
+	// TimeSeries fields of a 1.0 WriteRequest (see chunkRaw); hash is then
+	// the chunk's shard.
+	chunk bool
 
 	// size is the estimated encoded size in bytes.
 	size int
@@ -87,6 +91,9 @@ func estimateSize(it *item) int {
 	if it.family != nil {
 		return metadataOverhead + len(it.family.MetricFamilyName) + len(it.family.Help) + len(it.family.Unit)
 	}
+	if it.chunk {
+		return len(it.raw)
+	}
 	if it.raw != nil {
 		return len(it.raw) + 4
 	}
@@ -113,6 +120,9 @@ func estimateSize(it *item) int {
 // then exemplars) and the rest. The metadata goes with the head.
 // 0 < n < it.count().
 func (it *item) split(n int) (head, tail item) {
+	if it.chunk {
+		return it.splitChunk(n)
+	}
 	if it.raw != nil {
 		st := it.structured()
 		return st.split(n)
@@ -221,6 +231,9 @@ func rawItem(ts []byte, rs model.RawSeries) item {
 // points one by one: splitting an oversized series, the age limit, a 2.0
 // encoding. Anything else is returned as it is.
 func (it *item) structured() item {
+	if it.chunk {
+		panic("structured of a chunk: use expandRaw")
+	}
 	if it.raw == nil {
 		return *it
 	}

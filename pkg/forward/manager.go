@@ -21,7 +21,6 @@
 package forward
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -399,11 +398,10 @@ func (m *Manager) Enqueue(ctx context.Context, req *model.Request) error {
 		raw = nil
 	}
 	useRaw := make([]bool, len(fwds))
-	slow, rawMem := false, false
+	slow := false
 	for i, f := range fwds {
 		useRaw[i] = raw != nil && f.takesRaw(raw)
 		slow = slow || !useRaw[i]
-		rawMem = rawMem || (useRaw[i] && f.dq == nil)
 	}
 	in := prepareInput{
 		external: set.external,
@@ -423,14 +421,12 @@ func (m *Manager) Enqueue(ctx context.Context, req *model.Request) error {
 			}
 		}
 	}
-	var owned []byte // the raw message, copied once for the memory queues
-	if rawMem {
-		owned = bytes.Clone(raw.Msg)
-	}
 	preps := make([]prepared, len(fwds))
 	for i, f := range fwds {
 		if useRaw[i] {
-			f.prepareRaw(raw, owned, &preps[i])
+			// A disk queue's reader takes the request's chunks from
+			// Enqueue when it keeps up (see handoff).
+			f.prepareRaw(raw, f.dq != nil && f.handoff.wants(len(raw.Msg)), &preps[i])
 		} else {
 			f.prepare(&in, &preps[i])
 		}
@@ -475,7 +471,8 @@ func (m *Manager) Enqueue(ctx context.Context, req *model.Request) error {
 		if len(p.recs) == 0 {
 			continue
 		}
-		if err := p.f.dq.Append(p.recs...); err != nil {
+		pos, err := p.f.dq.AppendAt(p.recs...)
+		if err != nil {
 			for j := range preps {
 				preps[j].releaseFirst(len(preps[j].ranges))
 			}
@@ -486,6 +483,9 @@ func (m *Manager) Enqueue(ctx context.Context, req *model.Request) error {
 				return p.f.full()
 			}
 			return fmt.Errorf("upstream %q: append to disk queue: %w", p.f.name, err)
+		}
+		if p.handoff != nil && len(p.recs) == 1 {
+			p.f.handoff.put(pos, p.handoff, now, handoffBytes(p.handoff))
 		}
 	}
 	for i := range preps {

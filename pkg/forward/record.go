@@ -220,6 +220,13 @@ type recordDecoder struct {
 	raw    []byte
 	sb     labels.ScratchBuilder
 	hasher model.LabelHasher
+
+	// Version 2 records become chunks (see chunkRaw) for shards shards of
+	// maxN points and maxB bytes, or, with shards 0, one raw item per
+	// series.
+	shards, maxN, maxB int
+	series             []model.RawSeries
+	msg                []byte
 }
 
 // decode returns the items of rec, which it does not retain, and the time
@@ -413,11 +420,22 @@ func (d *recordDecoder) decodeV2(rec []byte) ([]item, time.Time, error) {
 	if n > maxDecodedRecordBytes {
 		return nil, time.Time{}, fmt.Errorf("record of %d bytes decoded is over the %d limit", n, maxDecodedRecordBytes)
 	}
-	msg, err := snappy.Decode(make([]byte, n), rec)
+	// Chunks are copies: the decoded message is then the decoder's to
+	// reuse. Raw items point into it.
+	buf := make([]byte, n)
+	if d.shards > 0 {
+		if cap(d.msg) < n {
+			d.msg = make([]byte, n)
+		}
+		buf = d.msg[:n]
+	}
+	msg, err := snappy.Decode(buf, rec)
 	if err != nil {
 		return nil, time.Time{}, fmt.Errorf("decode snappy: %w", err)
 	}
 	var items []item
+	series := d.series[:0]
+	defer func() { d.series = series[:0] }()
 	for b := msg; len(b) > 0; {
 		num, typ, k := protowire.ConsumeTag(b)
 		if k < 0 || typ != protowire.BytesType {
@@ -434,6 +452,11 @@ func (d *recordDecoder) decodeV2(rec []byte) ([]item, time.Time, error) {
 			if err != nil {
 				return nil, time.Time{}, err
 			}
+			if d.shards > 0 {
+				rs.Span = model.Span{Off: uint32(len(msg) - len(b) - len(v)), Len: uint32(len(v))}
+				series = append(series, rs)
+				continue
+			}
 			if items == nil {
 				items = make([]item, 0, len(msg)/max(len(v), 1)+1)
 			}
@@ -449,6 +472,10 @@ func (d *recordDecoder) decodeV2(rec []byte) ([]item, time.Time, error) {
 		default:
 			return nil, time.Time{}, fmt.Errorf("unknown field %d in record", num)
 		}
+	}
+	if len(series) > 0 {
+		chunks, _ := chunkRaw(msg, series, d.shards, d.maxN, d.maxB)
+		items = append(chunks, items...)
 	}
 	return items, time.UnixMilli(int64(ms)), nil
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
-	"slices"
 	"sync"
 	"time"
 
@@ -403,15 +402,7 @@ func (s *shard) dropTooOld(items []item) []item {
 	cutoff := time.Now().Add(-limit).UnixMilli()
 	// Raw series are queued only for upstreams without an age limit; one
 	// read back from a disk queue of a former configuration is decoded.
-	converted := false
-	for i := range items {
-		if items[i].raw != nil {
-			if !converted {
-				items, converted = slices.Clone(items), true
-			}
-			items[i] = items[i].structured()
-		}
-	}
+	items = expandRaw(items)
 	old := func(it *item) bool {
 		for _, x := range it.samples {
 			if x.Timestamp < cutoff {

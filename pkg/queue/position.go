@@ -33,6 +33,13 @@ type Position struct {
 // String returns the position as segment:offset.
 func (p Position) String() string { return fmt.Sprintf("%d:%d", p.seq, p.off) }
 
+// Equal reports whether p and o are the position of the same record.
+func (p Position) Equal(o Position) bool { return p.seq == o.seq && p.off == o.off }
+
+// Before reports whether p is the position of a record that comes before
+// o's in the queue.
+func (p Position) Before(o Position) bool { return o.after(p.seq, p.off) }
+
 // after reports whether p is past the point (seq, off).
 func (p Position) after(seq uint64, off int64) bool {
 	return p.seq > seq || (p.seq == seq && p.off > off)

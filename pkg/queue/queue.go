@@ -242,13 +242,21 @@ type Queue struct {
 // the disk is full (the partial write is truncated, so no torn record is
 // left); ErrTooLarge for a record over MaxRecordBytes; ErrClosed after Close.
 func (q *Queue) Append(recs ...[]byte) error {
+	_, err := q.AppendAt(recs...)
+	return err
+}
+
+// AppendAt is Append that also returns the position of the last of recs:
+// the Position that Next returns with that record (compare them with
+// Position.Equal). It is the zero Position when recs is empty.
+func (q *Queue) AppendAt(recs ...[]byte) (Position, error) {
 	if len(recs) == 0 {
-		return nil
+		return Position{}, nil
 	}
 	var size int64
 	for _, r := range recs {
 		if len(r) > MaxRecordBytes {
-			return fmt.Errorf("%w: record of %d bytes, the limit is %d", ErrTooLarge, len(r), MaxRecordBytes)
+			return Position{}, fmt.Errorf("%w: record of %d bytes, the limit is %d", ErrTooLarge, len(r), MaxRecordBytes)
 		}
 		size += frameSize(len(r))
 	}
@@ -256,14 +264,14 @@ func (q *Queue) Append(recs ...[]byte) error {
 	q.writeMu.Lock()
 	defer q.writeMu.Unlock()
 	if size+segmentHeaderSize > q.opts.MaxBytes {
-		return fmt.Errorf("%w: %d bytes, max_bytes is %d", ErrTooLarge, size, q.opts.MaxBytes)
+		return Position{}, fmt.Errorf("%w: %d bytes, max_bytes is %d", ErrTooLarge, size, q.opts.MaxBytes)
 	}
 	if err := q.makeRoom(size); err != nil {
-		return err
+		return Position{}, err
 	}
 	if q.needsRoll(size) {
 		if err := q.roll(); err != nil {
-			return err
+			return Position{}, err
 		}
 	}
 
@@ -280,7 +288,7 @@ func (q *Queue) Append(recs ...[]byte) error {
 		// Out of space, keep the segment: a new one needs space too.
 		// Otherwise continue in a new segment, away from whatever failed.
 		q.needRoll = !isNoSpace(err)
-		return q.writeError("write segment", a, err)
+		return Position{}, q.writeError("write segment", a, err)
 	}
 	if q.opts.Fsync == FsyncAlways {
 		if err := q.w.Sync(); err != nil {
@@ -289,13 +297,14 @@ func (q *Queue) Append(recs ...[]byte) error {
 			// segment.
 			q.undoWrite(a)
 			q.needRoll = true
-			return q.writeError("fsync segment", a, err)
+			return Position{}, q.writeError("fsync segment", a, err)
 		}
 	}
 
 	q.mu.Lock()
 	a.size += size
 	a.records += int64(len(recs))
+	pos := Position{seq: a.seq, off: a.size, n: a.records}
 	q.bytes += size
 	q.records += int64(len(recs))
 	q.dataDirty = true
@@ -303,7 +312,7 @@ func (q *Queue) Append(recs ...[]byte) error {
 	q.updateGaugesLocked()
 	q.mu.Unlock()
 	q.m.written.Add(float64(size))
-	return nil
+	return pos, nil
 }
 
 // undoWrite truncates what a failed Append wrote past the committed size.

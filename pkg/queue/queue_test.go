@@ -567,3 +567,40 @@ func TestSyncerPersistsPosition(t *testing.T) {
 		require.Equal(t, pos, Position{seq: seq, off: off, n: pos.n})
 	})
 }
+
+// TestAppendAtPosition: AppendAt returns the position Next returns with the
+// same record, across segment rolls, and positions order as records do.
+func TestAppendAtPosition(t *testing.T) {
+	q := openQueue(t, testOptions(t))
+	var appended []Position
+	for i := range 7 { // three segments
+		recs := [][]byte{record(i)}
+		if i == 3 {
+			recs = [][]byte{record(30), record(31)}
+		}
+		pos, err := q.AppendAt(recs...)
+		require.NoError(t, err)
+		appended = append(appended, pos)
+	}
+	ctx := context.Background()
+	var last Position
+	for i := range appended {
+		_, pos, err := q.Next(ctx)
+		require.NoError(t, err)
+		if i == 3 {
+			require.True(t, last.Before(pos))
+			require.False(t, pos.Equal(appended[i]), "the first record of a pair is not the returned position")
+			last = pos
+			_, pos, err = q.Next(ctx)
+			require.NoError(t, err)
+		}
+		require.True(t, pos.Equal(appended[i]), "record %d: Next %v, AppendAt %v", i, pos, appended[i])
+		require.True(t, last.Before(pos), "positions increase")
+		require.False(t, pos.Before(last))
+		require.False(t, pos.Before(pos))
+		last = pos
+	}
+	pos, err := q.AppendAt()
+	require.NoError(t, err)
+	require.True(t, pos.Equal(Position{}))
+}

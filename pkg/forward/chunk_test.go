@@ -1,0 +1,233 @@
+package forward
+
+import (
+	"bytes"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/golang/snappy"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/prometheus/prompb"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/rwgateway/gateway/pkg/model"
+	"github.com/rwgateway/gateway/pkg/queue"
+	"github.com/rwgateway/gateway/pkg/receiver/rwtest"
+	"github.com/rwgateway/gateway/pkg/registry"
+)
+
+// rawRequest marshals wr and describes its series as the receiver does.
+func rawRequest(t *testing.T, wr *prompb.WriteRequest) ([]byte, []model.RawSeries) {
+	t.Helper()
+	msg, err := wr.Marshal()
+	require.NoError(t, err)
+	var (
+		series []model.RawSeries
+		h      model.LabelHasher
+	)
+	for b := msg; len(b) > 0; {
+		num, _, k := protowire.ConsumeTag(b)
+		v, m := protowire.ConsumeBytes(b[k:])
+		require.Positive(t, k)
+		require.Positive(t, m)
+		off := len(msg) - len(b) + k + m - len(v)
+		b = b[k+m:]
+		if num != 1 {
+			continue
+		}
+		rs, err := model.ScanRawSeries(v, &h)
+		require.NoError(t, err)
+		rs.Span = model.Span{Off: uint32(off), Len: uint32(len(v))}
+		series = append(series, rs)
+	}
+	return msg, series
+}
+
+// unevenRequest has series of 1 to 5 samples, and one of 40.
+func unevenRequest(n int) *prompb.WriteRequest {
+	wr := rwtest.V1Request(n, 5)
+	for i := range wr.Timeseries {
+		wr.Timeseries[i].Samples = wr.Timeseries[i].Samples[:i%5+1]
+	}
+	big := &wr.Timeseries[n/2]
+	for j := range 40 {
+		big.Samples = append(big.Samples, prompb.Sample{Value: float64(j), Timestamp: int64(1000 + j)})
+	}
+	return wr
+}
+
+// seriesOf returns the TimeSeries messages of a batch of raw items and
+// chunks, in order.
+func seriesOf(t *testing.T, items []item) [][]byte {
+	t.Helper()
+	var out [][]byte
+	for i := range items {
+		it := &items[i]
+		if !it.chunk {
+			out = append(out, it.raw)
+			continue
+		}
+		for _, s := range it.chunkSeries() {
+			out = append(out, s.raw)
+		}
+	}
+	return out
+}
+
+// Chunks hold each shard's series in order, within the batch limits; a
+// series over them is an item of its own; the counts add up.
+func TestChunkRaw(t *testing.T) {
+	const shards, maxN, maxB = 3, 20, 2048
+	wr := unevenRequest(200)
+	msg, series := rawRequest(t, wr)
+	items, shardOf := chunkRaw(msg, series, shards, maxN, maxB)
+	require.Len(t, shardOf, len(items))
+
+	want := make([][][]byte, shards)
+	wantPoints := 0
+	for _, rs := range series {
+		sh := rs.Hash % shards
+		want[sh] = append(want[sh], bytes.Clone(rs.Bytes(msg)))
+		wantPoints += rs.Points()
+	}
+	got := make([][]item, shards)
+	points, singles := 0, 0
+	for i := range items {
+		it := &items[i]
+		got[shardOf[i]] = append(got[shardOf[i]], *it)
+		points += it.count()
+		require.Equal(t, shardOf[i], int(it.shardHashOrZero()%shards), "an item's hash picks its shard")
+		if !it.chunk {
+			singles++
+			require.Greater(t, it.count(), maxN, "only an oversized series is alone")
+			continue
+		}
+		require.LessOrEqual(t, it.count(), maxN)
+		require.LessOrEqual(t, len(it.raw), maxB)
+		require.Equal(t, len(it.raw), it.size)
+		n := 0
+		for _, s := range it.chunkSeries() {
+			n += s.count()
+		}
+		require.Equal(t, n, it.count())
+	}
+	require.Equal(t, 1, singles)
+	require.Equal(t, wantPoints, points)
+	clear(msg) // the items own their bytes
+	for sh := range shards {
+		require.Equal(t, want[sh], seriesOf(t, got[sh]), "shard %d", sh)
+	}
+}
+
+func (it *item) shardHashOrZero() uint64 {
+	h, _ := it.shardHash(nil)
+	return h
+}
+
+// Splitting a chunk cuts it at a series boundary, keeps the bytes and the
+// counts, and gives the head at most n points unless its first series
+// alone has more.
+func TestSplitChunk(t *testing.T) {
+	wr := unevenRequest(30)
+	wr.Timeseries = slices.Delete(wr.Timeseries, 15, 16) // no oversized one
+	msg, series := rawRequest(t, wr)
+	items, _ := chunkRaw(msg, series, 1, 1000, 1<<20)
+	require.Len(t, items, 1)
+	c := items[0]
+	all := seriesOf(t, items)
+	for n := 1; n < c.count(); n++ {
+		head, tail := c.split(n)
+		require.True(t, head.chunk && tail.chunk)
+		require.Equal(t, c.count(), head.count()+tail.count())
+		require.Equal(t, c.rawSamples, head.rawSamples+tail.rawSamples)
+		require.Equal(t, c.raw, append(slices.Clip(head.raw), tail.raw...))
+		hs := seriesOf(t, []item{head})
+		require.NotEmpty(t, hs)
+		require.True(t, head.count() <= n || len(hs) == 1, "n=%d head %d points in %d series", n, head.count(), len(hs))
+		require.Equal(t, all, append(hs, seriesOf(t, []item{tail})...))
+		require.Equal(t, len(head.raw), head.size)
+	}
+}
+
+// A batch of chunks encodes to the WriteRequest of their series, and
+// expands into structured items with the same series.
+func TestChunkEncode(t *testing.T) {
+	wr := unevenRequest(60)
+	msg, series := rawRequest(t, wr)
+	items, shardOf := chunkRaw(msg, series, 2, 25, 4096)
+	sorted, _, _ := groupByShard(items, shardOf, 2)
+
+	data, st, err := newEncoder().encode(model.ProtoV1, sorted)
+	require.NoError(t, err)
+	body, err := snappy.Decode(nil, data)
+	require.NoError(t, err)
+	var got prompb.WriteRequest
+	require.NoError(t, got.Unmarshal(body))
+	total := 0
+	for _, ts := range wr.Timeseries {
+		total += len(ts.Samples)
+	}
+	require.Equal(t, total, st.samples)
+	var gotSeries, wantSeries []string
+	for _, ts := range got.Timeseries {
+		b, err := ts.Marshal()
+		require.NoError(t, err)
+		gotSeries = append(gotSeries, string(b))
+	}
+	for _, b := range seriesOf(t, sorted) {
+		wantSeries = append(wantSeries, string(b))
+	}
+	require.Equal(t, wantSeries, gotSeries, "the batch holds the chunks' series in order")
+
+	expanded := expandRaw(sorted)
+	require.Len(t, expanded, len(wr.Timeseries))
+	n := 0
+	for i := range expanded {
+		require.Nil(t, expanded[i].raw)
+		n += expanded[i].count()
+	}
+	require.Equal(t, total, n)
+}
+
+// The handoff gives the reader the entry of the position it reads, refuses
+// entries of positions it has passed, drops the ones it skipped, and holds
+// at most maxHandoffBytes.
+func TestHandoff(t *testing.T) {
+	q, err := queue.Open(queue.Options{Dir: t.TempDir(), Upstream: "u", MaxBytes: 1 << 20, Metrics: registry.NewQueueMetrics(prometheus.NewRegistry())})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = q.Close() })
+	var pos []queue.Position
+	for i := range 4 {
+		p, err := q.AppendAt([]byte{byte(i)})
+		require.NoError(t, err)
+		pos = append(pos, p)
+	}
+	var h handoff
+	now := time.Now()
+	one := []item{{raw: []byte("x"), rawSamples: 1}}
+	require.True(t, h.put(pos[0], one, now, 10))
+	require.True(t, h.put(pos[2], one, now, 10))
+	require.True(t, h.put(pos[3], one, now, 10))
+	got, at, ok := h.take(pos[0])
+	require.True(t, ok)
+	require.Equal(t, one, got)
+	require.Equal(t, now, at)
+	_, _, ok = h.take(pos[1])
+	require.False(t, ok, "nothing was put for it")
+	require.False(t, h.put(pos[1], one, now, 10), "the reader passed it")
+	_, _, ok = h.take(pos[3])
+	require.True(t, ok, "skipping 2")
+	require.Empty(t, h.entries, "the entry of the skipped record is gone")
+	require.Zero(t, h.bytes)
+
+	var h2 handoff
+	require.True(t, h2.wants(maxHandoffBytes))
+	require.True(t, h2.put(pos[0], one, now, maxHandoffBytes))
+	require.False(t, h2.wants(1))
+	require.False(t, h2.put(pos[1], one, now, 1), "full")
+	require.Equal(t, 2, h.hits)
+	require.Equal(t, 1, h.misses)
+	require.True(t, bytes.Equal(got[0].raw, []byte("x")))
+}
