@@ -231,3 +231,33 @@ func TestHandoff(t *testing.T) {
 	require.Equal(t, 1, h.misses)
 	require.True(t, bytes.Equal(got[0].raw, []byte("x")))
 }
+
+// Upstreams of the same chunk layout share one copy of a request; another
+// layout gets its own.
+func TestSharedChunks(t *testing.T) {
+	wr := rwtest.V1Request(50, 1)
+	msg, series := rawRequest(t, wr)
+	raw := &model.RawV1{Msg: msg, Series: series, Samples: 50}
+	fwd := func(shards, maxN int) *forwarder {
+		u := testUpstream(t, "u", "http://127.0.0.1:1/", false)
+		u.QueueConfig.MaxSamplesPerSend = maxN
+		return &forwarder{cfg: u, shards: make([]*shard, shards)}
+	}
+	a, b, c := fwd(4, 100), fwd(4, 100), fwd(2, 100)
+	chunks := sharedChunks{raw: raw}
+	ia, _ := chunks.get(a)
+	ib, _ := chunks.get(b)
+	ic, _ := chunks.get(c)
+	require.Same(t, &ia[0], &ib[0], "same layout, same chunks")
+	require.NotSame(t, &ia[0].raw[0], &ic[0].raw[0])
+	require.Len(t, chunks.layout, 2)
+	var sa, sc int
+	for i := range ia {
+		sa += ia[i].count()
+	}
+	for i := range ic {
+		sc += ic[i].count()
+	}
+	require.Equal(t, 50, sa)
+	require.Equal(t, 50, sc)
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -373,11 +374,11 @@ func (f *forwarder) takesRaw(raw *model.RawV1) bool {
 }
 
 // prepareRaw is prepare for an upstream that takes raw as it came (see
-// takesRaw): its series are copied into chunks (see chunkRaw). In memory
-// mode the chunks go to the shards. In disk mode the request is written as
-// it is, and its chunks, if handoff is set, are offered to the reader (see
-// handoff).
-func (f *forwarder) prepareRaw(raw *model.RawV1, handoff bool, p *prepared) {
+// takesRaw): its series are copied into chunks (see chunkRaw), shared with
+// the other upstreams of the same chunk layout. In memory mode the chunks
+// go to the shards. In disk mode the request is written as it is, and its
+// chunks, if handoff is set, are offered to the reader (see handoff).
+func (f *forwarder) prepareRaw(raw *model.RawV1, chunks *sharedChunks, handoff bool, p *prepared) {
 	*p = prepared{f: f}
 	sendMeta := f.cfg.MetadataConfig.Send
 	if len(raw.Series) == 0 && (!sendMeta || len(raw.Metadata) == 0) {
@@ -386,37 +387,66 @@ func (f *forwarder) prepareRaw(raw *model.RawV1, handoff bool, p *prepared) {
 	if f.dq != nil {
 		p.raw, p.rawMeta = raw, sendMeta
 		if handoff {
-			p.handoff = f.rawItems(raw.Msg, raw.Series, raw.Metadata, sendMeta, nil)
+			items, _ := chunks.get(f)
+			// The reader sets each item's record: a copy of its own.
+			p.handoff = slices.Clone(items)
 		}
 		return
 	}
-	var shardOf []int
-	items := f.rawItems(raw.Msg, raw.Series, raw.Metadata, sendMeta, &shardOf)
+	items, shardOf := chunks.get(f)
 	p.items, p.ranges, p.total = groupByShard(items, shardOf, len(f.shards))
 }
 
-// rawItems returns the chunks of the series of msg and, if withMeta, the
-// items of its metadata, all owning their memory. With shardOf set it also
-// returns each item's shard there.
-func (f *forwarder) rawItems(msg []byte, series []model.RawSeries, metadata []model.Span, withMeta bool, shardOf *[]int) []item {
+// sharedChunks are the chunks of one request, built on first use for each
+// chunk layout (shards, batch limits, metadata or not) and shared
+// read-only by the upstreams of that layout: fanning out to several
+// upstreams copies the request once, not once per upstream.
+type sharedChunks struct {
+	raw    *model.RawV1
+	layout []chunkLayout
+}
+
+type chunkLayout struct {
+	shards, maxN, maxB int
+	meta               bool
+	items              []item
+	shardOf            []int
+}
+
+// get returns the chunks of the request for f, and each one's shard. The
+// caller must not modify them.
+func (c *sharedChunks) get(f *forwarder) ([]item, []int) {
 	q := &f.cfg.QueueConfig
-	items, shards := chunkRaw(msg, series, len(f.shards), q.MaxSamplesPerSend, q.MaxBytesPerSend)
+	key := chunkLayout{shards: len(f.shards), maxN: q.MaxSamplesPerSend, maxB: q.MaxBytesPerSend, meta: f.cfg.MetadataConfig.Send}
+	for i := range c.layout {
+		l := &c.layout[i]
+		if l.shards == key.shards && l.maxN == key.maxN && l.maxB == key.maxB && l.meta == key.meta {
+			return l.items, l.shardOf
+		}
+	}
+	key.items, key.shardOf = rawItems(c.raw, key.shards, key.maxN, key.maxB, key.meta)
+	c.layout = append(c.layout, key)
+	return key.items, key.shardOf
+}
+
+// rawItems returns the chunks of raw's series and, if withMeta, the items
+// of its metadata (in shard 0), all owning their memory, and each one's
+// shard.
+func rawItems(raw *model.RawV1, shards, maxN, maxB int, withMeta bool) ([]item, []int) {
+	items, shardOf := chunkRaw(raw.Msg, raw.Series, shards, maxN, maxB)
 	if withMeta {
-		for _, sp := range metadata {
+		for _, sp := range raw.Metadata {
 			var md prompb.MetricMetadata
-			if err := md.Unmarshal(sp.Bytes(msg)); err != nil {
+			if err := md.Unmarshal(sp.Bytes(raw.Msg)); err != nil {
 				continue // the receiver checked it
 			}
 			it := item{family: familyFromV1(&md)}
 			it.size = estimateSize(&it)
 			items = append(items, it)
-			shards = append(shards, 0)
+			shardOf = append(shardOf, 0)
 		}
 	}
-	if shardOf != nil {
-		*shardOf = shards
-	}
-	return items
+	return items, shardOf
 }
 
 // hasLabels reports whether every series of raw has every label of ext

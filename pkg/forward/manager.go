@@ -422,11 +422,12 @@ func (m *Manager) Enqueue(ctx context.Context, req *model.Request) error {
 		}
 	}
 	preps := make([]prepared, len(fwds))
+	chunks := sharedChunks{raw: raw}
 	for i, f := range fwds {
 		if useRaw[i] {
 			// A disk queue's reader takes the request's chunks from
 			// Enqueue when it keeps up (see handoff).
-			f.prepareRaw(raw, f.dq != nil && f.handoff.wants(len(raw.Msg)), &preps[i])
+			f.prepareRaw(raw, &chunks, f.dq != nil && f.handoff.wants(len(raw.Msg)), &preps[i])
 		} else {
 			f.prepare(&in, &preps[i])
 		}
