@@ -120,42 +120,16 @@ func (e *encoder) marshalV1(items []item) (batchStats, error) {
 			st.exemplars += int(it.rawExemplars)
 			continue
 		}
-		lbls := grow(&e.v1Labels, 0)
-		it.labels.Range(func(l labels.Label) { lbls = append(lbls, prompb.Label{Name: l.Name, Value: l.Value}) })
-		e.v1Labels[0] = lbls
-
-		ss := grow(&e.v1Samples, 0)
-		for _, s := range it.samples {
-			ss = append(ss, prompb.Sample{Value: s.Value, Timestamp: s.Timestamp})
+		var (
+			c   batchStats
+			err error
+		)
+		if b, c, err = e.appendSeriesV1(b, it); err != nil {
+			return st, err
 		}
-		e.v1Samples[0] = ss
-
-		hs := grow(&e.v1Hists, 0)
-		for j := range it.histograms {
-			hs = append(hs, model.HistogramToV1(it.histograms[j]))
-		}
-		e.v1Hists[0] = clearTail(hs)
-
-		es := grow(&e.v1Exemplar, 0)
-		e.v1ExLabels = e.v1ExLabels[:0]
-		for _, ex := range it.exemplars {
-			start := len(e.v1ExLabels)
-			ex.Labels.Range(func(l labels.Label) {
-				e.v1ExLabels = append(e.v1ExLabels, prompb.Label{Name: l.Name, Value: l.Value})
-			})
-			end := len(e.v1ExLabels)
-			es = append(es, prompb.Exemplar{Labels: e.v1ExLabels[start:end:end], Value: ex.Value, Timestamp: ex.Timestamp})
-		}
-		e.v1Exemplar[0] = es
-
-		ts := prompb.TimeSeries{Labels: lbls, Samples: ss, Histograms: hs, Exemplars: es}
-		var err error
-		if b, err = appendMessage(b, 1, &ts); err != nil {
-			return st, fmt.Errorf("marshal 1.0 series: %w", err)
-		}
-		st.samples += len(ss)
-		st.histograms += len(hs)
-		st.exemplars += len(es)
+		st.samples += c.samples
+		st.histograms += c.histograms
+		st.exemplars += c.exemplars
 		if !it.metadata.Empty() {
 			addFamily(familyName(it.labels.Get(labels.MetricName), it.metadata.Type), it.metadata)
 		}
@@ -170,6 +144,49 @@ func (e *encoder) marshalV1(items []item) (batchStats, error) {
 	e.v1.Metadata = md
 	e.pbuf = b
 	return st, nil
+}
+
+// appendSeriesV1 appends the structured item it to b as a TimeSeries field
+// of a 1.0 WriteRequest, and returns what it holds.
+func (e *encoder) appendSeriesV1(b []byte, it *item) ([]byte, batchStats, error) {
+	var st batchStats
+	lbls := grow(&e.v1Labels, 0)
+	it.labels.Range(func(l labels.Label) { lbls = append(lbls, prompb.Label{Name: l.Name, Value: l.Value}) })
+	e.v1Labels[0] = lbls
+
+	ss := grow(&e.v1Samples, 0)
+	for _, s := range it.samples {
+		ss = append(ss, prompb.Sample{Value: s.Value, Timestamp: s.Timestamp})
+	}
+	e.v1Samples[0] = ss
+
+	hs := grow(&e.v1Hists, 0)
+	for j := range it.histograms {
+		hs = append(hs, model.HistogramToV1(it.histograms[j]))
+	}
+	e.v1Hists[0] = clearTail(hs)
+
+	es := grow(&e.v1Exemplar, 0)
+	e.v1ExLabels = e.v1ExLabels[:0]
+	for _, ex := range it.exemplars {
+		start := len(e.v1ExLabels)
+		ex.Labels.Range(func(l labels.Label) {
+			e.v1ExLabels = append(e.v1ExLabels, prompb.Label{Name: l.Name, Value: l.Value})
+		})
+		end := len(e.v1ExLabels)
+		es = append(es, prompb.Exemplar{Labels: e.v1ExLabels[start:end:end], Value: ex.Value, Timestamp: ex.Timestamp})
+	}
+	e.v1Exemplar[0] = es
+
+	ts := prompb.TimeSeries{Labels: lbls, Samples: ss, Histograms: hs, Exemplars: es}
+	var err error
+	if b, err = appendMessage(b, 1, &ts); err != nil {
+		return b, st, fmt.Errorf("marshal 1.0 series: %w", err)
+	}
+	st.samples += len(ss)
+	st.histograms += len(hs)
+	st.exemplars += len(es)
+	return b, st, nil
 }
 
 // clearTail drops what the spare capacity of s points to.

@@ -369,8 +369,7 @@ func (f *forwarder) prepare(in *prepareInput, p *prepared) {
 // the caller, for all upstreams at once.
 func (f *forwarder) takesRaw(raw *model.RawV1) bool {
 	c := f.cfg
-	return f.proto() == model.ProtoV1 && len(c.WriteRelabelConfigs) == 0 && c.QueueConfig.SampleAgeLimit <= 0 &&
-		(raw.Histograms == 0 || c.SendNativeHistograms) && (raw.Exemplars == 0 || c.SendExemplars)
+	return f.mayTakeRaw() && (raw.Histograms == 0 || c.SendNativeHistograms) && (raw.Exemplars == 0 || c.SendExemplars)
 }
 
 // prepareRaw is prepare for an upstream that takes raw as it came (see

@@ -28,6 +28,7 @@ import (
 	"maps"
 	"os"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -394,7 +395,13 @@ func (m *Manager) Enqueue(ctx context.Context, req *model.Request) error {
 	// The fast path: upstreams that take the request as it came get its
 	// raw form; the others need it decoded, copied and relabeled.
 	raw := req.Raw
-	if raw != nil && (req.Proto != model.ProtoV1 || !hasLabels(raw, set.external)) {
+	if raw == nil && req.Proto == model.ProtoV2 && len(req.Series) > 0 &&
+		slices.ContainsFunc(fwds, (*forwarder).mayTakeRaw) {
+		sy := synthesizers.Get().(*synthesizer)
+		defer synthesizers.Put(sy)
+		raw = sy.synthesize(req)
+	}
+	if raw != nil && !hasLabels(raw, set.external) {
 		raw = nil
 	}
 	useRaw := make([]bool, len(fwds))

@@ -61,9 +61,15 @@ func (s *RawSeries) Points() int { return int(s.Samples + s.Histograms + s.Exemp
 // canonically encoded TimeSeries, the hash is of its label bytes as they
 // are. scratch is reused and returned.
 func HashLabels(ls labels.Labels, scratch []byte) (uint64, []byte) {
-	b := scratch[:0]
-	ls.Range(func(l labels.Label) { b = appendLabelEntry(b, l.Name, l.Value) })
+	b := AppendLabels(scratch[:0], ls)
 	return xxhash.Sum64(b), b
+}
+
+// AppendLabels appends ls to b as the labels fields of a 1.0 TimeSeries,
+// canonically encoded (see HashLabels, which hashes these bytes).
+func AppendLabels(b []byte, ls labels.Labels) []byte {
+	ls.Range(func(l labels.Label) { b = appendLabelEntry(b, l.Name, l.Value) })
+	return b
 }
 
 // appendLabelEntry appends the canonical encoding of one label as a

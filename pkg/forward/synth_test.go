@@ -1,0 +1,173 @@
+package forward
+
+import (
+	"fmt"
+	"math"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/prometheus/model/histogram"
+	"github.com/prometheus/prometheus/model/value"
+	"github.com/prometheus/prometheus/prompb"
+	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
+	"github.com/stretchr/testify/require"
+
+	"github.com/rwgateway/gateway/config"
+	"github.com/rwgateway/gateway/pkg/model"
+	"github.com/rwgateway/gateway/pkg/receiver"
+	"github.com/rwgateway/gateway/pkg/receiver/rwtest"
+	"github.com/rwgateway/gateway/pkg/registry"
+)
+
+// v2TestRequest is rwtest.V2Request with a native histogram and an
+// exemplar on its first series, and a second metric family.
+func v2TestRequest(series int) *writev2.Request {
+	req := rwtest.V2Request(series, 2)
+	ref := func(s string) uint32 {
+		if i := slices.Index(req.Symbols, s); i >= 0 {
+			return uint32(i)
+		}
+		req.Symbols = append(req.Symbols, s)
+		return uint32(len(req.Symbols) - 1)
+	}
+	ts := &req.Timeseries[0]
+	h := &histogram.Histogram{
+		Count: 5, ZeroCount: 1, Sum: 10, ZeroThreshold: 0.001,
+		PositiveSpans: []histogram.Span{{Offset: 0, Length: 2}}, PositiveBuckets: []int64{2, 0},
+	}
+	ts.Histograms = []writev2.Histogram{writev2.FromIntHistogram(0, rwtest.SampleTimestamp(5), h)}
+	ts.Exemplars = []writev2.Exemplar{{LabelsRefs: []uint32{ref("trace_id"), ref("abc")}, Value: 1, Timestamp: rwtest.SampleTimestamp(0)}}
+	// A gauge family: its own metadata entry.
+	last := &req.Timeseries[series-1]
+	last.LabelsRefs = []uint32{ref("__name__"), ref("temperature_celsius"), ref("job"), ref("j")}
+	last.Metadata = writev2.Metadata{Type: writev2.Metadata_METRIC_TYPE_GAUGE, HelpRef: ref("Temperature."), UnitRef: ref("celsius")}
+	return req
+}
+
+func postV2(t *testing.T, m *Manager, wr *writev2.Request) {
+	t.Helper()
+	h := receiver.NewHandler(nil, registry.NewReceiverMetrics(prometheus.NewRegistry()), m, receiver.Options{})
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, rwtest.NewHTTPRequest(model.ProtoV2, rwtest.Encode(wr)))
+	require.Equal(t, http.StatusNoContent, rec.Code, rec.Body.String())
+}
+
+// received summarises what an upstream got: every series with its points,
+// and the family metadata, each sorted.
+func received(u *fakeUpstream) (series, metadata []string) {
+	for _, r := range u.requests() {
+		for _, s := range r.series {
+			series = append(series, fmt.Sprintf("%s %v %d %v", s.Labels, s.Samples, len(s.Histograms), s.Exemplars))
+			for _, h := range s.Histograms {
+				series = append(series, fmt.Sprintf("%s histogram %d %v %v", s.Labels, h.Timestamp, h.Sum, h.PositiveDeltas))
+			}
+		}
+		for _, md := range r.metadata {
+			metadata = append(metadata, fmt.Sprintf("%s %v %q %q", md.MetricFamilyName, md.Type, md.Help, md.Unit))
+		}
+	}
+	slices.Sort(series)
+	slices.Sort(metadata)
+	return series, metadata
+}
+
+// A 2.0 request reaches a 1.0 upstream that changes nothing through the
+// fast path (encoded to 1.0 once), and what it receives is what an upstream
+// on the general path receives: the same series, samples, histograms,
+// exemplars and family metadata (once per request rather than per batch).
+func TestSynthesizedV2(t *testing.T) {
+	for _, disk := range []bool{false, true} {
+		t.Run(fmt.Sprintf("disk=%v", disk), func(t *testing.T) {
+			fast, general := newFakeUpstream(t, nil), newFakeUpstream(t, nil)
+			uf := testUpstream(t, "fast", fast.srv.URL, false)
+			ug := testUpstream(t, "general", general.srv.URL, false)
+			for _, u := range []*config.UpstreamConfig{uf, ug} {
+				u.SendNativeHistograms, u.SendExemplars = true, true
+			}
+			ug.WriteRelabelConfigs = relabelConfigs(t, `
+- action: keep
+  source_labels: [__name__]
+  regex: .+
+`)
+			var opts Options
+			if disk {
+				opts.StoragePath = t.TempDir()
+			}
+			m, _, _, _ := newTestManagerOpts(t, testConfig(uf, ug), opts)
+			require.True(t, m.set.fwds[0].mayTakeRaw())
+			require.False(t, m.set.fwds[1].mayTakeRaw())
+
+			const n = 150
+			postV2(t, m, v2TestRequest(n))
+			want := 2*n + 1 + 1 // samples, the histogram, the exemplar
+			for _, u := range []*fakeUpstream{fast, general} {
+				require.Eventually(t, func() bool {
+					s, h, e := (&model.Request{Series: u.series()}).Counts()
+					return s+h+e >= want
+				}, waitFor, time.Millisecond)
+			}
+			fs, fm := received(fast)
+			gs, gm := received(general)
+			require.Len(t, fs, n+1)
+			require.Equal(t, gs, fs)
+			// Once per family and request; the general path sends a
+			// family's entry with every batch that has its series.
+			require.Len(t, fm, 2, "one entry per family: %v", fm)
+			require.Equal(t, slices.Compact(gm), fm)
+			for _, s := range fast.series() {
+				for _, x := range s.Samples {
+					require.Zero(t, x.StartTimestamp, "1.0 has no start timestamps")
+				}
+			}
+		})
+	}
+}
+
+// The synthesized form of a request is the 1.0 message of its series, with
+// the shard hash of their labels.
+func TestSynthesizeSpans(t *testing.T) {
+	req := &model.Request{Proto: model.ProtoV2}
+	odd := []model.Sample{
+		{Value: 0, Timestamp: 0}, {Value: math.Copysign(0, -1), Timestamp: -5},
+		{Value: math.Float64frombits(value.StaleNaN), Timestamp: math.MaxInt64},
+		{Value: -1e300, Timestamp: 1}, {Value: 1, Timestamp: 1 << 40},
+	}
+	for i := range 5 {
+		req.Series = append(req.Series, model.Series{
+			Labels:  rwtest.SeriesLabels(i),
+			Samples: []model.Sample{{Value: float64(i), Timestamp: 1000, StartTimestamp: 1}, odd[i]},
+		})
+	}
+	sy := synthesizers.Get().(*synthesizer)
+	defer synthesizers.Put(sy)
+	raw := sy.synthesize(req)
+	require.NotNil(t, raw)
+	require.Len(t, raw.Series, 5)
+	require.Equal(t, 10, raw.Samples)
+	var h model.LabelHasher
+	for i, rs := range raw.Series {
+		scanned, err := model.ScanRawSeries(rs.Bytes(raw.Msg), &h)
+		require.NoError(t, err)
+		want, _ := model.HashLabels(rwtest.SeriesLabels(i), nil)
+		require.Equal(t, want, rs.Hash)
+		require.Equal(t, want, scanned.Hash)
+		require.Equal(t, uint32(2), scanned.Samples)
+		// Byte for byte what the generated code marshals.
+		ts := prompb.TimeSeries{Labels: prompb.FromLabels(rwtest.SeriesLabels(i), nil)}
+		for _, x := range req.Series[i].Samples {
+			ts.Samples = append(ts.Samples, prompb.Sample{Value: x.Value, Timestamp: x.Timestamp})
+		}
+		want2, err := ts.Marshal()
+		require.NoError(t, err)
+		require.Equal(t, want2, rs.Bytes(raw.Msg), "series %d", i)
+	}
+	// Reused: a second request starts from scratch.
+	req.Series = req.Series[:2]
+	raw = sy.synthesize(req)
+	require.Len(t, raw.Series, 2)
+	require.Equal(t, 4, raw.Samples)
+}
