@@ -35,6 +35,7 @@ const (
 type diskQueue interface {
 	AppendAt(recs ...[]byte) (queue.Position, error)
 	HasRoom(n int, payloadBytes int64) bool
+	Fits(n int, payloadBytes int64) bool
 	Next(ctx context.Context) ([]byte, queue.Position, error)
 	Ack(pos queue.Position) error
 	Rewind() error

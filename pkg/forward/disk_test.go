@@ -6,8 +6,10 @@ import (
 	"math"
 	"math/rand/v2"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -18,11 +20,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/value"
+	"github.com/prometheus/prometheus/prompb"
 	"github.com/stretchr/testify/require"
 
 	"github.com/rwgateway/gateway/config"
 	"github.com/rwgateway/gateway/pkg/model"
 	"github.com/rwgateway/gateway/pkg/queue"
+	"github.com/rwgateway/gateway/pkg/receiver"
+	"github.com/rwgateway/gateway/pkg/receiver/rwtest"
 	"github.com/rwgateway/gateway/pkg/registry"
 )
 
@@ -404,4 +409,40 @@ func TestDiskMetricsRegistration(t *testing.T) {
 	m.Stop(t.Context())
 	_, err = reg.Gather()
 	require.NoError(t, err)
+}
+
+// A request larger than an upstream's whole disk queue (max_bytes) is
+// refused with 413, as no retry could succeed, and counted as too large;
+// requests that fit are still taken.
+func TestDiskRequestLargerThanQueue(t *testing.T) {
+	up := newFakeUpstream(t, nil)
+	u := testUpstream(t, "u", up.srv.URL, false)
+	u.QueueConfig.MaxBytes = 1 << 20
+	m, _, _, _ := newTestManagerOpts(t, testConfig(u), Options{StoragePath: t.TempDir()})
+	rm := registry.NewReceiverMetrics(prometheus.NewRegistry())
+	h := receiver.NewHandler(nil, rm, m, receiver.Options{})
+
+	// Random label values: snappy cannot shrink them below the queue size.
+	rnd := rand.New(rand.NewPCG(1, 2))
+	big := &prompb.WriteRequest{}
+	for i := range 12000 {
+		id := make([]byte, 100)
+		for j := range id {
+			id[j] = "0123456789abcdef"[rnd.IntN(16)]
+		}
+		big.Timeseries = append(big.Timeseries, prompb.TimeSeries{
+			Labels:  []prompb.Label{{Name: "__name__", Value: "m"}, {Name: "id", Value: string(id) + strconv.Itoa(i)}},
+			Samples: []prompb.Sample{{Value: 1, Timestamp: 1000}},
+		})
+	}
+	body := rwtest.Encode(big)
+	require.Greater(t, len(body), 1<<20)
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, rwtest.NewHTTPRequest(model.ProtoV1, body))
+	require.Equal(t, http.StatusRequestEntityTooLarge, rec.Code, rec.Body.String())
+	require.Contains(t, rec.Body.String(), "max_bytes")
+	require.Equal(t, 1.0, testutil.ToFloat64(rm.Rejected.WithLabelValues(registry.ReasonTooLarge)))
+
+	postV1(t, m, rwtest.V1Request(10, 1))
+	require.Eventually(t, func() bool { return up.samples() == 10 }, waitFor, time.Millisecond)
 }

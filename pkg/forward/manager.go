@@ -57,6 +57,10 @@ var (
 	// queue has no room for the request. That error also has a
 	// RetryAfter() time.Duration method: the delay to suggest to the client.
 	ErrQueueFull = fmt.Errorf("upstream %w", receiver.ErrQueueFull)
+	// ErrTooLarge is wrapped by the error Enqueue returns when a request is
+	// larger than an upstream's disk queue could ever hold (its max_bytes):
+	// the write handler answers 413, as retrying cannot help.
+	ErrTooLarge = fmt.Errorf("larger than an upstream's queue: %w", receiver.ErrTooLarge)
 	// ErrStopped is returned by Enqueue and ApplyConfig after Stop.
 	ErrStopped = fmt.Errorf("forwarding stopped: %w", receiver.ErrShuttingDown)
 	// ErrNotConfigured is returned by Enqueue before the first ApplyConfig.
@@ -460,6 +464,9 @@ func (m *Manager) Enqueue(ctx context.Context, req *model.Request) error {
 		} else {
 			p.recs, p.recBytes = p.enc.encode(p.items, now)
 		}
+		if !p.f.dq.Fits(len(p.recs), p.recBytes) {
+			return fmt.Errorf("upstream %q: request of %d bytes in queue records: %w (queue_config.max_bytes)", p.f.name, p.recBytes, ErrTooLarge)
+		}
 		if !p.f.dq.HasRoom(len(p.recs), p.recBytes) {
 			return p.f.full()
 		}
@@ -489,6 +496,9 @@ func (m *Manager) Enqueue(ctx context.Context, req *model.Request) error {
 			}
 			if errors.Is(err, queue.ErrFull) {
 				return p.f.full()
+			}
+			if errors.Is(err, queue.ErrTooLarge) {
+				return fmt.Errorf("upstream %q: %w: %w", p.f.name, ErrTooLarge, err)
 			}
 			return fmt.Errorf("upstream %q: append to disk queue: %w", p.f.name, err)
 		}

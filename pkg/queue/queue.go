@@ -535,6 +535,16 @@ func (q *Queue) HasRoom(n int, payloadBytes int64) bool {
 	return a != nil && a.acked == a.records && q.bytes-a.size+size <= q.opts.MaxBytes
 }
 
+// Fits reports whether an Append of n records with payloadBytes in all is
+// within MaxBytes, so that it could be queued once there is room: one that
+// is not is refused with ErrTooLarge whatever the queue holds.
+func (q *Queue) Fits(n int, payloadBytes int64) bool {
+	size := int64(n)*frameHeaderSizeV1 + payloadBytes + segmentHeaderSize
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return size <= q.opts.MaxBytes
+}
+
 // SetLimits changes MaxBytes and FullPolicy of the open queue, for a
 // configuration reload; the segment size is capped at maxBytes/2 as in
 // Open. A queue above the new maxBytes refuses appends (Block) or drops its

@@ -73,6 +73,9 @@ var (
 	// ErrShuttingDown means the gateway is stopping: 503, Retry-After: 1, so
 	// that the client retries, perhaps against another replica.
 	ErrShuttingDown = errors.New("shutting down")
+	// ErrTooLarge means the request is larger than a queue could ever hold:
+	// 413, counted as reason too_large; a retry cannot succeed.
+	ErrTooLarge = errors.New("request too large")
 )
 
 // Header names of the remote write 2.0 response.
@@ -308,6 +311,8 @@ func enqueueStatus(err error) (code int, reason string, retryAfter time.Duration
 		return http.StatusServiceUnavailable, registry.ReasonQueueFull, time.Second
 	case errors.Is(err, ErrShuttingDown):
 		return http.StatusServiceUnavailable, registry.ReasonShuttingDown, time.Second
+	case errors.Is(err, ErrTooLarge):
+		return http.StatusRequestEntityTooLarge, registry.ReasonTooLarge, 0
 	default:
 		return http.StatusInternalServerError, registry.ReasonInternal, 0
 	}
