@@ -3,6 +3,7 @@ package forward
 import (
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/prometheus/model/histogram"
+	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/value"
 	"github.com/prometheus/prometheus/prompb"
 	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
@@ -170,4 +172,58 @@ func TestSynthesizeSpans(t *testing.T) {
 	raw = sy.synthesize(req)
 	require.Len(t, raw.Series, 2)
 	require.Equal(t, 4, raw.Samples)
+}
+
+// Float series of random label sets and values (any bit pattern, any
+// timestamp) are synthesized byte for byte as the generated code marshals
+// them, and hash as their labels.
+func TestSynthesizeRandomFloatSeries(t *testing.T) {
+	rnd := rand.New(rand.NewPCG(3, 4))
+	str := func(n int) string {
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = byte(rnd.IntN(256))
+		}
+		return string(b)
+	}
+	sy := synthesizers.Get().(*synthesizer)
+	defer synthesizers.Put(sy)
+	for range 300 {
+		req := &model.Request{Proto: model.ProtoV2}
+		for range 1 + rnd.IntN(20) {
+			sb := labels.NewScratchBuilder(0)
+			sb.Add(labels.MetricName, str(1+rnd.IntN(200)))
+			for range rnd.IntN(12) {
+				sb.Add(str(1+rnd.IntN(140)), str(rnd.IntN(300)))
+			}
+			sb.Sort()
+			s := model.Series{Labels: sb.Labels()}
+			special := []float64{0, math.Copysign(0, -1), math.NaN(), math.Float64frombits(value.StaleNaN), math.Inf(-1), 1}
+			for range 1 + rnd.IntN(4) {
+				v := math.Float64frombits(rnd.Uint64())
+				if rnd.IntN(3) == 0 {
+					v = special[rnd.IntN(len(special))]
+				}
+				// Timestamps of every sign and size, 0 and -1 included.
+				s.Samples = append(s.Samples, model.Sample{Value: v, Timestamp: int64(rnd.Uint64()) >> rnd.IntN(64)})
+			}
+			req.Series = append(req.Series, s)
+		}
+		raw := sy.synthesize(req)
+		require.NotNil(t, raw)
+		require.Len(t, raw.Series, len(req.Series))
+		for i, rs := range raw.Series {
+			s := &req.Series[i]
+			ts := prompb.TimeSeries{Labels: prompb.FromLabels(s.Labels, nil)}
+			for _, x := range s.Samples {
+				ts.Samples = append(ts.Samples, prompb.Sample{Value: x.Value, Timestamp: x.Timestamp})
+			}
+			want, err := ts.Marshal()
+			require.NoError(t, err)
+			require.Equal(t, want, rs.Bytes(raw.Msg))
+			h, _ := model.HashLabels(s.Labels, nil)
+			require.Equal(t, h, rs.Hash)
+			require.Equal(t, uint32(len(s.Samples)), rs.Samples)
+		}
+	}
 }
