@@ -132,6 +132,29 @@ func appendZero[S ~[]E, E any](s S) (S, *E) {
 	return s, e
 }
 
+// unmarshaler is a pointer to a gogo-generated message.
+type unmarshaler[E any] interface {
+	*E
+	Unmarshal([]byte) error
+}
+
+// appendMessage reads the message in the current field (num, typ) of r
+// and unmarshals it as one more element of *s, a zero one reused from its
+// spare capacity if there is one. Errors name the element as what and its
+// index.
+func appendMessage[S ~[]E, E any, P unmarshaler[E]](r *wireReader, num protowire.Number, typ protowire.Type, s *S, what string) error {
+	v, err := r.bytes(num, typ)
+	if err != nil {
+		return err
+	}
+	var e *E
+	*s, e = appendZero(*s)
+	if err := P(e).Unmarshal(v); err != nil {
+		return fmt.Errorf("%s %d: %w", what, len(*s)-1, err)
+	}
+	return nil
+}
+
 // wireReader walks the fields of one protobuf message.
 type wireReader struct {
 	b []byte

@@ -106,14 +106,8 @@ func unmarshalV1(m *prompb.WriteRequest, msg []byte) error {
 				return fmt.Errorf("timeseries %d: %w", len(m.Timeseries)-1, err)
 			}
 		case 3: // metadata
-			v, err := r.bytes(num, typ)
-			if err != nil {
+			if err := appendMessage(&r, num, typ, &m.Metadata, "metadata"); err != nil {
 				return err
-			}
-			var md *prompb.MetricMetadata
-			m.Metadata, md = appendZero(m.Metadata)
-			if err := md.Unmarshal(v); err != nil {
-				return fmt.Errorf("metadata %d: %w", len(m.Metadata)-1, err)
 			}
 		default:
 			if err := r.skip(num, typ); err != nil {
@@ -147,34 +141,16 @@ func unmarshalV1Series(m *prompb.TimeSeries, msg []byte) error {
 				return fmt.Errorf("label %d: %w", len(m.Labels)-1, err)
 			}
 		case 2: // samples
-			v, err := r.bytes(num, typ)
-			if err != nil {
+			if err := appendMessage(&r, num, typ, &m.Samples, "sample"); err != nil {
 				return err
-			}
-			var s *prompb.Sample
-			m.Samples, s = appendZero(m.Samples)
-			if err := s.Unmarshal(v); err != nil {
-				return fmt.Errorf("sample %d: %w", len(m.Samples)-1, err)
 			}
 		case 3: // exemplars
-			v, err := r.bytes(num, typ)
-			if err != nil {
+			if err := appendMessage(&r, num, typ, &m.Exemplars, "exemplar"); err != nil {
 				return err
-			}
-			var e *prompb.Exemplar
-			m.Exemplars, e = appendZero(m.Exemplars)
-			if err := e.Unmarshal(v); err != nil {
-				return fmt.Errorf("exemplar %d: %w", len(m.Exemplars)-1, err)
 			}
 		case 4: // histograms
-			v, err := r.bytes(num, typ)
-			if err != nil {
+			if err := appendMessage(&r, num, typ, &m.Histograms, "histogram"); err != nil {
 				return err
-			}
-			var h *prompb.Histogram
-			m.Histograms, h = appendZero(m.Histograms)
-			if err := h.Unmarshal(v); err != nil {
-				return fmt.Errorf("histogram %d: %w", len(m.Histograms)-1, err)
 			}
 		default:
 			if err := r.skip(num, typ); err != nil {

@@ -141,34 +141,16 @@ func unmarshalV2Series(m *writev2.TimeSeries, msg []byte) error {
 				return fmt.Errorf("wrong wire type %d for field %d", typ, num)
 			}
 		case 2: // samples
-			v, err := r.bytes(num, typ)
-			if err != nil {
+			if err := appendMessage(&r, num, typ, &m.Samples, "sample"); err != nil {
 				return err
-			}
-			var s *writev2.Sample
-			m.Samples, s = appendZero(m.Samples)
-			if err := s.Unmarshal(v); err != nil {
-				return fmt.Errorf("sample %d: %w", len(m.Samples)-1, err)
 			}
 		case 3: // histograms
-			v, err := r.bytes(num, typ)
-			if err != nil {
+			if err := appendMessage(&r, num, typ, &m.Histograms, "histogram"); err != nil {
 				return err
-			}
-			var h *writev2.Histogram
-			m.Histograms, h = appendZero(m.Histograms)
-			if err := h.Unmarshal(v); err != nil {
-				return fmt.Errorf("histogram %d: %w", len(m.Histograms)-1, err)
 			}
 		case 4: // exemplars
-			v, err := r.bytes(num, typ)
-			if err != nil {
+			if err := appendMessage(&r, num, typ, &m.Exemplars, "exemplar"); err != nil {
 				return err
-			}
-			var e *writev2.Exemplar
-			m.Exemplars, e = appendZero(m.Exemplars)
-			if err := e.Unmarshal(v); err != nil {
-				return fmt.Errorf("exemplar %d: %w", len(m.Exemplars)-1, err)
 			}
 		case 5: // metadata; repeated occurrences merge, as protobuf has it
 			v, err := r.bytes(num, typ)
