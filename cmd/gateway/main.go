@@ -151,10 +151,7 @@ func newGatewayWeb(logger *slog.Logger, reg prometheus.Registerer, gatherer prom
 	guard := tenant.NewGuard(registry.NewTenantMetrics(reg), fwd)
 	guard.Apply(tenants)
 
-	handler := receiver.NewHandler(logger, registry.NewReceiverMetrics(reg), guard, receiver.Options{
-		MaxRequestBytes: cfg.Receiver.MaxRequestBytes,
-		MaxDecodedBytes: cfg.Receiver.MaxDecodedBytes,
-	})
+	handler := receiver.NewHandler(logger, registry.NewReceiverMetrics(reg), guard, receiverOptions(cfg))
 
 	// reload is serialized: SIGHUP and /-/reload may race.
 	var reloadMu sync.Mutex
@@ -174,9 +171,7 @@ func newGatewayWeb(logger *slog.Logger, reg prometheus.Registerer, gatherer prom
 			logger.Error("reload config; the previous configuration stays in force", "file", configFile, "err", err)
 			return err
 		}
-		if next.Receiver != cfg.Receiver {
-			logger.Warn("receiver limits changed; they take effect at the next restart", "file", configFile)
-		}
+		handler.SetOptions(receiverOptions(next))
 		guard.Apply(nextTenants)
 		configMetrics.Loaded(next.Hash, float64(time.Now().Unix()))
 		logger.Info("reloaded config", "file", configFile, "sha256", next.Hash, "upstreams", len(next.Upstreams))
@@ -186,6 +181,11 @@ func newGatewayWeb(logger *slog.Logger, reg prometheus.Registerer, gatherer prom
 	webOpts.Reload = reload
 	routes := web.New(logger.With("component", "web"), registry.NewHTTPMetrics(reg), gatherer, guard.Middleware(handler), webOpts)
 	return &gateway{fwd: fwd, routes: routes, reload: reload}, nil
+}
+
+// receiverOptions are the write handler's limits in cfg.
+func receiverOptions(cfg *config.Config) receiver.Options {
+	return receiver.Options{MaxRequestBytes: cfg.Receiver.MaxRequestBytes, MaxDecodedBytes: cfg.Receiver.MaxDecodedBytes}
 }
 
 func serveGateway(logger *slog.Logger, f flags) error {

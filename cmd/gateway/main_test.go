@@ -263,3 +263,43 @@ func TestBadReloadKeepsOldConfig(t *testing.T) {
 	require.Equal(t, http.StatusNoContent, post("/api/v1/write"))
 	require.Equal(t, "b", <-got, "the new upstream receives after a good reload")
 }
+
+// A reload changes the receiver's limits for the requests after it.
+func TestReloadReceiverLimits(t *testing.T) {
+	sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer sink.Close()
+	cfgFile := filepath.Join(t.TempDir(), "gw.yml")
+	writeConfig(t, cfgFile, sink.URL)
+	cfg, err := config.LoadFile(cfgFile)
+	require.NoError(t, err)
+	reg := prometheus.NewPedanticRegistry()
+	gw, err := newGateway(nil, reg, reg, cfgFile, cfg)
+	require.NoError(t, err)
+	defer gw.fwd.Stop(context.Background())
+	srv := httptest.NewServer(gw.routes)
+	defer srv.Close()
+
+	body := encode(t, 0, 1)
+	post := func(path string, b []byte) int {
+		resp, err := http.Post(srv.URL+path, "application/x-protobuf", bytes.NewReader(b))
+		require.NoError(t, err)
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	require.Equal(t, http.StatusNoContent, post("/api/v1/write", body))
+
+	raw, err := os.ReadFile(cfgFile)
+	require.NoError(t, err)
+	limited := fmt.Sprintf("receiver:\n  max_request_bytes: %d\n%s", len(body)-1, raw)
+	require.NoError(t, os.WriteFile(cfgFile, []byte(limited), 0o600))
+	require.Equal(t, http.StatusOK, post("/-/reload", nil))
+	require.Equal(t, http.StatusRequestEntityTooLarge, post("/api/v1/write", body))
+
+	require.NoError(t, os.WriteFile(cfgFile, raw, 0o600))
+	require.Equal(t, http.StatusOK, post("/-/reload", nil))
+	require.Equal(t, http.StatusNoContent, post("/api/v1/write", body))
+}

@@ -38,6 +38,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/golang/snappy"
@@ -106,7 +107,7 @@ type Options struct {
 type Handler struct {
 	logger *slog.Logger
 	q      Enqueuer
-	opts   Options
+	opts   atomic.Pointer[Options] // see SetOptions
 
 	metrics    *registry.ReceiverMetrics
 	requests   [2]prometheus.Counter // by model.Protocol
@@ -127,21 +128,15 @@ func NewHandler(logger *slog.Logger, metrics *registry.ReceiverMetrics, q Enqueu
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	if opts.MaxRequestBytes <= 0 {
-		opts.MaxRequestBytes = defaultMaxBytes
-	}
-	if opts.MaxDecodedBytes <= 0 {
-		opts.MaxDecodedBytes = defaultMaxBytes
-	}
 	h := &Handler{
 		logger:   logger.With("component", "receiver"),
 		q:        q,
-		opts:     opts,
 		metrics:  metrics,
 		rejected: make(map[string]prometheus.Counter, len(registry.RejectReasons)+1),
 		bufs:     sync.Pool{New: func() any { return new([]byte) }},
 		decoders: [2]decoder{newV1Decoder(), newV2Decoder()},
 	}
+	h.SetOptions(opts)
 	for _, p := range []model.Protocol{model.ProtoV1, model.ProtoV2} {
 		h.requests[p] = metrics.Requests.WithLabelValues(p.Label())
 		h.samples[p] = metrics.Samples.WithLabelValues(p.Label())
@@ -157,8 +152,21 @@ func NewHandler(logger *slog.Logger, metrics *registry.ReceiverMetrics, q Enqueu
 	return h
 }
 
+// SetOptions changes the handler's limits, for a configuration reload:
+// requests that arrive after it returns are held to the new ones.
+func (h *Handler) SetOptions(opts Options) {
+	if opts.MaxRequestBytes <= 0 {
+		opts.MaxRequestBytes = defaultMaxBytes
+	}
+	if opts.MaxDecodedBytes <= 0 {
+		opts.MaxDecodedBytes = defaultMaxBytes
+	}
+	h.opts.Store(&opts)
+}
+
 // ServeHTTP handles one remote-write request; see the package documentation.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	opts := h.opts.Load()
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
 		h.reject(w, http.StatusMethodNotAllowed, registry.ReasonMethod, "method not allowed, use POST", nil)
@@ -179,19 +187,19 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			fmt.Sprintf("unsupported Content-Encoding %q, use snappy", truncate(enc, 64)), nil)
 		return
 	}
-	if r.ContentLength > h.opts.MaxRequestBytes {
-		h.reject(w, http.StatusRequestEntityTooLarge, registry.ReasonTooLarge, h.tooLargeMsg(), nil)
+	if r.ContentLength > opts.MaxRequestBytes {
+		h.reject(w, http.StatusRequestEntityTooLarge, registry.ReasonTooLarge, tooLargeMsg(opts), nil)
 		return
 	}
 
 	// The compressed body.
 	bodyBuf := h.getBuf(initialBodyCap(r.ContentLength))
 	defer h.putBuf(bodyBuf)
-	body, err := readBody(http.MaxBytesReader(w, r.Body, h.opts.MaxRequestBytes), r.ContentLength, *bodyBuf)
+	body, err := readBody(http.MaxBytesReader(w, r.Body, opts.MaxRequestBytes), r.ContentLength, *bodyBuf)
 	*bodyBuf = body
 	if err != nil {
 		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
-			h.reject(w, http.StatusRequestEntityTooLarge, registry.ReasonTooLarge, h.tooLargeMsg(), err)
+			h.reject(w, http.StatusRequestEntityTooLarge, registry.ReasonTooLarge, tooLargeMsg(opts), err)
 			return
 		}
 		h.reject(w, http.StatusBadRequest, registry.ReasonReadError, "read body: "+err.Error(), err)
@@ -205,9 +213,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.reject(w, http.StatusBadRequest, registry.ReasonSnappy, "decode snappy: "+err.Error(), err)
 		return
 	}
-	if int64(n) > h.opts.MaxDecodedBytes {
+	if int64(n) > opts.MaxDecodedBytes {
 		h.reject(w, http.StatusBadRequest, registry.ReasonDecodedTooLarge,
-			fmt.Sprintf("decoded body of %d bytes is over the limit of %d bytes", n, h.opts.MaxDecodedBytes), nil)
+			fmt.Sprintf("decoded body of %d bytes is over the limit of %d bytes", n, opts.MaxDecodedBytes), nil)
 		return
 	}
 	msgBuf := h.getBuf(n)
@@ -339,8 +347,8 @@ func (h *Handler) reject(w http.ResponseWriter, code int, reason, msg string, er
 	http.Error(w, msg, code)
 }
 
-func (h *Handler) tooLargeMsg() string {
-	return fmt.Sprintf("request body is over the limit of %d bytes", h.opts.MaxRequestBytes)
+func tooLargeMsg(opts *Options) string {
+	return fmt.Sprintf("request body is over the limit of %d bytes", opts.MaxRequestBytes)
 }
 
 // setWritten sets the 2.0 response headers that tell the client how much of

@@ -6,6 +6,7 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -479,8 +480,26 @@ func TestParseContentType(t *testing.T) {
 
 func TestNewHandlerDefaults(t *testing.T) {
 	h, _, _ := newTestHandler(t, &fakeQueue{}, Options{})
-	require.Equal(t, Options{MaxRequestBytes: 32 << 20, MaxDecodedBytes: 32 << 20}, h.opts)
+	require.Equal(t, Options{MaxRequestBytes: 32 << 20, MaxDecodedBytes: 32 << 20}, *h.opts.Load())
 	require.NotNil(t, h.logger)
+}
+
+// SetOptions changes the limits for the requests that come after it.
+func TestSetOptions(t *testing.T) {
+	h, _, _ := newTestHandler(t, &fakeQueue{}, Options{})
+	body := rwtest.Encode(rwtest.V1Request(100, 1))
+	serve := func() int {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, rwtest.NewHTTPRequest(model.ProtoV1, body))
+		return rec.Code
+	}
+	require.Equal(t, http.StatusNoContent, serve())
+	h.SetOptions(Options{MaxRequestBytes: int64(len(body) - 1)})
+	require.Equal(t, http.StatusRequestEntityTooLarge, serve())
+	h.SetOptions(Options{MaxDecodedBytes: 100})
+	require.Equal(t, http.StatusBadRequest, serve())
+	h.SetOptions(Options{})
+	require.Equal(t, http.StatusNoContent, serve())
 }
 
 func TestTruncate(t *testing.T) {
