@@ -52,6 +52,25 @@ func writeConfig(t *testing.T, path string, upstreams ...string) {
 	require.NoError(t, os.WriteFile(path, []byte(b.String()), 0o600))
 }
 
+// startGateway builds the gateway of the config file cfgFile on a pedantic
+// registry and serves its routes; both stop at cleanup.
+func startGateway(t *testing.T, cfgFile string) (*gateway, *prometheus.Registry, *httptest.Server) {
+	t.Helper()
+	cfg, err := config.LoadFile(cfgFile)
+	require.NoError(t, err)
+	reg := prometheus.NewPedanticRegistry()
+	gw, err := newGateway(nil, reg, reg, cfgFile, cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		gw.fwd.Stop(ctx)
+	})
+	srv := httptest.NewServer(gw.routes)
+	t.Cleanup(srv.Close)
+	return gw, reg, srv
+}
+
 // TestCollectorsRegisteredOnceUnderLoad builds the whole gateway against a
 // pedantic registry, then sends 10,000 concurrent write requests and reloads
 // the config while they run: no collector may be registered after start,
@@ -214,19 +233,12 @@ func TestBadReloadKeepsOldConfig(t *testing.T) {
 		}))
 	}
 	a, b := sink("a"), sink("b")
-	defer a.Close()
-	defer b.Close()
+	t.Cleanup(a.Close) // after the gateway's Stop
+	t.Cleanup(b.Close)
 
 	cfgFile := filepath.Join(t.TempDir(), "gw.yml")
 	writeConfig(t, cfgFile, a.URL)
-	cfg, err := config.LoadFile(cfgFile)
-	require.NoError(t, err)
-	reg := prometheus.NewPedanticRegistry()
-	gw, err := newGateway(nil, reg, reg, cfgFile, cfg)
-	require.NoError(t, err)
-	defer gw.fwd.Stop(context.Background())
-	srv := httptest.NewServer(gw.routes)
-	defer srv.Close()
+	_, reg, srv := startGateway(t, cfgFile)
 
 	post := func(path string) int {
 		resp, err := http.Post(srv.URL+path, "application/x-protobuf", bytes.NewReader(encode(t, 0, 1)))
@@ -270,17 +282,10 @@ func TestReloadReceiverLimits(t *testing.T) {
 		_, _ = io.Copy(io.Discard, r.Body)
 		w.WriteHeader(http.StatusNoContent)
 	}))
-	defer sink.Close()
+	t.Cleanup(sink.Close) // after the gateway's Stop
 	cfgFile := filepath.Join(t.TempDir(), "gw.yml")
 	writeConfig(t, cfgFile, sink.URL)
-	cfg, err := config.LoadFile(cfgFile)
-	require.NoError(t, err)
-	reg := prometheus.NewPedanticRegistry()
-	gw, err := newGateway(nil, reg, reg, cfgFile, cfg)
-	require.NoError(t, err)
-	defer gw.fwd.Stop(context.Background())
-	srv := httptest.NewServer(gw.routes)
-	defer srv.Close()
+	_, _, srv := startGateway(t, cfgFile)
 
 	body := encode(t, 0, 1)
 	post := func(path string, b []byte) int {

@@ -14,11 +14,8 @@ import (
 
 	"github.com/gogo/protobuf/proto"
 	"github.com/golang/snappy"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/prometheus/prompb"
 	"github.com/stretchr/testify/require"
-
-	"github.com/rwgateway/gateway/config"
 )
 
 // sinkServer records the tenant label of every series it receives.
@@ -87,13 +84,7 @@ func TestTenantIsolation(t *testing.T) {
   - {id: b, upstreams: [shared, only-b], extra_labels: {tenant: b}}
 `, shared.URL, q, onlyA.URL, q, onlyB.URL, q)
 	require.NoError(t, os.WriteFile(cfgFile, []byte(cfgText), 0o600))
-	cfg, err := config.LoadFile(cfgFile)
-	require.NoError(t, err)
-	reg := prometheus.NewPedanticRegistry()
-	gw, err := newGateway(nil, reg, reg, cfgFile, cfg)
-	require.NoError(t, err)
-	srv := httptest.NewServer(gw.routes)
-	defer srv.Close()
+	gw, _, srv := startGateway(t, cfgFile)
 
 	write := func(header map[string]string, forged string) int {
 		req := &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{{
@@ -137,14 +128,7 @@ func TestLimitsThroughTheStack(t *testing.T) {
 - {name: up, url: %s, queue_config: {batch_send_deadline: 10ms, max_shards: 1}}
 limits: {max_series_per_request: 2, max_labels_per_series: 3, max_label_value_length: 8, samples_per_second: 1, burst: 3}
 `, up.URL)), 0o600))
-	cfg, err := config.LoadFile(cfgFile)
-	require.NoError(t, err)
-	reg := prometheus.NewPedanticRegistry()
-	gw, err := newGateway(nil, reg, reg, cfgFile, cfg)
-	require.NoError(t, err)
-	defer gw.fwd.Stop(context.Background())
-	srv := httptest.NewServer(gw.routes)
-	defer srv.Close()
+	_, reg, srv := startGateway(t, cfgFile)
 
 	post := func(series ...prompb.TimeSeries) *http.Response {
 		b, err := proto.Marshal(&prompb.WriteRequest{Timeseries: series})

@@ -100,28 +100,40 @@ func chunkRaw(msg []byte, series []model.RawSeries, nShards, maxN, maxB int) (it
 	return items, shardOf
 }
 
-// chunkSeries returns the series of a chunk as raw items of their own.
-func (it *item) chunkSeries() []item {
-	var (
-		out []item
-		h   model.LabelHasher
-	)
-	for b := it.raw; len(b) > 0; {
-		_, _, k := protowire.ConsumeTag(b)
-		v, m := protowire.ConsumeBytes(b[k:])
-		if k < 0 || m < 0 {
-			// Chunks are built from validated series.
+// rangeChunk calls fn for each series of the chunk raw, in order: its
+// TimeSeries message, what model.ScanRawSeries reads of it, and the offset
+// in raw just past its field. fn returns false to stop.
+func rangeChunk(raw []byte, fn func(ts []byte, rs model.RawSeries, end int) bool) {
+	var h model.LabelHasher
+	for off := 0; off < len(raw); {
+		_, _, k := protowire.ConsumeTag(raw[off:])
+		if k < 0 {
+			panic("malformed chunk") // chunks are built from validated series
+		}
+		v, m := protowire.ConsumeBytes(raw[off+k:])
+		if m < 0 {
 			panic("malformed chunk")
 		}
-		b = b[k+m:]
 		rs, err := model.ScanRawSeries(v, &h)
 		if err != nil {
 			panic("malformed series in a chunk: " + err.Error())
 		}
-		ri := rawItem(v, rs)
+		off += k + m
+		if !fn(v, rs, off) {
+			return
+		}
+	}
+}
+
+// chunkSeries returns the series of a chunk as raw items of their own.
+func (it *item) chunkSeries() []item {
+	var out []item
+	rangeChunk(it.raw, func(ts []byte, rs model.RawSeries, _ int) bool {
+		ri := rawItem(ts, rs)
 		ri.rec = it.rec
 		out = append(out, ri)
-	}
+		return true
+	})
 	return out
 }
 
@@ -130,31 +142,21 @@ func (it *item) chunkSeries() []item {
 // has more than n points (possible only when n is below
 // max_samples_per_send, for the byte limit), head is that series.
 func (it *item) splitChunk(n int) (head, tail item) {
-	var h model.LabelHasher
 	head = item{chunk: true, hash: it.hash, rec: it.rec}
-	off := 0
-	for b := it.raw; len(b) > 0; {
-		_, _, k := protowire.ConsumeTag(b)
-		v, m := protowire.ConsumeBytes(b[k:])
-		if k < 0 || m < 0 {
-			panic("malformed chunk") // chunks are built from validated series
+	cut := 0
+	rangeChunk(it.raw, func(_ []byte, rs model.RawSeries, end int) bool {
+		if cut > 0 && int(head.rawSamples+head.rawHists+head.rawExemplars)+rs.Points() > n {
+			return false
 		}
-		rs, err := model.ScanRawSeries(v, &h)
-		if err != nil {
-			panic("malformed series in a chunk: " + err.Error())
-		}
-		if off > 0 && int(head.rawSamples+head.rawHists+head.rawExemplars)+rs.Points() > n {
-			break
-		}
-		off += k + m
-		b = b[k+m:]
+		cut = end
 		head.rawSamples += rs.Samples
 		head.rawHists += rs.Histograms
 		head.rawExemplars += rs.Exemplars
-	}
-	head.raw = it.raw[:off:off]
+		return true
+	})
+	head.raw = it.raw[:cut:cut]
 	tail = item{
-		raw: it.raw[off:], chunk: true, hash: it.hash, rec: it.rec,
+		raw: it.raw[cut:], chunk: true, hash: it.hash, rec: it.rec,
 		rawSamples: it.rawSamples - head.rawSamples, rawHists: it.rawHists - head.rawHists,
 		rawExemplars: it.rawExemplars - head.rawExemplars,
 	}

@@ -222,11 +222,10 @@ type recordDecoder struct {
 	hasher model.LabelHasher
 
 	// Version 2 records become chunks (see chunkRaw) for shards shards of
-	// maxN points and maxB bytes, or, with shards 0, one raw item per
-	// series.
+	// at most maxN points and maxB bytes; the zero value means one shard
+	// and no limits.
 	shards, maxN, maxB int
 	series             []model.RawSeries
-	msg                []byte
 }
 
 // decode returns the items of rec, which it does not retain, and the time
@@ -405,8 +404,8 @@ func (r *recordReader) body() ([]item, time.Time) {
 	return items, appended
 }
 
-// decodeV2 returns the items of a version 2 record body. The raw items
-// share one buffer per record, which they own.
+// decodeV2 returns the items of a version 2 record body: its series as
+// chunks, which own their memory, and its metadata.
 func (d *recordDecoder) decodeV2(rec []byte) ([]item, time.Time, error) {
 	ms, k := binary.Uvarint(rec)
 	if k <= 0 {
@@ -420,16 +419,11 @@ func (d *recordDecoder) decodeV2(rec []byte) ([]item, time.Time, error) {
 	if n > maxDecodedRecordBytes {
 		return nil, time.Time{}, fmt.Errorf("record of %d bytes decoded is over the %d limit", n, maxDecodedRecordBytes)
 	}
-	// Chunks are copies: the decoded message is then the decoder's to
-	// reuse. Raw items point into it.
-	buf := make([]byte, n)
-	if d.shards > 0 {
-		if cap(d.msg) < n {
-			d.msg = make([]byte, n)
-		}
-		buf = d.msg[:n]
+	// Chunks are copies: the decoded message is the decoder's to reuse.
+	if cap(d.raw) < n {
+		d.raw = make([]byte, n)
 	}
-	msg, err := snappy.Decode(buf, rec)
+	msg, err := snappy.Decode(d.raw[:n], rec)
 	if err != nil {
 		return nil, time.Time{}, fmt.Errorf("decode snappy: %w", err)
 	}
@@ -452,15 +446,8 @@ func (d *recordDecoder) decodeV2(rec []byte) ([]item, time.Time, error) {
 			if err != nil {
 				return nil, time.Time{}, err
 			}
-			if d.shards > 0 {
-				rs.Span = model.Span{Off: uint32(len(msg) - len(b) - len(v)), Len: uint32(len(v))}
-				series = append(series, rs)
-				continue
-			}
-			if items == nil {
-				items = make([]item, 0, len(msg)/max(len(v), 1)+1)
-			}
-			items = append(items, rawItem(v, rs))
+			rs.Span = model.Span{Off: uint32(len(msg) - len(b) - len(v)), Len: uint32(len(v))}
+			series = append(series, rs)
 		case 3:
 			var md prompb.MetricMetadata
 			if err := md.Unmarshal(v); err != nil {
@@ -474,7 +461,14 @@ func (d *recordDecoder) decodeV2(rec []byte) ([]item, time.Time, error) {
 		}
 	}
 	if len(series) > 0 {
-		chunks, _ := chunkRaw(msg, series, d.shards, d.maxN, d.maxB)
+		maxN, maxB := d.maxN, d.maxB
+		if maxN <= 0 {
+			maxN = math.MaxInt
+		}
+		if maxB <= 0 {
+			maxB = math.MaxInt
+		}
+		chunks, _ := chunkRaw(msg, series, max(d.shards, 1), maxN, maxB)
 		items = append(chunks, items...)
 	}
 	return items, time.UnixMilli(int64(ms)), nil

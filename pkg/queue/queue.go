@@ -518,7 +518,7 @@ func (q *Queue) updateGaugesLocked() {
 // Append can still fail afterwards, when another one takes the room first
 // or the disk fills up.
 func (q *Queue) HasRoom(n int, payloadBytes int64) bool {
-	size := int64(n)*frameHeaderSizeV1 + payloadBytes + segmentHeaderSize
+	size := appendBound(n, payloadBytes)
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	switch {
@@ -535,11 +535,17 @@ func (q *Queue) HasRoom(n int, payloadBytes int64) bool {
 	return a != nil && a.acked == a.records && q.bytes-a.size+size <= q.opts.MaxBytes
 }
 
+// appendBound is what an Append of n records with payloadBytes in all may
+// need on disk: their frames, and a new segment's header.
+func appendBound(n int, payloadBytes int64) int64 {
+	return int64(n)*frameHeaderSizeV1 + payloadBytes + segmentHeaderSize
+}
+
 // Fits reports whether an Append of n records with payloadBytes in all is
 // within MaxBytes, so that it could be queued once there is room: one that
 // is not is refused with ErrTooLarge whatever the queue holds.
 func (q *Queue) Fits(n int, payloadBytes int64) bool {
-	size := int64(n)*frameHeaderSizeV1 + payloadBytes + segmentHeaderSize
+	size := appendBound(n, payloadBytes)
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	return size <= q.opts.MaxBytes
