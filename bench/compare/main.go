@@ -6,9 +6,11 @@
 //
 // Every system forwards to the same in-process counting sink. Rounds are
 // interleaved (gateway, vmagent, Prometheus, gateway, ...) so that the
-// shared machine's background load spreads over all three. Every process
-// is started fresh for each run on 127.0.0.1 and stopped by PID afterwards,
-// on Ctrl-C too.
+// shared machine's background load spreads over all three. With -baseline
+// a second gateway build runs as gateway-baseline, right after gateway in
+// every round, and each scenario reports the change from it to gateway.
+// Every process is started fresh for each run on 127.0.0.1 and stopped by
+// PID afterwards, on Ctrl-C too.
 package main
 
 import (
@@ -166,6 +168,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.StringVar(&o.jsonOut, "json", "", "Also write every measurement as JSON to this file.")
 	fs.BoolVar(&o.keep, "keep", false, "Keep the temporary directory with the processes' logs and data.")
 	fs.StringVar(&o.bins.gateway, "gateway", envOr("GATEWAY_BIN", "bin/gateway"), "Gateway binary ($GATEWAY_BIN).")
+	fs.StringVar(&o.bins.baseline, "baseline", "", "A second gateway binary (e.g. built from an earlier commit) to compare with -gateway: adds the system "+sysBaseline+", run like gateway, and a before/after ratio of the two. Empty for none.")
 	fs.StringVar(&o.bins.prometheus, "prometheus", os.Getenv("PROMETHEUS_BIN"), "Prometheus 2.42 binary ($PROMETHEUS_BIN, else .cache/peers/env).")
 	fs.StringVar(&o.bins.vmagent, "vmagent", os.Getenv("VMAGENT_BIN"), "vmagent binary ($VMAGENT_BIN, else .cache/peers/env).")
 	if err := fs.Parse(args); err != nil {
@@ -188,25 +191,28 @@ func parseFlags(args []string) (*options, error) {
 	case o.q.shards < 1 || o.q.capacity < 1 || o.q.batch < 1:
 		return nil, errors.New("-shards, -capacity and -batch must be positive")
 	}
-	for _, s := range splitList(o.systems) {
-		var bin string
-		switch s {
-		case sysGateway:
-			bin = o.bins.gateway
-		case sysVMAgent:
-			bin = o.bins.vmagent
-		case sysPrometheus:
-			bin = o.bins.prometheus
-		default:
+	systems := splitList(o.systems)
+	switch {
+	case o.bins.baseline != "" && !slices.Contains(systems, sysBaseline):
+		// Right after gateway, so that the two builds run back to back
+		// in every round under the most similar background load.
+		systems = slices.Insert(systems, slices.Index(systems, sysGateway)+1, sysBaseline)
+	case o.bins.baseline == "" && slices.Contains(systems, sysBaseline):
+		return nil, fmt.Errorf("-systems: %s needs -baseline", sysBaseline)
+	}
+	o.systems = strings.Join(systems, ",")
+	for _, s := range systems {
+		if !slices.Contains([]string{sysGateway, sysBaseline, sysVMAgent, sysPrometheus}, s) {
 			return nil, fmt.Errorf("-systems: unknown system %q", s)
 		}
+		bin := o.bins.of(s)
 		if fi, err := os.Stat(bin); bin == "" || err != nil || fi.IsDir() {
 			return nil, fmt.Errorf("%s binary %q not found (make build; scripts/peers.sh)", s, bin)
 		}
 	}
 	// Every process runs in its own directory, where a relative path would
 	// name nothing.
-	for _, p := range []*string{&o.bins.gateway, &o.bins.vmagent, &o.bins.prometheus} {
+	for _, p := range []*string{&o.bins.gateway, &o.bins.baseline, &o.bins.vmagent, &o.bins.prometheus} {
 		if *p != "" {
 			if abs, err := filepath.Abs(*p); err == nil {
 				*p = abs
@@ -390,9 +396,9 @@ func (b *bench) runScenario(ctx context.Context, sc scenario) (scenarioResult, e
 			if ctx.Err() != nil {
 				return res, fmt.Errorf("interrupted during %s round %d %s; every process started was stopped", sc.key, round, sys)
 			}
-			fmt.Fprintf(os.Stderr, "compare: %s round %d %-10s %s\n", sc.key, round, sys, m.summary())
+			fmt.Fprintf(os.Stderr, "compare: %s round %d %-16s %s\n", sc.key, round, sys, m.summary())
 			res.runs = append(res.runs, m)
-			if sc.probe && sys != sysGateway && round == 1 && m.Err == "" && m.deliveredPerUpstream() < m.Accepted/100 {
+			if sc.probe && !isGateway(sys) && round == 1 && m.Err == "" && m.deliveredPerUpstream() < m.Accepted/100 {
 				dropped[sys] = fmt.Sprintf("it answered 2xx to %d samples (statuses %v) but delivered %d", m.Accepted, m.Status, m.deliveredPerUpstream())
 			}
 		}
@@ -515,6 +521,10 @@ func (b *bench) versions() map[string]string {
 		switch sys {
 		case sysGateway:
 			v[sys] = versionOf(b.o.bins.gateway, "--version")
+		case sysBaseline:
+			// The path too: a binary built without the Makefile's
+			// -ldflags has no revision in its version.
+			v[sys] = strings.TrimSpace(versionOf(b.o.bins.baseline, "--version") + " (" + relPath(b.o.bins.baseline) + ")")
 		case sysPrometheus:
 			v[sys] = versionOf(b.o.bins.prometheus, "--version")
 		case sysVMAgent:
@@ -526,4 +536,17 @@ func (b *bench) versions() map[string]string {
 		}
 	}
 	return v
+}
+
+// relPath returns path relative to the working directory if it is under
+// it, else path.
+func relPath(path string) string {
+	wd, err := os.Getwd()
+	if err != nil {
+		return path
+	}
+	if rel, err := filepath.Rel(wd, path); err == nil && filepath.IsLocal(rel) {
+		return rel
+	}
+	return path
 }

@@ -196,58 +196,26 @@ func writeScenario(w io.Writer, r scenarioResult) {
 	systems := systemsOf(r.runs)
 	med := table{head: []string{"median", "comparable runs", "accepted samples/s", "delivered samples/s", "CPU-s per M samples", "peak RSS MiB", "p99 ms"}}
 	for _, sys := range systems {
-		var acc, del, cpu, rss, p99 []float64
-		for _, m := range r.runs {
-			if m.System != sys || !m.ok() {
-				continue
-			}
-			acc, del = append(acc, m.acceptedRate()), append(del, m.deliveredRate())
-			cpu, rss, p99 = append(cpu, m.cpuPerMillion()), append(rss, mib(m.PeakRSSBytes)), append(p99, m.P99*1e3)
-		}
-		med.add(sys, fmt.Sprint(len(acc)), si(median(acc)), si(median(del)), f3(median(cpu)), f1(median(rss)), f1(median(p99)))
+		sm := mediansOf(r.runs, sys)
+		med.add(sys, fmt.Sprint(sm.n), si(sm.acc), si(sm.del), f3(sm.cpu), f1(sm.rss), f1(sm.p99))
 	}
 	med.write(w)
 
+	if slices.Contains(systems, sysGateway) && slices.Contains(systems, sysBaseline) {
+		writeBeforeAfter(w, r)
+	}
+
 	others := []string{}
 	for _, s := range systems {
-		if s != sysGateway {
+		if !isGateway(s) {
 			others = append(others, s)
 		}
 	}
 	if slices.Contains(systems, sysGateway) && len(others) > 0 {
-		head := []string{"round"}
-		for _, o := range others {
-			head = append(head, "CPU/M vs "+o, "RSS vs "+o, "p99 vs "+o)
-		}
-		rt := table{head: head}
-		cols := make([][]float64, 3*len(others))
-		for round := 1; round <= r.sc.rounds; round++ {
-			gw, ok := find(r.runs, round, sysGateway)
-			row := []string{fmt.Sprint(round)}
-			have := false
-			for i, o := range others {
-				om, ok2 := find(r.runs, round, o)
-				if !ok || !ok2 || !gw.ok() || !om.ok() {
-					row = append(row, "–", "–", "–")
-					continue
-				}
-				have = true
-				vals := []float64{gw.cpuPerMillion() / om.cpuPerMillion(), float64(gw.PeakRSSBytes) / float64(om.PeakRSSBytes), gw.P99 / om.P99}
-				for j, v := range vals {
-					cols[3*i+j] = append(cols[3*i+j], v)
-					row = append(row, f2(v))
-				}
-			}
-			if have {
-				rt.add(row...)
-			}
-		}
+		rt, _ := ratioTable(r, sysGateway, others, func(o string) []string {
+			return []string{"CPU/M vs " + o, "RSS vs " + o, "p99 vs " + o}
+		})
 		if len(rt.rows) > 0 {
-			medRow := []string{"**median**"}
-			for _, c := range cols {
-				medRow = append(medRow, "**"+f2(median(c))+"**")
-			}
-			rt.add(medRow...)
 			fmt.Fprintf(w, "Ratios gateway ÷ other (below 1: the gateway uses less):\n\n")
 			rt.write(w)
 		} else {
@@ -263,6 +231,98 @@ func writeScenario(w io.Writer, r scenarioResult) {
 		}
 		fmt.Fprintln(w)
 	}
+}
+
+// sysMedians are the medians of one system's comparable runs of a
+// scenario: rates in samples/s, CPU-s per M samples, RSS in MiB, p99 in ms.
+type sysMedians struct {
+	n                       int
+	acc, del, cpu, rss, p99 float64
+}
+
+func mediansOf(runs []measurement, sys string) sysMedians {
+	var acc, del, cpu, rss, p99 []float64
+	for _, m := range runs {
+		if m.System != sys || !m.ok() {
+			continue
+		}
+		acc, del = append(acc, m.acceptedRate()), append(del, m.deliveredRate())
+		cpu, rss, p99 = append(cpu, m.cpuPerMillion()), append(rss, mib(m.PeakRSSBytes)), append(p99, m.P99*1e3)
+	}
+	return sysMedians{n: len(acc), acc: median(acc), del: median(del), cpu: median(cpu), rss: median(rss), p99: median(p99)}
+}
+
+// ratioTable returns the ratios sys ÷ other, for every other, of CPU per
+// M samples, peak RSS and p99 (head names the three columns of an other),
+// one row per round in which sys and at least one other both delivered,
+// and a last row of the medians over rounds; and those medians, three per
+// other. The table has no rows when no round has such a pair.
+func ratioTable(r scenarioResult, sys string, others []string, head func(other string) []string) (table, []float64) {
+	t := table{head: []string{"round"}}
+	for _, o := range others {
+		t.head = append(t.head, head(o)...)
+	}
+	cols := make([][]float64, 3*len(others))
+	for round := 1; round <= r.sc.rounds; round++ {
+		sm, ok := find(r.runs, round, sys)
+		row := []string{fmt.Sprint(round)}
+		have := false
+		for i, o := range others {
+			om, ok2 := find(r.runs, round, o)
+			if !ok || !ok2 || !sm.ok() || !om.ok() {
+				row = append(row, "–", "–", "–")
+				continue
+			}
+			have = true
+			vals := []float64{sm.cpuPerMillion() / om.cpuPerMillion(), float64(sm.PeakRSSBytes) / float64(om.PeakRSSBytes), sm.P99 / om.P99}
+			for j, v := range vals {
+				cols[3*i+j] = append(cols[3*i+j], v)
+				row = append(row, f2(v))
+			}
+		}
+		if have {
+			t.add(row...)
+		}
+	}
+	meds := make([]float64, len(cols))
+	if len(t.rows) > 0 {
+		medRow := []string{"**median**"}
+		for i, c := range cols {
+			meds[i] = median(c)
+			medRow = append(medRow, "**"+f2(meds[i])+"**")
+		}
+		t.add(medRow...)
+	}
+	return t, meds
+}
+
+// writeBeforeAfter writes the change from gateway-baseline (before) to
+// gateway (after): a line with both builds' medians and the median of the
+// rounds' ratios, then the ratios per round.
+func writeBeforeAfter(w io.Writer, r scenarioResult) {
+	rt, meds := ratioTable(r, sysGateway, []string{sysBaseline}, func(string) []string {
+		return []string{"CPU/M after ÷ before", "RSS after ÷ before", "p99 after ÷ before"}
+	})
+	if len(rt.rows) == 0 {
+		fmt.Fprintf(w, "No before/after ratios: no round has both %s and %s delivering.\n\n", sysBaseline, sysGateway)
+		return
+	}
+	before, after := mediansOf(r.runs, sysBaseline), mediansOf(r.runs, sysGateway)
+	fmt.Fprintf(w, "**Before → after** (%s → %s; medians of the rounds, and the median of the rounds' after ÷ before): CPU-s per M samples %s → %s (%s), peak RSS MiB %s → %s (%s), p99 ms %s → %s (%s).\n\n",
+		sysBaseline, sysGateway,
+		f3(before.cpu), f3(after.cpu), change(meds[0]),
+		f1(before.rss), f1(after.rss), change(meds[1]),
+		f1(before.p99), f1(after.p99), change(meds[2]))
+	fmt.Fprintf(w, "Ratios %s ÷ %s, after ÷ before (below 1: the change uses less):\n\n", sysGateway, sysBaseline)
+	rt.write(w)
+}
+
+// change formats the ratio after ÷ before as "×0.95, -5%".
+func change(ratio float64) string {
+	if math.IsNaN(ratio) || math.IsInf(ratio, 0) {
+		return "–"
+	}
+	return fmt.Sprintf("×%.2f, %+.0f%%", ratio, (ratio-1)*100)
 }
 
 // findings lists what went wrong in m worth a reader's attention.
@@ -330,7 +390,7 @@ func (r *report) markdown() string {
 	fmt.Fprintf(&b, "### Run of %s\n\n", h.date.UTC().Format("2006-01-02 15:04 MST"))
 	fmt.Fprintf(&b, "- Machine: %d CPUs (`nproc`), %s, %s memory; load average %s at the start and %s at the end (the machine is shared).\n",
 		h.cpus, h.model, h.memTotal, h.loadStart, h.loadEnd)
-	for _, sys := range []string{sysGateway, sysVMAgent, sysPrometheus} {
+	for _, sys := range []string{sysGateway, sysBaseline, sysVMAgent, sysPrometheus} {
 		if v, ok := r.versions[sys]; ok {
 			fmt.Fprintf(&b, "- %s: `%s`\n", sys, v)
 		}
@@ -340,7 +400,11 @@ func (r *report) markdown() string {
 		si(o.rate), o.perRequest, o.concurrency, o.duration, o.drain, strings.Join(splitList(o.systems), ", "))
 	fmt.Fprintf(&b, "- Forwarding: %d shards/queues per upstream, %d samples per forwarded request, queue capacity %d samples per shard (gateway and Prometheus).\n",
 		o.q.shards, o.q.batch, o.q.capacity)
-	fmt.Fprintf(&b, "- Command: `make bench-compare` (%v in all).\n\n", h.elapsed.Round(time.Second))
+	cmd := "`make bench-compare`"
+	if o.bins.baseline != "" {
+		cmd += " with `-baseline " + relPath(o.bins.baseline) + "`"
+	}
+	fmt.Fprintf(&b, "- Command: %s (%v in all).\n\n", cmd, h.elapsed.Round(time.Second))
 	for _, res := range r.results {
 		writeScenario(&b, res)
 	}

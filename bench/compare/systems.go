@@ -11,10 +11,17 @@ import (
 
 // System names, in the order of every round.
 const (
-	sysGateway    = "gateway"
+	sysGateway = "gateway"
+	// sysBaseline is a second gateway binary (-baseline), typically built
+	// from an earlier commit, run exactly like sysGateway: the "before" of
+	// a before/after comparison.
+	sysBaseline   = "gateway-baseline"
 	sysVMAgent    = "vmagent"
 	sysPrometheus = "prometheus"
 )
+
+// isGateway reports whether sys is a build of the gateway.
+func isGateway(sys string) bool { return sys == sysGateway || sys == sysBaseline }
 
 // queueSettings are the forwarding settings every system gets, as far as it
 // has them.
@@ -34,15 +41,33 @@ type queueSettings struct {
 // binaries are the executables under test.
 type binaries struct {
 	gateway, vmagent, prometheus string
+	// baseline is the gateway-baseline binary; empty without -baseline.
+	baseline string
+}
+
+// of returns the binary of system sys, or "" for an unknown system.
+func (b binaries) of(sys string) string {
+	switch sys {
+	case sysGateway:
+		return b.gateway
+	case sysBaseline:
+		return b.baseline
+	case sysVMAgent:
+		return b.vmagent
+	case sysPrometheus:
+		return b.prometheus
+	}
+	return ""
 }
 
 // spec returns how to start system sys forwarding to every URL in sinks,
 // with its files under dir.
 func (b binaries) spec(sys, dir string, sinks []string, q queueSettings) (procSpec, error) {
 	switch sys {
-	case sysGateway:
+	case sysGateway, sysBaseline:
+		// The same configuration and flags for both builds.
 		return procSpec{
-			name: sys, bin: b.gateway, dir: dir, readyPath: "/-/ready",
+			name: sys, bin: b.of(sys), dir: dir, readyPath: "/-/ready",
 			args: func(addr string) ([]string, error) {
 				cfg := filepath.Join(dir, "gateway.yml")
 				if err := os.WriteFile(cfg, []byte(gatewayConfig(sinks, q)), 0o644); err != nil {
