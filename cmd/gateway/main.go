@@ -1,37 +1,27 @@
 // Command gateway receives Prometheus remote write and forwards it to the
 // upstreams in its configuration file.
 //
-// This file holds flags and construction only: every part is built once
-// here, before the first request, and joined in a run group.
+// This file holds flags only: it turns them into gateway.Options, and
+// package gateway builds, runs, reloads and stops everything.
 package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
-	"os/signal"
-	"sync"
-	"syscall"
 	"time"
 
 	"github.com/alecthomas/kingpin/v2"
-	"github.com/oklog/run"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/promslog"
 	promslogflag "github.com/prometheus/common/promslog/flag"
 	"github.com/prometheus/common/version"
-	toolkitweb "github.com/prometheus/exporter-toolkit/web"
 
 	"github.com/rwgateway/gateway/config"
 	"github.com/rwgateway/gateway/pkg/forward"
+	"github.com/rwgateway/gateway/pkg/gateway"
 	"github.com/rwgateway/gateway/pkg/queue"
-	"github.com/rwgateway/gateway/pkg/receiver"
 	"github.com/rwgateway/gateway/pkg/registry"
-	"github.com/rwgateway/gateway/pkg/tenant"
 	"github.com/rwgateway/gateway/pkg/web"
 )
 
@@ -70,7 +60,7 @@ func run0(args []string) int {
 	serve.Flag("storage.path", "Directory for the upstream queues' data (disk queues, locked while the gateway runs). Empty keeps every queue in memory.").Default("data/").StringVar(&f.storagePath)
 	serve.Flag("storage.fsync", "When disk queues fsync: interval (every --storage.fsync-interval; a power loss can lose that much acknowledged data) or always (before each request is answered).").Default("interval").EnumVar(&f.storageFsync, "interval", "always")
 	serve.Flag("storage.fsync-interval", "Period of --storage.fsync=interval.").Default("1s").DurationVar(&f.fsyncInterval)
-	serve.Flag("shutdown.flush-timeout", "On SIGTERM, how long to keep sending queued data before giving up on it.").Default("25s").DurationVar(&f.flushTimeout)
+	serve.Flag("shutdown.flush-timeout", "On SIGTERM, how long the whole shutdown may take: in-flight requests finish, then queued data is sent until this passes.").Default("25s").DurationVar(&f.flushTimeout)
 	serve.Flag("web.read-header-timeout", "Maximum time to read a request's headers.").Default("10s").DurationVar(&f.readHeaderTimeout)
 	serve.Flag("web.read-timeout", "Maximum time to read a whole request, body included.").Default("1m").DurationVar(&f.readTimeout)
 	serve.Flag("web.write-timeout", "Maximum time to write a response, from the end of the request's headers.").Default("2m").DurationVar(&f.writeTimeout)
@@ -116,78 +106,8 @@ func checkConfigFiles(files []string) int {
 	return 0
 }
 
-// gateway is everything that serves requests, built once.
-type gateway struct {
-	fwd    *forward.Manager
-	routes *web.Web
-	reload func(context.Context) error
-}
-
-// newGateway builds the gateway's parts and registers every collector with
-// reg. Nothing registers anything after it returns.
-func newGateway(logger *slog.Logger, reg prometheus.Registerer, gatherer prometheus.Gatherer, configFile string, cfg *config.Config) (*gateway, error) {
-	return newGatewayWeb(logger, reg, gatherer, configFile, cfg, web.Options{}, forward.Options{})
-}
-
-// newGatewayWeb is newGateway with the web options (route prefix, trusted
-// proxies); it sets webOpts.Reload itself.
-func newGatewayWeb(logger *slog.Logger, reg prometheus.Registerer, gatherer prometheus.Gatherer, configFile string, cfg *config.Config, webOpts web.Options, fwdOpts forward.Options) (*gateway, error) {
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
-	}
-	configMetrics := registry.NewConfigMetrics(reg)
-	fwdOpts.UserAgent = program + "/" + version.Version
-	fwdOpts.QueueMetrics = registry.NewQueueMetrics(reg)
-	fwd := forward.NewManager(logger, registry.NewForwardMetrics(reg), fwdOpts)
-	if err := fwd.ApplyConfig(cfg); err != nil {
-		return nil, fmt.Errorf("start upstreams: %w", err)
-	}
-	configMetrics.Loaded(cfg.Hash, float64(time.Now().Unix()))
-
-	tenants, err := tenant.NewSet(cfg, nil)
-	if err != nil {
-		return nil, err
-	}
-	guard := tenant.NewGuard(registry.NewTenantMetrics(reg), fwd)
-	guard.Apply(tenants)
-
-	handler := receiver.NewHandler(logger, registry.NewReceiverMetrics(reg), guard, receiverOptions(cfg))
-
-	// reload is serialized: SIGHUP and /-/reload may race.
-	var reloadMu sync.Mutex
-	reload := func(context.Context) error {
-		reloadMu.Lock()
-		defer reloadMu.Unlock()
-		next, err := config.LoadFile(configFile)
-		var nextTenants *tenant.Set
-		if err == nil {
-			nextTenants, err = tenant.NewSet(next, guard.Set())
-		}
-		if err == nil {
-			err = fwd.ApplyConfig(next)
-		}
-		if err != nil {
-			configMetrics.Failed()
-			logger.Error("reload config; the previous configuration stays in force", "file", configFile, "err", err)
-			return err
-		}
-		handler.SetOptions(receiverOptions(next))
-		guard.Apply(nextTenants)
-		configMetrics.Loaded(next.Hash, float64(time.Now().Unix()))
-		logger.Info("reloaded config", "file", configFile, "sha256", next.Hash, "upstreams", len(next.Upstreams))
-		return nil
-	}
-
-	webOpts.Reload = reload
-	routes := web.New(logger.With("component", "web"), registry.NewHTTPMetrics(reg), gatherer, guard.Middleware(handler), webOpts)
-	return &gateway{fwd: fwd, routes: routes, reload: reload}, nil
-}
-
-// receiverOptions are the write handler's limits in cfg.
-func receiverOptions(cfg *config.Config) receiver.Options {
-	return receiver.Options{MaxRequestBytes: cfg.Receiver.MaxRequestBytes, MaxDecodedBytes: cfg.Receiver.MaxDecodedBytes}
-}
-
+// serveGateway turns the flags into the gateway's options and runs it until it
+// is told to stop.
 func serveGateway(logger *slog.Logger, f flags) error {
 	logger.Info("starting gateway", "version", version.Info(), "build_context", version.BuildContext())
 
@@ -206,106 +126,34 @@ func serveGateway(logger *slog.Logger, f flags) error {
 	webOpts := web.Options{RoutePrefix: prefix, TrustedProxies: trusted}
 	logger.Info("web routes", "external_url", externalURL.String(), "route_prefix", webOpts.RoutePrefix, "trusted_proxies", f.trustedProxies)
 
-	cfg, err := config.LoadFile(f.configFile)
-	if err != nil {
-		return err
-	}
-
-	reg := registry.New()
-	fwdOpts := forward.Options{StoragePath: f.storagePath, Fsync: queue.FsyncInterval, SyncInterval: f.fsyncInterval}
-	if f.storageFsync == "always" {
-		fwdOpts.Fsync = queue.FsyncAlways
-	}
 	if f.fsyncInterval <= 0 {
 		return fmt.Errorf("--storage.fsync-interval: must be positive")
 	}
-	gw, err := newGatewayWeb(logger, reg, reg, f.configFile, cfg, webOpts, fwdOpts)
-	if err != nil {
-		return err
+	fwdOpts := forward.Options{
+		UserAgent:    program + "/" + version.Version,
+		StoragePath:  f.storagePath,
+		Fsync:        queue.FsyncInterval,
+		SyncInterval: f.fsyncInterval,
 	}
-	fwd, routes := gw.fwd, gw.routes
+	if f.storageFsync == "always" {
+		fwdOpts.Fsync = queue.FsyncAlways
+	}
 
-	srv := &http.Server{
-		Handler:           routes,
+	reg := registry.New()
+	gw, err := gateway.New(logger, reg, reg, gateway.Options{
+		ConfigFile:        f.configFile,
+		ListenAddress:     f.listenAddress,
+		WebConfigFile:     f.webConfigFile,
+		Web:               webOpts,
+		Forward:           fwdOpts,
+		FlushTimeout:      f.flushTimeout,
 		ReadHeaderTimeout: f.readHeaderTimeout,
 		ReadTimeout:       f.readTimeout,
 		WriteTimeout:      f.writeTimeout,
 		IdleTimeout:       f.idleTimeout,
-		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
-	}
-	ln, err := net.Listen("tcp", f.listenAddress)
+	})
 	if err != nil {
-		fwd.Stop(context.Background())
-		return fmt.Errorf("listen: %w", err)
+		return err
 	}
-
-	var g run.Group
-	{
-		term := make(chan os.Signal, 1)
-		signal.Notify(term, os.Interrupt, syscall.SIGTERM)
-		cancel := make(chan struct{})
-		g.Add(func() error {
-			select {
-			case s := <-term:
-				logger.Info("received signal, shutting down", "signal", s)
-			case <-cancel:
-			}
-			return nil
-		}, func(error) {
-			signal.Stop(term)
-			close(cancel)
-		})
-	}
-	{
-		hup := make(chan os.Signal, 1)
-		signal.Notify(hup, syscall.SIGHUP)
-		cancel := make(chan struct{})
-		g.Add(func() error {
-			for {
-				select {
-				case <-hup:
-					_ = gw.reload(context.Background())
-				case <-cancel:
-					return nil
-				}
-			}
-		}, func(error) {
-			signal.Stop(hup)
-			close(cancel)
-		})
-	}
-	{
-		g.Add(func() error {
-			routes.SetReady(true)
-			noSystemd := false
-			webFlags := &toolkitweb.FlagConfig{
-				WebListenAddresses: &[]string{f.listenAddress},
-				WebSystemdSocket:   &noSystemd,
-				WebConfigFile:      &f.webConfigFile,
-			}
-			if err := toolkitweb.Serve(ln, srv, webFlags, logger.With("component", "web")); !errors.Is(err, http.ErrServerClosed) {
-				return fmt.Errorf("serve: %w", err)
-			}
-			return nil
-		}, func(error) {
-			// Stop answering ready first, so load balancers move away,
-			// then let in-flight requests finish.
-			routes.SetReady(false)
-			ctx, cancel := context.WithTimeout(context.Background(), f.flushTimeout)
-			defer cancel()
-			if err := srv.Shutdown(ctx); err != nil {
-				logger.Warn("shut down HTTP server; closing the remaining connections", "err", err)
-				_ = srv.Close()
-			}
-		})
-	}
-	runErr := g.Run()
-
-	// Every accepted request is in a queue now; send what can be sent
-	// before the deadline.
-	ctx, cancel := context.WithTimeout(context.Background(), f.flushTimeout)
-	defer cancel()
-	fwd.Stop(ctx)
-	logger.Info("gateway stopped")
-	return runErr
+	return gw.Run(context.Background())
 }
