@@ -3,7 +3,7 @@ package forward
 import (
 	"google.golang.org/protobuf/encoding/protowire"
 
-	"github.com/rwgateway/gateway/pkg/model"
+	"github.com/rwgateway/gateway/pkg/prw"
 )
 
 // Chunks: the fast path queues a request's raw series not one item per
@@ -23,11 +23,11 @@ import (
 // most maxN points and maxB bytes each. It returns the items, each shard's
 // in order, and the shard of each. A chunk's hash is its shard number (so
 // that hash % nShards is its shard, as for any raw item).
-func chunkRaw(msg []byte, series []model.RawSeries, nShards, maxN, maxB int) (items []item, shardOf []int) {
+func chunkRaw(msg []byte, series []prw.RawSeries, nShards, maxN, maxB int) (items []item, shardOf []int) {
 	if len(series) == 0 {
 		return nil, nil
 	}
-	entry := func(rs *model.RawSeries) int {
+	entry := func(rs *prw.RawSeries) int {
 		return 1 + protowire.SizeVarint(uint64(rs.Len)) + int(rs.Len)
 	}
 	total := 0
@@ -101,10 +101,10 @@ func chunkRaw(msg []byte, series []model.RawSeries, nShards, maxN, maxB int) (it
 }
 
 // rangeChunk calls fn for each series of the chunk raw, in order: its
-// TimeSeries message, what model.ScanRawSeries reads of it, and the offset
+// TimeSeries message, what prw.ScanRawSeries reads of it, and the offset
 // in raw just past its field. fn returns false to stop.
-func rangeChunk(raw []byte, fn func(ts []byte, rs model.RawSeries, end int) bool) {
-	var h model.LabelHasher
+func rangeChunk(raw []byte, fn func(ts []byte, rs prw.RawSeries, end int) bool) {
+	var h prw.LabelHasher
 	for off := 0; off < len(raw); {
 		_, _, k := protowire.ConsumeTag(raw[off:])
 		if k < 0 {
@@ -114,7 +114,7 @@ func rangeChunk(raw []byte, fn func(ts []byte, rs model.RawSeries, end int) bool
 		if m < 0 {
 			panic("malformed chunk")
 		}
-		rs, err := model.ScanRawSeries(v, &h)
+		rs, err := prw.ScanRawSeries(v, &h)
 		if err != nil {
 			panic("malformed series in a chunk: " + err.Error())
 		}
@@ -128,7 +128,7 @@ func rangeChunk(raw []byte, fn func(ts []byte, rs model.RawSeries, end int) bool
 // chunkSeries returns the series of a chunk as raw items of their own.
 func (it *item) chunkSeries() []item {
 	var out []item
-	rangeChunk(it.raw, func(ts []byte, rs model.RawSeries, _ int) bool {
+	rangeChunk(it.raw, func(ts []byte, rs prw.RawSeries, _ int) bool {
 		ri := rawItem(ts, rs)
 		ri.rec = it.rec
 		out = append(out, ri)
@@ -144,7 +144,7 @@ func (it *item) chunkSeries() []item {
 func (it *item) splitChunk(n int) (head, tail item) {
 	head = item{chunk: true, hash: it.hash, rec: it.rec}
 	cut := 0
-	rangeChunk(it.raw, func(_ []byte, rs model.RawSeries, end int) bool {
+	rangeChunk(it.raw, func(_ []byte, rs prw.RawSeries, end int) bool {
 		if cut > 0 && int(head.rawSamples+head.rawHists+head.rawExemplars)+rs.Points() > n {
 			return false
 		}

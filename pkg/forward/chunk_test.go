@@ -12,20 +12,20 @@ import (
 	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/encoding/protowire"
 
-	"github.com/rwgateway/gateway/pkg/model"
+	"github.com/rwgateway/gateway/pkg/prw"
 	"github.com/rwgateway/gateway/pkg/queue"
 	"github.com/rwgateway/gateway/pkg/receiver/rwtest"
 	"github.com/rwgateway/gateway/pkg/registry"
 )
 
 // rawRequest marshals wr and describes its series as the receiver does.
-func rawRequest(t *testing.T, wr *prompb.WriteRequest) ([]byte, []model.RawSeries) {
+func rawRequest(t *testing.T, wr *prompb.WriteRequest) ([]byte, []prw.RawSeries) {
 	t.Helper()
 	msg, err := wr.Marshal()
 	require.NoError(t, err)
 	var (
-		series []model.RawSeries
-		h      model.LabelHasher
+		series []prw.RawSeries
+		h      prw.LabelHasher
 	)
 	for b := msg; len(b) > 0; {
 		num, _, k := protowire.ConsumeTag(b)
@@ -37,9 +37,9 @@ func rawRequest(t *testing.T, wr *prompb.WriteRequest) ([]byte, []model.RawSerie
 		if num != 1 {
 			continue
 		}
-		rs, err := model.ScanRawSeries(v, &h)
+		rs, err := prw.ScanRawSeries(v, &h)
 		require.NoError(t, err)
-		rs.Span = model.Span{Off: uint32(off), Len: uint32(len(v))}
+		rs.Span = prw.Span{Off: uint32(off), Len: uint32(len(v))}
 		series = append(series, rs)
 	}
 	return msg, series
@@ -159,7 +159,7 @@ func TestChunkEncode(t *testing.T) {
 	items, shardOf := chunkRaw(msg, series, 2, 25, 4096)
 	sorted, _, _ := groupByShard(items, shardOf, 2)
 
-	data, st, err := newEncoder().encode(model.ProtoV1, sorted)
+	data, st, err := newEncoder().encode(prw.ProtoV1, sorted)
 	require.NoError(t, err)
 	body, err := snappy.Decode(nil, data)
 	require.NoError(t, err)
@@ -237,7 +237,7 @@ func TestHandoff(t *testing.T) {
 func TestSharedChunks(t *testing.T) {
 	wr := rwtest.V1Request(50, 1)
 	msg, series := rawRequest(t, wr)
-	raw := &model.RawV1{Msg: msg, Series: series, Samples: 50}
+	raw := &prw.RawV1{Msg: msg, Series: series, Samples: 50}
 	fwd := func(shards, maxN int) *forwarder {
 		u := testUpstream(t, "u", "http://127.0.0.1:1/", false)
 		u.QueueConfig.MaxSamplesPerSend = maxN

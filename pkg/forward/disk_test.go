@@ -24,7 +24,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/rwgateway/gateway/config"
-	"github.com/rwgateway/gateway/pkg/model"
+	"github.com/rwgateway/gateway/pkg/prw"
 	"github.com/rwgateway/gateway/pkg/queue"
 	"github.com/rwgateway/gateway/pkg/receiver"
 	"github.com/rwgateway/gateway/pkg/receiver/rwtest"
@@ -58,19 +58,19 @@ func TestRecordRoundTrip(t *testing.T) {
 	items := []item{
 		{
 			labels: labels.FromStrings("__name__", "x", "job", "j"),
-			samples: []model.Sample{
+			samples: []prw.Sample{
 				{Value: 1.5, Timestamp: 1000, StartTimestamp: 900},
 				{Value: stale, Timestamp: 2000},
 				{Value: math.Float64frombits(0x7ff8000000000abc), Timestamp: -5},
 			},
-			metadata: model.Metadata{Type: model.MetricType(2), Help: "help", Unit: "seconds"},
+			metadata: prw.Metadata{Type: prw.MetricType(2), Help: "help", Unit: "seconds"},
 		},
 		{
 			labels:     labels.FromStrings("__name__", "h"),
-			histograms: []model.Histogram{intHistogram(3000, 2500), floatHistogram(4000)},
-			exemplars:  []model.Exemplar{{Labels: labels.FromStrings("trace_id", "abc"), Value: 2, Timestamp: 3000}},
+			histograms: []prw.Histogram{intHistogram(3000, 2500), floatHistogram(4000)},
+			exemplars:  []prw.Exemplar{{Labels: labels.FromStrings("trace_id", "abc"), Value: 2, Timestamp: 3000}},
 		},
-		{family: &model.FamilyMetadata{MetricFamilyName: "x", Metadata: model.Metadata{Type: model.MetricType(1), Help: "h"}}},
+		{family: &prw.FamilyMetadata{MetricFamilyName: "x", Metadata: prw.Metadata{Type: prw.MetricType(1), Help: "h"}}},
 	}
 	for i := range items {
 		items[i].size = estimateSize(&items[i])
@@ -147,7 +147,7 @@ func (s *switchable) respond(http.ResponseWriter, *http.Request, *gotRequest, in
 }
 
 // sampleSet counts samples by series and timestamp.
-func sampleSet(ss []model.Series) map[string]int {
+func sampleSet(ss []prw.Series) map[string]int {
 	out := map[string]int{}
 	for _, s := range ss {
 		for _, x := range s.Samples {
@@ -157,8 +157,8 @@ func sampleSet(ss []model.Series) map[string]int {
 	return out
 }
 
-func seriesRequest(i, n int) *model.Request {
-	return &model.Request{Series: []model.Series{floatSeries(int64(i*n), n, "__name__", "x", "r", fmt.Sprint(i%7))}}
+func seriesRequest(i, n int) *prw.Request {
+	return &prw.Request{Series: []prw.Series{floatSeries(int64(i*n), n, "__name__", "x", "r", fmt.Sprint(i%7))}}
 }
 
 // TestDiskRestartResumes: what an upstream acknowledged before a stop is not
@@ -211,10 +211,10 @@ func TestDiskRestartResumes(t *testing.T) {
 
 // fillRequest returns a request of about 100 KiB of queue record that snappy
 // cannot shrink much.
-func fillRequest(i int) *model.Request {
+func fillRequest(i int) *prw.Request {
 	rng := rand.New(rand.NewPCG(uint64(i), 1))
 	pad := make([]byte, 400)
-	req := &model.Request{}
+	req := &prw.Request{}
 	for j := range 200 {
 		for k := range pad {
 			pad[k] = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"[rng.IntN(62)]
@@ -438,7 +438,7 @@ func TestDiskRequestLargerThanQueue(t *testing.T) {
 	body := rwtest.Encode(big)
 	require.Greater(t, len(body), 1<<20)
 	rec := httptest.NewRecorder()
-	h.ServeHTTP(rec, rwtest.NewHTTPRequest(model.ProtoV1, body))
+	h.ServeHTTP(rec, rwtest.NewHTTPRequest(prw.ProtoV1, body))
 	require.Equal(t, http.StatusRequestEntityTooLarge, rec.Code, rec.Body.String())
 	require.Contains(t, rec.Body.String(), "max_bytes")
 	require.Equal(t, 1.0, testutil.ToFloat64(rm.Rejected.WithLabelValues(registry.ReasonTooLarge)))

@@ -13,7 +13,7 @@ import (
 	"github.com/prometheus/prometheus/prompb"
 	"github.com/stretchr/testify/require"
 
-	"github.com/rwgateway/gateway/pkg/model"
+	"github.com/rwgateway/gateway/pkg/prw"
 	"github.com/rwgateway/gateway/pkg/receiver"
 	"github.com/rwgateway/gateway/pkg/receiver/rwtest"
 	"github.com/rwgateway/gateway/pkg/registry"
@@ -24,7 +24,7 @@ func postV1(t *testing.T, m *Manager, wr *prompb.WriteRequest) {
 	t.Helper()
 	h := receiver.NewHandler(nil, registry.NewReceiverMetrics(prometheus.NewRegistry()), m, receiver.Options{})
 	rec := httptest.NewRecorder()
-	h.ServeHTTP(rec, rwtest.NewHTTPRequest(model.ProtoV1, rwtest.Encode(wr)))
+	h.ServeHTTP(rec, rwtest.NewHTTPRequest(prw.ProtoV1, rwtest.Encode(wr)))
 	require.Equal(t, http.StatusNoContent, rec.Code, rec.Body.String())
 }
 
@@ -132,7 +132,7 @@ func TestFastPathDiskToV2(t *testing.T) {
 	newTestManagerOpts(t, testConfig(u2), Options{StoragePath: dir})
 	require.Eventually(t, func() bool { return up.samples() >= 150 }, waitFor, time.Millisecond)
 	for _, r := range up.requests() {
-		require.Equal(t, model.ProtoV2, r.proto)
+		require.Equal(t, prw.ProtoV2, r.proto)
 	}
 	var got []string
 	for _, s := range up.series() {
@@ -149,13 +149,13 @@ func TestFastPathDiskToV2(t *testing.T) {
 
 func TestHashLabelsMatchesRaw(t *testing.T) {
 	wr := rwtest.V1Request(20, 1)
-	var h model.LabelHasher
+	var h prw.LabelHasher
 	for i, b := range marshalledSeries(t, wr) {
-		rs, err := model.ScanRawSeries(b, &h)
+		rs, err := prw.ScanRawSeries(b, &h)
 		require.NoError(t, err)
-		want, _ := model.HashLabels(rwtest.SeriesLabels(i), nil)
+		want, _ := prw.HashLabels(rwtest.SeriesLabels(i), nil)
 		require.Equal(t, want, rs.Hash)
-		got, err := model.HashRawLabels(b, &h)
+		got, err := prw.HashRawLabels(b, &h)
 		require.NoError(t, err)
 		require.Equal(t, want, got)
 	}

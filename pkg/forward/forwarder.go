@@ -15,7 +15,7 @@ import (
 	"github.com/prometheus/prometheus/prompb"
 
 	"github.com/rwgateway/gateway/config"
-	"github.com/rwgateway/gateway/pkg/model"
+	"github.com/rwgateway/gateway/pkg/prw"
 	"github.com/rwgateway/gateway/pkg/registry"
 )
 
@@ -185,11 +185,11 @@ func (f *forwarder) stop(ctx context.Context) {
 }
 
 // proto is the protocol batches are encoded in now.
-func (f *forwarder) proto() model.Protocol {
+func (f *forwarder) proto() prw.Protocol {
 	if f.cfg.SendsV2() && !f.v1Only.Load() {
-		return model.ProtoV2
+		return prw.ProtoV2
 	}
-	return model.ProtoV1
+	return prw.ProtoV1
 }
 
 func (f *forwarder) requests(code string) prometheus.Counter {
@@ -236,7 +236,7 @@ type prepared struct {
 	enc      *recordEncoder
 	// Disk mode, fast path: the request to write as it came, with its
 	// metadata if rawMeta.
-	raw     *model.RawV1
+	raw     *prw.RawV1
 	rawMeta bool
 	// handoff are the items of raw for the reader (see handoff), if the
 	// request is written as one record.
@@ -254,19 +254,19 @@ type shardRange struct {
 // prepareInput is one request, copied, shared by every upstream's prepare.
 type prepareInput struct {
 	series   []ownedSeries
-	families []*model.FamilyMetadata
+	families []*prw.FamilyMetadata
 	// familyIndex maps family names to metadata, for 2.0 upstreams; built
 	// on first use.
-	familyIndex map[string]*model.Metadata
+	familyIndex map[string]*prw.Metadata
 	external    labels.Labels
 	lb          *labels.Builder
 	shardOf     []int
 	hashBuf     []byte
 }
 
-func (in *prepareInput) lookupFamily(name string) *model.Metadata {
+func (in *prepareInput) lookupFamily(name string) *prw.Metadata {
 	if in.familyIndex == nil {
-		in.familyIndex = make(map[string]*model.Metadata, len(in.families))
+		in.familyIndex = make(map[string]*prw.Metadata, len(in.families))
 		for _, fm := range in.families {
 			if _, ok := in.familyIndex[fm.MetricFamilyName]; !ok {
 				in.familyIndex[fm.MetricFamilyName] = &fm.Metadata
@@ -288,7 +288,7 @@ func (in *prepareInput) lookupFamily(name string) *model.Metadata {
 func (f *forwarder) prepare(in *prepareInput, p *prepared) {
 	*p = prepared{f: f}
 	cfg := f.cfg
-	v2 := f.proto() == model.ProtoV2
+	v2 := f.proto() == prw.ProtoV2
 	sendMeta := cfg.MetadataConfig.Send
 	items := make([]item, 0, len(in.series)+1)
 	shardOf := in.shardOf[:0]
@@ -337,7 +337,7 @@ func (f *forwarder) prepare(in *prepareInput, p *prepared) {
 		it.size = estimateSize(&it)
 		items = append(items, it)
 		var h uint64
-		h, in.hashBuf = model.HashLabels(ls, in.hashBuf)
+		h, in.hashBuf = prw.HashLabels(ls, in.hashBuf)
 		shardOf = append(shardOf, int(h%nShards))
 	}
 	if sendMeta && !v2 {
@@ -367,7 +367,7 @@ func (f *forwarder) prepare(in *prepareInput, p *prepared) {
 // speaks 1.0 and changes nothing (no write relabeling, no age limit, and
 // it sends every kind of point raw holds). External labels are checked by
 // the caller, for all upstreams at once.
-func (f *forwarder) takesRaw(raw *model.RawV1) bool {
+func (f *forwarder) takesRaw(raw *prw.RawV1) bool {
 	c := f.cfg
 	return f.mayTakeRaw() && (raw.Histograms == 0 || c.SendNativeHistograms) && (raw.Exemplars == 0 || c.SendExemplars)
 }
@@ -377,7 +377,7 @@ func (f *forwarder) takesRaw(raw *model.RawV1) bool {
 // the other upstreams of the same chunk layout. In memory mode the chunks
 // go to the shards. In disk mode the request is written as it is, and its
 // chunks, if handoff is set, are offered to the reader (see handoff).
-func (f *forwarder) prepareRaw(raw *model.RawV1, chunks *sharedChunks, handoff bool, p *prepared) {
+func (f *forwarder) prepareRaw(raw *prw.RawV1, chunks *sharedChunks, handoff bool, p *prepared) {
 	*p = prepared{f: f}
 	sendMeta := f.cfg.MetadataConfig.Send
 	if len(raw.Series) == 0 && (!sendMeta || len(raw.Metadata) == 0) {
@@ -401,7 +401,7 @@ func (f *forwarder) prepareRaw(raw *model.RawV1, chunks *sharedChunks, handoff b
 // read-only by the upstreams of that layout: fanning out to several
 // upstreams copies the request once, not once per upstream.
 type sharedChunks struct {
-	raw    *model.RawV1
+	raw    *prw.RawV1
 	layout []chunkLayout
 }
 
@@ -431,7 +431,7 @@ func (c *sharedChunks) get(f *forwarder) ([]item, []int) {
 // rawItems returns the chunks of raw's series and, if withMeta, the items
 // of its metadata (in shard 0), all owning their memory, and each one's
 // shard.
-func rawItems(raw *model.RawV1, shards, maxN, maxB int, withMeta bool) ([]item, []int) {
+func rawItems(raw *prw.RawV1, shards, maxN, maxB int, withMeta bool) ([]item, []int) {
 	items, shardOf := chunkRaw(raw.Msg, raw.Series, shards, maxN, maxB)
 	if withMeta {
 		for _, sp := range raw.Metadata {
@@ -451,14 +451,14 @@ func rawItems(raw *model.RawV1, shards, maxN, maxB int, withMeta bool) ([]item, 
 // hasLabels reports whether every series of raw has every label of ext
 // with a non-empty value, so that adding ext as external labels changes
 // nothing.
-func hasLabels(raw *model.RawV1, ext labels.Labels) bool {
+func hasLabels(raw *prw.RawV1, ext labels.Labels) bool {
 	if ext.IsEmpty() {
 		return true
 	}
 	want := ext.Len()
 	for _, rs := range raw.Series {
 		found := 0
-		err := model.RangeRawLabels(rs.Bytes(raw.Msg), func(name, value []byte) {
+		err := prw.RangeRawLabels(rs.Bytes(raw.Msg), func(name, value []byte) {
 			if len(value) > 0 && ext.Has(string(name)) {
 				found++
 			}

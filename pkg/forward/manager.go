@@ -38,7 +38,7 @@ import (
 	"go.yaml.in/yaml/v2"
 
 	"github.com/rwgateway/gateway/config"
-	"github.com/rwgateway/gateway/pkg/model"
+	"github.com/rwgateway/gateway/pkg/prw"
 	"github.com/rwgateway/gateway/pkg/queue"
 	"github.com/rwgateway/gateway/pkg/receiver"
 	"github.com/rwgateway/gateway/pkg/registry"
@@ -373,7 +373,7 @@ func sameUpstream(a, b *config.UpstreamConfig) bool {
 // still fail after that (the disk fills up, or a concurrent request took
 // the room). The upstreams appended to before keep the request, and the
 // client's retry sends it to them again: duplicates, never loss.
-func (m *Manager) Enqueue(ctx context.Context, req *model.Request) error {
+func (m *Manager) Enqueue(ctx context.Context, req *prw.Request) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -399,7 +399,7 @@ func (m *Manager) Enqueue(ctx context.Context, req *model.Request) error {
 	// The fast path: upstreams that take the request as it came get its
 	// raw form; the others need it decoded, copied and relabeled.
 	raw := req.Raw
-	if raw == nil && req.Proto == model.ProtoV2 && len(req.Series) > 0 &&
+	if raw == nil && req.Proto == prw.ProtoV2 && len(req.Series) > 0 &&
 		slices.ContainsFunc(fwds, (*forwarder).mayTakeRaw) {
 		sy := synthesizers.Get().(*synthesizer)
 		defer synthesizers.Put(sy)
@@ -423,9 +423,9 @@ func (m *Manager) Enqueue(ctx context.Context, req *model.Request) error {
 		req.Materialize()
 		in.series = copySeries(req)
 		if len(req.Metadata) > 0 {
-			in.families = make([]*model.FamilyMetadata, len(req.Metadata))
+			in.families = make([]*prw.FamilyMetadata, len(req.Metadata))
 			for i, fm := range req.Metadata {
-				in.families[i] = &model.FamilyMetadata{
+				in.families[i] = &prw.FamilyMetadata{
 					MetricFamilyName: strings.Clone(fm.MetricFamilyName),
 					Metadata:         cloneMetadata(fm.Metadata),
 				}

@@ -13,7 +13,7 @@ import (
 	"github.com/prometheus/prometheus/prompb"
 	"google.golang.org/protobuf/encoding/protowire"
 
-	"github.com/rwgateway/gateway/pkg/model"
+	"github.com/rwgateway/gateway/pkg/prw"
 )
 
 // A disk queue record holds the items one request became for one upstream,
@@ -105,7 +105,7 @@ func (e *recordEncoder) encode(items []item, appended time.Time) ([][]byte, int6
 // encodeRaw returns the request raw as version 2 records, its metadata
 // included if withMeta, and their total size. The client's compressed body
 // is the record when it holds exactly that.
-func (e *recordEncoder) encodeRaw(raw *model.RawV1, withMeta bool, appended time.Time) ([][]byte, int64) {
+func (e *recordEncoder) encodeRaw(raw *prw.RawV1, withMeta bool, appended time.Time) ([][]byte, int64) {
 	e.out, e.recs = e.out[:0], e.recs[:0]
 	var offs []int
 	header := func() {
@@ -208,7 +208,7 @@ func appendLabels(b []byte, ls labels.Labels) []byte {
 	return b
 }
 
-func appendMetadata(b []byte, m model.Metadata) []byte {
+func appendMetadata(b []byte, m prw.Metadata) []byte {
 	b = binary.AppendUvarint(b, uint64(m.Type))
 	b = appendString(b, m.Help)
 	return appendString(b, m.Unit)
@@ -219,13 +219,13 @@ func appendMetadata(b []byte, m model.Metadata) []byte {
 type recordDecoder struct {
 	raw    []byte
 	sb     labels.ScratchBuilder
-	hasher model.LabelHasher
+	hasher prw.LabelHasher
 
 	// Version 2 records become chunks (see chunkRaw) for shards shards of
 	// at most maxN points and maxB bytes; the zero value means one shard
 	// and no limits.
 	shards, maxN, maxB int
-	series             []model.RawSeries
+	series             []prw.RawSeries
 }
 
 // decode returns the items of rec, which it does not retain, and the time
@@ -345,8 +345,8 @@ func (r *recordReader) labels() labels.Labels {
 	return r.sb.Labels()
 }
 
-func (r *recordReader) metadata() model.Metadata {
-	return model.Metadata{Type: model.MetricType(r.uvarint()), Help: r.string(), Unit: r.string()}
+func (r *recordReader) metadata() prw.Metadata {
+	return prw.Metadata{Type: prw.MetricType(r.uvarint()), Help: r.string(), Unit: r.string()}
 }
 
 func (r *recordReader) body() ([]item, time.Time) {
@@ -363,19 +363,19 @@ func (r *recordReader) body() ([]item, time.Time) {
 		var it item
 		switch kind {
 		case itemFamily:
-			fm := &model.FamilyMetadata{MetricFamilyName: r.string()}
+			fm := &prw.FamilyMetadata{MetricFamilyName: r.string()}
 			fm.Metadata = r.metadata()
 			it.family = fm
 		case itemSeries:
 			it.labels = r.labels()
 			if k := r.count(10); k > 0 {
-				it.samples = make([]model.Sample, k)
+				it.samples = make([]prw.Sample, k)
 				for j := range it.samples {
-					it.samples[j] = model.Sample{Value: r.fixed64(), Timestamp: r.varint(), StartTimestamp: r.varint()}
+					it.samples[j] = prw.Sample{Value: r.fixed64(), Timestamp: r.varint(), StartTimestamp: r.varint()}
 				}
 			}
 			if k := r.count(1); k > 0 {
-				it.histograms = make([]model.Histogram, k)
+				it.histograms = make([]prw.Histogram, k)
 				for j := range it.histograms {
 					if err := it.histograms[j].Unmarshal(r.bytes()); err != nil {
 						r.fail(fmt.Errorf("unmarshal histogram: %w", err))
@@ -383,9 +383,9 @@ func (r *recordReader) body() ([]item, time.Time) {
 				}
 			}
 			if k := r.count(10); k > 0 {
-				it.exemplars = make([]model.Exemplar, k)
+				it.exemplars = make([]prw.Exemplar, k)
 				for j := range it.exemplars {
-					it.exemplars[j] = model.Exemplar{Labels: r.labels(), Value: r.fixed64(), Timestamp: r.varint()}
+					it.exemplars[j] = prw.Exemplar{Labels: r.labels(), Value: r.fixed64(), Timestamp: r.varint()}
 				}
 			}
 			it.metadata = r.metadata()
@@ -442,11 +442,11 @@ func (d *recordDecoder) decodeV2(rec []byte) ([]item, time.Time, error) {
 		b = b[k+m:]
 		switch num {
 		case 1:
-			rs, err := model.ScanRawSeries(v, &d.hasher)
+			rs, err := prw.ScanRawSeries(v, &d.hasher)
 			if err != nil {
 				return nil, time.Time{}, err
 			}
-			rs.Span = model.Span{Off: uint32(len(msg) - len(b) - len(v)), Len: uint32(len(v))}
+			rs.Span = prw.Span{Off: uint32(len(msg) - len(b) - len(v)), Len: uint32(len(v))}
 			series = append(series, rs)
 		case 3:
 			var md prompb.MetricMetadata
@@ -475,9 +475,9 @@ func (d *recordDecoder) decodeV2(rec []byte) ([]item, time.Time, error) {
 }
 
 // familyFromV1 converts 1.0 metadata to the model's form.
-func familyFromV1(md *prompb.MetricMetadata) *model.FamilyMetadata {
-	return &model.FamilyMetadata{
+func familyFromV1(md *prompb.MetricMetadata) *prw.FamilyMetadata {
+	return &prw.FamilyMetadata{
 		MetricFamilyName: md.MetricFamilyName,
-		Metadata:         model.Metadata{Type: model.MetricTypeFromV1(md.Type), Help: md.Help, Unit: md.Unit},
+		Metadata:         prw.Metadata{Type: prw.MetricTypeFromV1(md.Type), Help: md.Help, Unit: md.Unit},
 	}
 }

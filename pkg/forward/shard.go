@@ -7,7 +7,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/rwgateway/gateway/pkg/model"
+	"github.com/rwgateway/gateway/pkg/prw"
 	"github.com/rwgateway/gateway/pkg/registry"
 )
 
@@ -291,7 +291,7 @@ func (s *shard) send(ctx context.Context, items []item) bool {
 			} else if f.oldReceiverLog.allow() {
 				f.logger.Warn("upstream answered remote write 2.0 without written headers, resending as 1.0")
 			}
-			proto, resentV1 = model.ProtoV1, true
+			proto, resentV1 = prw.ProtoV1, true
 			if data, st, err = s.enc.encode(proto, items); err != nil {
 				f.drop(registry.DropEncode, countPoints(items))
 				f.logger.Error("encode batch, dropped it", "err", err)
@@ -441,9 +441,9 @@ func (s *shard) dropTooOld(items []item) []item {
 			continue
 		}
 		before := it.count()
-		it.samples = keepNewer(it.samples, cutoff, func(x model.Sample) int64 { return x.Timestamp })
-		it.histograms = keepNewer(it.histograms, cutoff, func(x model.Histogram) int64 { return x.Timestamp })
-		it.exemplars = keepNewer(it.exemplars, cutoff, func(x model.Exemplar) int64 { return x.Timestamp })
+		it.samples = keepNewer(it.samples, cutoff, func(x prw.Sample) int64 { return x.Timestamp })
+		it.histograms = keepNewer(it.histograms, cutoff, func(x prw.Histogram) int64 { return x.Timestamp })
+		it.exemplars = keepNewer(it.exemplars, cutoff, func(x prw.Exemplar) int64 { return x.Timestamp })
 		dropped += before - it.count()
 		if it.count() > 0 {
 			it.size = estimateSize(&it)

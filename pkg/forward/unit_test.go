@@ -11,7 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/rwgateway/gateway/config"
-	"github.com/rwgateway/gateway/pkg/model"
+	"github.com/rwgateway/gateway/pkg/prw"
 	"github.com/rwgateway/gateway/pkg/registry"
 )
 
@@ -39,7 +39,7 @@ func TestParseRetryAfter(t *testing.T) {
 func TestFamilyName(t *testing.T) {
 	for _, tc := range []struct {
 		name string
-		typ  model.MetricType
+		typ  prw.MetricType
 		want string
 	}{
 		{name: "http_duration_seconds_bucket", typ: writev2.Metadata_METRIC_TYPE_HISTOGRAM, want: "http_duration_seconds"},
@@ -136,7 +136,7 @@ func TestTakeCutsBatches(t *testing.T) {
 				break
 			}
 			total += n
-			_, _, err := enc.encode(model.ProtoV1, b)
+			_, _, err := enc.encode(prw.ProtoV1, b)
 			require.NoError(t, err)
 			require.LessOrEqual(t, len(enc.pbuf), maxBytes, "encoded batch within max_bytes_per_send")
 			sizes = append(sizes, len(enc.pbuf))
@@ -162,12 +162,12 @@ func TestSampleAgeLimit(t *testing.T) {
 	now := time.Now().UnixMilli()
 	old := now - 2*time.Hour.Milliseconds()
 	items := []item{
-		{labels: labels.FromStrings("a", "1"), samples: []model.Sample{{Timestamp: old}, {Timestamp: now}}},
-		{labels: labels.FromStrings("a", "2"), samples: []model.Sample{{Timestamp: old}}},
-		{labels: labels.FromStrings("a", "3"), samples: []model.Sample{{Timestamp: now}}},
+		{labels: labels.FromStrings("a", "1"), samples: []prw.Sample{{Timestamp: old}, {Timestamp: now}}},
+		{labels: labels.FromStrings("a", "2"), samples: []prw.Sample{{Timestamp: old}}},
+		{labels: labels.FromStrings("a", "3"), samples: []prw.Sample{{Timestamp: now}}},
 	}
 	got := s.dropTooOld(items)
 	require.Len(t, got, 2)
-	require.Equal(t, []model.Sample{{Timestamp: now}}, got[0].samples)
+	require.Equal(t, []prw.Sample{{Timestamp: now}}, got[0].samples)
 	require.Len(t, items[0].samples, 2, "queued items are not modified")
 }

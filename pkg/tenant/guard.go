@@ -11,7 +11,7 @@ import (
 
 	"github.com/prometheus/prometheus/model/labels"
 
-	"github.com/rwgateway/gateway/pkg/model"
+	"github.com/rwgateway/gateway/pkg/prw"
 	"github.com/rwgateway/gateway/pkg/receiver"
 	"github.com/rwgateway/gateway/pkg/registry"
 )
@@ -102,7 +102,7 @@ func (e *limitError) RetryAfter() time.Duration { return e.retryAfter }
 // labels on every series, and passes it on with the tenant in ctx (the
 // forwarder routes by it). A request without a tenant in ctx is checked
 // against the global limits.
-func (g *Guard) Enqueue(ctx context.Context, req *model.Request) error {
+func (g *Guard) Enqueue(ctx context.Context, req *prw.Request) error {
 	t := FromContext(ctx)
 	if t == nil {
 		t = g.set.Load().dflt
@@ -139,7 +139,7 @@ func (g *Guard) Enqueue(ctx context.Context, req *model.Request) error {
 }
 
 // checkShape enforces the request shape limits.
-func (g *Guard) checkShape(t *Tenant, req *model.Request) error {
+func (g *Guard) checkShape(t *Tenant, req *prw.Request) error {
 	l := t.limits
 	reject := func(reason, msg string) error {
 		g.metrics.Rejected.WithLabelValues(t.ID, reason).Inc()
@@ -176,7 +176,7 @@ func (g *Guard) checkShape(t *Tenant, req *model.Request) error {
 
 // setLabels sets extra on every series of req, replacing same-named labels.
 // The request's wire form no longer matches its labels, so it is dropped.
-func setLabels(req *model.Request, extra labels.Labels) {
+func setLabels(req *prw.Request, extra labels.Labels) {
 	req.Materialize()
 	req.Raw = nil
 	b := labels.NewBuilder(labels.EmptyLabels())

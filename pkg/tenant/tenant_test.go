@@ -18,7 +18,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/rwgateway/gateway/config"
-	"github.com/rwgateway/gateway/pkg/model"
+	"github.com/rwgateway/gateway/pkg/prw"
 	"github.com/rwgateway/gateway/pkg/receiver"
 	"github.com/rwgateway/gateway/pkg/registry"
 )
@@ -51,10 +51,10 @@ func hash(t *testing.T, pass string) string {
 type recorder struct {
 	mu   sync.Mutex
 	got  []string
-	reqs []model.Request
+	reqs []prw.Request
 }
 
-func (r *recorder) Enqueue(ctx context.Context, req *model.Request) error {
+func (r *recorder) Enqueue(ctx context.Context, req *prw.Request) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	id := "<none>"
@@ -213,10 +213,10 @@ tenants:
 	require.Equal(t, http.StatusNoContent, serve(withHeader("Authorization", "Bearer token-a")).Code, "the slot is released")
 }
 
-func series(name string, n int, extra ...string) model.Series {
-	s := model.Series{Labels: labels.FromStrings(append([]string{"__name__", name}, extra...)...)}
+func series(name string, n int, extra ...string) prw.Series {
+	s := prw.Series{Labels: labels.FromStrings(append([]string{"__name__", name}, extra...)...)}
 	for i := range n {
-		s.Samples = append(s.Samples, model.Sample{Value: float64(i), Timestamp: int64(i)})
+		s.Samples = append(s.Samples, prw.Sample{Value: float64(i), Timestamp: int64(i)})
 	}
 	return s
 }
@@ -240,15 +240,15 @@ tenants:
 	for _, tc := range []struct {
 		name     string
 		ctx      context.Context
-		req      model.Request
+		req      prw.Request
 		wantCode int
 		reason   string
 		tenant   string
 	}{
-		{"too many series", ctxA, model.Request{Series: []model.Series{series("x", 1), series("y", 1), series("z", 1)}}, 400, registry.TenantSeries, "a"},
-		{"too many labels (global limit, tenant inherits)", ctxA, model.Request{Series: []model.Series{series("x", 1, "a", "1", "b", "2", "c", "3", "d", "4")}}, 400, registry.TenantLabels, "a"},
-		{"label value too long", context.Background(), model.Request{Series: []model.Series{series("x", 1, "a", "01234567890")}}, 400, registry.TenantLabelValue, ""},
-		{"over the burst", ctxA, model.Request{Series: []model.Series{series("x", 21)}}, 429, registry.TenantRateLimited, "a"},
+		{"too many series", ctxA, prw.Request{Series: []prw.Series{series("x", 1), series("y", 1), series("z", 1)}}, 400, registry.TenantSeries, "a"},
+		{"too many labels (global limit, tenant inherits)", ctxA, prw.Request{Series: []prw.Series{series("x", 1, "a", "1", "b", "2", "c", "3", "d", "4")}}, 400, registry.TenantLabels, "a"},
+		{"label value too long", context.Background(), prw.Request{Series: []prw.Series{series("x", 1, "a", "01234567890")}}, 400, registry.TenantLabelValue, ""},
+		{"over the burst", ctxA, prw.Request{Series: []prw.Series{series("x", 21)}}, 429, registry.TenantRateLimited, "a"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := testutil.ToFloat64(m.Rejected.WithLabelValues(tc.tenant, tc.reason))
@@ -262,17 +262,17 @@ tenants:
 	require.Empty(t, rec.got, "nothing refused reached the forwarder")
 
 	// Rate: 20 samples of burst pass, the next 10 wait one second.
-	require.NoError(t, g.Enqueue(ctxA, &model.Request{Series: []model.Series{series("x", 20)}}))
-	err := g.Enqueue(ctxA, &model.Request{Series: []model.Series{series("x", 10)}})
+	require.NoError(t, g.Enqueue(ctxA, &prw.Request{Series: []prw.Series{series("x", 20)}}))
+	err := g.Enqueue(ctxA, &prw.Request{Series: []prw.Series{series("x", 10)}})
 	var ra receiver.RetryAfterError
 	require.True(t, errors.As(err, &ra))
 	require.Equal(t, time.Second, ra.RetryAfter())
 	now = now.Add(time.Second)
-	require.NoError(t, g.Enqueue(ctxA, &model.Request{Series: []model.Series{series("x", 10)}}))
+	require.NoError(t, g.Enqueue(ctxA, &prw.Request{Series: []prw.Series{series("x", 10)}}))
 	require.Equal(t, 30.0, testutil.ToFloat64(m.Samples.WithLabelValues("a")))
 
 	// Extra labels replace what the client sent under those names.
-	require.NoError(t, g.Enqueue(ctxA, &model.Request{Series: []model.Series{series("x", 0, "tenant", "forged")}}))
+	require.NoError(t, g.Enqueue(ctxA, &prw.Request{Series: []prw.Series{series("x", 0, "tenant", "forged")}}))
 	last := rec.reqs[len(rec.reqs)-1]
 	require.Equal(t, labels.FromStrings("__name__", "x", "env", "prod", "tenant", "a"), last.Series[0].Labels)
 	require.Equal(t, []string{"a", "a", "a"}, rec.got)
@@ -284,13 +284,13 @@ func TestReloadKeepsState(t *testing.T) {
 	now := time.Unix(1000, 0)
 	g.now = func() time.Time { return now }
 	ctx := NewContext(context.Background(), g.Set().byID["a"])
-	require.NoError(t, g.Enqueue(ctx, &model.Request{Series: []model.Series{series("x", 5)}}))
+	require.NoError(t, g.Enqueue(ctx, &prw.Request{Series: []prw.Series{series("x", 5)}}))
 
 	next, err := NewSet(loadConfig(t, upstreams+"tenants:\n  tenants: [{id: a, limits: {samples_per_second: 1, burst: 5}}]\n"), g.Set())
 	require.NoError(t, err)
 	g.Apply(next)
 	ctx = NewContext(context.Background(), g.Set().byID["a"])
-	require.Error(t, g.Enqueue(ctx, &model.Request{Series: []model.Series{series("x", 1)}}), "a reload does not refill the bucket")
+	require.Error(t, g.Enqueue(ctx, &prw.Request{Series: []prw.Series{series("x", 1)}}), "a reload does not refill the bucket")
 
 	require.Equal(t, 2, testutil.CollectAndCount(m.Samples, "gateway_tenant_samples_total"), "the removed tenant's series are deleted; \"\" and a remain")
 }
