@@ -137,7 +137,7 @@ func newGatewayWeb(logger *slog.Logger, reg prometheus.Registerer, gatherer prom
 	}
 	configMetrics := registry.NewConfigMetrics(reg)
 	fwdOpts.UserAgent = program + "/" + version.Version
-	fwdOpts.QueueMetrics = registry.NewQueueMetrics(reg)
+	fwdOpts.QueueMetrics = queue.NewMetrics(reg)
 	fwd := forward.NewManager(logger, registry.NewForwardMetrics(reg), fwdOpts)
 	if err := fwd.ApplyConfig(cfg); err != nil {
 		return nil, fmt.Errorf("start upstreams: %w", err)

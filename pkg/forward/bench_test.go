@@ -100,7 +100,7 @@ func BenchmarkEnqueue(b *testing.B) {
 	req := nodeExporterRequest(benchBatch)
 	b.ReportAllocs()
 	for b.Loop() {
-		if err := m.Enqueue(b.Context(), req); err != nil {
+		if err := m.Enqueue(b.Context(), req, nil); err != nil {
 			b.Fatal(err)
 		}
 		for _, s := range f.shards {
@@ -146,7 +146,7 @@ func BenchmarkEndToEnd(b *testing.B) {
 			want := 0.0
 			for b.Loop() {
 				for {
-					err := m.Enqueue(b.Context(), req)
+					err := m.Enqueue(b.Context(), req, nil)
 					if err == nil {
 						break
 					}
@@ -190,7 +190,7 @@ func BenchmarkEndToEndRaw(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer m.Stop(context.Background())
-			h := receiver.NewHandler(nil, registry.NewReceiverMetrics(prometheus.NewRegistry()), m, receiver.Options{})
+			h := receiver.NewHandler(nil, registry.NewReceiverMetrics(prometheus.NewRegistry()), allUpstreams{m}, receiver.Options{})
 			body := rwtest.Encode(rwtest.V1Request(benchBatch, 1))
 			sent := reg.SentSamples.WithLabelValues("u")
 			b.ReportAllocs()

@@ -15,7 +15,6 @@ import (
 	"github.com/rwgateway/gateway/pkg/prw"
 	"github.com/rwgateway/gateway/pkg/queue"
 	"github.com/rwgateway/gateway/pkg/receiver/rwtest"
-	"github.com/rwgateway/gateway/pkg/registry"
 )
 
 // rawRequest marshals wr and describes its series as the receiver does.
@@ -195,7 +194,7 @@ func TestChunkEncode(t *testing.T) {
 // entries of positions it has passed, drops the ones it skipped, and holds
 // at most maxHandoffBytes.
 func TestHandoff(t *testing.T) {
-	q, err := queue.Open(queue.Options{Dir: t.TempDir(), Upstream: "u", MaxBytes: 1 << 20, Metrics: registry.NewQueueMetrics(prometheus.NewRegistry())})
+	q, err := queue.Open(queue.Options{Dir: t.TempDir(), Upstream: "u", MaxBytes: 1 << 20, Metrics: queue.NewMetrics(prometheus.NewRegistry())})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = q.Close() })
 	var pos []queue.Position

@@ -307,8 +307,8 @@ func (m *Manager) scanOrphans(diskNames map[string]bool) {
 		})
 	}
 	slices.Sort(names)
-	m.queueMetrics.OrphanedDirectories.Set(float64(len(names)))
-	m.queueMetrics.OrphanedBytes.Set(float64(bytes))
+	m.metrics.OrphanedDirectories.Set(float64(len(names)))
+	m.metrics.OrphanedBytes.Set(float64(bytes))
 	if len(names) > 0 {
 		m.logger.Warn("queue directories without a configured disk-queued upstream: left in place, not sent; "+
 			"re-add the upstream to send them, or stop the gateway and delete them",

@@ -173,15 +173,15 @@ func TestDiskRestartResumes(t *testing.T) {
 
 	m1, _, metrics1, qm1 := newTestManagerOpts(t, testConfig(cfg), diskOpts(dir))
 	for i := range n / 2 {
-		require.NoError(t, m1.Enqueue(t.Context(), seriesRequest(i, per)))
+		require.NoError(t, m1.Enqueue(t.Context(), seriesRequest(i, per), nil))
 	}
 	require.Eventually(t, func() bool { return u.samples() == n/2*per }, waitFor, tick)
 	eventuallyValue(t, 0, qm1.Records.WithLabelValues("u"))
 	sw.code.Store(http.StatusServiceUnavailable) // the upstream goes down
 	for i := n / 2; i < n; i++ {
-		require.NoError(t, m1.Enqueue(t.Context(), seriesRequest(i, per)))
+		require.NoError(t, m1.Enqueue(t.Context(), seriesRequest(i, per), nil))
 	}
-	require.Eventually(t, func() bool { return testutil.ToFloat64(qm1.Lag.WithLabelValues("u")) > 0 }, waitFor, tick, "lag rises")
+	require.Eventually(t, func() bool { return testutil.ToFloat64(metrics1.QueueLag.WithLabelValues("u")) > 0 }, waitFor, tick, "lag rises")
 	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
 	m1.Stop(ctx)
 	cancel()
@@ -193,7 +193,7 @@ func TestDiskRestartResumes(t *testing.T) {
 	m2, _, metrics2, qm2 := newTestManagerOpts(t, testConfig(cfg), diskOpts(dir))
 	require.Eventually(t, func() bool { return len(sampleSet(u.series())) == n*per }, waitFor, tick)
 	eventuallyValue(t, 0, qm2.Records.WithLabelValues("u"))
-	eventuallyValue(t, 0, qm2.Lag.WithLabelValues("u"))
+	eventuallyValue(t, 0, metrics2.QueueLag.WithLabelValues("u"))
 	got := sampleSet(u.series())
 	dups := 0
 	for k, c := range got {
@@ -234,7 +234,7 @@ func TestDiskFullBlocks(t *testing.T) {
 	m, _, metrics, qm := newTestManagerOpts(t, testConfig(cfg), diskOpts(t.TempDir()))
 	var err error
 	for i := 0; i < 100 && err == nil; i++ {
-		err = m.Enqueue(t.Context(), fillRequest(i))
+		err = m.Enqueue(t.Context(), fillRequest(i), nil)
 	}
 	require.ErrorIs(t, err, ErrQueueFull)
 	var ra interface{ RetryAfter() time.Duration }
@@ -265,7 +265,7 @@ func TestDiskFullDropsOldest(t *testing.T) {
 	m, _, _, qm := newTestManagerOpts(t, testConfig(cfg), diskOpts(t.TempDir()))
 	const n = 40
 	for i := range n {
-		require.NoError(t, m.Enqueue(t.Context(), fillRequest(i)), "request %d", i)
+		require.NoError(t, m.Enqueue(t.Context(), fillRequest(i), nil), "request %d", i)
 	}
 	dropped := testutil.ToFloat64(qm.DroppedRecords.WithLabelValues("u", queue.DropOldestReason))
 	require.Positive(t, dropped)
@@ -311,14 +311,14 @@ func TestDiskNoSpace(t *testing.T) {
 	ua.QueueConfig.Storage = config.StorageMemory // a in memory, b on disk
 	m, _, metrics, _ := newTestManagerOpts(t, testConfig(ua, ub), opts)
 
-	require.NoError(t, m.Enqueue(t.Context(), seriesRequest(0, 5)))
+	require.NoError(t, m.Enqueue(t.Context(), seriesRequest(0, 5), nil))
 	full.Store(true)
-	err := m.Enqueue(t.Context(), seriesRequest(1, 5))
+	err := m.Enqueue(t.Context(), seriesRequest(1, 5), nil)
 	require.ErrorIs(t, err, ErrQueueFull)
 	require.Contains(t, err.Error(), `"b"`)
 	require.Equal(t, 1.0, testutil.ToFloat64(metrics.QueueFull.WithLabelValues("b")))
 	full.Store(false)
-	require.NoError(t, m.Enqueue(t.Context(), seriesRequest(2, 5)))
+	require.NoError(t, m.Enqueue(t.Context(), seriesRequest(2, 5), nil))
 	for _, u := range []*fakeUpstream{a, b} {
 		require.Eventually(t, func() bool { return u.samples() == 10 }, waitFor, tick)
 	}
@@ -331,20 +331,20 @@ func TestOrphanedQueueDirectories(t *testing.T) {
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "queues", "gone", "00000000000000000001.seg"), make([]byte, 100), 0o644))
 	a, b := newFakeUpstream(t, nil), newFakeUpstream(t, nil)
 	ua, ub := testUpstream(t, "a", a.srv.URL, false), testUpstream(t, "b", b.srv.URL, false)
-	m, reg, _, qm := newTestManagerOpts(t, testConfig(ua, ub), diskOpts(dir))
-	require.Equal(t, 1.0, testutil.ToFloat64(qm.OrphanedDirectories))
-	require.Equal(t, 100.0, testutil.ToFloat64(qm.OrphanedBytes))
+	m, reg, fm, _ := newTestManagerOpts(t, testConfig(ua, ub), diskOpts(dir))
+	require.Equal(t, 1.0, testutil.ToFloat64(fm.OrphanedDirectories))
+	require.Equal(t, 100.0, testutil.ToFloat64(fm.OrphanedBytes))
 	require.Positive(t, upstreamSeries(t, reg, "b"))
 
 	// b is removed: its directory stays, orphaned, and its series go.
 	require.NoError(t, m.ApplyConfig(testConfig(ua)))
-	require.Equal(t, 2.0, testutil.ToFloat64(qm.OrphanedDirectories))
+	require.Equal(t, 2.0, testutil.ToFloat64(fm.OrphanedDirectories))
 	require.DirExists(t, filepath.Join(dir, "queues", "b"))
 	require.Zero(t, upstreamSeries(t, reg, "b"))
 
 	// Back again: it resumes its queue.
 	require.NoError(t, m.ApplyConfig(testConfig(ua, ub)))
-	require.Equal(t, 1.0, testutil.ToFloat64(qm.OrphanedDirectories))
+	require.Equal(t, 1.0, testutil.ToFloat64(fm.OrphanedDirectories))
 	_, err := reg.Gather()
 	require.NoError(t, err)
 }
@@ -372,7 +372,7 @@ func TestDiskReloadHandsOver(t *testing.T) {
 	opts := diskOpts(t.TempDir())
 	m, _, metrics, qm := newTestManagerOpts(t, testConfig(cfg), opts)
 	for i := range 10 {
-		require.NoError(t, m.Enqueue(t.Context(), seriesRequest(i, 5)))
+		require.NoError(t, m.Enqueue(t.Context(), seriesRequest(i, 5), nil))
 	}
 	next := testUpstream(t, "u", u.srv.URL, false)
 	next.Headers = map[string]string{"X-Changed": "yes"}
@@ -394,13 +394,13 @@ func TestDiskMetricsRegistration(t *testing.T) {
 	u := newFakeUpstream(t, nil)
 	reg := prometheus.NewPedanticRegistry()
 	opts := diskOpts(t.TempDir())
-	opts.QueueMetrics = registry.NewQueueMetrics(reg)
+	opts.QueueMetrics = queue.NewMetrics(reg)
 	m := NewManager(nil, registry.NewForwardMetrics(reg), opts)
 	var wg sync.WaitGroup
 	for i := range 3 {
 		c := testUpstream(t, "u", u.srv.URL, i%2 == 0)
 		require.NoError(t, m.ApplyConfig(testConfig(c)))
-		wg.Go(func() { _ = m.Enqueue(t.Context(), seriesRequest(i, 3)) })
+		wg.Go(func() { _ = m.Enqueue(t.Context(), seriesRequest(i, 3), nil) })
 	}
 	wg.Wait()
 	_, err := reg.Gather()
@@ -420,7 +420,7 @@ func TestDiskRequestLargerThanQueue(t *testing.T) {
 	u.QueueConfig.MaxBytes = 1 << 20
 	m, _, _, _ := newTestManagerOpts(t, testConfig(u), Options{StoragePath: t.TempDir()})
 	rm := registry.NewReceiverMetrics(prometheus.NewRegistry())
-	h := receiver.NewHandler(nil, rm, m, receiver.Options{})
+	h := receiver.NewHandler(nil, rm, allUpstreams{m}, receiver.Options{})
 
 	// Random label values: snappy cannot shrink them below the queue size.
 	rnd := rand.New(rand.NewPCG(1, 2))

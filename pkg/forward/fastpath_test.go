@@ -22,7 +22,7 @@ import (
 // postV1 sends wr through a receiver handler to m, as the gateway does.
 func postV1(t *testing.T, m *Manager, wr *prompb.WriteRequest) {
 	t.Helper()
-	h := receiver.NewHandler(nil, registry.NewReceiverMetrics(prometheus.NewRegistry()), m, receiver.Options{})
+	h := receiver.NewHandler(nil, registry.NewReceiverMetrics(prometheus.NewRegistry()), allUpstreams{m}, receiver.Options{})
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, rwtest.NewHTTPRequest(prw.ProtoV1, rwtest.Encode(wr)))
 	require.Equal(t, http.StatusNoContent, rec.Code, rec.Body.String())

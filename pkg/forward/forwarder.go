@@ -16,6 +16,7 @@ import (
 
 	"github.com/rwgateway/gateway/config"
 	"github.com/rwgateway/gateway/pkg/prw"
+	"github.com/rwgateway/gateway/pkg/queue"
 	"github.com/rwgateway/gateway/pkg/registry"
 )
 
@@ -91,7 +92,7 @@ type upstreamMetrics struct {
 
 // newForwarder builds the forwarder of u. With dq set it runs in disk mode:
 // Enqueue appends records to dq, and a reader feeds the shards from it.
-func newForwarder(logger *slog.Logger, metrics *registry.ForwardMetrics, u *config.UpstreamConfig, userAgent string, ready <-chan struct{}, dq diskQueue, qm *registry.QueueMetrics) (*forwarder, error) {
+func newForwarder(logger *slog.Logger, metrics *registry.ForwardMetrics, u *config.UpstreamConfig, userAgent string, ready <-chan struct{}, dq diskQueue, qm *queue.Metrics) (*forwarder, error) {
 	q := u.QueueConfig
 	client, err := newClient(u, q.MaxShards+connSlack)
 	if err != nil {
@@ -145,7 +146,7 @@ func newForwarder(logger *slog.Logger, metrics *registry.ForwardMetrics, u *conf
 		f.acker = &acker{f: f}
 		f.handoff = &handoff{}
 		f.readCtx, f.readCancel = context.WithCancel(context.Background())
-		f.lag = qm.Lag.WithLabelValues(n)
+		f.lag = metrics.QueueLag.WithLabelValues(n)
 		f.undecodable = qm.CorruptBytes.WithLabelValues(n, corruptUndecodable)
 	}
 	return f, nil
@@ -208,13 +209,6 @@ func (f *forwarder) abandon(n int) {
 	if f.dq == nil {
 		f.drop(registry.DropShutdown, n)
 	}
-}
-
-// full counts a client request refused for this upstream's full queue and
-// returns the error for it.
-func (f *forwarder) full() error {
-	f.m.queueFull.Inc()
-	return &queueFullError{upstream: f.name, retryAfter: f.retryAfter()}
 }
 
 // retryAfter is the delay suggested to a client whose request did not fit

@@ -29,6 +29,7 @@ import (
 
 	"github.com/rwgateway/gateway/config"
 	"github.com/rwgateway/gateway/pkg/prw"
+	"github.com/rwgateway/gateway/pkg/queue"
 	"github.com/rwgateway/gateway/pkg/registry"
 )
 
@@ -268,12 +269,12 @@ func newTestManager(t *testing.T, cfg *config.Config) (*Manager, *prometheus.Reg
 
 // newTestManagerOpts is newTestManager with options; it also returns the
 // queue metrics.
-func newTestManagerOpts(t *testing.T, cfg *config.Config, opts Options) (*Manager, *prometheus.Registry, *registry.ForwardMetrics, *registry.QueueMetrics) {
+func newTestManagerOpts(t *testing.T, cfg *config.Config, opts Options) (*Manager, *prometheus.Registry, *registry.ForwardMetrics, *queue.Metrics) {
 	t.Helper()
 	require.NoError(t, cfg.Validate())
 	reg := prometheus.NewPedanticRegistry()
 	metrics := registry.NewForwardMetrics(reg)
-	qm := registry.NewQueueMetrics(reg)
+	qm := queue.NewMetrics(reg)
 	opts.UserAgent = "test-agent"
 	opts.FlushDeadline = 5 * time.Second
 	opts.QueueMetrics = qm
@@ -318,4 +319,12 @@ func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
 func eventuallyValue(t *testing.T, want float64, c prometheus.Collector) {
 	t.Helper()
 	require.Eventually(t, func() bool { return testutil.ToFloat64(c) == want }, waitFor, tick, "want %v, have %v", want, testutil.ToFloat64(c))
+}
+
+// allUpstreams is a Manager as the write handler's Enqueuer: every request
+// goes to every upstream.
+type allUpstreams struct{ m *Manager }
+
+func (a allUpstreams) Enqueue(ctx context.Context, req *prw.Request) error {
+	return a.m.Enqueue(ctx, req, nil)
 }

@@ -109,8 +109,8 @@ func TestFanOut(t *testing.T) {
 	wantReq1.Series[0].Samples = slices.Clone(req1.Series[0].Samples)
 	wantReq1.Series[0].Metadata.Help = "Total requests."
 
-	require.NoError(t, m.Enqueue(t.Context(), req1))
-	require.NoError(t, m.Enqueue(t.Context(), req2))
+	require.NoError(t, m.Enqueue(t.Context(), req1, nil))
+	require.NoError(t, m.Enqueue(t.Context(), req2, nil))
 	// The receiver reuses its buffers once Enqueue returns.
 	req1.Series[0].Samples[0].Value = 999
 	req1.Series[1].Histograms[0].PositiveDeltas[0] = 77
@@ -226,7 +226,7 @@ func TestWriteRelabelAndExternalLabels(t *testing.T) {
 	require.NoError(t, m.Enqueue(t.Context(), &prw.Request{Series: []prw.Series{
 		floatSeries(1, 3, "__name__", "keep_me", "env", "dev"),
 		floatSeries(1, 2, "__name__", "drop_me"),
-	}}))
+	}}, nil))
 
 	require.Eventually(t, func() bool { return a.samples() == 3 && b.samples() == 5 }, waitFor, tick)
 	ga, gb := bySeries(a.series()), bySeries(b.series())
@@ -247,7 +247,7 @@ func TestSendUnsupportedDropped(t *testing.T) {
 	s := floatSeries(1, 2, "__name__", "x")
 	s.Exemplars = []prw.Exemplar{{Labels: labels.FromStrings("a", "b"), Value: 1, Timestamp: 1}}
 	h := prw.Series{Labels: labels.FromStrings("__name__", "h"), Histograms: []prw.Histogram{intHistogram(1, 0)}}
-	require.NoError(t, m.Enqueue(t.Context(), &prw.Request{Series: []prw.Series{s, h}}))
+	require.NoError(t, m.Enqueue(t.Context(), &prw.Request{Series: []prw.Series{s, h}}, nil))
 	require.Eventually(t, func() bool { return u.samples() == 2 }, waitFor, tick)
 	require.Equal(t, 2.0, testutil.ToFloat64(metrics.DroppedSamples.WithLabelValues("u", registry.DropUnsupported)))
 	for _, got := range u.series() {
@@ -266,7 +266,7 @@ func TestRetryOn5xx(t *testing.T) {
 	cfg := testUpstream(t, "u", u.srv.URL, false)
 	cfg.QueueConfig.MaxShards = 1
 	m, _, metrics := newTestManager(t, testConfig(cfg))
-	require.NoError(t, m.Enqueue(t.Context(), &prw.Request{Series: []prw.Series{floatSeries(1, 10, "__name__", "x")}}))
+	require.NoError(t, m.Enqueue(t.Context(), &prw.Request{Series: []prw.Series{floatSeries(1, 10, "__name__", "x")}}, nil))
 
 	require.Eventually(t, func() bool { return u.samples() == 10 }, waitFor, tick)
 	require.Equal(t, "2", u.requests()[0].header.Get(headerRetryAttempt))
@@ -309,7 +309,7 @@ func TestNonRetryable4xxDropsOneBatch(t *testing.T) {
 			cfg.QueueConfig.RetryOnRateLimit = false
 			m, _, metrics := newTestManager(t, testConfig(cfg))
 			for _, name := range []string{"good1", "bad", "good2"} {
-				require.NoError(t, m.Enqueue(t.Context(), &prw.Request{Series: []prw.Series{floatSeries(1, 5, "__name__", name)}}))
+				require.NoError(t, m.Enqueue(t.Context(), &prw.Request{Series: []prw.Series{floatSeries(1, 5, "__name__", name)}}, nil))
 			}
 			require.Eventually(t, func() bool { return u.samples() == 10 }, waitFor, tick)
 			got := bySeries(u.series())
@@ -335,7 +335,7 @@ func TestRetryAfterOn429(t *testing.T) {
 	cfg.QueueConfig.MaxShards = 1
 	m, _, metrics := newTestManager(t, testConfig(cfg))
 	start := time.Now()
-	require.NoError(t, m.Enqueue(t.Context(), &prw.Request{Series: []prw.Series{floatSeries(1, 3, "__name__", "x")}}))
+	require.NoError(t, m.Enqueue(t.Context(), &prw.Request{Series: []prw.Series{floatSeries(1, 3, "__name__", "x")}}, nil))
 	require.Eventually(t, func() bool { return u.samples() == 3 }, waitFor, tick)
 	require.GreaterOrEqual(t, time.Since(start), 950*time.Millisecond, "Retry-After honoured over max_backoff")
 	require.Equal(t, 1.0, testutil.ToFloat64(metrics.Requests.WithLabelValues("u", "429")))
@@ -356,7 +356,7 @@ func TestTooLargeSplits(t *testing.T) {
 	for _, name := range []string{"a", "b", "c", "huge", "d"} {
 		req.Series = append(req.Series, floatSeries(1, 2, "__name__", name))
 	}
-	require.NoError(t, m.Enqueue(t.Context(), req))
+	require.NoError(t, m.Enqueue(t.Context(), req, nil))
 	require.Eventually(t, func() bool { return u.samples() == 8 }, waitFor, tick)
 	for _, r := range u.requests() {
 		require.Len(t, r.series, 1)
@@ -380,9 +380,9 @@ func TestOldReceiverResentAsV1(t *testing.T) {
 	cfg.QueueConfig.MaxShards = 1
 	m, _, metrics := newTestManager(t, testConfig(cfg))
 
-	require.NoError(t, m.Enqueue(t.Context(), &prw.Request{Series: []prw.Series{floatSeries(1, 3, "__name__", "x")}}))
+	require.NoError(t, m.Enqueue(t.Context(), &prw.Request{Series: []prw.Series{floatSeries(1, 3, "__name__", "x")}}, nil))
 	require.Eventually(t, func() bool { return u.samples() == 3 }, waitFor, tick)
-	require.NoError(t, m.Enqueue(t.Context(), &prw.Request{Series: []prw.Series{floatSeries(10, 3, "__name__", "x")}}))
+	require.NoError(t, m.Enqueue(t.Context(), &prw.Request{Series: []prw.Series{floatSeries(10, 3, "__name__", "x")}}, nil))
 	require.Eventually(t, func() bool { return u.samples() == 6 }, waitFor, tick)
 
 	for _, r := range u.requests() {
@@ -414,7 +414,7 @@ func TestQueueFullIsAllOrNothing(t *testing.T) {
 	defer close(release)
 
 	enqueue := func(ts int64) error {
-		return m.Enqueue(t.Context(), &prw.Request{Series: []prw.Series{floatSeries(ts, 5, "__name__", "x")}})
+		return m.Enqueue(t.Context(), &prw.Request{Series: []prw.Series{floatSeries(ts, 5, "__name__", "x")}}, nil)
 	}
 	require.NoError(t, enqueue(0))
 	require.NoError(t, enqueue(5))
@@ -453,7 +453,7 @@ func TestPerSeriesOrder(t *testing.T) {
 		for _, n := range names {
 			req.Series = append(req.Series, floatSeries(int64(i*per), per, "__name__", n))
 		}
-		require.NoError(t, m.Enqueue(t.Context(), req))
+		require.NoError(t, m.Enqueue(t.Context(), req, nil))
 	}
 	require.Eventually(t, func() bool { return u.samples() == calls*per*len(names) }, waitFor, tick)
 	last := map[string]int64{}
@@ -475,7 +475,7 @@ func TestStopFlushesQueued(t *testing.T) {
 	cfg.QueueConfig.BatchSendDeadline = 1e12 // never: only Stop sends
 	m, _, metrics := newTestManager(t, testConfig(cfg))
 	for i := range 10 {
-		require.NoError(t, m.Enqueue(t.Context(), &prw.Request{Series: []prw.Series{floatSeries(int64(i*5), 5, "__name__", "x", "i", string(rune('a'+i)))}}))
+		require.NoError(t, m.Enqueue(t.Context(), &prw.Request{Series: []prw.Series{floatSeries(int64(i*5), 5, "__name__", "x", "i", string(rune('a'+i)))}}, nil))
 	}
 	require.Equal(t, 0, u.samples())
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
@@ -484,7 +484,7 @@ func TestStopFlushesQueued(t *testing.T) {
 	m.Stop(ctx) // idempotent
 	require.Equal(t, 50, u.samples())
 	require.Equal(t, 0.0, testutil.ToFloat64(metrics.QueueLength.WithLabelValues("u")))
-	require.ErrorIs(t, m.Enqueue(t.Context(), &prw.Request{}), ErrStopped)
+	require.ErrorIs(t, m.Enqueue(t.Context(), &prw.Request{}, nil), ErrStopped)
 	require.ErrorIs(t, m.ApplyConfig(testConfig(cfg)), ErrStopped)
 }
 
@@ -498,7 +498,7 @@ func TestStopDeadlineDropsTheRest(t *testing.T) {
 	cfg.QueueConfig.MaxSamplesPerSend = 5
 	m, _, metrics := newTestManager(t, testConfig(cfg))
 	for i := range 4 {
-		require.NoError(t, m.Enqueue(t.Context(), &prw.Request{Series: []prw.Series{floatSeries(int64(i*5), 5, "__name__", "x")}}))
+		require.NoError(t, m.Enqueue(t.Context(), &prw.Request{Series: []prw.Series{floatSeries(int64(i*5), 5, "__name__", "x")}}, nil))
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
 	defer cancel()
@@ -511,7 +511,22 @@ func TestStopDeadlineDropsTheRest(t *testing.T) {
 
 func TestEnqueueBeforeConfig(t *testing.T) {
 	m := NewManager(nil, registry.NewForwardMetrics(nil), Options{})
-	require.ErrorIs(t, m.Enqueue(t.Context(), &prw.Request{}), ErrNotConfigured)
+	require.ErrorIs(t, m.Enqueue(t.Context(), &prw.Request{}, nil), ErrNotConfigured)
 	m.Stop(t.Context())
-	require.True(t, errors.Is(m.Enqueue(t.Context(), &prw.Request{}), ErrStopped))
+	require.True(t, errors.Is(m.Enqueue(t.Context(), &prw.Request{}, nil), ErrStopped))
+}
+
+// TestRoutes: Enqueue sends a request only to the upstreams its routes
+// allow, whichever path (disk or memory) each upstream's queue takes.
+func TestRoutes(t *testing.T) {
+	a := newFakeUpstream(t, nil)
+	b := newFakeUpstream(t, nil)
+	m, _, _ := newTestManager(t, testConfig(testUpstream(t, "a", a.srv.URL, false), testUpstream(t, "b", b.srv.URL, false)))
+	onlyB := func(u string) bool { return u == "b" }
+	require.NoError(t, m.Enqueue(t.Context(), &prw.Request{Series: []prw.Series{floatSeries(1000, 3, "__name__", "routed")}}, onlyB))
+	require.NoError(t, m.Enqueue(t.Context(), &prw.Request{Series: []prw.Series{floatSeries(5000, 2, "__name__", "everywhere")}}, nil))
+	require.Eventually(t, func() bool { return b.samples() == 5 && a.samples() == 2 }, 10*time.Second, 10*time.Millisecond)
+	for _, s := range a.series() {
+		require.Equal(t, "everywhere", s.Labels.Get("__name__"), "a got data routed to b only")
+	}
 }

@@ -52,7 +52,7 @@ func v2TestRequest(series int) *writev2.Request {
 
 func postV2(t *testing.T, m *Manager, wr *writev2.Request) {
 	t.Helper()
-	h := receiver.NewHandler(nil, registry.NewReceiverMetrics(prometheus.NewRegistry()), m, receiver.Options{})
+	h := receiver.NewHandler(nil, registry.NewReceiverMetrics(prometheus.NewRegistry()), allUpstreams{m}, receiver.Options{})
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, rwtest.NewHTTPRequest(prw.ProtoV2, rwtest.Encode(wr)))
 	require.Equal(t, http.StatusNoContent, rec.Code, rec.Body.String())

@@ -57,28 +57,6 @@ func TestFamilyName(t *testing.T) {
 	require.Equal(t, []string{"up", ""}, []string{a, b})
 }
 
-func TestSameUpstream(t *testing.T) {
-	base := func() *config.UpstreamConfig {
-		u := testUpstream(t, "u", "http://example.invalid/api/v1/write", false)
-		u.WriteRelabelConfigs = relabelConfigs(t, "- source_labels: [a]\n  regex: x.*\n  action: drop\n")
-		return u
-	}
-	require.True(t, sameUpstream(base(), base()))
-	for name, change := range map[string]func(*config.UpstreamConfig){
-		"relabel":  func(u *config.UpstreamConfig) { u.WriteRelabelConfigs[0].Action = "keep" },
-		"header":   func(u *config.UpstreamConfig) { u.Headers = map[string]string{"a": "b"} },
-		"shards":   func(u *config.UpstreamConfig) { u.QueueConfig.MaxShards++ },
-		"protocol": func(u *config.UpstreamConfig) { u.ProtobufMessage = config.ProtobufMessageV2 },
-		"password": func(u *config.UpstreamConfig) { u.HTTPClientConfig.BearerToken = "secret" },
-	} {
-		t.Run(name, func(t *testing.T) {
-			u := base()
-			change(u)
-			require.False(t, sameUpstream(base(), u))
-		})
-	}
-}
-
 // newTestShard returns a shard of a forwarder that is never started.
 func newTestShard(t *testing.T, q func(*config.QueueConfig)) *shard {
 	t.Helper()

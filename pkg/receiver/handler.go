@@ -51,33 +51,11 @@ import (
 // Enqueuer takes a decoded, validated request. It must not retain req or
 // anything it points to after returning (the handler reuses the buffers);
 // see the package documentation for what may be kept. Enqueue is called
-// concurrently, with the HTTP request's context.
+// concurrently, with the HTTP request's context. Its error says how the
+// handler answers (see enqueueStatus).
 type Enqueuer interface {
 	Enqueue(ctx context.Context, req *prw.Request) error
 }
-
-// RetryAfterError is an Enqueue error that asks the client to retry later,
-// such as a forwarder's queue-full error. The handler answers it with 503
-// and a Retry-After header of RetryAfter rounded up to whole seconds (at
-// least 1).
-type RetryAfterError interface {
-	error
-	RetryAfter() time.Duration
-}
-
-// Enqueue errors with a fixed meaning. An Enqueuer may return them, wrapped
-// or not; any other error that is not a RetryAfterError is answered with 500.
-var (
-	// ErrQueueFull means the request was refused because a queue is full and
-	// the Enqueuer has no better retry hint: 503, Retry-After: 1.
-	ErrQueueFull = errors.New("queue full")
-	// ErrShuttingDown means the gateway is stopping: 503, Retry-After: 1, so
-	// that the client retries, perhaps against another replica.
-	ErrShuttingDown = errors.New("shutting down")
-	// ErrTooLarge means the request is larger than a queue could ever hold:
-	// 413, counted as reason too_large; a retry cannot succeed.
-	ErrTooLarge = errors.New("request too large")
-)
 
 // defaultMaxBytes is the default of both Options limits: 32 MiB, the
 // decoded-size limit of Prometheus's own write handler.
@@ -295,28 +273,35 @@ func parseContentType(ct string) (prw.Protocol, error) {
 }
 
 // enqueueStatus maps an Enqueue error to the response status, the reject
-// reason and, for 503, the delay to put in Retry-After.
+// reason and the delay to put in Retry-After. The error says them itself,
+// through methods of any error in its chain: StatusCode() int, Reason()
+// string (a value of registry.RejectReasons) and RetryAfter()
+// time.Duration. An error without a status is a 500; a 429 or 503 always
+// gets a Retry-After of at least a second.
 func enqueueStatus(err error) (code int, reason string, retryAfter time.Duration) {
-	if le, ok := errors.AsType[LimitError](err); ok {
-		code = le.StatusCode()
-		if ra, ok := errors.AsType[RetryAfterError](err); ok && ra.RetryAfter() > 0 {
-			retryAfter = max(ra.RetryAfter(), time.Second)
-		}
-		return code, registry.ReasonLimit, retryAfter
+	code, reason = http.StatusInternalServerError, registry.ReasonInternal
+	if e, ok := errors.AsType[interface {
+		error
+		StatusCode() int
+	}](err); ok {
+		code = e.StatusCode()
 	}
-	if ra, ok := errors.AsType[RetryAfterError](err); ok {
-		return http.StatusServiceUnavailable, registry.ReasonQueueFull, max(ra.RetryAfter(), time.Second)
+	if e, ok := errors.AsType[interface {
+		error
+		Reason() string
+	}](err); ok {
+		reason = e.Reason()
 	}
-	switch {
-	case errors.Is(err, ErrQueueFull):
-		return http.StatusServiceUnavailable, registry.ReasonQueueFull, time.Second
-	case errors.Is(err, ErrShuttingDown):
-		return http.StatusServiceUnavailable, registry.ReasonShuttingDown, time.Second
-	case errors.Is(err, ErrTooLarge):
-		return http.StatusRequestEntityTooLarge, registry.ReasonTooLarge, 0
-	default:
-		return http.StatusInternalServerError, registry.ReasonInternal, 0
+	if e, ok := errors.AsType[interface {
+		error
+		RetryAfter() time.Duration
+	}](err); ok {
+		retryAfter = e.RetryAfter()
 	}
+	if code == http.StatusTooManyRequests || code == http.StatusServiceUnavailable || retryAfter > 0 {
+		retryAfter = max(retryAfter, time.Second)
+	}
+	return code, reason, retryAfter
 }
 
 // retryAfterSeconds rounds d up to whole seconds, at least 1.
@@ -324,18 +309,14 @@ func retryAfterSeconds(d time.Duration) int64 {
 	return max(1, int64(math.Ceil(d.Seconds())))
 }
 
-// LimitError is an Enqueue error for a request that broke a limit of its
-// client's: the handler answers with its status code (4xx or 503), counts
-// reason "limit", and sets Retry-After if the error is a RetryAfterError too.
-type LimitError interface {
-	error
-	StatusCode() int
-}
-
 // reject answers with code and a plain-text message, and counts reason. err,
 // if any, is the cause, for the debug log.
 func (h *Handler) reject(w http.ResponseWriter, code int, reason, msg string, err error) {
-	h.rejected[reason].Inc()
+	c, ok := h.rejected[reason]
+	if !ok {
+		c = h.rejected[registry.ReasonInternal]
+	}
+	c.Inc()
 	h.logger.Debug("write request rejected", "status", code, "reason", reason, "msg", msg, "err", err)
 	http.Error(w, msg, code)
 }

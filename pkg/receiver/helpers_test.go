@@ -205,8 +205,19 @@ type retryAfterErr struct{ d time.Duration }
 
 func (e retryAfterErr) Error() string             { return "queue of upstream \"a\" is full" }
 func (e retryAfterErr) RetryAfter() time.Duration { return e.d }
+func (e retryAfterErr) StatusCode() int           { return http.StatusServiceUnavailable }
+func (e retryAfterErr) Reason() string            { return registry.ReasonQueueFull }
 
-var _ RetryAfterError = retryAfterErr{}
+// statusErr is an Enqueue error with a status and a reason, and no
+// Retry-After.
+type statusErr struct {
+	code   int
+	reason string
+}
+
+func (e statusErr) Error() string   { return e.reason }
+func (e statusErr) StatusCode() int { return e.code }
+func (e statusErr) Reason() string  { return e.reason }
 
 // newTestHandler returns a handler over q with its own pedantic registry.
 func newTestHandler(t testing.TB, q Enqueuer, opts Options) (*Handler, *registry.ReceiverMetrics, *prometheus.Registry) {

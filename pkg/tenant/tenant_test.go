@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -19,7 +20,6 @@ import (
 
 	"github.com/rwgateway/gateway/config"
 	"github.com/rwgateway/gateway/pkg/prw"
-	"github.com/rwgateway/gateway/pkg/receiver"
 	"github.com/rwgateway/gateway/pkg/registry"
 )
 
@@ -46,27 +46,31 @@ func hash(t *testing.T, pass string) string {
 	return string(h)
 }
 
-// recorder is a receiver.Enqueuer that records what reached it and with
-// which tenant.
+// recorder is a Forwarder that records what reached it and where it was
+// routed: "all", or the upstreams of the test config that routes allows.
 type recorder struct {
 	mu   sync.Mutex
 	got  []string
 	reqs []prw.Request
 }
 
-func (r *recorder) Enqueue(ctx context.Context, req *prw.Request) error {
+func (r *recorder) Enqueue(_ context.Context, req *prw.Request, routes func(string) bool) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	id := "<none>"
-	if t := FromContext(ctx); t != nil {
-		id = t.ID
+	to := "all"
+	if routes != nil {
+		var names []string
+		for _, u := range []string{"shared", "a-only"} {
+			if routes(u) {
+				names = append(names, u)
+			}
+		}
+		to = strings.Join(names, ",")
 	}
-	r.got = append(r.got, id)
+	r.got = append(r.got, to)
 	r.reqs = append(r.reqs, *req)
 	return nil
 }
-
-var _ receiver.Enqueuer = (*Guard)(nil)
 
 func newGuard(t *testing.T, cfg *config.Config) (*Guard, *recorder, *registry.TenantMetrics) {
 	t.Helper()
@@ -154,6 +158,12 @@ tenants:
 	a, _, err = s.Resolve(withHeader("X-Scope-OrgID", "a"))
 	require.NoError(t, err)
 	require.False(t, a.Routes("a-only"), "a tenant routed to shared never reaches a-only")
+
+	// The Guard hands the tenant's routing to the forwarder with the data.
+	g, rec, _ := newGuard(t, cfg)
+	require.NoError(t, g.Enqueue(NewContext(t.Context(), a), &prw.Request{Series: []prw.Series{series("x", 1)}}))
+	require.NoError(t, g.Enqueue(t.Context(), &prw.Request{Series: []prw.Series{series("x", 1)}}))
+	require.Equal(t, []string{"shared", "all"}, rec.got)
 	none, _, err := s.Resolve(withHeader("X", "y"))
 	require.NoError(t, err, "not required: no tenant is served")
 	require.Equal(t, "", none.ID)
@@ -253,9 +263,10 @@ tenants:
 		t.Run(tc.name, func(t *testing.T) {
 			before := testutil.ToFloat64(m.Rejected.WithLabelValues(tc.tenant, tc.reason))
 			err := g.Enqueue(tc.ctx, &tc.req)
-			var le receiver.LimitError
-			require.True(t, errors.As(err, &le), "%v", err)
+			le, ok := errors.AsType[*limitError](err)
+			require.True(t, ok, "%v", err)
 			require.Equal(t, tc.wantCode, le.StatusCode())
+			require.Equal(t, registry.ReasonLimit, le.Reason())
 			require.Equal(t, before+1, testutil.ToFloat64(m.Rejected.WithLabelValues(tc.tenant, tc.reason)))
 		})
 	}
@@ -264,9 +275,10 @@ tenants:
 	// Rate: 20 samples of burst pass, the next 10 wait one second.
 	require.NoError(t, g.Enqueue(ctxA, &prw.Request{Series: []prw.Series{series("x", 20)}}))
 	err := g.Enqueue(ctxA, &prw.Request{Series: []prw.Series{series("x", 10)}})
-	var ra receiver.RetryAfterError
-	require.True(t, errors.As(err, &ra))
+	ra, ok := errors.AsType[*limitError](err)
+	require.True(t, ok)
 	require.Equal(t, time.Second, ra.RetryAfter())
+	require.Equal(t, 429, ra.StatusCode())
 	now = now.Add(time.Second)
 	require.NoError(t, g.Enqueue(ctxA, &prw.Request{Series: []prw.Series{series("x", 10)}}))
 	require.Equal(t, 30.0, testutil.ToFloat64(m.Samples.WithLabelValues("a")))
@@ -275,7 +287,7 @@ tenants:
 	require.NoError(t, g.Enqueue(ctxA, &prw.Request{Series: []prw.Series{series("x", 0, "tenant", "forged")}}))
 	last := rec.reqs[len(rec.reqs)-1]
 	require.Equal(t, labels.FromStrings("__name__", "x", "env", "prod", "tenant", "a"), last.Series[0].Labels)
-	require.Equal(t, []string{"a", "a", "a"}, rec.got)
+	require.Equal(t, []string{"all", "all", "all"}, rec.got, "tenant a reaches every upstream")
 }
 
 func TestReloadKeepsState(t *testing.T) {
