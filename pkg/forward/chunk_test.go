@@ -68,7 +68,11 @@ func seriesOf(t *testing.T, items []item) [][]byte {
 			out = append(out, it.raw)
 			continue
 		}
-		for _, s := range it.chunkSeries() {
+		series, err := it.chunkSeries()
+		if err != nil {
+			panic(err)
+		}
+		for _, s := range series {
 			out = append(out, s.raw)
 		}
 	}
@@ -107,7 +111,9 @@ func TestChunkRaw(t *testing.T) {
 		require.LessOrEqual(t, len(it.raw), maxB)
 		require.Equal(t, len(it.raw), it.size)
 		n := 0
-		for _, s := range it.chunkSeries() {
+		series, err := it.chunkSeries()
+		require.NoError(t, err)
+		for _, s := range series {
 			n += s.count()
 		}
 		require.Equal(t, n, it.count())
@@ -180,7 +186,8 @@ func TestChunkEncode(t *testing.T) {
 	}
 	require.Equal(t, wantSeries, gotSeries, "the batch holds the chunks' series in order")
 
-	expanded := expandRaw(sorted)
+	expanded, err := expandRaw(sorted)
+	require.NoError(t, err)
 	require.Len(t, expanded, len(wr.Timeseries))
 	n := 0
 	for i := range expanded {

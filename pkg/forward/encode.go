@@ -217,7 +217,10 @@ func (e *encoder) marshalV2(items []item) (batchStats, error) {
 	var st batchStats
 	// Raw series and chunks are queued for 1.0 upstreams only; these were
 	// read back from a disk queue of a former configuration.
-	items = expandRaw(items)
+	items, err := expandRaw(items)
+	if err != nil {
+		return st, err
+	}
 	e.symbols.Reset()
 	ts := e.v2.Timeseries[:0]
 	e.v2ExRefs = e.v2ExRefs[:0]

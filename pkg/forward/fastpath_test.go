@@ -5,10 +5,12 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/prompb"
 	"github.com/stretchr/testify/require"
@@ -214,4 +216,50 @@ func TestFastPathHandoff(t *testing.T) {
 	require.Equal(t, 5, h.hits+h.misses)
 	require.Empty(t, h.entries)
 	require.Zero(t, h.bytes)
+}
+
+// An upstream with a size limit (413 above 50 points per request, as
+// Amazon Managed Prometheus, Mimir and Cortex have) gets everything, on
+// the fast path too: a refused batch of chunks is cut at series
+// boundaries, and a series larger than the limit by its points.
+func TestTooLargeSplitsAtSeriesBoundaries(t *testing.T) {
+	const limit = 50
+	for _, disk := range []bool{false, true} {
+		name := "memory"
+		if disk {
+			name = "disk"
+		}
+		t.Run(name, func(t *testing.T) {
+			refused := atomic.Int64{}
+			u := newFakeUpstream(t, func(_ http.ResponseWriter, _ *http.Request, got *gotRequest, _ int) int {
+				s, h, e := (&prw.Request{Series: got.series}).Counts()
+				if s+h+e > limit {
+					refused.Add(1)
+					return http.StatusRequestEntityTooLarge
+				}
+				return http.StatusNoContent
+			})
+			opts := Options{}
+			if disk {
+				opts = diskOpts(t.TempDir())
+			}
+			m, _, metrics, _ := newTestManagerOpts(t, testConfig(testUpstream(t, "u", u.srv.URL, false)), opts)
+			want := 0
+			for range 10 {
+				wr := rwtest.V1Request(20, 20)
+				postV1(t, m, wr)
+				want += 20 * 20
+			}
+			wr := rwtest.V1Request(1, 3*limit+7) // one series over the limit alone
+			postV1(t, m, wr)
+			want += 3*limit + 7
+			require.Eventually(t, func() bool { return u.samples() == want }, waitFor, tick)
+			require.Positive(t, refused.Load(), "the upstream refused batches")
+			require.Zero(t, testutil.ToFloat64(metrics.DroppedSamples.WithLabelValues("u", registry.DropTooLarge)))
+			for _, r := range u.requests() {
+				s, _, _ := (&prw.Request{Series: r.series}).Counts()
+				require.LessOrEqual(t, s, limit)
+			}
+		})
+	}
 }

@@ -121,11 +121,16 @@ func estimateSize(it *item) int {
 // 0 < n < it.count().
 func (it *item) split(n int) (head, tail item) {
 	if it.chunk {
+		if series, err := it.chunkSeries(); err == nil && len(series) == 1 {
+			return series[0].split(n)
+		}
 		return it.splitChunk(n)
 	}
 	if it.raw != nil {
-		st := it.structured()
-		return st.split(n)
+		if st, err := it.structured(); err == nil {
+			return st.split(n)
+		}
+		return *it, item{rec: it.rec} // malformed: sent whole, and refused
 	}
 	head = item{labels: it.labels, metadata: it.metadata, rec: it.rec}
 	tail = item{labels: it.labels, rec: it.rec}
@@ -230,18 +235,14 @@ func rawItem(ts []byte, rs prw.RawSeries) item {
 // structured returns a raw item decoded, for the rare uses that need its
 // points one by one: splitting an oversized series, the age limit, a 2.0
 // encoding. Anything else is returned as it is.
-func (it *item) structured() item {
-	if it.chunk {
-		panic("structured of a chunk: use expandRaw")
-	}
-	if it.raw == nil {
-		return *it
+func (it *item) structured() (item, error) {
+	if it.raw == nil || it.chunk {
+		return *it, nil
 	}
 	var ts prompb.TimeSeries
 	out := item{rec: it.rec}
 	if err := ts.Unmarshal(it.raw); err != nil {
-		// Raw series were validated before they were queued.
-		panic(fmt.Sprintf("decode a queued raw series: %v", err))
+		return out, fmt.Errorf("decode a queued series: %w", err)
 	}
 	sb := labels.NewScratchBuilder(len(ts.Labels))
 	for _, l := range ts.Labels {
@@ -267,5 +268,5 @@ func (it *item) structured() item {
 		out.exemplars = append(out.exemplars, prw.Exemplar{Labels: sb.Labels(), Value: e.Value, Timestamp: e.Timestamp})
 	}
 	out.size = estimateSize(&out)
-	return out
+	return out, nil
 }
