@@ -3,7 +3,6 @@ package forward
 import (
 	"context"
 	"fmt"
-	"math"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
@@ -18,8 +17,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	"github.com/prometheus/prometheus/model/labels"
-	"github.com/prometheus/prometheus/model/value"
 	"github.com/prometheus/prometheus/prompb"
 	"github.com/stretchr/testify/require"
 
@@ -51,86 +48,6 @@ func TestDiskMode(t *testing.T) {
 	} {
 		t.Run(name, test)
 	}
-}
-
-func TestRecordRoundTrip(t *testing.T) {
-	stale := math.Float64frombits(value.StaleNaN)
-	items := []item{
-		{
-			labels: labels.FromStrings("__name__", "x", "job", "j"),
-			samples: []prw.Sample{
-				{Value: 1.5, Timestamp: 1000, StartTimestamp: 900},
-				{Value: stale, Timestamp: 2000},
-				{Value: math.Float64frombits(0x7ff8000000000abc), Timestamp: -5},
-			},
-			metadata: prw.Metadata{Type: prw.MetricType(2), Help: "help", Unit: "seconds"},
-		},
-		{
-			labels:     labels.FromStrings("__name__", "h"),
-			histograms: []prw.Histogram{intHistogram(3000, 2500), floatHistogram(4000)},
-			exemplars:  []prw.Exemplar{{Labels: labels.FromStrings("trace_id", "abc"), Value: 2, Timestamp: 3000}},
-		},
-		{family: &prw.FamilyMetadata{MetricFamilyName: "x", Metadata: prw.Metadata{Type: prw.MetricType(1), Help: "h"}}},
-	}
-	for i := range items {
-		items[i].size = estimateSize(&items[i])
-	}
-	var enc recordEncoder
-	at := time.UnixMilli(1_700_000_000_123)
-	recs, size := enc.encode(items, at)
-	require.Len(t, recs, 1)
-	require.Equal(t, int64(len(recs[0])), size)
-
-	var dec recordDecoder
-	got, appended, err := dec.decode(recs[0])
-	require.NoError(t, err)
-	require.True(t, at.Equal(appended))
-	require.Len(t, got, len(items))
-	for i := range items {
-		want, have := items[i], got[i]
-		require.Equal(t, want.labels.String(), have.labels.String())
-		require.Equal(t, len(want.samples), len(have.samples))
-		for j := range want.samples {
-			require.Equal(t, math.Float64bits(want.samples[j].Value), math.Float64bits(have.samples[j].Value))
-			require.Equal(t, want.samples[j].Timestamp, have.samples[j].Timestamp)
-			require.Equal(t, want.samples[j].StartTimestamp, have.samples[j].StartTimestamp)
-		}
-		require.Equal(t, len(want.histograms), len(have.histograms))
-		for j := range want.histograms {
-			require.Equal(t, want.histograms[j], have.histograms[j], "histogram %d", j)
-		}
-		require.Equal(t, len(want.exemplars), len(have.exemplars))
-		for j := range want.exemplars {
-			require.Equal(t, want.exemplars[j].Labels.String(), have.exemplars[j].Labels.String())
-			require.Equal(t, want.exemplars[j].Value, have.exemplars[j].Value)
-			require.Equal(t, want.exemplars[j].Timestamp, have.exemplars[j].Timestamp)
-		}
-		require.Equal(t, want.metadata, have.metadata)
-		require.Equal(t, want.family, have.family)
-		require.Equal(t, want.size, have.size)
-	}
-
-	// Damage is an error, never a panic.
-	for n := range len(recs[0]) {
-		_, _, _ = dec.decode(recs[0][:n])
-	}
-	_, _, err = dec.decode(append([]byte{99}, recs[0][1:]...))
-	require.ErrorContains(t, err, "unknown record version 99")
-}
-
-func TestRecordSplitsLargeRequests(t *testing.T) {
-	items := benchItems(30000) // ~ 5 MiB estimated
-	var enc recordEncoder
-	recs, _ := enc.encode(items, time.Now())
-	require.Greater(t, len(recs), 1)
-	var dec recordDecoder
-	n := 0
-	for _, r := range recs {
-		got, _, err := dec.decode(r)
-		require.NoError(t, err)
-		n += len(got)
-	}
-	require.Equal(t, len(items), n)
 }
 
 // diskOpts returns Options for a disk-mode Manager on dir.

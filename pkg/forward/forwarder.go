@@ -545,3 +545,11 @@ func (l *logLimiter) allow() bool {
 	}
 	return l.last.CompareAndSwap(last, now)
 }
+
+// familyFromV1 converts 1.0 metadata to the model's form.
+func familyFromV1(md *prompb.MetricMetadata) *prw.FamilyMetadata {
+	return &prw.FamilyMetadata{
+		MetricFamilyName: md.MetricFamilyName,
+		Metadata:         prw.Metadata{Type: prw.MetricTypeFromV1(md.Type), Help: md.Help, Unit: md.Unit},
+	}
+}

@@ -129,7 +129,7 @@ func NewManager(logger *slog.Logger, metrics *registry.ForwardMetrics, opts Opti
 		opts:         opts,
 		queues:       map[string]diskQueue{},
 		builders:     sync.Pool{New: func() any { return labels.NewBuilder(labels.EmptyLabels()) }},
-		encoders:     sync.Pool{New: func() any { return &recordEncoder{} }},
+		encoders:     sync.Pool{New: func() any { return newRecordEncoder() }},
 	}
 }
 
@@ -414,7 +414,10 @@ func (m *Manager) Enqueue(ctx context.Context, req *prw.Request, routes func(ups
 		if p.raw != nil {
 			p.recs, p.recBytes = p.enc.encodeRaw(p.raw, p.rawMeta, now)
 		} else {
-			p.recs, p.recBytes = p.enc.encode(p.items, now)
+			var err error
+			if p.recs, p.recBytes, err = p.enc.encode(p.items, p.f.proto(), now); err != nil {
+				return fmt.Errorf("upstream %q: encode queue record: %w", p.f.name, err)
+			}
 		}
 		if !p.f.dq.Fits(len(p.recs), p.recBytes) {
 			return p.f.tooLarge(fmt.Sprintf("request of %d bytes in queue records (queue_config.max_bytes)", p.recBytes), nil)

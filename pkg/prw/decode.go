@@ -42,6 +42,9 @@ type Decoded struct {
 	// size is the length of the message decoded into d, for the pool's
 	// size bound (MaxPooledBytes).
 	size int
+	// sizes are the wire sizes of the message's series, for
+	// InvalidSeries.Bytes.
+	sizes []int
 
 	// The 1.0 raw scan (see scanV1): req.Raw points to raw when it
 	// accepted msg, and fill, made once per state, is what

@@ -34,7 +34,7 @@ func (dec *v1Decoder) Decode(msg []byte) (*Decoded, error) {
 	}
 	d.raw = RawV1{Series: d.raw.Series[:0], Metadata: d.raw.Metadata[:0]}
 	wr := d.wire.(*prompb.WriteRequest)
-	if err := unmarshalV1(wr, msg); err != nil {
+	if err := unmarshalV1(wr, msg, &d.sizes); err != nil {
 		dec.Release(d)
 		return nil, err
 	}
@@ -51,7 +51,7 @@ func (dec *v1Decoder) Release(d *Decoded) {
 // scanV1 accepted: the full decoder finds every series valid.
 func (d *Decoded) materializeV1() {
 	wr := d.wire.(*prompb.WriteRequest)
-	if err := unmarshalV1(wr, d.msg); err != nil {
+	if err := unmarshalV1(wr, d.msg, &d.sizes); err != nil {
 		// scanV1 accepted only what unmarshalV1 reads.
 		panic(fmt.Sprintf("materialize a scanned 1.0 request: %v", err))
 	}
@@ -72,11 +72,12 @@ func (d *Decoded) materializeV1() {
 // Series label names and values are not copied: they alias msg (see
 // aliasString), since convertV1 copies them into a labels.Labels anyway.
 // That saves two allocations per label; it makes m valid only while msg is.
-func unmarshalV1(m *prompb.WriteRequest, msg []byte) error {
+func unmarshalV1(m *prompb.WriteRequest, msg []byte, sizes *[]int) error {
 	m.Timeseries = m.Timeseries[:0]
 	clear(m.Metadata)
 	m.Metadata = m.Metadata[:0]
 	m.XXX_unrecognized = nil
+	*sizes = (*sizes)[:0]
 	r := wireReader{b: msg}
 	for {
 		num, typ, ok, err := r.next()
@@ -92,6 +93,7 @@ func unmarshalV1(m *prompb.WriteRequest, msg []byte) error {
 			if err != nil {
 				return err
 			}
+			*sizes = append(*sizes, len(v))
 			m.Timeseries = extend(m.Timeseries)
 			ts := &m.Timeseries[len(m.Timeseries)-1]
 			*ts = prompb.TimeSeries{
@@ -190,6 +192,7 @@ func unmarshalV1Label(l *prompb.Label, msg []byte) error {
 
 // convertV1 validates wr's series into d.Req and d.Invalid.
 func convertV1(d *Decoded, wr *prompb.WriteRequest) {
+	d.Invalid.sizes = d.sizes
 	for i := range wr.Timeseries {
 		ts := &wr.Timeseries[i]
 		ls := v1Labels(&d.sb, ts.Labels)

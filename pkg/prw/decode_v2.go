@@ -30,7 +30,7 @@ func NewV2Decoder() *v2Decoder {
 func (dec *v2Decoder) Decode(msg []byte) (*Decoded, error) {
 	d := dec.states.get(len(msg))
 	w := d.wire.(*v2Wire)
-	if err := unmarshalV2(&w.req, msg); err != nil {
+	if err := unmarshalV2(&w.req, msg, &d.sizes); err != nil {
 		dec.Release(d)
 		return nil, err
 	}
@@ -53,11 +53,12 @@ func (dec *v2Decoder) Release(d *Decoded) {
 // whenever the slice it appends to is empty, which a reused one always is.
 // Symbols are copied into new strings (they end up in labels and metadata,
 // which consumers may retain).
-func unmarshalV2(m *writev2.Request, msg []byte) error {
+func unmarshalV2(m *writev2.Request, msg []byte, sizes *[]int) error {
 	clear(m.Symbols)
 	m.Symbols = m.Symbols[:0]
 	m.Timeseries = m.Timeseries[:0]
 	m.XXX_unrecognized = nil
+	*sizes = (*sizes)[:0]
 	r := wireReader{b: msg}
 	for {
 		num, typ, ok, err := r.next()
@@ -79,6 +80,7 @@ func unmarshalV2(m *writev2.Request, msg []byte) error {
 			if err != nil {
 				return err
 			}
+			*sizes = append(*sizes, len(v))
 			m.Timeseries = extend(m.Timeseries)
 			ts := &m.Timeseries[len(m.Timeseries)-1]
 			// Metadata is reset with the rest: its generated Unmarshal only
@@ -169,6 +171,7 @@ func unmarshalV2Series(m *writev2.TimeSeries, msg []byte) error {
 // convertV2 resolves and validates wr's series into d.Req and d.Invalid.
 // symbolOK tells which symbols are valid UTF-8.
 func convertV2(d *Decoded, wr *writev2.Request, symbolOK []bool) {
+	d.Invalid.sizes = d.sizes
 	syms := wr.Symbols
 	for i := range wr.Timeseries {
 		ts := &wr.Timeseries[i]

@@ -48,8 +48,12 @@ func (r InvalidReason) String() string { return invalidReasonNames[r] }
 type InvalidSeries struct {
 	Count    int
 	ByReason [NumInvalidReasons]int
-	// first describes the first refused series, for the response body.
+	// Bytes is the size of the refused series' messages on the wire.
+	Bytes int
+	// First describes the first refused series, for the response body.
 	First string
+	// sizes are the wire sizes of the request's series, by index.
+	sizes []int
 }
 
 func (v *InvalidSeries) reset() { *v = InvalidSeries{} }
@@ -66,6 +70,9 @@ func (v *InvalidSeries) add(reason InvalidReason, idx int, ls labels.Labels, det
 	}
 	v.Count++
 	v.ByReason[reason]++
+	if idx < len(v.sizes) {
+		v.Bytes += v.sizes[idx]
+	}
 }
 
 // ValidateLabels checks a series' sorted labels: not empty, no empty or
