@@ -40,6 +40,7 @@ fuzz:
 	$(FUZZ) -fuzz='^FuzzHandlerV1$$' ./pkg/receiver
 	$(FUZZ) -fuzz='^FuzzHandlerV2$$' ./pkg/receiver
 	$(FUZZ) -fuzz='^FuzzSegmentReader$$' ./pkg/queue
+	$(FUZZ) -fuzz='^FuzzRecordDecoder$$' ./pkg/forward
 
 ## bench: Go benchmarks with allocations (decode, relabel, encode, queue, handler).
 bench:

@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"strings"
 	"time"
@@ -400,3 +401,18 @@ func LoadFile(path string) (*Config, error) {
 
 // SendsV2 reports whether u is sent remote write 2.0.
 func (u *UpstreamConfig) SendsV2() bool { return u.ProtobufMessage == ProtobufMessageV2 }
+
+// Equal reports whether u and o configure the same upstream, so that a
+// reload can keep its forwarder, queue and connections. Relabel configs
+// are compared by their YAML, since they hold compiled regexps; everything
+// else, secrets included, field by field.
+func (u *UpstreamConfig) Equal(o *UpstreamConfig) bool {
+	cu, co := *u, *o
+	cu.WriteRelabelConfigs, co.WriteRelabelConfigs = nil, nil
+	if !reflect.DeepEqual(cu, co) {
+		return false
+	}
+	yu, errU := yaml.Marshal(u.WriteRelabelConfigs)
+	yo, errO := yaml.Marshal(o.WriteRelabelConfigs)
+	return errU == nil && errO == nil && string(yu) == string(yo)
+}

@@ -126,3 +126,32 @@ func TestLoadFileResolvesRelativePaths(t *testing.T) {
 	_, err = LoadFile(filepath.Join(dir, "missing.yml"))
 	require.ErrorContains(t, err, "read config")
 }
+
+func TestUpstreamEqual(t *testing.T) {
+	base := func() *UpstreamConfig {
+		cfg, err := Load([]byte(`
+upstreams:
+- name: u
+  url: http://example.invalid/api/v1/write
+  write_relabel_configs:
+  - {source_labels: [a], regex: x.*, action: drop}
+`))
+		require.NoError(t, err)
+		return cfg.Upstreams[0]
+	}
+	require.True(t, base().Equal(base()), "two loads of the same block")
+	for name, change := range map[string]func(*UpstreamConfig){
+		"relabel":  func(u *UpstreamConfig) { u.WriteRelabelConfigs[0].Action = "keep" },
+		"header":   func(u *UpstreamConfig) { u.Headers = map[string]string{"a": "b"} },
+		"shards":   func(u *UpstreamConfig) { u.QueueConfig.MaxShards++ },
+		"protocol": func(u *UpstreamConfig) { u.ProtobufMessage = ProtobufMessageV2 },
+		"password": func(u *UpstreamConfig) { u.HTTPClientConfig.BearerToken = "secret" },
+	} {
+		t.Run(name, func(t *testing.T) {
+			u := base()
+			change(u)
+			require.False(t, base().Equal(u))
+			require.False(t, u.Equal(base()))
+		})
+	}
+}

@@ -15,7 +15,7 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 
 	"github.com/rwgateway/gateway/config"
-	"github.com/rwgateway/gateway/pkg/model"
+	"github.com/rwgateway/gateway/pkg/prw"
 	"github.com/rwgateway/gateway/pkg/receiver"
 	"github.com/rwgateway/gateway/pkg/receiver/rwtest"
 	"github.com/rwgateway/gateway/pkg/registry"
@@ -25,12 +25,12 @@ const benchBatch = 2000
 
 // nodeExporterRequest returns n node_exporter-like series of 10 labels with
 // one sample each.
-func nodeExporterRequest(n int) *model.Request {
-	req := &model.Request{}
+func nodeExporterRequest(n int) *prw.Request {
+	req := &prw.Request{}
 	ts := time.Now().UnixMilli()
 	modes := []string{"idle", "iowait", "irq", "nice", "softirq", "steal", "system", "user"}
 	for i := range n {
-		req.Series = append(req.Series, model.Series{
+		req.Series = append(req.Series, prw.Series{
 			Labels: labels.FromStrings(
 				"__name__", "node_cpu_seconds_total",
 				"az", "eu-west-1b",
@@ -43,7 +43,7 @@ func nodeExporterRequest(n int) *model.Request {
 				"region", "eu-west-1",
 				"team", "platform",
 			),
-			Samples: []model.Sample{{Value: float64(i) * 1.5, Timestamp: ts}},
+			Samples: []prw.Sample{{Value: float64(i) * 1.5, Timestamp: ts}},
 		})
 	}
 	return req
@@ -59,7 +59,7 @@ func benchItems(n int) []item {
 	return items
 }
 
-func benchmarkEncode(b *testing.B, proto model.Protocol) {
+func benchmarkEncode(b *testing.B, proto prw.Protocol) {
 	items := benchItems(benchBatch)
 	enc := newEncoder()
 	var size int
@@ -75,8 +75,8 @@ func benchmarkEncode(b *testing.B, proto model.Protocol) {
 	b.ReportMetric(float64(size), "bytes/batch")
 }
 
-func BenchmarkEncodeV1(b *testing.B) { benchmarkEncode(b, model.ProtoV1) }
-func BenchmarkEncodeV2(b *testing.B) { benchmarkEncode(b, model.ProtoV2) }
+func BenchmarkEncodeV1(b *testing.B) { benchmarkEncode(b, prw.ProtoV1) }
+func BenchmarkEncodeV2(b *testing.B) { benchmarkEncode(b, prw.ProtoV2) }
 
 // BenchmarkEnqueue measures Enqueue for one upstream with write relabeling
 // and external labels: copy, relabel, shard and append. The shards are not
@@ -100,7 +100,7 @@ func BenchmarkEnqueue(b *testing.B) {
 	req := nodeExporterRequest(benchBatch)
 	b.ReportAllocs()
 	for b.Loop() {
-		if err := m.Enqueue(b.Context(), req); err != nil {
+		if err := m.Enqueue(b.Context(), req, nil); err != nil {
 			b.Fatal(err)
 		}
 		for _, s := range f.shards {
@@ -116,7 +116,7 @@ func BenchmarkEnqueue(b *testing.B) {
 // are enqueued and the benchmark waits until a local sink answering 204 has
 // received them all. The sink decodes nothing; encoding, sending and (for
 // disk) the record write, read and decode are all counted.
-// It enqueues a decoded model.Request, so it measures the slow path; see
+// It enqueues a decoded prw.Request, so it measures the slow path; see
 // BenchmarkEndToEndRaw for the fast one.
 func BenchmarkEndToEnd(b *testing.B) {
 	for _, mode := range []string{config.StorageMemory, config.StorageDisk} {
@@ -146,7 +146,7 @@ func BenchmarkEndToEnd(b *testing.B) {
 			want := 0.0
 			for b.Loop() {
 				for {
-					err := m.Enqueue(b.Context(), req)
+					err := m.Enqueue(b.Context(), req, nil)
 					if err == nil {
 						break
 					}
@@ -190,7 +190,7 @@ func BenchmarkEndToEndRaw(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer m.Stop(context.Background())
-			h := receiver.NewHandler(nil, registry.NewReceiverMetrics(prometheus.NewRegistry()), m, receiver.Options{})
+			h := receiver.NewHandler(nil, registry.NewReceiverMetrics(prometheus.NewRegistry()), allUpstreams{m}, receiver.Options{})
 			body := rwtest.Encode(rwtest.V1Request(benchBatch, 1))
 			sent := reg.SentSamples.WithLabelValues("u")
 			b.ReportAllocs()
@@ -198,7 +198,7 @@ func BenchmarkEndToEndRaw(b *testing.B) {
 			for b.Loop() {
 				for {
 					rec := httptest.NewRecorder()
-					h.ServeHTTP(rec, rwtest.NewHTTPRequest(model.ProtoV1, body))
+					h.ServeHTTP(rec, rwtest.NewHTTPRequest(prw.ProtoV1, body))
 					if rec.Code == http.StatusNoContent {
 						break
 					}

@@ -1,9 +1,12 @@
 package forward
 
 import (
+	"errors"
+	"fmt"
+
 	"google.golang.org/protobuf/encoding/protowire"
 
-	"github.com/rwgateway/gateway/pkg/model"
+	"github.com/rwgateway/gateway/pkg/prw"
 )
 
 // Chunks: the fast path queues a request's raw series not one item per
@@ -23,11 +26,11 @@ import (
 // most maxN points and maxB bytes each. It returns the items, each shard's
 // in order, and the shard of each. A chunk's hash is its shard number (so
 // that hash % nShards is its shard, as for any raw item).
-func chunkRaw(msg []byte, series []model.RawSeries, nShards, maxN, maxB int) (items []item, shardOf []int) {
+func chunkRaw(msg []byte, series []prw.RawSeries, nShards, maxN, maxB int) (items []item, shardOf []int) {
 	if len(series) == 0 {
 		return nil, nil
 	}
-	entry := func(rs *model.RawSeries) int {
+	entry := func(rs *prw.RawSeries) int {
 		return 1 + protowire.SizeVarint(uint64(rs.Len)) + int(rs.Len)
 	}
 	total := 0
@@ -101,40 +104,52 @@ func chunkRaw(msg []byte, series []model.RawSeries, nShards, maxN, maxB int) (it
 }
 
 // rangeChunk calls fn for each series of the chunk raw, in order: its
-// TimeSeries message, what model.ScanRawSeries reads of it, and the offset
-// in raw just past its field. fn returns false to stop.
-func rangeChunk(raw []byte, fn func(ts []byte, rs model.RawSeries, end int) bool) {
-	var h model.LabelHasher
+// TimeSeries message, what prw.ScanRawSeries reads of it, and the offset
+// in raw just past its field. fn returns false to stop. Chunks are built
+// from validated series only, but a malformed one ends the walk with an
+// error rather than a panic.
+func rangeChunk(raw []byte, fn func(ts []byte, rs prw.RawSeries, end int) bool) error {
+	var h prw.LabelHasher
 	for off := 0; off < len(raw); {
 		_, _, k := protowire.ConsumeTag(raw[off:])
 		if k < 0 {
-			panic("malformed chunk") // chunks are built from validated series
+			return errMalformedChunk
 		}
 		v, m := protowire.ConsumeBytes(raw[off+k:])
 		if m < 0 {
-			panic("malformed chunk")
+			return errMalformedChunk
 		}
-		rs, err := model.ScanRawSeries(v, &h)
+		rs, err := prw.ScanRawSeries(v, &h)
 		if err != nil {
-			panic("malformed series in a chunk: " + err.Error())
+			return fmt.Errorf("%w: %w", errMalformedChunk, err)
 		}
 		off += k + m
 		if !fn(v, rs, off) {
-			return
+			return nil
 		}
 	}
+	return nil
 }
 
+var errMalformedChunk = errors.New("malformed chunk")
+
 // chunkSeries returns the series of a chunk as raw items of their own.
-func (it *item) chunkSeries() []item {
+func (it *item) chunkSeries() ([]item, error) {
 	var out []item
-	rangeChunk(it.raw, func(ts []byte, rs model.RawSeries, _ int) bool {
+	err := rangeChunk(it.raw, func(ts []byte, rs prw.RawSeries, _ int) bool {
 		ri := rawItem(ts, rs)
 		ri.rec = it.rec
 		out = append(out, ri)
 		return true
 	})
-	return out
+	return out, err
+}
+
+// seriesCount returns the number of series in a chunk.
+func (it *item) seriesCount() int {
+	n := 0
+	_ = rangeChunk(it.raw, func([]byte, prw.RawSeries, int) bool { n++; return n < 2 })
+	return n
 }
 
 // splitChunk is split for a chunk: head is the longest run of its first
@@ -144,7 +159,7 @@ func (it *item) chunkSeries() []item {
 func (it *item) splitChunk(n int) (head, tail item) {
 	head = item{chunk: true, hash: it.hash, rec: it.rec}
 	cut := 0
-	rangeChunk(it.raw, func(_ []byte, rs model.RawSeries, end int) bool {
+	_ = rangeChunk(it.raw, func(_ []byte, rs prw.RawSeries, end int) bool {
 		if cut > 0 && int(head.rawSamples+head.rawHists+head.rawExemplars)+rs.Points() > n {
 			return false
 		}
@@ -166,27 +181,37 @@ func (it *item) splitChunk(n int) (head, tail item) {
 
 // expandRaw returns items with every raw item and chunk decoded into
 // structured items, for the rare uses that need points one by one (the
-// age limit, a 2.0 encoding); items itself when there is none.
-func expandRaw(items []item) []item {
+// age limit, a 2.0 encoding); items itself when there is none. An error
+// means a raw item could not be decoded.
+func expandRaw(items []item) ([]item, error) {
 	has := false
 	for i := range items {
 		has = has || items[i].raw != nil
 	}
 	if !has {
-		return items
+		return items, nil
 	}
 	out := make([]item, 0, len(items))
 	for i := range items {
-		switch it := &items[i]; {
-		case it.chunk:
-			for _, s := range it.chunkSeries() {
-				out = append(out, s.structured())
-			}
-		case it.raw != nil:
-			out = append(out, it.structured())
-		default:
+		it := &items[i]
+		if it.raw == nil {
 			out = append(out, *it)
+			continue
+		}
+		series := []item{*it}
+		if it.chunk {
+			var err error
+			if series, err = it.chunkSeries(); err != nil {
+				return nil, err
+			}
+		}
+		for j := range series {
+			st, err := series[j].structured()
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, st)
 		}
 	}
-	return out
+	return out, nil
 }

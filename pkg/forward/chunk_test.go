@@ -12,20 +12,19 @@ import (
 	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/encoding/protowire"
 
-	"github.com/rwgateway/gateway/pkg/model"
+	"github.com/rwgateway/gateway/pkg/prw"
 	"github.com/rwgateway/gateway/pkg/queue"
 	"github.com/rwgateway/gateway/pkg/receiver/rwtest"
-	"github.com/rwgateway/gateway/pkg/registry"
 )
 
 // rawRequest marshals wr and describes its series as the receiver does.
-func rawRequest(t *testing.T, wr *prompb.WriteRequest) ([]byte, []model.RawSeries) {
+func rawRequest(t *testing.T, wr *prompb.WriteRequest) ([]byte, []prw.RawSeries) {
 	t.Helper()
 	msg, err := wr.Marshal()
 	require.NoError(t, err)
 	var (
-		series []model.RawSeries
-		h      model.LabelHasher
+		series []prw.RawSeries
+		h      prw.LabelHasher
 	)
 	for b := msg; len(b) > 0; {
 		num, _, k := protowire.ConsumeTag(b)
@@ -37,9 +36,9 @@ func rawRequest(t *testing.T, wr *prompb.WriteRequest) ([]byte, []model.RawSerie
 		if num != 1 {
 			continue
 		}
-		rs, err := model.ScanRawSeries(v, &h)
+		rs, err := prw.ScanRawSeries(v, &h)
 		require.NoError(t, err)
-		rs.Span = model.Span{Off: uint32(off), Len: uint32(len(v))}
+		rs.Span = prw.Span{Off: uint32(off), Len: uint32(len(v))}
 		series = append(series, rs)
 	}
 	return msg, series
@@ -69,7 +68,11 @@ func seriesOf(t *testing.T, items []item) [][]byte {
 			out = append(out, it.raw)
 			continue
 		}
-		for _, s := range it.chunkSeries() {
+		series, err := it.chunkSeries()
+		if err != nil {
+			panic(err)
+		}
+		for _, s := range series {
 			out = append(out, s.raw)
 		}
 	}
@@ -108,7 +111,9 @@ func TestChunkRaw(t *testing.T) {
 		require.LessOrEqual(t, len(it.raw), maxB)
 		require.Equal(t, len(it.raw), it.size)
 		n := 0
-		for _, s := range it.chunkSeries() {
+		series, err := it.chunkSeries()
+		require.NoError(t, err)
+		for _, s := range series {
 			n += s.count()
 		}
 		require.Equal(t, n, it.count())
@@ -159,7 +164,7 @@ func TestChunkEncode(t *testing.T) {
 	items, shardOf := chunkRaw(msg, series, 2, 25, 4096)
 	sorted, _, _ := groupByShard(items, shardOf, 2)
 
-	data, st, err := newEncoder().encode(model.ProtoV1, sorted)
+	data, st, err := newEncoder().encode(prw.ProtoV1, sorted)
 	require.NoError(t, err)
 	body, err := snappy.Decode(nil, data)
 	require.NoError(t, err)
@@ -181,7 +186,8 @@ func TestChunkEncode(t *testing.T) {
 	}
 	require.Equal(t, wantSeries, gotSeries, "the batch holds the chunks' series in order")
 
-	expanded := expandRaw(sorted)
+	expanded, err := expandRaw(sorted)
+	require.NoError(t, err)
 	require.Len(t, expanded, len(wr.Timeseries))
 	n := 0
 	for i := range expanded {
@@ -195,7 +201,7 @@ func TestChunkEncode(t *testing.T) {
 // entries of positions it has passed, drops the ones it skipped, and holds
 // at most maxHandoffBytes.
 func TestHandoff(t *testing.T) {
-	q, err := queue.Open(queue.Options{Dir: t.TempDir(), Upstream: "u", MaxBytes: 1 << 20, Metrics: registry.NewQueueMetrics(prometheus.NewRegistry())})
+	q, err := queue.Open(queue.Options{Dir: t.TempDir(), Upstream: "u", MaxBytes: 1 << 20, Metrics: queue.NewMetrics(prometheus.NewRegistry())})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = q.Close() })
 	var pos []queue.Position
@@ -237,7 +243,7 @@ func TestHandoff(t *testing.T) {
 func TestSharedChunks(t *testing.T) {
 	wr := rwtest.V1Request(50, 1)
 	msg, series := rawRequest(t, wr)
-	raw := &model.RawV1{Msg: msg, Series: series, Samples: 50}
+	raw := &prw.RawV1{Msg: msg, Series: series, Samples: 50}
 	fwd := func(shards, maxN int) *forwarder {
 		u := testUpstream(t, "u", "http://127.0.0.1:1/", false)
 		u.QueueConfig.MaxSamplesPerSend = maxN

@@ -15,7 +15,7 @@ import (
 	commoncfg "github.com/prometheus/common/config"
 
 	"github.com/rwgateway/gateway/config"
-	"github.com/rwgateway/gateway/pkg/model"
+	"github.com/rwgateway/gateway/pkg/prw"
 )
 
 const (
@@ -38,14 +38,6 @@ const (
 
 // Remote-write headers.
 const (
-	headerVersion            = "X-Prometheus-Remote-Write-Version"
-	headerSamplesWritten     = "X-Prometheus-Remote-Write-Samples-Written"
-	headerHistogramsWritten  = "X-Prometheus-Remote-Write-Histograms-Written"
-	headerExemplarsWritten   = "X-Prometheus-Remote-Write-Exemplars-Written"
-	contentTypeV1            = "application/x-protobuf"
-	contentTypeV2            = "application/x-protobuf;proto=io.prometheus.write.v2.Request"
-	remoteWriteVersionV1     = "0.1.0"
-	remoteWriteVersionV2     = "2.0.0"
 	headerRetryAttempt       = "Retry-Attempt"
 	headerRetryAfter         = "Retry-After"
 	statusLabelNetworkFailed = "error"
@@ -134,7 +126,7 @@ type attemptResult struct {
 
 // post sends one encoded batch and drains and closes the response. retry is
 // the Retry-Attempt number, 0 on the first attempt.
-func (f *forwarder) post(ctx context.Context, data []byte, proto model.Protocol, retry int, points int) attemptResult {
+func (f *forwarder) post(ctx context.Context, data []byte, proto prw.Protocol, retry int, points int) attemptResult {
 	ctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, f.url, bytes.NewReader(data))
@@ -145,13 +137,8 @@ func (f *forwarder) post(ctx context.Context, data []byte, proto model.Protocol,
 	h := req.Header
 	h.Set("Content-Encoding", "snappy")
 	h.Set("User-Agent", f.userAgent)
-	if proto == model.ProtoV2 {
-		h.Set("Content-Type", contentTypeV2)
-		h.Set(headerVersion, remoteWriteVersionV2)
-	} else {
-		h.Set("Content-Type", contentTypeV1)
-		h.Set(headerVersion, remoteWriteVersionV1)
-	}
+	h.Set("Content-Type", proto.ContentType())
+	h.Set(prw.HeaderVersion, proto.Version())
 	if retry > 0 {
 		h.Set(headerRetryAttempt, strconv.Itoa(retry))
 	}
@@ -175,10 +162,10 @@ func (f *forwarder) post(ctx context.Context, data []byte, proto model.Protocol,
 
 	switch {
 	case code/100 == 2:
-		if proto == model.ProtoV2 && points > 0 &&
-			resp.Header.Get(headerSamplesWritten) == "" &&
-			resp.Header.Get(headerHistogramsWritten) == "" &&
-			resp.Header.Get(headerExemplarsWritten) == "" {
+		if proto == prw.ProtoV2 && points > 0 &&
+			resp.Header.Get(prw.HeaderSamplesWritten) == "" &&
+			resp.Header.Get(prw.HeaderHistogramsWritten) == "" &&
+			resp.Header.Get(prw.HeaderExemplarsWritten) == "" {
 			return attemptResult{outcome: outcomeOldReceiver, err: errors.New("2.0 upstream answered without written headers")}
 		}
 		return attemptResult{outcome: outcomeOK}

@@ -192,7 +192,7 @@ func (f *forwarder) readLoop() {
 		return
 	}
 	q := &f.cfg.QueueConfig
-	dec := recordDecoder{shards: len(f.shards), maxN: q.MaxSamplesPerSend, maxB: q.MaxBytesPerSend}
+	dec := newRecordDecoder(len(f.shards), q.MaxSamplesPerSend, q.MaxBytesPerSend)
 	for {
 		rec, pos, err := f.dq.Next(ctx)
 		if err != nil {
@@ -207,12 +207,16 @@ func (f *forwarder) readLoop() {
 		}
 		items, appended, ok := f.handoff.take(pos)
 		if !ok {
-			size := len(rec)
-			items, appended, err = dec.decode(rec)
+			var skipped int
+			items, appended, skipped, err = dec.decode(rec)
 			if err != nil {
-				f.undecodable.Add(float64(size))
-				f.logger.Error("decode queue record, skipped it", "err", err, "bytes", size)
-				items = nil
+				skipped, items = len(rec), nil
+			}
+			if skipped > 0 {
+				f.undecodable.Add(float64(skipped))
+				if f.warnLog.allow() {
+					f.logger.Error("queue record holds what the upstream would refuse; skipped that part", "err", err, "bytes", skipped, "record_bytes", len(rec))
+				}
 			}
 		}
 		pr := &pendingRecord{pos: pos, appended: appended}
@@ -307,8 +311,8 @@ func (m *Manager) scanOrphans(diskNames map[string]bool) {
 		})
 	}
 	slices.Sort(names)
-	m.queueMetrics.OrphanedDirectories.Set(float64(len(names)))
-	m.queueMetrics.OrphanedBytes.Set(float64(bytes))
+	m.metrics.OrphanedDirectories.Set(float64(len(names)))
+	m.metrics.OrphanedBytes.Set(float64(bytes))
 	if len(names) > 0 {
 		m.logger.Warn("queue directories without a configured disk-queued upstream: left in place, not sent; "+
 			"re-add the upstream to send them, or stop the gateway and delete them",

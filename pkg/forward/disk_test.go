@@ -3,7 +3,6 @@ package forward
 import (
 	"context"
 	"fmt"
-	"math"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
@@ -18,13 +17,11 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	"github.com/prometheus/prometheus/model/labels"
-	"github.com/prometheus/prometheus/model/value"
 	"github.com/prometheus/prometheus/prompb"
 	"github.com/stretchr/testify/require"
 
 	"github.com/rwgateway/gateway/config"
-	"github.com/rwgateway/gateway/pkg/model"
+	"github.com/rwgateway/gateway/pkg/prw"
 	"github.com/rwgateway/gateway/pkg/queue"
 	"github.com/rwgateway/gateway/pkg/receiver"
 	"github.com/rwgateway/gateway/pkg/receiver/rwtest"
@@ -53,86 +50,6 @@ func TestDiskMode(t *testing.T) {
 	}
 }
 
-func TestRecordRoundTrip(t *testing.T) {
-	stale := math.Float64frombits(value.StaleNaN)
-	items := []item{
-		{
-			labels: labels.FromStrings("__name__", "x", "job", "j"),
-			samples: []model.Sample{
-				{Value: 1.5, Timestamp: 1000, StartTimestamp: 900},
-				{Value: stale, Timestamp: 2000},
-				{Value: math.Float64frombits(0x7ff8000000000abc), Timestamp: -5},
-			},
-			metadata: model.Metadata{Type: model.MetricType(2), Help: "help", Unit: "seconds"},
-		},
-		{
-			labels:     labels.FromStrings("__name__", "h"),
-			histograms: []model.Histogram{intHistogram(3000, 2500), floatHistogram(4000)},
-			exemplars:  []model.Exemplar{{Labels: labels.FromStrings("trace_id", "abc"), Value: 2, Timestamp: 3000}},
-		},
-		{family: &model.FamilyMetadata{MetricFamilyName: "x", Metadata: model.Metadata{Type: model.MetricType(1), Help: "h"}}},
-	}
-	for i := range items {
-		items[i].size = estimateSize(&items[i])
-	}
-	var enc recordEncoder
-	at := time.UnixMilli(1_700_000_000_123)
-	recs, size := enc.encode(items, at)
-	require.Len(t, recs, 1)
-	require.Equal(t, int64(len(recs[0])), size)
-
-	var dec recordDecoder
-	got, appended, err := dec.decode(recs[0])
-	require.NoError(t, err)
-	require.True(t, at.Equal(appended))
-	require.Len(t, got, len(items))
-	for i := range items {
-		want, have := items[i], got[i]
-		require.Equal(t, want.labels.String(), have.labels.String())
-		require.Equal(t, len(want.samples), len(have.samples))
-		for j := range want.samples {
-			require.Equal(t, math.Float64bits(want.samples[j].Value), math.Float64bits(have.samples[j].Value))
-			require.Equal(t, want.samples[j].Timestamp, have.samples[j].Timestamp)
-			require.Equal(t, want.samples[j].StartTimestamp, have.samples[j].StartTimestamp)
-		}
-		require.Equal(t, len(want.histograms), len(have.histograms))
-		for j := range want.histograms {
-			require.Equal(t, want.histograms[j], have.histograms[j], "histogram %d", j)
-		}
-		require.Equal(t, len(want.exemplars), len(have.exemplars))
-		for j := range want.exemplars {
-			require.Equal(t, want.exemplars[j].Labels.String(), have.exemplars[j].Labels.String())
-			require.Equal(t, want.exemplars[j].Value, have.exemplars[j].Value)
-			require.Equal(t, want.exemplars[j].Timestamp, have.exemplars[j].Timestamp)
-		}
-		require.Equal(t, want.metadata, have.metadata)
-		require.Equal(t, want.family, have.family)
-		require.Equal(t, want.size, have.size)
-	}
-
-	// Damage is an error, never a panic.
-	for n := range len(recs[0]) {
-		_, _, _ = dec.decode(recs[0][:n])
-	}
-	_, _, err = dec.decode(append([]byte{99}, recs[0][1:]...))
-	require.ErrorContains(t, err, "unknown record version 99")
-}
-
-func TestRecordSplitsLargeRequests(t *testing.T) {
-	items := benchItems(30000) // ~ 5 MiB estimated
-	var enc recordEncoder
-	recs, _ := enc.encode(items, time.Now())
-	require.Greater(t, len(recs), 1)
-	var dec recordDecoder
-	n := 0
-	for _, r := range recs {
-		got, _, err := dec.decode(r)
-		require.NoError(t, err)
-		n += len(got)
-	}
-	require.Equal(t, len(items), n)
-}
-
 // diskOpts returns Options for a disk-mode Manager on dir.
 func diskOpts(dir string) Options {
 	return Options{StoragePath: dir, Fsync: queue.FsyncInterval, SyncInterval: 50 * time.Millisecond}
@@ -147,7 +64,7 @@ func (s *switchable) respond(http.ResponseWriter, *http.Request, *gotRequest, in
 }
 
 // sampleSet counts samples by series and timestamp.
-func sampleSet(ss []model.Series) map[string]int {
+func sampleSet(ss []prw.Series) map[string]int {
 	out := map[string]int{}
 	for _, s := range ss {
 		for _, x := range s.Samples {
@@ -157,8 +74,8 @@ func sampleSet(ss []model.Series) map[string]int {
 	return out
 }
 
-func seriesRequest(i, n int) *model.Request {
-	return &model.Request{Series: []model.Series{floatSeries(int64(i*n), n, "__name__", "x", "r", fmt.Sprint(i%7))}}
+func seriesRequest(i, n int) *prw.Request {
+	return &prw.Request{Series: []prw.Series{floatSeries(int64(i*n), n, "__name__", "x", "r", fmt.Sprint(i%7))}}
 }
 
 // TestDiskRestartResumes: what an upstream acknowledged before a stop is not
@@ -173,15 +90,15 @@ func TestDiskRestartResumes(t *testing.T) {
 
 	m1, _, metrics1, qm1 := newTestManagerOpts(t, testConfig(cfg), diskOpts(dir))
 	for i := range n / 2 {
-		require.NoError(t, m1.Enqueue(t.Context(), seriesRequest(i, per)))
+		require.NoError(t, m1.Enqueue(t.Context(), seriesRequest(i, per), nil))
 	}
 	require.Eventually(t, func() bool { return u.samples() == n/2*per }, waitFor, tick)
 	eventuallyValue(t, 0, qm1.Records.WithLabelValues("u"))
 	sw.code.Store(http.StatusServiceUnavailable) // the upstream goes down
 	for i := n / 2; i < n; i++ {
-		require.NoError(t, m1.Enqueue(t.Context(), seriesRequest(i, per)))
+		require.NoError(t, m1.Enqueue(t.Context(), seriesRequest(i, per), nil))
 	}
-	require.Eventually(t, func() bool { return testutil.ToFloat64(qm1.Lag.WithLabelValues("u")) > 0 }, waitFor, tick, "lag rises")
+	require.Eventually(t, func() bool { return testutil.ToFloat64(metrics1.QueueLag.WithLabelValues("u")) > 0 }, waitFor, tick, "lag rises")
 	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
 	m1.Stop(ctx)
 	cancel()
@@ -193,7 +110,7 @@ func TestDiskRestartResumes(t *testing.T) {
 	m2, _, metrics2, qm2 := newTestManagerOpts(t, testConfig(cfg), diskOpts(dir))
 	require.Eventually(t, func() bool { return len(sampleSet(u.series())) == n*per }, waitFor, tick)
 	eventuallyValue(t, 0, qm2.Records.WithLabelValues("u"))
-	eventuallyValue(t, 0, qm2.Lag.WithLabelValues("u"))
+	eventuallyValue(t, 0, metrics2.QueueLag.WithLabelValues("u"))
 	got := sampleSet(u.series())
 	dups := 0
 	for k, c := range got {
@@ -211,10 +128,10 @@ func TestDiskRestartResumes(t *testing.T) {
 
 // fillRequest returns a request of about 100 KiB of queue record that snappy
 // cannot shrink much.
-func fillRequest(i int) *model.Request {
+func fillRequest(i int) *prw.Request {
 	rng := rand.New(rand.NewPCG(uint64(i), 1))
 	pad := make([]byte, 400)
-	req := &model.Request{}
+	req := &prw.Request{}
 	for j := range 200 {
 		for k := range pad {
 			pad[k] = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"[rng.IntN(62)]
@@ -234,7 +151,7 @@ func TestDiskFullBlocks(t *testing.T) {
 	m, _, metrics, qm := newTestManagerOpts(t, testConfig(cfg), diskOpts(t.TempDir()))
 	var err error
 	for i := 0; i < 100 && err == nil; i++ {
-		err = m.Enqueue(t.Context(), fillRequest(i))
+		err = m.Enqueue(t.Context(), fillRequest(i), nil)
 	}
 	require.ErrorIs(t, err, ErrQueueFull)
 	var ra interface{ RetryAfter() time.Duration }
@@ -265,7 +182,7 @@ func TestDiskFullDropsOldest(t *testing.T) {
 	m, _, _, qm := newTestManagerOpts(t, testConfig(cfg), diskOpts(t.TempDir()))
 	const n = 40
 	for i := range n {
-		require.NoError(t, m.Enqueue(t.Context(), fillRequest(i)), "request %d", i)
+		require.NoError(t, m.Enqueue(t.Context(), fillRequest(i), nil), "request %d", i)
 	}
 	dropped := testutil.ToFloat64(qm.DroppedRecords.WithLabelValues("u", queue.DropOldestReason))
 	require.Positive(t, dropped)
@@ -311,14 +228,14 @@ func TestDiskNoSpace(t *testing.T) {
 	ua.QueueConfig.Storage = config.StorageMemory // a in memory, b on disk
 	m, _, metrics, _ := newTestManagerOpts(t, testConfig(ua, ub), opts)
 
-	require.NoError(t, m.Enqueue(t.Context(), seriesRequest(0, 5)))
+	require.NoError(t, m.Enqueue(t.Context(), seriesRequest(0, 5), nil))
 	full.Store(true)
-	err := m.Enqueue(t.Context(), seriesRequest(1, 5))
+	err := m.Enqueue(t.Context(), seriesRequest(1, 5), nil)
 	require.ErrorIs(t, err, ErrQueueFull)
 	require.Contains(t, err.Error(), `"b"`)
 	require.Equal(t, 1.0, testutil.ToFloat64(metrics.QueueFull.WithLabelValues("b")))
 	full.Store(false)
-	require.NoError(t, m.Enqueue(t.Context(), seriesRequest(2, 5)))
+	require.NoError(t, m.Enqueue(t.Context(), seriesRequest(2, 5), nil))
 	for _, u := range []*fakeUpstream{a, b} {
 		require.Eventually(t, func() bool { return u.samples() == 10 }, waitFor, tick)
 	}
@@ -331,20 +248,20 @@ func TestOrphanedQueueDirectories(t *testing.T) {
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "queues", "gone", "00000000000000000001.seg"), make([]byte, 100), 0o644))
 	a, b := newFakeUpstream(t, nil), newFakeUpstream(t, nil)
 	ua, ub := testUpstream(t, "a", a.srv.URL, false), testUpstream(t, "b", b.srv.URL, false)
-	m, reg, _, qm := newTestManagerOpts(t, testConfig(ua, ub), diskOpts(dir))
-	require.Equal(t, 1.0, testutil.ToFloat64(qm.OrphanedDirectories))
-	require.Equal(t, 100.0, testutil.ToFloat64(qm.OrphanedBytes))
+	m, reg, fm, _ := newTestManagerOpts(t, testConfig(ua, ub), diskOpts(dir))
+	require.Equal(t, 1.0, testutil.ToFloat64(fm.OrphanedDirectories))
+	require.Equal(t, 100.0, testutil.ToFloat64(fm.OrphanedBytes))
 	require.Positive(t, upstreamSeries(t, reg, "b"))
 
 	// b is removed: its directory stays, orphaned, and its series go.
 	require.NoError(t, m.ApplyConfig(testConfig(ua)))
-	require.Equal(t, 2.0, testutil.ToFloat64(qm.OrphanedDirectories))
+	require.Equal(t, 2.0, testutil.ToFloat64(fm.OrphanedDirectories))
 	require.DirExists(t, filepath.Join(dir, "queues", "b"))
 	require.Zero(t, upstreamSeries(t, reg, "b"))
 
 	// Back again: it resumes its queue.
 	require.NoError(t, m.ApplyConfig(testConfig(ua, ub)))
-	require.Equal(t, 1.0, testutil.ToFloat64(qm.OrphanedDirectories))
+	require.Equal(t, 1.0, testutil.ToFloat64(fm.OrphanedDirectories))
 	_, err := reg.Gather()
 	require.NoError(t, err)
 }
@@ -372,7 +289,7 @@ func TestDiskReloadHandsOver(t *testing.T) {
 	opts := diskOpts(t.TempDir())
 	m, _, metrics, qm := newTestManagerOpts(t, testConfig(cfg), opts)
 	for i := range 10 {
-		require.NoError(t, m.Enqueue(t.Context(), seriesRequest(i, 5)))
+		require.NoError(t, m.Enqueue(t.Context(), seriesRequest(i, 5), nil))
 	}
 	next := testUpstream(t, "u", u.srv.URL, false)
 	next.Headers = map[string]string{"X-Changed": "yes"}
@@ -394,13 +311,13 @@ func TestDiskMetricsRegistration(t *testing.T) {
 	u := newFakeUpstream(t, nil)
 	reg := prometheus.NewPedanticRegistry()
 	opts := diskOpts(t.TempDir())
-	opts.QueueMetrics = registry.NewQueueMetrics(reg)
+	opts.QueueMetrics = queue.NewMetrics(reg)
 	m := NewManager(nil, registry.NewForwardMetrics(reg), opts)
 	var wg sync.WaitGroup
 	for i := range 3 {
 		c := testUpstream(t, "u", u.srv.URL, i%2 == 0)
 		require.NoError(t, m.ApplyConfig(testConfig(c)))
-		wg.Go(func() { _ = m.Enqueue(t.Context(), seriesRequest(i, 3)) })
+		wg.Go(func() { _ = m.Enqueue(t.Context(), seriesRequest(i, 3), nil) })
 	}
 	wg.Wait()
 	_, err := reg.Gather()
@@ -420,7 +337,7 @@ func TestDiskRequestLargerThanQueue(t *testing.T) {
 	u.QueueConfig.MaxBytes = 1 << 20
 	m, _, _, _ := newTestManagerOpts(t, testConfig(u), Options{StoragePath: t.TempDir()})
 	rm := registry.NewReceiverMetrics(prometheus.NewRegistry())
-	h := receiver.NewHandler(nil, rm, m, receiver.Options{})
+	h := receiver.NewHandler(nil, rm, allUpstreams{m}, receiver.Options{})
 
 	// Random label values: snappy cannot shrink them below the queue size.
 	rnd := rand.New(rand.NewPCG(1, 2))
@@ -438,7 +355,7 @@ func TestDiskRequestLargerThanQueue(t *testing.T) {
 	body := rwtest.Encode(big)
 	require.Greater(t, len(body), 1<<20)
 	rec := httptest.NewRecorder()
-	h.ServeHTTP(rec, rwtest.NewHTTPRequest(model.ProtoV1, body))
+	h.ServeHTTP(rec, rwtest.NewHTTPRequest(prw.ProtoV1, body))
 	require.Equal(t, http.StatusRequestEntityTooLarge, rec.Code, rec.Body.String())
 	require.Contains(t, rec.Body.String(), "max_bytes")
 	require.Equal(t, 1.0, testutil.ToFloat64(rm.Rejected.WithLabelValues(registry.ReasonTooLarge)))

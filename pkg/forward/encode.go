@@ -11,7 +11,7 @@ import (
 	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
 	"google.golang.org/protobuf/encoding/protowire"
 
-	"github.com/rwgateway/gateway/pkg/model"
+	"github.com/rwgateway/gateway/pkg/prw"
 )
 
 // batchStats counts what one encoded batch carries.
@@ -52,12 +52,12 @@ func newEncoder() *encoder {
 }
 
 // encode marshals items in proto and compresses the result.
-func (e *encoder) encode(proto model.Protocol, items []item) ([]byte, batchStats, error) {
+func (e *encoder) encode(proto prw.Protocol, items []item) ([]byte, batchStats, error) {
 	var (
 		st  batchStats
 		err error
 	)
-	if proto == model.ProtoV2 {
+	if proto == prw.ProtoV2 {
 		st, err = e.marshalV2(items)
 	} else {
 		st, err = e.marshalV1(items)
@@ -85,13 +85,13 @@ func (e *encoder) marshalV1(items []item) (batchStats, error) {
 	clear(e.families)
 	md := e.v1.Metadata[:0]
 	e.v1ExLabels = e.v1ExLabels[:0]
-	addFamily := func(name string, m model.Metadata) {
+	addFamily := func(name string, m prw.Metadata) {
 		if _, ok := e.families[name]; ok {
 			return
 		}
 		e.families[name] = struct{}{}
 		md = append(md, prompb.MetricMetadata{
-			Type:             model.MetricTypeToV1(m.Type),
+			Type:             prw.MetricTypeToV1(m.Type),
 			MetricFamilyName: name,
 			Help:             m.Help,
 			Unit:             m.Unit,
@@ -162,7 +162,7 @@ func (e *encoder) appendSeriesV1(b []byte, it *item) ([]byte, batchStats, error)
 
 	hs := grow(&e.v1Hists, 0)
 	for j := range it.histograms {
-		hs = append(hs, model.HistogramToV1(it.histograms[j]))
+		hs = append(hs, prw.HistogramToV1(it.histograms[j]))
 	}
 	e.v1Hists[0] = clearTail(hs)
 
@@ -217,7 +217,10 @@ func (e *encoder) marshalV2(items []item) (batchStats, error) {
 	var st batchStats
 	// Raw series and chunks are queued for 1.0 upstreams only; these were
 	// read back from a disk queue of a former configuration.
-	items = expandRaw(items)
+	items, err := expandRaw(items)
+	if err != nil {
+		return st, err
+	}
 	e.symbols.Reset()
 	ts := e.v2.Timeseries[:0]
 	e.v2ExRefs = e.v2ExRefs[:0]
@@ -278,7 +281,7 @@ func (e *encoder) marshalV2(items []item) (batchStats, error) {
 // familyName returns the 1.0 metric family name for a series named name
 // whose metadata says typ: the _bucket, _count and _sum series of
 // histograms and summaries belong to the family without the suffix.
-func familyName(name string, typ model.MetricType) string {
+func familyName(name string, typ prw.MetricType) string {
 	switch typ {
 	case writev2.Metadata_METRIC_TYPE_HISTOGRAM, writev2.Metadata_METRIC_TYPE_GAUGEHISTOGRAM, writev2.Metadata_METRIC_TYPE_SUMMARY:
 		for _, suffix := range []string{"_bucket", "_count", "_sum"} {

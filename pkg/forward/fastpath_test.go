@@ -5,15 +5,17 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/prompb"
 	"github.com/stretchr/testify/require"
 
-	"github.com/rwgateway/gateway/pkg/model"
+	"github.com/rwgateway/gateway/pkg/prw"
 	"github.com/rwgateway/gateway/pkg/receiver"
 	"github.com/rwgateway/gateway/pkg/receiver/rwtest"
 	"github.com/rwgateway/gateway/pkg/registry"
@@ -22,9 +24,9 @@ import (
 // postV1 sends wr through a receiver handler to m, as the gateway does.
 func postV1(t *testing.T, m *Manager, wr *prompb.WriteRequest) {
 	t.Helper()
-	h := receiver.NewHandler(nil, registry.NewReceiverMetrics(prometheus.NewRegistry()), m, receiver.Options{})
+	h := receiver.NewHandler(nil, registry.NewReceiverMetrics(prometheus.NewRegistry()), allUpstreams{m}, receiver.Options{})
 	rec := httptest.NewRecorder()
-	h.ServeHTTP(rec, rwtest.NewHTTPRequest(model.ProtoV1, rwtest.Encode(wr)))
+	h.ServeHTTP(rec, rwtest.NewHTTPRequest(prw.ProtoV1, rwtest.Encode(wr)))
 	require.Equal(t, http.StatusNoContent, rec.Code, rec.Body.String())
 }
 
@@ -132,7 +134,7 @@ func TestFastPathDiskToV2(t *testing.T) {
 	newTestManagerOpts(t, testConfig(u2), Options{StoragePath: dir})
 	require.Eventually(t, func() bool { return up.samples() >= 150 }, waitFor, time.Millisecond)
 	for _, r := range up.requests() {
-		require.Equal(t, model.ProtoV2, r.proto)
+		require.Equal(t, prw.ProtoV2, r.proto)
 	}
 	var got []string
 	for _, s := range up.series() {
@@ -149,13 +151,13 @@ func TestFastPathDiskToV2(t *testing.T) {
 
 func TestHashLabelsMatchesRaw(t *testing.T) {
 	wr := rwtest.V1Request(20, 1)
-	var h model.LabelHasher
+	var h prw.LabelHasher
 	for i, b := range marshalledSeries(t, wr) {
-		rs, err := model.ScanRawSeries(b, &h)
+		rs, err := prw.ScanRawSeries(b, &h)
 		require.NoError(t, err)
-		want, _ := model.HashLabels(rwtest.SeriesLabels(i), nil)
+		want, _ := prw.HashLabels(rwtest.SeriesLabels(i), nil)
 		require.Equal(t, want, rs.Hash)
-		got, err := model.HashRawLabels(b, &h)
+		got, err := prw.HashRawLabels(b, &h)
 		require.NoError(t, err)
 		require.Equal(t, want, got)
 	}
@@ -214,4 +216,50 @@ func TestFastPathHandoff(t *testing.T) {
 	require.Equal(t, 5, h.hits+h.misses)
 	require.Empty(t, h.entries)
 	require.Zero(t, h.bytes)
+}
+
+// An upstream with a size limit (413 above 50 points per request, as
+// Amazon Managed Prometheus, Mimir and Cortex have) gets everything, on
+// the fast path too: a refused batch of chunks is cut at series
+// boundaries, and a series larger than the limit by its points.
+func TestTooLargeSplitsAtSeriesBoundaries(t *testing.T) {
+	const limit = 50
+	for _, disk := range []bool{false, true} {
+		name := "memory"
+		if disk {
+			name = "disk"
+		}
+		t.Run(name, func(t *testing.T) {
+			refused := atomic.Int64{}
+			u := newFakeUpstream(t, func(_ http.ResponseWriter, _ *http.Request, got *gotRequest, _ int) int {
+				s, h, e := (&prw.Request{Series: got.series}).Counts()
+				if s+h+e > limit {
+					refused.Add(1)
+					return http.StatusRequestEntityTooLarge
+				}
+				return http.StatusNoContent
+			})
+			opts := Options{}
+			if disk {
+				opts = diskOpts(t.TempDir())
+			}
+			m, _, metrics, _ := newTestManagerOpts(t, testConfig(testUpstream(t, "u", u.srv.URL, false)), opts)
+			want := 0
+			for range 10 {
+				wr := rwtest.V1Request(20, 20)
+				postV1(t, m, wr)
+				want += 20 * 20
+			}
+			wr := rwtest.V1Request(1, 3*limit+7) // one series over the limit alone
+			postV1(t, m, wr)
+			want += 3*limit + 7
+			require.Eventually(t, func() bool { return u.samples() == want }, waitFor, tick)
+			require.Positive(t, refused.Load(), "the upstream refused batches")
+			require.Zero(t, testutil.ToFloat64(metrics.DroppedSamples.WithLabelValues("u", registry.DropTooLarge)))
+			for _, r := range u.requests() {
+				s, _, _ := (&prw.Request{Series: r.series}).Counts()
+				require.LessOrEqual(t, s, limit)
+			}
+		})
+	}
 }

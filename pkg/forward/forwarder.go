@@ -15,7 +15,8 @@ import (
 	"github.com/prometheus/prometheus/prompb"
 
 	"github.com/rwgateway/gateway/config"
-	"github.com/rwgateway/gateway/pkg/model"
+	"github.com/rwgateway/gateway/pkg/prw"
+	"github.com/rwgateway/gateway/pkg/queue"
 	"github.com/rwgateway/gateway/pkg/registry"
 )
 
@@ -91,7 +92,7 @@ type upstreamMetrics struct {
 
 // newForwarder builds the forwarder of u. With dq set it runs in disk mode:
 // Enqueue appends records to dq, and a reader feeds the shards from it.
-func newForwarder(logger *slog.Logger, metrics *registry.ForwardMetrics, u *config.UpstreamConfig, userAgent string, ready <-chan struct{}, dq diskQueue, qm *registry.QueueMetrics) (*forwarder, error) {
+func newForwarder(logger *slog.Logger, metrics *registry.ForwardMetrics, u *config.UpstreamConfig, userAgent string, ready <-chan struct{}, dq diskQueue, qm *queue.Metrics) (*forwarder, error) {
 	q := u.QueueConfig
 	client, err := newClient(u, q.MaxShards+connSlack)
 	if err != nil {
@@ -145,7 +146,7 @@ func newForwarder(logger *slog.Logger, metrics *registry.ForwardMetrics, u *conf
 		f.acker = &acker{f: f}
 		f.handoff = &handoff{}
 		f.readCtx, f.readCancel = context.WithCancel(context.Background())
-		f.lag = qm.Lag.WithLabelValues(n)
+		f.lag = metrics.QueueLag.WithLabelValues(n)
 		f.undecodable = qm.CorruptBytes.WithLabelValues(n, corruptUndecodable)
 	}
 	return f, nil
@@ -185,11 +186,11 @@ func (f *forwarder) stop(ctx context.Context) {
 }
 
 // proto is the protocol batches are encoded in now.
-func (f *forwarder) proto() model.Protocol {
+func (f *forwarder) proto() prw.Protocol {
 	if f.cfg.SendsV2() && !f.v1Only.Load() {
-		return model.ProtoV2
+		return prw.ProtoV2
 	}
-	return model.ProtoV1
+	return prw.ProtoV1
 }
 
 func (f *forwarder) requests(code string) prometheus.Counter {
@@ -208,13 +209,6 @@ func (f *forwarder) abandon(n int) {
 	if f.dq == nil {
 		f.drop(registry.DropShutdown, n)
 	}
-}
-
-// full counts a client request refused for this upstream's full queue and
-// returns the error for it.
-func (f *forwarder) full() error {
-	f.m.queueFull.Inc()
-	return &queueFullError{upstream: f.name, retryAfter: f.retryAfter()}
 }
 
 // retryAfter is the delay suggested to a client whose request did not fit
@@ -236,7 +230,7 @@ type prepared struct {
 	enc      *recordEncoder
 	// Disk mode, fast path: the request to write as it came, with its
 	// metadata if rawMeta.
-	raw     *model.RawV1
+	raw     *prw.RawV1
 	rawMeta bool
 	// handoff are the items of raw for the reader (see handoff), if the
 	// request is written as one record.
@@ -254,19 +248,19 @@ type shardRange struct {
 // prepareInput is one request, copied, shared by every upstream's prepare.
 type prepareInput struct {
 	series   []ownedSeries
-	families []*model.FamilyMetadata
+	families []*prw.FamilyMetadata
 	// familyIndex maps family names to metadata, for 2.0 upstreams; built
 	// on first use.
-	familyIndex map[string]*model.Metadata
+	familyIndex map[string]*prw.Metadata
 	external    labels.Labels
 	lb          *labels.Builder
 	shardOf     []int
 	hashBuf     []byte
 }
 
-func (in *prepareInput) lookupFamily(name string) *model.Metadata {
+func (in *prepareInput) lookupFamily(name string) *prw.Metadata {
 	if in.familyIndex == nil {
-		in.familyIndex = make(map[string]*model.Metadata, len(in.families))
+		in.familyIndex = make(map[string]*prw.Metadata, len(in.families))
 		for _, fm := range in.families {
 			if _, ok := in.familyIndex[fm.MetricFamilyName]; !ok {
 				in.familyIndex[fm.MetricFamilyName] = &fm.Metadata
@@ -288,7 +282,7 @@ func (in *prepareInput) lookupFamily(name string) *model.Metadata {
 func (f *forwarder) prepare(in *prepareInput, p *prepared) {
 	*p = prepared{f: f}
 	cfg := f.cfg
-	v2 := f.proto() == model.ProtoV2
+	v2 := f.proto() == prw.ProtoV2
 	sendMeta := cfg.MetadataConfig.Send
 	items := make([]item, 0, len(in.series)+1)
 	shardOf := in.shardOf[:0]
@@ -337,7 +331,7 @@ func (f *forwarder) prepare(in *prepareInput, p *prepared) {
 		it.size = estimateSize(&it)
 		items = append(items, it)
 		var h uint64
-		h, in.hashBuf = model.HashLabels(ls, in.hashBuf)
+		h, in.hashBuf = prw.HashLabels(ls, in.hashBuf)
 		shardOf = append(shardOf, int(h%nShards))
 	}
 	if sendMeta && !v2 {
@@ -367,7 +361,7 @@ func (f *forwarder) prepare(in *prepareInput, p *prepared) {
 // speaks 1.0 and changes nothing (no write relabeling, no age limit, and
 // it sends every kind of point raw holds). External labels are checked by
 // the caller, for all upstreams at once.
-func (f *forwarder) takesRaw(raw *model.RawV1) bool {
+func (f *forwarder) takesRaw(raw *prw.RawV1) bool {
 	c := f.cfg
 	return f.mayTakeRaw() && (raw.Histograms == 0 || c.SendNativeHistograms) && (raw.Exemplars == 0 || c.SendExemplars)
 }
@@ -377,7 +371,7 @@ func (f *forwarder) takesRaw(raw *model.RawV1) bool {
 // the other upstreams of the same chunk layout. In memory mode the chunks
 // go to the shards. In disk mode the request is written as it is, and its
 // chunks, if handoff is set, are offered to the reader (see handoff).
-func (f *forwarder) prepareRaw(raw *model.RawV1, chunks *sharedChunks, handoff bool, p *prepared) {
+func (f *forwarder) prepareRaw(raw *prw.RawV1, chunks *sharedChunks, handoff bool, p *prepared) {
 	*p = prepared{f: f}
 	sendMeta := f.cfg.MetadataConfig.Send
 	if len(raw.Series) == 0 && (!sendMeta || len(raw.Metadata) == 0) {
@@ -401,7 +395,7 @@ func (f *forwarder) prepareRaw(raw *model.RawV1, chunks *sharedChunks, handoff b
 // read-only by the upstreams of that layout: fanning out to several
 // upstreams copies the request once, not once per upstream.
 type sharedChunks struct {
-	raw    *model.RawV1
+	raw    *prw.RawV1
 	layout []chunkLayout
 }
 
@@ -431,7 +425,7 @@ func (c *sharedChunks) get(f *forwarder) ([]item, []int) {
 // rawItems returns the chunks of raw's series and, if withMeta, the items
 // of its metadata (in shard 0), all owning their memory, and each one's
 // shard.
-func rawItems(raw *model.RawV1, shards, maxN, maxB int, withMeta bool) ([]item, []int) {
+func rawItems(raw *prw.RawV1, shards, maxN, maxB int, withMeta bool) ([]item, []int) {
 	items, shardOf := chunkRaw(raw.Msg, raw.Series, shards, maxN, maxB)
 	if withMeta {
 		for _, sp := range raw.Metadata {
@@ -451,14 +445,14 @@ func rawItems(raw *model.RawV1, shards, maxN, maxB int, withMeta bool) ([]item, 
 // hasLabels reports whether every series of raw has every label of ext
 // with a non-empty value, so that adding ext as external labels changes
 // nothing.
-func hasLabels(raw *model.RawV1, ext labels.Labels) bool {
+func hasLabels(raw *prw.RawV1, ext labels.Labels) bool {
 	if ext.IsEmpty() {
 		return true
 	}
 	want := ext.Len()
 	for _, rs := range raw.Series {
 		found := 0
-		err := model.RangeRawLabels(rs.Bytes(raw.Msg), func(name, value []byte) {
+		err := prw.RangeRawLabels(rs.Bytes(raw.Msg), func(name, value []byte) {
 			if len(value) > 0 && ext.Has(string(name)) {
 				found++
 			}
@@ -550,4 +544,12 @@ func (l *logLimiter) allow() bool {
 		return false
 	}
 	return l.last.CompareAndSwap(last, now)
+}
+
+// familyFromV1 converts 1.0 metadata to the model's form.
+func familyFromV1(md *prompb.MetricMetadata) *prw.FamilyMetadata {
+	return &prw.FamilyMetadata{
+		MetricFamilyName: md.MetricFamilyName,
+		Metadata:         prw.Metadata{Type: prw.MetricTypeFromV1(md.Type), Help: md.Help, Unit: md.Unit},
+	}
 }

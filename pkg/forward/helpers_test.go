@@ -28,7 +28,8 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/rwgateway/gateway/config"
-	"github.com/rwgateway/gateway/pkg/model"
+	"github.com/rwgateway/gateway/pkg/prw"
+	"github.com/rwgateway/gateway/pkg/queue"
 	"github.com/rwgateway/gateway/pkg/registry"
 )
 
@@ -43,10 +44,10 @@ const (
 
 // gotRequest is one request a fake upstream decoded.
 type gotRequest struct {
-	proto    model.Protocol
+	proto    prw.Protocol
 	header   http.Header
-	series   []model.Series
-	metadata []model.FamilyMetadata // 1.0 only
+	series   []prw.Series
+	metadata []prw.FamilyMetadata // 1.0 only
 	// rawSeries are the 1.0 TimeSeries messages as they came.
 	rawSeries [][]byte
 }
@@ -97,11 +98,11 @@ func (u *fakeUpstream) serve(w http.ResponseWriter, r *http.Request) {
 		u.mu.Lock()
 		u.reqs = append(u.reqs, got)
 		u.mu.Unlock()
-		if got.proto == model.ProtoV2 && w.Header().Get(headerSamplesWritten) == "" {
-			s, h, e := (&model.Request{Series: got.series}).Counts()
-			w.Header().Set(headerSamplesWritten, strconv.Itoa(s))
-			w.Header().Set(headerHistogramsWritten, strconv.Itoa(h))
-			w.Header().Set(headerExemplarsWritten, strconv.Itoa(e))
+		if got.proto == prw.ProtoV2 && w.Header().Get(prw.HeaderSamplesWritten) == "" {
+			s, h, e := (&prw.Request{Series: got.series}).Counts()
+			w.Header().Set(prw.HeaderSamplesWritten, strconv.Itoa(s))
+			w.Header().Set(prw.HeaderHistogramsWritten, strconv.Itoa(h))
+			w.Header().Set(prw.HeaderExemplarsWritten, strconv.Itoa(e))
 		}
 	}
 	w.WriteHeader(code)
@@ -115,8 +116,8 @@ func (u *fakeUpstream) requests() []*gotRequest {
 }
 
 // series returns every acknowledged series, in arrival order.
-func (u *fakeUpstream) series() []model.Series {
-	var out []model.Series
+func (u *fakeUpstream) series() []prw.Series {
+	var out []prw.Series
 	for _, r := range u.requests() {
 		out = append(out, r.series...)
 	}
@@ -157,7 +158,7 @@ func decodeRequest(h http.Header, body []byte) (*gotRequest, error) {
 		b = b[n:]
 	}
 	if strings.Contains(h.Get("Content-Type"), "proto=io.prometheus.write.v2.Request") {
-		got.proto = model.ProtoV2
+		got.proto = prw.ProtoV2
 		var req writev2.Request
 		if err := req.Unmarshal(raw); err != nil {
 			return nil, err
@@ -168,18 +169,18 @@ func decodeRequest(h http.Header, body []byte) (*gotRequest, error) {
 			if err != nil {
 				return nil, err
 			}
-			s := model.Series{Labels: ls, Histograms: ts.Histograms}
+			s := prw.Series{Labels: ls, Histograms: ts.Histograms}
 			for _, x := range ts.Samples {
-				s.Samples = append(s.Samples, model.Sample{Value: x.Value, Timestamp: x.Timestamp, StartTimestamp: x.StartTimestamp})
+				s.Samples = append(s.Samples, prw.Sample{Value: x.Value, Timestamp: x.Timestamp, StartTimestamp: x.StartTimestamp})
 			}
 			for _, e := range ts.Exemplars {
 				ex, err := e.ToExemplar(&sb, req.Symbols)
 				if err != nil {
 					return nil, err
 				}
-				s.Exemplars = append(s.Exemplars, model.Exemplar{Labels: ex.Labels, Value: ex.Value, Timestamp: ex.Ts})
+				s.Exemplars = append(s.Exemplars, prw.Exemplar{Labels: ex.Labels, Value: ex.Value, Timestamp: ex.Ts})
 			}
-			s.Metadata = model.Metadata{
+			s.Metadata = prw.Metadata{
 				Type: ts.Metadata.Type,
 				Help: req.Symbols[ts.Metadata.HelpRef],
 				Unit: req.Symbols[ts.Metadata.UnitRef],
@@ -193,22 +194,22 @@ func decodeRequest(h http.Header, body []byte) (*gotRequest, error) {
 		return nil, err
 	}
 	for _, ts := range req.Timeseries {
-		s := model.Series{Labels: v1Labels(ts.Labels)}
+		s := prw.Series{Labels: v1Labels(ts.Labels)}
 		for _, x := range ts.Samples {
-			s.Samples = append(s.Samples, model.Sample{Value: x.Value, Timestamp: x.Timestamp})
+			s.Samples = append(s.Samples, prw.Sample{Value: x.Value, Timestamp: x.Timestamp})
 		}
 		for _, x := range ts.Histograms {
-			s.Histograms = append(s.Histograms, model.HistogramFromV1(x))
+			s.Histograms = append(s.Histograms, prw.HistogramFromV1(x))
 		}
 		for _, e := range ts.Exemplars {
-			s.Exemplars = append(s.Exemplars, model.Exemplar{Labels: v1Labels(e.Labels), Value: e.Value, Timestamp: e.Timestamp})
+			s.Exemplars = append(s.Exemplars, prw.Exemplar{Labels: v1Labels(e.Labels), Value: e.Value, Timestamp: e.Timestamp})
 		}
 		got.series = append(got.series, s)
 	}
 	for _, md := range req.Metadata {
-		got.metadata = append(got.metadata, model.FamilyMetadata{
+		got.metadata = append(got.metadata, prw.FamilyMetadata{
 			MetricFamilyName: md.MetricFamilyName,
-			Metadata:         model.Metadata{Type: model.MetricTypeFromV1(md.Type), Help: md.Help, Unit: md.Unit},
+			Metadata:         prw.Metadata{Type: prw.MetricTypeFromV1(md.Type), Help: md.Help, Unit: md.Unit},
 		})
 	}
 	return got, nil
@@ -268,12 +269,12 @@ func newTestManager(t *testing.T, cfg *config.Config) (*Manager, *prometheus.Reg
 
 // newTestManagerOpts is newTestManager with options; it also returns the
 // queue metrics.
-func newTestManagerOpts(t *testing.T, cfg *config.Config, opts Options) (*Manager, *prometheus.Registry, *registry.ForwardMetrics, *registry.QueueMetrics) {
+func newTestManagerOpts(t *testing.T, cfg *config.Config, opts Options) (*Manager, *prometheus.Registry, *registry.ForwardMetrics, *queue.Metrics) {
 	t.Helper()
 	require.NoError(t, cfg.Validate())
 	reg := prometheus.NewPedanticRegistry()
 	metrics := registry.NewForwardMetrics(reg)
-	qm := registry.NewQueueMetrics(reg)
+	qm := queue.NewMetrics(reg)
 	opts.UserAgent = "test-agent"
 	opts.FlushDeadline = 5 * time.Second
 	opts.QueueMetrics = qm
@@ -288,10 +289,10 @@ func newTestManagerOpts(t *testing.T, cfg *config.Config, opts Options) (*Manage
 }
 
 // floatSeries returns a series with n samples from timestamp ts0.
-func floatSeries(ts0 int64, n int, kv ...string) model.Series {
-	s := model.Series{Labels: labels.FromStrings(kv...)}
+func floatSeries(ts0 int64, n int, kv ...string) prw.Series {
+	s := prw.Series{Labels: labels.FromStrings(kv...)}
 	for i := range n {
-		s.Samples = append(s.Samples, model.Sample{Value: float64(ts0) + float64(i), Timestamp: ts0 + int64(i)})
+		s.Samples = append(s.Samples, prw.Sample{Value: float64(ts0) + float64(i), Timestamp: ts0 + int64(i)})
 	}
 	return s
 }
@@ -318,4 +319,12 @@ func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
 func eventuallyValue(t *testing.T, want float64, c prometheus.Collector) {
 	t.Helper()
 	require.Eventually(t, func() bool { return testutil.ToFloat64(c) == want }, waitFor, tick, "want %v, have %v", want, testutil.ToFloat64(c))
+}
+
+// allUpstreams is a Manager as the write handler's Enqueuer: every request
+// goes to every upstream.
+type allUpstreams struct{ m *Manager }
+
+func (a allUpstreams) Enqueue(ctx context.Context, req *prw.Request) error {
+	return a.m.Enqueue(ctx, req, nil)
 }

@@ -9,7 +9,7 @@ import (
 	"github.com/prometheus/prometheus/prompb"
 	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
 
-	"github.com/rwgateway/gateway/pkg/model"
+	"github.com/rwgateway/gateway/pkg/prw"
 )
 
 // item is one queued entry: a series with its final labels and a run of its
@@ -20,14 +20,14 @@ import (
 // several upstreams, and splitting an item takes sub-slices.
 type item struct {
 	labels     labels.Labels
-	samples    []model.Sample
-	histograms []model.Histogram
-	exemplars  []model.Exemplar
-	metadata   model.Metadata
+	samples    []prw.Sample
+	histograms []prw.Histogram
+	exemplars  []prw.Exemplar
+	metadata   prw.Metadata
 
 	// family is set for a 1.0 family metadata entry, which has no labels
 	// and no points.
-	family *model.FamilyMetadata
+	family *prw.FamilyMetadata
 
 	// raw, when set, is the whole series as a 1.0 TimeSeries message with
 	// its final labels, sent as it is (the fast path: see prepareRaw);
@@ -80,7 +80,7 @@ func labelsSize(ls labels.Labels) int {
 	return n
 }
 
-func histogramSize(h *model.Histogram) int {
+func histogramSize(h *prw.Histogram) int {
 	return histogramBaseSize +
 		bucketBytes*(len(h.NegativeSpans)+len(h.PositiveSpans)+len(h.NegativeDeltas)+len(h.PositiveDeltas)+
 			len(h.NegativeCounts)+len(h.PositiveCounts)+len(h.CustomValues))
@@ -121,11 +121,16 @@ func estimateSize(it *item) int {
 // 0 < n < it.count().
 func (it *item) split(n int) (head, tail item) {
 	if it.chunk {
+		if series, err := it.chunkSeries(); err == nil && len(series) == 1 {
+			return series[0].split(n)
+		}
 		return it.splitChunk(n)
 	}
 	if it.raw != nil {
-		st := it.structured()
-		return st.split(n)
+		if st, err := it.structured(); err == nil {
+			return st.split(n)
+		}
+		return *it, item{rec: it.rec} // malformed: sent whole, and refused
 	}
 	head = item{labels: it.labels, metadata: it.metadata, rec: it.rec}
 	tail = item{labels: it.labels, rec: it.rec}
@@ -146,15 +151,15 @@ func (it *item) split(n int) (head, tail item) {
 // every upstream's items.
 type ownedSeries struct {
 	labels     labels.Labels
-	samples    []model.Sample
-	histograms []model.Histogram
-	exemplars  []model.Exemplar
-	metadata   model.Metadata
+	samples    []prw.Sample
+	histograms []prw.Histogram
+	exemplars  []prw.Exemplar
+	metadata   prw.Metadata
 	name       string // __name__, for 1.0 family metadata lookups
 }
 
 // copySeries copies the parts of req that the queues keep.
-func copySeries(req *model.Request) []ownedSeries {
+func copySeries(req *prw.Request) []ownedSeries {
 	out := make([]ownedSeries, len(req.Series))
 	for i := range req.Series {
 		s := &req.Series[i]
@@ -163,15 +168,15 @@ func copySeries(req *model.Request) []ownedSeries {
 		o.name = o.labels.Get(labels.MetricName)
 		o.samples = slices.Clone(s.Samples)
 		if len(s.Histograms) > 0 {
-			o.histograms = make([]model.Histogram, len(s.Histograms))
+			o.histograms = make([]prw.Histogram, len(s.Histograms))
 			for j := range s.Histograms {
 				o.histograms[j] = cloneHistogram(&s.Histograms[j])
 			}
 		}
 		if len(s.Exemplars) > 0 {
-			o.exemplars = make([]model.Exemplar, len(s.Exemplars))
+			o.exemplars = make([]prw.Exemplar, len(s.Exemplars))
 			for j, e := range s.Exemplars {
-				o.exemplars[j] = model.Exemplar{Labels: e.Labels.Copy(), Value: e.Value, Timestamp: e.Timestamp}
+				o.exemplars[j] = prw.Exemplar{Labels: e.Labels.Copy(), Value: e.Value, Timestamp: e.Timestamp}
 			}
 		}
 		o.metadata = cloneMetadata(s.Metadata)
@@ -179,13 +184,13 @@ func copySeries(req *model.Request) []ownedSeries {
 	return out
 }
 
-func cloneMetadata(m model.Metadata) model.Metadata {
-	return model.Metadata{Type: m.Type, Help: strings.Clone(m.Help), Unit: strings.Clone(m.Unit)}
+func cloneMetadata(m prw.Metadata) prw.Metadata {
+	return prw.Metadata{Type: m.Type, Help: strings.Clone(m.Help), Unit: strings.Clone(m.Unit)}
 }
 
 // cloneHistogram deep-copies h. The count oneofs are small values; they are
 // re-allocated so that nothing points into the request.
-func cloneHistogram(h *model.Histogram) model.Histogram {
+func cloneHistogram(h *prw.Histogram) prw.Histogram {
 	out := *h
 	out.NegativeSpans = slices.Clone(h.NegativeSpans)
 	out.NegativeDeltas = slices.Clone(h.NegativeDeltas)
@@ -211,17 +216,17 @@ func cloneHistogram(h *model.Histogram) model.Histogram {
 }
 
 // shardHash is the hash that picks the item's shard: the same for a series
-// in raw and in structured form (see model.HashLabels).
+// in raw and in structured form (see prw.HashLabels).
 func (it *item) shardHash(scratch []byte) (uint64, []byte) {
 	if it.raw != nil {
 		return it.hash, scratch
 	}
-	return model.HashLabels(it.labels, scratch)
+	return prw.HashLabels(it.labels, scratch)
 }
 
 // rawItem returns the item of a raw series: ts, a validated 1.0
 // TimeSeries message, described by rs.
-func rawItem(ts []byte, rs model.RawSeries) item {
+func rawItem(ts []byte, rs prw.RawSeries) item {
 	it := item{raw: ts, hash: rs.Hash, rawSamples: rs.Samples, rawHists: rs.Histograms, rawExemplars: rs.Exemplars}
 	it.size = estimateSize(&it)
 	return it
@@ -230,18 +235,14 @@ func rawItem(ts []byte, rs model.RawSeries) item {
 // structured returns a raw item decoded, for the rare uses that need its
 // points one by one: splitting an oversized series, the age limit, a 2.0
 // encoding. Anything else is returned as it is.
-func (it *item) structured() item {
-	if it.chunk {
-		panic("structured of a chunk: use expandRaw")
-	}
-	if it.raw == nil {
-		return *it
+func (it *item) structured() (item, error) {
+	if it.raw == nil || it.chunk {
+		return *it, nil
 	}
 	var ts prompb.TimeSeries
 	out := item{rec: it.rec}
 	if err := ts.Unmarshal(it.raw); err != nil {
-		// Raw series were validated before they were queued.
-		panic(fmt.Sprintf("decode a queued raw series: %v", err))
+		return out, fmt.Errorf("decode a queued series: %w", err)
 	}
 	sb := labels.NewScratchBuilder(len(ts.Labels))
 	for _, l := range ts.Labels {
@@ -250,13 +251,13 @@ func (it *item) structured() item {
 	sb.Sort()
 	out.labels = sb.Labels()
 	if len(ts.Samples) > 0 {
-		out.samples = make([]model.Sample, len(ts.Samples))
+		out.samples = make([]prw.Sample, len(ts.Samples))
 		for i, s := range ts.Samples {
-			out.samples[i] = model.Sample{Value: s.Value, Timestamp: s.Timestamp}
+			out.samples[i] = prw.Sample{Value: s.Value, Timestamp: s.Timestamp}
 		}
 	}
 	for _, h := range ts.Histograms {
-		out.histograms = append(out.histograms, model.HistogramFromV1(h))
+		out.histograms = append(out.histograms, prw.HistogramFromV1(h))
 	}
 	for _, e := range ts.Exemplars {
 		sb.Reset()
@@ -264,8 +265,8 @@ func (it *item) structured() item {
 			sb.Add(l.Name, l.Value)
 		}
 		sb.Sort()
-		out.exemplars = append(out.exemplars, model.Exemplar{Labels: sb.Labels(), Value: e.Value, Timestamp: e.Timestamp})
+		out.exemplars = append(out.exemplars, prw.Exemplar{Labels: sb.Labels(), Value: e.Value, Timestamp: e.Timestamp})
 	}
 	out.size = estimateSize(&out)
-	return out
+	return out, nil
 }

@@ -15,7 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
-	"github.com/rwgateway/gateway/pkg/model"
+	"github.com/rwgateway/gateway/pkg/prw"
 	"github.com/rwgateway/gateway/pkg/registry"
 )
 
@@ -98,11 +98,11 @@ func TestNoConnectionOrFDLeak(t *testing.T) {
 	m, _, metrics := newTestManager(t, testConfig(cfg))
 
 	for i := range batches / 10 {
-		req := &model.Request{}
+		req := &prw.Request{}
 		for j := range 10 {
 			req.Series = append(req.Series, floatSeries(int64(i), 1, "__name__", "x", "j", intString(j)))
 		}
-		require.NoError(t, m.Enqueue(t.Context(), req))
+		require.NoError(t, m.Enqueue(t.Context(), req, nil))
 	}
 	done := func() float64 {
 		return testutil.ToFloat64(metrics.SentSamples.WithLabelValues("u")) +

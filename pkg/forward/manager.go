@@ -27,7 +27,6 @@ import (
 	"log/slog"
 	"maps"
 	"os"
-	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -35,52 +34,16 @@ import (
 
 	"github.com/prometheus/common/version"
 	"github.com/prometheus/prometheus/model/labels"
-	"go.yaml.in/yaml/v2"
 
 	"github.com/rwgateway/gateway/config"
-	"github.com/rwgateway/gateway/pkg/model"
+	"github.com/rwgateway/gateway/pkg/prw"
 	"github.com/rwgateway/gateway/pkg/queue"
-	"github.com/rwgateway/gateway/pkg/receiver"
 	"github.com/rwgateway/gateway/pkg/registry"
-	"github.com/rwgateway/gateway/pkg/tenant"
 )
 
 // DefaultFlushDeadline bounds how long a reload waits for a removed or
 // changed upstream's queue to drain.
 const DefaultFlushDeadline = time.Minute
-
-var (
-	// ErrQueueFull and ErrStopped wrap the receiver's sentinels, so the
-	// write handler answers 503 with Retry-After for both.
-	//
-	// ErrQueueFull is wrapped by the error Enqueue returns when an upstream's
-	// queue has no room for the request. That error also has a
-	// RetryAfter() time.Duration method: the delay to suggest to the client.
-	ErrQueueFull = fmt.Errorf("upstream %w", receiver.ErrQueueFull)
-	// ErrTooLarge is wrapped by the error Enqueue returns when a request is
-	// larger than an upstream's disk queue could ever hold (its max_bytes):
-	// the write handler answers 413, as retrying cannot help.
-	ErrTooLarge = fmt.Errorf("larger than an upstream's queue: %w", receiver.ErrTooLarge)
-	// ErrStopped is returned by Enqueue and ApplyConfig after Stop.
-	ErrStopped = fmt.Errorf("forwarding stopped: %w", receiver.ErrShuttingDown)
-	// ErrNotConfigured is returned by Enqueue before the first ApplyConfig.
-	ErrNotConfigured = errors.New("no upstreams configured")
-)
-
-// queueFullError is the error Enqueue returns when the request did not fit.
-type queueFullError struct {
-	upstream   string
-	retryAfter time.Duration
-}
-
-func (e *queueFullError) Error() string {
-	return fmt.Sprintf("upstream %q: %s", e.upstream, ErrQueueFull)
-}
-
-func (e *queueFullError) Unwrap() error { return ErrQueueFull }
-
-// RetryAfter is how long the client should wait before retrying.
-func (e *queueFullError) RetryAfter() time.Duration { return e.retryAfter }
 
 // Options configure a Manager. Zero fields mean the documented defaults.
 type Options struct {
@@ -98,7 +61,7 @@ type Options struct {
 	Fsync        queue.FsyncPolicy
 	SyncInterval time.Duration
 	// QueueMetrics are the disk queues' collectors; default unregistered.
-	QueueMetrics *registry.QueueMetrics
+	QueueMetrics *queue.Metrics
 
 	// wrapQueue lets tests substitute a queue's operations.
 	wrapQueue func(diskQueue) diskQueue
@@ -110,7 +73,7 @@ type Options struct {
 type Manager struct {
 	logger       *slog.Logger
 	metrics      *registry.ForwardMetrics
-	queueMetrics *registry.QueueMetrics
+	queueMetrics *queue.Metrics
 	opts         Options
 
 	// reloadMu serializes ApplyConfig and Stop, and guards the fields up to
@@ -157,7 +120,7 @@ func NewManager(logger *slog.Logger, metrics *registry.ForwardMetrics, opts Opti
 	}
 	qm := opts.QueueMetrics
 	if qm == nil {
-		qm = registry.NewQueueMetrics(nil)
+		qm = queue.NewMetrics(nil)
 	}
 	return &Manager{
 		logger:       logger.With("component", "forward"),
@@ -166,7 +129,7 @@ func NewManager(logger *slog.Logger, metrics *registry.ForwardMetrics, opts Opti
 		opts:         opts,
 		queues:       map[string]diskQueue{},
 		builders:     sync.Pool{New: func() any { return labels.NewBuilder(labels.EmptyLabels()) }},
-		encoders:     sync.Pool{New: func() any { return &recordEncoder{} }},
+		encoders:     sync.Pool{New: func() any { return newRecordEncoder() }},
 	}
 }
 
@@ -245,7 +208,7 @@ func (m *Manager) ApplyConfig(cfg *config.Config) error {
 	}
 	for _, u := range cfg.Upstreams {
 		prev := old.byName[u.Name]
-		if prev != nil && sameUpstream(prev.cfg, u) {
+		if prev != nil && prev.cfg.Equal(u) {
 			next.fwds = append(next.fwds, prev)
 			next.byName[u.Name] = prev
 			continue
@@ -338,6 +301,7 @@ func (m *Manager) closeQueue(name string) {
 		m.logger.Error("close disk queue", "upstream", name, "err", err)
 	}
 	m.queueMetrics.DeleteUpstream(name)
+	m.metrics.QueueLag.DeleteLabelValues(name)
 }
 
 func queueKind(f *forwarder) string {
@@ -347,24 +311,12 @@ func queueKind(f *forwarder) string {
 	return config.StorageMemory
 }
 
-// sameUpstream reports whether a and b configure the same upstream.
-// Relabel configs are compared by their YAML, since they hold compiled
-// regexps; everything else, secrets included, with reflect.DeepEqual.
-func sameUpstream(a, b *config.UpstreamConfig) bool {
-	ca, cb := *a, *b
-	ca.WriteRelabelConfigs, cb.WriteRelabelConfigs = nil, nil
-	if !reflect.DeepEqual(ca, cb) {
-		return false
-	}
-	ya, errA := yaml.Marshal(a.WriteRelabelConfigs)
-	yb, errB := yaml.Marshal(b.WriteRelabelConfigs)
-	return errA == nil && errB == nil && string(ya) == string(yb)
-}
-
-// Enqueue appends req to every upstream's queue. It returns once the data
+// Enqueue appends req to the queue of every upstream that routes reports
+// true for (every upstream when routes is nil). It returns once the data
 // is queued everywhere (for a disk queue: written to its file), or nothing
 // is queued anywhere: an error wrapping ErrQueueFull (with a RetryAfter
-// method) when an upstream lacks room, ErrStopped after Stop. Enqueue copies
+// method) when an upstream lacks room, ErrStopped after Stop. Every error
+// says how a write handler answers it (see StatusError). Enqueue copies
 // what it keeps: the caller may reuse req and everything it points to once
 // Enqueue returns.
 //
@@ -373,7 +325,7 @@ func sameUpstream(a, b *config.UpstreamConfig) bool {
 // still fail after that (the disk fills up, or a concurrent request took
 // the room). The upstreams appended to before keep the request, and the
 // client's retry sends it to them again: duplicates, never loss.
-func (m *Manager) Enqueue(ctx context.Context, req *model.Request) error {
+func (m *Manager) Enqueue(ctx context.Context, req *prw.Request, routes func(upstream string) bool) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -388,10 +340,10 @@ func (m *Manager) Enqueue(ctx context.Context, req *model.Request) error {
 	}
 	// A tenant's data goes only to the upstreams it is routed to.
 	fwds := set.fwds
-	if t := tenant.FromContext(ctx); t != nil {
+	if routes != nil {
 		fwds = make([]*forwarder, 0, len(set.fwds))
 		for _, f := range set.fwds {
-			if t.Routes(f.name) {
+			if routes(f.name) {
 				fwds = append(fwds, f)
 			}
 		}
@@ -399,7 +351,7 @@ func (m *Manager) Enqueue(ctx context.Context, req *model.Request) error {
 	// The fast path: upstreams that take the request as it came get its
 	// raw form; the others need it decoded, copied and relabeled.
 	raw := req.Raw
-	if raw == nil && req.Proto == model.ProtoV2 && len(req.Series) > 0 &&
+	if raw == nil && req.Proto == prw.ProtoV2 && len(req.Series) > 0 &&
 		slices.ContainsFunc(fwds, (*forwarder).mayTakeRaw) {
 		sy := synthesizers.Get().(*synthesizer)
 		defer synthesizers.Put(sy)
@@ -423,9 +375,9 @@ func (m *Manager) Enqueue(ctx context.Context, req *model.Request) error {
 		req.Materialize()
 		in.series = copySeries(req)
 		if len(req.Metadata) > 0 {
-			in.families = make([]*model.FamilyMetadata, len(req.Metadata))
+			in.families = make([]*prw.FamilyMetadata, len(req.Metadata))
 			for i, fm := range req.Metadata {
-				in.families[i] = &model.FamilyMetadata{
+				in.families[i] = &prw.FamilyMetadata{
 					MetricFamilyName: strings.Clone(fm.MetricFamilyName),
 					Metadata:         cloneMetadata(fm.Metadata),
 				}
@@ -462,10 +414,13 @@ func (m *Manager) Enqueue(ctx context.Context, req *model.Request) error {
 		if p.raw != nil {
 			p.recs, p.recBytes = p.enc.encodeRaw(p.raw, p.rawMeta, now)
 		} else {
-			p.recs, p.recBytes = p.enc.encode(p.items, now)
+			var err error
+			if p.recs, p.recBytes, err = p.enc.encode(p.items, p.f.proto(), now); err != nil {
+				return fmt.Errorf("upstream %q: encode queue record: %w", p.f.name, err)
+			}
 		}
 		if !p.f.dq.Fits(len(p.recs), p.recBytes) {
-			return fmt.Errorf("upstream %q: request of %d bytes in queue records: %w (queue_config.max_bytes)", p.f.name, p.recBytes, ErrTooLarge)
+			return p.f.tooLarge(fmt.Sprintf("request of %d bytes in queue records (queue_config.max_bytes)", p.recBytes), nil)
 		}
 		if !p.f.dq.HasRoom(len(p.recs), p.recBytes) {
 			return p.f.full()
@@ -498,7 +453,7 @@ func (m *Manager) Enqueue(ctx context.Context, req *model.Request) error {
 				return p.f.full()
 			}
 			if errors.Is(err, queue.ErrTooLarge) {
-				return fmt.Errorf("upstream %q: %w: %w", p.f.name, ErrTooLarge, err)
+				return p.f.tooLarge("append to disk queue", err)
 			}
 			return fmt.Errorf("upstream %q: append to disk queue: %w", p.f.name, err)
 		}

@@ -20,12 +20,12 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.yaml.in/yaml/v2"
 
-	"github.com/rwgateway/gateway/pkg/model"
+	"github.com/rwgateway/gateway/pkg/prw"
 	"github.com/rwgateway/gateway/pkg/registry"
 )
 
-func intHistogram(ts, st int64) model.Histogram {
-	return model.Histogram{
+func intHistogram(ts, st int64) prw.Histogram {
+	return prw.Histogram{
 		Count:          &writev2.Histogram_CountInt{CountInt: 12},
 		Sum:            18.4,
 		Schema:         1,
@@ -41,8 +41,8 @@ func intHistogram(ts, st int64) model.Histogram {
 	}
 }
 
-func floatHistogram(ts int64) model.Histogram {
-	return model.Histogram{
+func floatHistogram(ts int64) prw.Histogram {
+	return prw.Histogram{
 		Count:          &writev2.Histogram_CountFloat{CountFloat: 5.5},
 		Sum:            9.25,
 		Schema:         0,
@@ -56,8 +56,8 @@ func floatHistogram(ts int64) model.Histogram {
 }
 
 // bySeries merges what an upstream received by series.
-func bySeries(ss []model.Series) map[string]model.Series {
-	out := map[string]model.Series{}
+func bySeries(ss []prw.Series) map[string]prw.Series {
+	out := map[string]prw.Series{}
 	for _, s := range ss {
 		k := s.Labels.String()
 		m := out[k]
@@ -84,33 +84,33 @@ func TestFanOut(t *testing.T) {
 	helpBuf := []byte("Total requests.")
 	help := unsafe.String(&helpBuf[0], len(helpBuf)) // aliases a buffer the "receiver" reuses
 	staleNaN := math.Float64frombits(value.StaleNaN)
-	req1 := &model.Request{Proto: model.ProtoV2, Series: []model.Series{
+	req1 := &prw.Request{Proto: prw.ProtoV2, Series: []prw.Series{
 		{
 			Labels: labels.FromStrings("__name__", "http_requests_total", "job", "api"),
-			Samples: []model.Sample{
+			Samples: []prw.Sample{
 				{Value: 1, Timestamp: 1000, StartTimestamp: 500},
 				{Value: staleNaN, Timestamp: 2000, StartTimestamp: 500},
 			},
-			Exemplars: []model.Exemplar{{Labels: labels.FromStrings("trace_id", "abc"), Value: 1.5, Timestamp: 1000}},
-			Metadata:  model.Metadata{Type: writev2.Metadata_METRIC_TYPE_COUNTER, Help: help},
+			Exemplars: []prw.Exemplar{{Labels: labels.FromStrings("trace_id", "abc"), Value: 1.5, Timestamp: 1000}},
+			Metadata:  prw.Metadata{Type: writev2.Metadata_METRIC_TYPE_COUNTER, Help: help},
 		},
 		{
 			Labels:     labels.FromStrings("__name__", "latency_seconds", "job", "api"),
-			Histograms: []model.Histogram{intHistogram(1000, 400), floatHistogram(2000)},
-			Metadata:   model.Metadata{Type: writev2.Metadata_METRIC_TYPE_HISTOGRAM, Help: "Latency.", Unit: "seconds"},
+			Histograms: []prw.Histogram{intHistogram(1000, 400), floatHistogram(2000)},
+			Metadata:   prw.Metadata{Type: writev2.Metadata_METRIC_TYPE_HISTOGRAM, Help: "Latency.", Unit: "seconds"},
 		},
 	}}
-	req2 := &model.Request{Proto: model.ProtoV1,
-		Series: []model.Series{floatSeries(3000, 2, "__name__", "temp_celsius", "room", "a")},
-		Metadata: []model.FamilyMetadata{{MetricFamilyName: "temp_celsius",
-			Metadata: model.Metadata{Type: writev2.Metadata_METRIC_TYPE_GAUGE, Help: "Temperature.", Unit: "celsius"}}},
+	req2 := &prw.Request{Proto: prw.ProtoV1,
+		Series: []prw.Series{floatSeries(3000, 2, "__name__", "temp_celsius", "room", "a")},
+		Metadata: []prw.FamilyMetadata{{MetricFamilyName: "temp_celsius",
+			Metadata: prw.Metadata{Type: writev2.Metadata_METRIC_TYPE_GAUGE, Help: "Temperature.", Unit: "celsius"}}},
 	}
-	wantReq1 := &model.Request{Series: slices.Clone(req1.Series)}
+	wantReq1 := &prw.Request{Series: slices.Clone(req1.Series)}
 	wantReq1.Series[0].Samples = slices.Clone(req1.Series[0].Samples)
 	wantReq1.Series[0].Metadata.Help = "Total requests."
 
-	require.NoError(t, m.Enqueue(t.Context(), req1))
-	require.NoError(t, m.Enqueue(t.Context(), req2))
+	require.NoError(t, m.Enqueue(t.Context(), req1, nil))
+	require.NoError(t, m.Enqueue(t.Context(), req2, nil))
 	// The receiver reuses its buffers once Enqueue returns.
 	req1.Series[0].Samples[0].Value = 999
 	req1.Series[1].Histograms[0].PositiveDeltas[0] = 77
@@ -125,56 +125,56 @@ func TestFanOut(t *testing.T) {
 	counter := `{__name__="http_requests_total", job="api"}`
 	latency := `{__name__="latency_seconds", job="api"}`
 	temp := `{__name__="temp_celsius", room="a"}`
-	wantHist := []model.Histogram{intHistogram(1000, 400), floatHistogram(2000)}
+	wantHist := []prw.Histogram{intHistogram(1000, 400), floatHistogram(2000)}
 
 	t.Run("1.0 upstream", func(t *testing.T) {
 		got := bySeries(v1.series())
 		c := got[counter]
-		require.Equal(t, []model.Sample{{Value: 1, Timestamp: 1000}, {Value: 0, Timestamp: 2000}}, noNaN(c.Samples))
+		require.Equal(t, []prw.Sample{{Value: 1, Timestamp: 1000}, {Value: 0, Timestamp: 2000}}, noNaN(c.Samples))
 		require.Equal(t, value.StaleNaN, math.Float64bits(c.Samples[1].Value), "stale marker bits")
 		require.Equal(t, wantReq1.Series[0].Exemplars[0].Labels.String(), c.Exemplars[0].Labels.String())
 		require.Equal(t, 1.5, c.Exemplars[0].Value)
 
-		var want []model.Histogram
+		var want []prw.Histogram
 		for _, h := range wantHist {
-			want = append(want, model.HistogramFromV1(model.HistogramToV1(h))) // start timestamp dropped
+			want = append(want, prw.HistogramFromV1(prw.HistogramToV1(h))) // start timestamp dropped
 		}
 		require.Equal(t, want, got[latency].Histograms)
 		require.Zero(t, got[latency].Histograms[0].StartTimestamp)
 		require.Len(t, got[temp].Samples, 2)
 
-		var md []model.FamilyMetadata
+		var md []prw.FamilyMetadata
 		for _, r := range v1.requests() {
 			md = append(md, r.metadata...)
 			require.Equal(t, "application/x-protobuf", r.header.Get("Content-Type"))
-			require.Equal(t, "0.1.0", r.header.Get(headerVersion))
+			require.Equal(t, "0.1.0", r.header.Get(prw.HeaderVersion))
 			require.Equal(t, "snappy", r.header.Get("Content-Encoding"))
 			require.Equal(t, "test-agent", r.header.Get("User-Agent"))
 			require.Equal(t, "tenant-1", r.header.Get("X-Scope-OrgID"))
 			require.Empty(t, r.header.Get(headerRetryAttempt))
 		}
-		slices.SortFunc(md, func(a, b model.FamilyMetadata) int { return strings.Compare(a.MetricFamilyName, b.MetricFamilyName) })
-		require.Equal(t, []model.FamilyMetadata{
-			{MetricFamilyName: "http_requests_total", Metadata: model.Metadata{Type: writev2.Metadata_METRIC_TYPE_COUNTER, Help: "Total requests."}},
-			{MetricFamilyName: "latency_seconds", Metadata: model.Metadata{Type: writev2.Metadata_METRIC_TYPE_HISTOGRAM, Help: "Latency.", Unit: "seconds"}},
-			{MetricFamilyName: "temp_celsius", Metadata: model.Metadata{Type: writev2.Metadata_METRIC_TYPE_GAUGE, Help: "Temperature.", Unit: "celsius"}},
+		slices.SortFunc(md, func(a, b prw.FamilyMetadata) int { return strings.Compare(a.MetricFamilyName, b.MetricFamilyName) })
+		require.Equal(t, []prw.FamilyMetadata{
+			{MetricFamilyName: "http_requests_total", Metadata: prw.Metadata{Type: writev2.Metadata_METRIC_TYPE_COUNTER, Help: "Total requests."}},
+			{MetricFamilyName: "latency_seconds", Metadata: prw.Metadata{Type: writev2.Metadata_METRIC_TYPE_HISTOGRAM, Help: "Latency.", Unit: "seconds"}},
+			{MetricFamilyName: "temp_celsius", Metadata: prw.Metadata{Type: writev2.Metadata_METRIC_TYPE_GAUGE, Help: "Temperature.", Unit: "celsius"}},
 		}, md)
 	})
 
 	t.Run("2.0 upstream", func(t *testing.T) {
 		got := bySeries(v2.series())
 		c := got[counter]
-		require.Equal(t, []model.Sample{{Value: 1, Timestamp: 1000, StartTimestamp: 500}, {Value: 0, Timestamp: 2000, StartTimestamp: 500}}, noNaN(c.Samples))
+		require.Equal(t, []prw.Sample{{Value: 1, Timestamp: 1000, StartTimestamp: 500}, {Value: 0, Timestamp: 2000, StartTimestamp: 500}}, noNaN(c.Samples))
 		require.Equal(t, value.StaleNaN, math.Float64bits(c.Samples[1].Value), "stale marker bits")
 		require.Equal(t, `{trace_id="abc"}`, c.Exemplars[0].Labels.String())
 		require.Equal(t, wantReq1.Series[0].Metadata, c.Metadata)
 		require.Equal(t, wantHist, got[latency].Histograms)
 		require.Equal(t, int64(400), got[latency].Histograms[0].StartTimestamp)
-		require.Equal(t, model.Metadata{Type: writev2.Metadata_METRIC_TYPE_GAUGE, Help: "Temperature.", Unit: "celsius"}, got[temp].Metadata,
+		require.Equal(t, prw.Metadata{Type: writev2.Metadata_METRIC_TYPE_GAUGE, Help: "Temperature.", Unit: "celsius"}, got[temp].Metadata,
 			"1.0 family metadata attached to the family's series")
 		for _, r := range v2.requests() {
 			require.Equal(t, "application/x-protobuf;proto=io.prometheus.write.v2.Request", r.header.Get("Content-Type"))
-			require.Equal(t, "2.0.0", r.header.Get(headerVersion))
+			require.Equal(t, "2.0.0", r.header.Get(prw.HeaderVersion))
 			require.Equal(t, "test-agent", r.header.Get("User-Agent"))
 		}
 	})
@@ -188,7 +188,7 @@ func TestFanOut(t *testing.T) {
 
 // noNaN replaces NaN values (which never equal themselves) with 0, so that
 // slices compare; the bits are checked separately.
-func noNaN(s []model.Sample) []model.Sample {
+func noNaN(s []prw.Sample) []prw.Sample {
 	out := slices.Clone(s)
 	for i := range out {
 		if math.IsNaN(out[i].Value) {
@@ -223,10 +223,10 @@ func TestWriteRelabelAndExternalLabels(t *testing.T) {
 	cfg.Global.ExternalLabels = labels.FromStrings("cluster", "c1", "env", "prod")
 	m, _, metrics := newTestManager(t, cfg)
 
-	require.NoError(t, m.Enqueue(t.Context(), &model.Request{Series: []model.Series{
+	require.NoError(t, m.Enqueue(t.Context(), &prw.Request{Series: []prw.Series{
 		floatSeries(1, 3, "__name__", "keep_me", "env", "dev"),
 		floatSeries(1, 2, "__name__", "drop_me"),
-	}}))
+	}}, nil))
 
 	require.Eventually(t, func() bool { return a.samples() == 3 && b.samples() == 5 }, waitFor, tick)
 	ga, gb := bySeries(a.series()), bySeries(b.series())
@@ -245,9 +245,9 @@ func TestSendUnsupportedDropped(t *testing.T) {
 	cfg.SendNativeHistograms = false
 	m, _, metrics := newTestManager(t, testConfig(cfg))
 	s := floatSeries(1, 2, "__name__", "x")
-	s.Exemplars = []model.Exemplar{{Labels: labels.FromStrings("a", "b"), Value: 1, Timestamp: 1}}
-	h := model.Series{Labels: labels.FromStrings("__name__", "h"), Histograms: []model.Histogram{intHistogram(1, 0)}}
-	require.NoError(t, m.Enqueue(t.Context(), &model.Request{Series: []model.Series{s, h}}))
+	s.Exemplars = []prw.Exemplar{{Labels: labels.FromStrings("a", "b"), Value: 1, Timestamp: 1}}
+	h := prw.Series{Labels: labels.FromStrings("__name__", "h"), Histograms: []prw.Histogram{intHistogram(1, 0)}}
+	require.NoError(t, m.Enqueue(t.Context(), &prw.Request{Series: []prw.Series{s, h}}, nil))
 	require.Eventually(t, func() bool { return u.samples() == 2 }, waitFor, tick)
 	require.Equal(t, 2.0, testutil.ToFloat64(metrics.DroppedSamples.WithLabelValues("u", registry.DropUnsupported)))
 	for _, got := range u.series() {
@@ -266,7 +266,7 @@ func TestRetryOn5xx(t *testing.T) {
 	cfg := testUpstream(t, "u", u.srv.URL, false)
 	cfg.QueueConfig.MaxShards = 1
 	m, _, metrics := newTestManager(t, testConfig(cfg))
-	require.NoError(t, m.Enqueue(t.Context(), &model.Request{Series: []model.Series{floatSeries(1, 10, "__name__", "x")}}))
+	require.NoError(t, m.Enqueue(t.Context(), &prw.Request{Series: []prw.Series{floatSeries(1, 10, "__name__", "x")}}, nil))
 
 	require.Eventually(t, func() bool { return u.samples() == 10 }, waitFor, tick)
 	require.Equal(t, "2", u.requests()[0].header.Get(headerRetryAttempt))
@@ -309,7 +309,7 @@ func TestNonRetryable4xxDropsOneBatch(t *testing.T) {
 			cfg.QueueConfig.RetryOnRateLimit = false
 			m, _, metrics := newTestManager(t, testConfig(cfg))
 			for _, name := range []string{"good1", "bad", "good2"} {
-				require.NoError(t, m.Enqueue(t.Context(), &model.Request{Series: []model.Series{floatSeries(1, 5, "__name__", name)}}))
+				require.NoError(t, m.Enqueue(t.Context(), &prw.Request{Series: []prw.Series{floatSeries(1, 5, "__name__", name)}}, nil))
 			}
 			require.Eventually(t, func() bool { return u.samples() == 10 }, waitFor, tick)
 			got := bySeries(u.series())
@@ -335,7 +335,7 @@ func TestRetryAfterOn429(t *testing.T) {
 	cfg.QueueConfig.MaxShards = 1
 	m, _, metrics := newTestManager(t, testConfig(cfg))
 	start := time.Now()
-	require.NoError(t, m.Enqueue(t.Context(), &model.Request{Series: []model.Series{floatSeries(1, 3, "__name__", "x")}}))
+	require.NoError(t, m.Enqueue(t.Context(), &prw.Request{Series: []prw.Series{floatSeries(1, 3, "__name__", "x")}}, nil))
 	require.Eventually(t, func() bool { return u.samples() == 3 }, waitFor, tick)
 	require.GreaterOrEqual(t, time.Since(start), 950*time.Millisecond, "Retry-After honoured over max_backoff")
 	require.Equal(t, 1.0, testutil.ToFloat64(metrics.Requests.WithLabelValues("u", "429")))
@@ -352,11 +352,11 @@ func TestTooLargeSplits(t *testing.T) {
 	cfg := testUpstream(t, "u", u.srv.URL, true)
 	cfg.QueueConfig.MaxShards = 1
 	m, _, metrics := newTestManager(t, testConfig(cfg))
-	req := &model.Request{}
+	req := &prw.Request{}
 	for _, name := range []string{"a", "b", "c", "huge", "d"} {
 		req.Series = append(req.Series, floatSeries(1, 2, "__name__", name))
 	}
-	require.NoError(t, m.Enqueue(t.Context(), req))
+	require.NoError(t, m.Enqueue(t.Context(), req, nil))
 	require.Eventually(t, func() bool { return u.samples() == 8 }, waitFor, tick)
 	for _, r := range u.requests() {
 		require.Len(t, r.series, 1)
@@ -369,7 +369,7 @@ func TestTooLargeSplits(t *testing.T) {
 func TestOldReceiverResentAsV1(t *testing.T) {
 	var v2Requests atomic.Int64
 	u := newFakeUpstream(t, func(w http.ResponseWriter, _ *http.Request, got *gotRequest, _ int) int {
-		if got.proto == model.ProtoV2 {
+		if got.proto == prw.ProtoV2 {
 			v2Requests.Add(1)
 			w.WriteHeader(http.StatusNoContent) // a 1.0 receiver: no Written headers
 			return 0
@@ -380,13 +380,13 @@ func TestOldReceiverResentAsV1(t *testing.T) {
 	cfg.QueueConfig.MaxShards = 1
 	m, _, metrics := newTestManager(t, testConfig(cfg))
 
-	require.NoError(t, m.Enqueue(t.Context(), &model.Request{Series: []model.Series{floatSeries(1, 3, "__name__", "x")}}))
+	require.NoError(t, m.Enqueue(t.Context(), &prw.Request{Series: []prw.Series{floatSeries(1, 3, "__name__", "x")}}, nil))
 	require.Eventually(t, func() bool { return u.samples() == 3 }, waitFor, tick)
-	require.NoError(t, m.Enqueue(t.Context(), &model.Request{Series: []model.Series{floatSeries(10, 3, "__name__", "x")}}))
+	require.NoError(t, m.Enqueue(t.Context(), &prw.Request{Series: []prw.Series{floatSeries(10, 3, "__name__", "x")}}, nil))
 	require.Eventually(t, func() bool { return u.samples() == 6 }, waitFor, tick)
 
 	for _, r := range u.requests() {
-		require.Equal(t, model.ProtoV1, r.proto)
+		require.Equal(t, prw.ProtoV1, r.proto)
 	}
 	require.Equal(t, int64(1), v2Requests.Load(), "1.0 from then on")
 	require.Equal(t, 3.0, testutil.ToFloat64(metrics.FailedSamples.WithLabelValues("u")))
@@ -414,7 +414,7 @@ func TestQueueFullIsAllOrNothing(t *testing.T) {
 	defer close(release)
 
 	enqueue := func(ts int64) error {
-		return m.Enqueue(t.Context(), &model.Request{Series: []model.Series{floatSeries(ts, 5, "__name__", "x")}})
+		return m.Enqueue(t.Context(), &prw.Request{Series: []prw.Series{floatSeries(ts, 5, "__name__", "x")}}, nil)
 	}
 	require.NoError(t, enqueue(0))
 	require.NoError(t, enqueue(5))
@@ -449,11 +449,11 @@ func TestPerSeriesOrder(t *testing.T) {
 	names := []string{"a", "b", "c", "d", "e"}
 	const calls, per = 200, 5
 	for i := range calls {
-		req := &model.Request{}
+		req := &prw.Request{}
 		for _, n := range names {
 			req.Series = append(req.Series, floatSeries(int64(i*per), per, "__name__", n))
 		}
-		require.NoError(t, m.Enqueue(t.Context(), req))
+		require.NoError(t, m.Enqueue(t.Context(), req, nil))
 	}
 	require.Eventually(t, func() bool { return u.samples() == calls*per*len(names) }, waitFor, tick)
 	last := map[string]int64{}
@@ -475,7 +475,7 @@ func TestStopFlushesQueued(t *testing.T) {
 	cfg.QueueConfig.BatchSendDeadline = 1e12 // never: only Stop sends
 	m, _, metrics := newTestManager(t, testConfig(cfg))
 	for i := range 10 {
-		require.NoError(t, m.Enqueue(t.Context(), &model.Request{Series: []model.Series{floatSeries(int64(i*5), 5, "__name__", "x", "i", string(rune('a'+i)))}}))
+		require.NoError(t, m.Enqueue(t.Context(), &prw.Request{Series: []prw.Series{floatSeries(int64(i*5), 5, "__name__", "x", "i", string(rune('a'+i)))}}, nil))
 	}
 	require.Equal(t, 0, u.samples())
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
@@ -484,7 +484,7 @@ func TestStopFlushesQueued(t *testing.T) {
 	m.Stop(ctx) // idempotent
 	require.Equal(t, 50, u.samples())
 	require.Equal(t, 0.0, testutil.ToFloat64(metrics.QueueLength.WithLabelValues("u")))
-	require.ErrorIs(t, m.Enqueue(t.Context(), &model.Request{}), ErrStopped)
+	require.ErrorIs(t, m.Enqueue(t.Context(), &prw.Request{}, nil), ErrStopped)
 	require.ErrorIs(t, m.ApplyConfig(testConfig(cfg)), ErrStopped)
 }
 
@@ -498,7 +498,7 @@ func TestStopDeadlineDropsTheRest(t *testing.T) {
 	cfg.QueueConfig.MaxSamplesPerSend = 5
 	m, _, metrics := newTestManager(t, testConfig(cfg))
 	for i := range 4 {
-		require.NoError(t, m.Enqueue(t.Context(), &model.Request{Series: []model.Series{floatSeries(int64(i*5), 5, "__name__", "x")}}))
+		require.NoError(t, m.Enqueue(t.Context(), &prw.Request{Series: []prw.Series{floatSeries(int64(i*5), 5, "__name__", "x")}}, nil))
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
 	defer cancel()
@@ -511,7 +511,22 @@ func TestStopDeadlineDropsTheRest(t *testing.T) {
 
 func TestEnqueueBeforeConfig(t *testing.T) {
 	m := NewManager(nil, registry.NewForwardMetrics(nil), Options{})
-	require.ErrorIs(t, m.Enqueue(t.Context(), &model.Request{}), ErrNotConfigured)
+	require.ErrorIs(t, m.Enqueue(t.Context(), &prw.Request{}, nil), ErrNotConfigured)
 	m.Stop(t.Context())
-	require.True(t, errors.Is(m.Enqueue(t.Context(), &model.Request{}), ErrStopped))
+	require.True(t, errors.Is(m.Enqueue(t.Context(), &prw.Request{}, nil), ErrStopped))
+}
+
+// TestRoutes: Enqueue sends a request only to the upstreams its routes
+// allow, whichever path (disk or memory) each upstream's queue takes.
+func TestRoutes(t *testing.T) {
+	a := newFakeUpstream(t, nil)
+	b := newFakeUpstream(t, nil)
+	m, _, _ := newTestManager(t, testConfig(testUpstream(t, "a", a.srv.URL, false), testUpstream(t, "b", b.srv.URL, false)))
+	onlyB := func(u string) bool { return u == "b" }
+	require.NoError(t, m.Enqueue(t.Context(), &prw.Request{Series: []prw.Series{floatSeries(1000, 3, "__name__", "routed")}}, onlyB))
+	require.NoError(t, m.Enqueue(t.Context(), &prw.Request{Series: []prw.Series{floatSeries(5000, 2, "__name__", "everywhere")}}, nil))
+	require.Eventually(t, func() bool { return b.samples() == 5 && a.samples() == 2 }, 10*time.Second, 10*time.Millisecond)
+	for _, s := range a.series() {
+		require.Equal(t, "everywhere", s.Labels.Get("__name__"), "a got data routed to b only")
+	}
 }

@@ -14,7 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/rwgateway/gateway/config"
-	"github.com/rwgateway/gateway/pkg/model"
+	"github.com/rwgateway/gateway/pkg/prw"
 )
 
 func (m *Manager) forwarderFor(name string) *forwarder {
@@ -55,7 +55,7 @@ func TestApplyConfigReload(t *testing.T) {
 	}
 	m, reg, _ := newTestManager(t, cfgFor("a", "b", "c"))
 	send := func(ts int64) {
-		require.NoError(t, m.Enqueue(t.Context(), &model.Request{Series: []model.Series{floatSeries(ts, 2, "__name__", "x")}}))
+		require.NoError(t, m.Enqueue(t.Context(), &prw.Request{Series: []prw.Series{floatSeries(ts, 2, "__name__", "x")}}, nil))
 	}
 	send(0)
 	for _, n := range []string{"a", "b", "c"} {
@@ -119,8 +119,8 @@ func TestApplyConfigConcurrent(t *testing.T) {
 	for g := range 4 {
 		wg.Go(func() {
 			for i := 0; !stop.Load(); i++ {
-				req := &model.Request{Series: []model.Series{floatSeries(int64(i), 1, "__name__", "x", "g", fmt.Sprint(g))}}
-				err := m.Enqueue(context.Background(), req)
+				req := &prw.Request{Series: []prw.Series{floatSeries(int64(i), 1, "__name__", "x", "g", fmt.Sprint(g))}}
+				err := m.Enqueue(context.Background(), req, nil)
 				if err != nil && !errors.Is(err, ErrQueueFull) {
 					t.Errorf("enqueue: %v", err)
 					return

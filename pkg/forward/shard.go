@@ -7,7 +7,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/rwgateway/gateway/pkg/model"
+	"github.com/rwgateway/gateway/pkg/prw"
 	"github.com/rwgateway/gateway/pkg/registry"
 )
 
@@ -291,7 +291,7 @@ func (s *shard) send(ctx context.Context, items []item) bool {
 			} else if f.oldReceiverLog.allow() {
 				f.logger.Warn("upstream answered remote write 2.0 without written headers, resending as 1.0")
 			}
-			proto, resentV1 = model.ProtoV1, true
+			proto, resentV1 = prw.ProtoV1, true
 			if data, st, err = s.enc.encode(proto, items); err != nil {
 				f.drop(registry.DropEncode, countPoints(items))
 				f.logger.Error("encode batch, dropped it", "err", err)
@@ -300,17 +300,17 @@ func (s *shard) send(ctx context.Context, items []item) bool {
 			continue
 
 		case outcomeTooLarge:
-			if len(items) <= 1 {
+			head, tail, ok := splitBatch(items)
+			if !ok {
 				f.drop(registry.DropTooLarge, st.points())
 				if f.warnLog.allow() {
-					f.logger.Warn("upstream refused a single series as too large, dropped it", "err", res.err, "body", string(res.body))
+					f.logger.Warn("upstream refused a single point as too large, dropped it", "err", res.err, "body", string(res.body))
 				}
 				return true
 			}
-			mid := len(items) / 2
-			head := s.send(ctx, items[:mid])
-			tail := s.send(ctx, items[mid:])
-			return head && tail
+			sentHead := s.send(ctx, head)
+			sentTail := s.send(ctx, tail)
+			return sentHead && sentTail
 
 		case outcomeDrop:
 			reason := registry.DropHTTPStatus
@@ -361,6 +361,33 @@ func (s *shard) send(ctx context.Context, items []item) bool {
 	}
 }
 
+// splitBatch cuts a batch an upstream refused as too large into two halves
+// of about the same number of points, at series boundaries where it can:
+// whole items when there are several, the series of a chunk, and the
+// points of a single series last (its head is sent first, so its points
+// stay in order). ok is false for a batch of one point, which cannot be
+// split.
+func splitBatch(items []item) (head, tail []item, ok bool) {
+	if len(items) > 1 {
+		mid := len(items) / 2
+		return items[:mid:mid], items[mid:], true
+	}
+	if len(items) == 0 {
+		return nil, nil, false
+	}
+	it := &items[0]
+	n := it.count()
+	if it.family != nil || n <= 1 {
+		return nil, nil, false
+	}
+	if it.chunk && it.seriesCount() > 1 {
+		h, t := it.splitChunk(n / 2)
+		return []item{h}, []item{t}, true
+	}
+	h, t := it.split(n / 2)
+	return []item{h}, []item{t}, true
+}
+
 // jitter returns a delay in [d/2, d], at least floor.
 func jitter(d, floor time.Duration) time.Duration {
 	if d <= 1 {
@@ -402,7 +429,12 @@ func (s *shard) dropTooOld(items []item) []item {
 	cutoff := time.Now().Add(-limit).UnixMilli()
 	// Raw series are queued only for upstreams without an age limit; one
 	// read back from a disk queue of a former configuration is decoded.
-	items = expandRaw(items)
+	expanded, err := expandRaw(items)
+	if err != nil {
+		s.f.drop(registry.DropEncode, countPoints(items))
+		return nil
+	}
+	items = expanded
 	old := func(it *item) bool {
 		for _, x := range it.samples {
 			if x.Timestamp < cutoff {
@@ -441,9 +473,9 @@ func (s *shard) dropTooOld(items []item) []item {
 			continue
 		}
 		before := it.count()
-		it.samples = keepNewer(it.samples, cutoff, func(x model.Sample) int64 { return x.Timestamp })
-		it.histograms = keepNewer(it.histograms, cutoff, func(x model.Histogram) int64 { return x.Timestamp })
-		it.exemplars = keepNewer(it.exemplars, cutoff, func(x model.Exemplar) int64 { return x.Timestamp })
+		it.samples = keepNewer(it.samples, cutoff, func(x prw.Sample) int64 { return x.Timestamp })
+		it.histograms = keepNewer(it.histograms, cutoff, func(x prw.Histogram) int64 { return x.Timestamp })
+		it.exemplars = keepNewer(it.exemplars, cutoff, func(x prw.Exemplar) int64 { return x.Timestamp })
 		dropped += before - it.count()
 		if it.count() > 0 {
 			it.size = estimateSize(&it)

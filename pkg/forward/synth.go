@@ -10,7 +10,7 @@ import (
 	"github.com/prometheus/prometheus/prompb"
 	"google.golang.org/protobuf/encoding/protowire"
 
-	"github.com/rwgateway/gateway/pkg/model"
+	"github.com/rwgateway/gateway/pkg/prw"
 )
 
 // A remote write 2.0 request reaches the Manager decoded, without the raw
@@ -32,7 +32,7 @@ import (
 // pools them: a synthesized RawV1 is valid until the synthesizer is put
 // back, and everything that outlives Enqueue is copied from it.
 type synthesizer struct {
-	raw      model.RawV1
+	raw      prw.RawV1
 	enc      *encoder
 	hashBuf  []byte
 	families map[string]struct{}
@@ -45,9 +45,9 @@ var synthesizers = sync.Pool{New: func() any {
 
 // synthesize returns req, a decoded request, in the 1.0 wire form, or nil
 // if a series could not be encoded (the general path then takes it).
-func (sy *synthesizer) synthesize(req *model.Request) *model.RawV1 {
+func (sy *synthesizer) synthesize(req *prw.Request) *prw.RawV1 {
 	raw := &sy.raw
-	*raw = model.RawV1{Msg: raw.Msg[:0], Series: raw.Series[:0], Metadata: raw.Metadata[:0]}
+	*raw = prw.RawV1{Msg: raw.Msg[:0], Series: raw.Series[:0], Metadata: raw.Metadata[:0]}
 	clear(sy.families)
 	sy.meta = sy.meta[:0]
 	b := raw.Msg
@@ -56,7 +56,7 @@ func (sy *synthesizer) synthesize(req *model.Request) *model.RawV1 {
 		start := len(b)
 		var (
 			c  batchStats
-			rs model.RawSeries
+			rs prw.RawSeries
 		)
 		if len(s.Histograms) == 0 && len(s.Exemplars) == 0 {
 			b, rs.Hash = sy.appendFloatSeries(b, s)
@@ -67,7 +67,7 @@ func (sy *synthesizer) synthesize(req *model.Request) *model.RawV1 {
 			if b, c, err = sy.enc.appendSeriesV1(b, &it); err != nil {
 				return nil
 			}
-			rs.Hash, sy.hashBuf = model.HashLabels(s.Labels, sy.hashBuf)
+			rs.Hash, sy.hashBuf = prw.HashLabels(s.Labels, sy.hashBuf)
 		}
 		rs.Span = fieldSpan(b, start)
 		rs.Samples, rs.Histograms, rs.Exemplars = uint32(c.samples), uint32(c.histograms), uint32(c.exemplars)
@@ -80,7 +80,7 @@ func (sy *synthesizer) synthesize(req *model.Request) *model.RawV1 {
 			if _, ok := sy.families[name]; !ok {
 				sy.families[name] = struct{}{}
 				sy.meta = append(sy.meta, prompb.MetricMetadata{
-					Type:             model.MetricTypeToV1(s.Metadata.Type),
+					Type:             prw.MetricTypeToV1(s.Metadata.Type),
 					MetricFamilyName: name,
 					Help:             s.Metadata.Help,
 					Unit:             s.Metadata.Unit,
@@ -106,8 +106,8 @@ func (sy *synthesizer) synthesize(req *model.Request) *model.RawV1 {
 // is zero and timestamp unless it is zero, lengths as minimal varints),
 // without building prompb values: for the usual series it is several times
 // cheaper, and the label bytes it writes are the ones HashLabels hashes.
-func (sy *synthesizer) appendFloatSeries(b []byte, s *model.Series) ([]byte, uint64) {
-	body := model.AppendLabels(sy.hashBuf[:0], s.Labels)
+func (sy *synthesizer) appendFloatSeries(b []byte, s *prw.Series) ([]byte, uint64) {
+	body := prw.AppendLabels(sy.hashBuf[:0], s.Labels)
 	h := xxhash.Sum64(body)
 	for _, x := range s.Samples {
 		n := 0
@@ -136,15 +136,15 @@ func (sy *synthesizer) appendFloatSeries(b []byte, s *model.Series) ([]byte, uin
 
 // fieldSpan returns the span of the message of the length-delimited field
 // that starts at b[start:] and ends b.
-func fieldSpan(b []byte, start int) model.Span {
+func fieldSpan(b []byte, start int) prw.Span {
 	_, _, k := protowire.ConsumeTag(b[start:])
 	_, m := protowire.ConsumeVarint(b[start+k:])
-	return model.Span{Off: uint32(start + k + m), Len: uint32(len(b) - start - k - m)}
+	return prw.Span{Off: uint32(start + k + m), Len: uint32(len(b) - start - k - m)}
 }
 
 // mayTakeRaw reports whether the upstream could take a request raw: what
 // takesRaw checks that does not depend on the request.
 func (f *forwarder) mayTakeRaw() bool {
 	c := f.cfg
-	return f.proto() == model.ProtoV1 && len(c.WriteRelabelConfigs) == 0 && c.QueueConfig.SampleAgeLimit <= 0
+	return f.proto() == prw.ProtoV1 && len(c.WriteRelabelConfigs) == 0 && c.QueueConfig.SampleAgeLimit <= 0
 }

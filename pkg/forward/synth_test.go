@@ -19,7 +19,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/rwgateway/gateway/config"
-	"github.com/rwgateway/gateway/pkg/model"
+	"github.com/rwgateway/gateway/pkg/prw"
 	"github.com/rwgateway/gateway/pkg/receiver"
 	"github.com/rwgateway/gateway/pkg/receiver/rwtest"
 	"github.com/rwgateway/gateway/pkg/registry"
@@ -52,9 +52,9 @@ func v2TestRequest(series int) *writev2.Request {
 
 func postV2(t *testing.T, m *Manager, wr *writev2.Request) {
 	t.Helper()
-	h := receiver.NewHandler(nil, registry.NewReceiverMetrics(prometheus.NewRegistry()), m, receiver.Options{})
+	h := receiver.NewHandler(nil, registry.NewReceiverMetrics(prometheus.NewRegistry()), allUpstreams{m}, receiver.Options{})
 	rec := httptest.NewRecorder()
-	h.ServeHTTP(rec, rwtest.NewHTTPRequest(model.ProtoV2, rwtest.Encode(wr)))
+	h.ServeHTTP(rec, rwtest.NewHTTPRequest(prw.ProtoV2, rwtest.Encode(wr)))
 	require.Equal(t, http.StatusNoContent, rec.Code, rec.Body.String())
 }
 
@@ -108,7 +108,7 @@ func TestSynthesizedV2(t *testing.T) {
 			want := 2*n + 1 + 1 // samples, the histogram, the exemplar
 			for _, u := range []*fakeUpstream{fast, general} {
 				require.Eventually(t, func() bool {
-					s, h, e := (&model.Request{Series: u.series()}).Counts()
+					s, h, e := (&prw.Request{Series: u.series()}).Counts()
 					return s+h+e >= want
 				}, waitFor, time.Millisecond)
 			}
@@ -132,16 +132,16 @@ func TestSynthesizedV2(t *testing.T) {
 // The synthesized form of a request is the 1.0 message of its series, with
 // the shard hash of their labels.
 func TestSynthesizeSpans(t *testing.T) {
-	req := &model.Request{Proto: model.ProtoV2}
-	odd := []model.Sample{
+	req := &prw.Request{Proto: prw.ProtoV2}
+	odd := []prw.Sample{
 		{Value: 0, Timestamp: 0}, {Value: math.Copysign(0, -1), Timestamp: -5},
 		{Value: math.Float64frombits(value.StaleNaN), Timestamp: math.MaxInt64},
 		{Value: -1e300, Timestamp: 1}, {Value: 1, Timestamp: 1 << 40},
 	}
 	for i := range 5 {
-		req.Series = append(req.Series, model.Series{
+		req.Series = append(req.Series, prw.Series{
 			Labels:  rwtest.SeriesLabels(i),
-			Samples: []model.Sample{{Value: float64(i), Timestamp: 1000, StartTimestamp: 1}, odd[i]},
+			Samples: []prw.Sample{{Value: float64(i), Timestamp: 1000, StartTimestamp: 1}, odd[i]},
 		})
 	}
 	sy := synthesizers.Get().(*synthesizer)
@@ -150,11 +150,11 @@ func TestSynthesizeSpans(t *testing.T) {
 	require.NotNil(t, raw)
 	require.Len(t, raw.Series, 5)
 	require.Equal(t, 10, raw.Samples)
-	var h model.LabelHasher
+	var h prw.LabelHasher
 	for i, rs := range raw.Series {
-		scanned, err := model.ScanRawSeries(rs.Bytes(raw.Msg), &h)
+		scanned, err := prw.ScanRawSeries(rs.Bytes(raw.Msg), &h)
 		require.NoError(t, err)
-		want, _ := model.HashLabels(rwtest.SeriesLabels(i), nil)
+		want, _ := prw.HashLabels(rwtest.SeriesLabels(i), nil)
 		require.Equal(t, want, rs.Hash)
 		require.Equal(t, want, scanned.Hash)
 		require.Equal(t, uint32(2), scanned.Samples)
@@ -189,7 +189,7 @@ func TestSynthesizeRandomFloatSeries(t *testing.T) {
 	sy := synthesizers.Get().(*synthesizer)
 	defer synthesizers.Put(sy)
 	for range 300 {
-		req := &model.Request{Proto: model.ProtoV2}
+		req := &prw.Request{Proto: prw.ProtoV2}
 		for range 1 + rnd.IntN(20) {
 			sb := labels.NewScratchBuilder(0)
 			sb.Add(labels.MetricName, str(1+rnd.IntN(200)))
@@ -197,7 +197,7 @@ func TestSynthesizeRandomFloatSeries(t *testing.T) {
 				sb.Add(str(1+rnd.IntN(140)), str(rnd.IntN(300)))
 			}
 			sb.Sort()
-			s := model.Series{Labels: sb.Labels()}
+			s := prw.Series{Labels: sb.Labels()}
 			special := []float64{0, math.Copysign(0, -1), math.NaN(), math.Float64frombits(value.StaleNaN), math.Inf(-1), 1}
 			for range 1 + rnd.IntN(4) {
 				v := math.Float64frombits(rnd.Uint64())
@@ -205,7 +205,7 @@ func TestSynthesizeRandomFloatSeries(t *testing.T) {
 					v = special[rnd.IntN(len(special))]
 				}
 				// Timestamps of every sign and size, 0 and -1 included.
-				s.Samples = append(s.Samples, model.Sample{Value: v, Timestamp: int64(rnd.Uint64()) >> rnd.IntN(64)})
+				s.Samples = append(s.Samples, prw.Sample{Value: v, Timestamp: int64(rnd.Uint64()) >> rnd.IntN(64)})
 			}
 			req.Series = append(req.Series, s)
 		}
@@ -221,7 +221,7 @@ func TestSynthesizeRandomFloatSeries(t *testing.T) {
 			want, err := ts.Marshal()
 			require.NoError(t, err)
 			require.Equal(t, want, rs.Bytes(raw.Msg))
-			h, _ := model.HashLabels(s.Labels, nil)
+			h, _ := prw.HashLabels(s.Labels, nil)
 			require.Equal(t, h, rs.Hash)
 			require.Equal(t, uint32(len(s.Samples)), rs.Samples)
 		}

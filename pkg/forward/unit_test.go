@@ -11,7 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/rwgateway/gateway/config"
-	"github.com/rwgateway/gateway/pkg/model"
+	"github.com/rwgateway/gateway/pkg/prw"
 	"github.com/rwgateway/gateway/pkg/registry"
 )
 
@@ -39,7 +39,7 @@ func TestParseRetryAfter(t *testing.T) {
 func TestFamilyName(t *testing.T) {
 	for _, tc := range []struct {
 		name string
-		typ  model.MetricType
+		typ  prw.MetricType
 		want string
 	}{
 		{name: "http_duration_seconds_bucket", typ: writev2.Metadata_METRIC_TYPE_HISTOGRAM, want: "http_duration_seconds"},
@@ -55,28 +55,6 @@ func TestFamilyName(t *testing.T) {
 	require.Equal(t, []string{"requests_total", "requests"}, []string{a, b})
 	a, b = familyCandidates("up")
 	require.Equal(t, []string{"up", ""}, []string{a, b})
-}
-
-func TestSameUpstream(t *testing.T) {
-	base := func() *config.UpstreamConfig {
-		u := testUpstream(t, "u", "http://example.invalid/api/v1/write", false)
-		u.WriteRelabelConfigs = relabelConfigs(t, "- source_labels: [a]\n  regex: x.*\n  action: drop\n")
-		return u
-	}
-	require.True(t, sameUpstream(base(), base()))
-	for name, change := range map[string]func(*config.UpstreamConfig){
-		"relabel":  func(u *config.UpstreamConfig) { u.WriteRelabelConfigs[0].Action = "keep" },
-		"header":   func(u *config.UpstreamConfig) { u.Headers = map[string]string{"a": "b"} },
-		"shards":   func(u *config.UpstreamConfig) { u.QueueConfig.MaxShards++ },
-		"protocol": func(u *config.UpstreamConfig) { u.ProtobufMessage = config.ProtobufMessageV2 },
-		"password": func(u *config.UpstreamConfig) { u.HTTPClientConfig.BearerToken = "secret" },
-	} {
-		t.Run(name, func(t *testing.T) {
-			u := base()
-			change(u)
-			require.False(t, sameUpstream(base(), u))
-		})
-	}
 }
 
 // newTestShard returns a shard of a forwarder that is never started.
@@ -136,7 +114,7 @@ func TestTakeCutsBatches(t *testing.T) {
 				break
 			}
 			total += n
-			_, _, err := enc.encode(model.ProtoV1, b)
+			_, _, err := enc.encode(prw.ProtoV1, b)
 			require.NoError(t, err)
 			require.LessOrEqual(t, len(enc.pbuf), maxBytes, "encoded batch within max_bytes_per_send")
 			sizes = append(sizes, len(enc.pbuf))
@@ -162,12 +140,12 @@ func TestSampleAgeLimit(t *testing.T) {
 	now := time.Now().UnixMilli()
 	old := now - 2*time.Hour.Milliseconds()
 	items := []item{
-		{labels: labels.FromStrings("a", "1"), samples: []model.Sample{{Timestamp: old}, {Timestamp: now}}},
-		{labels: labels.FromStrings("a", "2"), samples: []model.Sample{{Timestamp: old}}},
-		{labels: labels.FromStrings("a", "3"), samples: []model.Sample{{Timestamp: now}}},
+		{labels: labels.FromStrings("a", "1"), samples: []prw.Sample{{Timestamp: old}, {Timestamp: now}}},
+		{labels: labels.FromStrings("a", "2"), samples: []prw.Sample{{Timestamp: old}}},
+		{labels: labels.FromStrings("a", "3"), samples: []prw.Sample{{Timestamp: now}}},
 	}
 	got := s.dropTooOld(items)
 	require.Len(t, got, 2)
-	require.Equal(t, []model.Sample{{Timestamp: now}}, got[0].samples)
+	require.Equal(t, []prw.Sample{{Timestamp: now}}, got[0].samples)
 	require.Len(t, items[0].samples, 2, "queued items are not modified")
 }

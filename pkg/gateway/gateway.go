@@ -25,6 +25,7 @@ import (
 
 	"github.com/rwgateway/gateway/config"
 	"github.com/rwgateway/gateway/pkg/forward"
+	"github.com/rwgateway/gateway/pkg/queue"
 	"github.com/rwgateway/gateway/pkg/receiver"
 	"github.com/rwgateway/gateway/pkg/registry"
 	"github.com/rwgateway/gateway/pkg/tenant"
@@ -107,7 +108,7 @@ func New(logger *slog.Logger, reg prometheus.Registerer, gatherer prometheus.Gat
 	g := &Gateway{logger: logger, opts: opts, cfg: cfg, listen: net.Listen}
 	g.configMetrics = registry.NewConfigMetrics(reg)
 	fwdOpts := opts.Forward
-	fwdOpts.QueueMetrics = registry.NewQueueMetrics(reg)
+	fwdOpts.QueueMetrics = queue.NewMetrics(reg)
 	g.fwd = forward.NewManager(logger, registry.NewForwardMetrics(reg), fwdOpts)
 	g.guard = tenant.NewGuard(registry.NewTenantMetrics(reg), g.fwd)
 	g.guard.Apply(tenants)

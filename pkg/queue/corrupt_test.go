@@ -12,8 +12,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
-
-	"github.com/rwgateway/gateway/pkg/registry"
 )
 
 // writeFixture writes records 0-8 in segments 1-3, three each, and closes.
@@ -212,7 +210,7 @@ func TestCorruption(t *testing.T) {
 
 			var logs bytes.Buffer
 			opts.Logger = slog.New(slog.NewTextHandler(&logs, nil))
-			opts.Metrics = registry.NewQueueMetrics(prometheus.NewPedanticRegistry())
+			opts.Metrics = NewMetrics(prometheus.NewPedanticRegistry())
 			q := openQueue(t, opts)
 			records, _ := q.Len()
 			require.Equal(t, int64(len(tc.want)), records)

@@ -4,7 +4,7 @@
 //
 // # Use
 //
-//	q, err := queue.Open(queue.Options{Dir: dir, Upstream: name, Metrics: m}) // m: registry.NewQueueMetrics, once
+//	q, err := queue.Open(queue.Options{Dir: dir, Upstream: name, Metrics: m}) // m: queue.NewMetrics(reg), once
 //	err = q.Append(batch)              // durable per Options.Fsync
 //	rec, pos, err := q.Next(ctx)       // blocks; rec valid until the next Next
 //	err = q.Ack(pos)                   // after the upstream accepted rec

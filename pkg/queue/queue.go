@@ -10,8 +10,6 @@ import (
 	"sync"
 	"syscall"
 	"time"
-
-	"github.com/rwgateway/gateway/pkg/registry"
 )
 
 // Sentinel errors. Errors returned by the queue wrap them; test with
@@ -107,10 +105,9 @@ type Options struct {
 	// Logger receives the queue's warnings (repairs, quarantines, drops).
 	// Default: discard.
 	Logger *slog.Logger
-	// Metrics are updated by the queue: the gateway's one
-	// registry.QueueMetrics, shared by every queue. Default: unregistered
-	// collectors.
-	Metrics *registry.QueueMetrics
+	// Metrics are updated by the queue: one NewMetrics shared by every
+	// queue of the process. Default: unregistered collectors.
+	Metrics *Metrics
 
 	// segmentBytes is SegmentBytes as configured, before the cap.
 	segmentBytes int64
@@ -143,7 +140,7 @@ func (o Options) withDefaults() (Options, error) {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	if o.Metrics == nil {
-		o.Metrics = registry.NewQueueMetrics(nil)
+		o.Metrics = NewMetrics(nil)
 	}
 	if o.wrapFile == nil {
 		o.wrapFile = func(f *os.File) segmentFile { return f }

@@ -17,8 +17,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
-
-	"github.com/rwgateway/gateway/pkg/registry"
 )
 
 const testUpstream = "up"
@@ -46,7 +44,7 @@ func testOptions(t testing.TB) Options {
 		Upstream:     testUpstream,
 		MaxBytes:     1 << 20,
 		SegmentBytes: testSegmentBytes,
-		Metrics:      registry.NewQueueMetrics(prometheus.NewPedanticRegistry()),
+		Metrics:      NewMetrics(prometheus.NewPedanticRegistry()),
 	}
 }
 
@@ -418,7 +416,7 @@ func TestNoSpace(t *testing.T) {
 	require.NoError(t, q.Close())
 
 	opts.wrapFile = nil
-	opts.Metrics = registry.NewQueueMetrics(prometheus.NewPedanticRegistry())
+	opts.Metrics = NewMetrics(prometheus.NewPedanticRegistry())
 	q = openQueue(t, opts)
 	got, _ := drain(t, q)
 	require.Equal(t, want(0, 8), got)
@@ -472,7 +470,7 @@ func TestConcurrentAppendAndRead(t *testing.T) {
 
 func TestMetricsRegistration(t *testing.T) {
 	reg := prometheus.NewPedanticRegistry()
-	m := registry.NewQueueMetrics(reg)
+	m := NewMetrics(reg)
 	opts := testOptions(t)
 	opts.Metrics = m
 	q := openQueue(t, opts)

@@ -14,7 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/encoding/protowire"
 
-	"github.com/rwgateway/gateway/pkg/model"
+	"github.com/rwgateway/gateway/pkg/prw"
 	"github.com/rwgateway/gateway/pkg/receiver/rwtest"
 	"github.com/rwgateway/gateway/pkg/registry"
 )
@@ -25,7 +25,7 @@ var benchSizes = []int{100, 2000, 10000}
 
 type nopQueue struct{}
 
-func (nopQueue) Enqueue(context.Context, *model.Request) error { return nil }
+func (nopQueue) Enqueue(context.Context, *prw.Request) error { return nil }
 
 // benchWriter is a ResponseWriter that costs nothing per request.
 type benchWriter struct {
@@ -37,18 +37,18 @@ func (w *benchWriter) Header() http.Header         { return w.h }
 func (w *benchWriter) Write(b []byte) (int, error) { return len(b), nil }
 func (w *benchWriter) WriteHeader(code int)        { w.code = code }
 
-func benchBody(p model.Protocol, samples int) []byte {
-	if p == model.ProtoV2 {
+func benchBody(p prw.Protocol, samples int) []byte {
+	if p == prw.ProtoV2 {
 		return rwtest.Encode(rwtest.V2Request(samples, 1))
 	}
 	return rwtest.Encode(rwtest.V1Request(samples, 1))
 }
 
-func BenchmarkHandlerV1(b *testing.B) { benchHandler(b, model.ProtoV1) }
+func BenchmarkHandlerV1(b *testing.B) { benchHandler(b, prw.ProtoV1) }
 
-func BenchmarkHandlerV2(b *testing.B) { benchHandler(b, model.ProtoV2) }
+func BenchmarkHandlerV2(b *testing.B) { benchHandler(b, prw.ProtoV2) }
 
-func benchHandler(b *testing.B, p model.Protocol) {
+func benchHandler(b *testing.B, p prw.Protocol) {
 	for _, n := range benchSizes {
 		b.Run(fmt.Sprintf("samples=%d", n), func(b *testing.B) {
 			body := benchBody(p, n)
@@ -80,7 +80,7 @@ func benchHandler(b *testing.B, p model.Protocol) {
 // BenchmarkSnappyDecodeFloor is snappy decoding alone of the handler
 // benchmarks' bodies, into a reused buffer: the floor under the handler.
 func BenchmarkSnappyDecodeFloor(b *testing.B) {
-	for _, p := range []model.Protocol{model.ProtoV1, model.ProtoV2} {
+	for _, p := range []prw.Protocol{prw.ProtoV1, prw.ProtoV2} {
 		for _, n := range benchSizes {
 			b.Run(fmt.Sprintf("proto=%s/samples=%d", p.Label(), n), func(b *testing.B) {
 				body := benchBody(p, n)
@@ -108,7 +108,7 @@ func BenchmarkSnappyDecodeFloor(b *testing.B) {
 func BenchmarkHandlerFloorScan(b *testing.B) {
 	for _, n := range benchSizes {
 		b.Run(fmt.Sprintf("samples=%d", n), func(b *testing.B) {
-			body := benchBody(model.ProtoV1, n)
+			body := benchBody(prw.ProtoV1, n)
 			dLen, err := snappy.DecodedLen(body)
 			if err != nil {
 				b.Fatal(err)

@@ -16,7 +16,7 @@ import (
 	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
 	"github.com/stretchr/testify/require"
 
-	"github.com/rwgateway/gateway/pkg/model"
+	"github.com/rwgateway/gateway/pkg/prw"
 	"github.com/rwgateway/gateway/pkg/receiver/rwtest"
 	"github.com/rwgateway/gateway/pkg/registry"
 )
@@ -24,7 +24,7 @@ import (
 var writeFuzzCorpus = flag.Bool("write-fuzz-corpus", false, "write the seed corpus of the fuzz targets to testdata/fuzz")
 
 // fuzzSeeds returns real protobuf messages (not snappy-encoded) of protocol p.
-func fuzzSeeds(p model.Protocol) [][]byte {
+func fuzzSeeds(p prw.Protocol) [][]byte {
 	marshal := func(m rwtest.Marshaler) []byte {
 		b, err := m.Marshal()
 		if err != nil {
@@ -35,11 +35,11 @@ func fuzzSeeds(p model.Protocol) [][]byte {
 	all := roundTripSeries()
 	invalid := []tseries{
 		validSeries("ok", 1),
-		{labels: []string{"__name__", "dup", "a", "1", "a", "2"}, samples: []model.Sample{{Value: 1}}},
-		histogramSeries("bad", withHistogram(intExpHistogram, func(h *model.Histogram) { h.Count = &writev2.Histogram_CountInt{CountInt: 1} })),
+		{labels: []string{"__name__", "dup", "a", "1", "a", "2"}, samples: []prw.Sample{{Value: 1}}},
+		histogramSeries("bad", withHistogram(intExpHistogram, func(h *prw.Histogram) { h.Count = &writev2.Histogram_CountInt{CountInt: 1} })),
 	}
-	md := []model.FamilyMetadata{{MetricFamilyName: "up", Metadata: model.Metadata{Type: writev2.Metadata_METRIC_TYPE_GAUGE, Help: "Up."}}}
-	if p == model.ProtoV2 {
+	md := []prw.FamilyMetadata{{MetricFamilyName: "up", Metadata: prw.Metadata{Type: writev2.Metadata_METRIC_TYPE_GAUGE, Help: "Up."}}}
+	if p == prw.ProtoV2 {
 		return [][]byte{
 			marshal(buildV2(nil)),
 			marshal(rwtest.V2Request(3, 2)),
@@ -53,7 +53,7 @@ func fuzzSeeds(p model.Protocol) [][]byte {
 		marshal(rwtest.V1Request(3, 2)),
 		marshal(buildV1(all, md)),
 		marshal(buildV1(invalid, nil)),
-		marshal(buildV1([]tseries{{labels: []string{"__name__", "ex"}, exemplars: []model.Exemplar{{Labels: labels.FromStrings("trace_id", "t"), Value: 1}}}}, nil)),
+		marshal(buildV1([]tseries{{labels: []string{"__name__", "ex"}, exemplars: []prw.Exemplar{{Labels: labels.FromStrings("trace_id", "t"), Value: 1}}}}, nil)),
 	}
 }
 
@@ -61,21 +61,21 @@ func fuzzSeeds(p model.Protocol) [][]byte {
 // handler promises an Enqueuer.
 type acceptingQueue struct{ t *testing.T }
 
-func (q acceptingQueue) Enqueue(_ context.Context, req *model.Request) error {
+func (q acceptingQueue) Enqueue(_ context.Context, req *prw.Request) error {
 	raw := req.Raw
 	req.Materialize()
 	if raw != nil {
 		checkRawMatches(q.t, req)
 	}
 	for _, s := range req.Series {
-		if _, detail, ok := validateLabels(s.Labels, true); !ok {
+		if _, detail, ok := prw.ValidateLabels(s.Labels, true); !ok {
 			q.t.Errorf("enqueued a series with invalid labels %s: %s", s.Labels, detail)
 		}
 		if len(s.Samples) == 0 && len(s.Histograms) == 0 && len(s.Exemplars) == 0 {
 			q.t.Errorf("enqueued an empty series %s", s.Labels)
 		}
 		for i := range s.Histograms {
-			if msg := validateHistogram(&s.Histograms[i]); msg != "" {
+			if msg := prw.ValidateHistogram(&s.Histograms[i]); msg != "" {
 				q.t.Errorf("enqueued an invalid histogram of %s: %s", s.Labels, msg)
 			}
 		}
@@ -83,15 +83,15 @@ func (q acceptingQueue) Enqueue(_ context.Context, req *model.Request) error {
 	return nil
 }
 
-func FuzzHandlerV1(f *testing.F) { fuzzHandler(f, model.ProtoV1) }
+func FuzzHandlerV1(f *testing.F) { fuzzHandler(f, prw.ProtoV1) }
 
-func FuzzHandlerV2(f *testing.F) { fuzzHandler(f, model.ProtoV2) }
+func FuzzHandlerV2(f *testing.F) { fuzzHandler(f, prw.ProtoV2) }
 
 // fuzzHandler feeds the handler bytes as the compressed body (encode false)
 // or as the protobuf message inside valid snappy framing (encode true). The
 // handler must not panic and must answer 204 or 4xx: a client can never
 // cause a 5xx.
-func fuzzHandler(f *testing.F, p model.Protocol) {
+func fuzzHandler(f *testing.F, p prw.Protocol) {
 	for _, msg := range fuzzSeeds(p) {
 		f.Add(snappy.Encode(nil, msg), false)
 		f.Add(msg, true)
@@ -118,9 +118,9 @@ func fuzzHandler(f *testing.F, p model.Protocol) {
 
 // writeCorpus writes the seeds as files of testdata/fuzz, the checked-in
 // corpus: go test -run=Fuzz -write-fuzz-corpus ./pkg/receiver
-func writeCorpus(f *testing.F, p model.Protocol) {
+func writeCorpus(f *testing.F, p prw.Protocol) {
 	dir := filepath.Join("testdata", "fuzz", "FuzzHandlerV1")
-	if p == model.ProtoV2 {
+	if p == prw.ProtoV2 {
 		dir = filepath.Join("testdata", "fuzz", "FuzzHandlerV2")
 	}
 	require.NoError(f, os.MkdirAll(dir, 0o755))

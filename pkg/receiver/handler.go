@@ -1,7 +1,7 @@
 // Package receiver implements the gateway's remote-write endpoint: the HTTP
 // handler that checks a write request's method and headers, caps and
 // decompresses its body, decodes remote write 1.0 or 2.0 into a
-// model.Request, validates every series and hands what is valid to an
+// prw.Request, validates every series and hands what is valid to an
 // Enqueuer.
 //
 // We write our own handler instead of using client_golang's
@@ -13,13 +13,13 @@
 //
 // # Ownership
 //
-// The Handler reuses, for later requests, the memory of the model.Request it
+// The Handler reuses, for later requests, the memory of the prw.Request it
 // passes to Enqueue: the Series, Samples, Histograms (and their span, delta
 // and count slices), Exemplars and Metadata slices. An Enqueuer must not
 // retain the request or any of those slices after Enqueue returns; it copies
 // what it keeps. Strings and labels.Labels values in the request are
 // ordinary immutable Go values, never backed by pooled memory, and may be
-// retained. The request's Raw form (see model.RawV1) is all pooled memory.
+// retained. The request's Raw form (see prw.RawV1) is all pooled memory.
 //
 // A remote write 1.0 request whose series are all valid, sorted and plainly
 // encoded reaches the Enqueuer with Raw set and its Series and Metadata not
@@ -44,47 +44,18 @@ import (
 	"github.com/golang/snappy"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/rwgateway/gateway/pkg/model"
+	"github.com/rwgateway/gateway/pkg/prw"
 	"github.com/rwgateway/gateway/pkg/registry"
 )
 
 // Enqueuer takes a decoded, validated request. It must not retain req or
 // anything it points to after returning (the handler reuses the buffers);
 // see the package documentation for what may be kept. Enqueue is called
-// concurrently, with the HTTP request's context.
+// concurrently, with the HTTP request's context. Its error says how the
+// handler answers (see enqueueStatus).
 type Enqueuer interface {
-	Enqueue(ctx context.Context, req *model.Request) error
+	Enqueue(ctx context.Context, req *prw.Request) error
 }
-
-// RetryAfterError is an Enqueue error that asks the client to retry later,
-// such as a forwarder's queue-full error. The handler answers it with 503
-// and a Retry-After header of RetryAfter rounded up to whole seconds (at
-// least 1).
-type RetryAfterError interface {
-	error
-	RetryAfter() time.Duration
-}
-
-// Enqueue errors with a fixed meaning. An Enqueuer may return them, wrapped
-// or not; any other error that is not a RetryAfterError is answered with 500.
-var (
-	// ErrQueueFull means the request was refused because a queue is full and
-	// the Enqueuer has no better retry hint: 503, Retry-After: 1.
-	ErrQueueFull = errors.New("queue full")
-	// ErrShuttingDown means the gateway is stopping: 503, Retry-After: 1, so
-	// that the client retries, perhaps against another replica.
-	ErrShuttingDown = errors.New("shutting down")
-	// ErrTooLarge means the request is larger than a queue could ever hold:
-	// 413, counted as reason too_large; a retry cannot succeed.
-	ErrTooLarge = errors.New("request too large")
-)
-
-// Header names of the remote write 2.0 response.
-const (
-	headerSamplesWritten    = "X-Prometheus-Remote-Write-Samples-Written"
-	headerHistogramsWritten = "X-Prometheus-Remote-Write-Histograms-Written"
-	headerExemplarsWritten  = "X-Prometheus-Remote-Write-Exemplars-Written"
-)
 
 // defaultMaxBytes is the default of both Options limits: 32 MiB, the
 // decoded-size limit of Prometheus's own write handler.
@@ -110,16 +81,16 @@ type Handler struct {
 	opts   atomic.Pointer[Options] // see SetOptions
 
 	metrics    *registry.ReceiverMetrics
-	requests   [2]prometheus.Counter // by model.Protocol
+	requests   [2]prometheus.Counter // by prw.Protocol
 	samples    [2]prometheus.Counter
 	histograms [2]prometheus.Counter
 	exemplars  [2]prometheus.Counter
 	rejected   map[string]prometheus.Counter
-	invalid    [numInvalidReasons]prometheus.Counter
+	invalid    [prw.NumInvalidReasons]prometheus.Counter
 
 	// bufs holds *[]byte for compressed and decoded bodies.
 	bufs     sync.Pool
-	decoders [2]decoder // by model.Protocol
+	decoders [2]prw.Decoder // by prw.Protocol
 }
 
 // NewHandler returns a handler that decodes write requests and passes them
@@ -134,10 +105,10 @@ func NewHandler(logger *slog.Logger, metrics *registry.ReceiverMetrics, q Enqueu
 		metrics:  metrics,
 		rejected: make(map[string]prometheus.Counter, len(registry.RejectReasons)+1),
 		bufs:     sync.Pool{New: func() any { return new([]byte) }},
-		decoders: [2]decoder{newV1Decoder(), newV2Decoder()},
+		decoders: [2]prw.Decoder{prw.NewV1Decoder(), prw.NewV2Decoder()},
 	}
 	h.SetOptions(opts)
-	for _, p := range []model.Protocol{model.ProtoV1, model.ProtoV2} {
+	for _, p := range []prw.Protocol{prw.ProtoV1, prw.ProtoV2} {
 		h.requests[p] = metrics.Requests.WithLabelValues(p.Label())
 		h.samples[p] = metrics.Samples.WithLabelValues(p.Label())
 		h.histograms[p] = metrics.Histograms.WithLabelValues(p.Label())
@@ -146,7 +117,7 @@ func NewHandler(logger *slog.Logger, metrics *registry.ReceiverMetrics, q Enqueu
 	for _, r := range registry.RejectReasons {
 		h.rejected[r] = metrics.Rejected.WithLabelValues(r)
 	}
-	for r := range invalidReason(numInvalidReasons) {
+	for r := range prw.InvalidReason(prw.NumInvalidReasons) {
 		h.invalid[r] = metrics.InvalidSeries.WithLabelValues(r.String())
 	}
 	return h
@@ -177,14 +148,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.reject(w, http.StatusUnsupportedMediaType, registry.ReasonContentType, err.Error(), err)
 		return
 	}
-	if proto == model.ProtoV2 {
+	if proto == prw.ProtoV2 {
 		// Until something is accepted, nothing was written; every answer
 		// from here on carries the true counts.
 		setWritten(w, 0, 0, 0)
 	}
 	if enc := r.Header.Get("Content-Encoding"); enc != "" && !strings.EqualFold(enc, "snappy") {
 		h.reject(w, http.StatusUnsupportedMediaType, registry.ReasonContentEncoding,
-			fmt.Sprintf("unsupported Content-Encoding %q, use snappy", truncate(enc, 64)), nil)
+			fmt.Sprintf("unsupported Content-Encoding %q, use snappy", prw.Truncate(enc, 64)), nil)
 		return
 	}
 	if r.ContentLength > opts.MaxRequestBytes {
@@ -231,20 +202,20 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// goes back to its pool before msg's buffer does, so a decoder may point
 	// into msg.
 	dec := h.decoders[proto]
-	d, err := dec.decode(msg)
+	d, err := dec.Decode(msg)
 	if err != nil {
 		h.reject(w, http.StatusBadRequest, registry.ReasonProtobuf, "decode "+proto.String()+": "+err.Error(), err)
 		return
 	}
-	defer dec.release(d)
+	defer dec.Release(d)
 	h.requests[proto].Inc()
-	for reason, c := range d.invalid.byReason {
+	for reason, c := range d.Invalid.ByReason {
 		if c > 0 {
 			h.invalid[reason].Add(float64(c))
 		}
 	}
 
-	req := &d.req
+	req := &d.Req
 	if req.Raw != nil {
 		req.Raw.Compressed = body
 	}
@@ -261,14 +232,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.samples[proto].Add(float64(samples))
 		h.histograms[proto].Add(float64(histograms))
 		h.exemplars[proto].Add(float64(exemplars))
-		if proto == model.ProtoV2 {
+		if proto == prw.ProtoV2 {
 			setWritten(w, samples, histograms, exemplars)
 		}
 	}
-	if d.invalid.count > 0 {
+	if d.Invalid.Count > 0 {
 		h.reject(w, http.StatusBadRequest, registry.ReasonInvalidSeries,
 			fmt.Sprintf("%d of %d series refused, the rest were accepted; first: %s",
-				d.invalid.count, d.invalid.count+len(req.Series), d.invalid.first), nil)
+				d.Invalid.Count, d.Invalid.Count+len(req.Series), d.Invalid.First), nil)
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -276,54 +247,61 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // parseContentType returns the protocol a Content-Type names. An empty
 // Content-Type is 1.0, as Prometheus's write handler has it.
-func parseContentType(ct string) (model.Protocol, error) {
+func parseContentType(ct string) (prw.Protocol, error) {
 	// Fast path: what Prometheus senders set.
 	switch ct {
-	case "", "application/x-protobuf":
-		return model.ProtoV1, nil
-	case "application/x-protobuf;proto=" + model.MessageV2:
-		return model.ProtoV2, nil
+	case "", prw.ContentTypeV1:
+		return prw.ProtoV1, nil
+	case prw.ContentTypeV2:
+		return prw.ProtoV2, nil
 	}
 	mediaType, params, err := mime.ParseMediaType(ct)
 	if err != nil {
 		return 0, fmt.Errorf("parse Content-Type: %w", err)
 	}
-	if mediaType != "application/x-protobuf" {
-		return 0, fmt.Errorf("unsupported media type %q, use application/x-protobuf", truncate(mediaType, 64))
+	if mediaType != prw.ContentTypeV1 {
+		return 0, fmt.Errorf("unsupported media type %q, use application/x-protobuf", prw.Truncate(mediaType, 64))
 	}
 	switch p := params["proto"]; p {
-	case "", model.MessageV1:
-		return model.ProtoV1, nil
-	case model.MessageV2:
-		return model.ProtoV2, nil
+	case "", prw.MessageV1:
+		return prw.ProtoV1, nil
+	case prw.MessageV2:
+		return prw.ProtoV2, nil
 	default:
-		return 0, fmt.Errorf("unsupported proto %q, use %s or %s", truncate(p, 64), model.MessageV1, model.MessageV2)
+		return 0, fmt.Errorf("unsupported proto %q, use %s or %s", prw.Truncate(p, 64), prw.MessageV1, prw.MessageV2)
 	}
 }
 
 // enqueueStatus maps an Enqueue error to the response status, the reject
-// reason and, for 503, the delay to put in Retry-After.
+// reason and the delay to put in Retry-After. The error says them itself,
+// through methods of any error in its chain: StatusCode() int, Reason()
+// string (a value of registry.RejectReasons) and RetryAfter()
+// time.Duration. An error without a status is a 500; a 429 or 503 always
+// gets a Retry-After of at least a second.
 func enqueueStatus(err error) (code int, reason string, retryAfter time.Duration) {
-	if le, ok := errors.AsType[LimitError](err); ok {
-		code = le.StatusCode()
-		if ra, ok := errors.AsType[RetryAfterError](err); ok && ra.RetryAfter() > 0 {
-			retryAfter = max(ra.RetryAfter(), time.Second)
-		}
-		return code, registry.ReasonLimit, retryAfter
+	code, reason = http.StatusInternalServerError, registry.ReasonInternal
+	if e, ok := errors.AsType[interface {
+		error
+		StatusCode() int
+	}](err); ok {
+		code = e.StatusCode()
 	}
-	if ra, ok := errors.AsType[RetryAfterError](err); ok {
-		return http.StatusServiceUnavailable, registry.ReasonQueueFull, max(ra.RetryAfter(), time.Second)
+	if e, ok := errors.AsType[interface {
+		error
+		Reason() string
+	}](err); ok {
+		reason = e.Reason()
 	}
-	switch {
-	case errors.Is(err, ErrQueueFull):
-		return http.StatusServiceUnavailable, registry.ReasonQueueFull, time.Second
-	case errors.Is(err, ErrShuttingDown):
-		return http.StatusServiceUnavailable, registry.ReasonShuttingDown, time.Second
-	case errors.Is(err, ErrTooLarge):
-		return http.StatusRequestEntityTooLarge, registry.ReasonTooLarge, 0
-	default:
-		return http.StatusInternalServerError, registry.ReasonInternal, 0
+	if e, ok := errors.AsType[interface {
+		error
+		RetryAfter() time.Duration
+	}](err); ok {
+		retryAfter = e.RetryAfter()
 	}
+	if code == http.StatusTooManyRequests || code == http.StatusServiceUnavailable || retryAfter > 0 {
+		retryAfter = max(retryAfter, time.Second)
+	}
+	return code, reason, retryAfter
 }
 
 // retryAfterSeconds rounds d up to whole seconds, at least 1.
@@ -331,18 +309,14 @@ func retryAfterSeconds(d time.Duration) int64 {
 	return max(1, int64(math.Ceil(d.Seconds())))
 }
 
-// LimitError is an Enqueue error for a request that broke a limit of its
-// client's: the handler answers with its status code (4xx or 503), counts
-// reason "limit", and sets Retry-After if the error is a RetryAfterError too.
-type LimitError interface {
-	error
-	StatusCode() int
-}
-
 // reject answers with code and a plain-text message, and counts reason. err,
 // if any, is the cause, for the debug log.
 func (h *Handler) reject(w http.ResponseWriter, code int, reason, msg string, err error) {
-	h.rejected[reason].Inc()
+	c, ok := h.rejected[reason]
+	if !ok {
+		c = h.rejected[registry.ReasonInternal]
+	}
+	c.Inc()
 	h.logger.Debug("write request rejected", "status", code, "reason", reason, "msg", msg, "err", err)
 	http.Error(w, msg, code)
 }
@@ -355,20 +329,10 @@ func tooLargeMsg(opts *Options) string {
 // its request was accepted.
 func setWritten(w http.ResponseWriter, samples, histograms, exemplars int) {
 	hdr := w.Header()
-	hdr.Set(headerSamplesWritten, strconv.Itoa(samples))
-	hdr.Set(headerHistogramsWritten, strconv.Itoa(histograms))
-	hdr.Set(headerExemplarsWritten, strconv.Itoa(exemplars))
+	hdr.Set(prw.HeaderSamplesWritten, strconv.Itoa(samples))
+	hdr.Set(prw.HeaderHistogramsWritten, strconv.Itoa(histograms))
+	hdr.Set(prw.HeaderExemplarsWritten, strconv.Itoa(exemplars))
 }
-
-// maxPooledBytes bounds what the pools keep. A body buffer larger than this,
-// or the decode state of a message larger than this, is left to the garbage
-// collector after its request instead of being pooled: a pooled entry lives
-// until two garbage collections pass without use, and a burst of outsized
-// requests must not pin that much memory per entry (a decode state holds
-// several times its message's size in Go structs). Prometheus's default
-// batches (2000 samples) are 100–300 KiB decoded, so they always reuse; only
-// requests over 8 MiB decoded allocate anew.
-const maxPooledBytes = 8 << 20
 
 // initialBodyCap is the buffer to start reading a body of contentLength
 // (-1 when unknown) into.
@@ -390,9 +354,9 @@ func (h *Handler) getBuf(n int) *[]byte {
 	return p
 }
 
-// putBuf returns p to the pool unless it is outsized; see maxPooledBytes.
+// putBuf returns p to the pool unless it is outsized; see prw.MaxPooledBytes.
 func (h *Handler) putBuf(p *[]byte) {
-	if cap(*p) > maxPooledBytes {
+	if cap(*p) > prw.MaxPooledBytes {
 		return
 	}
 	*p = (*p)[:0]
@@ -427,13 +391,4 @@ func readBody(r io.Reader, contentLength int64, buf []byte) ([]byte, error) {
 			return buf, err
 		}
 	}
-}
-
-// truncate shortens s to at most n bytes of valid UTF-8, for echoing client
-// input in messages.
-func truncate(s string, n int) string {
-	if len(s) > n {
-		s = s[:n] + "…"
-	}
-	return strings.ToValidUTF8(s, "\uFFFD")
 }

@@ -17,7 +17,7 @@ import (
 	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
 	"github.com/stretchr/testify/require"
 
-	"github.com/rwgateway/gateway/pkg/model"
+	"github.com/rwgateway/gateway/pkg/prw"
 	"github.com/rwgateway/gateway/pkg/receiver/rwtest"
 	"github.com/rwgateway/gateway/pkg/registry"
 )
@@ -26,14 +26,14 @@ import (
 // protos (both when empty).
 type statusCase struct {
 	name   string
-	protos []model.Protocol
+	protos []prw.Protocol
 
 	// series is the payload, after one valid series "ok_metric" that every
 	// case sends first unless noValid is set.
 	series   []tseries
 	noValid  bool
 	mutateV2 func(*writev2.Request) // changes the 2.0 message before encoding
-	body     func(p model.Protocol, valid []byte) []byte
+	body     func(p prw.Protocol, valid []byte) []byte
 	request  func(r *http.Request) // changes the HTTP request
 	opts     Options
 	enqErr   error
@@ -47,9 +47,9 @@ type statusCase struct {
 }
 
 func TestHandlerStatus(t *testing.T) {
-	v1Only := []model.Protocol{model.ProtoV1}
-	v2Only := []model.Protocol{model.ProtoV2}
-	invalid := func(name, reason string, s tseries, protos ...model.Protocol) statusCase {
+	v1Only := []prw.Protocol{prw.ProtoV1}
+	v2Only := []prw.Protocol{prw.ProtoV2}
+	invalid := func(name, reason string, s tseries, protos ...prw.Protocol) statusCase {
 		return statusCase{
 			name: name, protos: protos, series: []tseries{s},
 			wantCode: http.StatusBadRequest, wantReason: registry.ReasonInvalidSeries, wantInvalid: reason,
@@ -57,12 +57,12 @@ func TestHandlerStatus(t *testing.T) {
 		}
 	}
 	labelsSeries := func(lbls ...string) tseries {
-		return tseries{labels: lbls, samples: []model.Sample{{Value: 1, Timestamp: 1}}}
+		return tseries{labels: lbls, samples: []prw.Sample{{Value: 1, Timestamp: 1}}}
 	}
-	badHist := func(f func(*model.Histogram)) tseries {
+	badHist := func(f func(*prw.Histogram)) tseries {
 		return histogramSeries("bad_histogram", withHistogram(intExpHistogram, f))
 	}
-	badFloatHist := func(f func(*model.Histogram)) tseries {
+	badFloatHist := func(f func(*prw.Histogram)) tseries {
 		return histogramSeries("bad_histogram", withHistogram(floatExpHistogram, f))
 	}
 	// A snappy block that claims to decode to 1 GiB: a bomb.
@@ -106,24 +106,24 @@ func TestHandlerStatus(t *testing.T) {
 			wantCode: http.StatusBadRequest, wantReason: registry.ReasonReadError, wantAccepted: -1},
 		{name: "decoded over limit", opts: Options{MaxDecodedBytes: 10},
 			wantCode: http.StatusBadRequest, wantReason: registry.ReasonDecodedTooLarge, wantAccepted: -1},
-		{name: "snappy bomb", body: func(model.Protocol, []byte) []byte { return bomb },
+		{name: "snappy bomb", body: func(prw.Protocol, []byte) []byte { return bomb },
 			wantCode: http.StatusBadRequest, wantReason: registry.ReasonDecodedTooLarge, wantAccepted: -1},
-		{name: "snappy corrupt", body: func(_ model.Protocol, valid []byte) []byte { return valid[:len(valid)/2] },
+		{name: "snappy corrupt", body: func(_ prw.Protocol, valid []byte) []byte { return valid[:len(valid)/2] },
 			wantCode: http.StatusBadRequest, wantReason: registry.ReasonSnappy, wantAccepted: -1},
-		{name: "snappy framed format", body: func(_ model.Protocol, valid []byte) []byte {
+		{name: "snappy framed format", body: func(_ prw.Protocol, valid []byte) []byte {
 			var b bytes.Buffer
 			w := snappy.NewBufferedWriter(&b)
 			_, _ = w.Write(valid)
 			_ = w.Close()
 			return b.Bytes()
 		}, wantCode: http.StatusBadRequest, wantReason: registry.ReasonSnappy, wantAccepted: -1},
-		{name: "empty body", body: func(model.Protocol, []byte) []byte { return nil },
+		{name: "empty body", body: func(prw.Protocol, []byte) []byte { return nil },
 			wantCode: http.StatusBadRequest, wantReason: registry.ReasonSnappy, wantAccepted: -1},
-		{name: "not protobuf", body: func(model.Protocol, []byte) []byte { return snappy.Encode(nil, []byte("hello, world")) },
+		{name: "not protobuf", body: func(prw.Protocol, []byte) []byte { return snappy.Encode(nil, []byte("hello, world")) },
 			wantCode: http.StatusBadRequest, wantReason: registry.ReasonProtobuf, wantAccepted: -1},
-		{name: "truncated protobuf", body: func(p model.Protocol, _ []byte) []byte {
+		{name: "truncated protobuf", body: func(p prw.Protocol, _ []byte) []byte {
 			b, _ := buildV1([]tseries{validSeries("x", 1)}, nil).Marshal()
-			if p == model.ProtoV2 {
+			if p == prw.ProtoV2 {
 				b, _ = buildV2([]tseries{validSeries("x", 1)}).Marshal()
 			}
 			return snappy.Encode(nil, b[:len(b)-3])
@@ -132,9 +132,9 @@ func TestHandlerStatus(t *testing.T) {
 			wantCode: http.StatusServiceUnavailable, wantReason: registry.ReasonQueueFull, wantHeader: map[string]string{"Retry-After": "3"}, wantAccepted: 1},
 		{name: "queue full with short retry after", enqErr: retryAfterErr{10 * time.Millisecond},
 			wantCode: http.StatusServiceUnavailable, wantReason: registry.ReasonQueueFull, wantHeader: map[string]string{"Retry-After": "1"}, wantAccepted: 1},
-		{name: "queue full sentinel", enqErr: fmt.Errorf("upstream a: %w", ErrQueueFull),
+		{name: "queue full without retry after", enqErr: fmt.Errorf("upstream a: %w", statusErr{http.StatusServiceUnavailable, registry.ReasonQueueFull}),
 			wantCode: http.StatusServiceUnavailable, wantReason: registry.ReasonQueueFull, wantHeader: map[string]string{"Retry-After": "1"}, wantAccepted: 1},
-		{name: "shutting down", enqErr: ErrShuttingDown,
+		{name: "shutting down", enqErr: statusErr{http.StatusServiceUnavailable, registry.ReasonShuttingDown},
 			wantCode: http.StatusServiceUnavailable, wantReason: registry.ReasonShuttingDown, wantHeader: map[string]string{"Retry-After": "1"}, wantAccepted: 1},
 		{name: "enqueue internal error", enqErr: io.ErrClosedPipe,
 			wantCode: http.StatusInternalServerError, wantReason: registry.ReasonInternal, wantAccepted: 1},
@@ -155,47 +155,47 @@ func TestHandlerStatus(t *testing.T) {
 		invalid("invalid UTF-8 label value", "invalid_utf8", labelsSeries("__name__", "a", "job", "x\xc3")),
 		invalid("invalid UTF-8 metric name", "invalid_utf8", labelsSeries("__name__", "a\xff")),
 		invalid("no samples or histograms", "no_samples", tseries{labels: []string{"__name__", "a"}}),
-		invalid("integer histogram count mismatch", "invalid_histogram", badHist(func(h *model.Histogram) {
+		invalid("integer histogram count mismatch", "invalid_histogram", badHist(func(h *prw.Histogram) {
 			h.Count = &writev2.Histogram_CountInt{CountInt: 11}
 		})),
-		invalid("integer histogram zero count mismatch", "invalid_histogram", badHist(func(h *model.Histogram) {
+		invalid("integer histogram zero count mismatch", "invalid_histogram", badHist(func(h *prw.Histogram) {
 			h.ZeroCount = &writev2.Histogram_ZeroCountInt{ZeroCountInt: 3}
 		})),
-		invalid("integer histogram spans longer than deltas", "invalid_histogram", badHist(func(h *model.Histogram) {
+		invalid("integer histogram spans longer than deltas", "invalid_histogram", badHist(func(h *prw.Histogram) {
 			h.PositiveSpans[1].Length = 3
 		})),
-		invalid("integer histogram negative spans shorter than deltas", "invalid_histogram", badHist(func(h *model.Histogram) {
+		invalid("integer histogram negative spans shorter than deltas", "invalid_histogram", badHist(func(h *prw.Histogram) {
 			h.NegativeDeltas = append(h.NegativeDeltas, 0)
 		})),
-		invalid("integer histogram negative bucket", "invalid_histogram", badHist(func(h *model.Histogram) {
+		invalid("integer histogram negative bucket", "invalid_histogram", badHist(func(h *prw.Histogram) {
 			h.PositiveDeltas = []int64{1, -2, 3, 0}
 		})),
-		invalid("integer histogram with float counts", "invalid_histogram", badHist(func(h *model.Histogram) {
+		invalid("integer histogram with float counts", "invalid_histogram", badHist(func(h *prw.Histogram) {
 			h.PositiveCounts = []float64{1, 2, 1, 1}
 		})),
-		invalid("histogram mixing int count and float zero count", "invalid_histogram", badHist(func(h *model.Histogram) {
+		invalid("histogram mixing int count and float zero count", "invalid_histogram", badHist(func(h *prw.Histogram) {
 			h.ZeroCount = &writev2.Histogram_ZeroCountFloat{ZeroCountFloat: 2}
 		})),
-		invalid("float histogram count mismatch", "invalid_histogram", badFloatHist(func(h *model.Histogram) {
+		invalid("float histogram count mismatch", "invalid_histogram", badFloatHist(func(h *prw.Histogram) {
 			h.Count = &writev2.Histogram_CountFloat{CountFloat: 10.6}
 		})),
-		invalid("float histogram spans mismatch", "invalid_histogram", badFloatHist(func(h *model.Histogram) {
+		invalid("float histogram spans mismatch", "invalid_histogram", badFloatHist(func(h *prw.Histogram) {
 			h.PositiveCounts = append(h.PositiveCounts, 0)
 		})),
-		invalid("float histogram negative bucket", "invalid_histogram", badFloatHist(func(h *model.Histogram) {
+		invalid("float histogram negative bucket", "invalid_histogram", badFloatHist(func(h *prw.Histogram) {
 			h.PositiveCounts = []float64{-2, 7.5}
 		})),
 		invalid("custom buckets histogram count mismatch", "invalid_histogram",
-			histogramSeries("bad_histogram", withHistogram(intCustomHistogram, func(h *model.Histogram) {
+			histogramSeries("bad_histogram", withHistogram(intCustomHistogram, func(h *prw.Histogram) {
 				h.Count = &writev2.Histogram_CountInt{CountInt: 7}
 			}))),
-		{name: "float histogram within tolerance", series: []tseries{histogramSeries("h", withHistogram(floatExpHistogram, func(h *model.Histogram) {
+		{name: "float histogram within tolerance", series: []tseries{histogramSeries("h", withHistogram(floatExpHistogram, func(h *prw.Histogram) {
 			h.Count = &writev2.Histogram_CountFloat{CountFloat: 10.5 + 1e-9}
 		}))}, wantCode: http.StatusNoContent, wantAccepted: 2},
-		{name: "custom buckets histogram ignores the zero bucket", series: []tseries{histogramSeries("h", withHistogram(intCustomHistogram, func(h *model.Histogram) {
+		{name: "custom buckets histogram ignores the zero bucket", series: []tseries{histogramSeries("h", withHistogram(intCustomHistogram, func(h *prw.Histogram) {
 			h.ZeroCount = &writev2.Histogram_ZeroCountInt{ZeroCountInt: 5}
 		}))}, wantCode: http.StatusNoContent, wantAccepted: 2},
-		{name: "histogram with NaN sum counts more than its buckets", series: []tseries{histogramSeries("h", withHistogram(intExpHistogram, func(h *model.Histogram) {
+		{name: "histogram with NaN sum counts more than its buckets", series: []tseries{histogramSeries("h", withHistogram(intExpHistogram, func(h *prw.Histogram) {
 			h.Sum = math.NaN()
 			h.Count = &writev2.Histogram_CountInt{CountInt: 12}
 		}))}, wantCode: http.StatusNoContent, wantAccepted: 2},
@@ -204,30 +204,30 @@ func TestHandlerStatus(t *testing.T) {
 		// 1.0 senders put exemplars in series of their own.
 		{name: "exemplar-only series", protos: v1Only, series: []tseries{{
 			labels:    []string{"__name__", "a"},
-			exemplars: []model.Exemplar{{Labels: labels.FromStrings("trace_id", "1"), Value: 1, Timestamp: 1}},
+			exemplars: []prw.Exemplar{{Labels: labels.FromStrings("trace_id", "1"), Value: 1, Timestamp: 1}},
 		}}, wantCode: http.StatusNoContent, wantAccepted: 2},
 		invalid("exemplar-only series", "no_samples", tseries{
 			labels:    []string{"__name__", "a"},
-			exemplars: []model.Exemplar{{Labels: labels.FromStrings("trace_id", "1"), Value: 1, Timestamp: 1}},
-		}, model.ProtoV2),
+			exemplars: []prw.Exemplar{{Labels: labels.FromStrings("trace_id", "1"), Value: 1, Timestamp: 1}},
+		}, prw.ProtoV2),
 
 		// 2.0 references.
-		withMutate(invalid("odd label refs", "label_refs", validSeries("b", 1), model.ProtoV2), func(r *writev2.Request) {
+		withMutate(invalid("odd label refs", "label_refs", validSeries("b", 1), prw.ProtoV2), func(r *writev2.Request) {
 			r.Timeseries[1].LabelsRefs = r.Timeseries[1].LabelsRefs[:3]
 		}),
-		withMutate(invalid("label ref out of range", "label_refs", validSeries("b", 1), model.ProtoV2), func(r *writev2.Request) {
+		withMutate(invalid("label ref out of range", "label_refs", validSeries("b", 1), prw.ProtoV2), func(r *writev2.Request) {
 			r.Timeseries[1].LabelsRefs[3] = uint32(len(r.Symbols))
 		}),
-		withMutate(invalid("help ref out of range", "metadata_refs", validSeries("b", 1), model.ProtoV2), func(r *writev2.Request) {
+		withMutate(invalid("help ref out of range", "metadata_refs", validSeries("b", 1), prw.ProtoV2), func(r *writev2.Request) {
 			r.Timeseries[1].Metadata.HelpRef = uint32(len(r.Symbols)) + 5
 		}),
-		withMutate(invalid("unit ref out of range", "metadata_refs", validSeries("b", 1), model.ProtoV2), func(r *writev2.Request) {
+		withMutate(invalid("unit ref out of range", "metadata_refs", validSeries("b", 1), prw.ProtoV2), func(r *writev2.Request) {
 			r.Timeseries[1].Metadata.UnitRef = math.MaxUint32
 		}),
-		withMutate(invalid("exemplar label ref out of range", "exemplar_label_refs", validSeries("b", 1), model.ProtoV2), func(r *writev2.Request) {
+		withMutate(invalid("exemplar label ref out of range", "exemplar_label_refs", validSeries("b", 1), prw.ProtoV2), func(r *writev2.Request) {
 			r.Timeseries[1].Exemplars = []writev2.Exemplar{{LabelsRefs: []uint32{1, uint32(len(r.Symbols))}, Value: 1, Timestamp: 1}}
 		}),
-		withMutate(invalid("odd exemplar label refs", "exemplar_label_refs", validSeries("b", 1), model.ProtoV2), func(r *writev2.Request) {
+		withMutate(invalid("odd exemplar label refs", "exemplar_label_refs", validSeries("b", 1), prw.ProtoV2), func(r *writev2.Request) {
 			r.Timeseries[1].Exemplars = []writev2.Exemplar{{LabelsRefs: []uint32{1}, Value: 1, Timestamp: 1}}
 		}),
 	}
@@ -250,13 +250,13 @@ func withMutate(tc statusCase, f func(*writev2.Request)) statusCase {
 	return tc
 }
 
-func runStatusCase(t *testing.T, p model.Protocol, tc statusCase) {
+func runStatusCase(t *testing.T, p prw.Protocol, tc statusCase) {
 	series := tc.series
 	if !tc.noValid {
 		series = append([]tseries{validSeries("ok_metric", 1)}, series...)
 	}
 	var body []byte
-	if p == model.ProtoV2 && tc.mutateV2 != nil {
+	if p == prw.ProtoV2 && tc.mutateV2 != nil {
 		wr := buildV2(series)
 		tc.mutateV2(wr)
 		body = rwtest.Encode(wr)
@@ -291,7 +291,7 @@ func runStatusCase(t *testing.T, p model.Protocol, tc statusCase) {
 		}
 		require.Equal(t, want, testutil.ToFloat64(m.Rejected.WithLabelValues(reason)), "rejected{reason=%q}", reason)
 	}
-	for r := range invalidReason(numInvalidReasons) {
+	for r := range prw.InvalidReason(prw.NumInvalidReasons) {
 		want := 0.0
 		if r.String() == tc.wantInvalid {
 			want = 1
@@ -312,12 +312,12 @@ func runStatusCase(t *testing.T, p model.Protocol, tc statusCase) {
 	if tc.wantAccepted > 0 && tc.enqErr == nil {
 		samples, histograms, exemplars = q.got[0].Counts()
 	}
-	if p == model.ProtoV2 && tc.wantReason != registry.ReasonContentType && tc.wantReason != registry.ReasonMethod {
-		require.Equal(t, fmt.Sprint(samples), rec.Header().Get(headerSamplesWritten))
-		require.Equal(t, fmt.Sprint(histograms), rec.Header().Get(headerHistogramsWritten))
-		require.Equal(t, fmt.Sprint(exemplars), rec.Header().Get(headerExemplarsWritten))
+	if p == prw.ProtoV2 && tc.wantReason != registry.ReasonContentType && tc.wantReason != registry.ReasonMethod {
+		require.Equal(t, fmt.Sprint(samples), rec.Header().Get(prw.HeaderSamplesWritten))
+		require.Equal(t, fmt.Sprint(histograms), rec.Header().Get(prw.HeaderHistogramsWritten))
+		require.Equal(t, fmt.Sprint(exemplars), rec.Header().Get(prw.HeaderExemplarsWritten))
 	} else {
-		require.Empty(t, rec.Header().Get(headerSamplesWritten))
+		require.Empty(t, rec.Header().Get(prw.HeaderSamplesWritten))
 	}
 	require.Equal(t, float64(samples), testutil.ToFloat64(m.Samples.WithLabelValues(p.Label())))
 	require.Equal(t, float64(histograms), testutil.ToFloat64(m.Histograms.WithLabelValues(p.Label())))
@@ -345,11 +345,11 @@ func TestHandlerPartialWrite(t *testing.T) {
 	for _, p := range protos {
 		t.Run(p.Label(), func(t *testing.T) {
 			good1 := validSeries("good_one", 1)
-			good1.samples = append(good1.samples, model.Sample{Value: 2, Timestamp: 2000})
-			bad := tseries{labels: []string{"__name__", "bad", "x", "1", "x", "2"}, samples: []model.Sample{{Value: 3, Timestamp: 1}}}
+			good1.samples = append(good1.samples, prw.Sample{Value: 2, Timestamp: 2000})
+			bad := tseries{labels: []string{"__name__", "bad", "x", "1", "x", "2"}, samples: []prw.Sample{{Value: 3, Timestamp: 1}}}
 			good2 := histogramSeries("good_two", intExpHistogram)
-			good2.exemplars = []model.Exemplar{{Labels: labels.FromStrings("trace_id", "abc"), Value: 1, Timestamp: 2000}}
-			noName := tseries{labels: []string{"job", "x"}, samples: []model.Sample{{Value: 3, Timestamp: 1}}}
+			good2.exemplars = []prw.Exemplar{{Labels: labels.FromStrings("trace_id", "abc"), Value: 1, Timestamp: 2000}}
+			noName := tseries{labels: []string{"job", "x"}, samples: []prw.Sample{{Value: 3, Timestamp: 1}}}
 			series := []tseries{good1, bad, good2, noName}
 
 			q := &fakeQueue{}
@@ -361,10 +361,10 @@ func TestHandlerPartialWrite(t *testing.T) {
 			require.Contains(t, rec.Body.String(), `series #1 {__name__="bad", x="1", x="2"}: duplicate label name "x"`)
 			require.Len(t, q.got, 1)
 			require.Equal(t, expected(p, []tseries{good1, good2}, nil), q.got[0])
-			if p == model.ProtoV2 {
-				require.Equal(t, "2", rec.Header().Get(headerSamplesWritten))
-				require.Equal(t, "1", rec.Header().Get(headerHistogramsWritten))
-				require.Equal(t, "1", rec.Header().Get(headerExemplarsWritten))
+			if p == prw.ProtoV2 {
+				require.Equal(t, "2", rec.Header().Get(prw.HeaderSamplesWritten))
+				require.Equal(t, "1", rec.Header().Get(prw.HeaderHistogramsWritten))
+				require.Equal(t, "1", rec.Header().Get(prw.HeaderExemplarsWritten))
 			}
 			require.Equal(t, 2.0, testutil.ToFloat64(m.Samples.WithLabelValues(p.Label())))
 			require.Equal(t, 1.0, testutil.ToFloat64(m.Histograms.WithLabelValues(p.Label())))
@@ -388,8 +388,8 @@ func TestHandlerQueueFull(t *testing.T) {
 			require.Contains(t, rec.Body.String(), "is full")
 			require.Equal(t, 1.0, testutil.ToFloat64(m.Rejected.WithLabelValues(registry.ReasonQueueFull)))
 			require.Equal(t, 0.0, testutil.ToFloat64(m.Samples.WithLabelValues(p.Label())))
-			if p == model.ProtoV2 {
-				require.Equal(t, "0", rec.Header().Get(headerSamplesWritten))
+			if p == prw.ProtoV2 {
+				require.Equal(t, "0", rec.Header().Get(prw.HeaderSamplesWritten))
 			}
 		})
 	}
@@ -410,14 +410,14 @@ func TestHandlerMetrics(t *testing.T) {
 	q := &fakeQueue{}
 	h, m, reg := newTestHandler(t, q, Options{})
 	series := []tseries{
-		{labels: []string{"__name__", "a"}, samples: []model.Sample{{Value: 1, Timestamp: 1}, {Value: 2, Timestamp: 2}},
-			exemplars: []model.Exemplar{{Labels: labels.FromStrings("trace_id", "1"), Value: 1, Timestamp: 1}}},
+		{labels: []string{"__name__", "a"}, samples: []prw.Sample{{Value: 1, Timestamp: 1}, {Value: 2, Timestamp: 2}},
+			exemplars: []prw.Exemplar{{Labels: labels.FromStrings("trace_id", "1"), Value: 1, Timestamp: 1}}},
 		histogramSeries("b", intExpHistogram, floatExpHistogram),
 	}
 	for _, p := range protos {
 		require.Equal(t, http.StatusNoContent, serve(h, rwtest.NewHTTPRequest(p, encode(p, series, nil))).Code)
 	}
-	require.Equal(t, http.StatusNoContent, serve(h, rwtest.NewHTTPRequest(model.ProtoV1, encode(model.ProtoV1, nil, nil))).Code)
+	require.Equal(t, http.StatusNoContent, serve(h, rwtest.NewHTTPRequest(prw.ProtoV1, encode(prw.ProtoV1, nil, nil))).Code)
 	require.Equal(t, http.StatusMethodNotAllowed, serve(h, httptestRequest(http.MethodGet)).Code)
 
 	require.Equal(t, 2.0, testutil.ToFloat64(m.Requests.WithLabelValues("1.0")))
@@ -438,14 +438,14 @@ func TestHandlerMetrics(t *testing.T) {
 			require.Equal(t, uint64(3), mf.GetMetric()[0].GetHistogram().GetSampleCount())
 		}
 		if mf.GetName() == "gateway_receiver_invalid_series_total" {
-			require.Len(t, mf.GetMetric(), int(numInvalidReasons), "every reason is pre-created")
+			require.Len(t, mf.GetMetric(), int(prw.NumInvalidReasons), "every reason is pre-created")
 		}
 	}
 	require.True(t, found)
 }
 
 func httptestRequest(method string) *http.Request {
-	r := rwtest.NewHTTPRequest(model.ProtoV1, nil)
+	r := rwtest.NewHTTPRequest(prw.ProtoV1, nil)
 	r.Method = method
 	return r
 }
@@ -453,14 +453,14 @@ func httptestRequest(method string) *http.Request {
 func TestParseContentType(t *testing.T) {
 	for _, tc := range []struct {
 		ct      string
-		want    model.Protocol
+		want    prw.Protocol
 		wantErr string
 	}{
-		{ct: "", want: model.ProtoV1},
-		{ct: "application/x-protobuf", want: model.ProtoV1},
-		{ct: "application/x-protobuf;proto=prometheus.WriteRequest", want: model.ProtoV1},
-		{ct: "application/x-protobuf;proto=io.prometheus.write.v2.Request", want: model.ProtoV2},
-		{ct: `application/x-protobuf; charset=utf-8; proto="io.prometheus.write.v2.Request"`, want: model.ProtoV2},
+		{ct: "", want: prw.ProtoV1},
+		{ct: "application/x-protobuf", want: prw.ProtoV1},
+		{ct: "application/x-protobuf;proto=prometheus.WriteRequest", want: prw.ProtoV1},
+		{ct: "application/x-protobuf;proto=io.prometheus.write.v2.Request", want: prw.ProtoV2},
+		{ct: `application/x-protobuf; charset=utf-8; proto="io.prometheus.write.v2.Request"`, want: prw.ProtoV2},
 		{ct: "application/protobuf", wantErr: "unsupported media type"},
 		{ct: "text/plain", wantErr: "unsupported media type"},
 		{ct: "application/x-protobuf;proto=io.prometheus.write.v2.request", wantErr: "unsupported proto"},
@@ -490,7 +490,7 @@ func TestSetOptions(t *testing.T) {
 	body := rwtest.Encode(rwtest.V1Request(100, 1))
 	serve := func() int {
 		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, rwtest.NewHTTPRequest(model.ProtoV1, body))
+		h.ServeHTTP(rec, rwtest.NewHTTPRequest(prw.ProtoV1, body))
 		return rec.Code
 	}
 	require.Equal(t, http.StatusNoContent, serve())
@@ -503,8 +503,8 @@ func TestSetOptions(t *testing.T) {
 }
 
 func TestTruncate(t *testing.T) {
-	require.Equal(t, "abc", truncate("abc", 5))
-	require.Equal(t, "ab…", truncate("abc", 2))
-	require.True(t, strings.HasSuffix(truncate("a\xffb", 5), "b"))
-	require.Equal(t, "a\uFFFDb", truncate("a\xffb", 5))
+	require.Equal(t, "abc", prw.Truncate("abc", 5))
+	require.Equal(t, "ab…", prw.Truncate("abc", 2))
+	require.True(t, strings.HasSuffix(prw.Truncate("a\xffb", 5), "b"))
+	require.Equal(t, "a\uFFFDb", prw.Truncate("a\xffb", 5))
 }

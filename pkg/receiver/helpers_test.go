@@ -17,32 +17,32 @@ import (
 	"github.com/prometheus/prometheus/prompb"
 	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
 
-	"github.com/rwgateway/gateway/pkg/model"
+	"github.com/rwgateway/gateway/pkg/prw"
 	"github.com/rwgateway/gateway/pkg/receiver/rwtest"
 	"github.com/rwgateway/gateway/pkg/registry"
 )
 
-var protos = []model.Protocol{model.ProtoV1, model.ProtoV2}
+var protos = []prw.Protocol{prw.ProtoV1, prw.ProtoV2}
 
 // tseries is a protocol-neutral test series. labels are name/value pairs in
 // send order; they may be invalid on purpose.
 type tseries struct {
 	labels     []string
-	samples    []model.Sample
-	histograms []model.Histogram
-	exemplars  []model.Exemplar
-	meta       model.Metadata
+	samples    []prw.Sample
+	histograms []prw.Histogram
+	exemplars  []prw.Exemplar
+	meta       prw.Metadata
 }
 
 func validSeries(name string, v float64) tseries {
 	return tseries{
 		labels:  []string{"__name__", name, "job", "test", "instance", "a:9100"},
-		samples: []model.Sample{{Value: v, Timestamp: 1000, StartTimestamp: 500}},
+		samples: []prw.Sample{{Value: v, Timestamp: 1000, StartTimestamp: 500}},
 	}
 }
 
 // buildV1 returns the 1.0 message of series; start timestamps are dropped.
-func buildV1(series []tseries, md []model.FamilyMetadata) *prompb.WriteRequest {
+func buildV1(series []tseries, md []prw.FamilyMetadata) *prompb.WriteRequest {
 	wr := &prompb.WriteRequest{}
 	for _, s := range series {
 		var ts prompb.TimeSeries
@@ -53,7 +53,7 @@ func buildV1(series []tseries, md []model.FamilyMetadata) *prompb.WriteRequest {
 			ts.Samples = append(ts.Samples, prompb.Sample{Value: smp.Value, Timestamp: smp.Timestamp})
 		}
 		for _, h := range s.histograms {
-			ts.Histograms = append(ts.Histograms, model.HistogramToV1(h))
+			ts.Histograms = append(ts.Histograms, prw.HistogramToV1(h))
 		}
 		for _, e := range s.exemplars {
 			ts.Exemplars = append(ts.Exemplars, prompb.Exemplar{Labels: prompb.FromLabels(e.Labels, nil), Value: e.Value, Timestamp: e.Timestamp})
@@ -62,7 +62,7 @@ func buildV1(series []tseries, md []model.FamilyMetadata) *prompb.WriteRequest {
 	}
 	for _, m := range md {
 		wr.Metadata = append(wr.Metadata, prompb.MetricMetadata{
-			Type: model.MetricTypeToV1(m.Type), MetricFamilyName: m.MetricFamilyName, Help: m.Help, Unit: m.Unit,
+			Type: prw.MetricTypeToV1(m.Type), MetricFamilyName: m.MetricFamilyName, Help: m.Help, Unit: m.Unit,
 		})
 	}
 	return wr
@@ -92,36 +92,36 @@ func buildV2(series []tseries) *writev2.Request {
 }
 
 // encode returns the snappy body of series in protocol p.
-func encode(p model.Protocol, series []tseries, md []model.FamilyMetadata) []byte {
-	if p == model.ProtoV2 {
+func encode(p prw.Protocol, series []tseries, md []prw.FamilyMetadata) []byte {
+	if p == prw.ProtoV2 {
 		return rwtest.Encode(buildV2(series))
 	}
 	return rwtest.Encode(buildV1(series, md))
 }
 
 // expected returns what the Enqueuer should receive for series sent in p.
-func expected(p model.Protocol, series []tseries, md []model.FamilyMetadata) model.Request {
-	req := model.Request{Proto: p}
+func expected(p prw.Protocol, series []tseries, md []prw.FamilyMetadata) prw.Request {
+	req := prw.Request{Proto: p}
 	for _, s := range series {
-		out := model.Series{
+		out := prw.Series{
 			Labels:     labels.FromStrings(s.labels...),
 			Samples:    slices.Clone(s.samples),
 			Histograms: slices.Clone(s.histograms),
 			Exemplars:  slices.Clone(s.exemplars),
 		}
-		if p == model.ProtoV1 {
+		if p == prw.ProtoV1 {
 			for i := range out.Samples {
 				out.Samples[i].StartTimestamp = 0
 			}
 			for i := range out.Histograms {
-				out.Histograms[i] = model.HistogramFromV1(model.HistogramToV1(out.Histograms[i]))
+				out.Histograms[i] = prw.HistogramFromV1(prw.HistogramToV1(out.Histograms[i]))
 			}
 		} else {
 			out.Metadata = s.meta
 		}
 		req.Series = append(req.Series, out)
 	}
-	if p == model.ProtoV1 {
+	if p == prw.ProtoV1 {
 		req.Metadata = md
 	}
 	return copyRequest(&req)
@@ -129,19 +129,19 @@ func expected(p model.Protocol, series []tseries, md []model.FamilyMetadata) mod
 
 // copyRequest deep-copies r, with empty slices as nil so that requests
 // compare equal whatever buffers they came from.
-func copyRequest(r *model.Request) model.Request {
+func copyRequest(r *prw.Request) prw.Request {
 	if r.Raw != nil && r.Lazy() {
 		r.Materialize()
 	}
 
-	out := model.Request{Proto: r.Proto}
+	out := prw.Request{Proto: r.Proto}
 	for _, s := range r.Series {
-		c := model.Series{Labels: s.Labels.Copy(), Metadata: s.Metadata, Samples: cloneOrNil(s.Samples)}
+		c := prw.Series{Labels: s.Labels.Copy(), Metadata: s.Metadata, Samples: cloneOrNil(s.Samples)}
 		for _, h := range s.Histograms {
 			c.Histograms = append(c.Histograms, copyHistogram(h))
 		}
 		for _, e := range s.Exemplars {
-			c.Exemplars = append(c.Exemplars, model.Exemplar{Labels: e.Labels.Copy(), Value: e.Value, Timestamp: e.Timestamp})
+			c.Exemplars = append(c.Exemplars, prw.Exemplar{Labels: e.Labels.Copy(), Value: e.Value, Timestamp: e.Timestamp})
 		}
 		out.Series = append(out.Series, c)
 	}
@@ -149,8 +149,8 @@ func copyRequest(r *model.Request) model.Request {
 	return out
 }
 
-func copyHistogram(h model.Histogram) model.Histogram {
-	c := model.Histogram{
+func copyHistogram(h prw.Histogram) prw.Histogram {
+	c := prw.Histogram{
 		Sum: h.Sum, Schema: h.Schema, ZeroThreshold: h.ZeroThreshold, ResetHint: h.ResetHint,
 		Timestamp: h.Timestamp, StartTimestamp: h.StartTimestamp,
 		NegativeSpans: cloneOrNil(h.NegativeSpans), NegativeDeltas: cloneOrNil(h.NegativeDeltas), NegativeCounts: cloneOrNil(h.NegativeCounts),
@@ -190,10 +190,10 @@ type fakeQueue struct {
 	err error // returned by every Enqueue
 
 	mu  sync.Mutex
-	got []model.Request
+	got []prw.Request
 }
 
-func (q *fakeQueue) Enqueue(_ context.Context, req *model.Request) error {
+func (q *fakeQueue) Enqueue(_ context.Context, req *prw.Request) error {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	q.got = append(q.got, copyRequest(req))
@@ -205,8 +205,19 @@ type retryAfterErr struct{ d time.Duration }
 
 func (e retryAfterErr) Error() string             { return "queue of upstream \"a\" is full" }
 func (e retryAfterErr) RetryAfter() time.Duration { return e.d }
+func (e retryAfterErr) StatusCode() int           { return http.StatusServiceUnavailable }
+func (e retryAfterErr) Reason() string            { return registry.ReasonQueueFull }
 
-var _ RetryAfterError = retryAfterErr{}
+// statusErr is an Enqueue error with a status and a reason, and no
+// Retry-After.
+type statusErr struct {
+	code   int
+	reason string
+}
+
+func (e statusErr) Error() string   { return e.reason }
+func (e statusErr) StatusCode() int { return e.code }
+func (e statusErr) Reason() string  { return e.reason }
 
 // newTestHandler returns a handler over q with its own pedantic registry.
 func newTestHandler(t testing.TB, q Enqueuer, opts Options) (*Handler, *registry.ReceiverMetrics, *prometheus.Registry) {
@@ -224,43 +235,43 @@ func serve(h http.Handler, r *http.Request) *httptest.ResponseRecorder {
 
 // Histograms of every kind, valid.
 var (
-	intExpHistogram = model.Histogram{
+	intExpHistogram = prw.Histogram{
 		Count: &writev2.Histogram_CountInt{CountInt: 10}, ZeroCount: &writev2.Histogram_ZeroCountInt{ZeroCountInt: 2},
 		Sum: 42.5, Schema: 3, ZeroThreshold: 0.001,
 		PositiveSpans: []writev2.BucketSpan{{Offset: 0, Length: 2}, {Offset: 1, Length: 2}}, PositiveDeltas: []int64{1, 1, -1, 0}, // 1 2 1 1
 		NegativeSpans: []writev2.BucketSpan{{Offset: -2, Length: 1}}, NegativeDeltas: []int64{3},
 		ResetHint: writev2.Histogram_RESET_HINT_NO, Timestamp: 2000, StartTimestamp: 1500,
 	}
-	floatExpHistogram = model.Histogram{
+	floatExpHistogram = prw.Histogram{
 		Count: &writev2.Histogram_CountFloat{CountFloat: 10.5}, ZeroCount: &writev2.Histogram_ZeroCountFloat{ZeroCountFloat: 1.5},
 		Sum: -3.25, Schema: -2, ZeroThreshold: 1e-128,
 		PositiveSpans: []writev2.BucketSpan{{Offset: 0, Length: 2}}, PositiveCounts: []float64{2, 3.5},
 		NegativeSpans: []writev2.BucketSpan{{Offset: 1, Length: 1}}, NegativeCounts: []float64{3.5},
 		ResetHint: writev2.Histogram_RESET_HINT_GAUGE, Timestamp: 2000, StartTimestamp: 1000,
 	}
-	intCustomHistogram = model.Histogram{
+	intCustomHistogram = prw.Histogram{
 		Count: &writev2.Histogram_CountInt{CountInt: 6}, Sum: 1.25, Schema: -53,
 		PositiveSpans: []writev2.BucketSpan{{Offset: 0, Length: 3}}, PositiveDeltas: []int64{1, 2, -1}, // 1 3 2
 		CustomValues: []float64{0.1, 0.5, 1}, Timestamp: 3000, StartTimestamp: 100,
 	}
-	floatCustomHistogram = model.Histogram{
+	floatCustomHistogram = prw.Histogram{
 		Count: &writev2.Histogram_CountFloat{CountFloat: 4.5}, Sum: 8, Schema: -53,
 		PositiveSpans: []writev2.BucketSpan{{Offset: 0, Length: 1}, {Offset: 1, Length: 1}}, PositiveCounts: []float64{1.5, 3},
 		CustomValues: []float64{1, 10, 100}, Timestamp: 3000,
 	}
-	staleHistogram = model.Histogram{
+	staleHistogram = prw.Histogram{
 		Count: &writev2.Histogram_CountInt{}, ZeroCount: &writev2.Histogram_ZeroCountInt{},
 		Sum: math.Float64frombits(value.StaleNaN), Schema: 0, Timestamp: 4000,
 	}
 )
 
 // histogramSeries returns a valid series holding h.
-func histogramSeries(name string, h ...model.Histogram) tseries {
+func histogramSeries(name string, h ...prw.Histogram) tseries {
 	return tseries{labels: []string{"__name__", name, "job", "test"}, histograms: h}
 }
 
 // withHistogram returns h changed by f, leaving the fixture alone.
-func withHistogram(h model.Histogram, f func(*model.Histogram)) model.Histogram {
+func withHistogram(h prw.Histogram, f func(*prw.Histogram)) prw.Histogram {
 	c := copyHistogram(h)
 	f(&c)
 	return c
@@ -277,7 +288,7 @@ func testutilSum(cs ...prometheus.Collector) float64 {
 
 // checkRawMatches checks that req's raw form, if any, describes the same
 // series as its materialized Series.
-func checkRawMatches(t testing.TB, req *model.Request) {
+func checkRawMatches(t testing.TB, req *prw.Request) {
 	t.Helper()
 	raw := req.Raw
 	if raw == nil {
@@ -288,11 +299,11 @@ func checkRawMatches(t testing.TB, req *model.Request) {
 			len(raw.Series), len(raw.Metadata), len(req.Series), len(req.Metadata))
 		return
 	}
-	var h model.LabelHasher
+	var h prw.LabelHasher
 	for i, rs := range raw.Series {
 		s := &req.Series[i]
-		want, _ := model.HashLabels(s.Labels, nil)
-		got, err := model.ScanRawSeries(rs.Bytes(raw.Msg), &h)
+		want, _ := prw.HashLabels(s.Labels, nil)
+		got, err := prw.ScanRawSeries(rs.Bytes(raw.Msg), &h)
 		if err != nil || rs.Hash != want || got.Hash != want ||
 			int(rs.Samples) != len(s.Samples) || int(rs.Histograms) != len(s.Histograms) || int(rs.Exemplars) != len(s.Exemplars) ||
 			got.Samples != rs.Samples || got.Histograms != rs.Histograms || got.Exemplars != rs.Exemplars {

@@ -14,7 +14,7 @@ import (
 	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
 	"github.com/stretchr/testify/require"
 
-	"github.com/rwgateway/gateway/pkg/model"
+	"github.com/rwgateway/gateway/pkg/prw"
 	"github.com/rwgateway/gateway/pkg/receiver/rwtest"
 )
 
@@ -25,40 +25,40 @@ func roundTripSeries() []tseries {
 	return []tseries{
 		{
 			labels: []string{"job", "api", "__name__", "http_requests_total", "code", "200", "method", "GET"},
-			samples: []model.Sample{
+			samples: []prw.Sample{
 				{Value: 1, Timestamp: 1000, StartTimestamp: 10},
 				{Value: 2.5, Timestamp: 2000, StartTimestamp: 10},
 				{Value: math.Inf(1), Timestamp: 3000, StartTimestamp: 10},
 			},
-			exemplars: []model.Exemplar{
+			exemplars: []prw.Exemplar{
 				{Labels: labels.FromStrings("trace_id", "4bf92f3577b34da6", "span_id", "00f067aa0ba902b7"), Value: 0.25, Timestamp: 1500},
 				{Labels: labels.EmptyLabels(), Value: 3, Timestamp: 2500},
 			},
-			meta: model.Metadata{Type: writev2.Metadata_METRIC_TYPE_COUNTER, Help: "Requests served.", Unit: "requests"},
+			meta: prw.Metadata{Type: writev2.Metadata_METRIC_TYPE_COUNTER, Help: "Requests served.", Unit: "requests"},
 		},
 		{
 			labels:     []string{"__name__", "rpc_duration_seconds", "service", "checkout"},
-			histograms: []model.Histogram{intExpHistogram, floatExpHistogram},
-			exemplars:  []model.Exemplar{{Labels: labels.FromStrings("trace_id", "x"), Value: 0.7, Timestamp: 2000}},
-			meta:       model.Metadata{Type: writev2.Metadata_METRIC_TYPE_HISTOGRAM, Help: "RPC latency.", Unit: "seconds"},
+			histograms: []prw.Histogram{intExpHistogram, floatExpHistogram},
+			exemplars:  []prw.Exemplar{{Labels: labels.FromStrings("trace_id", "x"), Value: 0.7, Timestamp: 2000}},
+			meta:       prw.Metadata{Type: writev2.Metadata_METRIC_TYPE_HISTOGRAM, Help: "RPC latency.", Unit: "seconds"},
 		},
 		{
 			labels:     []string{"__name__", "nhcb_seconds", "le_set", "custom"},
-			histograms: []model.Histogram{intCustomHistogram, floatCustomHistogram},
-			meta:       model.Metadata{Type: writev2.Metadata_METRIC_TYPE_HISTOGRAM},
+			histograms: []prw.Histogram{intCustomHistogram, floatCustomHistogram},
+			meta:       prw.Metadata{Type: writev2.Metadata_METRIC_TYPE_HISTOGRAM},
 		},
 		{
 			labels:  []string{"__name__", "utf8.métric", "ключ", "значение"},
-			samples: []model.Sample{{Value: -1e308, Timestamp: -5}},
-			meta:    model.Metadata{Type: writev2.Metadata_METRIC_TYPE_GAUGE, Unit: "bytes"},
+			samples: []prw.Sample{{Value: -1e308, Timestamp: -5}},
+			meta:    prw.Metadata{Type: writev2.Metadata_METRIC_TYPE_GAUGE, Unit: "bytes"},
 		},
 	}
 }
 
 func TestRoundTrip(t *testing.T) {
-	md := []model.FamilyMetadata{
-		{MetricFamilyName: "http_requests_total", Metadata: model.Metadata{Type: writev2.Metadata_METRIC_TYPE_COUNTER, Help: "Requests served.", Unit: "requests"}},
-		{MetricFamilyName: "rpc_duration_seconds", Metadata: model.Metadata{Type: writev2.Metadata_METRIC_TYPE_HISTOGRAM}},
+	md := []prw.FamilyMetadata{
+		{MetricFamilyName: "http_requests_total", Metadata: prw.Metadata{Type: writev2.Metadata_METRIC_TYPE_COUNTER, Help: "Requests served.", Unit: "requests"}},
+		{MetricFamilyName: "rpc_duration_seconds", Metadata: prw.Metadata{Type: writev2.Metadata_METRIC_TYPE_HISTOGRAM}},
 	}
 	for _, p := range protos {
 		t.Run(p.Label(), func(t *testing.T) {
@@ -72,10 +72,10 @@ func TestRoundTrip(t *testing.T) {
 				require.Equal(t, http.StatusNoContent, rec.Code, rec.Body.String())
 				require.Len(t, q.got, 1)
 				require.Equal(t, expected(p, series, md), q.got[0])
-				if p == model.ProtoV2 {
-					require.Equal(t, "4", rec.Header().Get(headerSamplesWritten))
-					require.Equal(t, "4", rec.Header().Get(headerHistogramsWritten))
-					require.Equal(t, "3", rec.Header().Get(headerExemplarsWritten))
+				if p == prw.ProtoV2 {
+					require.Equal(t, "4", rec.Header().Get(prw.HeaderSamplesWritten))
+					require.Equal(t, "4", rec.Header().Get(prw.HeaderHistogramsWritten))
+					require.Equal(t, "3", rec.Header().Get(prw.HeaderExemplarsWritten))
 				}
 			}
 		})
@@ -97,7 +97,7 @@ func TestRoundTripReuse(t *testing.T) {
 				{histogramSeries("h", staleHistogram)},
 				nil,
 				{all[2], all[3], all[0], all[1]},
-				{tseries{labels: []string{"__name__", "only_labels"}, samples: []model.Sample{{Value: 1}}}},
+				{tseries{labels: []string{"__name__", "only_labels"}, samples: []prw.Sample{{Value: 1}}}},
 			}
 			for i, series := range shapes {
 				q.got = nil
@@ -123,7 +123,7 @@ func TestRoundTripStaleMarkers(t *testing.T) {
 	stale := math.Float64frombits(value.StaleNaN)
 	otherNaN := math.Float64frombits(0x7ff8000000000001)
 	series := []tseries{
-		{labels: []string{"__name__", "up", "job", "a"}, samples: []model.Sample{
+		{labels: []string{"__name__", "up", "job", "a"}, samples: []prw.Sample{
 			{Value: 1, Timestamp: 1},
 			{Value: stale, Timestamp: 2},
 			{Value: otherNaN, Timestamp: 3},
@@ -152,11 +152,11 @@ func TestRoundTripRWTest(t *testing.T) {
 	q := &fakeQueue{}
 	h, _, _ := newTestHandler(t, q, Options{})
 
-	rec := serve(h, rwtest.NewHTTPRequest(model.ProtoV1, rwtest.Encode(rwtest.V1Request(600, 2))))
+	rec := serve(h, rwtest.NewHTTPRequest(prw.ProtoV1, rwtest.Encode(rwtest.V1Request(600, 2))))
 	require.Equal(t, http.StatusNoContent, rec.Code, rec.Body.String())
-	rec = serve(h, rwtest.NewHTTPRequest(model.ProtoV2, rwtest.Encode(rwtest.V2Request(600, 2))))
+	rec = serve(h, rwtest.NewHTTPRequest(prw.ProtoV2, rwtest.Encode(rwtest.V2Request(600, 2))))
 	require.Equal(t, http.StatusNoContent, rec.Code, rec.Body.String())
-	require.Equal(t, "1200", rec.Header().Get(headerSamplesWritten))
+	require.Equal(t, "1200", rec.Header().Get(prw.HeaderSamplesWritten))
 
 	require.Len(t, q.got, 2)
 	for _, got := range q.got {
@@ -170,8 +170,8 @@ func TestRoundTripRWTest(t *testing.T) {
 				require.Equal(t, rwtest.SampleValue(i, j), smp.Value)
 				require.Equal(t, rwtest.SampleTimestamp(j), smp.Timestamp)
 			}
-			if got.Proto == model.ProtoV2 {
-				require.Equal(t, model.Metadata{Type: writev2.Metadata_METRIC_TYPE_COUNTER, Help: rwtest.MetricHelp, Unit: rwtest.MetricUnit}, s.Metadata)
+			if got.Proto == prw.ProtoV2 {
+				require.Equal(t, prw.Metadata{Type: writev2.Metadata_METRIC_TYPE_COUNTER, Help: rwtest.MetricHelp, Unit: rwtest.MetricUnit}, s.Metadata)
 				require.Equal(t, rwtest.StartTimestamp, s.Samples[0].StartTimestamp)
 			}
 		}
@@ -185,8 +185,8 @@ type wantKey struct{}
 // context says was sent.
 type checkingQueue struct{}
 
-func (checkingQueue) Enqueue(ctx context.Context, req *model.Request) error {
-	want := ctx.Value(wantKey{}).(model.Request)
+func (checkingQueue) Enqueue(ctx context.Context, req *prw.Request) error {
+	want := ctx.Value(wantKey{}).(prw.Request)
 	runtime.Gosched() // let other requests run while this one is held
 	got := copyRequest(req)
 	if !requestsEqual(want, got) {
@@ -196,7 +196,7 @@ func (checkingQueue) Enqueue(ctx context.Context, req *model.Request) error {
 	return nil
 }
 
-func requestsEqual(a, b model.Request) bool {
+func requestsEqual(a, b prw.Request) bool {
 	if a.Proto != b.Proto || len(a.Series) != len(b.Series) {
 		return false
 	}
@@ -232,8 +232,8 @@ func TestHandlerConcurrent(t *testing.T) {
 					series[k] = tseries{
 						labels: []string{"__name__", fmt.Sprintf("m_%d", k), "g", fmt.Sprint(g), "i", fmt.Sprint(i),
 							"pad", string(make([]byte, (g*i+k)%300))},
-						samples: []model.Sample{{Value: float64(g*1e6 + i*100 + k), Timestamp: int64(i), StartTimestamp: int64(g)}},
-						meta:    model.Metadata{Help: fmt.Sprintf("help %d %d", g, i)},
+						samples: []prw.Sample{{Value: float64(g*1e6 + i*100 + k), Timestamp: int64(i), StartTimestamp: int64(g)}},
+						meta:    prw.Metadata{Help: fmt.Sprintf("help %d %d", g, i)},
 					}
 				}
 				want := expected(p, series, nil)

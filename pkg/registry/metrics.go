@@ -160,6 +160,14 @@ type ForwardMetrics struct {
 	Shards          *prometheus.GaugeVec     // upstream
 	SendDuration    *prometheus.HistogramVec // upstream
 	LastSendSuccess *prometheus.GaugeVec     // upstream: unix seconds
+	// QueueLag is the age of the oldest disk queue record not yet
+	// acknowledged by the upstream: now minus the time it was appended; 0
+	// when all is sent.
+	QueueLag *prometheus.GaugeVec // upstream
+	// OrphanedDirectories and OrphanedBytes describe the queue directories
+	// of upstreams that are no longer configured.
+	OrphanedDirectories prometheus.Gauge
+	OrphanedBytes       prometheus.Gauge
 }
 
 // NewForwardMetrics creates and registers the forwarders' collectors.
@@ -193,6 +201,15 @@ func NewForwardMetrics(reg prometheus.Registerer) *ForwardMetrics {
 			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
 		}, up),
 		LastSendSuccess: gauge("last_send_success_timestamp_seconds", "Unix time of the last batch the upstream acknowledged."),
+		QueueLag:        gauge("queue_lag_seconds", "Age of the oldest queued record not yet acknowledged by the upstream (0 when everything is sent)."),
+		OrphanedDirectories: f.NewGauge(prometheus.GaugeOpts{
+			Namespace: Namespace, Subsystem: "queue", Name: "orphaned_directories",
+			Help: "Queue directories under <storage.path>/queues whose upstream is not configured (or not on disk).",
+		}),
+		OrphanedBytes: f.NewGauge(prometheus.GaugeOpts{
+			Namespace: Namespace, Subsystem: "queue", Name: "orphaned_bytes",
+			Help: "Size of the files in orphaned queue directories.",
+		}),
 	}
 }
 
@@ -218,7 +235,7 @@ func (m *ForwardMetrics) DeleteUpstream(upstream string) {
 	for _, v := range []*prometheus.CounterVec{m.SentSamples, m.SentHistograms, m.SentExemplars, m.SentMetadata, m.SentBatches, m.SentBytes, m.FailedSamples, m.RetriedSamples, m.DroppedSamples, m.Requests, m.QueueFull} {
 		v.DeletePartialMatch(match)
 	}
-	for _, v := range []*prometheus.GaugeVec{m.QueueLength, m.QueueCapacity, m.Shards, m.LastSendSuccess} {
+	for _, v := range []*prometheus.GaugeVec{m.QueueLength, m.QueueCapacity, m.Shards, m.LastSendSuccess, m.QueueLag} {
 		v.DeletePartialMatch(match)
 	}
 	m.SendDuration.DeletePartialMatch(match)

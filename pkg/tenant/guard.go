@@ -11,8 +11,7 @@ import (
 
 	"github.com/prometheus/prometheus/model/labels"
 
-	"github.com/rwgateway/gateway/pkg/model"
-	"github.com/rwgateway/gateway/pkg/receiver"
+	"github.com/rwgateway/gateway/pkg/prw"
 	"github.com/rwgateway/gateway/pkg/registry"
 )
 
@@ -23,12 +22,20 @@ import (
 type Guard struct {
 	set     atomic.Pointer[Set]
 	metrics *registry.TenantMetrics
-	next    receiver.Enqueuer
+	next    Forwarder
 	now     func() time.Time
 }
 
+// Forwarder takes the requests a Guard accepted, with the tenant's routing:
+// routes reports whether the data may go to an upstream, and is nil when
+// it may go to every upstream. Its errors are passed back to the caller
+// of Enqueue unchanged.
+type Forwarder interface {
+	Enqueue(ctx context.Context, req *prw.Request, routes func(upstream string) bool) error
+}
+
 // NewGuard returns a Guard passing accepted requests to next.
-func NewGuard(metrics *registry.TenantMetrics, next receiver.Enqueuer) *Guard {
+func NewGuard(metrics *registry.TenantMetrics, next Forwarder) *Guard {
 	return &Guard{metrics: metrics, next: next, now: time.Now}
 }
 
@@ -86,8 +93,8 @@ func (g *Guard) Middleware(next http.Handler) http.Handler {
 	})
 }
 
-// limitError is a request refused by a limit. It satisfies
-// receiver.LimitError, and receiver.RetryAfterError when retryAfter is set.
+// limitError is a request refused by a limit. It carries the status, the
+// reject reason and the Retry-After a write handler answers it with.
 type limitError struct {
 	code       int
 	msg        string
@@ -97,16 +104,16 @@ type limitError struct {
 func (e *limitError) Error() string             { return e.msg }
 func (e *limitError) StatusCode() int           { return e.code }
 func (e *limitError) RetryAfter() time.Duration { return e.retryAfter }
+func (e *limitError) Reason() string            { return registry.ReasonLimit }
 
 // Enqueue checks req against its tenant's limits, sets the tenant's extra
-// labels on every series, and passes it on with the tenant in ctx (the
-// forwarder routes by it). A request without a tenant in ctx is checked
-// against the global limits.
-func (g *Guard) Enqueue(ctx context.Context, req *model.Request) error {
+// labels on every series, and passes it on with the tenant's routing. The
+// tenant is the one Middleware put in ctx; a request without one is
+// checked against the global limits.
+func (g *Guard) Enqueue(ctx context.Context, req *prw.Request) error {
 	t := FromContext(ctx)
 	if t == nil {
 		t = g.set.Load().dflt
-		ctx = NewContext(ctx, t)
 	}
 	if err := g.checkShape(t, req); err != nil {
 		return err
@@ -131,7 +138,11 @@ func (g *Guard) Enqueue(ctx context.Context, req *model.Request) error {
 	if !t.extraLabels.IsEmpty() {
 		setLabels(req, t.extraLabels)
 	}
-	if err := g.next.Enqueue(ctx, req); err != nil {
+	var routes func(string) bool
+	if t.upstreams != nil {
+		routes = t.Routes
+	}
+	if err := g.next.Enqueue(ctx, req, routes); err != nil {
 		return err
 	}
 	g.metrics.Samples.WithLabelValues(t.ID).Add(float64(n))
@@ -139,7 +150,7 @@ func (g *Guard) Enqueue(ctx context.Context, req *model.Request) error {
 }
 
 // checkShape enforces the request shape limits.
-func (g *Guard) checkShape(t *Tenant, req *model.Request) error {
+func (g *Guard) checkShape(t *Tenant, req *prw.Request) error {
 	l := t.limits
 	reject := func(reason, msg string) error {
 		g.metrics.Rejected.WithLabelValues(t.ID, reason).Inc()
@@ -176,7 +187,7 @@ func (g *Guard) checkShape(t *Tenant, req *model.Request) error {
 
 // setLabels sets extra on every series of req, replacing same-named labels.
 // The request's wire form no longer matches its labels, so it is dropped.
-func setLabels(req *model.Request, extra labels.Labels) {
+func setLabels(req *prw.Request, extra labels.Labels) {
 	req.Materialize()
 	req.Raw = nil
 	b := labels.NewBuilder(labels.EmptyLabels())

@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -18,8 +19,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/rwgateway/gateway/config"
-	"github.com/rwgateway/gateway/pkg/model"
-	"github.com/rwgateway/gateway/pkg/receiver"
+	"github.com/rwgateway/gateway/pkg/prw"
 	"github.com/rwgateway/gateway/pkg/registry"
 )
 
@@ -46,27 +46,31 @@ func hash(t *testing.T, pass string) string {
 	return string(h)
 }
 
-// recorder is a receiver.Enqueuer that records what reached it and with
-// which tenant.
+// recorder is a Forwarder that records what reached it and where it was
+// routed: "all", or the upstreams of the test config that routes allows.
 type recorder struct {
 	mu   sync.Mutex
 	got  []string
-	reqs []model.Request
+	reqs []prw.Request
 }
 
-func (r *recorder) Enqueue(ctx context.Context, req *model.Request) error {
+func (r *recorder) Enqueue(_ context.Context, req *prw.Request, routes func(string) bool) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	id := "<none>"
-	if t := FromContext(ctx); t != nil {
-		id = t.ID
+	to := "all"
+	if routes != nil {
+		var names []string
+		for _, u := range []string{"shared", "a-only"} {
+			if routes(u) {
+				names = append(names, u)
+			}
+		}
+		to = strings.Join(names, ",")
 	}
-	r.got = append(r.got, id)
+	r.got = append(r.got, to)
 	r.reqs = append(r.reqs, *req)
 	return nil
 }
-
-var _ receiver.Enqueuer = (*Guard)(nil)
 
 func newGuard(t *testing.T, cfg *config.Config) (*Guard, *recorder, *registry.TenantMetrics) {
 	t.Helper()
@@ -154,6 +158,12 @@ tenants:
 	a, _, err = s.Resolve(withHeader("X-Scope-OrgID", "a"))
 	require.NoError(t, err)
 	require.False(t, a.Routes("a-only"), "a tenant routed to shared never reaches a-only")
+
+	// The Guard hands the tenant's routing to the forwarder with the data.
+	g, rec, _ := newGuard(t, cfg)
+	require.NoError(t, g.Enqueue(NewContext(t.Context(), a), &prw.Request{Series: []prw.Series{series("x", 1)}}))
+	require.NoError(t, g.Enqueue(t.Context(), &prw.Request{Series: []prw.Series{series("x", 1)}}))
+	require.Equal(t, []string{"shared", "all"}, rec.got)
 	none, _, err := s.Resolve(withHeader("X", "y"))
 	require.NoError(t, err, "not required: no tenant is served")
 	require.Equal(t, "", none.ID)
@@ -213,10 +223,10 @@ tenants:
 	require.Equal(t, http.StatusNoContent, serve(withHeader("Authorization", "Bearer token-a")).Code, "the slot is released")
 }
 
-func series(name string, n int, extra ...string) model.Series {
-	s := model.Series{Labels: labels.FromStrings(append([]string{"__name__", name}, extra...)...)}
+func series(name string, n int, extra ...string) prw.Series {
+	s := prw.Series{Labels: labels.FromStrings(append([]string{"__name__", name}, extra...)...)}
 	for i := range n {
-		s.Samples = append(s.Samples, model.Sample{Value: float64(i), Timestamp: int64(i)})
+		s.Samples = append(s.Samples, prw.Sample{Value: float64(i), Timestamp: int64(i)})
 	}
 	return s
 }
@@ -240,42 +250,44 @@ tenants:
 	for _, tc := range []struct {
 		name     string
 		ctx      context.Context
-		req      model.Request
+		req      prw.Request
 		wantCode int
 		reason   string
 		tenant   string
 	}{
-		{"too many series", ctxA, model.Request{Series: []model.Series{series("x", 1), series("y", 1), series("z", 1)}}, 400, registry.TenantSeries, "a"},
-		{"too many labels (global limit, tenant inherits)", ctxA, model.Request{Series: []model.Series{series("x", 1, "a", "1", "b", "2", "c", "3", "d", "4")}}, 400, registry.TenantLabels, "a"},
-		{"label value too long", context.Background(), model.Request{Series: []model.Series{series("x", 1, "a", "01234567890")}}, 400, registry.TenantLabelValue, ""},
-		{"over the burst", ctxA, model.Request{Series: []model.Series{series("x", 21)}}, 429, registry.TenantRateLimited, "a"},
+		{"too many series", ctxA, prw.Request{Series: []prw.Series{series("x", 1), series("y", 1), series("z", 1)}}, 400, registry.TenantSeries, "a"},
+		{"too many labels (global limit, tenant inherits)", ctxA, prw.Request{Series: []prw.Series{series("x", 1, "a", "1", "b", "2", "c", "3", "d", "4")}}, 400, registry.TenantLabels, "a"},
+		{"label value too long", context.Background(), prw.Request{Series: []prw.Series{series("x", 1, "a", "01234567890")}}, 400, registry.TenantLabelValue, ""},
+		{"over the burst", ctxA, prw.Request{Series: []prw.Series{series("x", 21)}}, 429, registry.TenantRateLimited, "a"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := testutil.ToFloat64(m.Rejected.WithLabelValues(tc.tenant, tc.reason))
 			err := g.Enqueue(tc.ctx, &tc.req)
-			var le receiver.LimitError
-			require.True(t, errors.As(err, &le), "%v", err)
+			le, ok := errors.AsType[*limitError](err)
+			require.True(t, ok, "%v", err)
 			require.Equal(t, tc.wantCode, le.StatusCode())
+			require.Equal(t, registry.ReasonLimit, le.Reason())
 			require.Equal(t, before+1, testutil.ToFloat64(m.Rejected.WithLabelValues(tc.tenant, tc.reason)))
 		})
 	}
 	require.Empty(t, rec.got, "nothing refused reached the forwarder")
 
 	// Rate: 20 samples of burst pass, the next 10 wait one second.
-	require.NoError(t, g.Enqueue(ctxA, &model.Request{Series: []model.Series{series("x", 20)}}))
-	err := g.Enqueue(ctxA, &model.Request{Series: []model.Series{series("x", 10)}})
-	var ra receiver.RetryAfterError
-	require.True(t, errors.As(err, &ra))
+	require.NoError(t, g.Enqueue(ctxA, &prw.Request{Series: []prw.Series{series("x", 20)}}))
+	err := g.Enqueue(ctxA, &prw.Request{Series: []prw.Series{series("x", 10)}})
+	ra, ok := errors.AsType[*limitError](err)
+	require.True(t, ok)
 	require.Equal(t, time.Second, ra.RetryAfter())
+	require.Equal(t, 429, ra.StatusCode())
 	now = now.Add(time.Second)
-	require.NoError(t, g.Enqueue(ctxA, &model.Request{Series: []model.Series{series("x", 10)}}))
+	require.NoError(t, g.Enqueue(ctxA, &prw.Request{Series: []prw.Series{series("x", 10)}}))
 	require.Equal(t, 30.0, testutil.ToFloat64(m.Samples.WithLabelValues("a")))
 
 	// Extra labels replace what the client sent under those names.
-	require.NoError(t, g.Enqueue(ctxA, &model.Request{Series: []model.Series{series("x", 0, "tenant", "forged")}}))
+	require.NoError(t, g.Enqueue(ctxA, &prw.Request{Series: []prw.Series{series("x", 0, "tenant", "forged")}}))
 	last := rec.reqs[len(rec.reqs)-1]
 	require.Equal(t, labels.FromStrings("__name__", "x", "env", "prod", "tenant", "a"), last.Series[0].Labels)
-	require.Equal(t, []string{"a", "a", "a"}, rec.got)
+	require.Equal(t, []string{"all", "all", "all"}, rec.got, "tenant a reaches every upstream")
 }
 
 func TestReloadKeepsState(t *testing.T) {
@@ -284,13 +296,13 @@ func TestReloadKeepsState(t *testing.T) {
 	now := time.Unix(1000, 0)
 	g.now = func() time.Time { return now }
 	ctx := NewContext(context.Background(), g.Set().byID["a"])
-	require.NoError(t, g.Enqueue(ctx, &model.Request{Series: []model.Series{series("x", 5)}}))
+	require.NoError(t, g.Enqueue(ctx, &prw.Request{Series: []prw.Series{series("x", 5)}}))
 
 	next, err := NewSet(loadConfig(t, upstreams+"tenants:\n  tenants: [{id: a, limits: {samples_per_second: 1, burst: 5}}]\n"), g.Set())
 	require.NoError(t, err)
 	g.Apply(next)
 	ctx = NewContext(context.Background(), g.Set().byID["a"])
-	require.Error(t, g.Enqueue(ctx, &model.Request{Series: []model.Series{series("x", 1)}}), "a reload does not refill the bucket")
+	require.Error(t, g.Enqueue(ctx, &prw.Request{Series: []prw.Series{series("x", 1)}}), "a reload does not refill the bucket")
 
 	require.Equal(t, 2, testutil.CollectAndCount(m.Samples, "gateway_tenant_samples_total"), "the removed tenant's series are deleted; \"\" and a remain")
 }

@@ -21,13 +21,13 @@ import (
 	"github.com/prometheus/prometheus/prompb"
 	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
 
-	"github.com/rwgateway/gateway/pkg/model"
+	"github.com/rwgateway/gateway/pkg/prw"
 )
 
 // Content types a Prometheus sender sets for each protocol.
 const (
-	ContentTypeV1 = "application/x-protobuf"
-	ContentTypeV2 = "application/x-protobuf;proto=" + model.MessageV2
+	ContentTypeV1 = prw.ContentTypeV1
+	ContentTypeV2 = prw.ContentTypeV2
 )
 
 // BaseTimestamp is the timestamp in milliseconds of the first sample of
@@ -132,11 +132,11 @@ func Encode(msg Marshaler) []byte {
 // NewHTTPRequest returns a POST of body to /api/v1/write with the headers a
 // Prometheus sender of protocol p sets, for handing to a handler directly
 // (httptest.NewRequest; use http.NewRequest to send it over a network).
-func NewHTTPRequest(p model.Protocol, body []byte) *http.Request {
+func NewHTTPRequest(p prw.Protocol, body []byte) *http.Request {
 	r := httptest.NewRequest(http.MethodPost, "/api/v1/write", bytes.NewReader(body))
 	r.Header.Set("Content-Encoding", "snappy")
 	r.Header.Set("User-Agent", "Prometheus/3.0.0")
-	if p == model.ProtoV2 {
+	if p == prw.ProtoV2 {
 		r.Header.Set("Content-Type", ContentTypeV2)
 		r.Header.Set("X-Prometheus-Remote-Write-Version", "2.0.0")
 	} else {

@@ -1,12 +1,10 @@
-package receiver
+package prw
 
 import (
 	"fmt"
 
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/prompb"
-
-	"github.com/rwgateway/gateway/pkg/model"
 )
 
 // v1Decoder decodes remote write 1.0, prometheus.WriteRequest.
@@ -14,7 +12,7 @@ type v1Decoder struct {
 	states *statePool
 }
 
-func newV1Decoder() *v1Decoder {
+func NewV1Decoder() *v1Decoder {
 	dec := &v1Decoder{states: newStatePool(func() any { return new(prompb.WriteRequest) })}
 	return dec
 }
@@ -22,38 +20,38 @@ func newV1Decoder() *v1Decoder {
 // decode scans msg (see scanV1) and, if the request can be passed on raw,
 // leaves its Series and Metadata to Materialize; otherwise, or when
 // Materialize is called, it decodes and validates it in full.
-func (dec *v1Decoder) decode(msg []byte) (*decoded, error) {
+func (dec *v1Decoder) Decode(msg []byte) (*Decoded, error) {
 	d := dec.states.get(len(msg))
 	if scanV1(d, msg) {
-		d.req.Proto = model.ProtoV1
-		d.req.Raw = &d.raw
+		d.Req.Proto = ProtoV1
+		d.Req.Raw = &d.raw
 		d.msg = msg
 		if d.fill == nil {
 			d.fill = func() { d.materializeV1() }
 		}
-		d.req.SetLazy(d.fill)
+		d.Req.SetLazy(d.fill)
 		return d, nil
 	}
-	d.raw = model.RawV1{Series: d.raw.Series[:0], Metadata: d.raw.Metadata[:0]}
+	d.raw = RawV1{Series: d.raw.Series[:0], Metadata: d.raw.Metadata[:0]}
 	wr := d.wire.(*prompb.WriteRequest)
-	if err := unmarshalV1(wr, msg); err != nil {
-		dec.release(d)
+	if err := unmarshalV1(wr, msg, &d.sizes); err != nil {
+		dec.Release(d)
 		return nil, err
 	}
-	d.req.Proto = model.ProtoV1
+	d.Req.Proto = ProtoV1
 	convertV1(d, wr)
 	return d, nil
 }
 
-func (dec *v1Decoder) release(d *decoded) {
+func (dec *v1Decoder) Release(d *Decoded) {
 	dec.states.put(d)
 }
 
-// materializeV1 fills d.req.Series and Metadata from the message that
+// materializeV1 fills d.Req.Series and Metadata from the message that
 // scanV1 accepted: the full decoder finds every series valid.
-func (d *decoded) materializeV1() {
+func (d *Decoded) materializeV1() {
 	wr := d.wire.(*prompb.WriteRequest)
-	if err := unmarshalV1(wr, d.msg); err != nil {
+	if err := unmarshalV1(wr, d.msg, &d.sizes); err != nil {
 		// scanV1 accepted only what unmarshalV1 reads.
 		panic(fmt.Sprintf("materialize a scanned 1.0 request: %v", err))
 	}
@@ -74,11 +72,12 @@ func (d *decoded) materializeV1() {
 // Series label names and values are not copied: they alias msg (see
 // aliasString), since convertV1 copies them into a labels.Labels anyway.
 // That saves two allocations per label; it makes m valid only while msg is.
-func unmarshalV1(m *prompb.WriteRequest, msg []byte) error {
+func unmarshalV1(m *prompb.WriteRequest, msg []byte, sizes *[]int) error {
 	m.Timeseries = m.Timeseries[:0]
 	clear(m.Metadata)
 	m.Metadata = m.Metadata[:0]
 	m.XXX_unrecognized = nil
+	*sizes = (*sizes)[:0]
 	r := wireReader{b: msg}
 	for {
 		num, typ, ok, err := r.next()
@@ -94,6 +93,7 @@ func unmarshalV1(m *prompb.WriteRequest, msg []byte) error {
 			if err != nil {
 				return err
 			}
+			*sizes = append(*sizes, len(v))
 			m.Timeseries = extend(m.Timeseries)
 			ts := &m.Timeseries[len(m.Timeseries)-1]
 			*ts = prompb.TimeSeries{
@@ -190,34 +190,35 @@ func unmarshalV1Label(l *prompb.Label, msg []byte) error {
 	}
 }
 
-// convertV1 validates wr's series into d.req and d.invalid.
-func convertV1(d *decoded, wr *prompb.WriteRequest) {
+// convertV1 validates wr's series into d.Req and d.Invalid.
+func convertV1(d *Decoded, wr *prompb.WriteRequest) {
+	d.Invalid.sizes = d.sizes
 	for i := range wr.Timeseries {
 		ts := &wr.Timeseries[i]
 		ls := v1Labels(&d.sb, ts.Labels)
-		if reason, detail, ok := validateLabels(ls, true); !ok {
-			d.invalid.add(reason, i, ls, detail)
+		if reason, detail, ok := ValidateLabels(ls, true); !ok {
+			d.Invalid.add(reason, i, ls, detail)
 			continue
 		}
 		// Prometheus 1.0 senders put exemplars in series of their own, with
 		// no samples: those are valid.
 		if len(ts.Samples) == 0 && len(ts.Histograms) == 0 && len(ts.Exemplars) == 0 {
-			d.invalid.add(invalidNoSamples, i, ls, "no samples, histograms or exemplars")
+			d.Invalid.add(invalidNoSamples, i, ls, "no samples, histograms or exemplars")
 			continue
 		}
 
-		s := nextSeries(&d.req)
+		s := nextSeries(&d.Req)
 		if detail := appendV1Histograms(s, ts.Histograms); detail != "" {
-			d.req.Series = d.req.Series[:len(d.req.Series)-1]
-			d.invalid.add(invalidHistogram, i, ls, detail)
+			d.Req.Series = d.Req.Series[:len(d.Req.Series)-1]
+			d.Invalid.add(invalidHistogram, i, ls, detail)
 			continue
 		}
 		s.Labels = ls
 		for _, smp := range ts.Samples {
-			s.Samples = append(s.Samples, model.Sample{Value: smp.Value, Timestamp: smp.Timestamp})
+			s.Samples = append(s.Samples, Sample{Value: smp.Value, Timestamp: smp.Timestamp})
 		}
 		for _, ex := range ts.Exemplars {
-			s.Exemplars = append(s.Exemplars, model.Exemplar{
+			s.Exemplars = append(s.Exemplars, Exemplar{
 				Labels:    v1Labels(&d.sb, ex.Labels),
 				Value:     ex.Value,
 				Timestamp: ex.Timestamp,
@@ -225,10 +226,10 @@ func convertV1(d *decoded, wr *prompb.WriteRequest) {
 		}
 	}
 	for _, md := range wr.Metadata {
-		d.req.Metadata = append(d.req.Metadata, model.FamilyMetadata{
+		d.Req.Metadata = append(d.Req.Metadata, FamilyMetadata{
 			MetricFamilyName: md.MetricFamilyName,
-			Metadata: model.Metadata{
-				Type: model.MetricTypeFromV1(md.Type),
+			Metadata: Metadata{
+				Type: MetricTypeFromV1(md.Type),
 				Help: md.Help,
 				Unit: md.Unit,
 			},
@@ -238,10 +239,10 @@ func convertV1(d *decoded, wr *prompb.WriteRequest) {
 
 // appendV1Histograms converts and validates hs into s, and returns what is
 // wrong with the first invalid histogram, or "".
-func appendV1Histograms(s *model.Series, hs []prompb.Histogram) string {
+func appendV1Histograms(s *Series, hs []prompb.Histogram) string {
 	for _, h := range hs {
-		s.Histograms = append(s.Histograms, model.HistogramFromV1(h))
-		if msg := validateHistogram(&s.Histograms[len(s.Histograms)-1]); msg != "" {
+		s.Histograms = append(s.Histograms, HistogramFromV1(h))
+		if msg := ValidateHistogram(&s.Histograms[len(s.Histograms)-1]); msg != "" {
 			return fmt.Sprintf("histogram at %d: %s", h.Timestamp, msg)
 		}
 	}

@@ -1,4 +1,4 @@
-package model
+package prw
 
 import (
 	"errors"
@@ -47,6 +47,9 @@ type RawSeries struct {
 	Hash uint64
 	// Samples, Histograms and Exemplars count the series' points.
 	Samples, Histograms, Exemplars uint32
+	// Ext reports whether the series has the form's 2.0 extensions (see
+	// AppendSeries): start timestamps or metadata.
+	Ext bool
 }
 
 // Points returns the series' samples, histograms and exemplars.

@@ -1,4 +1,4 @@
-package receiver
+package prw
 
 import (
 	"bytes"
@@ -8,8 +8,6 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/prompb"
 	"google.golang.org/protobuf/encoding/protowire"
-
-	"github.com/rwgateway/gateway/pkg/model"
 )
 
 // The raw scan is the 1.0 decoder's fast path. It walks the message once
@@ -22,12 +20,12 @@ import (
 // wrong wire type). Anything else, an invalid series included, goes to the
 // full decoder, which gives the same answer and counters as ever.
 //
-// An accepted request is passed on as model.Request.Raw, its Series and
+// An accepted request is passed on as Request.Raw, its Series and
 // Metadata left for Materialize to fill with the full decoder's result.
 
 // scanV1 scans msg into d.raw and reports whether the request can be passed
 // on raw.
-func scanV1(d *decoded, msg []byte) bool {
+func scanV1(d *Decoded, msg []byte) bool {
 	raw := &d.raw
 	b := msg
 	for len(b) > 0 {
@@ -39,7 +37,7 @@ func scanV1(d *decoded, msg []byte) bool {
 		if m < 0 {
 			return false
 		}
-		span := model.Span{Off: uint32(len(msg) - len(b) + n + m - len(v)), Len: uint32(len(v))}
+		span := Span{Off: uint32(len(msg) - len(b) + n + m - len(v)), Len: uint32(len(v))}
 		b = b[n+m:]
 		switch num {
 		case 1: // timeseries
@@ -69,11 +67,11 @@ func scanV1(d *decoded, msg []byte) bool {
 // false if it needs the full decoder.
 //
 // The labels Prometheus sends come first, canonically encoded with short
-// lengths (model.SmallLabel): those are checked for UTF-8 and hashed in one
+// lengths (SmallLabel): those are checked for UTF-8 and hashed in one
 // pass over their bytes, which is right because every byte between names
 // and values is ASCII, and an ASCII byte never belongs to a multi-byte
 // sequence. Labels anywhere else are read one by one.
-func scanV1Series(d *decoded, ts []byte) (rs model.RawSeries, ok bool) {
+func scanV1Series(d *Decoded, ts []byte) (rs RawSeries, ok bool) {
 	var prev []byte
 	first, hasName := true, false
 	label := func(name, value []byte) bool {
@@ -91,7 +89,7 @@ func scanV1Series(d *decoded, ts []byte) (rs model.RawSeries, ok bool) {
 	}
 	off := 0
 	for off < len(ts) {
-		n, name, value, ok := model.SmallLabel(ts[off:])
+		n, name, value, ok := SmallLabel(ts[off:])
 		if !ok {
 			break
 		}
@@ -148,7 +146,7 @@ func scanV1Series(d *decoded, ts []byte) (rs model.RawSeries, ok bool) {
 		rs.Hash = xxhash.Sum64(head)
 		return rs, true
 	}
-	h, err := model.HashRawLabels(ts, &d.hasher)
+	h, err := HashRawLabels(ts, &d.hasher)
 	if err != nil {
 		return rs, false
 	}
@@ -283,7 +281,7 @@ func scanV1Metadata(b []byte) bool {
 // checkV1Histogram decodes a Histogram with the generated code, as the full
 // decoder does, and validates it. Histograms are rare next to samples: this
 // allocates.
-func (d *decoded) checkV1Histogram(b []byte) bool {
+func (d *Decoded) checkV1Histogram(b []byte) bool {
 	var h prompb.Histogram
 	if err := h.Unmarshal(b); err != nil || len(h.XXX_unrecognized) > 0 {
 		return false
@@ -298,6 +296,6 @@ func (d *decoded) checkV1Histogram(b []byte) bool {
 			return false
 		}
 	}
-	mh := model.HistogramFromV1(h)
-	return validateHistogram(&mh) == ""
+	mh := HistogramFromV1(h)
+	return ValidateHistogram(&mh) == ""
 }

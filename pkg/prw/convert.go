@@ -1,4 +1,4 @@
-package model
+package prw
 
 import (
 	"github.com/prometheus/prometheus/prompb"

@@ -1,4 +1,4 @@
-package receiver
+package prw
 
 import (
 	"fmt"
@@ -9,16 +9,14 @@ import (
 	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/model/labels"
 	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
-
-	"github.com/rwgateway/gateway/pkg/model"
 )
 
-// invalidReason is why a series was refused: the reason label of
+// InvalidReason is why a series was refused: the reason label of
 // gateway_receiver_invalid_series_total.
-type invalidReason int
+type InvalidReason int
 
 const (
-	invalidLabelRefs         invalidReason = iota // 2.0: odd number of label refs, or a ref outside the symbols
+	invalidLabelRefs         InvalidReason = iota // 2.0: odd number of label refs, or a ref outside the symbols
 	invalidMetadataRefs                           // 2.0: help or unit ref outside the symbols
 	invalidExemplarLabelRefs                      // 2.0: an exemplar's label refs are odd or outside the symbols
 	invalidEmptyLabels                            // no labels at all
@@ -28,10 +26,10 @@ const (
 	invalidMetricName                             // no __name__ label, or an empty one
 	invalidNoSamples                              // neither samples nor histograms (1.0: nor exemplars)
 	invalidHistogram                              // a native histogram whose buckets do not add up
-	numInvalidReasons
+	NumInvalidReasons
 )
 
-var invalidReasonNames = [numInvalidReasons]string{
+var invalidReasonNames = [NumInvalidReasons]string{
 	invalidLabelRefs:         "label_refs",
 	invalidMetadataRefs:      "metadata_refs",
 	invalidExemplarLabelRefs: "exemplar_label_refs",
@@ -44,37 +42,44 @@ var invalidReasonNames = [numInvalidReasons]string{
 	invalidHistogram:         "invalid_histogram",
 }
 
-func (r invalidReason) String() string { return invalidReasonNames[r] }
+func (r InvalidReason) String() string { return invalidReasonNames[r] }
 
-// invalidSeries tallies the series of one request that validation refused.
-type invalidSeries struct {
-	count    int
-	byReason [numInvalidReasons]int
-	// first describes the first refused series, for the response body.
-	first string
+// InvalidSeries tallies the series of one request that validation refused.
+type InvalidSeries struct {
+	Count    int
+	ByReason [NumInvalidReasons]int
+	// Bytes is the size of the refused series' messages on the wire.
+	Bytes int
+	// First describes the first refused series, for the response body.
+	First string
+	// sizes are the wire sizes of the request's series, by index.
+	sizes []int
 }
 
-func (v *invalidSeries) reset() { *v = invalidSeries{} }
+func (v *InvalidSeries) reset() { *v = InvalidSeries{} }
 
 // add records that series number idx (in request order) was refused. ls
 // holds its labels if they are known, else is empty.
-func (v *invalidSeries) add(reason invalidReason, idx int, ls labels.Labels, detail string) {
-	if v.count == 0 {
+func (v *InvalidSeries) add(reason InvalidReason, idx int, ls labels.Labels, detail string) {
+	if v.Count == 0 {
 		if ls.IsEmpty() {
-			v.first = fmt.Sprintf("series #%d: %s", idx, detail)
+			v.First = fmt.Sprintf("series #%d: %s", idx, detail)
 		} else {
-			v.first = fmt.Sprintf("series #%d %s: %s", idx, truncate(ls.String(), 512), detail)
+			v.First = fmt.Sprintf("series #%d %s: %s", idx, Truncate(ls.String(), 512), detail)
 		}
 	}
-	v.count++
-	v.byReason[reason]++
+	v.Count++
+	v.ByReason[reason]++
+	if idx < len(v.sizes) {
+		v.Bytes += v.sizes[idx]
+	}
 }
 
-// validateLabels checks a series' sorted labels: not empty, no empty or
+// ValidateLabels checks a series' sorted labels: not empty, no empty or
 // duplicate names, valid UTF-8 (if checkUTF8: a 2.0 decoder checks its
 // symbols once instead), a non-empty __name__. ok is false when ls is
 // invalid, with why.
-func validateLabels(ls labels.Labels, checkUTF8 bool) (reason invalidReason, detail string, ok bool) {
+func ValidateLabels(ls labels.Labels, checkUTF8 bool) (reason InvalidReason, detail string, ok bool) {
 	if ls.IsEmpty() {
 		return invalidEmptyLabels, "no labels", false
 	}
@@ -123,13 +128,13 @@ func refsValid(refs []uint32, n int) bool {
 // histogram's count and the sum of its buckets: float sums are not exact.
 const floatCountTolerance = 1e-6
 
-// validateHistogram checks that a native histogram's buckets add up to its
+// ValidateHistogram checks that a native histogram's buckets add up to its
 // count: the spans cover exactly the deltas (integer) or counts (float), no
 // bucket is negative, and the buckets plus the zero bucket (none for custom
 // buckets) equal the count. A histogram whose sum is NaN may count more
 // than its buckets hold, as NaN observations land in no bucket. It returns
 // what is wrong, or "".
-func validateHistogram(h *model.Histogram) string {
+func ValidateHistogram(h *Histogram) string {
 	var countIsFloat, zeroIsFloat bool
 	switch h.Count.(type) {
 	case *writev2.Histogram_CountFloat:

@@ -1,4 +1,4 @@
-package receiver
+package prw
 
 import (
 	"fmt"
@@ -8,8 +8,6 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
 	"google.golang.org/protobuf/encoding/protowire"
-
-	"github.com/rwgateway/gateway/pkg/model"
 )
 
 // v2Decoder decodes remote write 2.0, io.prometheus.write.v2.Request.
@@ -25,27 +23,27 @@ type v2Wire struct {
 	symbolOK []bool
 }
 
-func newV2Decoder() *v2Decoder {
+func NewV2Decoder() *v2Decoder {
 	return &v2Decoder{states: newStatePool(func() any { return new(v2Wire) })}
 }
 
-func (dec *v2Decoder) decode(msg []byte) (*decoded, error) {
+func (dec *v2Decoder) Decode(msg []byte) (*Decoded, error) {
 	d := dec.states.get(len(msg))
 	w := d.wire.(*v2Wire)
-	if err := unmarshalV2(&w.req, msg); err != nil {
-		dec.release(d)
+	if err := unmarshalV2(&w.req, msg, &d.sizes); err != nil {
+		dec.Release(d)
 		return nil, err
 	}
 	w.symbolOK = w.symbolOK[:0]
 	for _, s := range w.req.Symbols {
 		w.symbolOK = append(w.symbolOK, utf8.ValidString(s))
 	}
-	d.req.Proto = model.ProtoV2
+	d.Req.Proto = ProtoV2
 	convertV2(d, &w.req, w.symbolOK)
 	return d, nil
 }
 
-func (dec *v2Decoder) release(d *decoded) {
+func (dec *v2Decoder) Release(d *Decoded) {
 	dec.states.put(d)
 }
 
@@ -55,11 +53,12 @@ func (dec *v2Decoder) release(d *decoded) {
 // whenever the slice it appends to is empty, which a reused one always is.
 // Symbols are copied into new strings (they end up in labels and metadata,
 // which consumers may retain).
-func unmarshalV2(m *writev2.Request, msg []byte) error {
+func unmarshalV2(m *writev2.Request, msg []byte, sizes *[]int) error {
 	clear(m.Symbols)
 	m.Symbols = m.Symbols[:0]
 	m.Timeseries = m.Timeseries[:0]
 	m.XXX_unrecognized = nil
+	*sizes = (*sizes)[:0]
 	r := wireReader{b: msg}
 	for {
 		num, typ, ok, err := r.next()
@@ -81,6 +80,7 @@ func unmarshalV2(m *writev2.Request, msg []byte) error {
 			if err != nil {
 				return err
 			}
+			*sizes = append(*sizes, len(v))
 			m.Timeseries = extend(m.Timeseries)
 			ts := &m.Timeseries[len(m.Timeseries)-1]
 			// Metadata is reset with the rest: its generated Unmarshal only
@@ -168,14 +168,15 @@ func unmarshalV2Series(m *writev2.TimeSeries, msg []byte) error {
 	}
 }
 
-// convertV2 resolves and validates wr's series into d.req and d.invalid.
+// convertV2 resolves and validates wr's series into d.Req and d.Invalid.
 // symbolOK tells which symbols are valid UTF-8.
-func convertV2(d *decoded, wr *writev2.Request, symbolOK []bool) {
+func convertV2(d *Decoded, wr *writev2.Request, symbolOK []bool) {
+	d.Invalid.sizes = d.sizes
 	syms := wr.Symbols
 	for i := range wr.Timeseries {
 		ts := &wr.Timeseries[i]
 		if !refsValid(ts.LabelsRefs, len(syms)) {
-			d.invalid.add(invalidLabelRefs, i, labels.EmptyLabels(),
+			d.Invalid.add(invalidLabelRefs, i, labels.EmptyLabels(),
 				fmt.Sprintf("%d label refs, odd or outside the %d symbols", len(ts.LabelsRefs), len(syms)))
 			continue
 		}
@@ -185,21 +186,21 @@ func convertV2(d *decoded, wr *writev2.Request, symbolOK []bool) {
 			if j%2 == 1 {
 				what = "label value "
 			}
-			d.invalid.add(invalidUTF8, i, ls, what+strconv.Quote(syms[ts.LabelsRefs[j]])+" is not valid UTF-8")
+			d.Invalid.add(invalidUTF8, i, ls, what+strconv.Quote(syms[ts.LabelsRefs[j]])+" is not valid UTF-8")
 			continue
 		}
-		if reason, detail, ok := validateLabels(ls, false); !ok {
-			d.invalid.add(reason, i, ls, detail)
+		if reason, detail, ok := ValidateLabels(ls, false); !ok {
+			d.Invalid.add(reason, i, ls, detail)
 			continue
 		}
 		md := ts.Metadata
 		if uint64(md.HelpRef) >= uint64(len(syms)) || uint64(md.UnitRef) >= uint64(len(syms)) {
-			d.invalid.add(invalidMetadataRefs, i, ls,
+			d.Invalid.add(invalidMetadataRefs, i, ls,
 				fmt.Sprintf("metadata help ref %d or unit ref %d outside the %d symbols", md.HelpRef, md.UnitRef, len(syms)))
 			continue
 		}
 		if j := invalidExemplarRefs(ts.Exemplars, len(syms)); j >= 0 {
-			d.invalid.add(invalidExemplarLabelRefs, i, ls,
+			d.Invalid.add(invalidExemplarLabelRefs, i, ls,
 				fmt.Sprintf("exemplar %d: %d label refs, odd or outside the %d symbols", j, len(ts.Exemplars[j].LabelsRefs), len(syms)))
 			continue
 		}
@@ -208,23 +209,23 @@ func convertV2(d *decoded, wr *writev2.Request, symbolOK []bool) {
 		// this with exemplar-only series, and its receiver refuses them
 		// too; see https://github.com/prometheus/prometheus/issues/17857.
 		if len(ts.Samples) == 0 && len(ts.Histograms) == 0 {
-			d.invalid.add(invalidNoSamples, i, ls, "no samples or histograms")
+			d.Invalid.add(invalidNoSamples, i, ls, "no samples or histograms")
 			continue
 		}
 		if detail := invalidHistogramDetail(ts.Histograms); detail != "" {
-			d.invalid.add(invalidHistogram, i, ls, detail)
+			d.Invalid.add(invalidHistogram, i, ls, detail)
 			continue
 		}
 
-		s := nextSeries(&d.req)
+		s := nextSeries(&d.Req)
 		s.Labels = ls
-		s.Metadata = model.Metadata{Type: md.Type, Help: syms[md.HelpRef], Unit: syms[md.UnitRef]}
+		s.Metadata = Metadata{Type: md.Type, Help: syms[md.HelpRef], Unit: syms[md.UnitRef]}
 		for _, smp := range ts.Samples {
-			s.Samples = append(s.Samples, model.Sample{Value: smp.Value, Timestamp: smp.Timestamp, StartTimestamp: smp.StartTimestamp})
+			s.Samples = append(s.Samples, Sample{Value: smp.Value, Timestamp: smp.Timestamp, StartTimestamp: smp.StartTimestamp})
 		}
 		s.Histograms = append(s.Histograms, ts.Histograms...)
 		for _, ex := range ts.Exemplars {
-			s.Exemplars = append(s.Exemplars, model.Exemplar{
+			s.Exemplars = append(s.Exemplars, Exemplar{
 				Labels:    v2Labels(&d.sb, ex.LabelsRefs, syms),
 				Value:     ex.Value,
 				Timestamp: ex.Timestamp,
@@ -270,7 +271,7 @@ func invalidExemplarRefs(exs []writev2.Exemplar, nsyms int) int {
 // histogram of hs, or "".
 func invalidHistogramDetail(hs []writev2.Histogram) string {
 	for j := range hs {
-		if msg := validateHistogram(&hs[j]); msg != "" {
+		if msg := ValidateHistogram(&hs[j]); msg != "" {
 			return fmt.Sprintf("histogram at %d: %s", hs[j].Timestamp, msg)
 		}
 	}

@@ -1,54 +1,56 @@
-package receiver
+package prw
 
 import (
 	"fmt"
+	"strings"
 	"sync"
 	"unsafe"
 
 	"github.com/prometheus/prometheus/model/labels"
 	"google.golang.org/protobuf/encoding/protowire"
-
-	"github.com/rwgateway/gateway/pkg/model"
 )
 
 // decoder turns one protocol's snappy-decoded protobuf message into a
-// validated model.Request. The handler holds one per protocol for its
+// validated Request. The handler holds one per protocol for its
 // lifetime; a decoder is safe for concurrent use and keeps its per-request
 // state in its own pool.
 //
 // This is the seam where a zero-copy decoder can replace the gogo-generated
 // unmarshalling used now: it only has to fill decoded.req and
 // decoded.invalid, and nothing after the handler (forwarding) changes.
-type decoder interface {
+type Decoder interface {
 	// decode unmarshals msg and converts and validates every series into
 	// the returned state. An error means msg is not a valid message. The
 	// state may point into msg, so msg must stay unchanged until release.
-	decode(msg []byte) (*decoded, error)
+	Decode(msg []byte) (*Decoded, error)
 	// release returns d, obtained from decode, to the pool. Nothing in d
 	// may be used afterwards.
-	release(d *decoded)
+	Release(d *Decoded)
 }
 
 // decoded is the pooled per-request state of a decoder.
-type decoded struct {
+type Decoded struct {
 	// req holds the valid series; see the package documentation for what
 	// its consumer may retain.
-	req model.Request
+	Req Request
 	// invalid tallies the refused series.
-	invalid invalidSeries
+	Invalid InvalidSeries
 	// sb builds sorted label sets.
 	sb labels.ScratchBuilder
 	// wire is the protocol's reused protobuf message, owned by the decoder.
 	wire any
 	// size is the length of the message decoded into d, for the pool's
-	// size bound (maxPooledBytes).
+	// size bound (MaxPooledBytes).
 	size int
+	// sizes are the wire sizes of the message's series, for
+	// InvalidSeries.Bytes.
+	sizes []int
 
 	// The 1.0 raw scan (see scanV1): req.Raw points to raw when it
 	// accepted msg, and fill, made once per state, is what
 	// req.Materialize calls then.
-	raw    model.RawV1
-	hasher model.LabelHasher
+	raw    RawV1
+	hasher LabelHasher
 	msg    []byte
 	fill   func()
 }
@@ -60,45 +62,45 @@ type statePool struct {
 
 func newStatePool(newWire func() any) *statePool {
 	return &statePool{pool: sync.Pool{New: func() any {
-		return &decoded{sb: labels.NewScratchBuilder(16), wire: newWire()}
+		return &Decoded{sb: labels.NewScratchBuilder(16), wire: newWire()}
 	}}}
 }
 
-func (p *statePool) get(size int) *decoded {
-	d := p.pool.Get().(*decoded)
+func (p *statePool) get(size int) *Decoded {
+	d := p.pool.Get().(*Decoded)
 	d.size = size
 	return d
 }
 
 // put resets d and pools it, unless it served an outsized message (see
-// maxPooledBytes). The reset truncates slices but keeps their backing
+// MaxPooledBytes). The reset truncates slices but keeps their backing
 // arrays and their elements' nested slices: the next request reuses them,
 // and the code that reuses an element resets it first (see nextSeries and
 // the unmarshal functions). Stale elements in the spare capacity may still
 // point to the last message decoded into d (see unmarshalV1), which keeps
-// that one buffer, at most maxPooledBytes, alive while d is pooled.
-func (p *statePool) put(d *decoded) {
-	if d.size > maxPooledBytes {
+// that one buffer, at most MaxPooledBytes, alive while d is pooled.
+func (p *statePool) put(d *Decoded) {
+	if d.size > MaxPooledBytes {
 		return
 	}
-	d.req.Series = d.req.Series[:0]
-	clear(d.req.Metadata)
-	d.req.Metadata = d.req.Metadata[:0]
-	d.req.Proto = model.ProtoV1
-	d.req.Raw = nil
-	d.req.SetLazy(nil)
-	d.raw = model.RawV1{Series: d.raw.Series[:0], Metadata: d.raw.Metadata[:0]}
+	d.Req.Series = d.Req.Series[:0]
+	clear(d.Req.Metadata)
+	d.Req.Metadata = d.Req.Metadata[:0]
+	d.Req.Proto = ProtoV1
+	d.Req.Raw = nil
+	d.Req.SetLazy(nil)
+	d.raw = RawV1{Series: d.raw.Series[:0], Metadata: d.raw.Metadata[:0]}
 	d.msg = nil
-	d.invalid.reset()
+	d.Invalid.reset()
 	p.pool.Put(d)
 }
 
 // nextSeries appends a series to r and returns it, reusing the backing
 // arrays of a series an earlier request left in r's spare capacity.
-func nextSeries(r *model.Request) *model.Series {
+func nextSeries(r *Request) *Series {
 	r.Series = extend(r.Series)
 	s := &r.Series[len(r.Series)-1]
-	*s = model.Series{
+	*s = Series{
 		Samples:    s.Samples[:0],
 		Histograms: clearTruncate(s.Histograms),
 		Exemplars:  clearTruncate(s.Exemplars),
@@ -205,4 +207,23 @@ func aliasString(b []byte) string {
 		return ""
 	}
 	return unsafe.String(&b[0], len(b))
+}
+
+// MaxPooledBytes bounds what the pools keep. A body buffer larger than this,
+// or the decode state of a message larger than this, is left to the garbage
+// collector after its request instead of being pooled: a pooled entry lives
+// until two garbage collections pass without use, and a burst of outsized
+// requests must not pin that much memory per entry (a decode state holds
+// several times its message's size in Go structs). Prometheus's default
+// batches (2000 samples) are 100–300 KiB decoded, so they always reuse; only
+// requests over 8 MiB decoded allocate anew.
+const MaxPooledBytes = 8 << 20
+
+// Truncate shortens s to at most n bytes of valid UTF-8, for echoing client
+// input in messages.
+func Truncate(s string, n int) string {
+	if len(s) > n {
+		s = s[:n] + "…"
+	}
+	return strings.ToValidUTF8(s, "\uFFFD")
 }

@@ -1,5 +1,9 @@
-// Package model holds the gateway's in-memory form of one remote-write
-// request: what the receiver decodes into and what every forwarder reads.
+// Package prw is everything the gateway knows about remote-write bytes:
+// the protocol constants, the decoders of remote write 1.0 and 2.0 and
+// their validation (a zero-allocation scan of 1.0 requests among them),
+// reading and hashing labels, and the in-memory form of one request that
+// the receiver decodes into and every forwarder reads. It sits at the
+// bottom of the import graph and imports no package of the gateway.
 //
 // Both wire protocols map onto it without loss. Remote write 1.0 and 2.0
 // carry the same data, except that 2.0 adds per-sample start timestamps,
@@ -7,45 +11,12 @@
 // a request can be re-encoded in either protocol. Labels are resolved
 // strings (no symbol references), so relabeling and shard hashing work the
 // same whatever the client sent.
-package model
+package prw
 
 import (
 	"github.com/prometheus/prometheus/model/labels"
 	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
 )
-
-// Protocol names a remote-write wire protocol.
-type Protocol int
-
-const (
-	// ProtoV1 is remote write 1.0, prometheus.WriteRequest.
-	ProtoV1 Protocol = iota
-	// ProtoV2 is remote write 2.0, io.prometheus.write.v2.Request.
-	ProtoV2
-)
-
-// Protobuf message names, as they appear in the Content-Type proto parameter
-// and in the upstream protobuf_message setting.
-const (
-	MessageV1 = "prometheus.WriteRequest"
-	MessageV2 = "io.prometheus.write.v2.Request"
-)
-
-// String returns the protobuf message name of p.
-func (p Protocol) String() string {
-	if p == ProtoV2 {
-		return MessageV2
-	}
-	return MessageV1
-}
-
-// Label returns the short form used as a metric label value: "1.0" or "2.0".
-func (p Protocol) Label() string {
-	if p == ProtoV2 {
-		return "2.0"
-	}
-	return "1.0"
-}
 
 // Sample is one float sample. StartTimestamp is the 2.0 start (created)
 // timestamp in milliseconds, 0 when unknown or when the client spoke 1.0.

@@ -1,0 +1,72 @@
+package forward
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/rwgateway/gateway/pkg/registry"
+)
+
+// StatusError is an Enqueue error that says how a write handler answers
+// it: the HTTP status, the reject reason (a value of
+// registry.RejectReasons) and, for a refusal worth retrying, the delay to
+// suggest in Retry-After. Every error Enqueue returns wraps one, except
+// ErrNotConfigured and the context's errors.
+type StatusError struct {
+	msg        string
+	code       int
+	reason     string
+	retryAfter time.Duration
+	wrapped    error
+}
+
+func (e *StatusError) Error() string             { return e.msg }
+func (e *StatusError) Unwrap() error             { return e.wrapped }
+func (e *StatusError) StatusCode() int           { return e.code }
+func (e *StatusError) Reason() string            { return e.reason }
+func (e *StatusError) RetryAfter() time.Duration { return e.retryAfter }
+
+// withMsg returns a copy of e with message msg that wraps e, so that
+// errors.Is finds e.
+func (e *StatusError) withMsg(msg string) *StatusError {
+	c := *e
+	c.msg, c.wrapped = msg, e
+	return &c
+}
+
+var (
+	// ErrQueueFull is wrapped by the error Enqueue returns when an
+	// upstream's queue has no room for the request: 503, with the delay the
+	// client should wait in its RetryAfter.
+	ErrQueueFull = &StatusError{msg: "upstream queue full", code: http.StatusServiceUnavailable, reason: registry.ReasonQueueFull, retryAfter: time.Second}
+	// ErrTooLarge is wrapped by the error Enqueue returns when a request is
+	// larger than an upstream's disk queue could ever hold (its max_bytes):
+	// 413, as retrying cannot help.
+	ErrTooLarge = &StatusError{msg: "larger than an upstream's queue", code: http.StatusRequestEntityTooLarge, reason: registry.ReasonTooLarge}
+	// ErrStopped is returned by Enqueue and ApplyConfig after Stop: 503, so
+	// that the client retries, perhaps against another replica.
+	ErrStopped = &StatusError{msg: "forwarding stopped", code: http.StatusServiceUnavailable, reason: registry.ReasonShuttingDown, retryAfter: time.Second}
+	// ErrNotConfigured is returned by Enqueue before the first ApplyConfig.
+	ErrNotConfigured = errors.New("no upstreams configured")
+)
+
+// full counts a client request refused for this upstream's full queue and
+// returns the error for it.
+func (f *forwarder) full() error {
+	f.m.queueFull.Inc()
+	e := ErrQueueFull.withMsg(fmt.Sprintf("upstream %q: %s", f.name, ErrQueueFull.msg))
+	e.retryAfter = f.retryAfter()
+	return e
+}
+
+// tooLarge returns the error for a request larger than the upstream's disk
+// queue can hold; err, if any, is the cause.
+func (f *forwarder) tooLarge(detail string, err error) error {
+	msg := fmt.Sprintf("upstream %q: %s: %s", f.name, ErrTooLarge.msg, detail)
+	if err != nil {
+		msg += ": " + err.Error()
+	}
+	return ErrTooLarge.withMsg(msg)
+}

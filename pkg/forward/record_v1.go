@@ -1,0 +1,228 @@
+package forward
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/golang/snappy"
+	"github.com/prometheus/prometheus/model/labels"
+
+	"github.com/rwgateway/gateway/pkg/prw"
+)
+
+// Version 1 records were written by earlier builds and are only read now.
+// After the version byte, a snappy block holding, with uvarint (u), zigzag
+// varint (v), little-endian fixed64 (f64) and length-prefixed strings
+// (s = u length, bytes):
+//
+//	u append time, Unix milliseconds
+//	u item count, then per item a kind byte:
+//	  1 series: u label count, (s name, s value)…  (sorted, as labels.Labels)
+//	            u sample count, (f64 value bits, v timestamp, v start timestamp)…
+//	            u histogram count, (s writev2.Histogram protobuf)…
+//	            u exemplar count, (u label count, (s, s)…, f64 value bits, v timestamp)…
+//	            u metadata type, s help, s unit
+//	  2 family: s family name, u metadata type, s help, s unit
+const (
+	itemSeries = 1
+	itemFamily = 2
+)
+
+// legacyDecoder reads version 1 records.
+type legacyDecoder struct {
+	raw []byte
+	sb  labels.ScratchBuilder
+}
+
+// decode returns the items of a version 1 record body (after its version
+// byte), as recordDecoder.decode does: series that the write handler would
+// refuse are left out, their estimated size returned as skipped.
+func (d *legacyDecoder) decode(b []byte) ([]item, time.Time, int, error) {
+	n, err := snappy.DecodedLen(b)
+	if err != nil {
+		return nil, time.Time{}, 0, fmt.Errorf("decode snappy: %w", err)
+	}
+	if n > maxDecodedRecordBytes {
+		return nil, time.Time{}, 0, fmt.Errorf("record of %d bytes decoded is over the %d limit", n, maxDecodedRecordBytes)
+	}
+	if cap(d.raw) < n {
+		d.raw = make([]byte, n)
+	}
+	raw, err := snappy.Decode(d.raw[:n], b)
+	if err != nil {
+		return nil, time.Time{}, 0, fmt.Errorf("decode snappy: %w", err)
+	}
+	r := recordReader{buf: raw, str: string(raw), sb: &d.sb}
+	items, appended := r.body()
+	if r.err != nil {
+		return nil, time.Time{}, 0, r.err
+	}
+	kept, skipped := items[:0], 0
+	for i := range items {
+		if validItem(&items[i]) {
+			kept = append(kept, items[i])
+		} else {
+			skipped += items[i].size
+		}
+	}
+	return kept, appended, skipped, nil
+}
+
+// validItem reports whether the write handler would accept the series of
+// a structured item as it is.
+func validItem(it *item) bool {
+	if it.family != nil {
+		return true
+	}
+	if _, _, ok := prw.ValidateLabels(it.labels, true); !ok || it.count() == 0 {
+		return false
+	}
+	for i := range it.histograms {
+		if prw.ValidateHistogram(&it.histograms[i]) != "" {
+			return false
+		}
+	}
+	return true
+}
+
+// recordReader parses a version 1 body. str is the body as one string, so
+// that strings are substrings of it rather than allocations of their own.
+type recordReader struct {
+	buf []byte
+	str string
+	off int
+	err error
+	sb  *labels.ScratchBuilder
+}
+
+func (r *recordReader) fail(err error) {
+	if r.err == nil {
+		r.err = err
+	}
+	r.off = len(r.buf)
+}
+
+func (r *recordReader) uvarint() uint64 {
+	v, n := binary.Uvarint(r.buf[r.off:])
+	if n <= 0 {
+		r.fail(errRecordTruncated)
+		return 0
+	}
+	r.off += n
+	return v
+}
+
+func (r *recordReader) varint() int64 {
+	v, n := binary.Varint(r.buf[r.off:])
+	if n <= 0 {
+		r.fail(errRecordTruncated)
+		return 0
+	}
+	r.off += n
+	return v
+}
+
+// count reads a count of things that each take at least min bytes.
+func (r *recordReader) count(minBytes int) int {
+	n := r.uvarint()
+	if n > uint64((len(r.buf)-r.off)/minBytes) {
+		r.fail(fmt.Errorf("count %d exceeds the record", n))
+		return 0
+	}
+	return int(n)
+}
+
+func (r *recordReader) fixed64() float64 {
+	if len(r.buf)-r.off < 8 {
+		r.fail(errRecordTruncated)
+		return 0
+	}
+	v := math.Float64frombits(binary.LittleEndian.Uint64(r.buf[r.off:]))
+	r.off += 8
+	return v
+}
+
+func (r *recordReader) bytes() []byte {
+	n := r.count(1)
+	b := r.buf[r.off : r.off+n]
+	r.off += n
+	return b
+}
+
+func (r *recordReader) string() string {
+	n := r.count(1)
+	s := r.str[r.off : r.off+n]
+	r.off += n
+	return s
+}
+
+func (r *recordReader) labels() labels.Labels {
+	n := r.count(2)
+	r.sb.Reset()
+	for range n {
+		name := r.string()
+		r.sb.Add(name, r.string())
+	}
+	return r.sb.Labels()
+}
+
+func (r *recordReader) metadata() prw.Metadata {
+	return prw.Metadata{Type: prw.MetricType(r.uvarint()), Help: r.string(), Unit: r.string()}
+}
+
+func (r *recordReader) body() ([]item, time.Time) {
+	appended := time.UnixMilli(int64(r.uvarint()))
+	n := r.count(2)
+	items := make([]item, 0, n)
+	for range n {
+		if r.off >= len(r.buf) {
+			r.fail(errRecordTruncated)
+			break
+		}
+		kind := r.buf[r.off]
+		r.off++
+		var it item
+		switch kind {
+		case itemFamily:
+			fm := &prw.FamilyMetadata{MetricFamilyName: r.string()}
+			fm.Metadata = r.metadata()
+			it.family = fm
+		case itemSeries:
+			it.labels = r.labels()
+			if k := r.count(10); k > 0 {
+				it.samples = make([]prw.Sample, k)
+				for j := range it.samples {
+					it.samples[j] = prw.Sample{Value: r.fixed64(), Timestamp: r.varint(), StartTimestamp: r.varint()}
+				}
+			}
+			if k := r.count(1); k > 0 {
+				it.histograms = make([]prw.Histogram, k)
+				for j := range it.histograms {
+					if err := it.histograms[j].Unmarshal(r.bytes()); err != nil {
+						r.fail(fmt.Errorf("unmarshal histogram: %w", err))
+					}
+				}
+			}
+			if k := r.count(10); k > 0 {
+				it.exemplars = make([]prw.Exemplar, k)
+				for j := range it.exemplars {
+					it.exemplars[j] = prw.Exemplar{Labels: r.labels(), Value: r.fixed64(), Timestamp: r.varint()}
+				}
+			}
+			it.metadata = r.metadata()
+		default:
+			r.fail(fmt.Errorf("unknown item kind %d", kind))
+		}
+		if r.err != nil {
+			break
+		}
+		it.size = estimateSize(&it)
+		items = append(items, it)
+	}
+	if r.err == nil && r.off != len(r.buf) {
+		r.fail(fmt.Errorf("%d bytes after the last item", len(r.buf)-r.off))
+	}
+	return items, appended
+}

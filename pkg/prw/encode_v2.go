@@ -1,0 +1,180 @@
+package prw
+
+import (
+	"unsafe"
+
+	"google.golang.org/protobuf/encoding/protowire"
+)
+
+// V2Encoder builds a remote write 2.0 request from series in the form
+// (see AppendSeries). The form's points are already 2.0 messages: samples
+// and histograms are copied as they are, labels and exemplar labels become
+// references into the request's symbols, and the metadata extension
+// becomes the series' 2.0 metadata.
+//
+// The symbols alias the bytes of the series added, which must stay
+// unchanged until AppendRequest returns. Reuse one encoder, calling Reset
+// between requests; it is not safe for concurrent use.
+type V2Encoder struct {
+	refs    map[string]uint32
+	symbols []string
+	series  []byte // the request's timeseries fields
+	body    []byte
+	ex      []byte
+	lrefs   []uint32
+	xrefs   []uint32
+}
+
+// NewV2Encoder returns an empty encoder.
+func NewV2Encoder() *V2Encoder {
+	e := &V2Encoder{refs: map[string]uint32{}}
+	e.Reset()
+	return e
+}
+
+// Reset empties the encoder for the next request.
+func (e *V2Encoder) Reset() {
+	clear(e.refs)
+	clear(e.symbols)
+	e.symbols = append(e.symbols[:0], "")
+	e.refs[""] = 0
+	e.series = e.series[:0]
+}
+
+// ref returns the symbol reference of s.
+func (e *V2Encoder) ref(s []byte) uint32 {
+	if r, ok := e.refs[string(s)]; ok {
+		return r
+	}
+	str := unsafe.String(unsafe.SliceData(s), len(s))
+	r := uint32(len(e.symbols))
+	e.symbols = append(e.symbols, str)
+	e.refs[str] = r
+	return r
+}
+
+// Add adds the series ts, in the form, and reports whether it carries
+// metadata.
+func (e *V2Encoder) Add(ts []byte) (metadata bool, err error) {
+	refs := e.lrefs[:0]
+	if err := RangeRawLabels(ts, func(name, value []byte) {
+		refs = append(refs, e.ref(name), e.ref(value))
+	}); err != nil {
+		return false, err
+	}
+	e.lrefs = refs
+	body := appendRefs(e.body[:0], 1, refs)
+	for rest := ts; len(rest) > 0; {
+		var f field
+		if f, rest, err = nextField(rest); err != nil {
+			return false, err
+		}
+		if f.typ != protowire.BytesType {
+			continue
+		}
+		switch f.num {
+		case fieldSamples: // 2.0 field 2 too
+			body = append(body, f.whole...)
+		case fieldHistograms: // 2.0 field 3
+			body, _ = appendField(body, 3, f.v)
+		case fieldExemplars: // 2.0 field 4
+			if body, err = e.appendExemplar(body, f.v); err != nil {
+				return false, err
+			}
+		case fieldMetadata: // 2.0 field 5
+			var typ int64
+			var help, unit uint32
+			for m := f.v; len(m) > 0; {
+				var g field
+				if g, m, err = nextField(m); err != nil {
+					return false, err
+				}
+				switch {
+				case g.num == fieldMetadataType && g.typ == protowire.VarintType:
+					typ = int64(g.u)
+				case g.num == fieldMetadataHelp && g.typ == protowire.BytesType:
+					help = e.ref(g.v)
+				case g.num == fieldMetadataUnit && g.typ == protowire.BytesType:
+					unit = e.ref(g.v)
+				}
+			}
+			n := varintLen(1, typ) + varintLen(3, int64(help)) + varintLen(4, int64(unit))
+			body = protowire.AppendTag(body, 5, protowire.BytesType)
+			body = protowire.AppendVarint(body, uint64(n))
+			body = appendVarintField(body, 1, typ)
+			body = appendVarintField(body, 3, int64(help))
+			body = appendVarintField(body, 4, int64(unit))
+			metadata = true
+		}
+	}
+	e.body = body
+	e.series, _ = appendField(e.series, 5, body)
+	return metadata, nil
+}
+
+// appendExemplar appends a 1.0 Exemplar message as a 2.0 one: its labels
+// as references; value (2) and timestamp (3) have the same numbers.
+func (e *V2Encoder) appendExemplar(b, msg []byte) ([]byte, error) {
+	refs := e.xrefs[:0]
+	rest := e.ex[:0]
+	for m := msg; len(m) > 0; {
+		f, r, err := nextField(m)
+		if err != nil {
+			return b, err
+		}
+		m = r
+		if f.num == 1 && f.typ == protowire.BytesType {
+			name, value, ok := RawLabel(f.v)
+			if !ok {
+				return b, ErrMalformed
+			}
+			refs = append(refs, e.ref(name), e.ref(value))
+			continue
+		}
+		rest = append(rest, f.whole...)
+	}
+	e.xrefs, e.ex = refs, rest
+	n := refsLen(1, refs) + len(rest)
+	b = protowire.AppendTag(b, 4, protowire.BytesType)
+	b = protowire.AppendVarint(b, uint64(n))
+	b = appendRefs(b, 1, refs)
+	return append(b, rest...), nil
+}
+
+func refsLen(num protowire.Number, refs []uint32) int {
+	if len(refs) == 0 {
+		return 0
+	}
+	n := 0
+	for _, r := range refs {
+		n += protowire.SizeVarint(uint64(r))
+	}
+	return protowire.SizeTag(num) + protowire.SizeBytes(n)
+}
+
+// appendRefs appends refs as a packed repeated uint32 field.
+func appendRefs(b []byte, num protowire.Number, refs []uint32) []byte {
+	if len(refs) == 0 {
+		return b
+	}
+	n := 0
+	for _, r := range refs {
+		n += protowire.SizeVarint(uint64(r))
+	}
+	b = protowire.AppendTag(b, num, protowire.BytesType)
+	b = protowire.AppendVarint(b, uint64(n))
+	for _, r := range refs {
+		b = protowire.AppendVarint(b, uint64(r))
+	}
+	return b
+}
+
+// AppendRequest appends the io.prometheus.write.v2.Request of the series
+// added since Reset: the symbols, then the series.
+func (e *V2Encoder) AppendRequest(b []byte) []byte {
+	for _, s := range e.symbols {
+		b = protowire.AppendTag(b, 4, protowire.BytesType)
+		b = protowire.AppendString(b, s)
+	}
+	return append(b, e.series...)
+}

@@ -1,0 +1,69 @@
+package prw
+
+// Protocol names a remote-write wire protocol.
+type Protocol int
+
+const (
+	// ProtoV1 is remote write 1.0, prometheus.WriteRequest.
+	ProtoV1 Protocol = iota
+	// ProtoV2 is remote write 2.0, io.prometheus.write.v2.Request.
+	ProtoV2
+)
+
+// Protobuf message names, as they appear in the Content-Type proto parameter
+// and in the upstream protobuf_message setting.
+const (
+	MessageV1 = "prometheus.WriteRequest"
+	MessageV2 = "io.prometheus.write.v2.Request"
+)
+
+// String returns the protobuf message name of p.
+func (p Protocol) String() string {
+	if p == ProtoV2 {
+		return MessageV2
+	}
+	return MessageV1
+}
+
+// Label returns the short form used as a metric label value: "1.0" or "2.0".
+func (p Protocol) Label() string {
+	if p == ProtoV2 {
+		return "2.0"
+	}
+	return "1.0"
+}
+
+// HTTP headers and content types of remote write, for both sides of it.
+const (
+	// ContentTypeV1 and ContentTypeV2 are the Content-Type of a request in
+	// each protocol, as Prometheus sends them.
+	ContentTypeV1 = "application/x-protobuf"
+	ContentTypeV2 = "application/x-protobuf;proto=" + MessageV2
+
+	// HeaderVersion carries the sender's remote-write version:
+	// VersionV1 or VersionV2.
+	HeaderVersion = "X-Prometheus-Remote-Write-Version"
+	VersionV1     = "0.1.0"
+	VersionV2     = "2.0.0"
+
+	// The 2.0 response headers that tell a sender what was written.
+	HeaderSamplesWritten    = "X-Prometheus-Remote-Write-Samples-Written"
+	HeaderHistogramsWritten = "X-Prometheus-Remote-Write-Histograms-Written"
+	HeaderExemplarsWritten  = "X-Prometheus-Remote-Write-Exemplars-Written"
+)
+
+// ContentType returns the Content-Type of a request in p.
+func (p Protocol) ContentType() string {
+	if p == ProtoV2 {
+		return ContentTypeV2
+	}
+	return ContentTypeV1
+}
+
+// Version returns the HeaderVersion value of a request in p.
+func (p Protocol) Version() string {
+	if p == ProtoV2 {
+		return VersionV2
+	}
+	return VersionV1
+}

@@ -1,0 +1,431 @@
+package prw
+
+import (
+	"encoding/binary"
+	"errors"
+	"math"
+	"strings"
+
+	"github.com/cespare/xxhash/v2"
+	"github.com/prometheus/prometheus/model/labels"
+	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
+	"google.golang.org/protobuf/encoding/protowire"
+)
+
+// The form of an accepted series, from the decoder to the encoder, is its
+// remote write 1.0 TimeSeries message: labels (field 1, canonically encoded
+// and sorted, see AppendLabels), samples (2), exemplars (3) and histograms
+// (4). Remote write 2.0 carries three things 1.0 has no place for, and the
+// form keeps them in fields 1.0 receivers would ignore, chosen so that the
+// point messages are already what 2.0 sends:
+//
+//   - a sample's start timestamp is Sample field 3, as in the 2.0 Sample;
+//   - a histogram's start timestamp is Histogram field 17, as in the 2.0
+//     Histogram (which is the 1.0 one with that field added);
+//   - the series' metadata is TimeSeries field 15, a 1.0 MetricMetadata
+//     without a family name (type 1, help 4, unit 5).
+//
+// A series with any of them has extensions (RawSeries.Ext): AppendV1 sends
+// it to a 1.0 upstream without them. A series without any is a plain 1.0
+// TimeSeries, sent as it is: a 1.0 request the receiver's scan accepted is
+// already in the form, byte for byte.
+//
+// Everything here reads bytes that were validated when they entered the
+// form (by a decoder, or by AppendSeries from a validated Series); a
+// malformed message is an error, never a panic.
+const (
+	fieldLabels     = 1
+	fieldSamples    = 2
+	fieldExemplars  = 3
+	fieldHistograms = 4
+	fieldMetadata   = 15
+
+	fieldSampleStart    = 3
+	fieldHistogramStart = 17
+	fieldHistogramTime  = 15
+	fieldMetadataType   = 1
+	fieldMetadataHelp   = 4
+	fieldMetadataUnit   = 5
+)
+
+// ErrMalformed is returned for bytes that are not a series in the form.
+var ErrMalformed = errors.New("malformed series")
+
+// AppendSeries appends s, which is valid and has sorted labels, to b as a
+// TimeSeries field (tag, length, message) in the form, and returns b and
+// the series' descriptor: Span is where its message is in the returned b.
+// scratch is reused and returned.
+func AppendSeries(b []byte, s *Series, scratch []byte) ([]byte, RawSeries, []byte) {
+	body := AppendLabels(scratch[:0], s.Labels)
+	rs := RawSeries{Hash: xxhash.Sum64(body)}
+	for _, x := range s.Samples {
+		body = appendSample(body, x.Value, x.Timestamp, x.StartTimestamp)
+		rs.Ext = rs.Ext || x.StartTimestamp != 0
+	}
+	for _, e := range s.Exemplars {
+		n := labelsLen(e.Labels) + floatLen(e.Value) + varintLen(fieldExemplars, e.Timestamp)
+		body = protowire.AppendTag(body, fieldExemplars, protowire.BytesType)
+		body = protowire.AppendVarint(body, uint64(n))
+		body = AppendLabels(body, e.Labels)
+		body = appendFloat(body, 2, e.Value)
+		body = appendVarintField(body, 3, e.Timestamp)
+	}
+	for i := range s.Histograms {
+		h := &s.Histograms[i]
+		n := h.Size()
+		body = protowire.AppendTag(body, fieldHistograms, protowire.BytesType)
+		body = protowire.AppendVarint(body, uint64(n))
+		body = append(body, make([]byte, n)...)
+		// Size was computed just above: MarshalToSizedBuffer cannot fail.
+		_, _ = h.MarshalToSizedBuffer(body[len(body)-n:])
+		rs.Ext = rs.Ext || h.StartTimestamp != 0
+	}
+	if !s.Metadata.Empty() {
+		body = appendMetadataField(body, s.Metadata)
+		rs.Ext = true
+	}
+	rs.Samples, rs.Exemplars, rs.Histograms = uint32(len(s.Samples)), uint32(len(s.Exemplars)), uint32(len(s.Histograms))
+	b = protowire.AppendTag(b, fieldLabels, protowire.BytesType)
+	b = protowire.AppendVarint(b, uint64(len(body)))
+	rs.Span = Span{Off: uint32(len(b)), Len: uint32(len(body))}
+	return append(b, body...), rs, body
+}
+
+// appendSample appends a Sample field: the value unless its bits are 0
+// (so -0 stays -0), the timestamp and start timestamp unless 0.
+func appendSample(b []byte, v float64, t, start int64) []byte {
+	n := floatLen(v) + varintLen(2, t) + varintLen(fieldSampleStart, start)
+	b = protowire.AppendTag(b, fieldSamples, protowire.BytesType)
+	b = protowire.AppendVarint(b, uint64(n))
+	b = appendFloat(b, 1, v)
+	b = appendVarintField(b, 2, t)
+	return appendVarintField(b, fieldSampleStart, start)
+}
+
+func floatLen(v float64) int {
+	if math.Float64bits(v) == 0 {
+		return 0
+	}
+	return 9
+}
+
+func appendFloat(b []byte, num protowire.Number, v float64) []byte {
+	if math.Float64bits(v) == 0 {
+		return b
+	}
+	b = protowire.AppendTag(b, num, protowire.Fixed64Type)
+	return binary.LittleEndian.AppendUint64(b, math.Float64bits(v))
+}
+
+func varintLen(num protowire.Number, v int64) int {
+	if v == 0 {
+		return 0
+	}
+	return protowire.SizeTag(num) + protowire.SizeVarint(uint64(v))
+}
+
+func appendVarintField(b []byte, num protowire.Number, v int64) []byte {
+	if v == 0 {
+		return b
+	}
+	b = protowire.AppendTag(b, num, protowire.VarintType)
+	return protowire.AppendVarint(b, uint64(v))
+}
+
+func stringLen(num protowire.Number, s string) int {
+	if s == "" {
+		return 0
+	}
+	return protowire.SizeTag(num) + protowire.SizeBytes(len(s))
+}
+
+func appendStringField(b []byte, num protowire.Number, s string) []byte {
+	if s == "" {
+		return b
+	}
+	b = protowire.AppendTag(b, num, protowire.BytesType)
+	return protowire.AppendString(b, s)
+}
+
+func appendMetadataField(b []byte, m Metadata) []byte {
+	n := varintLen(fieldMetadataType, int64(m.Type)) + stringLen(fieldMetadataHelp, m.Help) + stringLen(fieldMetadataUnit, m.Unit)
+	b = protowire.AppendTag(b, fieldMetadata, protowire.BytesType)
+	b = protowire.AppendVarint(b, uint64(n))
+	b = appendVarintField(b, fieldMetadataType, int64(m.Type))
+	b = appendStringField(b, fieldMetadataHelp, m.Help)
+	return appendStringField(b, fieldMetadataUnit, m.Unit)
+}
+
+// labelsLen is the size of AppendLabels(nil, ls).
+func labelsLen(ls labels.Labels) int {
+	n := 0
+	ls.Range(func(l labels.Label) {
+		inner := 0
+		if len(l.Name) > 0 {
+			inner += protowire.SizeTag(1) + protowire.SizeBytes(len(l.Name))
+		}
+		if len(l.Value) > 0 {
+			inner += protowire.SizeTag(2) + protowire.SizeBytes(len(l.Value))
+		}
+		n += protowire.SizeTag(1) + protowire.SizeBytes(inner)
+	})
+	return n
+}
+
+// field is one field of a message: its number, wire type, value (for a
+// length-delimited field, the bytes inside) and the whole field, tag
+// included.
+type field struct {
+	num   protowire.Number
+	typ   protowire.Type
+	v     []byte
+	whole []byte
+	u     uint64 // the value of a varint or fixed64 field
+}
+
+// nextField reads the field at the start of b.
+func nextField(b []byte) (f field, rest []byte, err error) {
+	num, typ, n := protowire.ConsumeTag(b)
+	if n < 0 {
+		return f, nil, ErrMalformed
+	}
+	f.num, f.typ = num, typ
+	var m int
+	switch typ {
+	case protowire.BytesType:
+		f.v, m = protowire.ConsumeBytes(b[n:])
+	case protowire.VarintType:
+		f.u, m = protowire.ConsumeVarint(b[n:])
+	case protowire.Fixed64Type:
+		f.u, m = protowire.ConsumeFixed64(b[n:])
+	default:
+		m = protowire.ConsumeFieldValue(num, typ, b[n:])
+	}
+	if m < 0 {
+		return f, nil, ErrMalformed
+	}
+	f.whole = b[:n+m]
+	return f, b[n+m:], nil
+}
+
+// SeriesMetadata returns the metadata the series ts carries in the form's
+// extension field, if any.
+func SeriesMetadata(ts []byte) (md Metadata, ok bool, err error) {
+	for b := ts; len(b) > 0; {
+		var f field
+		if f, b, err = nextField(b); err != nil {
+			return md, false, err
+		}
+		if f.num != fieldMetadata || f.typ != protowire.BytesType {
+			continue
+		}
+		ok = true
+		for m := f.v; len(m) > 0; {
+			var g field
+			if g, m, err = nextField(m); err != nil {
+				return md, false, err
+			}
+			switch {
+			case g.num == fieldMetadataType && g.typ == protowire.VarintType:
+				md.Type = MetricType(g.u)
+			case g.num == fieldMetadataHelp && g.typ == protowire.BytesType:
+				md.Help = string(g.v)
+			case g.num == fieldMetadataUnit && g.typ == protowire.BytesType:
+				md.Unit = string(g.v)
+			}
+		}
+	}
+	return md, ok, nil
+}
+
+// WithMetadata appends to b the series ts with its metadata set to md (a
+// series that has some keeps its own), as a TimeSeries field, and returns
+// b and the new message's span in it.
+func WithMetadata(b, ts []byte, md Metadata) ([]byte, Span, error) {
+	if _, ok, err := SeriesMetadata(ts); err != nil || ok {
+		b, sp := appendField(b, fieldLabels, ts)
+		return b, sp, err
+	}
+	n := len(ts) + 1 + protowire.SizeBytes(varintLen(fieldMetadataType, int64(md.Type))+stringLen(fieldMetadataHelp, md.Help)+stringLen(fieldMetadataUnit, md.Unit))
+	b = protowire.AppendTag(b, 1, protowire.BytesType)
+	b = protowire.AppendVarint(b, uint64(n))
+	sp := Span{Off: uint32(len(b)), Len: uint32(n)}
+	b = append(b, ts...)
+	return appendMetadataField(b, md), sp, nil
+}
+
+// appendField appends msg as field num and returns its span in b.
+func appendField(b []byte, num protowire.Number, msg []byte) ([]byte, Span) {
+	b = protowire.AppendTag(b, num, protowire.BytesType)
+	b = protowire.AppendVarint(b, uint64(len(msg)))
+	sp := Span{Off: uint32(len(b)), Len: uint32(len(msg))}
+	return append(b, msg...), sp
+}
+
+// AppendV1 appends the series ts to b as a plain 1.0 TimeSeries field:
+// without start timestamps and metadata, which it returns (ok is false
+// when the series has none).
+func AppendV1(b, ts, scratch []byte) (out []byte, md Metadata, ok bool, scratch2 []byte, err error) {
+	body := scratch[:0]
+	for rest := ts; len(rest) > 0; {
+		var f field
+		if f, rest, err = nextField(rest); err != nil {
+			return b, md, false, body, err
+		}
+		switch {
+		case f.num == fieldSamples && f.typ == protowire.BytesType:
+			body = appendWithout(body, fieldSamples, f, fieldSampleStart)
+		case f.num == fieldHistograms && f.typ == protowire.BytesType:
+			body = appendWithout(body, fieldHistograms, f, fieldHistogramStart)
+		case f.num == fieldMetadata:
+			if md, ok, err = SeriesMetadata(f.whole); err != nil {
+				return b, md, false, body, err
+			}
+		default:
+			body = append(body, f.whole...)
+		}
+	}
+	b, _ = appendField(b, fieldLabels, body)
+	return b, md, ok, body, nil
+}
+
+// appendWithout appends the message field f as field num, without its
+// fields numbered drop.
+func appendWithout(b []byte, num protowire.Number, f field, drop protowire.Number) []byte {
+	n, has := 0, false
+	for m := f.v; len(m) > 0; {
+		g, rest, err := nextField(m)
+		if err != nil {
+			return append(b, f.whole...)
+		}
+		m = rest
+		if g.num == drop {
+			has = true
+			continue
+		}
+		n += len(g.whole)
+	}
+	if !has {
+		return append(b, f.whole...)
+	}
+	b = protowire.AppendTag(b, num, protowire.BytesType)
+	b = protowire.AppendVarint(b, uint64(n))
+	for m := f.v; len(m) > 0; {
+		g, rest, _ := nextField(m)
+		m = rest
+		if g.num != drop {
+			b = append(b, g.whole...)
+		}
+	}
+	return b
+}
+
+// Point kinds, for FilterPoints.
+const (
+	KindSample = iota
+	KindHistogram
+	KindExemplar
+)
+
+// FilterPoints appends to b, as a TimeSeries field, the series ts with
+// only the points keep reports true for (called with each point's kind,
+// timestamp and index among the series' points, in the order they are in);
+// its labels and metadata stay. It returns b, the kept series' descriptor
+// (Span in b; Hash and Ext from rs, the descriptor of ts) and the number
+// of points left out. scratch is reused and returned.
+func FilterPoints(b, ts []byte, rs RawSeries, keep func(kind int, t int64, i int) bool, scratch []byte) ([]byte, RawSeries, int, []byte, error) {
+	out := rs
+	out.Samples, out.Histograms, out.Exemplars = 0, 0, 0
+	body := scratch[:0]
+	dropped, i := 0, 0
+	for rest := ts; len(rest) > 0; {
+		f, r, err := nextField(rest)
+		if err != nil {
+			return b, rs, 0, body, err
+		}
+		rest = r
+		kind := -1
+		switch {
+		case f.num == fieldSamples && f.typ == protowire.BytesType:
+			kind = KindSample
+		case f.num == fieldHistograms && f.typ == protowire.BytesType:
+			kind = KindHistogram
+		case f.num == fieldExemplars && f.typ == protowire.BytesType:
+			kind = KindExemplar
+		}
+		if kind < 0 {
+			body = append(body, f.whole...)
+			continue
+		}
+		t, err := pointTime(kind, f.v)
+		if err != nil {
+			return b, rs, 0, body, err
+		}
+		i++
+		if !keep(kind, t, i-1) {
+			dropped++
+			continue
+		}
+		body = append(body, f.whole...)
+		switch kind {
+		case KindSample:
+			out.Samples++
+		case KindHistogram:
+			out.Histograms++
+		default:
+			out.Exemplars++
+		}
+	}
+	b, out.Span = appendField(b, fieldLabels, body)
+	return b, out, dropped, body, nil
+}
+
+// pointTime returns the timestamp of a sample, histogram or exemplar
+// message.
+func pointTime(kind int, msg []byte) (int64, error) {
+	num := protowire.Number(2) // Sample.timestamp
+	switch kind {
+	case KindHistogram:
+		num = fieldHistogramTime
+	case KindExemplar:
+		num = 3
+	}
+	var t int64
+	for len(msg) > 0 {
+		f, rest, err := nextField(msg)
+		if err != nil {
+			return 0, err
+		}
+		msg = rest
+		if f.num == num && f.typ == protowire.VarintType {
+			t = int64(f.u)
+		}
+	}
+	return t, nil
+}
+
+// MetricName returns the value of the __name__ label of the series ts.
+func MetricName(ts []byte) string {
+	var name string
+	_ = RangeRawLabels(ts, func(n, v []byte) {
+		if string(n) == "__name__" {
+			name = string(v)
+		}
+	})
+	return name
+}
+
+// FamilyName returns the 1.0 metric family name of a series named name
+// whose metadata says typ: the _bucket, _count and _sum series of
+// histograms and summaries belong to the family without the suffix.
+func FamilyName(name string, typ MetricType) string {
+	switch typ {
+	case writev2.Metadata_METRIC_TYPE_HISTOGRAM, writev2.Metadata_METRIC_TYPE_GAUGEHISTOGRAM, writev2.Metadata_METRIC_TYPE_SUMMARY:
+		for _, suffix := range []string{"_bucket", "_count", "_sum"} {
+			if base, ok := strings.CutSuffix(name, suffix); ok {
+				return base
+			}
+		}
+	}
+	return name
+}

@@ -1,0 +1,225 @@
+package prw
+
+import (
+	"math"
+	"testing"
+
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/model/value"
+	"github.com/prometheus/prometheus/prompb"
+	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/encoding/protowire"
+)
+
+func testHistogram(ts, start int64) Histogram {
+	return writev2.Histogram{
+		Count:          &writev2.Histogram_CountInt{CountInt: 5},
+		Sum:            12.5,
+		Schema:         1,
+		ZeroThreshold:  0.001,
+		ZeroCount:      &writev2.Histogram_ZeroCountInt{ZeroCountInt: 1},
+		PositiveSpans:  []writev2.BucketSpan{{Offset: 0, Length: 2}},
+		PositiveDeltas: []int64{2, 0},
+		Timestamp:      ts,
+		StartTimestamp: start,
+	}
+}
+
+// formSeries are series of every shape the form holds.
+func formSeries() []Series {
+	negZero := math.Copysign(0, -1)
+	return []Series{
+		{ // plain 1.0: no extensions
+			Labels:  labels.FromStrings("__name__", "up", "job", "a"),
+			Samples: []Sample{{Value: 1, Timestamp: 1000}, {Value: 2.5, Timestamp: 2000}},
+		},
+		{ // 2.0: start timestamps, -0, stale markers, NaN payloads, metadata
+			Labels: labels.FromStrings("__name__", "requests_total", "path", "/ä"),
+			Samples: []Sample{
+				{Value: negZero, Timestamp: 1000, StartTimestamp: 500},
+				{Value: math.Float64frombits(value.StaleNaN), Timestamp: 2000, StartTimestamp: 500},
+				{Value: math.Float64frombits(0x7ff8000000000abc), Timestamp: -5},
+				{Value: 0, Timestamp: 0},
+			},
+			Exemplars: []Exemplar{{Labels: labels.FromStrings("trace_id", "abc"), Value: 1.5, Timestamp: 1000}},
+			Metadata:  Metadata{Type: writev2.Metadata_METRIC_TYPE_COUNTER, Help: "Requests.", Unit: "requests"},
+		},
+		{ // histograms, one with a start timestamp
+			Labels:     labels.FromStrings("__name__", "latency_seconds"),
+			Histograms: []Histogram{testHistogram(1000, 0), testHistogram(2000, 100)},
+			Metadata:   Metadata{Type: writev2.Metadata_METRIC_TYPE_HISTOGRAM},
+		},
+		{ // exemplars only
+			Labels:    labels.FromStrings("__name__", "x"),
+			Exemplars: []Exemplar{{Labels: labels.EmptyLabels(), Value: 3, Timestamp: 7}},
+		},
+	}
+}
+
+func appendForm(t *testing.T, ss []Series) ([]byte, []RawSeries) {
+	t.Helper()
+	var (
+		b       []byte
+		scratch []byte
+		rss     []RawSeries
+	)
+	for i := range ss {
+		var rs RawSeries
+		b, rs, scratch = AppendSeries(b, &ss[i], scratch)
+		h, _ := HashLabels(ss[i].Labels, nil)
+		require.Equal(t, h, rs.Hash, "the form's hash is the shard hash of the labels")
+		rss = append(rss, rs)
+	}
+	return b, rss
+}
+
+// A series in the form reaches a 1.0 upstream as 1.0 has it (no start
+// timestamps, metadata on the side) and a 2.0 upstream with everything,
+// -0 and NaN payloads included.
+func TestFormRoundTrip(t *testing.T) {
+	ss := formSeries()
+	msg, rss := appendForm(t, ss)
+	require.False(t, rss[0].Ext)
+	require.True(t, rss[1].Ext)
+	require.True(t, rss[2].Ext)
+	require.False(t, rss[3].Ext)
+
+	// 1.0.
+	var v1 []byte
+	var scratch []byte
+	var mds []Metadata
+	for _, rs := range rss {
+		var md Metadata
+		var ok bool
+		var err error
+		v1, md, ok, scratch, err = AppendV1(v1, rs.Bytes(msg), scratch)
+		require.NoError(t, err)
+		if ok {
+			mds = append(mds, md)
+		}
+	}
+	require.Equal(t, []Metadata{ss[1].Metadata, ss[2].Metadata}, mds)
+	var wr prompb.WriteRequest
+	require.NoError(t, wr.Unmarshal(v1))
+	require.Len(t, wr.Timeseries, len(ss))
+	for i, ts := range wr.Timeseries {
+		require.Empty(t, ts.XXX_unrecognized, "series %d", i)
+		var sb labels.ScratchBuilder
+		for _, l := range ts.Labels {
+			sb.Add(l.Name, l.Value)
+		}
+		require.Equal(t, ss[i].Labels, sb.Labels())
+		require.Len(t, ts.Samples, len(ss[i].Samples))
+		for j, smp := range ts.Samples {
+			require.Empty(t, smp.XXX_unrecognized, "no start timestamp in 1.0")
+			require.Equal(t, math.Float64bits(ss[i].Samples[j].Value), math.Float64bits(smp.Value))
+			require.Equal(t, ss[i].Samples[j].Timestamp, smp.Timestamp)
+		}
+		require.Len(t, ts.Histograms, len(ss[i].Histograms))
+		for j, h := range ts.Histograms {
+			require.Empty(t, h.XXX_unrecognized)
+			want := ss[i].Histograms[j]
+			want.StartTimestamp = 0
+			require.Equal(t, HistogramToV1(want), h)
+		}
+		require.Len(t, ts.Exemplars, len(ss[i].Exemplars))
+	}
+	// A plain series is sent as it is.
+	plain, _, _, _, err := AppendV1(nil, rss[0].Bytes(msg), nil)
+	require.NoError(t, err)
+	want, err := (&prompb.TimeSeries{Labels: []prompb.Label{{Name: "__name__", Value: "up"}, {Name: "job", Value: "a"}},
+		Samples: []prompb.Sample{{Value: 1, Timestamp: 1000}, {Value: 2.5, Timestamp: 2000}}}).Marshal()
+	require.NoError(t, err)
+	require.Equal(t, append([]byte{0x0a, byte(len(want))}, want...), plain, "what the generated code writes")
+
+	// 2.0.
+	enc := NewV2Encoder()
+	for _, rs := range rss {
+		_, err := enc.Add(rs.Bytes(msg))
+		require.NoError(t, err)
+	}
+	var req writev2.Request
+	require.NoError(t, req.Unmarshal(enc.AppendRequest(nil)))
+	require.Equal(t, "", req.Symbols[0])
+	require.Len(t, req.Timeseries, len(ss))
+	for i, ts := range req.Timeseries {
+		s := ss[i]
+		var sb labels.ScratchBuilder
+		got, err := ts.ToLabels(&sb, req.Symbols)
+		require.NoError(t, err)
+		require.Equal(t, s.Labels, got)
+		require.Len(t, ts.Samples, len(s.Samples))
+		for j, smp := range ts.Samples {
+			require.Equal(t, math.Float64bits(s.Samples[j].Value), math.Float64bits(smp.Value), "sample %d of %s", j, s.Labels)
+			require.Equal(t, s.Samples[j].Timestamp, smp.Timestamp)
+			require.Equal(t, s.Samples[j].StartTimestamp, smp.StartTimestamp)
+		}
+		require.Len(t, ts.Histograms, len(s.Histograms))
+		for j := range ts.Histograms {
+			require.Equal(t, s.Histograms[j], ts.Histograms[j])
+		}
+		require.Len(t, ts.Exemplars, len(s.Exemplars))
+		for j, ex := range ts.Exemplars {
+			require.Equal(t, s.Exemplars[j].Value, ex.Value)
+			require.Equal(t, s.Exemplars[j].Timestamp, ex.Timestamp)
+			el, err := ex.ToExemplar(&sb, req.Symbols)
+			require.NoError(t, err)
+			require.Equal(t, s.Exemplars[j].Labels, el.Labels)
+		}
+		require.Equal(t, s.Metadata.Type, ts.Metadata.Type)
+		require.Equal(t, s.Metadata.Help, req.Symbols[ts.Metadata.HelpRef])
+		require.Equal(t, s.Metadata.Unit, req.Symbols[ts.Metadata.UnitRef])
+	}
+	enc.Reset()
+	require.Equal(t, []byte{0x22, 0}, enc.AppendRequest(nil), "reset leaves the empty symbol only")
+}
+
+func TestFilterPoints(t *testing.T) {
+	ss := formSeries()
+	msg, rss := appendForm(t, ss)
+	// Keep what is at or after 1000 ms: of series 1, the samples at 1000
+	// and 2000 and the exemplar.
+	b, rs, dropped, _, err := FilterPoints(nil, rss[1].Bytes(msg), rss[1], func(_ int, ts int64, _ int) bool { return ts >= 1000 }, nil)
+	require.NoError(t, err)
+	require.Equal(t, 2, dropped)
+	require.Equal(t, RawSeries{Span: rs.Span, Hash: rss[1].Hash, Samples: 2, Exemplars: 1, Ext: true}, rs)
+	var ts prompb.TimeSeries
+	require.NoError(t, ts.Unmarshal(rs.Bytes(b)))
+	require.Len(t, ts.Samples, 2)
+	md, ok, err := SeriesMetadata(rs.Bytes(b))
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.Equal(t, ss[1].Metadata, md)
+
+	// The first n points by index: a split.
+	_, head, dropped, _, err := FilterPoints(nil, rss[2].Bytes(msg), rss[2], func(_ int, _ int64, i int) bool { return i < 1 }, nil)
+	require.NoError(t, err)
+	require.Equal(t, 1, dropped)
+	require.Equal(t, uint32(1), head.Histograms)
+
+	// Malformed bytes are an error.
+	_, _, _, _, err = FilterPoints(nil, []byte{0x12, 0x05, 0x01}, RawSeries{}, func(int, int64, int) bool { return true }, nil)
+	require.ErrorIs(t, err, ErrMalformed)
+}
+
+func TestWithMetadata(t *testing.T) {
+	ss := formSeries()
+	msg, rss := appendForm(t, ss)
+	md := Metadata{Type: writev2.Metadata_METRIC_TYPE_GAUGE, Help: "Up."}
+	b, sp, err := WithMetadata(nil, rss[0].Bytes(msg), md)
+	require.NoError(t, err)
+	got, ok, err := SeriesMetadata(sp.Bytes(b))
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.Equal(t, md, got)
+	_, n := protowire.ConsumeBytes(b[1:])
+	require.Equal(t, len(b)-1, n, "one TimeSeries field")
+
+	// A series with metadata of its own keeps it.
+	b, sp, err = WithMetadata(nil, rss[1].Bytes(msg), md)
+	require.NoError(t, err)
+	got, _, err = SeriesMetadata(sp.Bytes(b))
+	require.NoError(t, err)
+	require.Equal(t, ss[1].Metadata, got)
+}
