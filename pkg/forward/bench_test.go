@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -49,14 +50,9 @@ func nodeExporterRequest(n int) *prw.Request {
 	return req
 }
 
+// benchItems returns n node_exporter-like series, one chunk each.
 func benchItems(n int) []item {
-	req := nodeExporterRequest(n)
-	items := make([]item, len(req.Series))
-	for i, s := range req.Series {
-		items[i] = item{labels: s.Labels, samples: s.Samples}
-		items[i].size = estimateSize(&items[i])
-	}
-	return items
+	return formItems(nodeExporterRequest(n), 1, 1, math.MaxInt)
 }
 
 func benchmarkEncode(b *testing.B, proto prw.Protocol) {
@@ -65,7 +61,7 @@ func benchmarkEncode(b *testing.B, proto prw.Protocol) {
 	var size int
 	b.ReportAllocs()
 	for b.Loop() {
-		data, _, err := enc.encode(proto, items)
+		data, _, err := enc.encode(proto, items, true)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -57,24 +57,15 @@ func unevenRequest(n int) *prompb.WriteRequest {
 	return wr
 }
 
-// seriesOf returns the TimeSeries messages of a batch of raw items and
-// chunks, in order.
+// seriesOf returns the TimeSeries messages of a batch of chunks, in order.
 func seriesOf(t *testing.T, items []item) [][]byte {
 	t.Helper()
 	var out [][]byte
 	for i := range items {
-		it := &items[i]
-		if !it.chunk {
-			out = append(out, it.raw)
-			continue
-		}
-		series, err := it.chunkSeries()
-		if err != nil {
-			panic(err)
-		}
-		for _, s := range series {
-			out = append(out, s.raw)
-		}
+		require.NoError(t, rangeChunk(items[i].raw, func(ts []byte, _ prw.RawSeries, _ int) bool {
+			out = append(out, ts)
+			return true
+		}))
 	}
 	return out
 }
@@ -101,21 +92,19 @@ func TestChunkRaw(t *testing.T) {
 		it := &items[i]
 		got[shardOf[i]] = append(got[shardOf[i]], *it)
 		points += it.count()
-		require.Equal(t, shardOf[i], int(it.shardHashOrZero()%shards), "an item's hash picks its shard")
-		if !it.chunk {
+		require.Equal(t, shardOf[i], it.shard)
+		require.Equal(t, len(it.raw), it.size)
+		if it.count() > maxN {
 			singles++
-			require.Greater(t, it.count(), maxN, "only an oversized series is alone")
+			require.Len(t, seriesOf(t, []item{*it}), 1, "only an oversized series is over the limit, alone")
 			continue
 		}
-		require.LessOrEqual(t, it.count(), maxN)
 		require.LessOrEqual(t, len(it.raw), maxB)
-		require.Equal(t, len(it.raw), it.size)
 		n := 0
-		series, err := it.chunkSeries()
-		require.NoError(t, err)
-		for _, s := range series {
-			n += s.count()
-		}
+		require.NoError(t, rangeChunk(it.raw, func(_ []byte, rs prw.RawSeries, _ int) bool {
+			n += rs.Points()
+			return true
+		}))
 		require.Equal(t, n, it.count())
 	}
 	require.Equal(t, 1, singles)
@@ -124,11 +113,6 @@ func TestChunkRaw(t *testing.T) {
 	for sh := range shards {
 		require.Equal(t, want[sh], seriesOf(t, got[sh]), "shard %d", sh)
 	}
-}
-
-func (it *item) shardHashOrZero() uint64 {
-	h, _ := it.shardHash(nil)
-	return h
 }
 
 // Splitting a chunk cuts it at a series boundary, keeps the bytes and the
@@ -143,28 +127,42 @@ func TestSplitChunk(t *testing.T) {
 	c := items[0]
 	all := seriesOf(t, items)
 	for n := 1; n < c.count(); n++ {
-		head, tail := c.split(n)
-		require.True(t, head.chunk && tail.chunk)
+		head, tail, err := c.split(n)
+		require.NoError(t, err)
 		require.Equal(t, c.count(), head.count()+tail.count())
-		require.Equal(t, c.rawSamples, head.rawSamples+tail.rawSamples)
-		require.Equal(t, c.raw, append(slices.Clip(head.raw), tail.raw...))
+		require.Equal(t, c.samples, head.samples+tail.samples)
 		hs := seriesOf(t, []item{head})
 		require.NotEmpty(t, hs)
-		require.True(t, head.count() <= n || len(hs) == 1, "n=%d head %d points in %d series", n, head.count(), len(hs))
-		require.Equal(t, all, append(hs, seriesOf(t, []item{tail})...))
+		require.LessOrEqual(t, head.count(), n, "n=%d head %d points in %d series", n, head.count(), len(hs))
 		require.Equal(t, len(head.raw), head.size)
+		require.Equal(t, len(tail.raw), tail.size)
+		if bytes.Equal(c.raw, append(slices.Clip(head.raw), tail.raw...)) {
+			require.Equal(t, all, append(hs, seriesOf(t, []item{tail})...))
+			continue
+		}
+		// The first series was cut by its points: its samples are the
+		// head's and the tail's first series', in order.
+		var first, h, tl prompb.TimeSeries
+		require.NoError(t, first.Unmarshal(all[0]))
+		require.NoError(t, h.Unmarshal(hs[0]))
+		ts := seriesOf(t, []item{tail})
+		require.NoError(t, tl.Unmarshal(ts[0]))
+		require.Len(t, hs, 1)
+		require.Equal(t, first.Labels, h.Labels)
+		require.Equal(t, first.Labels, tl.Labels)
+		require.Equal(t, first.Samples, append(h.Samples, tl.Samples...))
+		require.Equal(t, all[1:], ts[1:])
 	}
 }
 
-// A batch of chunks encodes to the WriteRequest of their series, and
-// expands into structured items with the same series.
+// A batch of chunks encodes to the WriteRequest of their series.
 func TestChunkEncode(t *testing.T) {
 	wr := unevenRequest(60)
 	msg, series := rawRequest(t, wr)
 	items, shardOf := chunkRaw(msg, series, 2, 25, 4096)
 	sorted, _, _ := groupByShard(items, shardOf, 2)
 
-	data, st, err := newEncoder().encode(prw.ProtoV1, sorted)
+	data, st, err := newEncoder().encode(prw.ProtoV1, sorted, true)
 	require.NoError(t, err)
 	body, err := snappy.Decode(nil, data)
 	require.NoError(t, err)
@@ -185,16 +183,6 @@ func TestChunkEncode(t *testing.T) {
 		wantSeries = append(wantSeries, string(b))
 	}
 	require.Equal(t, wantSeries, gotSeries, "the batch holds the chunks' series in order")
-
-	expanded, err := expandRaw(sorted)
-	require.NoError(t, err)
-	require.Len(t, expanded, len(wr.Timeseries))
-	n := 0
-	for i := range expanded {
-		require.Nil(t, expanded[i].raw)
-		n += expanded[i].count()
-	}
-	require.Equal(t, total, n)
 }
 
 // The handoff gives the reader the entry of the position it reads, refuses
@@ -212,7 +200,7 @@ func TestHandoff(t *testing.T) {
 	}
 	var h handoff
 	now := time.Now()
-	one := []item{{raw: []byte("x"), rawSamples: 1}}
+	one := []item{{raw: []byte("x"), samples: 1}}
 	require.True(t, h.put(pos[0], one, now, 10))
 	require.True(t, h.put(pos[2], one, now, 10))
 	require.True(t, h.put(pos[3], one, now, 10))
@@ -250,13 +238,13 @@ func TestSharedChunks(t *testing.T) {
 		return &forwarder{cfg: u, shards: make([]*shard, shards)}
 	}
 	a, b, c := fwd(4, 100), fwd(4, 100), fwd(2, 100)
-	chunks := sharedChunks{raw: raw}
-	ia, _ := chunks.get(a)
-	ib, _ := chunks.get(b)
-	ic, _ := chunks.get(c)
+	r := request{raw: raw}
+	ia, _ := r.chunksFor(a)
+	ib, _ := r.chunksFor(b)
+	ic, _ := r.chunksFor(c)
 	require.Same(t, &ia[0], &ib[0], "same layout, same chunks")
 	require.NotSame(t, &ia[0].raw[0], &ic[0].raw[0])
-	require.Len(t, chunks.layout, 2)
+	require.Len(t, r.chunks, 2)
 	var sa, sc int
 	for i := range ia {
 		sa += ia[i].count()

@@ -241,16 +241,13 @@ func (f *forwarder) readLoop() {
 	}
 }
 
-// shardsOf returns the shard of every item: series hash to a shard, family
-// metadata goes to shard 0.
+// shardsOf returns the shard of every item: a chunk's own, 0 for family
+// metadata.
 func shardsOf(items []item, n int) []int {
 	out := make([]int, len(items))
-	var buf []byte
 	for i := range items {
 		if items[i].family == nil {
-			var h uint64
-			h, buf = items[i].shardHash(buf)
-			out[i] = int(h % uint64(n))
+			out[i] = items[i].shard % n
 		}
 	}
 	return out

@@ -21,7 +21,7 @@ import (
 // encoding encodes without an error.
 func FuzzRecordDecoder(f *testing.F) {
 	for _, p := range []prw.Protocol{prw.ProtoV1, prw.ProtoV2} {
-		recs, _, err := newRecordEncoder().encode(recordItems(), p, time.UnixMilli(1))
+		recs, _, err := newRecordEncoder().encode(recordItems(), p, true, time.UnixMilli(1))
 		require.NoError(f, err)
 		f.Add(recs[0], false)
 		msg, err := snappy.Decode(nil, recs[0][3:])
@@ -62,7 +62,7 @@ func FuzzRecordDecoder(f *testing.F) {
 		if len(items) == 0 {
 			return
 		}
-		sent, st, err := enc.encode(prw.ProtoV1, items)
+		sent, st, err := enc.encode(prw.ProtoV1, items, true)
 		require.NoError(t, err, "encode what a record yields in 1.0")
 		want := st.points()
 		msg, err := snappy.Decode(nil, sent)
@@ -73,7 +73,7 @@ func FuzzRecordDecoder(f *testing.F) {
 		s, h, e := d.Req.Counts()
 		v1.Release(d)
 		require.Equal(t, want, s+h+e)
-		_, _, err = enc.encode(prw.ProtoV2, items)
+		_, _, err = enc.encode(prw.ProtoV2, items, true)
 		require.NoError(t, err, "encode what a record yields in 2.0")
 	})
 }

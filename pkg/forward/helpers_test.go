@@ -328,3 +328,12 @@ type allUpstreams struct{ m *Manager }
 func (a allUpstreams) Enqueue(ctx context.Context, req *prw.Request) error {
 	return a.m.Enqueue(ctx, req, nil)
 }
+
+// formItems returns req in the form, cut into chunks as a forwarder of
+// shards shards and batch limits maxN and maxB does, with its family
+// metadata.
+func formItems(req *prw.Request, shards, maxN, maxB int) []item {
+	var sy synthesizer
+	items, _ := rawItems(sy.synthesize(req), shards, maxN, maxB, true)
+	return items
+}

@@ -27,8 +27,6 @@ import (
 	"log/slog"
 	"maps"
 	"os"
-	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -348,52 +346,22 @@ func (m *Manager) Enqueue(ctx context.Context, req *prw.Request, routes func(ups
 			}
 		}
 	}
-	// The fast path: upstreams that take the request as it came get its
-	// raw form; the others need it decoded, copied and relabeled.
+	// Every upstream is prepared from the request in the form: as the
+	// receiver's scan found it, or written in it once, here.
 	raw := req.Raw
-	if raw == nil && req.Proto == prw.ProtoV2 && len(req.Series) > 0 &&
-		slices.ContainsFunc(fwds, (*forwarder).mayTakeRaw) {
+	if raw == nil {
+		req.Materialize()
 		sy := synthesizers.Get().(*synthesizer)
 		defer synthesizers.Put(sy)
 		raw = sy.synthesize(req)
 	}
-	if raw != nil && !hasLabels(raw, set.external) {
-		raw = nil
-	}
-	useRaw := make([]bool, len(fwds))
-	slow := false
-	for i, f := range fwds {
-		useRaw[i] = raw != nil && f.takesRaw(raw)
-		slow = slow || !useRaw[i]
-	}
-	in := prepareInput{
-		external: set.external,
-		lb:       m.builders.Get().(*labels.Builder),
-	}
-	defer m.builders.Put(in.lb)
-	if slow {
-		req.Materialize()
-		in.series = copySeries(req)
-		if len(req.Metadata) > 0 {
-			in.families = make([]*prw.FamilyMetadata, len(req.Metadata))
-			for i, fm := range req.Metadata {
-				in.families[i] = &prw.FamilyMetadata{
-					MetricFamilyName: strings.Clone(fm.MetricFamilyName),
-					Metadata:         cloneMetadata(fm.Metadata),
-				}
-			}
-		}
-	}
+	r := request{raw: raw, external: set.external, lb: m.builders.Get().(*labels.Builder)}
+	defer m.builders.Put(r.lb)
 	preps := make([]prepared, len(fwds))
-	chunks := sharedChunks{raw: raw}
 	for i, f := range fwds {
-		if useRaw[i] {
-			// A disk queue's reader takes the request's chunks from
-			// Enqueue when it keeps up (see handoff).
-			f.prepareRaw(raw, &chunks, f.dq != nil && f.handoff.wants(len(raw.Msg)), &preps[i])
-		} else {
-			f.prepare(&in, &preps[i])
-		}
+		// A disk queue's reader takes the request's chunks from Enqueue
+		// when it keeps up (see handoff).
+		f.prepare(&r, f.dq != nil && f.handoff.wants(len(raw.Msg)), &preps[i])
 	}
 	defer func() {
 		for i := range preps {
@@ -407,15 +375,15 @@ func (m *Manager) Enqueue(ctx context.Context, req *prw.Request, routes func(ups
 	now := time.Now()
 	for i := range preps {
 		p := &preps[i]
-		if p.f.dq == nil || (len(p.items) == 0 && p.raw == nil) {
+		if p.f.dq == nil || len(p.items) == 0 {
 			continue
 		}
 		p.enc = m.encoders.Get().(*recordEncoder)
-		if p.raw != nil {
-			p.recs, p.recBytes = p.enc.encodeRaw(p.raw, p.rawMeta, now)
+		if proto := p.f.proto(); proto == prw.ProtoV1 && !p.raw.Ext {
+			p.recs, p.recBytes = p.enc.encodeRaw(p.raw, p.meta, now)
 		} else {
 			var err error
-			if p.recs, p.recBytes, err = p.enc.encode(p.items, p.f.proto(), now); err != nil {
+			if p.recs, p.recBytes, err = p.enc.encode(p.items, proto, p.f.cfg.MetadataConfig.Send, now); err != nil {
 				return fmt.Errorf("upstream %q: encode queue record: %w", p.f.name, err)
 			}
 		}

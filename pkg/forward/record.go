@@ -80,9 +80,9 @@ func (e *recordEncoder) records() ([][]byte, int64) {
 	return e.recs, int64(len(e.out))
 }
 
-// encode returns items as one or more records of protocol p, cut by
-// maxRecordItemBytes, and their total size.
-func (e *recordEncoder) encode(items []item, p prw.Protocol, appended time.Time) ([][]byte, int64, error) {
+// encode returns items as one or more records of protocol p, with their
+// metadata if meta, cut by maxRecordItemBytes, and their total size.
+func (e *recordEncoder) encode(items []item, p prw.Protocol, meta bool, appended time.Time) ([][]byte, int64, error) {
 	e.out, e.offs = e.out[:0], e.offs[:0]
 	for lo := 0; lo < len(items); {
 		hi, size := lo, 0
@@ -90,7 +90,7 @@ func (e *recordEncoder) encode(items []item, p prw.Protocol, appended time.Time)
 			size += items[hi].size
 			hi++
 		}
-		body, _, err := e.enc.encode(p, items[lo:hi])
+		body, _, err := e.enc.encode(p, items[lo:hi], meta)
 		if err != nil {
 			return nil, 0, err
 		}
@@ -148,6 +148,7 @@ type recordDecoder struct {
 	raw    []byte
 	v1, v2 prw.Decoder
 	legacy legacyDecoder
+	synth  synthesizer
 
 	// 1.0 series become chunks (see chunkRaw) for shards shards of at most
 	// maxN points and maxB bytes; the zero value means one shard and no
@@ -176,7 +177,11 @@ func (d *recordDecoder) decode(rec []byte) (items []item, appended time.Time, sk
 	var proto prw.Protocol
 	switch rec[0] {
 	case recordV1:
-		return d.legacy.decode(rec[1:])
+		req, appended, skipped, err := d.legacy.decode(rec[1:])
+		if err != nil {
+			return nil, time.Time{}, 0, err
+		}
+		return d.items(req), appended, skipped, nil
 	case recordV2:
 		proto, rec = prw.ProtoV1, rec[1:]
 	case recordV3:
@@ -235,12 +240,19 @@ func (d *recordDecoder) decodeBody(p prw.Protocol, msg []byte) ([]item, int, err
 		return nil, 0, err
 	}
 	defer dec.Release(dd)
-	req := &dd.Req
-	if req.Raw != nil {
-		items, _ := rawItems(req.Raw, d.shards, d.maxN, d.maxB, true)
-		return items, 0, nil
+	return d.items(&dd.Req), dd.Invalid.Bytes, nil
+}
+
+// items returns the items of a decoded request: its chunks, which own
+// their memory, and its 1.0 family metadata.
+func (d *recordDecoder) items(req *prw.Request) []item {
+	raw := req.Raw
+	if raw == nil {
+		req.Materialize()
+		raw = d.synth.synthesize(req)
 	}
-	return requestItems(req), dd.Invalid.Bytes, nil
+	items, _ := rawItems(raw, d.shards, d.maxN, d.maxB, true)
+	return items
 }
 
 // salvage decodes a body that is not a valid message as a whole one
@@ -287,23 +299,4 @@ func (d *recordDecoder) salvage(p prw.Protocol, msg []byte) (items []item, skipp
 		skipped += bad
 	}
 	return items, skipped
-}
-
-// requestItems returns the series and family metadata of a decoded,
-// validated request as items that own their memory.
-func requestItems(req *prw.Request) []item {
-	series := copySeries(req)
-	items := make([]item, 0, len(series)+len(req.Metadata))
-	for i := range series {
-		s := &series[i]
-		it := item{labels: s.labels, samples: s.samples, histograms: s.histograms, exemplars: s.exemplars, metadata: s.metadata}
-		it.size = estimateSize(&it)
-		items = append(items, it)
-	}
-	for _, fm := range req.Metadata {
-		it := item{family: &prw.FamilyMetadata{MetricFamilyName: fm.MetricFamilyName, Metadata: cloneMetadata(fm.Metadata)}}
-		it.size = estimateSize(&it)
-		items = append(items, it)
-	}
-	return items
 }

@@ -18,38 +18,39 @@ import (
 	"github.com/rwgateway/gateway/pkg/receiver/rwtest"
 )
 
-// recordItems are items of every kind: float samples with start
+// recordRequest has data of every kind: float samples with start
 // timestamps and NaN payloads (stale markers), histograms, exemplars,
 // series and family metadata.
-func recordItems() []item {
+func recordRequest() *prw.Request {
 	stale := math.Float64frombits(value.StaleNaN)
-	items := []item{
-		{
-			labels: labels.FromStrings("__name__", "x", "job", "j"),
-			samples: []prw.Sample{
-				{Value: 1.5, Timestamp: 1000, StartTimestamp: 900},
-				{Value: stale, Timestamp: 2000},
-				{Value: math.Float64frombits(0x7ff8000000000abc), Timestamp: -5},
+	return &prw.Request{
+		Series: []prw.Series{
+			{
+				Labels: labels.FromStrings("__name__", "x", "job", "j"),
+				Samples: []prw.Sample{
+					{Value: 1.5, Timestamp: 1000, StartTimestamp: 900},
+					{Value: stale, Timestamp: 2000},
+					{Value: math.Float64frombits(0x7ff8000000000abc), Timestamp: -5},
+				},
+				Metadata: prw.Metadata{Type: prw.MetricType(2), Help: "help", Unit: "seconds"},
 			},
-			metadata: prw.Metadata{Type: prw.MetricType(2), Help: "help", Unit: "seconds"},
+			{
+				Labels:     labels.FromStrings("__name__", "h"),
+				Histograms: []prw.Histogram{intHistogram(3000, 2500), floatHistogram(4000)},
+				Exemplars:  []prw.Exemplar{{Labels: labels.FromStrings("trace_id", "abc"), Value: 2, Timestamp: 3000}},
+			},
 		},
-		{
-			labels:     labels.FromStrings("__name__", "h"),
-			histograms: []prw.Histogram{intHistogram(3000, 2500), floatHistogram(4000)},
-			exemplars:  []prw.Exemplar{{Labels: labels.FromStrings("trace_id", "abc"), Value: 2, Timestamp: 3000}},
-		},
-		{family: &prw.FamilyMetadata{MetricFamilyName: "x", Metadata: prw.Metadata{Type: prw.MetricType(1), Help: "h"}}},
+		Metadata: []prw.FamilyMetadata{{MetricFamilyName: "x", Metadata: prw.Metadata{Type: prw.MetricType(1), Help: "h"}}},
 	}
-	for i := range items {
-		items[i].size = estimateSize(&items[i])
-	}
-	return items
 }
+
+// recordItems are recordRequest's items, as one shard queues them.
+func recordItems() []item { return formItems(recordRequest(), 1, math.MaxInt, math.MaxInt) }
 
 // batchBytes is what a shard sends of items in p.
 func batchBytes(t *testing.T, p prw.Protocol, items []item) []byte {
 	t.Helper()
-	b, _, err := newEncoder().encode(p, items)
+	b, _, err := newEncoder().encode(p, items, true)
 	require.NoError(t, err)
 	return bytes.Clone(b)
 }
@@ -62,7 +63,7 @@ func TestRecordRoundTrip(t *testing.T) {
 			items := recordItems()
 			enc := newRecordEncoder()
 			at := time.UnixMilli(1_700_000_000_123)
-			recs, size, err := enc.encode(items, p, at)
+			recs, size, err := enc.encode(items, p, true, at)
 			require.NoError(t, err)
 			require.Len(t, recs, 1)
 			require.Equal(t, int64(len(recs[0])), size)
@@ -162,7 +163,7 @@ func TestRecordReplayValidates(t *testing.T) {
 
 func TestRecordSplitsLargeRequests(t *testing.T) {
 	items := benchItems(30000) // ~ 5 MiB estimated
-	recs, _, err := newRecordEncoder().encode(items, prw.ProtoV1, time.Now())
+	recs, _, err := newRecordEncoder().encode(items, prw.ProtoV1, true, time.Now())
 	require.NoError(t, err)
 	require.Greater(t, len(recs), 1)
 	dec := newRecordDecoder(1, 0, 0)

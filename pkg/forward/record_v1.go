@@ -36,10 +36,11 @@ type legacyDecoder struct {
 	sb  labels.ScratchBuilder
 }
 
-// decode returns the items of a version 1 record body (after its version
-// byte), as recordDecoder.decode does: series that the write handler would
-// refuse are left out, their estimated size returned as skipped.
-func (d *legacyDecoder) decode(b []byte) ([]item, time.Time, int, error) {
+// decode returns the series and family metadata of a version 1 record
+// body (after its version byte), as recordDecoder.decode does: series that
+// the write handler would refuse are left out, their size in the record
+// returned as skipped.
+func (d *legacyDecoder) decode(b []byte) (*prw.Request, time.Time, int, error) {
 	n, err := snappy.DecodedLen(b)
 	if err != nil {
 		return nil, time.Time{}, 0, fmt.Errorf("decode snappy: %w", err)
@@ -55,32 +56,23 @@ func (d *legacyDecoder) decode(b []byte) ([]item, time.Time, int, error) {
 		return nil, time.Time{}, 0, fmt.Errorf("decode snappy: %w", err)
 	}
 	r := recordReader{buf: raw, str: string(raw), sb: &d.sb}
-	items, appended := r.body()
+	req, appended, skipped := r.body()
 	if r.err != nil {
 		return nil, time.Time{}, 0, r.err
 	}
-	kept, skipped := items[:0], 0
-	for i := range items {
-		if validItem(&items[i]) {
-			kept = append(kept, items[i])
-		} else {
-			skipped += items[i].size
-		}
-	}
-	return kept, appended, skipped, nil
+	return req, appended, skipped, nil
 }
 
-// validItem reports whether the write handler would accept the series of
-// a structured item as it is.
-func validItem(it *item) bool {
-	if it.family != nil {
-		return true
-	}
-	if _, _, ok := prw.ValidateLabels(it.labels, true); !ok || it.count() == 0 {
+// validSeries reports whether the write handler would accept s as it is.
+func validSeries(s *prw.Series) bool {
+	if _, _, ok := prw.ValidateLabels(s.Labels, true); !ok {
 		return false
 	}
-	for i := range it.histograms {
-		if prw.ValidateHistogram(&it.histograms[i]) != "" {
+	if len(s.Samples)+len(s.Histograms)+len(s.Exemplars) == 0 {
+		return false
+	}
+	for i := range s.Histograms {
+		if prw.ValidateHistogram(&s.Histograms[i]) != "" {
 			return false
 		}
 	}
@@ -172,57 +164,61 @@ func (r *recordReader) metadata() prw.Metadata {
 	return prw.Metadata{Type: prw.MetricType(r.uvarint()), Help: r.string(), Unit: r.string()}
 }
 
-func (r *recordReader) body() ([]item, time.Time) {
-	appended := time.UnixMilli(int64(r.uvarint()))
+func (r *recordReader) body() (req *prw.Request, appended time.Time, skipped int) {
+	req = &prw.Request{}
+	appended = time.UnixMilli(int64(r.uvarint()))
 	n := r.count(2)
-	items := make([]item, 0, n)
 	for range n {
 		if r.off >= len(r.buf) {
 			r.fail(errRecordTruncated)
 			break
 		}
+		start := r.off
 		kind := r.buf[r.off]
 		r.off++
-		var it item
 		switch kind {
 		case itemFamily:
-			fm := &prw.FamilyMetadata{MetricFamilyName: r.string()}
+			fm := prw.FamilyMetadata{MetricFamilyName: r.string()}
 			fm.Metadata = r.metadata()
-			it.family = fm
+			req.Metadata = append(req.Metadata, fm)
 		case itemSeries:
-			it.labels = r.labels()
+			var s prw.Series
+			s.Labels = r.labels()
 			if k := r.count(10); k > 0 {
-				it.samples = make([]prw.Sample, k)
-				for j := range it.samples {
-					it.samples[j] = prw.Sample{Value: r.fixed64(), Timestamp: r.varint(), StartTimestamp: r.varint()}
+				s.Samples = make([]prw.Sample, k)
+				for j := range s.Samples {
+					s.Samples[j] = prw.Sample{Value: r.fixed64(), Timestamp: r.varint(), StartTimestamp: r.varint()}
 				}
 			}
 			if k := r.count(1); k > 0 {
-				it.histograms = make([]prw.Histogram, k)
-				for j := range it.histograms {
-					if err := it.histograms[j].Unmarshal(r.bytes()); err != nil {
+				s.Histograms = make([]prw.Histogram, k)
+				for j := range s.Histograms {
+					if err := s.Histograms[j].Unmarshal(r.bytes()); err != nil {
 						r.fail(fmt.Errorf("unmarshal histogram: %w", err))
 					}
 				}
 			}
 			if k := r.count(10); k > 0 {
-				it.exemplars = make([]prw.Exemplar, k)
-				for j := range it.exemplars {
-					it.exemplars[j] = prw.Exemplar{Labels: r.labels(), Value: r.fixed64(), Timestamp: r.varint()}
+				s.Exemplars = make([]prw.Exemplar, k)
+				for j := range s.Exemplars {
+					s.Exemplars[j] = prw.Exemplar{Labels: r.labels(), Value: r.fixed64(), Timestamp: r.varint()}
 				}
 			}
-			it.metadata = r.metadata()
+			s.Metadata = r.metadata()
+			if r.err == nil && !validSeries(&s) {
+				skipped += r.off - start
+				continue
+			}
+			req.Series = append(req.Series, s)
 		default:
 			r.fail(fmt.Errorf("unknown item kind %d", kind))
 		}
 		if r.err != nil {
 			break
 		}
-		it.size = estimateSize(&it)
-		items = append(items, it)
 	}
 	if r.err == nil && r.off != len(r.buf) {
 		r.fail(fmt.Errorf("%d bytes after the last item", len(r.buf)-r.off))
 	}
-	return items, appended
+	return req, appended, skipped
 }

@@ -154,11 +154,21 @@ func (s *shard) take() ([]item, int) {
 			s.head++
 			break
 		}
-		head, tail := it.split(k)
+		head, tail, err := it.split(k)
+		if err != nil {
+			// Not a chunk that can be cut: sent whole, for the upstream
+			// to take or refuse.
+			head, tail = *it, item{}
+		}
 		b = append(b, head)
 		n = head.count()
 		s.queued -= n
 		s.queuedBytes += tail.size - it.size
+		if tail.count() == 0 {
+			*it = item{}
+			s.head++
+			break
+		}
 		*it = tail
 		break
 	}
@@ -259,7 +269,7 @@ func (s *shard) send(ctx context.Context, items []item) bool {
 	}
 	proto := f.proto()
 	resentV1 := false
-	data, st, err := s.enc.encode(proto, items)
+	data, st, err := s.enc.encode(proto, items, f.cfg.MetadataConfig.Send)
 	if err != nil {
 		f.drop(registry.DropEncode, countPoints(items))
 		f.logger.Error("encode batch, dropped it", "err", err)
@@ -292,7 +302,7 @@ func (s *shard) send(ctx context.Context, items []item) bool {
 				f.logger.Warn("upstream answered remote write 2.0 without written headers, resending as 1.0")
 			}
 			proto, resentV1 = prw.ProtoV1, true
-			if data, st, err = s.enc.encode(proto, items); err != nil {
+			if data, st, err = s.enc.encode(proto, items, f.cfg.MetadataConfig.Send); err != nil {
 				f.drop(registry.DropEncode, countPoints(items))
 				f.logger.Error("encode batch, dropped it", "err", err)
 				return true
@@ -350,7 +360,7 @@ func (s *shard) send(ctx context.Context, items []item) bool {
 				}
 				if len(kept) != len(items) || countPoints(kept) != countPoints(items) {
 					items = kept
-					if data, st, err = s.enc.encode(proto, items); err != nil {
+					if data, st, err = s.enc.encode(proto, items, f.cfg.MetadataConfig.Send); err != nil {
 						f.drop(registry.DropEncode, countPoints(items))
 						return true
 					}
@@ -380,11 +390,10 @@ func splitBatch(items []item) (head, tail []item, ok bool) {
 	if it.family != nil || n <= 1 {
 		return nil, nil, false
 	}
-	if it.chunk && it.seriesCount() > 1 {
-		h, t := it.splitChunk(n / 2)
-		return []item{h}, []item{t}, true
+	h, t, err := it.split(n / 2)
+	if err != nil {
+		return nil, nil, false
 	}
-	h, t := it.split(n / 2)
 	return []item{h}, []item{t}, true
 }
 
@@ -408,16 +417,6 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-func countPoints(items []item) int {
-	n := 0
-	for i := range items {
-		if items[i].family == nil {
-			n += items[i].count()
-		}
-	}
-	return n
-}
-
 // dropTooOld removes points older than sample_age_limit, counting them. It
 // returns items itself when nothing is too old, else a new slice: queued
 // items are shared and never modified.
@@ -427,71 +426,40 @@ func (s *shard) dropTooOld(items []item) []item {
 		return items
 	}
 	cutoff := time.Now().Add(-limit).UnixMilli()
-	// Raw series are queued only for upstreams without an age limit; one
-	// read back from a disk queue of a former configuration is decoded.
-	expanded, err := expandRaw(items)
-	if err != nil {
-		s.f.drop(registry.DropEncode, countPoints(items))
-		return nil
-	}
-	items = expanded
-	old := func(it *item) bool {
-		for _, x := range it.samples {
-			if x.Timestamp < cutoff {
-				return true
-			}
-		}
-		for _, x := range it.histograms {
-			if x.Timestamp < cutoff {
-				return true
-			}
-		}
-		for _, x := range it.exemplars {
-			if x.Timestamp < cutoff {
-				return true
-			}
-		}
-		return false
-	}
-	first := -1
-	for i := range items {
-		if items[i].family == nil && old(&items[i]) {
-			first = i
-			break
-		}
-	}
-	if first < 0 {
-		return items
-	}
-	out := make([]item, 0, len(items))
-	out = append(out, items[:first]...)
+	recent := func(_ int, t int64, _ int) bool { return t >= cutoff }
+	var out []item
 	dropped := 0
-	for i := first; i < len(items); i++ {
-		it := items[i]
-		if it.family != nil || !old(&it) {
-			out = append(out, it)
+	for i := range items {
+		it := &items[i]
+		if it.family != nil {
+			if out != nil {
+				out = append(out, *it)
+			}
 			continue
 		}
-		before := it.count()
-		it.samples = keepNewer(it.samples, cutoff, func(x prw.Sample) int64 { return x.Timestamp })
-		it.histograms = keepNewer(it.histograms, cutoff, func(x prw.Histogram) int64 { return x.Timestamp })
-		it.exemplars = keepNewer(it.exemplars, cutoff, func(x prw.Exemplar) int64 { return x.Timestamp })
-		dropped += before - it.count()
-		if it.count() > 0 {
-			it.size = estimateSize(&it)
-			out = append(out, it)
+		kept, d, err := it.keepPoints(recent)
+		if err != nil {
+			kept, d = item{}, it.count() // malformed: nothing of it can be sent
+			s.f.drop(registry.DropEncode, d)
+			d = 0
+		}
+		if d == 0 && err == nil {
+			if out != nil {
+				out = append(out, *it)
+			}
+			continue
+		}
+		if out == nil {
+			out = append(make([]item, 0, len(items)), items[:i]...)
+		}
+		dropped += d
+		if kept.count() > 0 {
+			out = append(out, kept)
 		}
 	}
 	s.f.drop(registry.DropSampleAge, dropped)
-	return out
-}
-
-func keepNewer[T any](in []T, cutoff int64, ts func(T) int64) []T {
-	var out []T
-	for _, x := range in {
-		if ts(x) >= cutoff {
-			out = append(out, x)
-		}
+	if out == nil {
+		return items
 	}
 	return out
 }

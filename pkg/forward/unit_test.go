@@ -1,6 +1,8 @@
 package forward
 
 import (
+	"github.com/prometheus/prometheus/prompb"
+	"math"
 	"net/http"
 	"testing"
 	"time"
@@ -48,13 +50,38 @@ func TestFamilyName(t *testing.T) {
 		{name: "jobs_count", typ: writev2.Metadata_METRIC_TYPE_GAUGE, want: "jobs_count"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			require.Equal(t, tc.want, familyName(tc.name, tc.typ))
+			require.Equal(t, tc.want, prw.FamilyName(tc.name, tc.typ))
 		})
 	}
-	a, b := familyCandidates("requests_total")
-	require.Equal(t, []string{"requests_total", "requests"}, []string{a, b})
-	a, b = familyCandidates("up")
-	require.Equal(t, []string{"up", ""}, []string{a, b})
+	// A 2.0 upstream finds a series' 1.0 family metadata by its name, or
+	// by its name without a suffix.
+	var sy synthesizer
+	gauge := prw.Metadata{Type: writev2.Metadata_METRIC_TYPE_GAUGE, Help: "g"}
+	counter := prw.Metadata{Type: writev2.Metadata_METRIC_TYPE_COUNTER, Help: "c"}
+	r := request{raw: sy.synthesize(&prw.Request{Metadata: []prw.FamilyMetadata{
+		{MetricFamilyName: "up", Metadata: gauge}, {MetricFamilyName: "requests", Metadata: counter},
+	}})}
+	for name, want := range map[string]prw.Metadata{"up": gauge, "requests_total": counter, "requests": counter, "up_total": gauge, "down": {}} {
+		got, ok := r.family(name)
+		require.Equal(t, want, got, name)
+		require.Equal(t, want != prw.Metadata{}, ok, name)
+	}
+}
+
+// seriesRequest returns a request of the given series.
+func seriesRequest1(ss ...prw.Series) *prw.Request { return &prw.Request{Series: ss} }
+
+// decodeChunk returns the series of a chunk.
+func decodeChunk(t *testing.T, it *item) []prompb.TimeSeries {
+	t.Helper()
+	var out []prompb.TimeSeries
+	require.NoError(t, rangeChunk(it.raw, func(b []byte, _ prw.RawSeries, _ int) bool {
+		var ts prompb.TimeSeries
+		require.NoError(t, ts.Unmarshal(b))
+		out = append(out, ts)
+		return true
+	}))
+	return out
 }
 
 // newTestShard returns a shard of a forwarder that is never started.
@@ -71,10 +98,10 @@ func newTestShard(t *testing.T, q func(*config.QueueConfig)) *shard {
 func TestTakeCutsBatches(t *testing.T) {
 	t.Run("by samples, splitting a long series", func(t *testing.T) {
 		s := newTestShard(t, func(q *config.QueueConfig) { q.MaxSamplesPerSend = 10 })
-		it := item{labels: labels.FromStrings("__name__", "x"), samples: floatSeries(0, 25, "__name__", "x").Samples}
-		it.size = estimateSize(&it)
+		items := formItems(seriesRequest1(floatSeries(0, 25, "__name__", "x")), 1, math.MaxInt, math.MaxInt)
+		require.Len(t, items, 1)
 		require.True(t, s.reserve(25))
-		s.appendItems([]item{it}, 25)
+		s.appendItems(items, 25)
 		var got []int64
 		for {
 			b, n := s.take()
@@ -82,8 +109,10 @@ func TestTakeCutsBatches(t *testing.T) {
 				break
 			}
 			require.LessOrEqual(t, n, 10)
-			for _, x := range b[0].samples {
-				got = append(got, x.Timestamp)
+			for _, ts := range decodeChunk(t, &b[0]) {
+				for _, x := range ts.Samples {
+					got = append(got, x.Timestamp)
+				}
 			}
 		}
 		require.Len(t, got, 25)
@@ -94,15 +123,11 @@ func TestTakeCutsBatches(t *testing.T) {
 	t.Run("by bytes", func(t *testing.T) {
 		const maxBytes = 2048
 		s := newTestShard(t, func(q *config.QueueConfig) { q.MaxBytesPerSend = maxBytes })
-		var items []item
+		req := &prw.Request{}
 		for i := range 100 {
-			it := item{
-				labels:  labels.FromStrings("__name__", "node_cpu_seconds_total", "instance", "host-0123456789.example.com:9100", "i", intString(i)),
-				samples: floatSeries(0, 3, "a", "b").Samples,
-			}
-			it.size = estimateSize(&it)
-			items = append(items, it)
+			req.Series = append(req.Series, floatSeries(0, 3, "__name__", "node_cpu_seconds_total", "instance", "host-0123456789.example.com:9100", "i", intString(i)))
 		}
+		items := formItems(req, 1, 3, math.MaxInt) // a chunk per series
 		require.True(t, s.reserve(300))
 		s.appendItems(items, 300)
 		enc := newEncoder()
@@ -114,7 +139,7 @@ func TestTakeCutsBatches(t *testing.T) {
 				break
 			}
 			total += n
-			_, _, err := enc.encode(prw.ProtoV1, b)
+			_, _, err := enc.encode(prw.ProtoV1, b, true)
 			require.NoError(t, err)
 			require.LessOrEqual(t, len(enc.pbuf), maxBytes, "encoded batch within max_bytes_per_send")
 			sizes = append(sizes, len(enc.pbuf))
@@ -139,13 +164,15 @@ func TestSampleAgeLimit(t *testing.T) {
 	s := newTestShard(t, func(q *config.QueueConfig) { q.SampleAgeLimit = pmodel.Duration(time.Hour) })
 	now := time.Now().UnixMilli()
 	old := now - 2*time.Hour.Milliseconds()
-	items := []item{
-		{labels: labels.FromStrings("a", "1"), samples: []prw.Sample{{Timestamp: old}, {Timestamp: now}}},
-		{labels: labels.FromStrings("a", "2"), samples: []prw.Sample{{Timestamp: old}}},
-		{labels: labels.FromStrings("a", "3"), samples: []prw.Sample{{Timestamp: now}}},
-	}
+	items := formItems(seriesRequest1(
+		prw.Series{Labels: labels.FromStrings("__name__", "a"), Samples: []prw.Sample{{Value: 1, Timestamp: old}, {Value: 2, Timestamp: now}}},
+		prw.Series{Labels: labels.FromStrings("__name__", "b"), Samples: []prw.Sample{{Value: 3, Timestamp: old}}},
+		prw.Series{Labels: labels.FromStrings("__name__", "c"), Samples: []prw.Sample{{Value: 4, Timestamp: now}}},
+	), 1, 1, math.MaxInt)
+	require.Len(t, items, 3)
 	got := s.dropTooOld(items)
 	require.Len(t, got, 2)
-	require.Equal(t, []prw.Sample{{Timestamp: now}}, got[0].samples)
-	require.Len(t, items[0].samples, 2, "queued items are not modified")
+	require.Equal(t, []prompb.Sample{{Value: 2, Timestamp: now}}, decodeChunk(t, &got[0])[0].Samples)
+	require.Equal(t, 2, items[0].count(), "queued items are not modified")
+	require.Len(t, decodeChunk(t, &items[0])[0].Samples, 2)
 }

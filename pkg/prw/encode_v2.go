@@ -53,9 +53,9 @@ func (e *V2Encoder) ref(s []byte) uint32 {
 	return r
 }
 
-// Add adds the series ts, in the form, and reports whether it carries
-// metadata.
-func (e *V2Encoder) Add(ts []byte) (metadata bool, err error) {
+// Add adds the series ts, in the form, with its metadata if withMeta, and
+// reports whether it carried metadata that was added.
+func (e *V2Encoder) Add(ts []byte, withMeta bool) (metadata bool, err error) {
 	refs := e.lrefs[:0]
 	if err := RangeRawLabels(ts, func(name, value []byte) {
 		refs = append(refs, e.ref(name), e.ref(value))
@@ -82,6 +82,9 @@ func (e *V2Encoder) Add(ts []byte) (metadata bool, err error) {
 				return false, err
 			}
 		case fieldMetadata: // 2.0 field 5
+			if !withMeta {
+				continue
+			}
 			var typ int64
 			var help, unit uint32
 			for m := f.v; len(m) > 0; {

@@ -30,6 +30,9 @@ type RawV1 struct {
 	Metadata []Span
 	// Samples, Histograms and Exemplars are the request's totals.
 	Samples, Histograms, Exemplars int
+	// Ext reports whether a series has the form's 2.0 extensions (see
+	// AppendSeries).
+	Ext bool
 }
 
 // Span is a message inside RawV1.Msg: Msg[Off:Off+Len].

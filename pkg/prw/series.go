@@ -429,3 +429,32 @@ func FamilyName(name string, typ MetricType) string {
 	}
 	return name
 }
+
+// SeriesLabels returns the labels of the series ts, in the order they are
+// in (sorted, for a series in the form).
+func SeriesLabels(ts []byte, sb *labels.ScratchBuilder) (labels.Labels, error) {
+	sb.Reset()
+	err := RangeRawLabels(ts, func(name, value []byte) { sb.Add(string(name), string(value)) })
+	return sb.Labels(), err
+}
+
+// ReplaceLabels appends to b, as a TimeSeries field, the series ts (whose
+// descriptor is rs) with its labels replaced by ls, which are sorted. It
+// returns b, the new series' descriptor (Span in b, Hash of ls) and
+// scratch, reused.
+func ReplaceLabels(b, ts []byte, rs RawSeries, ls labels.Labels, scratch []byte) ([]byte, RawSeries, []byte, error) {
+	body := AppendLabels(scratch[:0], ls)
+	rs.Hash = xxhash.Sum64(body)
+	for rest := ts; len(rest) > 0; {
+		f, r, err := nextField(rest)
+		if err != nil {
+			return b, rs, body, err
+		}
+		rest = r
+		if f.num != fieldLabels {
+			body = append(body, f.whole...)
+		}
+	}
+	b, rs.Span = appendField(b, fieldLabels, body)
+	return b, rs, body, nil
+}

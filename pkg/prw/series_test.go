@@ -136,7 +136,7 @@ func TestFormRoundTrip(t *testing.T) {
 	// 2.0.
 	enc := NewV2Encoder()
 	for _, rs := range rss {
-		_, err := enc.Add(rs.Bytes(msg))
+		_, err := enc.Add(rs.Bytes(msg), true)
 		require.NoError(t, err)
 	}
 	var req writev2.Request
@@ -222,4 +222,22 @@ func TestWithMetadata(t *testing.T) {
 	got, _, err = SeriesMetadata(sp.Bytes(b))
 	require.NoError(t, err)
 	require.Equal(t, ss[1].Metadata, got)
+}
+
+func TestReplaceLabels(t *testing.T) {
+	ss := formSeries()
+	msg, rss := appendForm(t, ss)
+	ls := labels.FromStrings("__name__", "requests_total", "env", "prod")
+	b, rs, _, err := ReplaceLabels(nil, rss[1].Bytes(msg), rss[1], ls, nil)
+	require.NoError(t, err)
+	var sb labels.ScratchBuilder
+	got, err := SeriesLabels(rs.Bytes(b), &sb)
+	require.NoError(t, err)
+	require.Equal(t, ls, got)
+	h, _ := HashLabels(ls, nil)
+	require.Equal(t, h, rs.Hash)
+	want := ss[1]
+	want.Labels = ls
+	wantB, wantRS, _ := AppendSeries(nil, &want, nil)
+	require.Equal(t, wantRS.Bytes(wantB), rs.Bytes(b), "as if the series had come with those labels")
 }

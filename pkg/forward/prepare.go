@@ -1,0 +1,372 @@
+package forward
+
+import (
+	"slices"
+
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/model/relabel"
+	"github.com/prometheus/prometheus/prompb"
+
+	"github.com/rwgateway/gateway/pkg/prw"
+	"github.com/rwgateway/gateway/pkg/registry"
+)
+
+// prepared is one request made ready for one upstream: its chunks and
+// family metadata grouped by shard, in request order within each shard.
+type prepared struct {
+	f      *forwarder
+	items  []item
+	ranges []shardRange
+	total  int
+	// Disk mode: the records, their size, and the encoder that holds them.
+	recs     [][]byte
+	recBytes int64
+	enc      *recordEncoder
+	// Disk mode: the request for this upstream, to be written as records,
+	// and whether its metadata goes with it.
+	raw  *prw.RawV1
+	meta bool
+	// handoff are the items of raw for the reader (see handoff), if the
+	// request is written as one record.
+	handoff []item
+	// Points dropped by relabeling or because the upstream does not take
+	// them; counted once the request is accepted.
+	dropRelabel, dropUnsupported int
+}
+
+type shardRange struct {
+	shard, lo, hi, count int
+}
+
+// request is one request in the form (see prw.AppendSeries), shared by the
+// preparation of every upstream it goes to.
+type request struct {
+	raw      *prw.RawV1
+	external labels.Labels
+	// lb is the labels builder relabeling reuses.
+	lb *labels.Builder
+	// chunks are raw's chunks, built on first use for each chunk layout
+	// and shared read-only by the upstreams of that layout: fanning out
+	// copies the request once, not once per upstream.
+	chunks []chunkLayout
+	// families maps 1.0 family names to their metadata, for 2.0
+	// upstreams; built on first use.
+	families map[string]prw.Metadata
+	// hasExternal is whether every series has every external label; set
+	// on first use.
+	hasExternal *bool
+}
+
+type chunkLayout struct {
+	shards, maxN, maxB int
+	meta               bool
+	items              []item
+	shardOf            []int
+}
+
+// prepare makes r ready for f: external labels, write relabeling and the
+// send_* settings applied, chunks cut for f's shards and batch limits.
+// An upstream for which all of that changes nothing shares the request's
+// chunks with the others; the rest get a copy of their own.
+func (f *forwarder) prepare(r *request, handoff bool, p *prepared) {
+	*p = prepared{f: f}
+	cfg := f.cfg
+	meta := cfg.MetadataConfig.Send
+	raw := r.raw
+	if len(raw.Series) == 0 && (!meta || len(raw.Metadata) == 0) {
+		return
+	}
+	v2 := f.proto() == prw.ProtoV2
+	if len(cfg.WriteRelabelConfigs) > 0 || !r.externalPresent() ||
+		(raw.Histograms > 0 && !cfg.SendNativeHistograms) || (raw.Exemplars > 0 && !cfg.SendExemplars) ||
+		(v2 && meta && len(raw.Metadata) > 0) {
+		raw = f.transform(r, p)
+	}
+	var items []item
+	var shardOf []int
+	if raw == r.raw {
+		items, shardOf = r.chunksFor(f)
+	} else {
+		q := &cfg.QueueConfig
+		items, shardOf = rawItems(raw, len(f.shards), q.MaxSamplesPerSend, q.MaxBytesPerSend, meta && !v2)
+	}
+	if f.dq != nil {
+		p.raw, p.meta = raw, meta && !v2
+		for i := range items {
+			p.total += items[i].count()
+		}
+		p.items = items
+		if handoff {
+			// The reader sets each item's record: a copy of its own.
+			p.handoff = slices.Clone(items)
+		}
+		return
+	}
+	p.items, p.ranges, p.total = groupByShard(items, shardOf, len(f.shards))
+}
+
+// transform returns r's request as f is to be sent it, in a buffer of its
+// own: external labels added, write relabeling applied, the histograms
+// and exemplars f does not take left out, and, for a 2.0 upstream, 1.0
+// family metadata attached to the series of the family. What is left out
+// is counted in p.
+func (f *forwarder) transform(r *request, p *prepared) *prw.RawV1 {
+	cfg := f.cfg
+	in := r.raw
+	out := &prw.RawV1{Metadata: in.Metadata}
+	v2 := f.proto() == prw.ProtoV2
+	attach := v2 && cfg.MetadataConfig.Send && len(in.Metadata) > 0
+	var (
+		b, scratch []byte
+		sb         labels.ScratchBuilder
+		lb         = r.lb
+	)
+	keepKinds := func(kind int, _ int64, _ int) bool {
+		return (kind != prw.KindHistogram || cfg.SendNativeHistograms) && (kind != prw.KindExemplar || cfg.SendExemplars)
+	}
+	for _, rs := range in.Series {
+		ts := rs.Bytes(in.Msg)
+		ls, err := prw.SeriesLabels(ts, &sb)
+		if err != nil {
+			p.dropRelabel += rs.Points()
+			continue
+		}
+		lb.Reset(ls)
+		// External labels first, then write relabeling, as Prometheus does.
+		r.external.Range(func(l labels.Label) {
+			if lb.Get(l.Name) == "" {
+				lb.Set(l.Name, l.Value)
+			}
+		})
+		if len(cfg.WriteRelabelConfigs) > 0 && !relabel.ProcessBuilder(lb, cfg.WriteRelabelConfigs...) {
+			p.dropRelabel += rs.Points()
+			continue
+		}
+		next := lb.Labels()
+		if next.IsEmpty() {
+			p.dropRelabel += rs.Points()
+			continue
+		}
+		mark := len(b)
+		var cur prw.RawSeries
+		if labels.Equal(ls, next) {
+			b, cur.Span = appendSpan(b, ts)
+			cur.Hash, cur.Samples, cur.Histograms, cur.Exemplars, cur.Ext = rs.Hash, rs.Samples, rs.Histograms, rs.Exemplars, rs.Ext
+		} else if b, cur, scratch, err = prw.ReplaceLabels(b, ts, rs, next, scratch); err != nil {
+			b = b[:mark]
+			p.dropRelabel += rs.Points()
+			continue
+		}
+		if (cur.Histograms > 0 && !cfg.SendNativeHistograms) || (cur.Exemplars > 0 && !cfg.SendExemplars) {
+			series := slices.Clone(cur.Bytes(b))
+			b = b[:mark]
+			var dropped int
+			b, cur, dropped, scratch, err = prw.FilterPoints(b, series, cur, keepKinds, scratch)
+			p.dropUnsupported += dropped
+			if err != nil || cur.Points() == 0 {
+				b = b[:mark]
+				continue
+			}
+		}
+		if attach {
+			if md, ok := r.family(prw.MetricName(cur.Bytes(b))); ok {
+				series := slices.Clone(cur.Bytes(b))
+				b = b[:mark]
+				b, cur.Span, _ = prw.WithMetadata(b, series, md)
+				cur.Ext = true
+			}
+		}
+		out.Series = append(out.Series, cur)
+		out.Samples += int(cur.Samples)
+		out.Histograms += int(cur.Histograms)
+		out.Exemplars += int(cur.Exemplars)
+		out.Ext = out.Ext || cur.Ext
+	}
+	out.Msg = b
+	return out
+}
+
+// appendSpan appends the series ts to b as a TimeSeries field and returns
+// its span in b.
+func appendSpan(b, ts []byte) ([]byte, prw.Span) {
+	b = append(b, 0x0a)
+	b = appendUvarint(b, uint64(len(ts)))
+	sp := prw.Span{Off: uint32(len(b)), Len: uint32(len(ts))}
+	return append(b, ts...), sp
+}
+
+func appendUvarint(b []byte, v uint64) []byte {
+	for v >= 0x80 {
+		b = append(b, byte(v)|0x80)
+		v >>= 7
+	}
+	return append(b, byte(v))
+}
+
+// externalPresent reports whether every series of the request has every
+// external label with a non-empty value, so that adding them changes
+// nothing.
+func (r *request) externalPresent() bool {
+	if r.external.IsEmpty() {
+		return true
+	}
+	if r.hasExternal == nil {
+		ok := true
+		want := r.external.Len()
+		for _, rs := range r.raw.Series {
+			found := 0
+			err := prw.RangeRawLabels(rs.Bytes(r.raw.Msg), func(name, value []byte) {
+				if len(value) > 0 && r.external.Has(string(name)) {
+					found++
+				}
+			})
+			if err != nil || found < want {
+				ok = false
+				break
+			}
+		}
+		r.hasExternal = &ok
+	}
+	return *r.hasExternal
+}
+
+// family returns the 1.0 family metadata of the series named name: that
+// of the name itself, or of the name without a _bucket, _count, _sum or
+// _total suffix.
+func (r *request) family(name string) (prw.Metadata, bool) {
+	if r.families == nil {
+		r.families = make(map[string]prw.Metadata, len(r.raw.Metadata))
+		for _, sp := range r.raw.Metadata {
+			var md prompb.MetricMetadata
+			if err := md.Unmarshal(sp.Bytes(r.raw.Msg)); err != nil {
+				continue // the receiver checked it
+			}
+			if _, ok := r.families[md.MetricFamilyName]; !ok {
+				r.families[md.MetricFamilyName] = familyFromV1(&md).Metadata
+			}
+		}
+	}
+	if md, ok := r.families[name]; ok {
+		return md, true
+	}
+	for _, suffix := range []string{"_bucket", "_count", "_sum", "_total"} {
+		if len(name) > len(suffix) && name[len(name)-len(suffix):] == suffix {
+			md, ok := r.families[name[:len(name)-len(suffix)]]
+			return md, ok
+		}
+	}
+	return prw.Metadata{}, false
+}
+
+// chunksFor returns the request's chunks for f, and each one's shard. The
+// caller must not modify them.
+func (r *request) chunksFor(f *forwarder) ([]item, []int) {
+	q := &f.cfg.QueueConfig
+	key := chunkLayout{shards: len(f.shards), maxN: q.MaxSamplesPerSend, maxB: q.MaxBytesPerSend,
+		meta: f.cfg.MetadataConfig.Send && f.proto() == prw.ProtoV1}
+	for i := range r.chunks {
+		l := &r.chunks[i]
+		if l.shards == key.shards && l.maxN == key.maxN && l.maxB == key.maxB && l.meta == key.meta {
+			return l.items, l.shardOf
+		}
+	}
+	key.items, key.shardOf = rawItems(r.raw, key.shards, key.maxN, key.maxB, key.meta)
+	r.chunks = append(r.chunks, key)
+	return key.items, key.shardOf
+}
+
+// rawItems returns the chunks of raw's series and, if withMeta, the items
+// of its 1.0 family metadata (in shard 0), all owning their memory, and
+// each one's shard.
+func rawItems(raw *prw.RawV1, shards, maxN, maxB int, withMeta bool) ([]item, []int) {
+	items, shardOf := chunkRaw(raw.Msg, raw.Series, shards, maxN, maxB)
+	if withMeta {
+		for _, sp := range raw.Metadata {
+			var md prompb.MetricMetadata
+			if err := md.Unmarshal(sp.Bytes(raw.Msg)); err != nil {
+				continue // the receiver checked it
+			}
+			items = append(items, familyItem(familyFromV1(&md)))
+			shardOf = append(shardOf, 0)
+		}
+	}
+	return items, shardOf
+}
+
+// familyFromV1 converts 1.0 metadata to the model's form.
+func familyFromV1(md *prompb.MetricMetadata) *prw.FamilyMetadata {
+	return &prw.FamilyMetadata{
+		MetricFamilyName: md.MetricFamilyName,
+		Metadata:         prw.Metadata{Type: prw.MetricTypeFromV1(md.Type), Help: md.Help, Unit: md.Unit},
+	}
+}
+
+// groupByShard orders items by shard, stably, so that per-series order
+// holds, and returns each shard's range of them.
+func groupByShard(items []item, shardOf []int, nShards int) (sorted []item, ranges []shardRange, total int) {
+	counts := make([]int, nShards+1)
+	for _, sh := range shardOf {
+		counts[sh+1]++
+	}
+	for i := 1; i < len(counts); i++ {
+		counts[i] += counts[i-1]
+	}
+	sorted = make([]item, len(items))
+	pos := counts[:nShards]
+	starts := make([]int, len(pos))
+	copy(starts, pos)
+	for i := range items {
+		sh := shardOf[i]
+		sorted[pos[sh]] = items[i]
+		pos[sh]++
+	}
+	for sh := range starts {
+		lo, hi := starts[sh], pos[sh]
+		if lo == hi {
+			continue
+		}
+		c := 0
+		for j := lo; j < hi; j++ {
+			c += sorted[j].count()
+		}
+		ranges = append(ranges, shardRange{shard: sh, lo: lo, hi: hi, count: c})
+		total += c
+	}
+	return sorted, ranges, total
+}
+
+// reserve takes room for p in every shard it touches, all or nothing.
+func (p *prepared) reserve() bool {
+	for i, r := range p.ranges {
+		if !p.f.shards[r.shard].reserve(r.count) {
+			p.releaseFirst(i)
+			return false
+		}
+	}
+	return true
+}
+
+// releaseFirst gives back the reservations of p's first n ranges.
+func (p *prepared) releaseFirst(n int) {
+	for _, r := range p.ranges[:n] {
+		p.f.shards[r.shard].unreserve(r.count)
+	}
+}
+
+// commit appends p's items to the shards it reserved room in (in disk mode
+// its records were appended to the disk queue already) and counts what was
+// dropped.
+func (p *prepared) commit() {
+	f := p.f
+	f.drop(registry.DropRelabel, p.dropRelabel)
+	f.drop(registry.DropUnsupported, p.dropUnsupported)
+	if f.dq != nil {
+		return
+	}
+	if p.total > 0 {
+		f.m.queueLength.Add(float64(p.total))
+	}
+	for _, r := range p.ranges {
+		f.shards[r.shard].appendItems(p.items[r.lo:r.hi], r.count)
+	}
+}
