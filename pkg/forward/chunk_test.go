@@ -238,10 +238,10 @@ func TestSharedChunks(t *testing.T) {
 		return &forwarder{cfg: u, shards: make([]*shard, shards)}
 	}
 	a, b, c := fwd(4, 100), fwd(4, 100), fwd(2, 100)
-	r := request{raw: raw}
-	ia, _ := r.chunksFor(a)
-	ib, _ := r.chunksFor(b)
-	ic, _ := r.chunksFor(c)
+	var r request
+	ia, _ := r.chunksFor(a, raw)
+	ib, _ := r.chunksFor(b, raw)
+	ic, _ := r.chunksFor(c, raw)
 	require.Same(t, &ia[0], &ib[0], "same layout, same chunks")
 	require.NotSame(t, &ia[0].raw[0], &ic[0].raw[0])
 	require.Len(t, r.chunks, 2)

@@ -348,20 +348,17 @@ func (m *Manager) Enqueue(ctx context.Context, req *prw.Request, routes func(ups
 	}
 	// Every upstream is prepared from the request in the form: as the
 	// receiver's scan found it, or written in it once, here.
-	raw := req.Raw
-	if raw == nil {
+	r := request{req: req, form: req.Raw, v1: req.Raw, external: set.external, lb: m.builders.Get().(*labels.Builder)}
+	if req.Raw == nil {
 		req.Materialize()
-		sy := synthesizers.Get().(*synthesizer)
-		defer synthesizers.Put(sy)
-		raw = sy.synthesize(req)
 	}
-	r := request{raw: raw, external: set.external, lb: m.builders.Get().(*labels.Builder)}
-	defer m.builders.Put(r.lb)
+	defer func() {
+		m.builders.Put(r.lb)
+		r.release()
+	}()
 	preps := make([]prepared, len(fwds))
 	for i, f := range fwds {
-		// A disk queue's reader takes the request's chunks from Enqueue
-		// when it keeps up (see handoff).
-		f.prepare(&r, f.dq != nil && f.handoff.wants(len(raw.Msg)), &preps[i])
+		f.prepare(&r, &preps[i])
 	}
 	defer func() {
 		for i := range preps {

@@ -6,6 +6,7 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/relabel"
 	"github.com/prometheus/prometheus/prompb"
+	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/rwgateway/gateway/pkg/prw"
 	"github.com/rwgateway/gateway/pkg/registry"
@@ -39,9 +40,15 @@ type shardRange struct {
 }
 
 // request is one request in the form (see prw.AppendSeries), shared by the
-// preparation of every upstream it goes to.
+// preparation of every upstream it goes to. It has two views: the form,
+// for 2.0 upstreams, and the form without its extensions, for 1.0
+// upstreams (with 2.0 metadata as 1.0 family metadata). A 1.0 request the
+// receiver's scan accepted is both as it came; a decoded request is
+// written in each on first use.
 type request struct {
-	raw      *prw.RawV1
+	req      *prw.Request
+	form, v1 *prw.RawV1
+	synths   []*synthesizer
 	external labels.Labels
 	// lb is the labels builder relabeling reuses.
 	lb *labels.Builder
@@ -58,6 +65,7 @@ type request struct {
 }
 
 type chunkLayout struct {
+	raw                *prw.RawV1
 	shards, maxN, maxB int
 	meta               bool
 	items              []item
@@ -68,24 +76,25 @@ type chunkLayout struct {
 // send_* settings applied, chunks cut for f's shards and batch limits.
 // An upstream for which all of that changes nothing shares the request's
 // chunks with the others; the rest get a copy of their own.
-func (f *forwarder) prepare(r *request, handoff bool, p *prepared) {
+func (f *forwarder) prepare(r *request, p *prepared) {
 	*p = prepared{f: f}
 	cfg := f.cfg
 	meta := cfg.MetadataConfig.Send
-	raw := r.raw
+	v2 := f.proto() == prw.ProtoV2
+	view := r.view(v2)
+	raw := view
 	if len(raw.Series) == 0 && (!meta || len(raw.Metadata) == 0) {
 		return
 	}
-	v2 := f.proto() == prw.ProtoV2
-	if len(cfg.WriteRelabelConfigs) > 0 || !r.externalPresent() ||
+	if len(cfg.WriteRelabelConfigs) > 0 || !r.externalPresent(raw) ||
 		(raw.Histograms > 0 && !cfg.SendNativeHistograms) || (raw.Exemplars > 0 && !cfg.SendExemplars) ||
 		(v2 && meta && len(raw.Metadata) > 0) {
-		raw = f.transform(r, p)
+		raw = f.transform(r, raw, p)
 	}
 	var items []item
 	var shardOf []int
-	if raw == r.raw {
-		items, shardOf = r.chunksFor(f)
+	if raw == view {
+		items, shardOf = r.chunksFor(f, raw)
 	} else {
 		q := &cfg.QueueConfig
 		items, shardOf = rawItems(raw, len(f.shards), q.MaxSamplesPerSend, q.MaxBytesPerSend, meta && !v2)
@@ -96,7 +105,7 @@ func (f *forwarder) prepare(r *request, handoff bool, p *prepared) {
 			p.total += items[i].count()
 		}
 		p.items = items
-		if handoff {
+		if f.handoff.wants(len(raw.Msg)) {
 			// The reader sets each item's record: a copy of its own.
 			p.handoff = slices.Clone(items)
 		}
@@ -110,10 +119,9 @@ func (f *forwarder) prepare(r *request, handoff bool, p *prepared) {
 // and exemplars f does not take left out, and, for a 2.0 upstream, 1.0
 // family metadata attached to the series of the family. What is left out
 // is counted in p.
-func (f *forwarder) transform(r *request, p *prepared) *prw.RawV1 {
+func (f *forwarder) transform(r *request, in *prw.RawV1, p *prepared) *prw.RawV1 {
 	cfg := f.cfg
-	in := r.raw
-	out := &prw.RawV1{Metadata: in.Metadata}
+	out := &prw.RawV1{}
 	v2 := f.proto() == prw.ProtoV2
 	attach := v2 && cfg.MetadataConfig.Send && len(in.Metadata) > 0
 	var (
@@ -150,7 +158,7 @@ func (f *forwarder) transform(r *request, p *prepared) *prw.RawV1 {
 		mark := len(b)
 		var cur prw.RawSeries
 		if labels.Equal(ls, next) {
-			b, cur.Span = appendSpan(b, ts)
+			b, cur.Span = appendSpan(b, 1, ts)
 			cur.Hash, cur.Samples, cur.Histograms, cur.Exemplars, cur.Ext = rs.Hash, rs.Samples, rs.Histograms, rs.Exemplars, rs.Ext
 		} else if b, cur, scratch, err = prw.ReplaceLabels(b, ts, rs, next, scratch); err != nil {
 			b = b[:mark]
@@ -169,7 +177,7 @@ func (f *forwarder) transform(r *request, p *prepared) *prw.RawV1 {
 			}
 		}
 		if attach {
-			if md, ok := r.family(prw.MetricName(cur.Bytes(b))); ok {
+			if md, ok := r.family(in, prw.MetricName(cur.Bytes(b))); ok {
 				series := slices.Clone(cur.Bytes(b))
 				b = b[:mark]
 				b, cur.Span, _ = prw.WithMetadata(b, series, md)
@@ -182,40 +190,58 @@ func (f *forwarder) transform(r *request, p *prepared) *prw.RawV1 {
 		out.Exemplars += int(cur.Exemplars)
 		out.Ext = out.Ext || cur.Ext
 	}
+	for _, sp := range in.Metadata {
+		var md prw.Span
+		b, md = appendSpan(b, 3, sp.Bytes(in.Msg))
+		out.Metadata = append(out.Metadata, md)
+	}
 	out.Msg = b
 	return out
 }
 
-// appendSpan appends the series ts to b as a TimeSeries field and returns
-// its span in b.
-func appendSpan(b, ts []byte) ([]byte, prw.Span) {
-	b = append(b, 0x0a)
-	b = appendUvarint(b, uint64(len(ts)))
-	sp := prw.Span{Off: uint32(len(b)), Len: uint32(len(ts))}
-	return append(b, ts...), sp
+// appendSpan appends msg to b as field num of a WriteRequest (1 a series,
+// 3 metadata) and returns its span in b.
+func appendSpan(b []byte, num protowire.Number, msg []byte) ([]byte, prw.Span) {
+	b = protowire.AppendTag(b, num, protowire.BytesType)
+	b = protowire.AppendVarint(b, uint64(len(msg)))
+	sp := prw.Span{Off: uint32(len(b)), Len: uint32(len(msg))}
+	return append(b, msg...), sp
 }
 
-func appendUvarint(b []byte, v uint64) []byte {
-	for v >= 0x80 {
-		b = append(b, byte(v)|0x80)
-		v >>= 7
+// view returns the request in the form (v2) or as 1.0 upstreams take it.
+func (r *request) view(v2 bool) *prw.RawV1 {
+	p := &r.v1
+	if v2 {
+		p = &r.form
 	}
-	return append(b, byte(v))
+	if *p == nil {
+		sy := synthesizers.Get().(*synthesizer)
+		r.synths = append(r.synths, sy)
+		*p = sy.synthesize(r.req, !v2)
+	}
+	return *p
 }
 
-// externalPresent reports whether every series of the request has every
-// external label with a non-empty value, so that adding them changes
-// nothing.
-func (r *request) externalPresent() bool {
+// release gives back the buffers of the views.
+func (r *request) release() {
+	for _, sy := range r.synths {
+		synthesizers.Put(sy)
+	}
+}
+
+// externalPresent reports whether every series of raw, a view of the
+// request, has every external label with a non-empty value, so that
+// adding them changes nothing. The views have the same labels.
+func (r *request) externalPresent(raw *prw.RawV1) bool {
 	if r.external.IsEmpty() {
 		return true
 	}
 	if r.hasExternal == nil {
 		ok := true
 		want := r.external.Len()
-		for _, rs := range r.raw.Series {
+		for _, rs := range raw.Series {
 			found := 0
-			err := prw.RangeRawLabels(rs.Bytes(r.raw.Msg), func(name, value []byte) {
+			err := prw.RangeRawLabels(rs.Bytes(raw.Msg), func(name, value []byte) {
 				if len(value) > 0 && r.external.Has(string(name)) {
 					found++
 				}
@@ -230,15 +256,15 @@ func (r *request) externalPresent() bool {
 	return *r.hasExternal
 }
 
-// family returns the 1.0 family metadata of the series named name: that
-// of the name itself, or of the name without a _bucket, _count, _sum or
-// _total suffix.
-func (r *request) family(name string) (prw.Metadata, bool) {
+// family returns the 1.0 family metadata of the series named name, from
+// the metadata of raw, the form: that of the name itself, or of the name
+// without a _bucket, _count, _sum or _total suffix.
+func (r *request) family(raw *prw.RawV1, name string) (prw.Metadata, bool) {
 	if r.families == nil {
-		r.families = make(map[string]prw.Metadata, len(r.raw.Metadata))
-		for _, sp := range r.raw.Metadata {
+		r.families = make(map[string]prw.Metadata, len(raw.Metadata))
+		for _, sp := range raw.Metadata {
 			var md prompb.MetricMetadata
-			if err := md.Unmarshal(sp.Bytes(r.raw.Msg)); err != nil {
+			if err := md.Unmarshal(sp.Bytes(raw.Msg)); err != nil {
 				continue // the receiver checked it
 			}
 			if _, ok := r.families[md.MetricFamilyName]; !ok {
@@ -258,19 +284,19 @@ func (r *request) family(name string) (prw.Metadata, bool) {
 	return prw.Metadata{}, false
 }
 
-// chunksFor returns the request's chunks for f, and each one's shard. The
-// caller must not modify them.
-func (r *request) chunksFor(f *forwarder) ([]item, []int) {
+// chunksFor returns the chunks of raw, a view of the request, for f, and
+// each one's shard. The caller must not modify them.
+func (r *request) chunksFor(f *forwarder, raw *prw.RawV1) ([]item, []int) {
 	q := &f.cfg.QueueConfig
-	key := chunkLayout{shards: len(f.shards), maxN: q.MaxSamplesPerSend, maxB: q.MaxBytesPerSend,
+	key := chunkLayout{raw: raw, shards: len(f.shards), maxN: q.MaxSamplesPerSend, maxB: q.MaxBytesPerSend,
 		meta: f.cfg.MetadataConfig.Send && f.proto() == prw.ProtoV1}
 	for i := range r.chunks {
 		l := &r.chunks[i]
-		if l.shards == key.shards && l.maxN == key.maxN && l.maxB == key.maxB && l.meta == key.meta {
+		if l.raw == key.raw && l.shards == key.shards && l.maxN == key.maxN && l.maxB == key.maxB && l.meta == key.meta {
 			return l.items, l.shardOf
 		}
 	}
-	key.items, key.shardOf = rawItems(r.raw, key.shards, key.maxN, key.maxB, key.meta)
+	key.items, key.shardOf = rawItems(raw, key.shards, key.maxN, key.maxB, key.meta)
 	r.chunks = append(r.chunks, key)
 	return key.items, key.shardOf
 }

@@ -3,6 +3,7 @@ package forward
 import (
 	"sync"
 
+	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/prompb"
 	"google.golang.org/protobuf/encoding/protowire"
 
@@ -20,34 +21,37 @@ import (
 // them: a synthesized RawV1 is valid until the synthesizer is put back,
 // and everything that outlives Enqueue is copied from it.
 type synthesizer struct {
-	raw     prw.RawV1
-	scratch []byte
+	raw      prw.RawV1
+	scratch  []byte
+	families map[string]struct{}
 }
 
-var synthesizers = sync.Pool{New: func() any { return &synthesizer{} }}
+var synthesizers = sync.Pool{New: func() any { return &synthesizer{families: map[string]struct{}{}} }}
 
 // synthesize returns req, a decoded request, in the form: its series, and
-// its 1.0 family metadata as MetricMetadata fields.
-func (sy *synthesizer) synthesize(req *prw.Request) *prw.RawV1 {
+// its 1.0 family metadata as MetricMetadata fields. With v1 set the series
+// are written without the form's extensions, as 1.0 upstreams are sent
+// them, and the metadata of 2.0 series becomes 1.0 family metadata, one
+// entry per family.
+func (sy *synthesizer) synthesize(req *prw.Request, v1 bool) *prw.RawV1 {
 	raw := &sy.raw
 	*raw = prw.RawV1{Msg: raw.Msg[:0], Series: raw.Series[:0], Metadata: raw.Metadata[:0]}
 	b := raw.Msg
+	appendSeries := prw.AppendSeries
+	if v1 {
+		appendSeries = prw.AppendSeriesV1
+	}
 	for i := range req.Series {
 		var rs prw.RawSeries
-		b, rs, sy.scratch = prw.AppendSeries(b, &req.Series[i], sy.scratch)
+		b, rs, sy.scratch = appendSeries(b, &req.Series[i], sy.scratch)
 		raw.Series = append(raw.Series, rs)
 		raw.Samples += int(rs.Samples)
 		raw.Histograms += int(rs.Histograms)
 		raw.Exemplars += int(rs.Exemplars)
 		raw.Ext = raw.Ext || rs.Ext
 	}
-	for _, fm := range req.Metadata {
-		md := prompb.MetricMetadata{
-			Type:             prw.MetricTypeToV1(fm.Type),
-			MetricFamilyName: fm.MetricFamilyName,
-			Help:             fm.Help,
-			Unit:             fm.Unit,
-		}
+	appendFamily := func(name string, m prw.Metadata) {
+		md := prompb.MetricMetadata{Type: prw.MetricTypeToV1(m.Type), MetricFamilyName: name, Help: m.Help, Unit: m.Unit}
 		n := md.Size()
 		b = protowire.AppendTag(b, 3, protowire.BytesType)
 		b = protowire.AppendVarint(b, uint64(n))
@@ -55,6 +59,26 @@ func (sy *synthesizer) synthesize(req *prw.Request) *prw.RawV1 {
 		b = append(b, make([]byte, n)...)
 		// Size was computed just above: MarshalToSizedBuffer cannot fail.
 		_, _ = md.MarshalToSizedBuffer(b[len(b)-n:])
+	}
+	for _, fm := range req.Metadata {
+		appendFamily(fm.MetricFamilyName, fm.Metadata)
+	}
+	if v1 {
+		clear(sy.families)
+		for _, fm := range req.Metadata {
+			sy.families[fm.MetricFamilyName] = struct{}{}
+		}
+		for i := range req.Series {
+			s := &req.Series[i]
+			if s.Metadata.Empty() {
+				continue
+			}
+			name := prw.FamilyName(s.Labels.Get(labels.MetricName), s.Metadata.Type)
+			if _, ok := sy.families[name]; !ok {
+				sy.families[name] = struct{}{}
+				appendFamily(name, s.Metadata)
+			}
+		}
 	}
 	raw.Msg = b
 	return raw

@@ -146,7 +146,7 @@ func TestSynthesizeSpans(t *testing.T) {
 	}
 	sy := synthesizers.Get().(*synthesizer)
 	defer synthesizers.Put(sy)
-	raw := sy.synthesize(req)
+	raw := sy.synthesize(req, false)
 	require.NotNil(t, raw)
 	require.Len(t, raw.Series, 5)
 	require.Equal(t, 10, raw.Samples)
@@ -163,7 +163,7 @@ func TestSynthesizeSpans(t *testing.T) {
 	}
 	// Reused: a second request starts from scratch.
 	req.Series = req.Series[:2]
-	raw = sy.synthesize(req)
+	raw = sy.synthesize(req, false)
 	require.Len(t, raw.Series, 2)
 	require.Equal(t, 4, raw.Samples)
 }
@@ -203,7 +203,7 @@ func TestSynthesizeRandomFloatSeries(t *testing.T) {
 			}
 			req.Series = append(req.Series, s)
 		}
-		raw := sy.synthesize(req)
+		raw := sy.synthesize(req, false)
 		require.NotNil(t, raw)
 		require.Len(t, raw.Series, len(req.Series))
 		for i, rs := range raw.Series {

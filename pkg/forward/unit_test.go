@@ -58,11 +58,12 @@ func TestFamilyName(t *testing.T) {
 	var sy synthesizer
 	gauge := prw.Metadata{Type: writev2.Metadata_METRIC_TYPE_GAUGE, Help: "g"}
 	counter := prw.Metadata{Type: writev2.Metadata_METRIC_TYPE_COUNTER, Help: "c"}
-	r := request{raw: sy.synthesize(&prw.Request{Metadata: []prw.FamilyMetadata{
+	raw := sy.synthesize(&prw.Request{Metadata: []prw.FamilyMetadata{
 		{MetricFamilyName: "up", Metadata: gauge}, {MetricFamilyName: "requests", Metadata: counter},
-	}})}
+	}}, false)
+	var r request
 	for name, want := range map[string]prw.Metadata{"up": gauge, "requests_total": counter, "requests": counter, "up_total": gauge, "down": {}} {
-		got, ok := r.family(name)
+		got, ok := r.family(raw, name)
 		require.Equal(t, want, got, name)
 		require.Equal(t, want != prw.Metadata{}, ok, name)
 	}

@@ -56,11 +56,25 @@ var ErrMalformed = errors.New("malformed series")
 // the series' descriptor: Span is where its message is in the returned b.
 // scratch is reused and returned.
 func AppendSeries(b []byte, s *Series, scratch []byte) ([]byte, RawSeries, []byte) {
+	return appendSeries(b, s, scratch, true)
+}
+
+// AppendSeriesV1 is AppendSeries without the extensions: the series as a
+// 1.0 upstream is sent it, without start timestamps and metadata.
+func AppendSeriesV1(b []byte, s *Series, scratch []byte) ([]byte, RawSeries, []byte) {
+	return appendSeries(b, s, scratch, false)
+}
+
+func appendSeries(b []byte, s *Series, scratch []byte, ext bool) ([]byte, RawSeries, []byte) {
 	body := AppendLabels(scratch[:0], s.Labels)
 	rs := RawSeries{Hash: xxhash.Sum64(body)}
 	for _, x := range s.Samples {
-		body = appendSample(body, x.Value, x.Timestamp, x.StartTimestamp)
-		rs.Ext = rs.Ext || x.StartTimestamp != 0
+		start := x.StartTimestamp
+		if !ext {
+			start = 0
+		}
+		body = appendSample(body, x.Value, x.Timestamp, start)
+		rs.Ext = rs.Ext || start != 0
 	}
 	for _, e := range s.Exemplars {
 		n := labelsLen(e.Labels) + floatLen(e.Value) + varintLen(fieldExemplars, e.Timestamp)
@@ -73,6 +87,11 @@ func AppendSeries(b []byte, s *Series, scratch []byte) ([]byte, RawSeries, []byt
 	for i := range s.Histograms {
 		h := &s.Histograms[i]
 		n := h.Size()
+		if !ext && h.StartTimestamp != 0 {
+			c := *h
+			c.StartTimestamp = 0
+			h, n = &c, c.Size()
+		}
 		body = protowire.AppendTag(body, fieldHistograms, protowire.BytesType)
 		body = protowire.AppendVarint(body, uint64(n))
 		body = append(body, make([]byte, n)...)
@@ -80,7 +99,7 @@ func AppendSeries(b []byte, s *Series, scratch []byte) ([]byte, RawSeries, []byt
 		_, _ = h.MarshalToSizedBuffer(body[len(body)-n:])
 		rs.Ext = rs.Ext || h.StartTimestamp != 0
 	}
-	if !s.Metadata.Empty() {
+	if ext && !s.Metadata.Empty() {
 		body = appendMetadataField(body, s.Metadata)
 		rs.Ext = true
 	}
