@@ -114,89 +114,73 @@ func (f *forwarder) prepare(r *request, p *prepared) {
 	p.items, p.ranges, p.total = groupByShard(items, shardOf, len(f.shards))
 }
 
-// transform returns r's request as f is to be sent it, in a buffer of its
-// own: external labels added, write relabeling applied, the histograms
-// and exemplars f does not take left out, and, for a 2.0 upstream, 1.0
-// family metadata attached to the series of the family. What is left out
-// is counted in p.
+// transform returns in, a view of r's request, as f is to be sent it:
+// external labels added and write relabeling applied (prw.Relabel), the
+// histograms and exemplars f does not take left out, and, for a 2.0
+// upstream, 1.0 family metadata attached to the series of the family.
+// What is left out is counted in p. A request that needs any of it is a
+// copy of its own.
 func (f *forwarder) transform(r *request, in *prw.RawV1, p *prepared) *prw.RawV1 {
 	cfg := f.cfg
-	out := &prw.RawV1{}
-	v2 := f.proto() == prw.ProtoV2
-	attach := v2 && cfg.MetadataConfig.Send && len(in.Metadata) > 0
-	var (
-		b, scratch []byte
-		sb         labels.ScratchBuilder
-		lb         = r.lb
-	)
+	out := in
+	if len(cfg.WriteRelabelConfigs) > 0 || !r.externalPresent(in) {
+		var err error
+		out, p.dropRelabel, err = prw.Relabel(in, r.lb, func(lb *labels.Builder) bool {
+			// External labels first, then write relabeling, as Prometheus does.
+			r.external.Range(func(l labels.Label) {
+				if lb.Get(l.Name) == "" {
+					lb.Set(l.Name, l.Value)
+				}
+			})
+			return len(cfg.WriteRelabelConfigs) == 0 || relabel.ProcessBuilder(lb, cfg.WriteRelabelConfigs...)
+		})
+		if err != nil {
+			// Series in the form were validated: this is not reached.
+			p.dropRelabel = in.Samples + in.Histograms + in.Exemplars
+			return &prw.RawV1{}
+		}
+	}
+	filter := (out.Histograms > 0 && !cfg.SendNativeHistograms) || (out.Exemplars > 0 && !cfg.SendExemplars)
+	attach := f.proto() == prw.ProtoV2 && cfg.MetadataConfig.Send && len(in.Metadata) > 0
+	if !filter && !attach {
+		return out
+	}
 	keepKinds := func(kind int, _ int64, _ int) bool {
 		return (kind != prw.KindHistogram || cfg.SendNativeHistograms) && (kind != prw.KindExemplar || cfg.SendExemplars)
 	}
-	for _, rs := range in.Series {
-		ts := rs.Bytes(in.Msg)
-		ls, err := prw.SeriesLabels(ts, &sb)
-		if err != nil {
-			p.dropRelabel += rs.Points()
-			continue
-		}
-		lb.Reset(ls)
-		// External labels first, then write relabeling, as Prometheus does.
-		r.external.Range(func(l labels.Label) {
-			if lb.Get(l.Name) == "" {
-				lb.Set(l.Name, l.Value)
-			}
-		})
-		if len(cfg.WriteRelabelConfigs) > 0 && !relabel.ProcessBuilder(lb, cfg.WriteRelabelConfigs...) {
-			p.dropRelabel += rs.Points()
-			continue
-		}
-		next := lb.Labels()
-		if next.IsEmpty() {
-			p.dropRelabel += rs.Points()
-			continue
-		}
-		mark := len(b)
-		var cur prw.RawSeries
-		if labels.Equal(ls, next) {
-			b, cur.Span = appendSpan(b, 1, ts)
-			cur.Hash, cur.Samples, cur.Histograms, cur.Exemplars, cur.Ext = rs.Hash, rs.Samples, rs.Histograms, rs.Exemplars, rs.Ext
-		} else if b, cur, scratch, err = prw.ReplaceLabels(b, ts, rs, next, scratch); err != nil {
-			b = b[:mark]
-			p.dropRelabel += rs.Points()
-			continue
-		}
-		if (cur.Histograms > 0 && !cfg.SendNativeHistograms) || (cur.Exemplars > 0 && !cfg.SendExemplars) {
-			series := slices.Clone(cur.Bytes(b))
-			b = b[:mark]
+	res := &prw.RawV1{}
+	var b, tmp, scratch []byte
+	for _, rs := range out.Series {
+		ts, cur := rs.Bytes(out.Msg), rs
+		if filter {
 			var dropped int
-			b, cur, dropped, scratch, err = prw.FilterPoints(b, series, cur, keepKinds, scratch)
+			var err error
+			tmp, cur, dropped, scratch, err = prw.FilterPoints(tmp[:0], ts, rs, keepKinds, scratch)
 			p.dropUnsupported += dropped
 			if err != nil || cur.Points() == 0 {
-				b = b[:mark]
 				continue
 			}
+			ts = cur.Bytes(tmp)
 		}
+		md, ok := prw.Metadata{}, false
 		if attach {
-			if md, ok := r.family(in, prw.MetricName(cur.Bytes(b))); ok {
-				series := slices.Clone(cur.Bytes(b))
-				b = b[:mark]
-				b, cur.Span, _ = prw.WithMetadata(b, series, md)
-				cur.Ext = true
-			}
+			md, ok = r.family(in, prw.MetricName(ts))
 		}
-		out.Series = append(out.Series, cur)
-		out.Samples += int(cur.Samples)
-		out.Histograms += int(cur.Histograms)
-		out.Exemplars += int(cur.Exemplars)
-		out.Ext = out.Ext || cur.Ext
+		if ok {
+			b, cur.Span, _ = prw.WithMetadata(b, ts, md)
+			cur.Ext = true
+		} else {
+			b, cur.Span = appendSpan(b, 1, ts)
+		}
+		res.Append(cur)
 	}
-	for _, sp := range in.Metadata {
+	for _, sp := range out.Metadata {
 		var md prw.Span
-		b, md = appendSpan(b, 3, sp.Bytes(in.Msg))
-		out.Metadata = append(out.Metadata, md)
+		b, md = appendSpan(b, 3, sp.Bytes(out.Msg))
+		res.Metadata = append(res.Metadata, md)
 	}
-	out.Msg = b
-	return out
+	res.Msg = b
+	return res
 }
 
 // appendSpan appends msg to b as field num of a WriteRequest (1 a series,

@@ -44,11 +44,7 @@ func (sy *synthesizer) synthesize(req *prw.Request, v1 bool) *prw.RawV1 {
 	for i := range req.Series {
 		var rs prw.RawSeries
 		b, rs, sy.scratch = appendSeries(b, &req.Series[i], sy.scratch)
-		raw.Series = append(raw.Series, rs)
-		raw.Samples += int(rs.Samples)
-		raw.Histograms += int(rs.Histograms)
-		raw.Exemplars += int(rs.Exemplars)
-		raw.Ext = raw.Ext || rs.Ext
+		raw.Append(rs)
 	}
 	appendFamily := func(name string, m prw.Metadata) {
 		md := prompb.MetricMetadata{Type: prw.MetricTypeToV1(m.Type), MetricFamilyName: name, Help: m.Help, Unit: m.Unit}

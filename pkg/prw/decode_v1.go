@@ -47,11 +47,12 @@ func (dec *v1Decoder) Release(d *Decoded) {
 	dec.states.put(d)
 }
 
-// materializeV1 fills d.Req.Series and Metadata from the message that
-// scanV1 accepted: the full decoder finds every series valid.
+// materializeV1 fills d.Req.Series and Metadata from d.Req.Raw: the
+// message that scanV1 accepted, or one written in the form from it (see
+// Relabel). The full decoder finds every series valid.
 func (d *Decoded) materializeV1() {
 	wr := d.wire.(*prompb.WriteRequest)
-	if err := unmarshalV1(wr, d.msg, &d.sizes); err != nil {
+	if err := unmarshalV1(wr, d.Req.Raw.Msg, &d.sizes); err != nil {
 		// scanV1 accepted only what unmarshalV1 reads.
 		panic(fmt.Sprintf("materialize a scanned 1.0 request: %v", err))
 	}

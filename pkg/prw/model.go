@@ -14,6 +14,8 @@
 package prw
 
 import (
+	"unsafe"
+
 	"github.com/prometheus/prometheus/model/labels"
 	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
 )
@@ -108,7 +110,7 @@ func (r *Request) Materialize() {
 }
 
 // Lazy reports whether Series and Metadata are still to be filled by
-// Materialize.
+// Materialize: Raw holds the request.
 func (r *Request) Lazy() bool { return r.lazy != nil }
 
 // NumSeries returns the number of series, without materializing them.
@@ -142,13 +144,44 @@ func (r *Request) Counts() (samples, histograms, exemplars int) {
 	return samples, histograms, exemplars
 }
 
-// Reset empties r, keeping its backing arrays for reuse.
-func (r *Request) Reset() {
-	clear(r.Series)
-	r.Series = r.Series[:0]
-	clear(r.Metadata)
-	r.Metadata = r.Metadata[:0]
-	r.Proto = ProtoV1
-	r.Raw = nil
-	r.lazy = nil
+// EachLabel calls fn for each label of each series of r, in order, with
+// the series' index: from Raw, without decoding it, while Series are not
+// materialized. The bytes are valid during the call only and must not be
+// changed. fn returns false to stop.
+func (r *Request) EachLabel(fn func(series int, name, value []byte) bool) {
+	if r.lazy != nil {
+		for i, rs := range r.Raw.Series {
+			more := true
+			_ = RangeRawLabels(rs.Bytes(r.Raw.Msg), func(name, value []byte) {
+				more = more && fn(i, name, value)
+			})
+			if !more {
+				return
+			}
+		}
+		return
+	}
+	for i := range r.Series {
+		more := true
+		r.Series[i].Labels.Range(func(l labels.Label) {
+			more = more && fn(i, stringBytes(l.Name), stringBytes(l.Value))
+		})
+		if !more {
+			return
+		}
+	}
 }
+
+// SeriesLabels returns the labels of series i of r, from Raw while Series
+// are not materialized.
+func (r *Request) SeriesLabels(i int) labels.Labels {
+	if r.lazy != nil {
+		var sb labels.ScratchBuilder
+		ls, _ := SeriesLabels(r.Raw.Series[i].Bytes(r.Raw.Msg), &sb)
+		return ls
+	}
+	return r.Series[i].Labels
+}
+
+// stringBytes returns s's bytes without copying; they must not be changed.
+func stringBytes(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }

@@ -162,38 +162,49 @@ func (g *Guard) checkShape(t *Tenant, req *prw.Request) error {
 	if l.MaxLabelsPerSeries == 0 && l.MaxLabelNameLength == 0 && l.MaxLabelValueLength == 0 {
 		return nil
 	}
-	req.Materialize()
-	for i := range req.Series {
-		ls := req.Series[i].Labels
-		if l.MaxLabelsPerSeries > 0 && ls.Len() > l.MaxLabelsPerSeries {
-			return reject(registry.TenantLabels, fmt.Sprintf("series %s has %d labels, over the limit of %d", truncate(ls.String()), ls.Len(), l.MaxLabelsPerSeries))
+	// The limits are checked on the labels as they came: a request the
+	// receiver's scan accepted is not decoded for it.
+	var err error
+	n, last := 0, -1
+	series := func(i int) string { return truncate(req.SeriesLabels(i).String()) }
+	req.EachLabel(func(i int, name, value []byte) bool {
+		if i != last {
+			n, last = 0, i
 		}
-		var err error
-		ls.Range(func(lb labels.Label) {
-			switch {
-			case err != nil:
-			case l.MaxLabelNameLength > 0 && len(lb.Name) > l.MaxLabelNameLength:
-				err = reject(registry.TenantLabelName, "label name "+strconv.Quote(truncate(lb.Name))+" of series "+truncate(ls.String())+" is over the length limit of "+strconv.Itoa(l.MaxLabelNameLength))
-			case l.MaxLabelValueLength > 0 && len(lb.Value) > l.MaxLabelValueLength:
-				err = reject(registry.TenantLabelValue, "value of label "+strconv.Quote(lb.Name)+" of series "+truncate(ls.String())+" is over the length limit of "+strconv.Itoa(l.MaxLabelValueLength))
-			}
-		})
-		if err != nil {
-			return err
+		n++
+		switch {
+		case l.MaxLabelsPerSeries > 0 && n > l.MaxLabelsPerSeries:
+			err = reject(registry.TenantLabels, fmt.Sprintf("series %s has %d labels, over the limit of %d", series(i), req.SeriesLabels(i).Len(), l.MaxLabelsPerSeries))
+		case l.MaxLabelNameLength > 0 && len(name) > l.MaxLabelNameLength:
+			err = reject(registry.TenantLabelName, "label name "+strconv.Quote(truncate(string(name)))+" of series "+series(i)+" is over the length limit of "+strconv.Itoa(l.MaxLabelNameLength))
+		case l.MaxLabelValueLength > 0 && len(value) > l.MaxLabelValueLength:
+			err = reject(registry.TenantLabelValue, "value of label "+strconv.Quote(string(name))+" of series "+series(i)+" is over the length limit of "+strconv.Itoa(l.MaxLabelValueLength))
 		}
-	}
-	return nil
+		return err == nil
+	})
+	return err
 }
 
-// setLabels sets extra on every series of req, replacing same-named labels.
-// The request's wire form no longer matches its labels, so it is dropped.
+// setLabels sets extra on every series of req, replacing same-named labels:
+// on the request's form (prw.Relabel) when the receiver's scan accepted it,
+// so that it keeps its fast path, else on its decoded series.
 func setLabels(req *prw.Request, extra labels.Labels) {
+	lb := labels.NewBuilder(labels.EmptyLabels())
+	set := func(lb *labels.Builder) bool {
+		extra.Range(func(l labels.Label) { lb.Set(l.Name, l.Value) })
+		return true
+	}
+	if req.Raw != nil && req.Lazy() {
+		if raw, _, err := prw.Relabel(req.Raw, lb, set); err == nil {
+			req.Raw = raw
+			return
+		}
+	}
 	req.Materialize()
 	req.Raw = nil
-	b := labels.NewBuilder(labels.EmptyLabels())
 	for i := range req.Series {
-		b.Reset(req.Series[i].Labels)
-		extra.Range(func(l labels.Label) { b.Set(l.Name, l.Value) })
-		req.Series[i].Labels = b.Labels()
+		lb.Reset(req.Series[i].Labels)
+		set(lb)
+		req.Series[i].Labels = lb.Labels()
 	}
 }

@@ -15,11 +15,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/prompb"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/rwgateway/gateway/config"
 	"github.com/rwgateway/gateway/pkg/prw"
+	"github.com/rwgateway/gateway/pkg/receiver/rwtest"
 	"github.com/rwgateway/gateway/pkg/registry"
 )
 
@@ -305,4 +307,70 @@ func TestReloadKeepsState(t *testing.T) {
 	require.Error(t, g.Enqueue(ctx, &prw.Request{Series: []prw.Series{series("x", 1)}}), "a reload does not refill the bucket")
 
 	require.Equal(t, 2, testutil.CollectAndCount(m.Samples, "gateway_tenant_samples_total"), "the removed tenant's series are deleted; \"\" and a remain")
+}
+
+// decodedV1 returns wr as the receiver hands it on: decoded by the raw
+// scan, its series not materialized.
+func decodedV1(t *testing.T, wr *prompb.WriteRequest) *prw.Request {
+	t.Helper()
+	msg, err := wr.Marshal()
+	require.NoError(t, err)
+	dec := prw.NewV1Decoder()
+	d, err := dec.Decode(msg)
+	require.NoError(t, err)
+	t.Cleanup(func() { dec.Release(d) })
+	require.True(t, d.Req.Lazy(), "the scan accepted it")
+	return &d.Req
+}
+
+// A tenant with label limits and extra labels keeps the fast path: the
+// limits are checked and the labels set on the request as it came, and
+// what is passed on is what the decoded request would be.
+func TestTenantKeepsFastPath(t *testing.T) {
+	cfg := loadConfig(t, upstreams+`
+limits: {max_labels_per_series: 11, max_label_name_length: 10, max_label_value_length: 40}
+tenants:
+  tenants:
+  - id: a
+    extra_labels: {tenant: a, cluster: forced}
+`)
+	g, rec, m := newGuard(t, cfg)
+	a := g.Set().byID["a"]
+	ctx := NewContext(t.Context(), a)
+
+	req := decodedV1(t, rwtest.V1Request(3, 2))
+	require.NoError(t, g.Enqueue(ctx, req))
+	require.True(t, req.Lazy(), "limits and labels did not decode the request")
+	require.Nil(t, req.Raw.Compressed, "the client's body no longer holds the labels")
+	got := rec.reqs[len(rec.reqs)-1]
+	for i := range 3 {
+		want := labels.NewBuilder(rwtest.SeriesLabels(i)).Set("tenant", "a").Set("cluster", "forced").Labels()
+		require.Equal(t, want, got.SeriesLabels(i))
+	}
+	req.Materialize()
+	for i := range 3 {
+		require.Equal(t, got.SeriesLabels(i), req.Series[i].Labels, "materialized as it is forwarded")
+	}
+
+	// Every limit, on the request as it came.
+	for _, tc := range []struct {
+		limits, reason string
+	}{
+		{"max_labels_per_series: 9", registry.TenantLabels},
+		{"max_label_name_length: 5", registry.TenantLabelName},
+		{"max_label_value_length: 20", registry.TenantLabelValue},
+	} {
+		cfg := loadConfig(t, upstreams+"limits: {"+tc.limits+"}\n")
+		g, rec, m := newGuard(t, cfg)
+		req := decodedV1(t, rwtest.V1Request(2, 1))
+		err := g.Enqueue(t.Context(), req)
+		le, ok := errors.AsType[*limitError](err)
+		require.True(t, ok, "%s: %v", tc.limits, err)
+		require.Equal(t, 400, le.StatusCode())
+		require.Contains(t, le.Error(), "node_cpu_seconds_total")
+		require.True(t, req.Lazy())
+		require.Empty(t, rec.reqs)
+		require.Equal(t, 1.0, testutil.ToFloat64(m.Rejected.WithLabelValues("", tc.reason)), tc.limits)
+	}
+	require.Zero(t, testutil.ToFloat64(m.Rejected.WithLabelValues("a", registry.TenantLabels)))
 }
