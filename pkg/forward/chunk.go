@@ -6,6 +6,7 @@ import (
 
 	"google.golang.org/protobuf/encoding/protowire"
 
+	"github.com/prometheus/prometheus/prompb"
 	"github.com/rwgateway/gateway/pkg/prw"
 )
 
@@ -90,12 +91,11 @@ func chunkRaw(msg []byte, series []prw.RawSeries, nShards, maxN, maxB int) (item
 }
 
 // rangeChunk calls fn for each series of the chunk raw, in order: its
-// TimeSeries message, what prw.ScanRawSeries reads of it, and the offset
-// in raw just past its field. fn returns false to stop. Chunks are built
+// TimeSeries message, its points (prw.SeriesPoints), and the offset in raw
+// just past its field. fn returns false to stop. Chunks are built
 // from validated series only, but a malformed one ends the walk with an
 // error rather than a panic.
 func rangeChunk(raw []byte, fn func(ts []byte, rs prw.RawSeries, end int) bool) error {
-	var h prw.LabelHasher
 	for off := 0; off < len(raw); {
 		_, _, k := protowire.ConsumeTag(raw[off:])
 		if k < 0 {
@@ -105,7 +105,7 @@ func rangeChunk(raw []byte, fn func(ts []byte, rs prw.RawSeries, end int) bool) 
 		if m < 0 {
 			return errMalformedChunk
 		}
-		rs, err := prw.ScanRawSeries(v, &h)
+		rs, err := prw.SeriesPoints(v)
 		if err != nil {
 			return fmt.Errorf("%w: %w", errMalformedChunk, err)
 		}
@@ -118,3 +118,29 @@ func rangeChunk(raw []byte, fn func(ts []byte, rs prw.RawSeries, end int) bool) 
 }
 
 var errMalformedChunk = errors.New("malformed chunk")
+
+// rawItems returns the chunks of raw's series and, if withMeta, the items
+// of its 1.0 family metadata (in shard 0), all owning their memory, and
+// each one's shard.
+func rawItems(raw *prw.RawV1, shards, maxN, maxB int, withMeta bool) ([]item, []int) {
+	items, shardOf := chunkRaw(raw.Msg, raw.Series, shards, maxN, maxB)
+	if withMeta {
+		for _, sp := range raw.Metadata {
+			var md prompb.MetricMetadata
+			if err := md.Unmarshal(sp.Bytes(raw.Msg)); err != nil {
+				continue // the receiver checked it
+			}
+			items = append(items, familyItem(familyFromV1(&md)))
+			shardOf = append(shardOf, 0)
+		}
+	}
+	return items, shardOf
+}
+
+// familyFromV1 converts 1.0 metadata to the model's form.
+func familyFromV1(md *prompb.MetricMetadata) *prw.FamilyMetadata {
+	return &prw.FamilyMetadata{
+		MetricFamilyName: md.MetricFamilyName,
+		Metadata:         prw.Metadata{Type: prw.MetricTypeFromV1(md.Type), Help: md.Help, Unit: md.Unit},
+	}
+}

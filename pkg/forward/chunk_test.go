@@ -22,10 +22,7 @@ func rawRequest(t *testing.T, wr *prompb.WriteRequest) ([]byte, []prw.RawSeries)
 	t.Helper()
 	msg, err := wr.Marshal()
 	require.NoError(t, err)
-	var (
-		series []prw.RawSeries
-		h      prw.LabelHasher
-	)
+	var series []prw.RawSeries
 	for b := msg; len(b) > 0; {
 		num, _, k := protowire.ConsumeTag(b)
 		v, m := protowire.ConsumeBytes(b[k:])
@@ -36,7 +33,9 @@ func rawRequest(t *testing.T, wr *prompb.WriteRequest) ([]byte, []prw.RawSeries)
 		if num != 1 {
 			continue
 		}
-		rs, err := prw.ScanRawSeries(v, &h)
+		rs, err := prw.SeriesPoints(v)
+		require.NoError(t, err)
+		rs.Hash, _, err = prw.HashSeries(v, nil)
 		require.NoError(t, err)
 		rs.Span = prw.Span{Off: uint32(off), Len: uint32(len(v))}
 		series = append(series, rs)

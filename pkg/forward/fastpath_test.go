@@ -151,13 +151,9 @@ func TestFastPathDiskToV2(t *testing.T) {
 
 func TestHashLabelsMatchesRaw(t *testing.T) {
 	wr := rwtest.V1Request(20, 1)
-	var h prw.LabelHasher
 	for i, b := range marshalledSeries(t, wr) {
-		rs, err := prw.ScanRawSeries(b, &h)
-		require.NoError(t, err)
 		want, _ := prw.HashLabels(rwtest.SeriesLabels(i), nil)
-		require.Equal(t, want, rs.Hash)
-		got, err := prw.HashRawLabels(b, &h)
+		got, _, err := prw.HashSeries(b, nil)
 		require.NoError(t, err)
 		require.Equal(t, want, got)
 	}

@@ -2,7 +2,6 @@ package forward
 
 import (
 	"context"
-	"google.golang.org/protobuf/encoding/protowire"
 	"io"
 	"log/slog"
 	"net/http"
@@ -15,6 +14,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/golang/snappy"
 	"github.com/prometheus/client_golang/prometheus"

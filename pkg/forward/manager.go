@@ -1,23 +1,30 @@
 // Package forward sends what the receiver accepted to every configured
 // upstream.
 //
-// The Manager owns one forwarder per upstream. Enqueue copies a request,
-// applies each upstream's external labels, write relabeling and send_*
-// settings, and appends it to every upstream's queue, all or nothing.
+// The Manager (manager.go) owns one forwarder (forwarder.go) per upstream.
+// Enqueue takes a request in the form every series keeps from here to the
+// wire (see prw.AppendSeries; request.go holds its views, synth.go writes a
+// decoded request in it), prepares it for each upstream it is routed to
+// (prepare.go: external labels, write relabeling, send_* settings) as
+// chunks of series (chunk.go, item.go), and appends it to every upstream's
+// queue, all or nothing.
 //
-// An upstream's queue is on disk (disk mode: Options.StoragePath set and
+// An upstream's queue is on disk (storage.go; Options.StoragePath set and
 // queue_config.storage "disk") or in memory. In disk mode Enqueue appends
-// one record per request (more for very large ones) to the upstream's
-// pkg/queue queue and returns once it is written; a reader goroutine takes
-// the records back in order and feeds the shards, and a record is
-// acknowledged, so never read again, once all its points and those of every
-// earlier record were sent or dropped. In memory mode Enqueue appends to the
-// shards directly. Each
-// forwarder has a fixed number of shards (queue_config.max_shards); a series
-// always goes to the same shard, whose goroutine sends batches one after the
-// other, so each series arrives in order. Batches are retried with backoff
-// on network errors, 5xx and 429, split on 413, and dropped (and counted) on
-// other 4xx.
+// one record per request (record.go: the remote-write request the upstream
+// is sent, with a small header) and returns once it is written; a reader
+// (reader.go) takes the records back in order and feeds the shards, the
+// handoff (handoff.go) sparing it the decoding of a record Enqueue has
+// just written, and a record is acknowledged (acker.go) once all its
+// points and those of every earlier record were sent or dropped. In memory
+// mode Enqueue appends to the shards directly.
+//
+// Each forwarder has a fixed number of shards (shard.go,
+// queue_config.max_shards); a series always goes to the same shard, whose
+// goroutine cuts batches, encodes them (encode.go) and sends them one after
+// the other (client.go), so each series arrives in order. Batches are
+// retried with backoff on network errors, 5xx and 429, split at series
+// boundaries on 413, and dropped (and counted) on other 4xx.
 package forward
 
 import (
@@ -26,7 +33,6 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
-	"os"
 	"sync"
 	"time"
 
@@ -129,27 +135,6 @@ func NewManager(logger *slog.Logger, metrics *registry.ForwardMetrics, opts Opti
 		builders:     sync.Pool{New: func() any { return labels.NewBuilder(labels.EmptyLabels()) }},
 		encoders:     sync.Pool{New: func() any { return newRecordEncoder() }},
 	}
-}
-
-// onDisk reports whether u's queue is on disk.
-func (m *Manager) onDisk(u *config.UpstreamConfig) bool {
-	return m.opts.StoragePath != "" && u.QueueConfig.OnDisk()
-}
-
-// lockStorage takes the lock on Options.StoragePath, once.
-func (m *Manager) lockStorage() error {
-	if m.opts.StoragePath == "" || m.unlock != nil {
-		return nil
-	}
-	if err := os.MkdirAll(m.opts.StoragePath, 0o755); err != nil {
-		return fmt.Errorf("create storage path: %w", err)
-	}
-	unlock, err := queue.Lock(m.opts.StoragePath)
-	if err != nil {
-		return fmt.Errorf("lock storage path %s: %w", m.opts.StoragePath, err)
-	}
-	m.unlock = unlock
-	return nil
 }
 
 // ApplyConfig sets the upstreams. New upstreams start; removed ones are
@@ -285,28 +270,6 @@ func (m *Manager) ApplyConfig(cfg *config.Config) error {
 		m.logger.Info("upstream removed", "upstream", f.name)
 	}
 	return nil
-}
-
-// closeQueue closes the disk queue of upstream name and deletes its series.
-// reloadMu is held.
-func (m *Manager) closeQueue(name string) {
-	q := m.queues[name]
-	if q == nil {
-		return
-	}
-	delete(m.queues, name)
-	if err := q.Close(); err != nil {
-		m.logger.Error("close disk queue", "upstream", name, "err", err)
-	}
-	m.queueMetrics.DeleteUpstream(name)
-	m.metrics.QueueLag.DeleteLabelValues(name)
-}
-
-func queueKind(f *forwarder) string {
-	if f.dq != nil {
-		return config.StorageDisk
-	}
-	return config.StorageMemory
 }
 
 // Enqueue appends req to the queue of every upstream that routes reports

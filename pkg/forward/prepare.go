@@ -5,7 +5,6 @@ import (
 
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/relabel"
-	"github.com/prometheus/prometheus/prompb"
 	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/rwgateway/gateway/pkg/prw"
@@ -37,39 +36,6 @@ type prepared struct {
 
 type shardRange struct {
 	shard, lo, hi, count int
-}
-
-// request is one request in the form (see prw.AppendSeries), shared by the
-// preparation of every upstream it goes to. It has two views: the form,
-// for 2.0 upstreams, and the form without its extensions, for 1.0
-// upstreams (with 2.0 metadata as 1.0 family metadata). A 1.0 request the
-// receiver's scan accepted is both as it came; a decoded request is
-// written in each on first use.
-type request struct {
-	req      *prw.Request
-	form, v1 *prw.RawV1
-	synths   []*synthesizer
-	external labels.Labels
-	// lb is the labels builder relabeling reuses.
-	lb *labels.Builder
-	// chunks are raw's chunks, built on first use for each chunk layout
-	// and shared read-only by the upstreams of that layout: fanning out
-	// copies the request once, not once per upstream.
-	chunks []chunkLayout
-	// families maps 1.0 family names to their metadata, for 2.0
-	// upstreams; built on first use.
-	families map[string]prw.Metadata
-	// hasExternal is whether every series has every external label; set
-	// on first use.
-	hasExternal *bool
-}
-
-type chunkLayout struct {
-	raw                *prw.RawV1
-	shards, maxN, maxB int
-	meta               bool
-	items              []item
-	shardOf            []int
 }
 
 // prepare makes r ready for f: external labels, write relabeling and the
@@ -190,125 +156,6 @@ func appendSpan(b []byte, num protowire.Number, msg []byte) ([]byte, prw.Span) {
 	b = protowire.AppendVarint(b, uint64(len(msg)))
 	sp := prw.Span{Off: uint32(len(b)), Len: uint32(len(msg))}
 	return append(b, msg...), sp
-}
-
-// view returns the request in the form (v2) or as 1.0 upstreams take it.
-func (r *request) view(v2 bool) *prw.RawV1 {
-	p := &r.v1
-	if v2 {
-		p = &r.form
-	}
-	if *p == nil {
-		sy := synthesizers.Get().(*synthesizer)
-		r.synths = append(r.synths, sy)
-		*p = sy.synthesize(r.req, !v2)
-	}
-	return *p
-}
-
-// release gives back the buffers of the views.
-func (r *request) release() {
-	for _, sy := range r.synths {
-		synthesizers.Put(sy)
-	}
-}
-
-// externalPresent reports whether every series of raw, a view of the
-// request, has every external label with a non-empty value, so that
-// adding them changes nothing. The views have the same labels.
-func (r *request) externalPresent(raw *prw.RawV1) bool {
-	if r.external.IsEmpty() {
-		return true
-	}
-	if r.hasExternal == nil {
-		ok := true
-		want := r.external.Len()
-		for _, rs := range raw.Series {
-			found := 0
-			err := prw.RangeRawLabels(rs.Bytes(raw.Msg), func(name, value []byte) {
-				if len(value) > 0 && r.external.Has(string(name)) {
-					found++
-				}
-			})
-			if err != nil || found < want {
-				ok = false
-				break
-			}
-		}
-		r.hasExternal = &ok
-	}
-	return *r.hasExternal
-}
-
-// family returns the 1.0 family metadata of the series named name, from
-// the metadata of raw, the form: that of the name itself, or of the name
-// without a _bucket, _count, _sum or _total suffix.
-func (r *request) family(raw *prw.RawV1, name string) (prw.Metadata, bool) {
-	if r.families == nil {
-		r.families = make(map[string]prw.Metadata, len(raw.Metadata))
-		for _, sp := range raw.Metadata {
-			var md prompb.MetricMetadata
-			if err := md.Unmarshal(sp.Bytes(raw.Msg)); err != nil {
-				continue // the receiver checked it
-			}
-			if _, ok := r.families[md.MetricFamilyName]; !ok {
-				r.families[md.MetricFamilyName] = familyFromV1(&md).Metadata
-			}
-		}
-	}
-	if md, ok := r.families[name]; ok {
-		return md, true
-	}
-	for _, suffix := range []string{"_bucket", "_count", "_sum", "_total"} {
-		if len(name) > len(suffix) && name[len(name)-len(suffix):] == suffix {
-			md, ok := r.families[name[:len(name)-len(suffix)]]
-			return md, ok
-		}
-	}
-	return prw.Metadata{}, false
-}
-
-// chunksFor returns the chunks of raw, a view of the request, for f, and
-// each one's shard. The caller must not modify them.
-func (r *request) chunksFor(f *forwarder, raw *prw.RawV1) ([]item, []int) {
-	q := &f.cfg.QueueConfig
-	key := chunkLayout{raw: raw, shards: len(f.shards), maxN: q.MaxSamplesPerSend, maxB: q.MaxBytesPerSend,
-		meta: f.cfg.MetadataConfig.Send && f.proto() == prw.ProtoV1}
-	for i := range r.chunks {
-		l := &r.chunks[i]
-		if l.raw == key.raw && l.shards == key.shards && l.maxN == key.maxN && l.maxB == key.maxB && l.meta == key.meta {
-			return l.items, l.shardOf
-		}
-	}
-	key.items, key.shardOf = rawItems(raw, key.shards, key.maxN, key.maxB, key.meta)
-	r.chunks = append(r.chunks, key)
-	return key.items, key.shardOf
-}
-
-// rawItems returns the chunks of raw's series and, if withMeta, the items
-// of its 1.0 family metadata (in shard 0), all owning their memory, and
-// each one's shard.
-func rawItems(raw *prw.RawV1, shards, maxN, maxB int, withMeta bool) ([]item, []int) {
-	items, shardOf := chunkRaw(raw.Msg, raw.Series, shards, maxN, maxB)
-	if withMeta {
-		for _, sp := range raw.Metadata {
-			var md prompb.MetricMetadata
-			if err := md.Unmarshal(sp.Bytes(raw.Msg)); err != nil {
-				continue // the receiver checked it
-			}
-			items = append(items, familyItem(familyFromV1(&md)))
-			shardOf = append(shardOf, 0)
-		}
-	}
-	return items, shardOf
-}
-
-// familyFromV1 converts 1.0 metadata to the model's form.
-func familyFromV1(md *prompb.MetricMetadata) *prw.FamilyMetadata {
-	return &prw.FamilyMetadata{
-		MetricFamilyName: md.MetricFamilyName,
-		Metadata:         prw.Metadata{Type: prw.MetricTypeFromV1(md.Type), Help: md.Help, Unit: md.Unit},
-	}
 }
 
 // groupByShard orders items by shard, stably, so that per-series order

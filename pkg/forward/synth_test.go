@@ -2,7 +2,6 @@ package forward
 
 import (
 	"fmt"
-	"google.golang.org/protobuf/encoding/protowire"
 	"math"
 	"math/rand/v2"
 	"net/http"
@@ -10,6 +9,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/prometheus/model/histogram"
@@ -150,13 +151,14 @@ func TestSynthesizeSpans(t *testing.T) {
 	require.NotNil(t, raw)
 	require.Len(t, raw.Series, 5)
 	require.Equal(t, 10, raw.Samples)
-	var h prw.LabelHasher
 	for i, rs := range raw.Series {
-		scanned, err := prw.ScanRawSeries(rs.Bytes(raw.Msg), &h)
+		scanned, err := prw.SeriesPoints(rs.Bytes(raw.Msg))
 		require.NoError(t, err)
 		want, _ := prw.HashLabels(rwtest.SeriesLabels(i), nil)
 		require.Equal(t, want, rs.Hash)
-		require.Equal(t, want, scanned.Hash)
+		hash, _, err := prw.HashSeries(rs.Bytes(raw.Msg), nil)
+		require.NoError(t, err)
+		require.Equal(t, want, hash)
 		require.Equal(t, uint32(2), scanned.Samples)
 		require.True(t, rs.Ext, "start timestamps are extensions")
 		requireV1Series(t, &req.Series[i], rs.Bytes(raw.Msg))

@@ -1,11 +1,12 @@
 package forward
 
 import (
-	"github.com/prometheus/prometheus/prompb"
 	"math"
 	"net/http"
 	"testing"
 	"time"
+
+	"github.com/prometheus/prometheus/prompb"
 
 	pmodel "github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"

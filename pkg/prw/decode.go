@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"strings"
 	"sync"
-	"unsafe"
 
 	"github.com/prometheus/prometheus/model/labels"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -49,10 +48,10 @@ type Decoded struct {
 	// The 1.0 raw scan (see scanV1): req.Raw points to raw when it
 	// accepted msg, and fill, made once per state, is what
 	// req.Materialize calls then.
-	raw    RawV1
-	hasher LabelHasher
-	msg    []byte
-	fill   func()
+	raw     RawV1
+	hashBuf []byte
+	msg     []byte
+	fill    func()
 }
 
 // statePool pools decoded states whose wire message newWire creates.
@@ -197,16 +196,6 @@ func (r *wireReader) skip(num protowire.Number, typ protowire.Type) error {
 	}
 	r.b = r.b[n:]
 	return nil
-}
-
-// aliasString returns b as a string without copying. The string is only
-// valid while b is unchanged: use it for transient values that are copied
-// before the buffer is reused, never for anything a consumer may retain.
-func aliasString(b []byte) string {
-	if len(b) == 0 {
-		return ""
-	}
-	return unsafe.String(&b[0], len(b))
 }
 
 // MaxPooledBytes bounds what the pools keep. A body buffer larger than this,

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"unicode/utf8"
 
-	"github.com/cespare/xxhash/v2"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/prompb"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -143,43 +142,66 @@ func scanV1Series(d *Decoded, ts []byte) (rs RawSeries, ok bool) {
 		return rs, false
 	}
 	if direct {
-		rs.Hash = xxhash.Sum64(head)
+		rs.Hash = hashCanonical(head)
 		return rs, true
 	}
-	h, err := HashRawLabels(ts, &d.hasher)
-	if err != nil {
+	var err error
+	if rs.Hash, d.hashBuf, err = HashSeries(ts, d.hashBuf); err != nil {
 		return rs, false
 	}
-	rs.Hash = h
 	return rs, true
+}
+
+// schema is what the scan accepts of a message: for each field number
+// (index), whether it may appear, with which wire type, and more than
+// once.
+type schema [6]struct {
+	ok, repeated bool
+	typ          protowire.Type
+}
+
+var (
+	labelSchema    = schema{1: {ok: true, typ: protowire.BytesType}, 2: {ok: true, typ: protowire.BytesType}}
+	exemplarSchema = schema{1: {ok: true, repeated: true, typ: protowire.BytesType},
+		2: {ok: true, typ: protowire.Fixed64Type}, 3: {ok: true, typ: protowire.VarintType}}
+	metadataSchema = schema{1: {ok: true, typ: protowire.VarintType}, 2: {ok: true, typ: protowire.BytesType},
+		4: {ok: true, typ: protowire.BytesType}, 5: {ok: true, typ: protowire.BytesType}}
+)
+
+// check reports whether b holds only fields of s, well framed, and
+// returns the last values of fields 1 and 2 if they are length-delimited.
+func (s *schema) check(b []byte) (f1, f2 []byte, ok bool) {
+	var seen [len(s)]bool
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 || num < 1 || int(num) >= len(s) || !s[num].ok || s[num].typ != typ || (seen[num] && !s[num].repeated) {
+			return nil, nil, false
+		}
+		seen[num] = true
+		m := protowire.ConsumeFieldValue(num, typ, b[n:])
+		if m < 0 {
+			return nil, nil, false
+		}
+		if typ == protowire.BytesType && num <= 2 {
+			v, _ := protowire.ConsumeBytes(b[n:])
+			if num == 1 {
+				f1 = v
+			} else {
+				f2 = v
+			}
+		}
+		b = b[n+m:]
+	}
+	return f1, f2, true
 }
 
 // scanV1Label returns a Label's name and value if it has nothing else and
 // neither twice.
-func scanV1Label(b []byte) (name, value []byte, ok bool) {
-	var seen [3]bool
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 || typ != protowire.BytesType || (num != 1 && num != 2) || seen[num] {
-			return nil, nil, false
-		}
-		seen[num] = true
-		v, m := protowire.ConsumeBytes(b[n:])
-		if m < 0 {
-			return nil, nil, false
-		}
-		b = b[n+m:]
-		if num == 1 {
-			name = v
-		} else {
-			value = v
-		}
-	}
-	return name, value, true
-}
+func scanV1Label(b []byte) (name, value []byte, ok bool) { return labelSchema.check(b) }
 
 // scanV1Sample checks a Sample: at most one value (fixed64) and one
-// timestamp (varint).
+// timestamp (varint). It is sampleSchema.check written out: every sample
+// goes through it.
 func scanV1Sample(b []byte) bool {
 	var seen [3]bool
 	for len(b) > 0 {
@@ -190,10 +212,7 @@ func scanV1Sample(b []byte) bool {
 		seen[num] = true
 		b = b[n:]
 		switch {
-		case num == 1 && typ == protowire.Fixed64Type:
-			if len(b) < 8 {
-				return false
-			}
+		case num == 1 && typ == protowire.Fixed64Type && len(b) >= 8:
 			b = b[8:]
 		case num == 2 && typ == protowire.VarintType:
 			_, m := protowire.ConsumeVarint(b)
@@ -211,71 +230,27 @@ func scanV1Sample(b []byte) bool {
 // scanV1Exemplar checks an Exemplar: labels, at most one value and one
 // timestamp.
 func scanV1Exemplar(b []byte) bool {
-	var seen [4]bool
+	if _, _, ok := exemplarSchema.check(b); !ok {
+		return false
+	}
 	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 || num < 1 || num > 3 {
+		f, rest, err := nextField(b)
+		if err != nil {
 			return false
 		}
-		b = b[n:]
-		switch {
-		case num == 1 && typ == protowire.BytesType:
-			v, m := protowire.ConsumeBytes(b)
-			if m < 0 {
-				return false
-			}
-			if _, _, ok := scanV1Label(v); !ok {
-				return false
-			}
-			b = b[m:]
-		case num == 2 && typ == protowire.Fixed64Type && !seen[2]:
-			if len(b) < 8 {
-				return false
-			}
-			b = b[8:]
-		case num == 3 && typ == protowire.VarintType && !seen[3]:
-			_, m := protowire.ConsumeVarint(b)
-			if m < 0 {
-				return false
-			}
-			b = b[m:]
-		default:
+		b = rest
+		if _, _, ok := scanV1Label(f.v); f.num == 1 && !ok {
 			return false
 		}
-		seen[num] = true
 	}
 	return true
 }
 
-// scanV1Metadata checks a MetricMetadata: at most one of each of type
-// (varint), family name, help and unit (bytes).
+// scanV1Metadata checks a MetricMetadata: at most one of each of type,
+// family name, help and unit.
 func scanV1Metadata(b []byte) bool {
-	var seen [6]bool
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 || num < 1 || num > 5 || num == 3 || seen[num] {
-			return false
-		}
-		seen[num] = true
-		b = b[n:]
-		switch {
-		case num == 1 && typ == protowire.VarintType:
-			_, m := protowire.ConsumeVarint(b)
-			if m < 0 {
-				return false
-			}
-			b = b[m:]
-		case num != 1 && typ == protowire.BytesType:
-			_, m := protowire.ConsumeBytes(b)
-			if m < 0 {
-				return false
-			}
-			b = b[m:]
-		default:
-			return false
-		}
-	}
-	return true
+	_, _, ok := metadataSchema.check(b)
+	return ok
 }
 
 // checkV1Histogram decodes a Histogram with the generated code, as the full

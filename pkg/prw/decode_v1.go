@@ -59,136 +59,21 @@ func (d *Decoded) materializeV1() {
 	convertV1(d, wr)
 }
 
-// unmarshalV1 decodes msg into m, reusing m's memory.
-//
-// The generated WriteRequest.Unmarshal appends a zero TimeSeries for each
-// series, so truncating m.Timeseries to [:0] would be correct but would throw
-// away every nested Labels, Samples, Exemplars and Histograms array each
-// request. Instead this walks the top level and each TimeSeries itself,
-// resets each reused element before appending into it (generated Unmarshal
-// only sets the fields present on the wire, so a reused element must be
-// zeroed first), and leaves samples, exemplars, histograms and metadata to
-// the generated code.
-//
-// Series label names and values are not copied: they alias msg (see
-// aliasString), since convertV1 copies them into a labels.Labels anyway.
-// That saves two allocations per label; it makes m valid only while msg is.
+// unmarshalV1 decodes msg into m with the generated code and records each
+// series' size in sizes. Only requests the scan does not accept get here
+// (an invalid or unsorted series, an unknown field): the gateway's own
+// senders and Prometheus's never do, so this path favours brevity over
+// reusing memory.
 func unmarshalV1(m *prompb.WriteRequest, msg []byte, sizes *[]int) error {
-	m.Timeseries = m.Timeseries[:0]
-	clear(m.Metadata)
-	m.Metadata = m.Metadata[:0]
-	m.XXX_unrecognized = nil
+	m.Reset()
+	if err := m.Unmarshal(msg); err != nil {
+		return err
+	}
 	*sizes = (*sizes)[:0]
-	r := wireReader{b: msg}
-	for {
-		num, typ, ok, err := r.next()
-		if err != nil {
-			return err
-		}
-		if !ok {
-			return nil
-		}
-		switch num {
-		case 1: // timeseries
-			v, err := r.bytes(num, typ)
-			if err != nil {
-				return err
-			}
-			*sizes = append(*sizes, len(v))
-			m.Timeseries = extend(m.Timeseries)
-			ts := &m.Timeseries[len(m.Timeseries)-1]
-			*ts = prompb.TimeSeries{
-				Labels:     ts.Labels[:0],
-				Samples:    ts.Samples[:0],
-				Exemplars:  clearTruncate(ts.Exemplars),
-				Histograms: clearTruncate(ts.Histograms),
-			}
-			if err := unmarshalV1Series(ts, v); err != nil {
-				return fmt.Errorf("timeseries %d: %w", len(m.Timeseries)-1, err)
-			}
-		case 3: // metadata
-			if err := appendMessage(&r, num, typ, &m.Metadata, "metadata"); err != nil {
-				return err
-			}
-		default:
-			if err := r.skip(num, typ); err != nil {
-				return err
-			}
-		}
+	for i := range m.Timeseries {
+		*sizes = append(*sizes, m.Timeseries[i].Size())
 	}
-}
-
-// unmarshalV1Series decodes one TimeSeries into the reset m, appending to
-// its slices.
-func unmarshalV1Series(m *prompb.TimeSeries, msg []byte) error {
-	r := wireReader{b: msg}
-	for {
-		num, typ, ok, err := r.next()
-		if err != nil {
-			return err
-		}
-		if !ok {
-			return nil
-		}
-		switch num {
-		case 1: // labels
-			v, err := r.bytes(num, typ)
-			if err != nil {
-				return err
-			}
-			var l *prompb.Label
-			m.Labels, l = appendZero(m.Labels)
-			if err := unmarshalV1Label(l, v); err != nil {
-				return fmt.Errorf("label %d: %w", len(m.Labels)-1, err)
-			}
-		case 2: // samples
-			if err := appendMessage(&r, num, typ, &m.Samples, "sample"); err != nil {
-				return err
-			}
-		case 3: // exemplars
-			if err := appendMessage(&r, num, typ, &m.Exemplars, "exemplar"); err != nil {
-				return err
-			}
-		case 4: // histograms
-			if err := appendMessage(&r, num, typ, &m.Histograms, "histogram"); err != nil {
-				return err
-			}
-		default:
-			if err := r.skip(num, typ); err != nil {
-				return err
-			}
-		}
-	}
-}
-
-// unmarshalV1Label decodes a Label into the zero l, its strings aliasing msg.
-func unmarshalV1Label(l *prompb.Label, msg []byte) error {
-	r := wireReader{b: msg}
-	for {
-		num, typ, ok, err := r.next()
-		if err != nil {
-			return err
-		}
-		if !ok {
-			return nil
-		}
-		switch num {
-		case 1, 2: // name, value
-			v, err := r.bytes(num, typ)
-			if err != nil {
-				return err
-			}
-			if num == 1 {
-				l.Name = aliasString(v)
-			} else {
-				l.Value = aliasString(v)
-			}
-		default:
-			if err := r.skip(num, typ); err != nil {
-				return err
-			}
-		}
-	}
+	return nil
 }
 
 // convertV1 validates wr's series into d.Req and d.Invalid.

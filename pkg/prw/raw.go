@@ -58,18 +58,28 @@ type RawSeries struct {
 // Points returns the series' samples, histograms and exemplars.
 func (s *RawSeries) Points() int { return int(s.Samples + s.Histograms + s.Exemplars) }
 
-// HashLabels returns the shard hash of a label set: xxhash over the
-// labels' canonical encoding as the labels field of a 1.0 TimeSeries (what
-// gogo-generated Marshal writes: name, then value if not empty, every
-// length a minimal varint). It equals the hash ScanRawSeries and the
-// receiver compute from the wire form of the same labels in the same
-// order, so a series hashes the same whichever form it is in; for a
-// canonically encoded TimeSeries, the hash is of its label bytes as they
-// are. scratch is reused and returned.
+// HashLabels returns the shard hash of a label set: the hash of the
+// labels' canonical encoding as the labels fields of a 1.0 TimeSeries
+// (AppendLabels). Every hash of a series is this one: HashSeries computes
+// it from a series' bytes, and the receiver's scan from the label bytes of
+// a canonically encoded series as they are, so a series hashes the same
+// whichever form it is in. scratch is reused and returned.
 func HashLabels(ls labels.Labels, scratch []byte) (uint64, []byte) {
 	b := AppendLabels(scratch[:0], ls)
-	return xxhash.Sum64(b), b
+	return hashCanonical(b), b
 }
+
+// HashSeries returns HashLabels of the labels of the TimeSeries ts, in
+// the order they are in, whatever their encoding. scratch is reused and
+// returned.
+func HashSeries(ts, scratch []byte) (uint64, []byte, error) {
+	b := scratch[:0]
+	err := RangeRawLabels(ts, func(name, value []byte) { b = appendLabelEntry(b, name, value) })
+	return hashCanonical(b), b, err
+}
+
+// hashCanonical is the shard hash of canonically encoded labels.
+func hashCanonical(b []byte) uint64 { return xxhash.Sum64(b) }
 
 // AppendLabels appends ls to b as the labels fields of a 1.0 TimeSeries,
 // canonically encoded (see HashLabels, which hashes these bytes).
@@ -128,113 +138,30 @@ func SmallLabel(b []byte) (n int, name, value []byte, ok bool) {
 	return 2 + l, name, rest[2:], true
 }
 
-// LabelHasher computes HashLabels from wire-form labels fed in order. Reuse
-// one to keep its buffer.
-type LabelHasher struct {
-	b []byte
-}
-
-// Reset starts a new label set.
-func (h *LabelHasher) Reset() { h.b = h.b[:0] }
-
-// Add adds one label.
-func (h *LabelHasher) Add(name, value []byte) { h.b = appendLabelEntry(h.b, name, value) }
-
-// Sum returns the hash of the labels added since Reset.
-func (h *LabelHasher) Sum() uint64 { return xxhash.Sum64(h.b) }
-
-// HashRawLabels returns HashLabels of the labels of the TimeSeries ts, in
-// the order they are in.
-func HashRawLabels(ts []byte, h *LabelHasher) (uint64, error) {
-	off := 0
-	for off < len(ts) {
-		n, _, _, ok := SmallLabel(ts[off:])
-		if !ok {
-			break
-		}
-		off += n
-	}
-	if off == len(ts) || !hasLabelField(ts[off:]) {
-		return xxhash.Sum64(ts[:off]), nil
-	}
-	rs, err := ScanRawSeries(ts, h)
-	return rs.Hash, err
-}
-
-// hasLabelField reports whether ts has a labels field (or is malformed).
-func hasLabelField(ts []byte) bool {
-	for len(ts) > 0 {
-		num, typ, n := protowire.ConsumeTag(ts)
-		if n < 0 || num == 1 {
-			return true
-		}
-		ts = ts[n:]
-		n = protowire.ConsumeFieldValue(num, typ, ts)
-		if n < 0 {
-			return true
-		}
-		ts = ts[n:]
-	}
-	return false
-}
-
-// ErrRawSeries is returned by ScanRawSeries for a message that is not a
-// well-formed 1.0 TimeSeries.
+// ErrRawSeries is returned for a message that is not a well-formed 1.0
+// TimeSeries.
 var ErrRawSeries = errors.New("malformed 1.0 time series")
 
-// ScanRawSeries reads a 1.0 TimeSeries message that was validated before
-// (the forwarders' queue records): it returns the hash of its labels, in
-// the order they are in, and its number of samples, histograms and
-// exemplars.
-func ScanRawSeries(ts []byte, h *LabelHasher) (RawSeries, error) {
+// SeriesPoints returns the number of samples, histograms and exemplars of
+// the TimeSeries ts, which was validated before (a series in the form).
+func SeriesPoints(ts []byte) (RawSeries, error) {
 	var rs RawSeries
-	h.Reset()
-	// Leading canonical labels, the common case, hash as they are.
-	off := 0
-	for off < len(ts) {
-		n, _, _, ok := SmallLabel(ts[off:])
-		if !ok {
-			break
-		}
-		off += n
-	}
-	h.b = append(h.b, ts[:off]...)
-	ts = ts[off:]
 	for len(ts) > 0 {
-		num, typ, n := protowire.ConsumeTag(ts)
-		if n < 0 {
+		f, rest, err := nextField(ts)
+		if err != nil {
 			return rs, ErrRawSeries
 		}
-		ts = ts[n:]
-		if typ != protowire.BytesType {
-			n = protowire.ConsumeFieldValue(num, typ, ts)
-			if n < 0 {
-				return rs, ErrRawSeries
-			}
-			ts = ts[n:]
-			continue
-		}
-		v, n := protowire.ConsumeBytes(ts)
-		if n < 0 {
-			return rs, ErrRawSeries
-		}
-		ts = ts[n:]
-		switch num {
-		case 1:
-			name, value, ok := RawLabel(v)
-			if !ok {
-				return rs, ErrRawSeries
-			}
-			h.Add(name, value)
-		case 2:
+		ts = rest
+		switch {
+		case f.typ != protowire.BytesType:
+		case f.num == fieldSamples:
 			rs.Samples++
-		case 3:
+		case f.num == fieldExemplars:
 			rs.Exemplars++
-		case 4:
+		case f.num == fieldHistograms:
 			rs.Histograms++
 		}
 	}
-	rs.Hash = h.Sum()
 	return rs, nil
 }
 

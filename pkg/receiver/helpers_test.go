@@ -299,12 +299,12 @@ func checkRawMatches(t testing.TB, req *prw.Request) {
 			len(raw.Series), len(raw.Metadata), len(req.Series), len(req.Metadata))
 		return
 	}
-	var h prw.LabelHasher
 	for i, rs := range raw.Series {
 		s := &req.Series[i]
 		want, _ := prw.HashLabels(s.Labels, nil)
-		got, err := prw.ScanRawSeries(rs.Bytes(raw.Msg), &h)
-		if err != nil || rs.Hash != want || got.Hash != want ||
+		hash, _, err := prw.HashSeries(rs.Bytes(raw.Msg), nil)
+		got, perr := prw.SeriesPoints(rs.Bytes(raw.Msg))
+		if err != nil || perr != nil || rs.Hash != want || hash != want ||
 			int(rs.Samples) != len(s.Samples) || int(rs.Histograms) != len(s.Histograms) || int(rs.Exemplars) != len(s.Exemplars) ||
 			got.Samples != rs.Samples || got.Histograms != rs.Histograms || got.Exemplars != rs.Exemplars {
 			t.Errorf("raw series %d (%s) does not match: %+v, rescanned %+v (err %v)", i, s.Labels, rs, got, err)

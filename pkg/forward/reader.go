@@ -1,0 +1,126 @@
+package forward
+
+import (
+	"errors"
+	"time"
+
+	"github.com/rwgateway/gateway/pkg/queue"
+)
+
+const (
+	// lagInterval is how often gateway_upstream_queue_lag_seconds is
+	// updated.
+	lagInterval = time.Second
+	// readRetryInterval is the pause after a read error other than a
+	// shutdown.
+	readRetryInterval = time.Second
+	// corruptUndecodable is the kind label of gateway_queue_corrupt_bytes_total
+	// for records that passed the queue's checksums but could not be decoded.
+	corruptUndecodable = "undecodable"
+)
+
+// readLoop is the disk-mode forwarder's reader: it takes records from the
+// queue in order, decodes them and feeds the shards, waiting for room in
+// them (backpressure on the queue, never on clients).
+func (f *forwarder) readLoop() {
+	ctx := f.readCtx
+	if f.ready != nil {
+		select {
+		case <-f.ready:
+		case <-ctx.Done():
+			return
+		}
+	}
+	// Records the forwarder of the previous configuration read and did not
+	// get acknowledged are read again.
+	if err := f.dq.Rewind(); err != nil {
+		f.logger.Error("rewind disk queue; not reading it", "err", err)
+		return
+	}
+	q := &f.cfg.QueueConfig
+	dec := newRecordDecoder(len(f.shards), q.MaxSamplesPerSend, q.MaxBytesPerSend)
+	for {
+		rec, pos, err := f.dq.Next(ctx)
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, queue.ErrClosed) {
+				return
+			}
+			f.logger.Error("read disk queue, retrying", "err", err)
+			if !sleepCtx(ctx, readRetryInterval) {
+				return
+			}
+			continue
+		}
+		items, appended, ok := f.handoff.take(pos)
+		if !ok {
+			var skipped int
+			items, appended, skipped, err = dec.decode(rec)
+			if err != nil {
+				skipped, items = len(rec), nil
+			}
+			if skipped > 0 {
+				f.undecodable.Add(float64(skipped))
+				if f.warnLog.allow() {
+					f.logger.Error("queue record holds what the upstream would refuse; skipped that part", "err", err, "bytes", skipped, "record_bytes", len(rec))
+				}
+			}
+		}
+		pr := &pendingRecord{pos: pos, appended: appended}
+		for i := range items {
+			items[i].rec = pr
+			pr.left += items[i].count()
+		}
+		f.acker.add(pr)
+		if len(items) == 0 {
+			f.acker.complete(pr, 0)
+			continue
+		}
+		sorted, ranges, _ := groupByShard(items, shardsOf(items, len(f.shards)), len(f.shards))
+		for _, r := range ranges {
+			s := f.shards[r.shard]
+			if !s.reserveWait(ctx, r.count) {
+				return // stopping: the record stays unacknowledged on disk
+			}
+			f.m.queueLength.Add(float64(r.count))
+			s.appendItems(sorted[r.lo:r.hi], r.count)
+		}
+	}
+}
+
+// shardsOf returns the shard of every item: a chunk's own, 0 for family
+// metadata.
+func shardsOf(items []item, n int) []int {
+	out := make([]int, len(items))
+	for i := range items {
+		if items[i].family == nil {
+			out[i] = items[i].shard % n
+		}
+	}
+	return out
+}
+
+// lagLoop updates the lag gauge until the forwarder stops.
+func (f *forwarder) lagLoop() {
+	t := time.NewTicker(lagInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-f.quit:
+			return
+		case <-t.C:
+			f.updateLag(time.Now())
+		}
+	}
+}
+
+func (f *forwarder) updateLag(now time.Time) {
+	if oldest, ok := f.acker.oldest(); ok {
+		f.lag.Set(max(now.Sub(oldest).Seconds(), 0))
+		return
+	}
+	if records, _ := f.dq.Len(); records == 0 {
+		f.lag.Set(0)
+	}
+	// Otherwise records wait on disk and the reader is about to take
+	// them: keep the last value.
+}
