@@ -48,7 +48,11 @@ func (r *request) view(v2 bool) *prw.RawV1 {
 	if *p == nil {
 		sy := synthesizers.Get().(*synthesizer)
 		r.synths = append(r.synths, sy)
-		*p = sy.synthesize(r.req, !v2)
+		if r.req.Raw != nil {
+			*p = sy.strip(r.req.Raw) // the 1.0 view of a form with extensions
+		} else {
+			*p = sy.synthesize(r.req, !v2)
+		}
 	}
 	return *p
 }

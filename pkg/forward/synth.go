@@ -24,6 +24,7 @@ type synthesizer struct {
 	raw      prw.RawV1
 	scratch  []byte
 	families map[string]struct{}
+	pending  []prw.FamilyMetadata
 }
 
 var synthesizers = sync.Pool{New: func() any { return &synthesizer{families: map[string]struct{}{}} }}
@@ -46,18 +47,8 @@ func (sy *synthesizer) synthesize(req *prw.Request, v1 bool) *prw.RawV1 {
 		b, rs, sy.scratch = appendSeries(b, &req.Series[i], sy.scratch)
 		raw.Append(rs)
 	}
-	appendFamily := func(name string, m prw.Metadata) {
-		md := prompb.MetricMetadata{Type: prw.MetricTypeToV1(m.Type), MetricFamilyName: name, Help: m.Help, Unit: m.Unit}
-		n := md.Size()
-		b = protowire.AppendTag(b, 3, protowire.BytesType)
-		b = protowire.AppendVarint(b, uint64(n))
-		raw.Metadata = append(raw.Metadata, prw.Span{Off: uint32(len(b)), Len: uint32(n)})
-		b = append(b, make([]byte, n)...)
-		// Size was computed just above: MarshalToSizedBuffer cannot fail.
-		_, _ = md.MarshalToSizedBuffer(b[len(b)-n:])
-	}
 	for _, fm := range req.Metadata {
-		appendFamily(fm.MetricFamilyName, fm.Metadata)
+		b = sy.appendFamily(b, raw, fm.MetricFamilyName, fm.Metadata)
 	}
 	if v1 {
 		clear(sy.families)
@@ -72,10 +63,80 @@ func (sy *synthesizer) synthesize(req *prw.Request, v1 bool) *prw.RawV1 {
 			name := prw.FamilyName(s.Labels.Get(labels.MetricName), s.Metadata.Type)
 			if _, ok := sy.families[name]; !ok {
 				sy.families[name] = struct{}{}
-				appendFamily(name, s.Metadata)
+				b = sy.appendFamily(b, raw, name, s.Metadata)
 			}
 		}
 	}
 	raw.Msg = b
 	return raw
+}
+
+// strip returns raw, a request in the form, as 1.0 upstreams are sent it:
+// without the form's extensions, its series' metadata as 1.0 family
+// metadata, one entry per family, after the request's own.
+func (sy *synthesizer) strip(raw *prw.RawV1) *prw.RawV1 {
+	out := &sy.raw
+	*out = prw.RawV1{Msg: out.Msg[:0], Series: out.Series[:0], Metadata: out.Metadata[:0]}
+	b := out.Msg
+	clear(sy.families)
+	sy.pending = sy.pending[:0]
+	for _, rs := range raw.Series {
+		ts := rs.Bytes(raw.Msg)
+		start := len(b)
+		var (
+			md  prw.Metadata
+			ok  bool
+			err error
+		)
+		if b, md, ok, sy.scratch, err = prw.AppendV1(b, ts, sy.scratch); err != nil {
+			b = b[:start] // the form was validated: not reached
+			continue
+		}
+		cur := rs
+		cur.Span, cur.Ext = fieldSpan(b, start), false
+		out.Append(cur)
+		if ok {
+			sy.pending = append(sy.pending, prw.FamilyMetadata{MetricFamilyName: prw.FamilyName(prw.MetricName(ts), md.Type), Metadata: md})
+		}
+	}
+	for _, sp := range raw.Metadata {
+		start := len(b)
+		b = protowire.AppendTag(b, 3, protowire.BytesType)
+		b = protowire.AppendBytes(b, sp.Bytes(raw.Msg))
+		out.Metadata = append(out.Metadata, fieldSpan(b, start))
+		var md prompb.MetricMetadata
+		if md.Unmarshal(sp.Bytes(raw.Msg)) == nil {
+			sy.families[md.MetricFamilyName] = struct{}{}
+		}
+	}
+	for _, fm := range sy.pending {
+		if _, ok := sy.families[fm.MetricFamilyName]; !ok {
+			sy.families[fm.MetricFamilyName] = struct{}{}
+			b = sy.appendFamily(b, out, fm.MetricFamilyName, fm.Metadata)
+		}
+	}
+	out.Msg = b
+	return out
+}
+
+// appendFamily appends 1.0 family metadata to b as a MetricMetadata field
+// of raw.
+func (sy *synthesizer) appendFamily(b []byte, raw *prw.RawV1, name string, m prw.Metadata) []byte {
+	md := prompb.MetricMetadata{Type: prw.MetricTypeToV1(m.Type), MetricFamilyName: name, Help: m.Help, Unit: m.Unit}
+	n := md.Size()
+	b = protowire.AppendTag(b, 3, protowire.BytesType)
+	b = protowire.AppendVarint(b, uint64(n))
+	raw.Metadata = append(raw.Metadata, prw.Span{Off: uint32(len(b)), Len: uint32(n)})
+	b = append(b, make([]byte, n)...)
+	// Size was computed just above: MarshalToSizedBuffer cannot fail.
+	_, _ = md.MarshalToSizedBuffer(b[len(b)-n:])
+	return b
+}
+
+// fieldSpan returns the span of the message of the length-delimited field
+// that starts at b[start:] and ends b.
+func fieldSpan(b []byte, start int) prw.Span {
+	_, _, k := protowire.ConsumeTag(b[start:])
+	_, m := protowire.ConsumeVarint(b[start+k:])
+	return prw.Span{Off: uint32(start + k + m), Len: uint32(len(b) - start - k - m)}
 }

@@ -5,142 +5,100 @@ import (
 
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/prompb"
+	"google.golang.org/protobuf/encoding/protowire"
 )
 
-// v1Decoder decodes remote write 1.0, prometheus.WriteRequest.
-type v1Decoder struct {
-	states *statePool
-}
-
-func NewV1Decoder() *v1Decoder {
-	dec := &v1Decoder{states: newStatePool(func() any { return new(prompb.WriteRequest) })}
-	return dec
-}
-
-// decode scans msg (see scanV1) and, if the request can be passed on raw,
-// leaves its Series and Metadata to Materialize; otherwise, or when
-// Materialize is called, it decodes and validates it in full.
-func (dec *v1Decoder) Decode(msg []byte) (*Decoded, error) {
-	d := dec.states.get(len(msg))
+// decodeV1 reads a prometheus.WriteRequest into d. A request the scan
+// accepts (scanV1) is in the form as it was sent and is passed on as it
+// is. Any other is read again one message at a time: the series the scan
+// accepts are kept as they are, the others are decoded by the generated
+// code, validated, and written in the form (sorted labels, nothing
+// unknown) or refused; the result is a request of its own.
+func decodeV1(d *Decoded, msg []byte) error {
 	if scanV1(d, msg) {
-		d.Req.Proto = ProtoV1
-		d.Req.Raw = &d.raw
-		d.msg = msg
-		if d.fill == nil {
-			d.fill = func() { d.materializeV1() }
+		d.raw.Msg, d.raw.AsSent = msg, true
+		return nil
+	}
+	raw := &d.raw
+	*raw = RawV1{Series: raw.Series[:0], Metadata: raw.Metadata[:0]}
+	b := d.form[:0]
+	idx := 0
+	for rest := msg; len(rest) > 0; {
+		f, r, err := nextField(rest)
+		if err != nil {
+			return err
 		}
-		d.Req.SetLazy(d.fill)
-		return d, nil
+		rest = r
+		if (f.num == 1 || f.num == 3) && f.typ != protowire.BytesType {
+			return fmt.Errorf("wrong wire type %d for field %d", f.typ, f.num)
+		}
+		switch f.num {
+		case 1: // timeseries
+			if rs, ok := scanV1Series(d, f.v); ok {
+				b, rs.Span = appendField(b, fieldLabels, f.v)
+				raw.Append(rs)
+			} else if b, err = d.repairV1(b, idx, f.v); err != nil {
+				return fmt.Errorf("timeseries %d: %w", idx, err)
+			}
+			idx++
+		case 3: // metadata
+			var md prompb.MetricMetadata
+			if err := md.Unmarshal(f.v); err != nil {
+				return fmt.Errorf("metadata %d: %w", len(raw.Metadata), err)
+			}
+			var sp Span
+			b, sp = appendField(b, 3, f.v)
+			raw.Metadata = append(raw.Metadata, sp)
+		}
 	}
-	d.raw = RawV1{Series: d.raw.Series[:0], Metadata: d.raw.Metadata[:0]}
-	wr := d.wire.(*prompb.WriteRequest)
-	if err := unmarshalV1(wr, msg, &d.sizes); err != nil {
-		dec.Release(d)
-		return nil, err
-	}
-	d.Req.Proto = ProtoV1
-	convertV1(d, wr)
-	return d, nil
-}
-
-func (dec *v1Decoder) Release(d *Decoded) {
-	dec.states.put(d)
-}
-
-// materializeV1 fills d.Req.Series and Metadata from d.Req.Raw: the
-// message that scanV1 accepted, or one written in the form from it (see
-// Relabel). The full decoder finds every series valid.
-func (d *Decoded) materializeV1() {
-	wr := d.wire.(*prompb.WriteRequest)
-	if err := unmarshalV1(wr, d.Req.Raw.Msg, &d.sizes); err != nil {
-		// scanV1 accepted only what unmarshalV1 reads.
-		panic(fmt.Sprintf("materialize a scanned 1.0 request: %v", err))
-	}
-	convertV1(d, wr)
-}
-
-// unmarshalV1 decodes msg into m with the generated code and records each
-// series' size in sizes. Only requests the scan does not accept get here
-// (an invalid or unsorted series, an unknown field): the gateway's own
-// senders and Prometheus's never do, so this path favours brevity over
-// reusing memory.
-func unmarshalV1(m *prompb.WriteRequest, msg []byte, sizes *[]int) error {
-	m.Reset()
-	if err := m.Unmarshal(msg); err != nil {
-		return err
-	}
-	*sizes = (*sizes)[:0]
-	for i := range m.Timeseries {
-		*sizes = append(*sizes, m.Timeseries[i].Size())
-	}
+	raw.Msg, d.form = b, b
 	return nil
 }
 
-// convertV1 validates wr's series into d.Req and d.Invalid.
-func convertV1(d *Decoded, wr *prompb.WriteRequest) {
-	d.Invalid.sizes = d.sizes
-	for i := range wr.Timeseries {
-		ts := &wr.Timeseries[i]
-		ls := v1Labels(&d.sb, ts.Labels)
-		if reason, detail, ok := ValidateLabels(ls, true); !ok {
-			d.Invalid.add(reason, i, ls, detail)
-			continue
-		}
-		// Prometheus 1.0 senders put exemplars in series of their own, with
-		// no samples: those are valid.
-		if len(ts.Samples) == 0 && len(ts.Histograms) == 0 && len(ts.Exemplars) == 0 {
-			d.Invalid.add(invalidNoSamples, i, ls, "no samples, histograms or exemplars")
-			continue
-		}
-
-		s := nextSeries(&d.Req)
-		if detail := appendV1Histograms(s, ts.Histograms); detail != "" {
-			d.Req.Series = d.Req.Series[:len(d.Req.Series)-1]
-			d.Invalid.add(invalidHistogram, i, ls, detail)
-			continue
-		}
-		s.Labels = ls
-		for _, smp := range ts.Samples {
-			s.Samples = append(s.Samples, Sample{Value: smp.Value, Timestamp: smp.Timestamp})
-		}
-		for _, ex := range ts.Exemplars {
-			s.Exemplars = append(s.Exemplars, Exemplar{
-				Labels:    v1Labels(&d.sb, ex.Labels),
-				Value:     ex.Value,
-				Timestamp: ex.Timestamp,
-			})
-		}
+// repairV1 decodes the TimeSeries ts, series number idx, with the
+// generated code and validates it: it appends it to b in the form, or
+// counts it refused. An error means ts is not a TimeSeries message.
+func (d *Decoded) repairV1(b []byte, idx int, ts []byte) ([]byte, error) {
+	m := &d.ts
+	m.Reset()
+	if err := m.Unmarshal(ts); err != nil {
+		return b, err
 	}
-	for _, md := range wr.Metadata {
-		d.Req.Metadata = append(d.Req.Metadata, FamilyMetadata{
-			MetricFamilyName: md.MetricFamilyName,
-			Metadata: Metadata{
-				Type: MetricTypeFromV1(md.Type),
-				Help: md.Help,
-				Unit: md.Unit,
-			},
-		})
+	var sb labels.ScratchBuilder
+	v1Labels := func(in []prompb.Label) labels.Labels {
+		sb.Reset()
+		for _, l := range in {
+			sb.Add(l.Name, l.Value)
+		}
+		sb.Sort()
+		return sb.Labels()
 	}
-}
-
-// appendV1Histograms converts and validates hs into s, and returns what is
-// wrong with the first invalid histogram, or "".
-func appendV1Histograms(s *Series, hs []prompb.Histogram) string {
-	for _, h := range hs {
+	s := Series{Labels: v1Labels(m.Labels)}
+	if reason, detail, ok := ValidateLabels(s.Labels, true); !ok {
+		d.Invalid.add(reason, idx, len(ts), s.Labels, detail)
+		return b, nil
+	}
+	// Prometheus 1.0 senders put exemplars in series of their own, with
+	// no samples: those are valid.
+	if len(m.Samples) == 0 && len(m.Histograms) == 0 && len(m.Exemplars) == 0 {
+		d.Invalid.add(invalidNoSamples, idx, len(ts), s.Labels, "no samples, histograms or exemplars")
+		return b, nil
+	}
+	for _, h := range m.Histograms {
 		s.Histograms = append(s.Histograms, HistogramFromV1(h))
 		if msg := ValidateHistogram(&s.Histograms[len(s.Histograms)-1]); msg != "" {
-			return fmt.Sprintf("histogram at %d: %s", h.Timestamp, msg)
+			d.Invalid.add(invalidHistogram, idx, len(ts), s.Labels, fmt.Sprintf("histogram at %d: %s", h.Timestamp, msg))
+			return b, nil
 		}
 	}
-	return ""
-}
-
-// v1Labels returns the sorted label set of pairs.
-func v1Labels(sb *labels.ScratchBuilder, pairs []prompb.Label) labels.Labels {
-	sb.Reset()
-	for _, l := range pairs {
-		sb.Add(l.Name, l.Value)
+	for _, x := range m.Samples {
+		s.Samples = append(s.Samples, Sample{Value: x.Value, Timestamp: x.Timestamp})
 	}
-	sb.Sort()
-	return sb.Labels()
+	for _, e := range m.Exemplars {
+		s.Exemplars = append(s.Exemplars, Exemplar{Labels: v1Labels(e.Labels), Value: e.Value, Timestamp: e.Timestamp})
+	}
+	var rs RawSeries
+	b, rs, d.scratch = AppendSeries(b, &s, d.scratch)
+	d.raw.Append(rs)
+	return b, nil
 }

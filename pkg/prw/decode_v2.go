@@ -1,279 +1,305 @@
 package prw
 
 import (
+	"bytes"
 	"fmt"
+	"slices"
 	"strconv"
 	"unicode/utf8"
 
-	"github.com/prometheus/prometheus/model/labels"
-	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
 	"google.golang.org/protobuf/encoding/protowire"
 )
 
-// v2Decoder decodes remote write 2.0, io.prometheus.write.v2.Request.
-type v2Decoder struct {
-	states *statePool
-}
-
-// v2Wire is the v2 decoder's reused wire state.
-type v2Wire struct {
-	req writev2.Request
-	// symbolOK[i] reports whether req.Symbols[i] is valid UTF-8: symbols
-	// are shared between series, so each is checked once per request.
-	symbolOK []bool
-}
-
-func NewV2Decoder() *v2Decoder {
-	return &v2Decoder{states: newStatePool(func() any { return new(v2Wire) })}
-}
-
-func (dec *v2Decoder) Decode(msg []byte) (*Decoded, error) {
-	d := dec.states.get(len(msg))
-	w := d.wire.(*v2Wire)
-	if err := unmarshalV2(&w.req, msg, &d.sizes); err != nil {
-		dec.Release(d)
-		return nil, err
-	}
-	w.symbolOK = w.symbolOK[:0]
-	for _, s := range w.req.Symbols {
-		w.symbolOK = append(w.symbolOK, utf8.ValidString(s))
-	}
-	d.Req.Proto = ProtoV2
-	convertV2(d, &w.req, w.symbolOK)
-	return d, nil
-}
-
-func (dec *v2Decoder) Release(d *Decoded) {
-	dec.states.put(d)
-}
-
-// unmarshalV2 decodes msg into m, reusing m's memory; see unmarshalV1 for
-// why the top level is walked here. TimeSeries is walked here too: the
-// generated TimeSeries.Unmarshal allocates a new packed labels_refs array
-// whenever the slice it appends to is empty, which a reused one always is.
-// Symbols are copied into new strings (they end up in labels and metadata,
-// which consumers may retain).
-func unmarshalV2(m *writev2.Request, msg []byte, sizes *[]int) error {
-	clear(m.Symbols)
-	m.Symbols = m.Symbols[:0]
-	m.Timeseries = m.Timeseries[:0]
-	m.XXX_unrecognized = nil
-	*sizes = (*sizes)[:0]
-	r := wireReader{b: msg}
-	for {
-		num, typ, ok, err := r.next()
+// decodeV2 reads an io.prometheus.write.v2.Request into d, writing every
+// valid series in the form: labels resolved and sorted, sample and
+// histogram messages copied as they are (the form's are 2.0's), exemplar
+// labels resolved, metadata in the form's extension. It walks the message
+// with protowire and allocates nothing once its buffers have grown.
+func decodeV2(d *Decoded, msg []byte) error {
+	syms, series := d.syms[:0], d.series[:0]
+	for rest := msg; len(rest) > 0; {
+		f, r, err := nextField(rest)
 		if err != nil {
 			return err
 		}
-		if !ok {
-			return nil
+		rest = r
+		if (f.num == 4 || f.num == 5) && f.typ != protowire.BytesType {
+			return fmt.Errorf("wrong wire type %d for field %d", f.typ, f.num)
 		}
-		switch num {
+		switch f.num {
 		case 4: // symbols
-			v, err := r.bytes(num, typ)
-			if err != nil {
-				return err
-			}
-			m.Symbols = append(m.Symbols, string(v))
+			syms = append(syms, f.v)
 		case 5: // timeseries
-			v, err := r.bytes(num, typ)
-			if err != nil {
-				return err
-			}
-			*sizes = append(*sizes, len(v))
-			m.Timeseries = extend(m.Timeseries)
-			ts := &m.Timeseries[len(m.Timeseries)-1]
-			// Metadata is reset with the rest: its generated Unmarshal only
-			// sets the fields present on the wire.
-			*ts = writev2.TimeSeries{
-				LabelsRefs: ts.LabelsRefs[:0],
-				Samples:    ts.Samples[:0],
-				Histograms: clearTruncate(ts.Histograms),
-				Exemplars:  clearTruncate(ts.Exemplars),
-			}
-			if err := unmarshalV2Series(ts, v); err != nil {
-				return fmt.Errorf("timeseries %d: %w", len(m.Timeseries)-1, err)
-			}
-		default:
-			if err := r.skip(num, typ); err != nil {
-				return err
-			}
+			series = append(series, f.v)
 		}
 	}
+	d.syms, d.series = syms, series
+	// Symbols are shared between series: each is checked once.
+	d.symOK = d.symOK[:0]
+	for _, s := range syms {
+		d.symOK = append(d.symOK, utf8.Valid(s))
+	}
+	raw := &d.raw
+	*raw = RawV1{Series: raw.Series[:0], Metadata: raw.Metadata[:0]}
+	b := d.form[:0]
+	for i, ts := range series {
+		var err error
+		if b, err = d.seriesV2(b, i, ts); err != nil {
+			return fmt.Errorf("timeseries %d: %w", i, err)
+		}
+	}
+	raw.Msg, d.form = b, b
+	return nil
 }
 
-// unmarshalV2Series decodes one TimeSeries into the reset m, appending to its
-// slices.
-func unmarshalV2Series(m *writev2.TimeSeries, msg []byte) error {
-	r := wireReader{b: msg}
-	for {
-		num, typ, ok, err := r.next()
+// metadataV2 is a series' 2.0 metadata: type and symbol references.
+type metadataV2 struct {
+	typ        uint64
+	help, unit uint64
+}
+
+// seriesV2 validates the 2.0 TimeSeries ts, series number idx, and appends
+// it to b in the form, or counts it refused. An error means ts is not a
+// TimeSeries message.
+func (d *Decoded) seriesV2(b []byte, idx int, ts []byte) ([]byte, error) {
+	refs := d.refs[:0]
+	for i := range d.points {
+		d.points[i] = d.points[i][:0]
+	}
+	var md metadataV2
+	for rest := ts; len(rest) > 0; {
+		f, r, err := nextField(rest)
 		if err != nil {
-			return err
+			return b, err
 		}
-		if !ok {
-			return nil
-		}
-		switch num {
-		case 1: // labels_refs, packed or not
-			switch typ {
-			case protowire.VarintType:
-				v, n := protowire.ConsumeVarint(r.b)
-				if n < 0 {
-					return fmt.Errorf("labels_refs: %w", protowire.ParseError(n))
-				}
-				r.b = r.b[n:]
-				m.LabelsRefs = append(m.LabelsRefs, uint32(v))
-			case protowire.BytesType:
-				packed, err := r.bytes(num, typ)
-				if err != nil {
-					return err
-				}
-				for len(packed) > 0 {
-					v, n := protowire.ConsumeVarint(packed)
-					if n < 0 {
-						return fmt.Errorf("labels_refs: %w", protowire.ParseError(n))
-					}
-					packed = packed[n:]
-					m.LabelsRefs = append(m.LabelsRefs, uint32(v))
-				}
-			default:
-				return fmt.Errorf("wrong wire type %d for field %d", typ, num)
+		rest = r
+		switch {
+		case f.num == 1:
+			if refs, err = readRefs(refs, f); err != nil {
+				return b, err
 			}
-		case 2: // samples
-			if err := appendMessage(&r, num, typ, &m.Samples, "sample"); err != nil {
-				return err
+		case f.num >= 2 && f.num <= 4 && f.typ == protowire.BytesType:
+			d.points[f.num-2] = append(d.points[f.num-2], f.v)
+		case f.num == 5 && f.typ == protowire.BytesType:
+			if err := readMetadataV2(f.v, &md); err != nil {
+				return b, err
 			}
-		case 3: // histograms
-			if err := appendMessage(&r, num, typ, &m.Histograms, "histogram"); err != nil {
-				return err
-			}
-		case 4: // exemplars
-			if err := appendMessage(&r, num, typ, &m.Exemplars, "exemplar"); err != nil {
-				return err
-			}
-		case 5: // metadata; repeated occurrences merge, as protobuf has it
-			v, err := r.bytes(num, typ)
-			if err != nil {
-				return err
-			}
-			if err := m.Metadata.Unmarshal(v); err != nil {
-				return fmt.Errorf("metadata: %w", err)
-			}
-		default:
-			if err := r.skip(num, typ); err != nil {
-				return err
-			}
+		case f.num >= 2 && f.num <= 5:
+			return b, fmt.Errorf("wrong wire type %d for field %d", f.typ, f.num)
 		}
 	}
-}
-
-// convertV2 resolves and validates wr's series into d.Req and d.Invalid.
-// symbolOK tells which symbols are valid UTF-8.
-func convertV2(d *Decoded, wr *writev2.Request, symbolOK []bool) {
-	d.Invalid.sizes = d.sizes
-	syms := wr.Symbols
-	for i := range wr.Timeseries {
-		ts := &wr.Timeseries[i]
-		if !refsValid(ts.LabelsRefs, len(syms)) {
-			d.Invalid.add(invalidLabelRefs, i, labels.EmptyLabels(),
-				fmt.Sprintf("%d label refs, odd or outside the %d symbols", len(ts.LabelsRefs), len(syms)))
-			continue
+	d.refs = refs
+	samples, histograms, exemplars := d.points[0], d.points[1], d.points[2]
+	nsyms := len(d.syms)
+	refuse := func(reason InvalidReason, detail string, withLabels bool) ([]byte, error) {
+		ls := pairsLabels(nil)
+		if withLabels {
+			ls = pairsLabels(d.pairs)
 		}
-		ls := v2Labels(&d.sb, ts.LabelsRefs, syms)
-		if j := invalidUTF8Ref(ts.LabelsRefs, symbolOK); j >= 0 {
+		d.Invalid.add(reason, idx, len(ts), ls, detail)
+		return b, nil
+	}
+	if !refsValid(refs, nsyms) {
+		return refuse(invalidLabelRefs, fmt.Sprintf("%d label refs, odd or outside the %d symbols", len(refs), nsyms), false)
+	}
+	pairs := d.pairs[:0]
+	for j := 0; j < len(refs); j += 2 {
+		pairs = append(pairs, labelPair{name: d.syms[refs[j]], value: d.syms[refs[j+1]], ref: j})
+	}
+	if !slices.IsSortedFunc(pairs, comparePairs) {
+		slices.SortStableFunc(pairs, comparePairs)
+	}
+	d.pairs = pairs
+	for j, r := range refs {
+		if !d.symOK[r] {
 			what := "label name "
 			if j%2 == 1 {
 				what = "label value "
 			}
-			d.Invalid.add(invalidUTF8, i, ls, what+strconv.Quote(syms[ts.LabelsRefs[j]])+" is not valid UTF-8")
-			continue
-		}
-		if reason, detail, ok := ValidateLabels(ls, false); !ok {
-			d.Invalid.add(reason, i, ls, detail)
-			continue
-		}
-		md := ts.Metadata
-		if uint64(md.HelpRef) >= uint64(len(syms)) || uint64(md.UnitRef) >= uint64(len(syms)) {
-			d.Invalid.add(invalidMetadataRefs, i, ls,
-				fmt.Sprintf("metadata help ref %d or unit ref %d outside the %d symbols", md.HelpRef, md.UnitRef, len(syms)))
-			continue
-		}
-		if j := invalidExemplarRefs(ts.Exemplars, len(syms)); j >= 0 {
-			d.Invalid.add(invalidExemplarLabelRefs, i, ls,
-				fmt.Sprintf("exemplar %d: %d label refs, odd or outside the %d symbols", j, len(ts.Exemplars[j].LabelsRefs), len(syms)))
-			continue
-		}
-		// The 2.0 specification: "At least one element in samples or in
-		// histograms MUST be provided." Prometheus's own 2.0 sender breaks
-		// this with exemplar-only series, and its receiver refuses them
-		// too; see https://github.com/prometheus/prometheus/issues/17857.
-		if len(ts.Samples) == 0 && len(ts.Histograms) == 0 {
-			d.Invalid.add(invalidNoSamples, i, ls, "no samples or histograms")
-			continue
-		}
-		if detail := invalidHistogramDetail(ts.Histograms); detail != "" {
-			d.Invalid.add(invalidHistogram, i, ls, detail)
-			continue
-		}
-
-		s := nextSeries(&d.Req)
-		s.Labels = ls
-		s.Metadata = Metadata{Type: md.Type, Help: syms[md.HelpRef], Unit: syms[md.UnitRef]}
-		for _, smp := range ts.Samples {
-			s.Samples = append(s.Samples, Sample{Value: smp.Value, Timestamp: smp.Timestamp, StartTimestamp: smp.StartTimestamp})
-		}
-		s.Histograms = append(s.Histograms, ts.Histograms...)
-		for _, ex := range ts.Exemplars {
-			s.Exemplars = append(s.Exemplars, Exemplar{
-				Labels:    v2Labels(&d.sb, ex.LabelsRefs, syms),
-				Value:     ex.Value,
-				Timestamp: ex.Timestamp,
-			})
+			return refuse(invalidUTF8, what+strconv.Quote(string(d.syms[r]))+" is not valid UTF-8", true)
 		}
 	}
+	if reason, detail, ok := validatePairs(pairs, false); !ok {
+		return refuse(reason, detail, true)
+	}
+	if md.help >= uint64(nsyms) || md.unit >= uint64(nsyms) {
+		return refuse(invalidMetadataRefs, fmt.Sprintf("metadata help ref %d or unit ref %d outside the %d symbols", md.help, md.unit, nsyms), true)
+	}
+	for j, ex := range exemplars {
+		xrefs, err := exemplarRefs(d.xrefs[:0], ex)
+		if err != nil {
+			return b, err
+		}
+		d.xrefs = xrefs
+		if !refsValid(xrefs, nsyms) {
+			return refuse(invalidExemplarLabelRefs, fmt.Sprintf("exemplar %d: %d label refs, odd or outside the %d symbols", j, len(xrefs), nsyms), true)
+		}
+	}
+	// The 2.0 specification: "At least one element in samples or in
+	// histograms MUST be provided." Prometheus's own 2.0 sender breaks
+	// this with exemplar-only series, and its receiver refuses them
+	// too; see https://github.com/prometheus/prometheus/issues/17857.
+	if len(samples) == 0 && len(histograms) == 0 {
+		return refuse(invalidNoSamples, "no samples or histograms", true)
+	}
+	rs := RawSeries{Samples: uint32(len(samples)), Histograms: uint32(len(histograms)), Exemplars: uint32(len(exemplars))}
+	for _, h := range histograms {
+		d.hist.Reset()
+		if err := d.hist.Unmarshal(h); err != nil {
+			return b, fmt.Errorf("histogram: %w", err)
+		}
+		if msg := ValidateHistogram(&d.hist); msg != "" {
+			return refuse(invalidHistogram, fmt.Sprintf("histogram at %d: %s", d.hist.Timestamp, msg), true)
+		}
+		rs.Ext = rs.Ext || d.hist.StartTimestamp != 0
+	}
+
+	// The series in the form.
+	body := d.scratch[:0]
+	for _, p := range pairs {
+		body = appendLabelEntry(body, p.name, p.value)
+	}
+	rs.Hash = hashCanonical(body)
+	for _, smp := range samples {
+		start, err := checkSampleV2(smp)
+		if err != nil {
+			return b, err
+		}
+		rs.Ext = rs.Ext || start
+		body, _ = appendField(body, fieldSamples, smp)
+	}
+	for _, ex := range exemplars {
+		body = d.appendExemplar(body, ex)
+	}
+	for _, h := range histograms {
+		body, _ = appendField(body, fieldHistograms, h)
+	}
+	if md.typ != 0 || len(d.syms[md.help]) > 0 || len(d.syms[md.unit]) > 0 {
+		n := varintLen(fieldMetadataType, int64(md.typ)) + stringLen(fieldMetadataHelp, d.syms[md.help]) + stringLen(fieldMetadataUnit, d.syms[md.unit])
+		body = protowire.AppendTag(body, fieldMetadata, protowire.BytesType)
+		body = protowire.AppendVarint(body, uint64(n))
+		body = appendVarintField(body, fieldMetadataType, int64(md.typ))
+		body = appendStringField(body, fieldMetadataHelp, d.syms[md.help])
+		body = appendStringField(body, fieldMetadataUnit, d.syms[md.unit])
+		rs.Ext = true
+	}
+	d.scratch = body
+	b, rs.Span = appendField(b, fieldLabels, body)
+	d.raw.Append(rs)
+	return b, nil
 }
 
-// v2Labels returns the sorted label set that refs, already checked with
-// refsValid, point to.
-func v2Labels(sb *labels.ScratchBuilder, refs []uint32, syms []string) labels.Labels {
-	sb.Reset()
+func comparePairs(a, b labelPair) int { return bytes.Compare(a.name, b.name) }
+
+// readRefs appends the references of a labels_refs field, packed or not.
+func readRefs(refs []uint32, f field) ([]uint32, error) {
+	switch f.typ {
+	case protowire.VarintType:
+		return append(refs, uint32(f.u)), nil
+	case protowire.BytesType:
+		for p := f.v; len(p) > 0; {
+			v, n := protowire.ConsumeVarint(p)
+			if n < 0 {
+				return refs, fmt.Errorf("labels_refs: %w", protowire.ParseError(n))
+			}
+			p = p[n:]
+			refs = append(refs, uint32(v))
+		}
+		return refs, nil
+	}
+	return refs, fmt.Errorf("wrong wire type %d for labels_refs", f.typ)
+}
+
+// readMetadataV2 reads a 2.0 Metadata message into md; repeated
+// occurrences merge, as protobuf has it.
+func readMetadataV2(msg []byte, md *metadataV2) error {
+	for len(msg) > 0 {
+		f, rest, err := nextField(msg)
+		if err != nil {
+			return err
+		}
+		msg = rest
+		if f.num != 1 && f.num != 3 && f.num != 4 {
+			continue
+		}
+		if f.typ != protowire.VarintType {
+			return fmt.Errorf("metadata: wrong wire type %d for field %d", f.typ, f.num)
+		}
+		switch f.num {
+		case 1:
+			md.typ = f.u
+		case 3:
+			md.help = f.u
+		case 4:
+			md.unit = f.u
+		}
+	}
+	return nil
+}
+
+// exemplarRefs appends the label references of a 2.0 Exemplar message and
+// checks its value and timestamp fields.
+func exemplarRefs(refs []uint32, msg []byte) ([]uint32, error) {
+	for len(msg) > 0 {
+		f, rest, err := nextField(msg)
+		if err != nil {
+			return refs, err
+		}
+		msg = rest
+		switch {
+		case f.num == 1:
+			if refs, err = readRefs(refs, f); err != nil {
+				return refs, err
+			}
+		case (f.num == 2 && f.typ != protowire.Fixed64Type) || (f.num == 3 && f.typ != protowire.VarintType):
+			return refs, fmt.Errorf("exemplar: wrong wire type %d for field %d", f.typ, f.num)
+		}
+	}
+	return refs, nil
+}
+
+// checkSampleV2 checks the fields of a 2.0 Sample and reports whether it
+// has a start timestamp.
+func checkSampleV2(msg []byte) (start bool, err error) {
+	for len(msg) > 0 {
+		f, rest, err := nextField(msg)
+		if err != nil {
+			return false, err
+		}
+		msg = rest
+		switch {
+		case f.num == 1 && f.typ != protowire.Fixed64Type, (f.num == 2 || f.num == 3) && f.typ != protowire.VarintType:
+			return false, fmt.Errorf("sample: wrong wire type %d for field %d", f.typ, f.num)
+		case f.num == 3:
+			start = start || f.u != 0
+		}
+	}
+	return start, nil
+}
+
+// appendExemplar appends a 2.0 Exemplar message, whose references were
+// checked, as the form's (1.0) Exemplar field: its labels resolved and
+// sorted, its value and timestamp (the same fields in both) as they are.
+func (d *Decoded) appendExemplar(b, msg []byte) []byte {
+	refs, _ := exemplarRefs(d.xrefs[:0], msg)
+	d.xrefs = refs
+	pairs := d.pairs[len(d.pairs):]
 	for j := 0; j < len(refs); j += 2 {
-		sb.Add(syms[refs[j]], syms[refs[j+1]])
+		pairs = append(pairs, labelPair{name: d.syms[refs[j]], value: d.syms[refs[j+1]]})
 	}
-	sb.Sort()
-	return sb.Labels()
-}
-
-// invalidUTF8Ref returns the index of the first of refs that points to a
-// symbol that is not valid UTF-8, or -1.
-func invalidUTF8Ref(refs []uint32, symbolOK []bool) int {
-	for j, r := range refs {
-		if !symbolOK[r] {
-			return j
+	slices.SortStableFunc(pairs, comparePairs)
+	ex := d.ex[:0]
+	for _, p := range pairs {
+		ex = appendLabelEntry(ex, p.name, p.value)
+	}
+	for m := msg; len(m) > 0; {
+		f, rest, _ := nextField(m)
+		m = rest
+		if f.num != 1 {
+			ex = append(ex, f.whole...)
 		}
 	}
-	return -1
-}
-
-// invalidExemplarRefs returns the index of the first exemplar whose label
-// refs are invalid, or -1.
-func invalidExemplarRefs(exs []writev2.Exemplar, nsyms int) int {
-	for j := range exs {
-		if !refsValid(exs[j].LabelsRefs, nsyms) {
-			return j
-		}
-	}
-	return -1
-}
-
-// invalidHistogramDetail returns what is wrong with the first invalid
-// histogram of hs, or "".
-func invalidHistogramDetail(hs []writev2.Histogram) string {
-	for j := range hs {
-		if msg := ValidateHistogram(&hs[j]); msg != "" {
-			return fmt.Sprintf("histogram at %d: %s", hs[j].Timestamp, msg)
-		}
-	}
-	return ""
+	d.ex = ex
+	b, _ = appendField(b, fieldExemplars, ex)
+	return b
 }

@@ -17,6 +17,7 @@ import (
 	"unsafe"
 
 	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/prompb"
 	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
 )
 
@@ -86,36 +87,94 @@ type Request struct {
 	// each series instead.
 	Metadata []FamilyMetadata
 
-	// Raw, when not nil, is the request in its 1.0 wire form, holding the
-	// same series as Series; see RawV1. Whoever changes a series' labels
-	// sets Raw to nil.
+	// Raw, when not nil, is the request in the form (see AppendSeries):
+	// what the decoders produce. Series and Metadata are then empty until
+	// Materialize decodes them from it.
 	Raw *RawV1
-	// lazy, when not nil, fills Series and Metadata from Raw: the receiver
-	// leaves them to be decoded on demand. See Materialize.
-	lazy func()
+	// lazy is set while Series and Metadata are still to be decoded from
+	// Raw.
+	lazy bool
 }
 
-// SetLazy makes fill the function that Materialize calls to fill Series and
-// Metadata; until then they are empty and Raw holds the request.
-func (r *Request) SetLazy(fill func()) { r.lazy = fill }
+// SetRaw makes raw the request, in the form: Series and Metadata are
+// decoded from it on Materialize.
+func (r *Request) SetRaw(raw *RawV1) {
+	r.Raw, r.lazy = raw, raw != nil
+	r.Series, r.Metadata = r.Series[:0], r.Metadata[:0]
+}
 
-// Materialize fills Series and Metadata if the receiver left them to be
-// decoded on demand (Raw is set then). Call it before reading or changing
-// Series or Metadata; it is cheap once done. Not safe for concurrent use.
+// Materialize fills Series and Metadata from Raw if they were not yet.
+// Call it before reading or changing Series or Metadata; it is cheap once
+// done. It is for the rare uses that need a request's points one by one:
+// the gateway itself forwards the form. Not safe for concurrent use.
 func (r *Request) Materialize() {
-	if fill := r.lazy; fill != nil {
-		r.lazy = nil
-		fill()
+	if !r.lazy {
+		return
 	}
+	r.lazy = false
+	raw := r.Raw
+	var sb labels.ScratchBuilder
+	for _, rs := range raw.Series {
+		s, err := readSeries(rs.Bytes(raw.Msg), &sb)
+		if err == nil { // the form was validated: always
+			r.Series = append(r.Series, s)
+		}
+	}
+	for _, sp := range raw.Metadata {
+		var md prompb.MetricMetadata
+		if md.Unmarshal(sp.Bytes(raw.Msg)) == nil {
+			r.Metadata = append(r.Metadata, FamilyMetadata{MetricFamilyName: md.MetricFamilyName,
+				Metadata: Metadata{Type: MetricTypeFromV1(md.Type), Help: md.Help, Unit: md.Unit}})
+		}
+	}
+}
+
+// readSeries decodes a series in the form, extensions included.
+func readSeries(ts []byte, sb *labels.ScratchBuilder) (s Series, err error) {
+	if s.Labels, err = SeriesLabels(ts, sb); err != nil {
+		return s, err
+	}
+	if s.Metadata, _, err = SeriesMetadata(ts); err != nil {
+		return s, err
+	}
+	for len(ts) > 0 {
+		var f field
+		if f, ts, err = nextField(ts); err != nil {
+			return s, err
+		}
+		switch f.num {
+		case fieldSamples:
+			var x writev2.Sample
+			err = x.Unmarshal(f.v)
+			s.Samples = append(s.Samples, Sample{Value: x.Value, Timestamp: x.Timestamp, StartTimestamp: x.StartTimestamp})
+		case fieldHistograms:
+			var h Histogram
+			err = h.Unmarshal(f.v)
+			s.Histograms = append(s.Histograms, h)
+		case fieldExemplars:
+			var e prompb.Exemplar
+			err = e.Unmarshal(f.v)
+			sb.Reset()
+			for _, l := range e.Labels {
+				sb.Add(l.Name, l.Value)
+			}
+			sb.Sort()
+			s.Exemplars = append(s.Exemplars, Exemplar{Labels: sb.Labels(), Value: e.Value, Timestamp: e.Timestamp})
+		}
+		if err != nil {
+			return s, err
+		}
+	}
+	return s, nil
 }
 
 // Lazy reports whether Series and Metadata are still to be filled by
 // Materialize: Raw holds the request.
-func (r *Request) Lazy() bool { return r.lazy != nil }
+func (r *Request) Lazy() bool { return r.lazy }
 
 // NumSeries returns the number of series, without materializing them.
 func (r *Request) NumSeries() int {
-	if r.lazy != nil {
+	if r.lazy {
 		return len(r.Raw.Series)
 	}
 	return len(r.Series)
@@ -124,7 +183,7 @@ func (r *Request) NumSeries() int {
 // NumMetadata returns the number of 1.0 family metadata entries, without
 // materializing them.
 func (r *Request) NumMetadata() int {
-	if r.lazy != nil {
+	if r.lazy {
 		return len(r.Raw.Metadata)
 	}
 	return len(r.Metadata)
@@ -133,7 +192,7 @@ func (r *Request) NumMetadata() int {
 // Counts returns the number of float samples, histogram samples and
 // exemplars in r.
 func (r *Request) Counts() (samples, histograms, exemplars int) {
-	if r.lazy != nil {
+	if r.lazy {
 		return r.Raw.Samples, r.Raw.Histograms, r.Raw.Exemplars
 	}
 	for i := range r.Series {
@@ -149,7 +208,7 @@ func (r *Request) Counts() (samples, histograms, exemplars int) {
 // materialized. The bytes are valid during the call only and must not be
 // changed. fn returns false to stop.
 func (r *Request) EachLabel(fn func(series int, name, value []byte) bool) {
-	if r.lazy != nil {
+	if r.lazy {
 		for i, rs := range r.Raw.Series {
 			more := true
 			_ = RangeRawLabels(rs.Bytes(r.Raw.Msg), func(name, value []byte) {
@@ -175,7 +234,7 @@ func (r *Request) EachLabel(fn func(series int, name, value []byte) bool) {
 // SeriesLabels returns the labels of series i of r, from Raw while Series
 // are not materialized.
 func (r *Request) SeriesLabels(i int) labels.Labels {
-	if r.lazy != nil {
+	if r.lazy {
 		var sb labels.ScratchBuilder
 		ls, _ := SeriesLabels(r.Raw.Series[i].Bytes(r.Raw.Msg), &sb)
 		return ls

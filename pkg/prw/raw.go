@@ -33,6 +33,9 @@ type RawV1 struct {
 	// Ext reports whether a series has the form's 2.0 extensions (see
 	// AppendSeries).
 	Ext bool
+	// AsSent reports whether Msg is the message as the client sent it,
+	// whose compressed form is then Compressed.
+	AsSent bool
 }
 
 // Span is a message inside RawV1.Msg: Msg[Off:Off+Len].

@@ -151,19 +151,20 @@ func appendVarintField(b []byte, num protowire.Number, v int64) []byte {
 	return protowire.AppendVarint(b, uint64(v))
 }
 
-func stringLen(num protowire.Number, s string) int {
-	if s == "" {
+func stringLen[S string | []byte](num protowire.Number, s S) int {
+	if len(s) == 0 {
 		return 0
 	}
 	return protowire.SizeTag(num) + protowire.SizeBytes(len(s))
 }
 
-func appendStringField(b []byte, num protowire.Number, s string) []byte {
-	if s == "" {
+func appendStringField[S string | []byte](b []byte, num protowire.Number, s S) []byte {
+	if len(s) == 0 {
 		return b
 	}
 	b = protowire.AppendTag(b, num, protowire.BytesType)
-	return protowire.AppendString(b, s)
+	b = protowire.AppendVarint(b, uint64(len(s)))
+	return append(b, s...)
 }
 
 func appendMetadataField(b []byte, m Metadata) []byte {

@@ -1,6 +1,7 @@
 package prw
 
 import (
+	"bytes"
 	"fmt"
 	"math"
 	"strconv"
@@ -52,15 +53,12 @@ type InvalidSeries struct {
 	Bytes int
 	// First describes the first refused series, for the response body.
 	First string
-	// sizes are the wire sizes of the request's series, by index.
-	sizes []int
 }
 
-func (v *InvalidSeries) reset() { *v = InvalidSeries{} }
-
-// add records that series number idx (in request order) was refused. ls
-// holds its labels if they are known, else is empty.
-func (v *InvalidSeries) add(reason InvalidReason, idx int, ls labels.Labels, detail string) {
+// add records that series number idx (in request order), of size bytes on
+// the wire, was refused. ls holds its labels if they are known, else is
+// empty.
+func (v *InvalidSeries) add(reason InvalidReason, idx, size int, ls labels.Labels, detail string) {
 	if v.Count == 0 {
 		if ls.IsEmpty() {
 			v.First = fmt.Sprintf("series #%d: %s", idx, detail)
@@ -70,44 +68,62 @@ func (v *InvalidSeries) add(reason InvalidReason, idx int, ls labels.Labels, det
 	}
 	v.Count++
 	v.ByReason[reason]++
-	if idx < len(v.sizes) {
-		v.Bytes += v.sizes[idx]
-	}
+	v.Bytes += size
 }
 
-// ValidateLabels checks a series' sorted labels: not empty, no empty or
-// duplicate names, valid UTF-8 (if checkUTF8: a 2.0 decoder checks its
-// symbols once instead), a non-empty __name__. ok is false when ls is
-// invalid, with why.
+// labelPair is one label as the decoders read it: bytes of the message,
+// and for 2.0 the index of its name in the series' refs.
+type labelPair struct {
+	name, value []byte
+	ref         int
+}
+
+// ValidateLabels checks a series' sorted labels: see validatePairs.
 func ValidateLabels(ls labels.Labels, checkUTF8 bool) (reason InvalidReason, detail string, ok bool) {
-	if ls.IsEmpty() {
+	var pairs []labelPair
+	ls.Range(func(l labels.Label) {
+		pairs = append(pairs, labelPair{name: stringBytes(l.Name), value: stringBytes(l.Value)})
+	})
+	return validatePairs(pairs, checkUTF8)
+}
+
+// validatePairs checks a series' labels, sorted by name: not empty, no
+// empty or duplicate names, valid UTF-8 (if checkUTF8: a 2.0 decoder
+// checks its symbols once instead), a non-empty __name__. ok is false when
+// they are invalid, with why. Every decoder validates labels with it.
+func validatePairs(pairs []labelPair, checkUTF8 bool) (reason InvalidReason, detail string, ok bool) {
+	if len(pairs) == 0 {
 		return invalidEmptyLabels, "no labels", false
 	}
-	ok = true
-	var prev string
-	first, hasName := true, false
-	ls.Range(func(l labels.Label) {
-		if !ok {
-			return
-		}
+	hasName := false
+	for i, l := range pairs {
 		switch {
-		case l.Name == "":
-			reason, detail, ok = invalidEmptyLabelName, "empty label name", false
-		case checkUTF8 && !utf8.ValidString(l.Name):
-			reason, detail, ok = invalidUTF8, "label name "+strconv.Quote(l.Name)+" is not valid UTF-8", false
-		case checkUTF8 && !utf8.ValidString(l.Value):
-			reason, detail, ok = invalidUTF8, "value of label "+strconv.Quote(l.Name)+" is not valid UTF-8", false
-		case !first && l.Name == prev:
-			reason, detail, ok = invalidDuplicateLabel, "duplicate label name "+strconv.Quote(l.Name), false
-		case l.Name == labels.MetricName && l.Value != "":
+		case len(l.name) == 0:
+			return invalidEmptyLabelName, "empty label name", false
+		case checkUTF8 && !utf8.Valid(l.name):
+			return invalidUTF8, "label name " + strconv.Quote(string(l.name)) + " is not valid UTF-8", false
+		case checkUTF8 && !utf8.Valid(l.value):
+			return invalidUTF8, "value of label " + strconv.Quote(string(l.name)) + " is not valid UTF-8", false
+		case i > 0 && bytes.Equal(l.name, pairs[i-1].name):
+			return invalidDuplicateLabel, "duplicate label name " + strconv.Quote(string(l.name)), false
+		case string(l.name) == labels.MetricName && len(l.value) > 0:
 			hasName = true
 		}
-		prev, first = l.Name, false
-	})
-	if ok && !hasName {
+	}
+	if !hasName {
 		return invalidMetricName, "missing or empty " + labels.MetricName, false
 	}
-	return reason, detail, ok
+	return 0, "", true
+}
+
+// pairsLabels returns pairs as a label set, for messages.
+func pairsLabels(pairs []labelPair) labels.Labels {
+	var sb labels.ScratchBuilder
+	for _, p := range pairs {
+		sb.Add(string(p.name), string(p.value))
+	}
+	sb.Sort()
+	return sb.Labels()
 }
 
 // refsValid reports whether refs are name/value pairs of indexes into a

@@ -13,17 +13,12 @@
 //
 // # Ownership
 //
-// The Handler reuses, for later requests, the memory of the prw.Request it
-// passes to Enqueue: the Series, Samples, Histograms (and their span, delta
-// and count slices), Exemplars and Metadata slices. An Enqueuer must not
-// retain the request or any of those slices after Enqueue returns; it copies
-// what it keeps. Strings and labels.Labels values in the request are
-// ordinary immutable Go values, never backed by pooled memory, and may be
-// retained. The request's Raw form (see prw.RawV1) is all pooled memory.
-//
-// A remote write 1.0 request whose series are all valid, sorted and plainly
-// encoded reaches the Enqueuer with Raw set and its Series and Metadata not
-// yet decoded: an Enqueuer that reads them calls req.Materialize first.
+// Every request reaches the Enqueuer in the form (prw.Request.Raw, see
+// prw.AppendSeries), its Series and Metadata not decoded: an Enqueuer that
+// reads them calls req.Materialize first. The form is pooled memory that
+// the Handler reuses for later requests: an Enqueuer must not retain the
+// request or anything it points to after Enqueue returns; it copies what
+// it keeps.
 package receiver
 
 import (
@@ -216,7 +211,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	req := &d.Req
-	if req.Raw != nil {
+	if req.Raw.AsSent {
 		req.Raw.Compressed = body
 	}
 	if req.NumSeries() > 0 || req.NumMetadata() > 0 {
@@ -239,7 +234,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if d.Invalid.Count > 0 {
 		h.reject(w, http.StatusBadRequest, registry.ReasonInvalidSeries,
 			fmt.Sprintf("%d of %d series refused, the rest were accepted; first: %s",
-				d.Invalid.Count, d.Invalid.Count+len(req.Series), d.Invalid.First), nil)
+				d.Invalid.Count, d.Invalid.Count+req.NumSeries(), d.Invalid.First), nil)
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)

@@ -196,7 +196,7 @@ func setLabels(req *prw.Request, extra labels.Labels) {
 	}
 	if req.Raw != nil && req.Lazy() {
 		if raw, _, err := prw.Relabel(req.Raw, lb, set); err == nil {
-			req.Raw = raw
+			req.SetRaw(raw)
 			return
 		}
 	}
