@@ -165,8 +165,25 @@ func BenchmarkEndToEnd(b *testing.B) {
 // same series, 1.0-encoded and snappy-compressed, go through the
 // receiver's handler (decode included), so they take the raw fast path.
 func BenchmarkEndToEndRaw(b *testing.B) {
-	for _, mode := range []string{config.StorageMemory, config.StorageDisk} {
-		b.Run("queue="+mode+"/input=raw", func(b *testing.B) {
+	for _, in := range []struct {
+		name  string
+		proto prw.Protocol
+		body  []byte
+	}{
+		{"raw", prw.ProtoV1, rwtest.Encode(rwtest.V1Request(benchBatch, 1))},
+		{"v2", prw.ProtoV2, rwtest.Encode(rwtest.V2Request(benchBatch, 1))},
+	} {
+		for _, mode := range []string{config.StorageMemory, config.StorageDisk} {
+			benchEndToEndHTTP(b, mode, in.name, in.proto, in.body)
+		}
+	}
+}
+
+// benchEndToEndHTTP is one run of BenchmarkEndToEndRaw: body, a request of
+// benchBatch samples in proto, to a 1.0 upstream with a mode queue.
+func benchEndToEndHTTP(b *testing.B, mode, input string, proto prw.Protocol, body []byte) {
+	{
+		b.Run("queue="+mode+"/input="+input, func(b *testing.B) {
 			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				_, _ = io.Copy(io.Discard, r.Body)
 				w.WriteHeader(http.StatusNoContent)
@@ -187,14 +204,13 @@ func BenchmarkEndToEndRaw(b *testing.B) {
 			}
 			defer m.Stop(context.Background())
 			h := receiver.NewHandler(nil, registry.NewReceiverMetrics(prometheus.NewRegistry()), allUpstreams{m}, receiver.Options{})
-			body := rwtest.Encode(rwtest.V1Request(benchBatch, 1))
 			sent := reg.SentSamples.WithLabelValues("u")
 			b.ReportAllocs()
 			want := 0.0
 			for b.Loop() {
 				for {
 					rec := httptest.NewRecorder()
-					h.ServeHTTP(rec, rwtest.NewHTTPRequest(prw.ProtoV1, body))
+					h.ServeHTTP(rec, rwtest.NewHTTPRequest(proto, body))
 					if rec.Code == http.StatusNoContent {
 						break
 					}

@@ -92,13 +92,14 @@ func (e *encoder) marshalV1(items []item, meta bool) (batchStats, error) {
 		}
 		var err error
 		walkErr := rangeChunk(it.raw, func(ts []byte, _ prw.RawSeries, _ int) bool {
-			var md prw.Metadata
-			var ok bool
-			if b, md, ok, e.scratch, err = prw.AppendV1(b, ts, e.scratch); err != nil {
+			var md []byte
+			if b, md, e.scratch, err = prw.AppendV1(b, ts, e.scratch); err != nil {
 				return false
 			}
-			if ok {
-				addFamily(prw.FamilyName(prw.MetricName(ts), md.Type), md)
+			if md != nil && meta {
+				if name := prw.SeriesFamily(ts, md); !e.hasFamily(name) {
+					addFamily(string(name), prw.ReadMetadata(md))
+				}
 			}
 			return true
 		})
@@ -151,6 +152,12 @@ func (e *encoder) marshalV2(items []item, meta bool) (batchStats, error) {
 	}
 	e.pbuf = e.v2.AppendRequest(e.pbuf[:0])
 	return st, nil
+}
+
+// hasFamily reports whether the batch has the metadata of family name.
+func (e *encoder) hasFamily(name []byte) bool {
+	_, ok := e.families[string(name)]
+	return ok
 }
 
 // cmpErr returns the first of errs that is not nil.

@@ -312,9 +312,6 @@ func (m *Manager) Enqueue(ctx context.Context, req *prw.Request, routes func(ups
 	// Every upstream is prepared from the request in the form: as the
 	// receiver's scan found it, or written in it once, here.
 	r := request{req: req, form: req.Raw, external: set.external, lb: m.builders.Get().(*labels.Builder)}
-	if req.Raw != nil && !req.Raw.Ext {
-		r.v1 = req.Raw
-	}
 	if req.Raw == nil {
 		req.Materialize()
 	}

@@ -249,7 +249,7 @@ func (d *recordDecoder) items(req *prw.Request) []item {
 	raw := req.Raw
 	if raw == nil {
 		req.Materialize()
-		raw = d.synth.synthesize(req, false)
+		raw = d.synth.synthesize(req)
 	}
 	items, _ := rawItems(raw, d.shards, d.maxN, d.maxB, true)
 	return items

@@ -39,22 +39,29 @@ type chunkLayout struct {
 	shardOf            []int
 }
 
-// view returns the request in the form (v2) or as 1.0 upstreams take it.
+// view returns the request in the form (v2), or as 1.0 upstreams take
+// it: without the form's extensions, which only 2.0 data has.
 func (r *request) view(v2 bool) *prw.RawV1 {
-	p := &r.v1
-	if v2 {
-		p = &r.form
+	if r.form == nil {
+		r.form = r.synthesizer().synthesize(r.req)
 	}
-	if *p == nil {
-		sy := synthesizers.Get().(*synthesizer)
-		r.synths = append(r.synths, sy)
-		if r.req.Raw != nil {
-			*p = sy.strip(r.req.Raw) // the 1.0 view of a form with extensions
-		} else {
-			*p = sy.synthesize(r.req, !v2)
+	if v2 {
+		return r.form
+	}
+	if r.v1 == nil {
+		r.v1 = r.form
+		if r.form.Ext {
+			r.v1 = r.synthesizer().strip(r.form)
 		}
 	}
-	return *p
+	return r.v1
+}
+
+// synthesizer returns a pooled synthesizer that release gives back.
+func (r *request) synthesizer() *synthesizer {
+	sy := synthesizers.Get().(*synthesizer)
+	r.synths = append(r.synths, sy)
+	return sy
 }
 
 // release gives back the buffers of the views.

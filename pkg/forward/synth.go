@@ -3,19 +3,16 @@ package forward
 import (
 	"sync"
 
-	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/prompb"
 	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/rwgateway/gateway/pkg/prw"
 )
 
-// A request reaches the Manager in the form (see prw.AppendSeries) when
-// the receiver's scan accepted its 1.0 bytes as they are; otherwise it is
-// decoded into prw.Series (a 2.0 request, a 1.0 one the scan left to the
-// full decoder, one whose labels a tenant changed). synthesize is the one
-// conversion from that decoded form to the form every upstream is
-// prepared, queued and encoded from.
+// A request the receiver decoded reaches the Manager in the form (see
+// prw.AppendSeries). A request of decoded series (prw.Request.Series, as
+// tests and legacy queue records make them) is written in it once, by
+// synthesize; strip is the form without its extensions, for 1.0 upstreams.
 
 // synthesizer holds the buffers of one request's form. The Manager pools
 // them: a synthesized RawV1 is valid until the synthesizer is put back,
@@ -24,48 +21,28 @@ type synthesizer struct {
 	raw      prw.RawV1
 	scratch  []byte
 	families map[string]struct{}
-	pending  []prw.FamilyMetadata
+	pending  []pendingFamily
 }
+
+// pendingFamily is a series with metadata, and that metadata, whose family
+// strip has yet to see.
+type pendingFamily struct{ series, md []byte }
 
 var synthesizers = sync.Pool{New: func() any { return &synthesizer{families: map[string]struct{}{}} }}
 
-// synthesize returns req, a decoded request, in the form: its series, and
-// its 1.0 family metadata as MetricMetadata fields. With v1 set the series
-// are written without the form's extensions, as 1.0 upstreams are sent
-// them, and the metadata of 2.0 series becomes 1.0 family metadata, one
-// entry per family.
-func (sy *synthesizer) synthesize(req *prw.Request, v1 bool) *prw.RawV1 {
+// synthesize returns req, a request of decoded series, in the form: its
+// series, and its 1.0 family metadata as MetricMetadata fields.
+func (sy *synthesizer) synthesize(req *prw.Request) *prw.RawV1 {
 	raw := &sy.raw
 	*raw = prw.RawV1{Msg: raw.Msg[:0], Series: raw.Series[:0], Metadata: raw.Metadata[:0]}
 	b := raw.Msg
-	appendSeries := prw.AppendSeries
-	if v1 {
-		appendSeries = prw.AppendSeriesV1
-	}
 	for i := range req.Series {
 		var rs prw.RawSeries
-		b, rs, sy.scratch = appendSeries(b, &req.Series[i], sy.scratch)
+		b, rs, sy.scratch = prw.AppendSeries(b, &req.Series[i], sy.scratch)
 		raw.Append(rs)
 	}
 	for _, fm := range req.Metadata {
 		b = sy.appendFamily(b, raw, fm.MetricFamilyName, fm.Metadata)
-	}
-	if v1 {
-		clear(sy.families)
-		for _, fm := range req.Metadata {
-			sy.families[fm.MetricFamilyName] = struct{}{}
-		}
-		for i := range req.Series {
-			s := &req.Series[i]
-			if s.Metadata.Empty() {
-				continue
-			}
-			name := prw.FamilyName(s.Labels.Get(labels.MetricName), s.Metadata.Type)
-			if _, ok := sy.families[name]; !ok {
-				sy.families[name] = struct{}{}
-				b = sy.appendFamily(b, raw, name, s.Metadata)
-			}
-		}
 	}
 	raw.Msg = b
 	return raw
@@ -84,19 +61,18 @@ func (sy *synthesizer) strip(raw *prw.RawV1) *prw.RawV1 {
 		ts := rs.Bytes(raw.Msg)
 		start := len(b)
 		var (
-			md  prw.Metadata
-			ok  bool
+			md  []byte
 			err error
 		)
-		if b, md, ok, sy.scratch, err = prw.AppendV1(b, ts, sy.scratch); err != nil {
+		if b, md, sy.scratch, err = prw.AppendV1(b, ts, sy.scratch); err != nil {
 			b = b[:start] // the form was validated: not reached
 			continue
 		}
 		cur := rs
 		cur.Span, cur.Ext = fieldSpan(b, start), false
 		out.Append(cur)
-		if ok {
-			sy.pending = append(sy.pending, prw.FamilyMetadata{MetricFamilyName: prw.FamilyName(prw.MetricName(ts), md.Type), Metadata: md})
+		if md != nil {
+			sy.pending = append(sy.pending, pendingFamily{series: ts, md: md})
 		}
 	}
 	for _, sp := range raw.Metadata {
@@ -109,10 +85,11 @@ func (sy *synthesizer) strip(raw *prw.RawV1) *prw.RawV1 {
 			sy.families[md.MetricFamilyName] = struct{}{}
 		}
 	}
-	for _, fm := range sy.pending {
-		if _, ok := sy.families[fm.MetricFamilyName]; !ok {
-			sy.families[fm.MetricFamilyName] = struct{}{}
-			b = sy.appendFamily(b, out, fm.MetricFamilyName, fm.Metadata)
+	for _, p := range sy.pending {
+		name := prw.SeriesFamily(p.series, p.md)
+		if _, ok := sy.families[string(name)]; !ok {
+			sy.families[string(name)] = struct{}{}
+			b = sy.appendFamily(b, out, string(name), prw.ReadMetadata(p.md))
 		}
 	}
 	out.Msg = b

@@ -147,7 +147,7 @@ func TestSynthesizeSpans(t *testing.T) {
 	}
 	sy := synthesizers.Get().(*synthesizer)
 	defer synthesizers.Put(sy)
-	raw := sy.synthesize(req, false)
+	raw := sy.synthesize(req)
 	require.NotNil(t, raw)
 	require.Len(t, raw.Series, 5)
 	require.Equal(t, 10, raw.Samples)
@@ -165,7 +165,7 @@ func TestSynthesizeSpans(t *testing.T) {
 	}
 	// Reused: a second request starts from scratch.
 	req.Series = req.Series[:2]
-	raw = sy.synthesize(req, false)
+	raw = sy.synthesize(req)
 	require.Len(t, raw.Series, 2)
 	require.Equal(t, 4, raw.Samples)
 }
@@ -205,7 +205,7 @@ func TestSynthesizeRandomFloatSeries(t *testing.T) {
 			}
 			req.Series = append(req.Series, s)
 		}
-		raw := sy.synthesize(req, false)
+		raw := sy.synthesize(req)
 		require.NotNil(t, raw)
 		require.Len(t, raw.Series, len(req.Series))
 		for i, rs := range raw.Series {
@@ -224,7 +224,7 @@ func TestSynthesizeRandomFloatSeries(t *testing.T) {
 // +0), byte for byte as the generated code marshals it.
 func requireV1Series(t *testing.T, s *prw.Series, form []byte) {
 	t.Helper()
-	b, _, _, _, err := prw.AppendV1(nil, form, nil)
+	b, _, _, err := prw.AppendV1(nil, form, nil)
 	require.NoError(t, err)
 	v, n := protowire.ConsumeBytes(b[1:])
 	require.Equal(t, len(b)-1, n)

@@ -61,7 +61,7 @@ func TestFamilyName(t *testing.T) {
 	counter := prw.Metadata{Type: writev2.Metadata_METRIC_TYPE_COUNTER, Help: "c"}
 	raw := sy.synthesize(&prw.Request{Metadata: []prw.FamilyMetadata{
 		{MetricFamilyName: "up", Metadata: gauge}, {MetricFamilyName: "requests", Metadata: counter},
-	}}, false)
+	}})
 	var r request
 	for name, want := range map[string]prw.Metadata{"up": gauge, "requests_total": counter, "requests": counter, "up_total": gauge, "down": {}} {
 		got, ok := r.family(raw, name)

@@ -9,18 +9,13 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 )
 
-// The raw scan is the 1.0 decoder's fast path. It walks the message once
-// with protowire, allocating nothing, and accepts it only if the full
-// decoder (unmarshalV1 and convertV1) would accept every series unchanged:
-// every label set sorted by name with no duplicates, no empty names, valid
-// UTF-8, a non-empty __name__, at least one sample, histogram or exemplar
-// per series, consistent histograms; and nothing the full decoder would
-// drop or read differently (unknown fields, a repeated scalar field, a
-// wrong wire type). Anything else, an invalid series included, goes to the
-// full decoder, which gives the same answer and counters as ever.
-//
-// An accepted request is passed on as Request.Raw, its Series and
-// Metadata left for Materialize to fill with the full decoder's result.
+// The scan is the 1.0 decoder's fast path. It walks the message once with
+// protowire, allocating nothing, and accepts a series only if it is valid
+// and already in the form: labels sorted by name with no duplicates, no
+// empty names, valid UTF-8, a non-empty __name__, at least one sample,
+// histogram or exemplar, consistent histograms, and nothing that decoding
+// would drop or read differently (unknown fields, a repeated scalar field,
+// a wrong wire type). decodeV1 repairs or refuses the rest.
 
 // scanV1 scans msg into d.raw and reports whether the request can be passed
 // on raw.
@@ -63,7 +58,7 @@ func scanV1(d *Decoded, msg []byte) bool {
 }
 
 // scanV1Series checks one TimeSeries and returns its hash and counts; ok is
-// false if it needs the full decoder.
+// false if it is not valid in the form as it is.
 //
 // The labels Prometheus sends come first, canonically encoded with short
 // lengths (SmallLabel): those are checked for UTF-8 and hashed in one

@@ -104,7 +104,7 @@ func (d *Decoded) seriesV2(b []byte, idx int, ts []byte) ([]byte, error) {
 	}
 	pairs := d.pairs[:0]
 	for j := 0; j < len(refs); j += 2 {
-		pairs = append(pairs, labelPair{name: d.syms[refs[j]], value: d.syms[refs[j+1]], ref: j})
+		pairs = append(pairs, labelPair{name: d.syms[refs[j]], value: d.syms[refs[j+1]]})
 	}
 	if !slices.IsSortedFunc(pairs, comparePairs) {
 		slices.SortStableFunc(pairs, comparePairs)

@@ -127,7 +127,7 @@ func (e *V2Encoder) appendExemplar(b, msg []byte) ([]byte, error) {
 		}
 		m = r
 		if f.num == 1 && f.typ == protowire.BytesType {
-			name, value, ok := RawLabel(f.v)
+			name, value, ok := scanV1Label(f.v)
 			if !ok {
 				return b, ErrMalformed
 			}

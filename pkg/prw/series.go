@@ -4,9 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"math"
-	"strings"
 
-	"github.com/cespare/xxhash/v2"
 	"github.com/prometheus/prometheus/model/labels"
 	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -56,25 +54,11 @@ var ErrMalformed = errors.New("malformed series")
 // the series' descriptor: Span is where its message is in the returned b.
 // scratch is reused and returned.
 func AppendSeries(b []byte, s *Series, scratch []byte) ([]byte, RawSeries, []byte) {
-	return appendSeries(b, s, scratch, true)
-}
-
-// AppendSeriesV1 is AppendSeries without the extensions: the series as a
-// 1.0 upstream is sent it, without start timestamps and metadata.
-func AppendSeriesV1(b []byte, s *Series, scratch []byte) ([]byte, RawSeries, []byte) {
-	return appendSeries(b, s, scratch, false)
-}
-
-func appendSeries(b []byte, s *Series, scratch []byte, ext bool) ([]byte, RawSeries, []byte) {
 	body := AppendLabels(scratch[:0], s.Labels)
-	rs := RawSeries{Hash: xxhash.Sum64(body)}
+	rs := RawSeries{Hash: hashCanonical(body)}
 	for _, x := range s.Samples {
-		start := x.StartTimestamp
-		if !ext {
-			start = 0
-		}
-		body = appendSample(body, x.Value, x.Timestamp, start)
-		rs.Ext = rs.Ext || start != 0
+		body = appendSample(body, x.Value, x.Timestamp, x.StartTimestamp)
+		rs.Ext = rs.Ext || x.StartTimestamp != 0
 	}
 	for _, e := range s.Exemplars {
 		n := labelsLen(e.Labels) + floatLen(e.Value) + varintLen(fieldExemplars, e.Timestamp)
@@ -87,11 +71,6 @@ func appendSeries(b []byte, s *Series, scratch []byte, ext bool) ([]byte, RawSer
 	for i := range s.Histograms {
 		h := &s.Histograms[i]
 		n := h.Size()
-		if !ext && h.StartTimestamp != 0 {
-			c := *h
-			c.StartTimestamp = 0
-			h, n = &c, c.Size()
-		}
 		body = protowire.AppendTag(body, fieldHistograms, protowire.BytesType)
 		body = protowire.AppendVarint(body, uint64(n))
 		body = append(body, make([]byte, n)...)
@@ -99,7 +78,7 @@ func appendSeries(b []byte, s *Series, scratch []byte, ext bool) ([]byte, RawSer
 		_, _ = h.MarshalToSizedBuffer(body[len(body)-n:])
 		rs.Ext = rs.Ext || h.StartTimestamp != 0
 	}
-	if ext && !s.Metadata.Empty() {
+	if !s.Metadata.Empty() {
 		body = appendMetadataField(body, s.Metadata)
 		rs.Ext = true
 	}
@@ -236,23 +215,8 @@ func SeriesMetadata(ts []byte) (md Metadata, ok bool, err error) {
 		if f, b, err = nextField(b); err != nil {
 			return md, false, err
 		}
-		if f.num != fieldMetadata || f.typ != protowire.BytesType {
-			continue
-		}
-		ok = true
-		for m := f.v; len(m) > 0; {
-			var g field
-			if g, m, err = nextField(m); err != nil {
-				return md, false, err
-			}
-			switch {
-			case g.num == fieldMetadataType && g.typ == protowire.VarintType:
-				md.Type = MetricType(g.u)
-			case g.num == fieldMetadataHelp && g.typ == protowire.BytesType:
-				md.Help = string(g.v)
-			case g.num == fieldMetadataUnit && g.typ == protowire.BytesType:
-				md.Unit = string(g.v)
-			}
+		if f.num == fieldMetadata && f.typ == protowire.BytesType {
+			md, ok = ReadMetadata(f.v), true
 		}
 	}
 	return md, ok, nil
@@ -283,59 +247,107 @@ func appendField(b []byte, num protowire.Number, msg []byte) ([]byte, Span) {
 }
 
 // AppendV1 appends the series ts to b as a plain 1.0 TimeSeries field:
-// without start timestamps and metadata, which it returns (ok is false
-// when the series has none).
-func AppendV1(b, ts, scratch []byte) (out []byte, md Metadata, ok bool, scratch2 []byte, err error) {
-	body := scratch[:0]
-	for rest := ts; len(rest) > 0; {
+// without start timestamps and metadata. It returns the value of the
+// metadata extension, nil when the series has none (see ReadMetadata and
+// SeriesFamily).
+func AppendV1(b, ts, scratch []byte) (out, md, scratch2 []byte, err error) {
+	// The labels come first: copied as one block.
+	off := 0
+	for off < len(ts) {
+		n, _, _, ok := SmallLabel(ts[off:])
+		if !ok {
+			break
+		}
+		off += n
+	}
+	body := append(scratch[:0], ts[:off]...)
+	for rest := ts[off:]; len(rest) > 0; {
 		var f field
 		if f, rest, err = nextField(rest); err != nil {
-			return b, md, false, body, err
+			return b, nil, body, err
 		}
 		switch {
 		case f.num == fieldSamples && f.typ == protowire.BytesType:
 			body = appendWithout(body, fieldSamples, f, fieldSampleStart)
 		case f.num == fieldHistograms && f.typ == protowire.BytesType:
 			body = appendWithout(body, fieldHistograms, f, fieldHistogramStart)
-		case f.num == fieldMetadata:
-			if md, ok, err = SeriesMetadata(f.whole); err != nil {
-				return b, md, false, body, err
-			}
+		case f.num == fieldMetadata && f.typ == protowire.BytesType:
+			md = f.v
 		default:
 			body = append(body, f.whole...)
 		}
 	}
 	b, _ = appendField(b, fieldLabels, body)
-	return b, md, ok, body, nil
+	return b, md, body, nil
+}
+
+// ReadMetadata reads the value of a series' metadata extension.
+func ReadMetadata(m []byte) Metadata {
+	var md Metadata
+	for len(m) > 0 {
+		g, rest, err := nextField(m)
+		if err != nil {
+			break
+		}
+		m = rest
+		switch {
+		case g.num == fieldMetadataType && g.typ == protowire.VarintType:
+			md.Type = MetricType(g.u)
+		case g.num == fieldMetadataHelp && g.typ == protowire.BytesType:
+			md.Help = string(g.v)
+		case g.num == fieldMetadataUnit && g.typ == protowire.BytesType:
+			md.Unit = string(g.v)
+		}
+	}
+	return md
+}
+
+// SeriesFamily returns the 1.0 family name of the series ts whose metadata
+// extension holds md (see AppendV1), without allocating: it points into
+// ts.
+func SeriesFamily(ts, md []byte) []byte {
+	var typ MetricType
+	for len(md) > 0 {
+		g, rest, err := nextField(md)
+		if err != nil {
+			break
+		}
+		md = rest
+		if g.num == fieldMetadataType && g.typ == protowire.VarintType {
+			typ = MetricType(g.u)
+		}
+	}
+	return FamilyName(metricName(ts), typ)
 }
 
 // appendWithout appends the message field f as field num, without its
 // fields numbered drop.
 func appendWithout(b []byte, num protowire.Number, f field, drop protowire.Number) []byte {
-	n, has := 0, false
-	for m := f.v; len(m) > 0; {
-		g, rest, err := nextField(m)
-		if err != nil {
-			return append(b, f.whole...)
-		}
-		m = rest
-		if g.num == drop {
-			has = true
-			continue
-		}
-		n += len(g.whole)
-	}
-	if !has {
-		return append(b, f.whole...)
-	}
+	start := len(b)
 	b = protowire.AppendTag(b, num, protowire.BytesType)
-	b = protowire.AppendVarint(b, uint64(n))
+	lenAt := len(b)
+	room := protowire.SizeVarint(uint64(len(f.v))) // the length is at most this long
+	b = append(b, make([]byte, room)...)
 	for m := f.v; len(m) > 0; {
-		g, rest, _ := nextField(m)
-		m = rest
-		if g.num != drop {
-			b = append(b, g.whole...)
+		fn, typ, n := protowire.ConsumeTag(m)
+		k := -1
+		if n > 0 {
+			k = protowire.ConsumeFieldValue(fn, typ, m[n:])
 		}
+		if k < 0 {
+			return append(b[:start], f.whole...)
+		}
+		if fn != drop {
+			b = append(b, m[:n+k]...)
+		}
+		m = m[n+k:]
+	}
+	n := len(b) - lenAt - room
+	var tmp [binary.MaxVarintLen64]byte
+	l := protowire.AppendVarint(tmp[:0], uint64(n))
+	copy(b[lenAt:], l)
+	if len(l) < room { // the message got shorter: close the gap
+		b = append(b[:lenAt+len(l)], b[lenAt+room:]...)
 	}
 	return b
 }
@@ -425,11 +437,24 @@ func pointTime(kind int, msg []byte) (int64, error) {
 }
 
 // MetricName returns the value of the __name__ label of the series ts.
-func MetricName(ts []byte) string {
-	var name string
+func MetricName(ts []byte) string { return string(metricName(ts)) }
+
+func metricName(ts []byte) []byte {
+	// Sorted labels have __name__ first, or nearly.
+	for b := ts; len(b) > 0; {
+		n, name, value, ok := SmallLabel(b)
+		if !ok {
+			break
+		}
+		if string(name) == labels.MetricName {
+			return value
+		}
+		b = b[n:]
+	}
+	var name []byte
 	_ = RangeRawLabels(ts, func(n, v []byte) {
-		if string(n) == "__name__" {
-			name = string(v)
+		if string(n) == labels.MetricName {
+			name = v
 		}
 	})
 	return name
@@ -438,12 +463,12 @@ func MetricName(ts []byte) string {
 // FamilyName returns the 1.0 metric family name of a series named name
 // whose metadata says typ: the _bucket, _count and _sum series of
 // histograms and summaries belong to the family without the suffix.
-func FamilyName(name string, typ MetricType) string {
+func FamilyName[S string | []byte](name S, typ MetricType) S {
 	switch typ {
 	case writev2.Metadata_METRIC_TYPE_HISTOGRAM, writev2.Metadata_METRIC_TYPE_GAUGEHISTOGRAM, writev2.Metadata_METRIC_TYPE_SUMMARY:
 		for _, suffix := range []string{"_bucket", "_count", "_sum"} {
-			if base, ok := strings.CutSuffix(name, suffix); ok {
-				return base
+			if n := len(name) - len(suffix); n > 0 && string(name[n:]) == suffix {
+				return name[:n]
 			}
 		}
 	}
@@ -464,7 +489,7 @@ func SeriesLabels(ts []byte, sb *labels.ScratchBuilder) (labels.Labels, error) {
 // scratch, reused.
 func ReplaceLabels(b, ts []byte, rs RawSeries, ls labels.Labels, scratch []byte) ([]byte, RawSeries, []byte, error) {
 	body := AppendLabels(scratch[:0], ls)
-	rs.Hash = xxhash.Sum64(body)
+	rs.Hash = hashCanonical(body)
 	for rest := ts; len(rest) > 0; {
 		f, r, err := nextField(rest)
 		if err != nil {

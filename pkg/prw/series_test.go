@@ -90,13 +90,12 @@ func TestFormRoundTrip(t *testing.T) {
 	var scratch []byte
 	var mds []Metadata
 	for _, rs := range rss {
-		var md Metadata
-		var ok bool
+		var md []byte
 		var err error
-		v1, md, ok, scratch, err = AppendV1(v1, rs.Bytes(msg), scratch)
+		v1, md, scratch, err = AppendV1(v1, rs.Bytes(msg), scratch)
 		require.NoError(t, err)
-		if ok {
-			mds = append(mds, md)
+		if md != nil {
+			mds = append(mds, ReadMetadata(md))
 		}
 	}
 	require.Equal(t, []Metadata{ss[1].Metadata, ss[2].Metadata}, mds)
@@ -126,7 +125,7 @@ func TestFormRoundTrip(t *testing.T) {
 		require.Len(t, ts.Exemplars, len(ss[i].Exemplars))
 	}
 	// A plain series is sent as it is.
-	plain, _, _, _, err := AppendV1(nil, rss[0].Bytes(msg), nil)
+	plain, _, _, err := AppendV1(nil, rss[0].Bytes(msg), nil)
 	require.NoError(t, err)
 	want, err := (&prompb.TimeSeries{Labels: []prompb.Label{{Name: "__name__", Value: "up"}, {Name: "job", Value: "a"}},
 		Samples: []prompb.Sample{{Value: 1, Timestamp: 1000}, {Value: 2.5, Timestamp: 2000}}}).Marshal()

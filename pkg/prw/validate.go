@@ -71,12 +71,8 @@ func (v *InvalidSeries) add(reason InvalidReason, idx, size int, ls labels.Label
 	v.Bytes += size
 }
 
-// labelPair is one label as the decoders read it: bytes of the message,
-// and for 2.0 the index of its name in the series' refs.
-type labelPair struct {
-	name, value []byte
-	ref         int
-}
+// labelPair is one label as the decoders read it, in the message's bytes.
+type labelPair struct{ name, value []byte }
 
 // ValidateLabels checks a series' sorted labels: see validatePairs.
 func ValidateLabels(ls labels.Labels, checkUTF8 bool) (reason InvalidReason, detail string, ok bool) {
