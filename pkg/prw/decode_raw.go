@@ -5,7 +5,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/prometheus/prometheus/model/labels"
-	"github.com/prometheus/prometheus/prompb"
+	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
 	"google.golang.org/protobuf/encoding/protowire"
 )
 
@@ -248,24 +248,22 @@ func scanV1Metadata(b []byte) bool {
 	return ok
 }
 
-// checkV1Histogram decodes a Histogram with the generated code, as the full
-// decoder does, and validates it. Histograms are rare next to samples: this
-// allocates.
+// checkV1Histogram decodes a Histogram with the generated code, as 2.0's
+// (the same fields on the wire, and a start timestamp 1.0 has not), and
+// validates it: a histogram with anything 1.0 does not have is left to
+// decodeV1. Histograms are rare next to samples: this allocates.
 func (d *Decoded) checkV1Histogram(b []byte) bool {
-	var h prompb.Histogram
-	if err := h.Unmarshal(b); err != nil || len(h.XXX_unrecognized) > 0 {
+	h := &d.hist
+	h.Reset()
+	if err := h.Unmarshal(b); err != nil || len(h.XXX_unrecognized) > 0 || h.StartTimestamp != 0 {
 		return false
 	}
-	for _, s := range h.NegativeSpans {
-		if len(s.XXX_unrecognized) > 0 {
-			return false
+	for _, spans := range [2][]writev2.BucketSpan{h.NegativeSpans, h.PositiveSpans} {
+		for _, s := range spans {
+			if len(s.XXX_unrecognized) > 0 {
+				return false
+			}
 		}
 	}
-	for _, s := range h.PositiveSpans {
-		if len(s.XXX_unrecognized) > 0 {
-			return false
-		}
-	}
-	mh := HistogramFromV1(h)
-	return ValidateHistogram(&mh) == ""
+	return ValidateHistogram(h) == ""
 }

@@ -22,6 +22,7 @@
 package receiver
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -361,29 +362,15 @@ func (h *Handler) putBuf(p *[]byte) {
 // readBody reads r into buf, reusing its capacity, and returns the body. A
 // known contentLength is read in one go; otherwise buf grows as needed.
 func readBody(r io.Reader, contentLength int64, buf []byte) ([]byte, error) {
-	if contentLength >= 0 {
-		if int64(cap(buf)) < contentLength {
-			buf = make([]byte, contentLength)
-		}
-		buf = buf[:contentLength]
-		n, err := io.ReadFull(r, buf)
-		if err != nil {
-			return buf[:n], err
-		}
-		return buf, nil
+	if contentLength < 0 {
+		w := bytes.NewBuffer(buf[:0])
+		_, err := w.ReadFrom(r)
+		return w.Bytes(), err
 	}
-	buf = buf[:0]
-	for {
-		if len(buf) == cap(buf) {
-			buf = append(buf, 0)[:len(buf)]
-		}
-		n, err := r.Read(buf[len(buf):cap(buf)])
-		buf = buf[:len(buf)+n]
-		if err == io.EOF {
-			return buf, nil
-		}
-		if err != nil {
-			return buf, err
-		}
+	if int64(cap(buf)) < contentLength {
+		buf = make([]byte, contentLength)
 	}
+	buf = buf[:contentLength]
+	n, err := io.ReadFull(r, buf)
+	return buf[:n], err
 }
