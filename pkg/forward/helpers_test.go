@@ -277,7 +277,9 @@ func newTestManagerOpts(t *testing.T, cfg *config.Config, opts Options) (*Manage
 	metrics := registry.NewForwardMetrics(reg)
 	qm := queue.NewMetrics(reg)
 	opts.UserAgent = "test-agent"
-	opts.FlushDeadline = 5 * time.Second
+	if opts.FlushDeadline == 0 {
+		opts.FlushDeadline = 5 * time.Second
+	}
 	opts.QueueMetrics = qm
 	m := NewManager(nil, metrics, opts)
 	require.NoError(t, m.ApplyConfig(cfg))

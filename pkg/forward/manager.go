@@ -97,6 +97,10 @@ type Manager struct {
 
 	builders sync.Pool
 	encoders sync.Pool
+
+	// stopping is cancelled when Stop begins.
+	stopping context.Context
+	stop     context.CancelFunc
 }
 
 // upstreamSet is one configuration's forwarders; never modified once
@@ -126,7 +130,7 @@ func NewManager(logger *slog.Logger, metrics *registry.ForwardMetrics, opts Opti
 	if qm == nil {
 		qm = queue.NewMetrics(nil)
 	}
-	return &Manager{
+	m := &Manager{
 		logger:       logger.With("component", "forward"),
 		metrics:      metrics,
 		queueMetrics: qm,
@@ -135,6 +139,8 @@ func NewManager(logger *slog.Logger, metrics *registry.ForwardMetrics, opts Opti
 		builders:     sync.Pool{New: func() any { return labels.NewBuilder(labels.EmptyLabels()) }},
 		encoders:     sync.Pool{New: func() any { return newRecordEncoder() }},
 	}
+	m.stopping, m.stop = context.WithCancel(context.Background())
+	return m
 }
 
 // ApplyConfig sets the upstreams. New upstreams start; removed ones are
@@ -253,7 +259,9 @@ func (m *Manager) ApplyConfig(cfg *config.Config) error {
 	if m.opts.StoragePath != "" {
 		m.scanOrphans(diskNames)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), m.opts.FlushDeadline)
+	// Stop ends the drain: a shutdown is bounded by its own deadline, not
+	// by a reload's.
+	ctx, cancel := context.WithTimeout(m.stopping, m.opts.FlushDeadline)
 	defer cancel()
 	var wg sync.WaitGroup
 	for _, f := range append(replaced, removed...) {
@@ -400,6 +408,7 @@ func (m *Manager) Enqueue(ctx context.Context, req *prw.Request, routes func(ups
 // unacknowledged, and are closed, and the storage path is unlocked. Enqueue
 // returns ErrStopped after. Stop is idempotent.
 func (m *Manager) Stop(ctx context.Context) {
+	m.stop() // a reload draining upstreams ends its drain now
 	m.reloadMu.Lock()
 	defer m.reloadMu.Unlock()
 	if m.stopped {

@@ -509,6 +509,39 @@ func TestStopDeadlineDropsTheRest(t *testing.T) {
 	require.Equal(t, 0.0, testutil.ToFloat64(metrics.QueueLength.WithLabelValues("u")))
 }
 
+// A shutdown during a reload that drains a removed upstream is bounded by
+// the shutdown's deadline, not by the reload's (FlushDeadline).
+func TestStopEndsReloadDrain(t *testing.T) {
+	u := newFakeUpstream(t, func(_ http.ResponseWriter, r *http.Request, _ *gotRequest, _ int) int {
+		<-r.Context().Done() // never answers
+		return http.StatusNoContent
+	})
+	gone := testUpstream(t, "gone", u.srv.URL, false)
+	gone.QueueConfig.MaxShards = 1
+	kept := testUpstream(t, "kept", "http://127.0.0.1:1/", false)
+	m, _, _, _ := newTestManagerOpts(t, testConfig(gone, kept), Options{FlushDeadline: time.Hour})
+	require.NoError(t, m.Enqueue(t.Context(), &prw.Request{Series: []prw.Series{floatSeries(0, 5, "__name__", "x")}}, nil))
+	reloaded := make(chan error, 1)
+	go func() { reloaded <- m.ApplyConfig(testConfig(kept)) }() // drains "gone" for up to an hour
+	require.Eventually(t, func() bool { return u.calls.Load() > 0 }, waitFor, tick, "the drain is sending")
+
+	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
+	defer cancel()
+	stopped := make(chan struct{})
+	go func() { m.Stop(ctx); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Stop waits for the reload's drain")
+	}
+	select {
+	case err := <-reloaded:
+		require.NoError(t, err)
+	case <-time.After(5 * time.Second):
+		t.Fatal("the reload still drains after Stop")
+	}
+}
+
 func TestEnqueueBeforeConfig(t *testing.T) {
 	m := NewManager(nil, registry.NewForwardMetrics(nil), Options{})
 	require.ErrorIs(t, m.Enqueue(t.Context(), &prw.Request{}, nil), ErrNotConfigured)
