@@ -2,6 +2,7 @@ package forward
 
 import (
 	"fmt"
+	"github.com/golang/snappy"
 	"math"
 	"math/rand/v2"
 	"net/http"
@@ -244,5 +245,73 @@ func requireV1Series(t *testing.T, s *prw.Series, form []byte) {
 		want, err := ts.Marshal()
 		require.NoError(t, err)
 		require.Equal(t, want, v)
+	}
+}
+
+// -0 stays -0, and start timestamps reach 2.0 upstreams, whichever
+// protocol the client and the upstream speak. The generated code writes a
+// -0 sample as +0 (it leaves out a value equal to 0), so the client's
+// message is written here field by field, as encoders that keep the bits
+// write it.
+func TestNegativeZeroAndStartTimestamps(t *testing.T) {
+	negZero := math.Copysign(0, -1)
+	h := writev2.FromIntHistogram(300, 3000, &histogram.Histogram{Count: 1, Sum: 1, ZeroThreshold: 0.001, ZeroCount: 1})
+	h.StartTimestamp = 300
+	hb, err := h.Marshal()
+	require.NoError(t, err)
+	sample := func(v float64, ts, start int64) []byte {
+		var b []byte
+		b = protowire.AppendTag(b, 1, protowire.Fixed64Type)
+		b = protowire.AppendFixed64(b, math.Float64bits(v))
+		b = protowire.AppendTag(b, 2, protowire.VarintType)
+		b = protowire.AppendVarint(b, uint64(ts))
+		b = protowire.AppendTag(b, 3, protowire.VarintType)
+		return protowire.AppendVarint(b, uint64(start))
+	}
+	var ts []byte
+	ts = protowire.AppendTag(ts, 1, protowire.BytesType)
+	ts = protowire.AppendBytes(ts, []byte{1, 2, 3, 4}) // __name__=neg_zero, job=j
+	for _, s := range [][]byte{sample(negZero, 1000, 500), sample(1.5, 2000, 500)} {
+		ts = protowire.AppendTag(ts, 2, protowire.BytesType)
+		ts = protowire.AppendBytes(ts, s)
+	}
+	ts = protowire.AppendTag(ts, 3, protowire.BytesType)
+	ts = protowire.AppendBytes(ts, hb)
+	var msg []byte
+	for _, s := range []string{"", "__name__", "neg_zero", "job", "j"} {
+		msg = protowire.AppendTag(msg, 4, protowire.BytesType)
+		msg = protowire.AppendString(msg, s)
+	}
+	msg = protowire.AppendTag(msg, 5, protowire.BytesType)
+	msg = protowire.AppendBytes(msg, ts)
+
+	for _, disk := range []bool{false, true} {
+		t.Run(fmt.Sprintf("disk=%v", disk), func(t *testing.T) {
+			v1, v2 := newFakeUpstream(t, nil), newFakeUpstream(t, nil)
+			var opts Options
+			if disk {
+				opts = diskOpts(t.TempDir())
+			}
+			m, _, _, _ := newTestManagerOpts(t, testConfig(testUpstream(t, "v1", v1.srv.URL, false), testUpstream(t, "v2", v2.srv.URL, true)), opts)
+			hd := receiver.NewHandler(nil, registry.NewReceiverMetrics(prometheus.NewRegistry()), allUpstreams{m}, receiver.Options{})
+			rec := httptest.NewRecorder()
+			hd.ServeHTTP(rec, rwtest.NewHTTPRequest(prw.ProtoV2, snappy.Encode(nil, msg)))
+			require.Equal(t, http.StatusNoContent, rec.Code, rec.Body.String())
+			require.Equal(t, "2", rec.Header().Get(prw.HeaderSamplesWritten))
+			require.Equal(t, "1", rec.Header().Get(prw.HeaderHistogramsWritten))
+			for _, u := range []*fakeUpstream{v1, v2} {
+				require.Eventually(t, func() bool { return u.samples() == 2 }, waitFor, tick)
+				s := u.series()[0]
+				require.Equal(t, math.Float64bits(negZero), math.Float64bits(s.Samples[0].Value), "-0 stays -0")
+				require.Equal(t, 1.5, s.Samples[1].Value)
+				if u == v2 {
+					require.Equal(t, []int64{500, 500}, []int64{s.Samples[0].StartTimestamp, s.Samples[1].StartTimestamp})
+					require.Equal(t, int64(300), s.Histograms[0].StartTimestamp)
+				} else {
+					require.Zero(t, s.Samples[0].StartTimestamp, "1.0 has no start timestamps")
+					require.Zero(t, s.Histograms[0].StartTimestamp)
+				}
+			}
+		})
 	}
 }
