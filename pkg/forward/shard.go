@@ -342,7 +342,7 @@ func (s *shard) send(ctx context.Context, items []item) bool {
 			if f.retryLog.allow() {
 				f.logger.Warn("send batch, retrying", "err", res.err, "retry", retry+1)
 			}
-			sleep := jitter(backoff, time.Duration(q.MinBackoff))
+			sleep := jitter(backoff, time.Duration(q.MaxBackoff))
 			var re *recoverableError
 			if errors.As(res.err, &re) && re.retryAfter > 0 {
 				sleep = re.retryAfter
@@ -397,12 +397,15 @@ func splitBatch(items []item) (head, tail []item, ok bool) {
 	return []item{h}, []item{t}, true
 }
 
-// jitter returns a delay in [d/2, d], at least floor.
-func jitter(d, floor time.Duration) time.Duration {
-	if d <= 1 {
-		return max(d, floor)
+// jitter returns a delay in [d, 1.25d], at most ceiling. The backoff d
+// doubles from one retry to the next, so a wait is never shorter than the
+// one before: jitter spreads the retries of many shards without undoing
+// the backoff.
+func jitter(d, ceiling time.Duration) time.Duration {
+	if d >= ceiling {
+		return ceiling
 	}
-	return max(d/2+rand.N(d/2+1), floor)
+	return min(d+rand.N(d/4+1), ceiling)
 }
 
 // sleepCtx waits for d; it reports false if ctx ended first.

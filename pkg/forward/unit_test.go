@@ -178,3 +178,19 @@ func TestSampleAgeLimit(t *testing.T) {
 	require.Equal(t, 2, items[0].count(), "queued items are not modified")
 	require.Len(t, decodeChunk(t, &items[0])[0].Samples, 2)
 }
+
+// Retries wait longer each time, up to max_backoff, jitter and all.
+func TestBackoffGrows(t *testing.T) {
+	const minB, maxB = 30 * time.Millisecond, 5 * time.Second
+	for range 1000 {
+		backoff, prev := time.Duration(minB), time.Duration(0)
+		for i := range 20 {
+			sleep := jitter(backoff, maxB)
+			require.GreaterOrEqual(t, sleep, prev, "retry %d waits less than the one before", i)
+			require.GreaterOrEqual(t, sleep, backoff)
+			require.LessOrEqual(t, sleep, maxB)
+			prev, backoff = sleep, min(backoff*2, maxB)
+		}
+		require.Equal(t, time.Duration(maxB), prev)
+	}
+}
