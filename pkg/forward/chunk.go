@@ -67,7 +67,7 @@ func chunkRaw(msg []byte, series []prw.RawSeries, nShards, maxN, maxB int) (item
 		rs := &series[i]
 		sh := int(rs.Hash % uint64(nShards))
 		o := &shards[sh]
-		es, p := entry(rs), rs.Points()
+		es, p := entry(rs), weight(*rs)
 		if o.pos > o.start && (o.it.count()+p > maxN || o.pos-o.start+es > maxB) {
 			emit(sh)
 		}
@@ -79,6 +79,9 @@ func chunkRaw(msg []byte, series []prw.RawSeries, nShards, maxN, maxB int) (item
 		o.it.samples += rs.Samples
 		o.it.histograms += rs.Histograms
 		o.it.exemplars += rs.Exemplars
+		if rs.Points() == 0 {
+			o.it.empty++
+		}
 		o.it.ext = o.it.ext || rs.Ext
 		if p > maxN || es > maxB {
 			emit(sh) // too large for a chunk: a chunk of its own

@@ -91,10 +91,14 @@ func (e *encoder) marshalV1(items []item, meta bool) (batchStats, error) {
 			continue
 		}
 		var err error
-		walkErr := rangeChunk(it.raw, func(ts []byte, _ prw.RawSeries, _ int) bool {
+		walkErr := rangeChunk(it.raw, func(ts []byte, rs prw.RawSeries, _ int) bool {
 			var md []byte
+			start := len(b)
 			if b, md, e.scratch, err = prw.AppendV1(b, ts, e.scratch); err != nil {
 				return false
+			}
+			if rs.Points() == 0 {
+				b = b[:start] // metadata only: a family metadata entry in 1.0
 			}
 			if md != nil && meta {
 				if name := prw.SeriesFamily(ts, md); !e.hasFamily(name) {

@@ -16,8 +16,9 @@ import (
 // upstreams.
 type item struct {
 	raw []byte
-	// samples, histograms and exemplars count the chunk's points.
-	samples, histograms, exemplars uint32
+	// samples, histograms and exemplars count the chunk's points; empty its
+	// series that have none (2.0 series of metadata only).
+	samples, histograms, exemplars, empty uint32
 	// ext is set when a series of the chunk may have the form's 2.0
 	// extensions, which a 1.0 encoding leaves out.
 	ext bool
@@ -35,13 +36,25 @@ type item struct {
 }
 
 // count is what the item weighs in the queue: its samples, histograms and
-// exemplars, or 1 for a family metadata entry.
+// exemplars, and 1 for each series that has none and for a family metadata
+// entry.
 func (it *item) count() int {
 	if it.family != nil {
 		return 1
 	}
+	return int(it.samples + it.histograms + it.exemplars + it.empty)
+}
+
+// points returns the item's samples, histograms and exemplars.
+func (it *item) points() int {
+	if it.family != nil {
+		return 0
+	}
 	return int(it.samples + it.histograms + it.exemplars)
 }
+
+// weight is what a series weighs in the queue (see item.count).
+func weight(rs prw.RawSeries) int { return max(rs.Points(), 1) }
 
 // familyItem returns the item of 1.0 family metadata fm.
 func familyItem(fm *prw.FamilyMetadata) item {
@@ -52,9 +65,7 @@ func familyItem(fm *prw.FamilyMetadata) item {
 func countPoints(items []item) int {
 	n := 0
 	for i := range items {
-		if items[i].family == nil {
-			n += items[i].count()
-		}
+		n += items[i].points()
 	}
 	return n
 }
@@ -68,13 +79,16 @@ func (it *item) split(n int) (head, tail item, err error) {
 	head = item{shard: it.shard, ext: it.ext, rec: it.rec}
 	cut := 0
 	err = rangeChunk(it.raw, func(_ []byte, rs prw.RawSeries, end int) bool {
-		if cut > 0 && head.count()+rs.Points() > n {
+		if cut > 0 && head.count()+weight(rs) > n {
 			return false
 		}
 		cut = end
 		head.samples += rs.Samples
 		head.histograms += rs.Histograms
 		head.exemplars += rs.Exemplars
+		if rs.Points() == 0 {
+			head.empty++
+		}
 		return true
 	})
 	if err != nil {
@@ -87,7 +101,7 @@ func (it *item) split(n int) (head, tail item, err error) {
 	head.raw = it.raw[:cut:cut]
 	tail = item{raw: it.raw[cut:], shard: it.shard, ext: it.ext, rec: it.rec,
 		samples: it.samples - head.samples, histograms: it.histograms - head.histograms,
-		exemplars: it.exemplars - head.exemplars}
+		exemplars: it.exemplars - head.exemplars, empty: it.empty - head.empty}
 	head.size, tail.size = len(head.raw), len(tail.raw)
 	return head, tail, nil
 }
@@ -115,7 +129,7 @@ func (it *item) splitPoints(n int) (head, tail item, err error) {
 	head = item{raw: h, shard: it.shard, ext: it.ext, rec: it.rec, samples: hrs.Samples, histograms: hrs.Histograms, exemplars: hrs.Exemplars}
 	tail = item{raw: append(t, it.raw[end:]...), shard: it.shard, ext: it.ext, rec: it.rec,
 		samples: it.samples - head.samples, histograms: it.histograms - head.histograms,
-		exemplars: it.exemplars - head.exemplars}
+		exemplars: it.exemplars - head.exemplars, empty: it.empty}
 	head.size, tail.size = len(head.raw), len(tail.raw)
 	return head, tail, nil
 }
@@ -138,8 +152,12 @@ func (it *item) keepPoints(keep func(kind int, t int64, i int) bool) (item, int,
 		if ferr != nil {
 			return false
 		}
-		if kept.Points() == 0 {
+		switch {
+		case kept.Points() > 0:
+		case d > 0:
 			b = b[:mark] // nothing left of the series
+		default:
+			out.empty++ // it had no points: metadata only
 		}
 		dropped += d
 		out.samples += kept.Samples

@@ -123,7 +123,7 @@ func (f *forwarder) transform(r *request, in *prw.RawV1, p *prepared) *prw.RawV1
 			var err error
 			tmp, cur, dropped, scratch, err = prw.FilterPoints(tmp[:0], ts, rs, keepKinds, scratch)
 			p.dropUnsupported += dropped
-			if err != nil || cur.Points() == 0 {
+			if err != nil || (cur.Points() == 0 && rs.Points() > 0) {
 				continue
 			}
 			ts = cur.Bytes(tmp)

@@ -442,7 +442,7 @@ func (s *shard) dropTooOld(items []item) []item {
 		}
 		kept, d, err := it.keepPoints(recent)
 		if err != nil {
-			kept, d = item{}, it.count() // malformed: nothing of it can be sent
+			kept, d = item{}, it.points() // malformed: nothing of it can be sent
 			s.f.drop(registry.DropEncode, d)
 			d = 0
 		}

@@ -70,7 +70,11 @@ func (sy *synthesizer) strip(raw *prw.RawV1) *prw.RawV1 {
 		}
 		cur := rs
 		cur.Span, cur.Ext = fieldSpan(b, start), false
-		out.Append(cur)
+		if rs.Points() > 0 {
+			out.Append(cur)
+		} else {
+			b = b[:start] // metadata only: a family metadata entry in 1.0
+		}
 		if md != nil {
 			sy.pending = append(sy.pending, pendingFamily{series: ts, md: md})
 		}

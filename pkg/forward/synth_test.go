@@ -315,3 +315,55 @@ func TestNegativeZeroAndStartTimestamps(t *testing.T) {
 		})
 	}
 }
+
+// 2.0 series of exemplars only, or of metadata only, reach a 2.0 upstream
+// as they came, and a 1.0 upstream as 1.0 has them: exemplars on a series
+// of their own, metadata as family metadata.
+func TestExemplarAndMetadataOnlySeries(t *testing.T) {
+	st := writev2.NewSymbolTable()
+	exOnly := writev2.TimeSeries{
+		LabelsRefs: st.SymbolizeLabels(labels.FromStrings("__name__", "requests_total", "job", "a"), nil),
+		Exemplars:  []writev2.Exemplar{{LabelsRefs: st.SymbolizeLabels(labels.FromStrings("trace_id", "t1"), nil), Value: 1, Timestamp: 1000}},
+	}
+	mdOnly := writev2.TimeSeries{
+		LabelsRefs: st.SymbolizeLabels(labels.FromStrings("__name__", "temperature_celsius", "job", "a"), nil),
+		Metadata:   writev2.Metadata{Type: writev2.Metadata_METRIC_TYPE_GAUGE, HelpRef: st.Symbolize("Temperature."), UnitRef: st.Symbolize("celsius")},
+	}
+	wr := &writev2.Request{Symbols: st.Symbols(), Timeseries: []writev2.TimeSeries{exOnly, mdOnly}}
+	for _, disk := range []bool{false, true} {
+		t.Run(fmt.Sprintf("disk=%v", disk), func(t *testing.T) {
+			v1, v2 := newFakeUpstream(t, nil), newFakeUpstream(t, nil)
+			var opts Options
+			if disk {
+				opts = diskOpts(t.TempDir())
+			}
+			m, _, _, _ := newTestManagerOpts(t, testConfig(testUpstream(t, "v1", v1.srv.URL, false), testUpstream(t, "v2", v2.srv.URL, true)), opts)
+			hd := receiver.NewHandler(nil, registry.NewReceiverMetrics(prometheus.NewRegistry()), allUpstreams{m}, receiver.Options{})
+			rec := httptest.NewRecorder()
+			hd.ServeHTTP(rec, rwtest.NewHTTPRequest(prw.ProtoV2, rwtest.Encode(wr)))
+			require.Equal(t, http.StatusNoContent, rec.Code, rec.Body.String())
+			require.Equal(t, "1", rec.Header().Get(prw.HeaderExemplarsWritten))
+
+			require.Eventually(t, func() bool { return len(v2.series()) == 2 }, waitFor, tick)
+			got := v2.series()
+			require.Equal(t, "requests_total", got[0].Labels.Get("__name__"))
+			require.Equal(t, []prw.Exemplar{{Labels: labels.FromStrings("trace_id", "t1"), Value: 1, Timestamp: 1000}}, got[0].Exemplars)
+			require.Empty(t, got[0].Samples)
+			require.Equal(t, labels.FromStrings("__name__", "temperature_celsius", "job", "a"), got[1].Labels)
+			require.Equal(t, prw.Metadata{Type: writev2.Metadata_METRIC_TYPE_GAUGE, Help: "Temperature.", Unit: "celsius"}, got[1].Metadata)
+			require.Empty(t, got[1].Samples)
+
+			require.Eventually(t, func() bool { return len(v1.requests()) > 0 }, waitFor, tick)
+			var series []prw.Series
+			var families []prw.FamilyMetadata
+			for _, r := range v1.requests() {
+				series = append(series, r.series...)
+				families = append(families, r.metadata...)
+			}
+			require.Len(t, series, 1, "a series of metadata only is family metadata in 1.0")
+			require.Equal(t, got[0].Exemplars, series[0].Exemplars)
+			require.Contains(t, families, prw.FamilyMetadata{MetricFamilyName: "temperature_celsius",
+				Metadata: prw.Metadata{Type: writev2.Metadata_METRIC_TYPE_GAUGE, Help: "Temperature.", Unit: "celsius"}})
+		})
+	}
+}

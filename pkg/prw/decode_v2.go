@@ -135,12 +135,13 @@ func (d *Decoded) seriesV2(b []byte, idx int, ts []byte) ([]byte, error) {
 			return refuse(invalidExemplarLabelRefs, fmt.Sprintf("exemplar %d: %d label refs, odd or outside the %d symbols", j, len(xrefs), nsyms), true)
 		}
 	}
-	// The 2.0 specification: "At least one element in samples or in
-	// histograms MUST be provided." Prometheus's own 2.0 sender breaks
-	// this with exemplar-only series, and its receiver refuses them
-	// too; see https://github.com/prometheus/prometheus/issues/17857.
-	if len(samples) == 0 && len(histograms) == 0 {
-		return refuse(invalidNoSamples, "no samples or histograms", true)
+	// The 2.0 specification's draft after rc.4 allows series with only
+	// exemplars, which Prometheus's own 2.0 sender sends, or only metadata
+	// (prometheus/docs#3085, prometheus/prometheus#17857): a series needs
+	// one of samples, histograms, exemplars or metadata.
+	hasMeta := md.typ != 0 || len(d.syms[md.help]) > 0 || len(d.syms[md.unit]) > 0
+	if len(samples) == 0 && len(histograms) == 0 && len(exemplars) == 0 && !hasMeta {
+		return refuse(invalidNoSamples, "no samples, histograms, exemplars or metadata", true)
 	}
 	rs := RawSeries{Samples: uint32(len(samples)), Histograms: uint32(len(histograms)), Exemplars: uint32(len(exemplars))}
 	for _, h := range histograms {
@@ -174,7 +175,7 @@ func (d *Decoded) seriesV2(b []byte, idx int, ts []byte) ([]byte, error) {
 	for _, h := range histograms {
 		body, _ = appendField(body, fieldHistograms, h)
 	}
-	if md.typ != 0 || len(d.syms[md.help]) > 0 || len(d.syms[md.unit]) > 0 {
+	if hasMeta {
 		n := varintLen(fieldMetadataType, int64(md.typ)) + stringLen(fieldMetadataHelp, d.syms[md.help]) + stringLen(fieldMetadataUnit, d.syms[md.unit])
 		body = protowire.AppendTag(body, fieldMetadata, protowire.BytesType)
 		body = protowire.AppendVarint(body, uint64(n))

@@ -71,7 +71,7 @@ func (q acceptingQueue) Enqueue(_ context.Context, req *prw.Request) error {
 		if _, detail, ok := prw.ValidateLabels(s.Labels, true); !ok {
 			q.t.Errorf("enqueued a series with invalid labels %s: %s", s.Labels, detail)
 		}
-		if len(s.Samples) == 0 && len(s.Histograms) == 0 && len(s.Exemplars) == 0 {
+		if len(s.Samples) == 0 && len(s.Histograms) == 0 && len(s.Exemplars) == 0 && s.Metadata.Empty() {
 			q.t.Errorf("enqueued an empty series %s", s.Labels)
 		}
 		for i := range s.Histograms {

@@ -201,15 +201,22 @@ func TestHandlerStatus(t *testing.T) {
 		}))}, wantCode: http.StatusNoContent, wantAccepted: 2},
 		{name: "stale histogram", series: []tseries{histogramSeries("h", staleHistogram)}, wantCode: http.StatusNoContent, wantAccepted: 2},
 
-		// 1.0 senders put exemplars in series of their own.
+		// 1.0 senders and Prometheus's 2.0 sender put exemplars in series of
+		// their own; a 2.0 series may carry only metadata.
 		{name: "exemplar-only series", protos: v1Only, series: []tseries{{
 			labels:    []string{"__name__", "a"},
 			exemplars: []prw.Exemplar{{Labels: labels.FromStrings("trace_id", "1"), Value: 1, Timestamp: 1}},
 		}}, wantCode: http.StatusNoContent, wantAccepted: 2},
-		invalid("exemplar-only series", "no_samples", tseries{
+		{name: "exemplar-only series", protos: []prw.Protocol{prw.ProtoV2}, series: []tseries{{
 			labels:    []string{"__name__", "a"},
 			exemplars: []prw.Exemplar{{Labels: labels.FromStrings("trace_id", "1"), Value: 1, Timestamp: 1}},
-		}, prw.ProtoV2),
+		}}, wantCode: http.StatusNoContent, wantAccepted: 2, wantHeader: map[string]string{
+			prw.HeaderSamplesWritten: "1", prw.HeaderHistogramsWritten: "0", prw.HeaderExemplarsWritten: "1"}},
+		{name: "metadata-only series", protos: []prw.Protocol{prw.ProtoV2}, series: []tseries{{
+			labels: []string{"__name__", "a"},
+			meta:   prw.Metadata{Type: writev2.Metadata_METRIC_TYPE_GAUGE, Help: "A gauge."},
+		}}, wantCode: http.StatusNoContent, wantAccepted: 2, wantHeader: map[string]string{
+			prw.HeaderSamplesWritten: "1", prw.HeaderHistogramsWritten: "0", prw.HeaderExemplarsWritten: "0"}},
 
 		// 2.0 references.
 		withMutate(invalid("odd label refs", "label_refs", validSeries("b", 1), prw.ProtoV2), func(r *writev2.Request) {
