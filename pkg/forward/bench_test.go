@@ -88,7 +88,7 @@ func BenchmarkEnqueue(b *testing.B) {
   action: labeldrop
 `)
 	m := NewManager(nil, registry.NewForwardMetrics(nil), Options{})
-	f, err := newForwarder(m.logger, m.metrics, u, "bench", nil, nil, nil)
+	f, err := newForwarder(m.logger, m.metrics, u, "bench", time.Minute, nil, nil, nil)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -100,11 +100,11 @@ func (c *limitedConn) Close() error {
 type outcome int
 
 const (
-	outcomeOK          outcome = iota // 2xx: acknowledged
-	outcomeRetry                      // network error, timeout, 5xx, 429 if retried
-	outcomeTooLarge                   // 413: split the batch
-	outcomeDrop                       // other 4xx: drop the batch
-	outcomeOldReceiver                // 2.0 sent, 2xx without Written headers
+	outcomeOK       outcome = iota // 2xx: acknowledged
+	outcomeRetry                   // network error, timeout, 5xx, 429 if retried
+	outcomeTooLarge                // 413: split the batch
+	outcomeDrop                    // other 4xx: drop the batch
+	outcomeFallback                // 2.0 sent, and the upstream speaks 1.0 only: 415, or 2xx without Written headers
 )
 
 // recoverableError is a failed attempt worth retrying, with the delay the
@@ -166,9 +166,11 @@ func (f *forwarder) post(ctx context.Context, data []byte, proto prw.Protocol, r
 			resp.Header.Get(prw.HeaderSamplesWritten) == "" &&
 			resp.Header.Get(prw.HeaderHistogramsWritten) == "" &&
 			resp.Header.Get(prw.HeaderExemplarsWritten) == "" {
-			return attemptResult{outcome: outcomeOldReceiver, err: errors.New("2.0 upstream answered without written headers")}
+			return attemptResult{outcome: outcomeFallback, err: errors.New("2.0 upstream answered without written headers, so it is a 1.0 receiver that dropped the data")}
 		}
 		return attemptResult{outcome: outcomeOK}
+	case code == http.StatusUnsupportedMediaType && proto == prw.ProtoV2:
+		return attemptResult{outcome: outcomeFallback, err: fmt.Errorf("upstream answered %s to remote write 2.0", resp.Status)}
 	case code/100 == 5 || (code == http.StatusTooManyRequests && f.cfg.QueueConfig.RetryOnRateLimit):
 		return attemptResult{outcome: outcomeRetry, err: &recoverableError{
 			err:        fmt.Errorf("upstream answered %s", resp.Status),

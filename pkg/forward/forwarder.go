@@ -42,8 +42,11 @@ type forwarder struct {
 	shards    []*shard
 	capacity  int // per shard
 
-	// v1Only is set once a 2.0 upstream has shown it only speaks 1.0.
-	v1Only atomic.Bool
+	// fellBack is when a 2.0 upstream last showed that it speaks 1.0 only
+	// (Unix nanoseconds; 0: it speaks 2.0 as configured). It is sent 1.0
+	// until probeInterval has passed, then 2.0 again.
+	fellBack      atomic.Int64
+	probeInterval time.Duration
 	// backoffHint is the last retry delay, in nanoseconds, 0 after a success:
 	// what a client refused for a full queue is told to wait.
 	backoffHint atomic.Int64
@@ -88,7 +91,7 @@ type upstreamMetrics struct {
 
 // newForwarder builds the forwarder of u. With dq set it runs in disk mode:
 // Enqueue appends records to dq, and a reader feeds the shards from it.
-func newForwarder(logger *slog.Logger, metrics *registry.ForwardMetrics, u *config.UpstreamConfig, userAgent string, ready <-chan struct{}, dq diskQueue, qm *queue.Metrics) (*forwarder, error) {
+func newForwarder(logger *slog.Logger, metrics *registry.ForwardMetrics, u *config.UpstreamConfig, userAgent string, probeInterval time.Duration, ready <-chan struct{}, dq diskQueue, qm *queue.Metrics) (*forwarder, error) {
 	q := u.QueueConfig
 	client, err := newClient(u, q.MaxShards+connSlack)
 	if err != nil {
@@ -105,11 +108,13 @@ func newForwarder(logger *slog.Logger, metrics *registry.ForwardMetrics, u *conf
 		timeout:   time.Duration(u.RemoteTimeout),
 		metrics:   metrics,
 		capacity:  q.Capacity,
-		ready:     ready,
-		quit:      make(chan struct{}),
-		done:      make(chan struct{}),
-		ctx:       ctx,
-		cancel:    cancel,
+
+		probeInterval: probeInterval,
+		ready:         ready,
+		quit:          make(chan struct{}),
+		done:          make(chan struct{}),
+		ctx:           ctx,
+		cancel:        cancel,
 	}
 	metrics.InitUpstream(u.Name)
 	n := u.Name
@@ -181,12 +186,32 @@ func (f *forwarder) stop(ctx context.Context) {
 	})
 }
 
-// proto is the protocol batches are encoded in now.
+// proto is the protocol batches are encoded in now: the configured one,
+// but 1.0 for probeInterval after a 2.0 upstream answered as a 1.0 one.
 func (f *forwarder) proto() prw.Protocol {
-	if f.cfg.SendsV2() && !f.v1Only.Load() {
-		return prw.ProtoV2
+	if !f.cfg.SendsV2() {
+		return prw.ProtoV1
 	}
-	return prw.ProtoV1
+	if t := f.fellBack.Load(); t != 0 && time.Since(time.Unix(0, t)) < f.probeInterval {
+		return prw.ProtoV1
+	}
+	return prw.ProtoV2
+}
+
+// fallBack records that the upstream answered 2.0 as a 1.0 receiver does.
+func (f *forwarder) fallBack(err error) {
+	if f.fellBack.Swap(time.Now().UnixNano()) == 0 {
+		f.logger.Warn("upstream speaks remote write 1.0 only: sending 1.0, and 2.0 again after the probe interval", "err", err, "probe_interval", f.probeInterval)
+	} else if f.oldReceiverLog.allow() {
+		f.logger.Warn("upstream still speaks remote write 1.0 only, resending as 1.0", "err", err)
+	}
+}
+
+// acceptedV2 records that the upstream took a 2.0 batch.
+func (f *forwarder) acceptedV2() {
+	if f.fellBack.Swap(0) != 0 {
+		f.logger.Info("upstream accepts remote write 2.0 again: sending 2.0")
+	}
 }
 
 func (f *forwarder) requests(code string) prometheus.Counter {

@@ -49,6 +49,11 @@ import (
 // changed upstream's queue to drain.
 const DefaultFlushDeadline = time.Minute
 
+// DefaultProbeInterval is how long an upstream configured for remote write
+// 2.0 that answered as a 1.0 receiver (415, or 2xx without the Written
+// headers) is sent 1.0 before 2.0 is tried again.
+const DefaultProbeInterval = 10 * time.Minute
+
 // Options configure a Manager. Zero fields mean the documented defaults.
 type Options struct {
 	// UserAgent is sent to upstreams; default "rw-gateway/<version>".
@@ -56,6 +61,8 @@ type Options struct {
 	// FlushDeadline bounds the drain of an upstream that a reload removes or
 	// changes; default DefaultFlushDeadline.
 	FlushDeadline time.Duration
+	// ProbeInterval: see DefaultProbeInterval, the default.
+	ProbeInterval time.Duration
 	// StoragePath is --storage.path: disk queues live in
 	// StoragePath/queues/<upstream>, and the Manager locks the directory
 	// at the first ApplyConfig. Empty keeps every queue in memory.
@@ -125,6 +132,9 @@ func NewManager(logger *slog.Logger, metrics *registry.ForwardMetrics, opts Opti
 	}
 	if opts.FlushDeadline <= 0 {
 		opts.FlushDeadline = DefaultFlushDeadline
+	}
+	if opts.ProbeInterval <= 0 {
+		opts.ProbeInterval = DefaultProbeInterval
 	}
 	qm := opts.QueueMetrics
 	if qm == nil {
@@ -220,7 +230,7 @@ func (m *Manager) ApplyConfig(cfg *config.Config) error {
 				opened[u.Name] = dq
 			}
 		}
-		f, err := newForwarder(m.logger, m.metrics, u, m.opts.UserAgent, ready, dq, m.queueMetrics)
+		f, err := newForwarder(m.logger, m.metrics, u, m.opts.UserAgent, m.opts.ProbeInterval, ready, dq, m.queueMetrics)
 		if err != nil {
 			rollback()
 			return fmt.Errorf("upstream %q: %w", u.Name, err)

@@ -563,3 +563,47 @@ func TestRoutes(t *testing.T) {
 		require.Equal(t, "everywhere", s.Labels.Get("__name__"), "a got data routed to b only")
 	}
 }
+
+// An upstream configured for 2.0 that answers 415 gets 1.0 from then on,
+// without a 2.0 attempt per batch; after the probe interval it is tried
+// with 2.0 again, and once it takes 2.0 it keeps getting it.
+func TestUnsupportedMediaTypeFallsBackAndProbes(t *testing.T) {
+	var speaksV2 atomic.Bool
+	var v2Attempts atomic.Int64
+	u := newFakeUpstream(t, func(_ http.ResponseWriter, _ *http.Request, got *gotRequest, _ int) int {
+		if got.proto == prw.ProtoV2 {
+			v2Attempts.Add(1)
+			if !speaksV2.Load() {
+				return http.StatusUnsupportedMediaType
+			}
+		}
+		return http.StatusNoContent
+	})
+	cfg := testUpstream(t, "u", u.srv.URL, true)
+	cfg.QueueConfig.MaxShards = 1
+	const probe = 300 * time.Millisecond
+	m, _, metrics, _ := newTestManagerOpts(t, testConfig(cfg), Options{ProbeInterval: probe})
+	send := func(ts int64) {
+		require.NoError(t, m.Enqueue(t.Context(), &prw.Request{Series: []prw.Series{floatSeries(ts, 2, "__name__", "x")}}, nil))
+	}
+	lastProto := func() prw.Protocol { r := u.requests(); return r[len(r)-1].proto }
+
+	send(0)
+	require.Eventually(t, func() bool { return u.samples() == 2 }, waitFor, tick)
+	require.Equal(t, prw.ProtoV1, lastProto(), "resent as 1.0")
+	send(10)
+	require.Eventually(t, func() bool { return u.samples() == 4 }, waitFor, tick)
+	require.Equal(t, prw.ProtoV1, lastProto())
+	require.Equal(t, int64(1), v2Attempts.Load(), "1.0 is remembered: no 2.0 attempt per batch")
+
+	speaksV2.Store(true) // the upstream is upgraded
+	time.Sleep(probe)
+	send(20)
+	require.Eventually(t, func() bool { return u.samples() == 6 }, waitFor, tick)
+	require.Equal(t, prw.ProtoV2, lastProto(), "2.0 again after the probe interval")
+	send(30)
+	require.Eventually(t, func() bool { return u.samples() == 8 }, waitFor, tick)
+	require.Equal(t, prw.ProtoV2, lastProto())
+	require.Zero(t, testutil.ToFloat64(metrics.DroppedSamples.WithLabelValues("u", registry.DropOldReceiver)))
+	require.Zero(t, testutil.ToFloat64(metrics.DroppedSamples.WithLabelValues("u", registry.DropHTTPStatus)))
+}

@@ -292,15 +292,14 @@ func (s *shard) send(ctx context.Context, items []item) bool {
 			f.m.sentBytes.Add(float64(len(data)))
 			f.m.lastSuccess.SetToCurrentTime()
 			f.backoffHint.Store(0)
+			if proto == prw.ProtoV2 && st.points() > 0 {
+				f.acceptedV2()
+			}
 			return true
 
-		case outcomeOldReceiver:
+		case outcomeFallback:
 			f.m.failed.Add(float64(st.points()))
-			if f.v1Only.CompareAndSwap(false, true) {
-				f.logger.Warn("upstream answered remote write 2.0 without written headers, so it is a 1.0 receiver that dropped the data: sending 1.0 from now on")
-			} else if f.oldReceiverLog.allow() {
-				f.logger.Warn("upstream answered remote write 2.0 without written headers, resending as 1.0")
-			}
+			f.fallBack(res.err)
 			proto, resentV1 = prw.ProtoV1, true
 			if data, st, err = s.enc.encode(proto, items, f.cfg.MetadataConfig.Send); err != nil {
 				f.drop(registry.DropEncode, countPoints(items))

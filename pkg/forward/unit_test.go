@@ -92,7 +92,7 @@ func newTestShard(t *testing.T, q func(*config.QueueConfig)) *shard {
 	u := testUpstream(t, "u", "http://example.invalid/", false)
 	u.QueueConfig.MaxShards = 1
 	q(&u.QueueConfig)
-	f, err := newForwarder(discardLogger(), registry.NewForwardMetrics(nil), u, "ua", nil, nil, nil)
+	f, err := newForwarder(discardLogger(), registry.NewForwardMetrics(nil), u, "ua", time.Minute, nil, nil, nil)
 	require.NoError(t, err)
 	return f.shards[0]
 }
