@@ -251,6 +251,12 @@ func TestTooLargeSplitsAtSeriesBoundaries(t *testing.T) {
 			want += 3*limit + 7
 			require.Eventually(t, func() bool { return u.samples() == want }, waitFor, tick)
 			require.Positive(t, refused.Load(), "the upstream refused batches")
+			// The limit is learned: later batches are cut to fit, so a
+			// refusal is not paid on every batch (there are 40 of them).
+			require.LessOrEqual(t, refused.Load(), int64(8))
+			learned := testutil.ToFloat64(metrics.LearnedMaxSamples.WithLabelValues("u"))
+			require.Positive(t, learned)
+			require.LessOrEqual(t, learned, float64(limit))
 			require.Zero(t, testutil.ToFloat64(metrics.DroppedSamples.WithLabelValues("u", registry.DropTooLarge)))
 			for _, r := range u.requests() {
 				s, _, _ := (&prw.Request{Series: r.series}).Counts()

@@ -47,6 +47,12 @@ type forwarder struct {
 	// until probeInterval has passed, then 2.0 again.
 	fellBack      atomic.Int64
 	probeInterval time.Duration
+
+	// refusedLarge is set once the upstream refused a batch as too large
+	// (413); learnedN and learnedB are then the largest batch it accepted
+	// since, in points and bytes, and batches are cut to them.
+	refusedLarge       atomic.Bool
+	learnedN, learnedB atomic.Int64
 	// backoffHint is the last retry delay, in nanoseconds, 0 after a success:
 	// what a client refused for a full queue is told to wait.
 	backoffHint atomic.Int64
@@ -84,7 +90,7 @@ type forwarder struct {
 type upstreamMetrics struct {
 	sentSamples, sentHistograms, sentExemplars, sentMetadata prometheus.Counter
 	sentBatches, sentBytes, failed, retried, queueFull       prometheus.Counter
-	queueLength, lastSuccess                                 prometheus.Gauge
+	queueLength, lastSuccess, learnedN, learnedB             prometheus.Gauge
 	sendDuration                                             prometheus.Observer
 	dropped                                                  map[string]prometheus.Counter
 }
@@ -129,6 +135,8 @@ func newForwarder(logger *slog.Logger, metrics *registry.ForwardMetrics, u *conf
 		retried:        metrics.RetriedSamples.WithLabelValues(n),
 		queueFull:      metrics.QueueFull.WithLabelValues(n),
 		queueLength:    metrics.QueueLength.WithLabelValues(n),
+		learnedN:       metrics.LearnedMaxSamples.WithLabelValues(n),
+		learnedB:       metrics.LearnedMaxBytes.WithLabelValues(n),
 		lastSuccess:    metrics.LastSendSuccess.WithLabelValues(n),
 		sendDuration:   metrics.SendDuration.WithLabelValues(n),
 		dropped:        map[string]prometheus.Counter{},
@@ -204,6 +212,39 @@ func (f *forwarder) fallBack(err error) {
 		f.logger.Warn("upstream speaks remote write 1.0 only: sending 1.0, and 2.0 again after the probe interval", "err", err, "probe_interval", f.probeInterval)
 	} else if f.oldReceiverLog.allow() {
 		f.logger.Warn("upstream still speaks remote write 1.0 only, resending as 1.0", "err", err)
+	}
+}
+
+// batchLimits are the points and bytes a batch holds at most: the
+// configured max_samples_per_send and max_bytes_per_send, or what the
+// upstream was seen to accept after refusing a batch as too large.
+func (f *forwarder) batchLimits() (maxN, maxB int) {
+	q := &f.cfg.QueueConfig
+	maxN, maxB = q.MaxSamplesPerSend, q.MaxBytesPerSend
+	if n := int(f.learnedN.Load()); n > 0 {
+		maxN = min(maxN, n)
+	}
+	if b := int(f.learnedB.Load()); b > 0 {
+		maxB = min(maxB, b)
+	}
+	return maxN, maxB
+}
+
+// accepted records that the upstream took a batch of n points and b
+// bytes: after a 413, the largest such batch is its learned limit.
+func (f *forwarder) accepted(n, b int) {
+	if !f.refusedLarge.Load() {
+		return
+	}
+	first := f.learnedN.Load() == 0
+	for cur := f.learnedN.Load(); int64(n) > cur && !f.learnedN.CompareAndSwap(cur, int64(n)); cur = f.learnedN.Load() {
+	}
+	for cur := f.learnedB.Load(); int64(b) > cur && !f.learnedB.CompareAndSwap(cur, int64(b)); cur = f.learnedB.Load() {
+	}
+	f.m.learnedN.Set(float64(f.learnedN.Load()))
+	f.m.learnedB.Set(float64(f.learnedB.Load()))
+	if first {
+		f.logger.Warn("upstream refused a batch as too large: cutting batches to the largest it accepted", "max_samples", n, "max_bytes", b)
 	}
 }
 

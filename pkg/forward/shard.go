@@ -107,10 +107,10 @@ func (s *shard) appendItems(items []item, n int) {
 
 // state reports whether a full batch is waiting, and whether anything is.
 func (s *shard) state() (full, any bool) {
-	q := &s.f.cfg.QueueConfig
+	maxN, maxB := s.f.batchLimits()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.queued >= q.MaxSamplesPerSend || s.queuedBytes >= q.MaxBytesPerSend, s.queued > 0
+	return s.queued >= maxN || s.queuedBytes >= maxB, s.queued > 0
 }
 
 // take removes the next batch from the queue: items up to
@@ -118,8 +118,7 @@ func (s *shard) state() (full, any bool) {
 // splitting an item that alone exceeds them. It returns the batch (valid
 // until the next take) and its number of points.
 func (s *shard) take() ([]item, int) {
-	q := &s.f.cfg.QueueConfig
-	maxN, maxB := q.MaxSamplesPerSend, q.MaxBytesPerSend
+	maxN, maxB := s.f.batchLimits()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	b := s.batch[:0]
@@ -295,6 +294,7 @@ func (s *shard) send(ctx context.Context, items []item) bool {
 			if proto == prw.ProtoV2 && st.points() > 0 {
 				f.acceptedV2()
 			}
+			f.accepted(countWeight(items), itemsSize(items))
 			return true
 
 		case outcomeFallback:
@@ -309,6 +309,7 @@ func (s *shard) send(ctx context.Context, items []item) bool {
 			continue
 
 		case outcomeTooLarge:
+			f.refusedLarge.Store(true)
 			head, tail, ok := splitBatch(items)
 			if !ok {
 				f.drop(registry.DropTooLarge, st.points())
@@ -368,6 +369,24 @@ func (s *shard) send(ctx context.Context, items []item) bool {
 			f.m.retried.Add(float64(st.points()))
 		}
 	}
+}
+
+// countWeight and itemsSize are what a batch of items weighs against the
+// batch limits: points (see item.count) and estimated bytes.
+func countWeight(items []item) int {
+	n := 0
+	for i := range items {
+		n += items[i].count()
+	}
+	return n
+}
+
+func itemsSize(items []item) int {
+	n := 0
+	for i := range items {
+		n += items[i].size
+	}
+	return n
 }
 
 // splitBatch cuts a batch an upstream refused as too large into two halves

@@ -160,6 +160,11 @@ type ForwardMetrics struct {
 	Shards          *prometheus.GaugeVec     // upstream
 	SendDuration    *prometheus.HistogramVec // upstream
 	LastSendSuccess *prometheus.GaugeVec     // upstream: unix seconds
+	// LearnedMaxSamples and LearnedMaxBytes are the largest batch an
+	// upstream accepted after it refused one as too large (413), to which
+	// later batches are cut; 0 while it has refused none.
+	LearnedMaxSamples *prometheus.GaugeVec // upstream
+	LearnedMaxBytes   *prometheus.GaugeVec // upstream
 	// QueueLag is the age of the oldest disk queue record not yet
 	// acknowledged by the upstream: now minus the time it was appended; 0
 	// when all is sent.
@@ -200,8 +205,10 @@ func NewForwardMetrics(reg prometheus.Registerer) *ForwardMetrics {
 			Help:    "Duration of send attempts, successful or not.",
 			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
 		}, up),
-		LastSendSuccess: gauge("last_send_success_timestamp_seconds", "Unix time of the last batch the upstream acknowledged."),
-		QueueLag:        gauge("queue_lag_seconds", "Age of the oldest queued record not yet acknowledged by the upstream (0 when everything is sent)."),
+		LastSendSuccess:   gauge("last_send_success_timestamp_seconds", "Unix time of the last batch the upstream acknowledged."),
+		LearnedMaxSamples: gauge("learned_max_samples_per_send", "Samples of the largest batch the upstream accepted after refusing one as too large (413); later batches are cut to it. 0 while none was refused."),
+		LearnedMaxBytes:   gauge("learned_max_bytes_per_send", "Bytes of the largest batch the upstream accepted after refusing one as too large (413); later batches are cut to it. 0 while none was refused."),
+		QueueLag:          gauge("queue_lag_seconds", "Age of the oldest queued record not yet acknowledged by the upstream (0 when everything is sent)."),
 		OrphanedDirectories: f.NewGauge(prometheus.GaugeOpts{
 			Namespace: Namespace, Subsystem: "queue", Name: "orphaned_directories",
 			Help: "Queue directories under <storage.path>/queues whose upstream is not configured (or not on disk).",
@@ -222,7 +229,7 @@ func (m *ForwardMetrics) InitUpstream(upstream string) {
 	for _, r := range DropReasons {
 		m.DroppedSamples.WithLabelValues(upstream, r)
 	}
-	for _, v := range []*prometheus.GaugeVec{m.QueueLength, m.QueueCapacity, m.Shards, m.LastSendSuccess} {
+	for _, v := range []*prometheus.GaugeVec{m.QueueLength, m.QueueCapacity, m.Shards, m.LastSendSuccess, m.LearnedMaxSamples, m.LearnedMaxBytes} {
 		v.WithLabelValues(upstream)
 	}
 	m.SendDuration.WithLabelValues(upstream)
@@ -235,7 +242,7 @@ func (m *ForwardMetrics) DeleteUpstream(upstream string) {
 	for _, v := range []*prometheus.CounterVec{m.SentSamples, m.SentHistograms, m.SentExemplars, m.SentMetadata, m.SentBatches, m.SentBytes, m.FailedSamples, m.RetriedSamples, m.DroppedSamples, m.Requests, m.QueueFull} {
 		v.DeletePartialMatch(match)
 	}
-	for _, v := range []*prometheus.GaugeVec{m.QueueLength, m.QueueCapacity, m.Shards, m.LastSendSuccess, m.QueueLag} {
+	for _, v := range []*prometheus.GaugeVec{m.QueueLength, m.QueueCapacity, m.Shards, m.LastSendSuccess, m.QueueLag, m.LearnedMaxSamples, m.LearnedMaxBytes} {
 		v.DeletePartialMatch(match)
 	}
 	m.SendDuration.DeletePartialMatch(match)
