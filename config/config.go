@@ -151,11 +151,15 @@ func (c *ReceiverConfig) UnmarshalYAML(unmarshal func(any) error) error {
 
 // UpstreamConfig is one upstream: a Prometheus remote_write block.
 type UpstreamConfig struct {
-	Name                 string            `yaml:"name"`
-	URL                  *commoncfg.URL    `yaml:"url"`
-	ProtobufMessage      string            `yaml:"protobuf_message,omitempty"`
-	RemoteTimeout        model.Duration    `yaml:"remote_timeout,omitempty"`
-	Headers              map[string]string `yaml:"headers,omitempty"`
+	Name            string            `yaml:"name"`
+	URL             *commoncfg.URL    `yaml:"url"`
+	ProtobufMessage string            `yaml:"protobuf_message,omitempty"`
+	RemoteTimeout   model.Duration    `yaml:"remote_timeout,omitempty"`
+	Headers         map[string]string `yaml:"headers,omitempty"`
+	// TenantHeader, when set (e.g. X-Scope-OrgID), sends every request
+	// with the id of the tenant whose data it holds in this header; the
+	// data of different tenants is never in one request.
+	TenantHeader         string            `yaml:"tenant_header,omitempty"`
 	WriteRelabelConfigs  []*relabel.Config `yaml:"write_relabel_configs,omitempty"`
 	SendExemplars        bool              `yaml:"send_exemplars"`
 	SendNativeHistograms bool              `yaml:"send_native_histograms"`
@@ -322,6 +326,9 @@ func (u *UpstreamConfig) validate() error {
 		if strings.TrimSpace(name) == "" {
 			return errors.New("headers: empty header name")
 		}
+	}
+	if h := u.TenantHeader; h != "" && (reservedHeaders[http.CanonicalHeaderKey(h)] || strings.TrimSpace(h) != h || strings.ContainsAny(h, " :\r\n")) {
+		return fmt.Errorf("tenant_header: %q is not a header the gateway may set", h)
 	}
 	for i, rc := range u.WriteRelabelConfigs {
 		if rc == nil {

@@ -155,3 +155,13 @@ upstreams:
 		})
 	}
 }
+
+func TestTenantHeader(t *testing.T) {
+	load := func(h string) error {
+		_, err := Load([]byte("upstreams:\n- name: u\n  url: http://example.invalid/\n  tenant_header: \"" + h + "\"\n"))
+		return err
+	}
+	require.NoError(t, load("X-Scope-OrgID"))
+	require.ErrorContains(t, load("Content-Type"), "tenant_header")
+	require.ErrorContains(t, load("X Scope"), "tenant_header")
+}

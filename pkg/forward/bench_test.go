@@ -96,7 +96,7 @@ func BenchmarkEnqueue(b *testing.B) {
 	req := nodeExporterRequest(benchBatch)
 	b.ReportAllocs()
 	for b.Loop() {
-		if err := m.Enqueue(b.Context(), req, nil); err != nil {
+		if err := m.Enqueue(b.Context(), req, "", nil); err != nil {
 			b.Fatal(err)
 		}
 		for _, s := range f.shards {
@@ -142,7 +142,7 @@ func BenchmarkEndToEnd(b *testing.B) {
 			want := 0.0
 			for b.Loop() {
 				for {
-					err := m.Enqueue(b.Context(), req, nil)
+					err := m.Enqueue(b.Context(), req, "", nil)
 					if err == nil {
 						break
 					}

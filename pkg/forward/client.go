@@ -124,9 +124,10 @@ type attemptResult struct {
 	body    []byte // start of the body of a refusal, for the log
 }
 
-// post sends one encoded batch and drains and closes the response. retry is
-// the Retry-Attempt number, 0 on the first attempt.
-func (f *forwarder) post(ctx context.Context, data []byte, proto prw.Protocol, retry int, points int) attemptResult {
+// post sends one encoded batch, of tenant's data if it is not "" (then in
+// the upstream's tenant_header), and drains and closes the response. retry
+// is the Retry-Attempt number, 0 on the first attempt.
+func (f *forwarder) post(ctx context.Context, data []byte, proto prw.Protocol, tenant string, retry int, points int) attemptResult {
 	ctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, f.url, bytes.NewReader(data))
@@ -144,6 +145,9 @@ func (f *forwarder) post(ctx context.Context, data []byte, proto prw.Protocol, r
 	}
 	for k, v := range f.cfg.Headers {
 		h.Set(k, v)
+	}
+	if tenant != "" {
+		h.Set(f.cfg.TenantHeader, tenant)
 	}
 
 	start := time.Now()

@@ -90,13 +90,13 @@ func TestDiskRestartResumes(t *testing.T) {
 
 	m1, _, metrics1, qm1 := newTestManagerOpts(t, testConfig(cfg), diskOpts(dir))
 	for i := range n / 2 {
-		require.NoError(t, m1.Enqueue(t.Context(), seriesRequest(i, per), nil))
+		require.NoError(t, m1.Enqueue(t.Context(), seriesRequest(i, per), "", nil))
 	}
 	require.Eventually(t, func() bool { return u.samples() == n/2*per }, waitFor, tick)
 	eventuallyValue(t, 0, qm1.Records.WithLabelValues("u"))
 	sw.code.Store(http.StatusServiceUnavailable) // the upstream goes down
 	for i := n / 2; i < n; i++ {
-		require.NoError(t, m1.Enqueue(t.Context(), seriesRequest(i, per), nil))
+		require.NoError(t, m1.Enqueue(t.Context(), seriesRequest(i, per), "", nil))
 	}
 	require.Eventually(t, func() bool { return testutil.ToFloat64(metrics1.QueueLag.WithLabelValues("u")) > 0 }, waitFor, tick, "lag rises")
 	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
@@ -151,7 +151,7 @@ func TestDiskFullBlocks(t *testing.T) {
 	m, _, metrics, qm := newTestManagerOpts(t, testConfig(cfg), diskOpts(t.TempDir()))
 	var err error
 	for i := 0; i < 100 && err == nil; i++ {
-		err = m.Enqueue(t.Context(), fillRequest(i), nil)
+		err = m.Enqueue(t.Context(), fillRequest(i), "", nil)
 	}
 	require.ErrorIs(t, err, ErrQueueFull)
 	var ra interface{ RetryAfter() time.Duration }
@@ -182,7 +182,7 @@ func TestDiskFullDropsOldest(t *testing.T) {
 	m, _, _, qm := newTestManagerOpts(t, testConfig(cfg), diskOpts(t.TempDir()))
 	const n = 40
 	for i := range n {
-		require.NoError(t, m.Enqueue(t.Context(), fillRequest(i), nil), "request %d", i)
+		require.NoError(t, m.Enqueue(t.Context(), fillRequest(i), "", nil), "request %d", i)
 	}
 	dropped := testutil.ToFloat64(qm.DroppedRecords.WithLabelValues("u", queue.DropOldestReason))
 	require.Positive(t, dropped)
@@ -228,14 +228,14 @@ func TestDiskNoSpace(t *testing.T) {
 	ua.QueueConfig.Storage = config.StorageMemory // a in memory, b on disk
 	m, _, metrics, _ := newTestManagerOpts(t, testConfig(ua, ub), opts)
 
-	require.NoError(t, m.Enqueue(t.Context(), seriesRequest(0, 5), nil))
+	require.NoError(t, m.Enqueue(t.Context(), seriesRequest(0, 5), "", nil))
 	full.Store(true)
-	err := m.Enqueue(t.Context(), seriesRequest(1, 5), nil)
+	err := m.Enqueue(t.Context(), seriesRequest(1, 5), "", nil)
 	require.ErrorIs(t, err, ErrQueueFull)
 	require.Contains(t, err.Error(), `"b"`)
 	require.Equal(t, 1.0, testutil.ToFloat64(metrics.QueueFull.WithLabelValues("b")))
 	full.Store(false)
-	require.NoError(t, m.Enqueue(t.Context(), seriesRequest(2, 5), nil))
+	require.NoError(t, m.Enqueue(t.Context(), seriesRequest(2, 5), "", nil))
 	for _, u := range []*fakeUpstream{a, b} {
 		require.Eventually(t, func() bool { return u.samples() == 10 }, waitFor, tick)
 	}
@@ -291,7 +291,7 @@ func TestDiskReloadHandsOver(t *testing.T) {
 	opts := diskOpts(t.TempDir())
 	m, _, metrics, qm := newTestManagerOpts(t, testConfig(cfg), opts)
 	for i := range 10 {
-		require.NoError(t, m.Enqueue(t.Context(), seriesRequest(i, 5), nil))
+		require.NoError(t, m.Enqueue(t.Context(), seriesRequest(i, 5), "", nil))
 	}
 	next := testUpstream(t, "u", u.srv.URL, false)
 	next.Headers = map[string]string{"X-Changed": "yes"}
@@ -319,7 +319,7 @@ func TestDiskMetricsRegistration(t *testing.T) {
 	for i := range 3 {
 		c := testUpstream(t, "u", u.srv.URL, i%2 == 0)
 		require.NoError(t, m.ApplyConfig(testConfig(c)))
-		wg.Go(func() { _ = m.Enqueue(t.Context(), seriesRequest(i, 3), nil) })
+		wg.Go(func() { _ = m.Enqueue(t.Context(), seriesRequest(i, 3), "", nil) })
 	}
 	wg.Wait()
 	_, err := reg.Gather()

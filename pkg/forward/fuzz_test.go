@@ -21,7 +21,14 @@ import (
 // encoding encodes without an error.
 func FuzzRecordDecoder(f *testing.F) {
 	for _, p := range []prw.Protocol{prw.ProtoV1, prw.ProtoV2} {
-		recs, _, err := newRecordEncoder().encode(recordItems(), p, true, time.UnixMilli(1))
+		tenanted := recordItems()
+		for i := range tenanted {
+			tenanted[i].tenant = "team-a"
+		}
+		recs, _, err := newRecordEncoder().encode(tenanted, p, true, time.UnixMilli(1))
+		require.NoError(f, err)
+		f.Add(recs[0], false)
+		recs, _, err = newRecordEncoder().encode(recordItems(), p, true, time.UnixMilli(1))
 		require.NoError(f, err)
 		f.Add(recs[0], false)
 		msg, err := snappy.Decode(nil, recs[0][3:])

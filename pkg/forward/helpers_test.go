@@ -329,7 +329,7 @@ func eventuallyValue(t *testing.T, want float64, c prometheus.Collector) {
 type allUpstreams struct{ m *Manager }
 
 func (a allUpstreams) Enqueue(ctx context.Context, req *prw.Request) error {
-	return a.m.Enqueue(ctx, req, nil)
+	return a.m.Enqueue(ctx, req, "", nil)
 }
 
 // formItems returns req in the form, cut into chunks as a forwarder of

@@ -24,6 +24,9 @@ type item struct {
 	ext bool
 	// shard is the chunk's shard.
 	shard int
+	// tenant is the id of the tenant whose data it is, for an upstream
+	// with a tenant_header; "" otherwise.
+	tenant string
 
 	family *prw.FamilyMetadata
 
@@ -76,7 +79,7 @@ func countPoints(items []item) int {
 // series' first n points (samples first, then exemplars and histograms, in
 // the order the series holds them).
 func (it *item) split(n int) (head, tail item, err error) {
-	head = item{shard: it.shard, ext: it.ext, rec: it.rec}
+	head = item{shard: it.shard, ext: it.ext, tenant: it.tenant, rec: it.rec}
 	cut := 0
 	err = rangeChunk(it.raw, func(_ []byte, rs prw.RawSeries, end int) bool {
 		if cut > 0 && head.count()+weight(rs) > n {
@@ -99,7 +102,7 @@ func (it *item) split(n int) (head, tail item, err error) {
 		return it.splitPoints(n)
 	}
 	head.raw = it.raw[:cut:cut]
-	tail = item{raw: it.raw[cut:], shard: it.shard, ext: it.ext, rec: it.rec,
+	tail = item{raw: it.raw[cut:], shard: it.shard, ext: it.ext, tenant: it.tenant, rec: it.rec,
 		samples: it.samples - head.samples, histograms: it.histograms - head.histograms,
 		exemplars: it.exemplars - head.exemplars, empty: it.empty - head.empty}
 	head.size, tail.size = len(head.raw), len(tail.raw)
@@ -126,8 +129,8 @@ func (it *item) splitPoints(n int) (head, tail item, err error) {
 	if err != nil {
 		return *it, item{}, err
 	}
-	head = item{raw: h, shard: it.shard, ext: it.ext, rec: it.rec, samples: hrs.Samples, histograms: hrs.Histograms, exemplars: hrs.Exemplars}
-	tail = item{raw: append(t, it.raw[end:]...), shard: it.shard, ext: it.ext, rec: it.rec,
+	head = item{raw: h, shard: it.shard, ext: it.ext, tenant: it.tenant, rec: it.rec, samples: hrs.Samples, histograms: hrs.Histograms, exemplars: hrs.Exemplars}
+	tail = item{raw: append(t, it.raw[end:]...), shard: it.shard, ext: it.ext, tenant: it.tenant, rec: it.rec,
 		samples: it.samples - head.samples, histograms: it.histograms - head.histograms,
 		exemplars: it.exemplars - head.exemplars, empty: it.empty}
 	head.size, tail.size = len(head.raw), len(tail.raw)
@@ -138,7 +141,7 @@ func (it *item) splitPoints(n int) (head, tail item, err error) {
 // for (see prw.FilterPoints), and the number left out; it itself when none
 // is. The result is a chunk of its own: queued chunks are never modified.
 func (it *item) keepPoints(keep func(kind int, t int64, i int) bool) (item, int, error) {
-	out := item{shard: it.shard, ext: it.ext, rec: it.rec}
+	out := item{shard: it.shard, ext: it.ext, tenant: it.tenant, rec: it.rec}
 	var (
 		b, scratch []byte
 		dropped    int

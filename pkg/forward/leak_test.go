@@ -102,7 +102,7 @@ func TestNoConnectionOrFDLeak(t *testing.T) {
 		for j := range 10 {
 			req.Series = append(req.Series, floatSeries(int64(i), 1, "__name__", "x", "j", intString(j)))
 		}
-		require.NoError(t, m.Enqueue(t.Context(), req, nil))
+		require.NoError(t, m.Enqueue(t.Context(), req, "", nil))
 	}
 	done := func() float64 {
 		return testutil.ToFloat64(metrics.SentSamples.WithLabelValues("u")) +

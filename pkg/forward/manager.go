@@ -290,8 +290,10 @@ func (m *Manager) ApplyConfig(cfg *config.Config) error {
 	return nil
 }
 
-// Enqueue appends req to the queue of every upstream that routes reports
-// true for (every upstream when routes is nil). It returns once the data
+// Enqueue appends req, the data of tenant ("" for none), to the queue of
+// every upstream that routes reports true for (every upstream when routes
+// is nil). An upstream with a tenant_header sends it in requests of that
+// tenant's data only, with the tenant's id in the header. It returns once the data
 // is queued everywhere (for a disk queue: written to its file), or nothing
 // is queued anywhere: an error wrapping ErrQueueFull (with a RetryAfter
 // method) when an upstream lacks room, ErrStopped after Stop. Every error
@@ -304,7 +306,7 @@ func (m *Manager) ApplyConfig(cfg *config.Config) error {
 // still fail after that (the disk fills up, or a concurrent request took
 // the room). The upstreams appended to before keep the request, and the
 // client's retry sends it to them again: duplicates, never loss.
-func (m *Manager) Enqueue(ctx context.Context, req *prw.Request, routes func(upstream string) bool) error {
+func (m *Manager) Enqueue(ctx context.Context, req *prw.Request, tenant string, routes func(upstream string) bool) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -329,7 +331,7 @@ func (m *Manager) Enqueue(ctx context.Context, req *prw.Request, routes func(ups
 	}
 	// Every upstream is prepared from the request in the form: as the
 	// receiver's scan found it, or written in it once, here.
-	r := request{req: req, form: req.Raw, external: set.external, lb: m.builders.Get().(*labels.Builder)}
+	r := request{req: req, form: req.Raw, tenant: tenant, external: set.external, lb: m.builders.Get().(*labels.Builder)}
 	if req.Raw == nil {
 		req.Materialize()
 	}
@@ -358,7 +360,7 @@ func (m *Manager) Enqueue(ctx context.Context, req *prw.Request, routes func(ups
 		}
 		p.enc = m.encoders.Get().(*recordEncoder)
 		if proto := p.f.proto(); proto == prw.ProtoV1 && !p.raw.Ext {
-			p.recs, p.recBytes = p.enc.encodeRaw(p.raw, p.meta, now)
+			p.recs, p.recBytes = p.enc.encodeRaw(p.raw, p.meta, p.tenant, now)
 		} else {
 			var err error
 			if p.recs, p.recBytes, err = p.enc.encode(p.items, proto, p.f.cfg.MetadataConfig.Send, now); err != nil {

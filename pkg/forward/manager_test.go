@@ -109,8 +109,8 @@ func TestFanOut(t *testing.T) {
 	wantReq1.Series[0].Samples = slices.Clone(req1.Series[0].Samples)
 	wantReq1.Series[0].Metadata.Help = "Total requests."
 
-	require.NoError(t, m.Enqueue(t.Context(), req1, nil))
-	require.NoError(t, m.Enqueue(t.Context(), req2, nil))
+	require.NoError(t, m.Enqueue(t.Context(), req1, "", nil))
+	require.NoError(t, m.Enqueue(t.Context(), req2, "", nil))
 	// The receiver reuses its buffers once Enqueue returns.
 	req1.Series[0].Samples[0].Value = 999
 	req1.Series[1].Histograms[0].PositiveDeltas[0] = 77
@@ -226,7 +226,7 @@ func TestWriteRelabelAndExternalLabels(t *testing.T) {
 	require.NoError(t, m.Enqueue(t.Context(), &prw.Request{Series: []prw.Series{
 		floatSeries(1, 3, "__name__", "keep_me", "env", "dev"),
 		floatSeries(1, 2, "__name__", "drop_me"),
-	}}, nil))
+	}}, "", nil))
 
 	require.Eventually(t, func() bool { return a.samples() == 3 && b.samples() == 5 }, waitFor, tick)
 	ga, gb := bySeries(a.series()), bySeries(b.series())
@@ -247,7 +247,7 @@ func TestSendUnsupportedDropped(t *testing.T) {
 	s := floatSeries(1, 2, "__name__", "x")
 	s.Exemplars = []prw.Exemplar{{Labels: labels.FromStrings("a", "b"), Value: 1, Timestamp: 1}}
 	h := prw.Series{Labels: labels.FromStrings("__name__", "h"), Histograms: []prw.Histogram{intHistogram(1, 0)}}
-	require.NoError(t, m.Enqueue(t.Context(), &prw.Request{Series: []prw.Series{s, h}}, nil))
+	require.NoError(t, m.Enqueue(t.Context(), &prw.Request{Series: []prw.Series{s, h}}, "", nil))
 	require.Eventually(t, func() bool { return u.samples() == 2 }, waitFor, tick)
 	require.Equal(t, 2.0, testutil.ToFloat64(metrics.DroppedSamples.WithLabelValues("u", registry.DropUnsupported)))
 	for _, got := range u.series() {
@@ -266,7 +266,7 @@ func TestRetryOn5xx(t *testing.T) {
 	cfg := testUpstream(t, "u", u.srv.URL, false)
 	cfg.QueueConfig.MaxShards = 1
 	m, _, metrics := newTestManager(t, testConfig(cfg))
-	require.NoError(t, m.Enqueue(t.Context(), &prw.Request{Series: []prw.Series{floatSeries(1, 10, "__name__", "x")}}, nil))
+	require.NoError(t, m.Enqueue(t.Context(), &prw.Request{Series: []prw.Series{floatSeries(1, 10, "__name__", "x")}}, "", nil))
 
 	require.Eventually(t, func() bool { return u.samples() == 10 }, waitFor, tick)
 	require.Equal(t, "2", u.requests()[0].header.Get(headerRetryAttempt))
@@ -309,7 +309,7 @@ func TestNonRetryable4xxDropsOneBatch(t *testing.T) {
 			cfg.QueueConfig.RetryOnRateLimit = false
 			m, _, metrics := newTestManager(t, testConfig(cfg))
 			for _, name := range []string{"good1", "bad", "good2"} {
-				require.NoError(t, m.Enqueue(t.Context(), &prw.Request{Series: []prw.Series{floatSeries(1, 5, "__name__", name)}}, nil))
+				require.NoError(t, m.Enqueue(t.Context(), &prw.Request{Series: []prw.Series{floatSeries(1, 5, "__name__", name)}}, "", nil))
 			}
 			require.Eventually(t, func() bool { return u.samples() == 10 }, waitFor, tick)
 			got := bySeries(u.series())
@@ -335,7 +335,7 @@ func TestRetryAfterOn429(t *testing.T) {
 	cfg.QueueConfig.MaxShards = 1
 	m, _, metrics := newTestManager(t, testConfig(cfg))
 	start := time.Now()
-	require.NoError(t, m.Enqueue(t.Context(), &prw.Request{Series: []prw.Series{floatSeries(1, 3, "__name__", "x")}}, nil))
+	require.NoError(t, m.Enqueue(t.Context(), &prw.Request{Series: []prw.Series{floatSeries(1, 3, "__name__", "x")}}, "", nil))
 	require.Eventually(t, func() bool { return u.samples() == 3 }, waitFor, tick)
 	require.GreaterOrEqual(t, time.Since(start), 950*time.Millisecond, "Retry-After honoured over max_backoff")
 	require.Equal(t, 1.0, testutil.ToFloat64(metrics.Requests.WithLabelValues("u", "429")))
@@ -356,7 +356,7 @@ func TestTooLargeSplits(t *testing.T) {
 	for _, name := range []string{"a", "b", "c", "huge", "d"} {
 		req.Series = append(req.Series, floatSeries(1, 2, "__name__", name))
 	}
-	require.NoError(t, m.Enqueue(t.Context(), req, nil))
+	require.NoError(t, m.Enqueue(t.Context(), req, "", nil))
 	require.Eventually(t, func() bool { return u.samples() == 8 }, waitFor, tick)
 	for _, r := range u.requests() {
 		require.Len(t, r.series, 1)
@@ -380,9 +380,9 @@ func TestOldReceiverResentAsV1(t *testing.T) {
 	cfg.QueueConfig.MaxShards = 1
 	m, _, metrics := newTestManager(t, testConfig(cfg))
 
-	require.NoError(t, m.Enqueue(t.Context(), &prw.Request{Series: []prw.Series{floatSeries(1, 3, "__name__", "x")}}, nil))
+	require.NoError(t, m.Enqueue(t.Context(), &prw.Request{Series: []prw.Series{floatSeries(1, 3, "__name__", "x")}}, "", nil))
 	require.Eventually(t, func() bool { return u.samples() == 3 }, waitFor, tick)
-	require.NoError(t, m.Enqueue(t.Context(), &prw.Request{Series: []prw.Series{floatSeries(10, 3, "__name__", "x")}}, nil))
+	require.NoError(t, m.Enqueue(t.Context(), &prw.Request{Series: []prw.Series{floatSeries(10, 3, "__name__", "x")}}, "", nil))
 	require.Eventually(t, func() bool { return u.samples() == 6 }, waitFor, tick)
 
 	for _, r := range u.requests() {
@@ -414,7 +414,7 @@ func TestQueueFullIsAllOrNothing(t *testing.T) {
 	defer close(release)
 
 	enqueue := func(ts int64) error {
-		return m.Enqueue(t.Context(), &prw.Request{Series: []prw.Series{floatSeries(ts, 5, "__name__", "x")}}, nil)
+		return m.Enqueue(t.Context(), &prw.Request{Series: []prw.Series{floatSeries(ts, 5, "__name__", "x")}}, "", nil)
 	}
 	require.NoError(t, enqueue(0))
 	require.NoError(t, enqueue(5))
@@ -453,7 +453,7 @@ func TestPerSeriesOrder(t *testing.T) {
 		for _, n := range names {
 			req.Series = append(req.Series, floatSeries(int64(i*per), per, "__name__", n))
 		}
-		require.NoError(t, m.Enqueue(t.Context(), req, nil))
+		require.NoError(t, m.Enqueue(t.Context(), req, "", nil))
 	}
 	require.Eventually(t, func() bool { return u.samples() == calls*per*len(names) }, waitFor, tick)
 	last := map[string]int64{}
@@ -475,7 +475,7 @@ func TestStopFlushesQueued(t *testing.T) {
 	cfg.QueueConfig.BatchSendDeadline = 1e12 // never: only Stop sends
 	m, _, metrics := newTestManager(t, testConfig(cfg))
 	for i := range 10 {
-		require.NoError(t, m.Enqueue(t.Context(), &prw.Request{Series: []prw.Series{floatSeries(int64(i*5), 5, "__name__", "x", "i", string(rune('a'+i)))}}, nil))
+		require.NoError(t, m.Enqueue(t.Context(), &prw.Request{Series: []prw.Series{floatSeries(int64(i*5), 5, "__name__", "x", "i", string(rune('a'+i)))}}, "", nil))
 	}
 	require.Equal(t, 0, u.samples())
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
@@ -484,7 +484,7 @@ func TestStopFlushesQueued(t *testing.T) {
 	m.Stop(ctx) // idempotent
 	require.Equal(t, 50, u.samples())
 	require.Equal(t, 0.0, testutil.ToFloat64(metrics.QueueLength.WithLabelValues("u")))
-	require.ErrorIs(t, m.Enqueue(t.Context(), &prw.Request{}, nil), ErrStopped)
+	require.ErrorIs(t, m.Enqueue(t.Context(), &prw.Request{}, "", nil), ErrStopped)
 	require.ErrorIs(t, m.ApplyConfig(testConfig(cfg)), ErrStopped)
 }
 
@@ -498,7 +498,7 @@ func TestStopDeadlineDropsTheRest(t *testing.T) {
 	cfg.QueueConfig.MaxSamplesPerSend = 5
 	m, _, metrics := newTestManager(t, testConfig(cfg))
 	for i := range 4 {
-		require.NoError(t, m.Enqueue(t.Context(), &prw.Request{Series: []prw.Series{floatSeries(int64(i*5), 5, "__name__", "x")}}, nil))
+		require.NoError(t, m.Enqueue(t.Context(), &prw.Request{Series: []prw.Series{floatSeries(int64(i*5), 5, "__name__", "x")}}, "", nil))
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
 	defer cancel()
@@ -520,7 +520,7 @@ func TestStopEndsReloadDrain(t *testing.T) {
 	gone.QueueConfig.MaxShards = 1
 	kept := testUpstream(t, "kept", "http://127.0.0.1:1/", false)
 	m, _, _, _ := newTestManagerOpts(t, testConfig(gone, kept), Options{FlushDeadline: time.Hour})
-	require.NoError(t, m.Enqueue(t.Context(), &prw.Request{Series: []prw.Series{floatSeries(0, 5, "__name__", "x")}}, nil))
+	require.NoError(t, m.Enqueue(t.Context(), &prw.Request{Series: []prw.Series{floatSeries(0, 5, "__name__", "x")}}, "", nil))
 	reloaded := make(chan error, 1)
 	go func() { reloaded <- m.ApplyConfig(testConfig(kept)) }() // drains "gone" for up to an hour
 	require.Eventually(t, func() bool { return u.calls.Load() > 0 }, waitFor, tick, "the drain is sending")
@@ -544,9 +544,9 @@ func TestStopEndsReloadDrain(t *testing.T) {
 
 func TestEnqueueBeforeConfig(t *testing.T) {
 	m := NewManager(nil, registry.NewForwardMetrics(nil), Options{})
-	require.ErrorIs(t, m.Enqueue(t.Context(), &prw.Request{}, nil), ErrNotConfigured)
+	require.ErrorIs(t, m.Enqueue(t.Context(), &prw.Request{}, "", nil), ErrNotConfigured)
 	m.Stop(t.Context())
-	require.True(t, errors.Is(m.Enqueue(t.Context(), &prw.Request{}, nil), ErrStopped))
+	require.True(t, errors.Is(m.Enqueue(t.Context(), &prw.Request{}, "", nil), ErrStopped))
 }
 
 // TestRoutes: Enqueue sends a request only to the upstreams its routes
@@ -556,8 +556,8 @@ func TestRoutes(t *testing.T) {
 	b := newFakeUpstream(t, nil)
 	m, _, _ := newTestManager(t, testConfig(testUpstream(t, "a", a.srv.URL, false), testUpstream(t, "b", b.srv.URL, false)))
 	onlyB := func(u string) bool { return u == "b" }
-	require.NoError(t, m.Enqueue(t.Context(), &prw.Request{Series: []prw.Series{floatSeries(1000, 3, "__name__", "routed")}}, onlyB))
-	require.NoError(t, m.Enqueue(t.Context(), &prw.Request{Series: []prw.Series{floatSeries(5000, 2, "__name__", "everywhere")}}, nil))
+	require.NoError(t, m.Enqueue(t.Context(), &prw.Request{Series: []prw.Series{floatSeries(1000, 3, "__name__", "routed")}}, "", onlyB))
+	require.NoError(t, m.Enqueue(t.Context(), &prw.Request{Series: []prw.Series{floatSeries(5000, 2, "__name__", "everywhere")}}, "", nil))
 	require.Eventually(t, func() bool { return b.samples() == 5 && a.samples() == 2 }, 10*time.Second, 10*time.Millisecond)
 	for _, s := range a.series() {
 		require.Equal(t, "everywhere", s.Labels.Get("__name__"), "a got data routed to b only")
@@ -584,7 +584,7 @@ func TestUnsupportedMediaTypeFallsBackAndProbes(t *testing.T) {
 	const probe = 300 * time.Millisecond
 	m, _, metrics, _ := newTestManagerOpts(t, testConfig(cfg), Options{ProbeInterval: probe})
 	send := func(ts int64) {
-		require.NoError(t, m.Enqueue(t.Context(), &prw.Request{Series: []prw.Series{floatSeries(ts, 2, "__name__", "x")}}, nil))
+		require.NoError(t, m.Enqueue(t.Context(), &prw.Request{Series: []prw.Series{floatSeries(ts, 2, "__name__", "x")}}, "", nil))
 	}
 	lastProto := func() prw.Protocol { r := u.requests(); return r[len(r)-1].proto }
 
@@ -606,4 +606,62 @@ func TestUnsupportedMediaTypeFallsBackAndProbes(t *testing.T) {
 	require.Equal(t, prw.ProtoV2, lastProto())
 	require.Zero(t, testutil.ToFloat64(metrics.DroppedSamples.WithLabelValues("u", registry.DropOldReceiver)))
 	require.Zero(t, testutil.ToFloat64(metrics.DroppedSamples.WithLabelValues("u", registry.DropHTTPStatus)))
+}
+
+// An upstream with a tenant_header gets each tenant's data in requests of
+// its own, with the tenant's id in the header, from memory and disk queues
+// and after a restart; an upstream without one gets everything, without
+// the header.
+func TestTenantHeader(t *testing.T) {
+	tenants := []string{"team-a", "team-b", "team-c"}
+	for _, mode := range []string{"memory", "disk", "restart"} {
+		t.Run(mode, func(t *testing.T) {
+			sw := &switchable{}
+			sw.code.Store(http.StatusNoContent)
+			if mode == "restart" {
+				sw.code.Store(http.StatusServiceUnavailable)
+			}
+			mimir, plain := newFakeUpstream(t, sw.respond), newFakeUpstream(t, nil)
+			um := testUpstream(t, "mimir", mimir.srv.URL, false)
+			um.TenantHeader = "X-Scope-OrgID"
+			um.QueueConfig.MaxShards = 1 // one shard: tenants meet in its queue
+			up := testUpstream(t, "plain", plain.srv.URL, false)
+			var opts Options
+			dir := t.TempDir()
+			if mode != "memory" {
+				opts = diskOpts(dir)
+			}
+			m, _, _, _ := newTestManagerOpts(t, testConfig(um, up), opts)
+			const rounds, per = 5, 4
+			for i := range rounds {
+				for _, tn := range tenants {
+					req := &prw.Request{}
+					for j := range per {
+						req.Series = append(req.Series, floatSeries(int64(i*10), 2, "__name__", "x", "t", tn, "j", intString(j)))
+					}
+					require.NoError(t, m.Enqueue(t.Context(), req, tn, nil))
+				}
+			}
+			want := rounds * len(tenants) * per * 2
+			if mode == "restart" {
+				ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
+				m.Stop(ctx)
+				cancel()
+				sw.code.Store(http.StatusNoContent)
+				newTestManagerOpts(t, testConfig(um, up), opts)
+			}
+			require.Eventually(t, func() bool { return mimir.samples() >= want && plain.samples() >= want }, waitFor, tick)
+			for _, r := range mimir.requests() {
+				id := r.header.Get("X-Scope-OrgID")
+				require.Contains(t, tenants, id)
+				for _, s := range r.series {
+					require.Equal(t, id, s.Labels.Get("t"), "a request holds one tenant's data, named in its header")
+				}
+			}
+			for _, r := range plain.requests() {
+				require.Empty(t, r.header.Get("X-Scope-OrgID"))
+			}
+			require.Equal(t, want, len(sampleSet(mimir.series())))
+		})
+	}
 }

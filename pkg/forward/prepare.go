@@ -23,9 +23,10 @@ type prepared struct {
 	recBytes int64
 	enc      *recordEncoder
 	// Disk mode: the request for this upstream, to be written as records,
-	// and whether its metadata goes with it.
-	raw  *prw.RawV1
-	meta bool
+	// whether its metadata goes with it, and its tenant, if it is sent.
+	raw    *prw.RawV1
+	meta   bool
+	tenant string
 	// handoff are the items of raw for the reader (see handoff), if the
 	// request is written as one record.
 	handoff []item
@@ -64,6 +65,15 @@ func (f *forwarder) prepare(r *request, p *prepared) {
 	} else {
 		q := &cfg.QueueConfig
 		items, shardOf = rawItems(raw, len(f.shards), q.MaxSamplesPerSend, q.MaxBytesPerSend, meta && !v2)
+	}
+	if f.cfg.TenantHeader != "" && r.tenant != "" {
+		// The items carry the tenant to the batches: copies of their own,
+		// as the request's chunks are shared.
+		items = slices.Clone(items)
+		for i := range items {
+			items[i].tenant = r.tenant
+		}
+		p.tenant = r.tenant
 	}
 	if f.dq != nil {
 		p.raw, p.meta = raw, meta && !v2

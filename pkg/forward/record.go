@@ -24,8 +24,10 @@ import (
 //
 //	byte    3
 //	byte    protocol of the body: 1 (prometheus.WriteRequest) or 2
-//	        (io.prometheus.write.v2.Request)
+//	        (io.prometheus.write.v2.Request), plus 0x80 when a tenant follows
 //	uvarint append time, Unix milliseconds
+//	        the tenant, if flagged: uvarint length, then its id (for an
+//	        upstream with a tenant_header)
 //	the body, snappy-compressed (the block format, as remote write sends it)
 //
 // The body is what a batch of the upstream's protocol would hold: written
@@ -60,11 +62,24 @@ type recordEncoder struct {
 
 func newRecordEncoder() *recordEncoder { return &recordEncoder{enc: newEncoder()} }
 
-// header starts a record of protocol p in e.out.
-func (e *recordEncoder) header(p prw.Protocol, appended time.Time) {
+// recordTenant flags, in a version 3 record's protocol byte, that a tenant
+// follows the append time.
+const recordTenant = 0x80
+
+// header starts a record of protocol p, of tenant's data ("" for none), in
+// e.out.
+func (e *recordEncoder) header(p prw.Protocol, tenant string, appended time.Time) {
 	e.offs = append(e.offs, len(e.out))
-	e.out = append(e.out, recordV3, byte(p)+1)
+	pb := byte(p) + 1
+	if tenant != "" {
+		pb |= recordTenant
+	}
+	e.out = append(e.out, recordV3, pb)
 	e.out = binary.AppendUvarint(e.out, uint64(appended.UnixMilli()))
+	if tenant != "" {
+		e.out = binary.AppendUvarint(e.out, uint64(len(tenant)))
+		e.out = append(e.out, tenant...)
+	}
 }
 
 // records slices e.out into the records that header started.
@@ -94,7 +109,7 @@ func (e *recordEncoder) encode(items []item, p prw.Protocol, meta bool, appended
 		if err != nil {
 			return nil, 0, err
 		}
-		e.header(p, appended)
+		e.header(p, items[lo].tenant, appended)
 		e.out = append(e.out, body...)
 		lo = hi
 	}
@@ -102,18 +117,18 @@ func (e *recordEncoder) encode(items []item, p prw.Protocol, meta bool, appended
 	return recs, n, nil
 }
 
-// encodeRaw returns the 1.0 request raw as records, its metadata included
-// if withMeta, and their total size. The client's compressed body is the
-// record when it holds exactly that.
-func (e *recordEncoder) encodeRaw(raw *prw.RawV1, withMeta bool, appended time.Time) ([][]byte, int64) {
+// encodeRaw returns the 1.0 request raw, of tenant's data ("" for none),
+// as records, its metadata included if withMeta, and their total size.
+// The client's compressed body is the record when it holds exactly that.
+func (e *recordEncoder) encodeRaw(raw *prw.RawV1, withMeta bool, tenant string, appended time.Time) ([][]byte, int64) {
 	e.out, e.offs = e.out[:0], e.offs[:0]
 	if (withMeta || len(raw.Metadata) == 0) && len(raw.Msg) <= maxRecordItemBytes && raw.Compressed != nil {
-		e.header(prw.ProtoV1, appended)
+		e.header(prw.ProtoV1, tenant, appended)
 		e.out = append(e.out, raw.Compressed...)
 		return e.records()
 	}
 	flush := func() {
-		e.header(prw.ProtoV1, appended)
+		e.header(prw.ProtoV1, tenant, appended)
 		start := len(e.out)
 		e.out = slices.Grow(e.out, snappy.MaxEncodedLen(len(e.raw)))
 		enc := snappy.Encode(e.out[start:cap(e.out)], e.raw)
@@ -174,7 +189,11 @@ func (d *recordDecoder) decode(rec []byte) (items []item, appended time.Time, sk
 	if len(rec) == 0 {
 		return nil, time.Time{}, 0, errRecordTruncated
 	}
-	var proto prw.Protocol
+	var (
+		proto     prw.Protocol
+		hasTenant bool
+		tenant    []byte
+	)
 	switch rec[0] {
 	case recordV1:
 		req, appended, skipped, err := d.legacy.decode(rec[1:])
@@ -185,16 +204,24 @@ func (d *recordDecoder) decode(rec []byte) (items []item, appended time.Time, sk
 	case recordV2:
 		proto, rec = prw.ProtoV1, rec[1:]
 	case recordV3:
-		if len(rec) < 2 || (rec[1] != 1 && rec[1] != 2) {
+		if len(rec) < 2 || (rec[1]&^recordTenant != 1 && rec[1]&^recordTenant != 2) {
 			return nil, time.Time{}, 0, errors.New("record of an unknown protocol")
 		}
-		proto, rec = prw.Protocol(rec[1]-1), rec[2:]
+		proto, hasTenant, rec = prw.Protocol(rec[1]&^recordTenant-1), rec[1]&recordTenant != 0, rec[2:]
 	default:
 		return nil, time.Time{}, 0, fmt.Errorf("unknown record version %d", rec[0])
 	}
 	ms, k := binary.Uvarint(rec)
 	if k <= 0 {
 		return nil, time.Time{}, 0, errRecordTruncated
+	}
+	if hasTenant {
+		n, m := binary.Uvarint(rec[k:])
+		if m <= 0 || n > uint64(len(rec)-k-m) {
+			return nil, time.Time{}, 0, errRecordTruncated
+		}
+		tenant = rec[k+m : k+m+int(n)]
+		k += m + int(n)
 	}
 	msg, err := d.snappy(rec[k:])
 	if err != nil {
@@ -204,6 +231,12 @@ func (d *recordDecoder) decode(rec []byte) (items []item, appended time.Time, sk
 	if err != nil {
 		// Not a valid message as a whole: keep the messages in it that are.
 		items, skipped = d.salvage(proto, msg)
+	}
+	if len(tenant) > 0 {
+		t := string(tenant)
+		for i := range items {
+			items[i].tenant = t
+		}
 	}
 	return items, time.UnixMilli(int64(ms)), skipped, nil
 }

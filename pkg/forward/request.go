@@ -16,6 +16,7 @@ type request struct {
 	req      *prw.Request
 	form, v1 *prw.RawV1
 	synths   []*synthesizer
+	tenant   string
 	external labels.Labels
 	// lb is the labels builder relabeling reuses.
 	lb *labels.Builder

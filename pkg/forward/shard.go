@@ -125,6 +125,9 @@ func (s *shard) take() ([]item, int) {
 	n, size := 0, 0
 	for s.head < len(s.queue) {
 		it := &s.queue[s.head]
+		if len(b) > 0 && it.tenant != b[0].tenant {
+			break // a batch holds one tenant's data
+		}
 		c := it.count()
 		if n+c <= maxN && size+it.size <= maxB {
 			b = append(b, *it)
@@ -280,7 +283,7 @@ func (s *shard) send(ctx context.Context, items []item) bool {
 			f.abandon(st.points())
 			return false
 		}
-		res := f.post(ctx, data, proto, retry, st.points())
+		res := f.post(ctx, data, proto, items[0].tenant, retry, st.points())
 		switch res.outcome {
 		case outcomeOK:
 			f.m.sentSamples.Add(float64(st.samples))

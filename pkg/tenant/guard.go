@@ -26,12 +26,12 @@ type Guard struct {
 	now     func() time.Time
 }
 
-// Forwarder takes the requests a Guard accepted, with the tenant's routing:
-// routes reports whether the data may go to an upstream, and is nil when
-// it may go to every upstream. Its errors are passed back to the caller
-// of Enqueue unchanged.
+// Forwarder takes the requests a Guard accepted, with their tenant's id
+// ("" for requests without a tenant) and routing: routes reports whether
+// the data may go to an upstream, and is nil when it may go to every
+// upstream. Its errors are passed back to the caller of Enqueue unchanged.
 type Forwarder interface {
-	Enqueue(ctx context.Context, req *prw.Request, routes func(upstream string) bool) error
+	Enqueue(ctx context.Context, req *prw.Request, tenant string, routes func(upstream string) bool) error
 }
 
 // NewGuard returns a Guard passing accepted requests to next.
@@ -142,7 +142,7 @@ func (g *Guard) Enqueue(ctx context.Context, req *prw.Request) error {
 	if t.upstreams != nil {
 		routes = t.Routes
 	}
-	if err := g.next.Enqueue(ctx, req, routes); err != nil {
+	if err := g.next.Enqueue(ctx, req, t.ID, routes); err != nil {
 		return err
 	}
 	g.metrics.Samples.WithLabelValues(t.ID).Add(float64(n))

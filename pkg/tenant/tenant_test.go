@@ -51,12 +51,13 @@ func hash(t *testing.T, pass string) string {
 // recorder is a Forwarder that records what reached it and where it was
 // routed: "all", or the upstreams of the test config that routes allows.
 type recorder struct {
-	mu   sync.Mutex
-	got  []string
-	reqs []prw.Request
+	mu      sync.Mutex
+	got     []string
+	tenants []string
+	reqs    []prw.Request
 }
 
-func (r *recorder) Enqueue(_ context.Context, req *prw.Request, routes func(string) bool) error {
+func (r *recorder) Enqueue(_ context.Context, req *prw.Request, tenant string, routes func(string) bool) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	to := "all"
@@ -70,6 +71,7 @@ func (r *recorder) Enqueue(_ context.Context, req *prw.Request, routes func(stri
 		to = strings.Join(names, ",")
 	}
 	r.got = append(r.got, to)
+	r.tenants = append(r.tenants, tenant)
 	r.reqs = append(r.reqs, *req)
 	return nil
 }
@@ -166,6 +168,7 @@ tenants:
 	require.NoError(t, g.Enqueue(NewContext(t.Context(), a), &prw.Request{Series: []prw.Series{series("x", 1)}}))
 	require.NoError(t, g.Enqueue(t.Context(), &prw.Request{Series: []prw.Series{series("x", 1)}}))
 	require.Equal(t, []string{"shared", "all"}, rec.got)
+	require.Equal(t, []string{"a", ""}, rec.tenants, "the tenant's id goes with its data")
 	none, _, err := s.Resolve(withHeader("X", "y"))
 	require.NoError(t, err, "not required: no tenant is served")
 	require.Equal(t, "", none.ID)
