@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/relabel"
+	"github.com/prometheus/sigv4"
 	"go.yaml.in/yaml/v2"
 )
 
@@ -167,6 +168,14 @@ type UpstreamConfig struct {
 	RoundRobinDNS  bool           `yaml:"round_robin_dns,omitempty"`
 	QueueConfig    QueueConfig    `yaml:"queue_config,omitempty"`
 	MetadataConfig MetadataConfig `yaml:"metadata_config,omitempty"`
+
+	// SigV4Config signs requests with AWS Signature Version 4, for Amazon
+	// Managed Prometheus, as in Prometheus.
+	SigV4Config *sigv4.SigV4Config `yaml:"sigv4,omitempty"`
+	// AzureAD and GoogleIAM are Prometheus's, refused with what to use
+	// instead (see validate).
+	AzureAD   map[string]any `yaml:"azuread,omitempty"`
+	GoogleIAM map[string]any `yaml:"google_iam,omitempty"`
 
 	// HTTPClientConfig holds basic_auth, authorization, oauth2, tls_config,
 	// proxy_url, follow_redirects and enable_http2, as in Prometheus.
@@ -325,6 +334,21 @@ func (u *UpstreamConfig) validate() error {
 		}
 		if strings.TrimSpace(name) == "" {
 			return errors.New("headers: empty header name")
+		}
+	}
+	if u.AzureAD != nil {
+		return errors.New("azuread: not supported; use oauth2 with Azure AD's client credentials (token_url https://login.microsoftonline.com/<tenant>/oauth2/v2.0/token, scopes [https://monitor.azure.com/.default])")
+	}
+	if u.GoogleIAM != nil {
+		return errors.New("google_iam: not supported; use oauth2, or authorization with a credentials_file the GKE metadata server or a sidecar refreshes")
+	}
+	if u.SigV4Config != nil {
+		h := &u.HTTPClientConfig
+		if h.BasicAuth != nil || h.Authorization != nil || h.OAuth2 != nil || h.BearerToken != "" || h.BearerTokenFile != "" {
+			return errors.New("sigv4: at most one of basic_auth, authorization, oauth2 and sigv4 may be configured")
+		}
+		if err := u.SigV4Config.Validate(); err != nil {
+			return fmt.Errorf("sigv4: %w", err)
 		}
 	}
 	if h := u.TenantHeader; h != "" && (reservedHeaders[http.CanonicalHeaderKey(h)] || strings.TrimSpace(h) != h || strings.ContainsAny(h, " :\r\n")) {

@@ -165,3 +165,18 @@ func TestTenantHeader(t *testing.T) {
 	require.ErrorContains(t, load("Content-Type"), "tenant_header")
 	require.ErrorContains(t, load("X Scope"), "tenant_header")
 }
+
+func TestCloudAuth(t *testing.T) {
+	load := func(block string) (*Config, error) {
+		return Load([]byte("upstreams:\n- name: amp\n  url: https://aps-workspaces.eu-west-1.amazonaws.com/workspaces/ws-1/api/v1/remote_write\n" + block))
+	}
+	cfg, err := load("  sigv4: {region: eu-west-1, access_key: AKID, secret_key: s3cret}\n")
+	require.NoError(t, err)
+	require.Equal(t, "eu-west-1", cfg.Upstreams[0].SigV4Config.Region)
+	_, err = load("  sigv4: {region: eu-west-1}\n  basic_auth: {username: u, password: p}\n")
+	require.ErrorContains(t, err, "at most one of")
+	_, err = load("  azuread: {cloud: AzurePublic}\n")
+	require.ErrorContains(t, err, "azuread: not supported; use oauth2")
+	_, err = load("  google_iam: {credentials_file: /x}\n")
+	require.ErrorContains(t, err, "google_iam: not supported; use oauth2")
+}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	commoncfg "github.com/prometheus/common/config"
+	"github.com/prometheus/sigv4"
 
 	"github.com/rwgateway/gateway/config"
 	"github.com/rwgateway/gateway/pkg/prw"
@@ -60,7 +61,28 @@ func newClient(u *config.UpstreamConfig, maxConns int) (*http.Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("build http client: %w", err)
 	}
+	if u.SigV4Config != nil {
+		rt, err := sigv4.NewSigV4RoundTripper(u.SigV4Config, c.Transport)
+		if err != nil {
+			return nil, fmt.Errorf("sigv4: %w", err)
+		}
+		c.Transport = signingTransport{RoundTripper: rt, inner: c.Transport}
+	}
 	return c, nil
+}
+
+// signingTransport is a signing round tripper that closes the idle
+// connections of the transport under it, which the client's
+// CloseIdleConnections would not reach otherwise.
+type signingTransport struct {
+	http.RoundTripper
+	inner http.RoundTripper
+}
+
+func (t signingTransport) CloseIdleConnections() {
+	if c, ok := t.inner.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
 }
 
 // connLimiter bounds the number of open connections of one client. A slot is
