@@ -12,6 +12,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/KimMachineGun/automemlimit/memlimit"
 	"github.com/alecthomas/kingpin/v2"
 	"github.com/prometheus/common/promslog"
 	promslogflag "github.com/prometheus/common/promslog/flag"
@@ -46,6 +47,8 @@ type flags struct {
 	externalURL       string
 	routePrefix       string
 	trustedProxies    string
+	memlimit          bool
+	memlimitRatio     float64
 	log               promslog.Config
 }
 
@@ -68,6 +71,8 @@ func run0(args []string) int {
 	serve.Flag("web.config.file", "Path to a web configuration file for TLS, mutual TLS and basic auth, in the format of Prometheus and its exporters.").Default("").StringVar(&f.webConfigFile)
 	serve.Flag("web.external-url", "The URL under which the gateway is reachable, e.g. behind a reverse proxy. If it has a path, every endpoint is served under it. Default: http://<hostname>:<port>/ (https with TLS in --web.config.file).").PlaceHolder("<URL>").StringVar(&f.externalURL)
 	serve.Flag("web.route-prefix", "Prefix for every endpoint (write paths, /metrics, /-/healthy, /-/ready, /-/reload). Defaults to the path of --web.external-url.").PlaceHolder("<path>").StringVar(&f.routePrefix)
+	serve.Flag("auto-gomemlimit", "Set GOMEMLIMIT from the cgroup's memory limit (else the machine's memory), as Prometheus does, unless GOMEMLIMIT is set.").Default("true").BoolVar(&f.memlimit)
+	serve.Flag("auto-gomemlimit.ratio", "Share of that memory to set GOMEMLIMIT to, in (0, 1].").Default("0.9").Float64Var(&f.memlimitRatio)
 	serve.Flag("web.trusted-proxies", "Comma-separated CIDRs of reverse proxies whose X-Forwarded-For names the client address (logs, per-client limits). Other peers' X-Forwarded-For is ignored.").PlaceHolder("<cidr,...>").Default("").StringVar(&f.trustedProxies)
 	f.log = promslog.Config{}
 	promslogflag.AddFlags(app, &f.log)
@@ -110,6 +115,20 @@ func checkConfigFiles(files []string) int {
 // is told to stop.
 func serveGateway(logger *slog.Logger, f flags) error {
 	logger.Info("starting gateway", "version", version.Info(), "build_context", version.BuildContext())
+	if f.memlimit {
+		if f.memlimitRatio <= 0 || f.memlimitRatio > 1 {
+			return fmt.Errorf("--auto-gomemlimit.ratio: %v is not in (0, 1]", f.memlimitRatio)
+		}
+		// The garbage collector works harder near the limit rather than
+		// letting the container be killed for memory.
+		if _, err := memlimit.Set(
+			memlimit.WithRatio(f.memlimitRatio),
+			memlimit.WithProvider(memlimit.ApplyFallback(memlimit.FromCgroup, memlimit.FromSystem)),
+			memlimit.WithLogger(logger.With("component", "automemlimit")),
+		); err != nil {
+			logger.Warn("set GOMEMLIMIT from the memory limit; the Go default stays", "err", err)
+		}
+	}
 
 	externalURL, err := web.ExternalURL(f.externalURL, f.listenAddress, f.webConfigFile)
 	if err != nil {

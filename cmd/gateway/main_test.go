@@ -54,3 +54,9 @@ func TestServeListenInUse(t *testing.T) {
 		t.Fatal("still running 10s after its listen address was found taken")
 	}
 }
+
+// A ratio outside (0, 1] is refused before anything starts.
+func TestAutoGoMemLimitRatio(t *testing.T) {
+	require.Equal(t, 1, run0([]string{"--config.file=../../config/gateway.example.yml", "--storage.path=" + t.TempDir(),
+		"--web.listen-address=127.0.0.1:0", "--auto-gomemlimit.ratio=1.5"}))
+}
