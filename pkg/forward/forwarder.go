@@ -48,6 +48,13 @@ type forwarder struct {
 	fellBack      atomic.Int64
 	probeInterval time.Duration
 
+	// pending is what the upstream was handed and is neither sent nor
+	// dropped yet (see handed and settled). prev, when set, is the
+	// forwarder of the previous configuration whose disk queue this one
+	// took over: what it left pending is this one's once it stopped.
+	pending atomic.Int64
+	prev    *forwarder
+
 	// refusedLarge is set once the upstream refused a batch as too large
 	// (413); learnedN and learnedB are then the largest batch it accepted
 	// since, in points and bytes, and batches are cut to them.
@@ -90,7 +97,8 @@ type forwarder struct {
 type upstreamMetrics struct {
 	sentSamples, sentHistograms, sentExemplars, sentMetadata prometheus.Counter
 	sentBatches, sentBytes, failed, retried, queueFull       prometheus.Counter
-	queueLength, lastSuccess, learnedN, learnedB             prometheus.Gauge
+	queueLength, lastSuccess, learnedN, learnedB, pendingG   prometheus.Gauge
+	handedS, handedH, handedE                                prometheus.Counter
 	sendDuration                                             prometheus.Observer
 	dropped                                                  map[string]prometheus.Counter
 }
@@ -136,6 +144,10 @@ func newForwarder(logger *slog.Logger, metrics *registry.ForwardMetrics, u *conf
 		queueFull:      metrics.QueueFull.WithLabelValues(n),
 		queueLength:    metrics.QueueLength.WithLabelValues(n),
 		learnedN:       metrics.LearnedMaxSamples.WithLabelValues(n),
+		pendingG:       metrics.PendingSamples.WithLabelValues(n),
+		handedS:        metrics.HandedSamples.WithLabelValues(n),
+		handedH:        metrics.HandedHistograms.WithLabelValues(n),
+		handedE:        metrics.HandedExemplars.WithLabelValues(n),
 		learnedB:       metrics.LearnedMaxBytes.WithLabelValues(n),
 		lastSuccess:    metrics.LastSendSuccess.WithLabelValues(n),
 		sendDuration:   metrics.SendDuration.WithLabelValues(n),
@@ -262,7 +274,24 @@ func (f *forwarder) requests(code string) prometheus.Counter {
 func (f *forwarder) drop(reason string, n int) {
 	if n > 0 {
 		f.m.dropped[reason].Add(float64(n))
+		f.settled(n)
 	}
+}
+
+// handed counts what the upstream was handed: a request's data after
+// routing and before relabeling, or a record of a backlog read from disk.
+// Everything handed is, in the end, sent (settled), dropped (drop) or
+// still pending.
+func (f *forwarder) handed(samples, histograms, exemplars int) {
+	f.m.handedS.Add(float64(samples))
+	f.m.handedH.Add(float64(histograms))
+	f.m.handedE.Add(float64(exemplars))
+	f.m.pendingG.Set(float64(f.pending.Add(int64(samples + histograms + exemplars))))
+}
+
+// settled takes n points that were sent or dropped off what is pending.
+func (f *forwarder) settled(n int) {
+	f.m.pendingG.Set(float64(f.pending.Add(-int64(n))))
 }
 
 // abandon gives up on n points because the forwarder is stopping: dropped

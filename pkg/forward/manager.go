@@ -235,6 +235,9 @@ func (m *Manager) ApplyConfig(cfg *config.Config) error {
 			rollback()
 			return fmt.Errorf("upstream %q: %w", u.Name, err)
 		}
+		if dq != nil && prev != nil && prev.dq == dq {
+			f.prev = prev // its unsent records are this one's to send
+		}
 		created = append(created, f)
 		next.fwds = append(next.fwds, f)
 		next.byName[u.Name] = f
@@ -393,6 +396,13 @@ func (m *Manager) Enqueue(ctx context.Context, req *prw.Request, tenant string, 
 		if err != nil {
 			for j := range preps {
 				preps[j].releaseFirst(len(preps[j].ranges))
+			}
+			// The disk queues appended to before keep the request: it is
+			// theirs to send (the client's retry duplicates it there).
+			for j := range i {
+				if preps[j].f.dq != nil && len(preps[j].recs) > 0 {
+					preps[j].commit()
+				}
 			}
 			if i > 0 {
 				p.f.logger.Debug("append to disk queue failed after other upstreams' queues took the request: the client's retry duplicates it there", "err", err)

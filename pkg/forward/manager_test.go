@@ -3,6 +3,7 @@ package forward
 import (
 	"context"
 	"errors"
+	"github.com/prometheus/client_golang/prometheus"
 	"math"
 	"net/http"
 	"slices"
@@ -662,6 +663,88 @@ func TestTenantHeader(t *testing.T) {
 				require.Empty(t, r.header.Get("X-Scope-OrgID"))
 			}
 			require.Equal(t, want, len(sampleSet(mimir.series())))
+		})
+	}
+}
+
+// handed = sent + dropped (every reason) + pending holds per upstream,
+// with tenants, relabeling, unsupported exemplars and refused batches,
+// whichever queue; and pending is what is left when the upstream is down.
+func TestAccountingIdentity(t *testing.T) {
+	points := func(reg *registry.ForwardMetrics, u string) (handed, sent, dropped, pending float64) {
+		for _, v := range []*prometheus.CounterVec{reg.HandedSamples, reg.HandedHistograms, reg.HandedExemplars} {
+			handed += testutil.ToFloat64(v.WithLabelValues(u))
+		}
+		for _, v := range []*prometheus.CounterVec{reg.SentSamples, reg.SentHistograms, reg.SentExemplars} {
+			sent += testutil.ToFloat64(v.WithLabelValues(u))
+		}
+		for _, r := range registry.DropReasons {
+			dropped += testutil.ToFloat64(reg.DroppedSamples.WithLabelValues(u, r))
+		}
+		return handed, sent, dropped, testutil.ToFloat64(reg.PendingSamples.WithLabelValues(u))
+	}
+	for _, mode := range []string{"memory", "disk", "disk, upstream down"} {
+		t.Run(mode, func(t *testing.T) {
+			down := &switchable{}
+			down.code.Store(http.StatusNoContent)
+			if mode == "disk, upstream down" {
+				down.code.Store(http.StatusServiceUnavailable)
+			}
+			a := newFakeUpstream(t, down.respond)
+			b := newFakeUpstream(t, func(_ http.ResponseWriter, _ *http.Request, got *gotRequest, _ int) int {
+				for _, s := range got.series {
+					if s.Labels.Get("__name__") == "bad" {
+						return http.StatusBadRequest
+					}
+				}
+				return http.StatusNoContent
+			})
+			ua, ub := testUpstream(t, "a", a.srv.URL, false), testUpstream(t, "b", b.srv.URL, false)
+			ua.TenantHeader = "X-Scope-OrgID"
+			ua.SendExemplars = false
+			ua.WriteRelabelConfigs = relabelConfigs(t, "- source_labels: [__name__]\n  regex: dropme\n  action: drop\n")
+			ub.QueueConfig.MaxShards = 1
+			var opts Options
+			if mode != "memory" {
+				opts = diskOpts(t.TempDir())
+			}
+			m, _, reg, _ := newTestManagerOpts(t, testConfig(ua, ub), opts)
+			for i, tn := range []string{"team-a", "team-b", "team-c"} {
+				ex := floatSeries(int64(i*100), 3, "__name__", "ex", "t", tn)
+				ex.Exemplars = []prw.Exemplar{{Labels: labels.FromStrings("trace_id", tn), Value: 1, Timestamp: int64(i * 100)}}
+				require.NoError(t, m.Enqueue(t.Context(), &prw.Request{Series: []prw.Series{
+					floatSeries(int64(i*100), 4, "__name__", "x", "t", tn),
+					floatSeries(int64(i*100), 2, "__name__", "dropme", "t", tn),
+					ex,
+				}}, tn, nil))
+				require.NoError(t, m.Enqueue(t.Context(), &prw.Request{Series: []prw.Series{floatSeries(int64(i*100), 5, "__name__", "bad", "t", tn)}}, tn, nil))
+			}
+			require.Eventually(t, func() bool {
+				_, _, _, pa := points(reg, "a")
+				_, _, _, pb := points(reg, "b")
+				if mode == "disk, upstream down" {
+					return pb == 0 && a.calls.Load() > 0
+				}
+				return pa == 0 && pb == 0
+			}, waitFor, tick)
+			if mode == "disk, upstream down" {
+				ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
+				m.Stop(ctx)
+				cancel()
+			}
+			for _, u := range []string{"a", "b"} {
+				handed, sent, dropped, pending := points(reg, u)
+				require.Equal(t, 3.0*(4+2+3+1+5), handed, "upstream %s handed", u)
+				require.Equal(t, handed, sent+dropped+pending, "upstream %s: handed = sent + dropped + pending", u)
+			}
+			_, sent, dropped, pending := points(reg, "a")
+			require.Equal(t, 3.0*(2+1), dropped, "relabeled away, and exemplars a does not take")
+			if mode == "disk, upstream down" {
+				require.Zero(t, sent)
+				require.Equal(t, 3.0*(4+3+5), pending, "what a could not be sent stays pending on disk")
+			}
+			_, _, dropped, _ = points(reg, "b")
+			require.GreaterOrEqual(t, dropped, 3.0*5, "refused with 400, with the batches they were in")
 		})
 	}
 }

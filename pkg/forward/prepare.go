@@ -30,8 +30,10 @@ type prepared struct {
 	// handoff are the items of raw for the reader (see handoff), if the
 	// request is written as one record.
 	handoff []item
-	// Points dropped by relabeling or because the upstream does not take
-	// them; counted once the request is accepted.
+	// What the upstream is handed (before relabeling), and the points
+	// dropped by relabeling or because the upstream does not take them;
+	// counted once the request is accepted.
+	handedS, handedH, handedE    int
 	dropRelabel, dropUnsupported int
 }
 
@@ -53,6 +55,7 @@ func (f *forwarder) prepare(r *request, p *prepared) {
 	if len(raw.Series) == 0 && (!meta || len(raw.Metadata) == 0) {
 		return
 	}
+	p.handedS, p.handedH, p.handedE = view.Samples, view.Histograms, view.Exemplars
 	if len(cfg.WriteRelabelConfigs) > 0 || !r.externalPresent(raw) ||
 		(raw.Histograms > 0 && !cfg.SendNativeHistograms) || (raw.Exemplars > 0 && !cfg.SendExemplars) ||
 		(v2 && meta && len(raw.Metadata) > 0) {
@@ -225,6 +228,7 @@ func (p *prepared) releaseFirst(n int) {
 // dropped.
 func (p *prepared) commit() {
 	f := p.f
+	f.handed(p.handedS, p.handedH, p.handedE)
 	f.drop(registry.DropRelabel, p.dropRelabel)
 	f.drop(registry.DropUnsupported, p.dropUnsupported)
 	if f.dq != nil {

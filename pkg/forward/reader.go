@@ -33,6 +33,10 @@ func (f *forwarder) readLoop() {
 	}
 	// Records the forwarder of the previous configuration read and did not
 	// get acknowledged are read again.
+	if f.prev != nil {
+		f.m.pendingG.Set(float64(f.pending.Add(f.prev.pending.Swap(0))))
+		f.prev = nil
+	}
 	if err := f.dq.Rewind(); err != nil {
 		f.logger.Error("rewind disk queue; not reading it", "err", err)
 		return
@@ -64,6 +68,14 @@ func (f *forwarder) readLoop() {
 					f.logger.Error("queue record holds what the upstream would refuse; skipped that part", "err", err, "bytes", skipped, "record_bytes", len(rec))
 				}
 			}
+		}
+		if !ok && pos.Before(f.dq.Opened()) {
+			// A backlog written before this process: handed now.
+			var s, h, e int
+			for i := range items {
+				s, h, e = s+int(items[i].samples), h+int(items[i].histograms), e+int(items[i].exemplars)
+			}
+			f.handed(s, h, e)
 		}
 		pr := &pendingRecord{pos: pos, appended: appended}
 		for i := range items {

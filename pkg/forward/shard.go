@@ -286,6 +286,7 @@ func (s *shard) send(ctx context.Context, items []item) bool {
 		res := f.post(ctx, data, proto, items[0].tenant, retry, st.points())
 		switch res.outcome {
 		case outcomeOK:
+			f.settled(st.points())
 			f.m.sentSamples.Add(float64(st.samples))
 			f.m.sentHistograms.Add(float64(st.histograms))
 			f.m.sentExemplars.Add(float64(st.exemplars))

@@ -29,6 +29,7 @@ type diskQueue interface {
 	Ack(pos queue.Position) error
 	Rewind() error
 	Len() (records, bytes int64)
+	Opened() queue.Position
 	SetLimits(maxBytes int64, policy queue.FullPolicy)
 	Close() error
 }

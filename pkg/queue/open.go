@@ -47,6 +47,7 @@ func Open(opts Options) (*Queue, error) {
 		_ = release()
 		return nil, err
 	}
+	q.opened = Position{seq: q.nextSeq}
 	q.updateGaugesLocked()
 	if opts.Fsync == FsyncInterval {
 		q.wg.Go(q.syncLoop)

@@ -213,6 +213,8 @@ type Queue struct {
 	segs    []*segment // by sequence number
 	active  *segment   // the segment appended to; nil until the first Append
 	nextSeq uint64
+	// opened is where the records appended since Open begin.
+	opened  Position
 	bytes   int64
 	records int64
 	// ackSeq and ackOff are the read position: everything before it was
@@ -565,6 +567,11 @@ func (q *Queue) SetLimits(maxBytes int64, policy FullPolicy) {
 	q.opts.FullPolicy = policy
 	q.opts.SegmentBytes = min(q.opts.segmentBytes, maxBytes/2)
 }
+
+// Opened returns the position where the records appended since Open
+// begin: a record read at a position before it was written before, by an
+// earlier Open (a backlog).
+func (q *Queue) Opened() Position { return q.opened }
 
 // Len returns the number of records appended and not yet acknowledged, and
 // the size of the segment files on disk (what MaxBytes bounds).

@@ -139,6 +139,15 @@ var DropReasons = []string{DropRelabel, DropHTTPStatus, DropTooLarge, DropEncode
 // ForwardMetrics are the forwarders' collectors, one series per upstream
 // (label "upstream") on shared vectors.
 type ForwardMetrics struct {
+	// HandedSamples, HandedHistograms and HandedExemplars count what each
+	// upstream was handed, after routing and before relabeling: for every
+	// upstream, handed = sent + dropped (all reasons) + pending.
+	HandedSamples    *prometheus.CounterVec // upstream
+	HandedHistograms *prometheus.CounterVec // upstream
+	HandedExemplars  *prometheus.CounterVec // upstream
+	// PendingSamples is what was handed and is neither sent nor dropped
+	// yet: queued in memory or on disk, or in flight.
+	PendingSamples *prometheus.GaugeVec   // upstream
 	SentSamples    *prometheus.CounterVec // upstream
 	SentHistograms *prometheus.CounterVec // upstream
 	SentExemplars  *prometheus.CounterVec // upstream
@@ -186,20 +195,24 @@ func NewForwardMetrics(reg prometheus.Registerer) *ForwardMetrics {
 		return f.NewGaugeVec(prometheus.GaugeOpts{Namespace: Namespace, Subsystem: "upstream", Name: name, Help: help}, up)
 	}
 	return &ForwardMetrics{
-		SentSamples:    counter("sent_samples_total", "Float samples acknowledged by the upstream.", up),
-		SentHistograms: counter("sent_histograms_total", "Native histogram samples acknowledged by the upstream.", up),
-		SentExemplars:  counter("sent_exemplars_total", "Exemplars acknowledged by the upstream.", up),
-		SentMetadata:   counter("sent_metadata_total", "Metadata entries acknowledged by the upstream.", up),
-		SentBatches:    counter("sent_batches_total", "Batches acknowledged by the upstream.", up),
-		SentBytes:      counter("sent_bytes_total", "Compressed bytes of batches acknowledged by the upstream.", up),
-		FailedSamples:  counter("failed_samples_total", "Samples, histograms and exemplars in send attempts that failed.", up),
-		RetriedSamples: counter("retried_samples_total", "Samples, histograms and exemplars sent again after a recoverable failure.", up),
-		DroppedSamples: counter("dropped_samples_total", "Samples, histograms and exemplars given up on, by reason.", []string{"upstream", "reason"}),
-		Requests:       counter("requests_total", "Send attempts by HTTP status code (\"error\" when no response arrived).", []string{"upstream", "code"}),
-		QueueFull:      counter("queue_full_total", "Client write requests refused because this upstream's queue was full.", up),
-		QueueLength:    gauge("queue_samples", "Samples, histograms and exemplars waiting in the queue."),
-		QueueCapacity:  gauge("queue_capacity_samples", "Samples the queue holds at most."),
-		Shards:         gauge("shards", "Parallel senders."),
+		HandedSamples:    counter("handed_samples_total", "Float samples handed to the upstream, after routing and before relabeling.", up),
+		HandedHistograms: counter("handed_histograms_total", "Native histogram samples handed to the upstream, after routing and before relabeling.", up),
+		HandedExemplars:  counter("handed_exemplars_total", "Exemplars handed to the upstream, after routing and before relabeling.", up),
+		PendingSamples:   gauge("pending_samples", "Samples, histograms and exemplars handed to the upstream and neither sent nor dropped yet."),
+		SentSamples:      counter("sent_samples_total", "Float samples acknowledged by the upstream.", up),
+		SentHistograms:   counter("sent_histograms_total", "Native histogram samples acknowledged by the upstream.", up),
+		SentExemplars:    counter("sent_exemplars_total", "Exemplars acknowledged by the upstream.", up),
+		SentMetadata:     counter("sent_metadata_total", "Metadata entries acknowledged by the upstream.", up),
+		SentBatches:      counter("sent_batches_total", "Batches acknowledged by the upstream.", up),
+		SentBytes:        counter("sent_bytes_total", "Compressed bytes of batches acknowledged by the upstream.", up),
+		FailedSamples:    counter("failed_samples_total", "Samples, histograms and exemplars in send attempts that failed.", up),
+		RetriedSamples:   counter("retried_samples_total", "Samples, histograms and exemplars sent again after a recoverable failure.", up),
+		DroppedSamples:   counter("dropped_samples_total", "Samples, histograms and exemplars given up on, by reason.", []string{"upstream", "reason"}),
+		Requests:         counter("requests_total", "Send attempts by HTTP status code (\"error\" when no response arrived).", []string{"upstream", "code"}),
+		QueueFull:        counter("queue_full_total", "Client write requests refused because this upstream's queue was full.", up),
+		QueueLength:      gauge("queue_samples", "Samples, histograms and exemplars waiting in the queue."),
+		QueueCapacity:    gauge("queue_capacity_samples", "Samples the queue holds at most."),
+		Shards:           gauge("shards", "Parallel senders."),
 		SendDuration: f.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: Namespace, Subsystem: "upstream", Name: "send_duration_seconds",
 			Help:    "Duration of send attempts, successful or not.",
@@ -223,13 +236,13 @@ func NewForwardMetrics(reg prometheus.Registerer) *ForwardMetrics {
 // InitUpstream creates the series of upstream so that they read 0 before
 // anything happens.
 func (m *ForwardMetrics) InitUpstream(upstream string) {
-	for _, v := range []*prometheus.CounterVec{m.SentSamples, m.SentHistograms, m.SentExemplars, m.SentMetadata, m.SentBatches, m.SentBytes, m.FailedSamples, m.RetriedSamples, m.QueueFull} {
+	for _, v := range []*prometheus.CounterVec{m.HandedSamples, m.HandedHistograms, m.HandedExemplars, m.SentSamples, m.SentHistograms, m.SentExemplars, m.SentMetadata, m.SentBatches, m.SentBytes, m.FailedSamples, m.RetriedSamples, m.QueueFull} {
 		v.WithLabelValues(upstream)
 	}
 	for _, r := range DropReasons {
 		m.DroppedSamples.WithLabelValues(upstream, r)
 	}
-	for _, v := range []*prometheus.GaugeVec{m.QueueLength, m.QueueCapacity, m.Shards, m.LastSendSuccess, m.LearnedMaxSamples, m.LearnedMaxBytes} {
+	for _, v := range []*prometheus.GaugeVec{m.QueueLength, m.QueueCapacity, m.Shards, m.LastSendSuccess, m.LearnedMaxSamples, m.LearnedMaxBytes, m.PendingSamples} {
 		v.WithLabelValues(upstream)
 	}
 	m.SendDuration.WithLabelValues(upstream)
@@ -239,10 +252,10 @@ func (m *ForwardMetrics) InitUpstream(upstream string) {
 // reload removed. The collectors stay registered.
 func (m *ForwardMetrics) DeleteUpstream(upstream string) {
 	match := prometheus.Labels{"upstream": upstream}
-	for _, v := range []*prometheus.CounterVec{m.SentSamples, m.SentHistograms, m.SentExemplars, m.SentMetadata, m.SentBatches, m.SentBytes, m.FailedSamples, m.RetriedSamples, m.DroppedSamples, m.Requests, m.QueueFull} {
+	for _, v := range []*prometheus.CounterVec{m.HandedSamples, m.HandedHistograms, m.HandedExemplars, m.SentSamples, m.SentHistograms, m.SentExemplars, m.SentMetadata, m.SentBatches, m.SentBytes, m.FailedSamples, m.RetriedSamples, m.DroppedSamples, m.Requests, m.QueueFull} {
 		v.DeletePartialMatch(match)
 	}
-	for _, v := range []*prometheus.GaugeVec{m.QueueLength, m.QueueCapacity, m.Shards, m.LastSendSuccess, m.QueueLag, m.LearnedMaxSamples, m.LearnedMaxBytes} {
+	for _, v := range []*prometheus.GaugeVec{m.QueueLength, m.QueueCapacity, m.Shards, m.LastSendSuccess, m.QueueLag, m.LearnedMaxSamples, m.LearnedMaxBytes, m.PendingSamples} {
 		v.DeletePartialMatch(match)
 	}
 	m.SendDuration.DeletePartialMatch(match)
