@@ -1,11 +1,21 @@
-# Comparison of the gateway with vmagent and Prometheus under the same
-# remote-write load (bench/compare; method in docs/BENCHMARKS.md).
+# Comparison of the gateway with the newest vmagent, vmagent 1.79.5 and
+# Prometheus 2.42 under the same remote-write load (bench/compare; method
+# in docs/BENCHMARKS.md).
 # Included from the top-level Makefile, which defines `build` (bin/gateway),
 # VPKG and, through mk/peers.mk, `peers`.
 GO ?= go
-# Extra flags of bench/compare, e.g. BENCH_FLAGS='-rate 100000 -rounds 5'
-# or BENCH_FLAGS='-scenarios 1up -systems gateway,vmagent -out ""'.
+# Extra flags of bench/compare, e.g. BENCH_FLAGS='-rate 100000 -rounds 5',
+# BENCH_FLAGS='-settings tuned' (the gateway, vmagent 1.79.5 and Prometheus
+# with the same shards, capacity and batch size instead of their defaults)
+# or BENCH_FLAGS='-scenarios 1up -systems gateway,vmagent-newest -out ""'.
 BENCH_FLAGS ?=
+# The newest vmagent, built from source: `go install` of its module with
+# CGO_ENABLED=0, once, into .cache/bin/vmagent-<version>/vmagent (reused
+# after), and linked as .cache/bin/vmagent-newest (bench/compare's default
+# -vmagent-newest). Set VMAGENT_NEWEST_BIN to use a vmagent built elsewhere.
+VMAGENT_NEWEST_VERSION ?= v1.151.0
+VMAGENT_NEWEST_MODULE = github.com/VictoriaMetrics/VictoriaMetrics/app/vmagent
+VMAGENT_NEWEST_BIN ?= .cache/bin/vmagent-$(VMAGENT_NEWEST_VERSION)/vmagent
 # Before and after a change: a git revision (commit, tag, branch, HEAD~3)
 # to build as the baseline, e.g. `make bench-compare BASELINE=HEAD~1`. It
 # is built once per commit into .cache/baseline/gateway-<commit> (from a
@@ -24,16 +34,36 @@ endif
 BASELINE_BIN := $(BASELINE_DIR)/gateway-$(BASELINE_COMMIT)
 endif
 
-.PHONY: bench-compare baseline rwload
+.PHONY: bench-compare baseline rwload vmagent-newest
 
-# Runs gateway, vmagent and Prometheus 2.42 (and with BASELINE, the
-# baseline build too) in interleaved rounds under cmd/rwload's load,
-# forwarding to an in-process counting sink, and writes the results into
-# docs/BENCHMARKS.md (BENCH_FLAGS='-out ""': not). Takes under 10 minutes
-# (a baseline makes it a third longer).
-bench-compare: build peers $(BASELINE_BIN)
+# Runs gateway, the newest vmagent, vmagent 1.79.5 and Prometheus 2.42 (and
+# with BASELINE, the baseline build too) at their defaults in interleaved
+# rounds under cmd/rwload's load, forwarding to an in-process counting
+# sink, and writes the results into docs/BENCHMARKS.md (BENCH_FLAGS='-out
+# ""': not). Takes about 15 minutes (a baseline makes it a quarter longer);
+# the first run also builds the newest vmagent.
+bench-compare: build peers $(VMAGENT_NEWEST_BIN) $(BASELINE_BIN)
 	eval "$$(scripts/peers.sh env)" && export PROMETHEUS_BIN VMAGENT_BIN && \
-	  $(GO) run ./bench/compare -gateway bin/gateway $(if $(BASELINE_BIN),-baseline $(BASELINE_BIN)) $(BENCH_FLAGS)
+	  $(GO) run ./bench/compare -gateway bin/gateway -vmagent-newest $(VMAGENT_NEWEST_BIN) \
+	  $(if $(BASELINE_BIN),-baseline $(BASELINE_BIN)) $(BENCH_FLAGS)
+
+# Only builds the newest vmagent (if not built yet) and prints its path.
+vmagent-newest: $(VMAGENT_NEWEST_BIN)
+	@echo $(VMAGENT_NEWEST_BIN)
+
+# go install into a temporary GOBIN, moved into place only when complete,
+# so an interrupted build leaves nothing that looks built.
+$(VMAGENT_NEWEST_BIN):
+	@mkdir -p .cache/bin '$(dir $@)'
+	@tmp=$$(mktemp -d '$(CURDIR)/.cache/bin/.vmagent-XXXXXX') || exit 1; \
+	trap 'rm -rf "$$tmp"' EXIT; \
+	trap 'exit 130' INT TERM; \
+	echo "vmagent-newest: go install $(VMAGENT_NEWEST_MODULE)@$(VMAGENT_NEWEST_VERSION) (once; cached in $@)"; \
+	start=$$(date +%s); \
+	CGO_ENABLED=0 GOBIN="$$tmp" $(GO) install '$(VMAGENT_NEWEST_MODULE)@$(VMAGENT_NEWEST_VERSION)' && \
+	mv "$$tmp/vmagent" '$@' && \
+	ln -sfn '$(abspath $@)' .cache/bin/vmagent-newest && \
+	echo "vmagent-newest: built $@ in $$(($$(date +%s) - start))s"
 
 # Only builds the baseline: make baseline BASELINE=<rev>.
 baseline: $(BASELINE_BIN)

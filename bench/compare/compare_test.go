@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -18,7 +19,7 @@ func TestSinkCounts(t *testing.T) {
 	s, err := startSink()
 	require.NoError(t, err)
 	defer s.close()
-	url, c := s.register("/run1/upstream0")
+	url, c := s.register("/run1/upstream0", 0)
 
 	post := func(url string, body []byte, enc string) int {
 		req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
@@ -41,6 +42,40 @@ func TestSinkCounts(t *testing.T) {
 	require.Equal(t, http.StatusNoContent, post(url, rwtest.Encode(rwtest.V1Request(7, 1)), "snappy"))
 	require.Equal(t, int64(7), s.stray.samples.Load(), "late requests of a finished run are stray")
 	require.Equal(t, int64(650), c.samples.Load())
+}
+
+func TestSinkDelay(t *testing.T) {
+	s, err := startSink()
+	require.NoError(t, err)
+	defer s.close()
+	const delay = 50 * time.Millisecond
+	url, c := s.register("/slow", delay)
+	fast, fc := s.register("/fast", 0)
+
+	post := func(url string) time.Duration {
+		req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(rwtest.Encode(rwtest.V1Request(10, 1))))
+		require.NoError(t, err)
+		req.Header.Set("Content-Encoding", "snappy")
+		t0 := time.Now()
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		resp.Body.Close()
+		require.Equal(t, http.StatusNoContent, resp.StatusCode)
+		return time.Since(t0)
+	}
+	require.GreaterOrEqual(t, post(url), delay)
+	require.Equal(t, int64(10), c.samples.Load())
+	post(fast)
+	require.Equal(t, int64(10), fc.samples.Load())
+
+	// A sender that gives up before the answer has not delivered.
+	req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(rwtest.Encode(rwtest.V1Request(5, 1))))
+	require.NoError(t, err)
+	req.Header.Set("Content-Encoding", "snappy")
+	_, err = (&http.Client{Timeout: delay / 5}).Do(req)
+	require.Error(t, err)
+	time.Sleep(2 * delay)
+	require.Equal(t, int64(10), c.samples.Load(), "not counted: the sender timed out")
 }
 
 func TestCountWriteRequest(t *testing.T) {
@@ -74,12 +109,142 @@ func TestParseVmHWM(t *testing.T) {
 }
 
 func TestConfigs(t *testing.T) {
-	q := queueSettings{shards: 4, capacity: 50000, batch: 2000}
-	gw := gatewayConfig([]string{"http://127.0.0.1:1/a", "http://127.0.0.1:1/b"}, q)
+	q := queueSettings{tuned: true, shards: 4, capacity: 50000, batch: 2000}
+	sinks := []string{"http://127.0.0.1:1/a", "http://127.0.0.1:1/b"}
+	gw := gatewayConfig(sinks, q)
 	require.Contains(t, gw, "name: sink1\n    url: http://127.0.0.1:1/b")
 	require.Contains(t, gw, "max_shards: 4")
-	prom := prometheusConfig([]string{"http://127.0.0.1:1/a"}, q)
+	prom := prometheusConfig(sinks[:1], q)
 	require.Contains(t, prom, "min_shards: 4\n      max_shards: 4")
+
+	// At defaults: the URLs (and the gateway's required name), nothing else.
+	q.tuned = false
+	require.Equal(t, "upstreams:\n  - name: sink0\n    url: http://127.0.0.1:1/a\n  - name: sink1\n    url: http://127.0.0.1:1/b\n", gatewayConfig(sinks, q))
+	require.Equal(t, "remote_write:\n  - url: http://127.0.0.1:1/a\n  - url: http://127.0.0.1:1/b\n", prometheusConfig(sinks, q))
+}
+
+// argsOf returns the arguments system sys starts with under settings q,
+// forwarding to sinks, with its directory written as DIR.
+func argsOf(t *testing.T, bins binaries, sys string, q queueSettings, sinks ...string) []string {
+	t.Helper()
+	dir := t.TempDir()
+	spec, err := bins.spec(sys, dir, sinks, q)
+	require.NoError(t, err)
+	require.Equal(t, bins.of(sys), spec.bin)
+	args, err := spec.args("127.0.0.1:9999")
+	require.NoError(t, err)
+	args = slices.Clone(args)
+	for i := range args {
+		args[i] = strings.ReplaceAll(args[i], dir, "DIR")
+	}
+	return args
+}
+
+func TestSettingsArgs(t *testing.T) {
+	bins := binaries{gateway: "/gw", vmagent: "/vma", vmagentNewest: "/vmn", prometheus: "/prom"}
+	defaults := queueSettings{shards: 4, capacity: 50000, batch: 2000}
+	tuned := defaults
+	tuned.tuned = true
+	a, b := "http://127.0.0.1:1/a", "http://127.0.0.1:1/b"
+
+	// The newest vmagent: listen address, data path, URLs and the
+	// protocol the sink decodes, one per URL; the same when tuned.
+	want := []string{"-httpListenAddr=127.0.0.1:9999", "-remoteWrite.tmpDataPath=DIR/rw",
+		"-remoteWrite.url=" + a, "-remoteWrite.forcePromProto=true", "-remoteWrite.url=" + b, "-remoteWrite.forcePromProto=true"}
+	require.Equal(t, want, argsOf(t, bins, sysVMAgentNewest, defaults, a, b))
+	require.Equal(t, want, argsOf(t, bins, sysVMAgentNewest, tuned, a, b))
+
+	require.Equal(t, []string{"-httpListenAddr=127.0.0.1:9999", "-remoteWrite.tmpDataPath=DIR/rw", "-remoteWrite.url=" + a},
+		argsOf(t, bins, sysVMAgent, defaults, a))
+	require.Contains(t, argsOf(t, bins, sysVMAgent, tuned, a), "-remoteWrite.queues=4")
+
+	require.Equal(t, []string{"--config.file=DIR/gateway.yml", "--web.listen-address=127.0.0.1:9999", "--storage.path=DIR/data"},
+		argsOf(t, bins, sysGateway, defaults, a))
+	require.Equal(t, argsOf(t, bins, sysGateway, defaults, a), argsOf(t, bins, sysGatewayV1, defaults, a), "the 1.0 reference is the same gateway")
+	require.Contains(t, argsOf(t, bins, sysGateway, tuned, a), "--log.level=warn")
+
+	require.Equal(t, []string{"--config.file=DIR/prometheus.yml", "--web.listen-address=127.0.0.1:9999", "--web.enable-remote-write-receiver", "--storage.tsdb.path=DIR/data"},
+		argsOf(t, bins, sysPrometheus, defaults, a))
+}
+
+// fakeBins writes executable stand-ins for every system into a temporary
+// directory and returns the flags naming them.
+func fakeBins(t *testing.T) []string {
+	t.Helper()
+	dir := t.TempDir()
+	var flags []string
+	for _, f := range []string{"gateway", "vmagent", "vmagent-newest", "prometheus"} {
+		p := filepath.Join(dir, f)
+		require.NoError(t, os.WriteFile(p, []byte("#!/bin/sh\n"), 0o755))
+		flags = append(flags, "-"+f, p)
+	}
+	return flags
+}
+
+func TestSettingsFlag(t *testing.T) {
+	bins := fakeBins(t)
+	o, err := parseFlags(bins)
+	require.NoError(t, err)
+	require.Equal(t, settingsDefaults, o.settings)
+	require.False(t, o.q.tuned)
+	require.Equal(t, "gateway,vmagent-newest,vmagent,prometheus", o.systems)
+
+	o, err = parseFlags(append(bins, "-settings", "tuned", "-shards", "8"))
+	require.NoError(t, err)
+	require.True(t, o.q.tuned)
+	require.Equal(t, 8, o.q.shards)
+
+	_, err = parseFlags(append(bins, "-shards", "8"))
+	require.ErrorContains(t, err, "-shards: only with -settings tuned")
+	_, err = parseFlags(append(bins, "-settings", "fast"))
+	require.ErrorContains(t, err, "-settings")
+	_, err = parseFlags(append(bins, "-systems", "gateway,vmagent-newest", "-vmagent-newest", filepath.Join(t.TempDir(), "none")))
+	require.ErrorContains(t, err, "make vmagent-newest")
+}
+
+func TestScenarioList(t *testing.T) {
+	o, err := parseFlags(fakeBins(t))
+	require.NoError(t, err)
+	list := o.scenarioList()
+	var keys []string
+	byKey := map[string]scenario{}
+	for _, sc := range list {
+		keys = append(keys, sc.key)
+		byKey[sc.key] = sc
+	}
+	require.Equal(t, allScenarios, keys)
+
+	closed := byKey[scClosedLoop]
+	require.Zero(t, closed.rate, "closed loop")
+	require.Equal(t, 100_000, closed.series)
+	require.Equal(t, 1, closed.upstreams)
+	require.Equal(t, 200_000.0, byKey[scOneUpstream].rate)
+	require.Equal(t, 2, byKey[scTwoUpstreams].upstreams)
+	require.Equal(t, 1_000_000, byKey[scLargeSeries].series)
+
+	slow := byKey[scSlowUpstream]
+	require.Equal(t, 20*time.Millisecond, slow.sinkDelay)
+	require.Equal(t, 200_000.0, slow.rate)
+	for _, sc := range list {
+		if sc.key != scSlowUpstream {
+			require.Zero(t, sc.sinkDelay, sc.key)
+		}
+	}
+
+	v2 := byKey[scV2Input]
+	require.Equal(t, []string{sysGateway, sysGatewayV1, sysVMAgentNewest, sysVMAgent, sysPrometheus}, v2.systems)
+	require.Equal(t, "2.0", protocolOf(v2, sysGateway).String())
+	require.Equal(t, "1.0", protocolOf(v2, sysGatewayV1).String())
+	require.Equal(t, "2.0", protocolOf(v2, sysVMAgentNewest).String())
+	for _, sc := range list {
+		if sc.key != scV2Input {
+			require.NotContains(t, sc.systems, sysGatewayV1, sc.key)
+		}
+	}
+
+	// Without the gateway there is no 1.0 reference.
+	o.systems = "vmagent"
+	require.Equal(t, []string{sysVMAgent}, o.scenarioList()[4].systems)
 }
 
 func TestMedian(t *testing.T) {
@@ -165,4 +330,66 @@ func TestBeforeAfterReport(t *testing.T) {
 	b.Reset()
 	writeScenario(&b, r)
 	require.NotContains(t, b.String(), "after")
+}
+
+func TestProbeFailure(t *testing.T) {
+	m := measurement{Sent: 1000, Accepted: 1000, Delivered: []int64{1000}, Status: map[string]int64{"204": 1}}
+	require.Empty(t, m.probeFailure(), "it forwarded everything")
+	m.Delivered = []int64{0}
+	require.Contains(t, m.probeFailure(), "answered 2xx to 1000 samples")
+	m = measurement{Sent: 1000, Delivered: []int64{0}, Status: map[string]int64{"400": 1}, LastError: "HTTP 400: unsupported"}
+	require.Equal(t, "it answered 2xx to none of 1000 samples (responses 400×1; last: HTTP 400: unsupported)", m.probeFailure())
+	m.Err = "start: exited"
+	require.Empty(t, m.probeFailure(), "a failed run is reported as such, not as a probe")
+}
+
+func TestV2CostReport(t *testing.T) {
+	run := func(round int, sys string, cpu float64, delivered int64) measurement {
+		return measurement{Scenario: "v2", Round: round, System: sys, LoadSeconds: 10,
+			Accepted: 2_000_000, Sent: 2_000_000, Delivered: []int64{delivered}, Status: map[string]int64{"204": 1000},
+			CPUSeconds: cpu, PeakRSSBytes: 40 << 20, P99: 0.005}
+	}
+	r := scenarioResult{sc: scenario{key: "v2", title: "t", rounds: 2}, runs: []measurement{
+		run(1, sysGateway, 4.0, 2_000_000), run(1, sysGatewayV1, 2.0, 2_000_000), run(1, sysVMAgentNewest, 0.5, 0),
+		run(2, sysGateway, 3.0, 2_000_000), run(2, sysGatewayV1, 2.0, 2_000_000),
+	}}
+	var b strings.Builder
+	writeScenario(&b, r)
+	out := b.String()
+	// Medians: CPU-s/M 1.0 → 1.75; ratios 2.0 and 1.5, median 1.75.
+	require.Contains(t, out, "**Remote write 1.0 → 2.0 input** (gateway-rw1 → gateway; medians of the rounds, and the median of the rounds' 2.0 ÷ 1.0): CPU-s per M samples 1.000 → 1.750 (×1.75, +75%)")
+	require.Contains(t, out, "| round | CPU/M 2.0 ÷ 1.0 | RSS 2.0 ÷ 1.0 | p99 2.0 ÷ 1.0 |\n")
+	require.Contains(t, out, "| 1 | 2.00 | 1.00 | 1.00 |\n")
+	// The reference is a gateway: no "vs gateway-rw1" column; the peer
+	// that delivered nothing has no ratio.
+	require.NotContains(t, out, "vs gateway-rw1")
+	require.Contains(t, out, "No ratios: no round has the gateway and another system both delivering.")
+}
+
+func TestMarkdownHeader(t *testing.T) {
+	o, err := parseFlags(fakeBins(t))
+	require.NoError(t, err)
+	rep := report{host: host{date: time.Unix(0, 0), cpus: 2}, o: o, versions: map[string]string{
+		sysGateway: "gateway, version x", sysVMAgentNewest: "vmagent v1.151.0 (go install github.com/VictoriaMetrics/VictoriaMetrics/app/vmagent, go1.26.8)",
+	}}
+	md := rep.markdown()
+	require.Contains(t, md, "- gateway: `gateway, version x`\n- vmagent-newest: `vmagent v1.151.0")
+	require.Contains(t, md, "- Settings: **defaults**")
+	require.Contains(t, md, "rounds interleaved gateway, vmagent-newest, vmagent, prometheus.")
+	require.Contains(t, md, "- Command: `make bench-compare` (0s in all).")
+
+	o.q.tuned = true
+	md = rep.markdown()
+	require.Contains(t, md, "- Settings: **tuned**: 4 shards/queues per upstream and 2000 samples per forwarded request (gateway, vmagent, Prometheus), queue capacity 50000 samples per shard (gateway and Prometheus); vmagent-newest at its defaults.")
+	require.Contains(t, md, "- Command: `make bench-compare` with `-settings tuned` (0s in all).")
+}
+
+func TestGoModuleVersion(t *testing.T) {
+	// A test binary has build information but no module version.
+	exe, err := os.Executable()
+	require.NoError(t, err)
+	require.NotPanics(t, func() { goModuleVersion(exe) })
+	notGo := filepath.Join(t.TempDir(), "script")
+	require.NoError(t, os.WriteFile(notGo, []byte("#!/bin/sh\n"), 0o755))
+	require.Empty(t, goModuleVersion(notGo))
 }

@@ -1,13 +1,17 @@
-// Command compare runs the gateway, vmagent and Prometheus (as a
-// receive-and-forward relay) in turn under the same remote-write load and
-// compares what each accepts and delivers, and at what cost: CPU seconds
-// per million samples, peak RSS and request latency. Run it with
-// `make bench-compare`; docs/BENCHMARKS.md describes the method.
+// Command compare runs the gateway, the newest vmagent, vmagent 1.79.5 and
+// Prometheus 2.42 (as a receive-and-forward relay) in turn under the same
+// remote-write load and compares what each accepts and delivers, and at
+// what cost: CPU seconds per million samples, peak RSS and request
+// latency. Run it with `make bench-compare`; docs/BENCHMARKS.md describes
+// the method.
 //
-// Every system forwards to the same in-process counting sink. Rounds are
-// interleaved (gateway, vmagent, Prometheus, gateway, ...) so that the
-// shared machine's background load spreads over all three. With -baseline
-// a second gateway build runs as gateway-baseline, right after gateway in
+// By default every system runs at its own defaults (-settings defaults);
+// -settings tuned gives the gateway, vmagent 1.79.5 and Prometheus the same
+// shards, capacity and batch size. Every system forwards to the same
+// in-process counting sink. Rounds are interleaved (gateway,
+// vmagent-newest, vmagent, Prometheus, gateway, ...) so that the shared
+// machine's background load spreads over all of them. With -baseline a
+// second gateway build runs as gateway-baseline, right after gateway in
 // every round, and each scenario reports the change from it to gateway.
 // Every process is started fresh for each run on 127.0.0.1 and stopped by
 // PID afterwards, on Ctrl-C too.
@@ -35,11 +39,20 @@ import (
 
 // Scenario keys, for -scenarios.
 const (
+	scClosedLoop   = "closed"
 	scOneUpstream  = "1up"
 	scTwoUpstreams = "2up"
 	scLargeSeries  = "1m"
 	scV2Input      = "v2"
+	scSlowUpstream = "slow"
 )
+
+// allScenarios are the scenarios in their default order.
+var allScenarios = []string{scClosedLoop, scOneUpstream, scTwoUpstreams, scLargeSeries, scV2Input, scSlowUpstream}
+
+// defaultVMAgentNewest is where `make vmagent-newest` links the newest
+// vmagent it built (.cache/bin/vmagent-<version>/vmagent).
+const defaultVMAgentNewest = ".cache/bin/vmagent-newest"
 
 // perRunOverhead is the time a run takes beyond its load and drain
 // (starting, stopping): used to skip runs that would overrun -budget.
@@ -50,24 +63,27 @@ const perRunOverhead = 15 * time.Second
 const drainStall = 3 * time.Second
 
 type options struct {
-	rate          float64
-	rounds        int
-	duration      time.Duration
-	drain         time.Duration
-	series        int
-	largeSeries   int
-	largeRounds   int
-	largeDuration time.Duration
-	concurrency   int
-	perRequest    int
-	scenarios     string
-	systems       string
-	budget        time.Duration
-	out           string
-	jsonOut       string
-	keep          bool
-	q             queueSettings
-	bins          binaries
+	rate            float64
+	rounds          int
+	duration        time.Duration
+	drain           time.Duration
+	series          int
+	closedSeries    int
+	largeSeries     int
+	largeRounds     int
+	largeDuration   time.Duration
+	upstreamLatency time.Duration
+	concurrency     int
+	perRequest      int
+	scenarios       string
+	systems         string
+	settings        string
+	budget          time.Duration
+	out             string
+	jsonOut         string
+	keep            bool
+	q               queueSettings
+	bins            binaries
 }
 
 type scenario struct {
@@ -76,6 +92,12 @@ type scenario struct {
 	upstreams int
 	series    int
 	protocol  loadgen.Protocol
+	// rate is the offered load in samples/s; 0 is a closed loop: every
+	// connection sends its next request as soon as the last is answered.
+	rate float64
+	// sinkDelay is how long the sink takes to answer each forwarded
+	// request.
+	sinkDelay time.Duration
 	rounds    int
 	duration  time.Duration
 	systems   []string
@@ -90,8 +112,11 @@ type measurement struct {
 	Scenario string `json:"scenario"`
 	Round    int    `json:"round"`
 	System   string `json:"system"`
+	Settings string `json:"settings"`
+	Protocol string `json:"protocol"`
 
-	OfferedRate     float64          `json:"offered_samples_per_second"`
+	OfferedRate     float64          `json:"offered_samples_per_second"` // 0: closed loop
+	UpstreamDelay   float64          `json:"upstream_delay_seconds"`
 	LoadSeconds     float64          `json:"load_seconds"`
 	DrainSeconds    float64          `json:"drain_seconds"`
 	Accepted        int64            `json:"accepted_samples"`
@@ -148,32 +173,45 @@ func main() {
 func parseFlags(args []string) (*options, error) {
 	var o options
 	fs := flag.NewFlagSet("compare", flag.ContinueOnError)
-	fs.Float64Var(&o.rate, "rate", 200_000, "Offered load in samples per second, the same for every system.")
-	fs.IntVar(&o.rounds, "rounds", 3, "Rounds of the 10k-series scenarios (each runs every system once).")
+	fs.Float64Var(&o.rate, "rate", 200_000, "Offered load in samples per second of the paced scenarios (all but closed), the same for every system.")
+	fs.IntVar(&o.rounds, "rounds", 3, "Rounds of every scenario but 1m (each runs every system once).")
 	fs.DurationVar(&o.duration, "duration", 10*time.Second, "Load window of one run.")
 	fs.DurationVar(&o.drain, "drain", 8*time.Second, "Longest wait after the load for the sink to receive everything accepted.")
-	fs.IntVar(&o.series, "series", 10_000, "Distinct series of the small scenarios.")
+	fs.IntVar(&o.series, "series", 10_000, "Distinct series of the 1up, 2up, v2 and slow scenarios.")
+	fs.IntVar(&o.closedSeries, "closed-series", 100_000, "Distinct series of the closed scenario.")
 	fs.IntVar(&o.largeSeries, "large-series", 1_000_000, "Distinct series of the 1m scenario.")
 	fs.IntVar(&o.largeRounds, "large-rounds", 1, "Rounds of the 1m scenario.")
 	fs.DurationVar(&o.largeDuration, "large-duration", 20*time.Second, "Load window of the 1m scenario.")
+	fs.DurationVar(&o.upstreamLatency, "upstream-latency", 20*time.Millisecond, "How long the sink takes to answer each forwarded request in the slow scenario.")
 	fs.IntVar(&o.concurrency, "concurrency", 4, "Connections of the load generator.")
 	fs.IntVar(&o.perRequest, "samples-per-request", 2000, "Samples per generated request.")
-	fs.IntVar(&o.q.shards, "shards", 4, "Forwarding shards/queues per upstream of every system.")
-	fs.IntVar(&o.q.capacity, "capacity", 50_000, "queue_config.capacity (samples per shard) of the gateway and Prometheus.")
-	fs.IntVar(&o.q.batch, "batch", 2000, "Samples per forwarded request of every system.")
-	fs.StringVar(&o.scenarios, "scenarios", strings.Join([]string{scOneUpstream, scTwoUpstreams, scLargeSeries, scV2Input}, ","), "Scenarios to run, comma-separated: 1up, 2up, 1m, v2.")
-	fs.StringVar(&o.systems, "systems", strings.Join([]string{sysGateway, sysVMAgent, sysPrometheus}, ","), "Systems to run, comma-separated.")
-	fs.DurationVar(&o.budget, "budget", 9*time.Minute+30*time.Second, "Runs that would end after this much time are skipped (and reported so).")
+	fs.StringVar(&o.settings, "settings", settingsDefaults, "Forwarding settings: "+settingsDefaults+" (every system at its own defaults: only listen address, upstream URL and data path set) or "+settingsTuned+" (-shards, -capacity and -batch for the gateway, vmagent and Prometheus; vmagent-newest stays at its defaults).")
+	fs.IntVar(&o.q.shards, "shards", 4, "With -settings tuned: forwarding shards/queues per upstream of the gateway, vmagent and Prometheus.")
+	fs.IntVar(&o.q.capacity, "capacity", 50_000, "With -settings tuned: queue_config.capacity (samples per shard) of the gateway and Prometheus.")
+	fs.IntVar(&o.q.batch, "batch", 2000, "With -settings tuned: samples per forwarded request of the gateway, vmagent and Prometheus.")
+	fs.StringVar(&o.scenarios, "scenarios", strings.Join(allScenarios, ","), "Scenarios to run, comma-separated: "+strings.Join(allScenarios, ", ")+".")
+	fs.StringVar(&o.systems, "systems", strings.Join([]string{sysGateway, sysVMAgentNewest, sysVMAgent, sysPrometheus}, ","), "Systems to run, comma-separated, in the order of every round.")
+	fs.DurationVar(&o.budget, "budget", 20*time.Minute, "Runs that would end after this much time are skipped (and reported so).")
 	fs.StringVar(&o.out, "out", "docs/BENCHMARKS.md", "Markdown file whose results section is replaced; empty for none.")
 	fs.StringVar(&o.jsonOut, "json", "", "Also write every measurement as JSON to this file.")
 	fs.BoolVar(&o.keep, "keep", false, "Keep the temporary directory with the processes' logs and data.")
 	fs.StringVar(&o.bins.gateway, "gateway", envOr("GATEWAY_BIN", "bin/gateway"), "Gateway binary ($GATEWAY_BIN).")
 	fs.StringVar(&o.bins.baseline, "baseline", "", "A second gateway binary (e.g. built from an earlier commit) to compare with -gateway: adds the system "+sysBaseline+", run like gateway, and a before/after ratio of the two. Empty for none.")
 	fs.StringVar(&o.bins.prometheus, "prometheus", os.Getenv("PROMETHEUS_BIN"), "Prometheus 2.42 binary ($PROMETHEUS_BIN, else .cache/peers/env).")
-	fs.StringVar(&o.bins.vmagent, "vmagent", os.Getenv("VMAGENT_BIN"), "vmagent binary ($VMAGENT_BIN, else .cache/peers/env).")
+	fs.StringVar(&o.bins.vmagent, "vmagent", os.Getenv("VMAGENT_BIN"), "vmagent 1.79.5 binary ($VMAGENT_BIN, else .cache/peers/env).")
+	fs.StringVar(&o.bins.vmagentNewest, "vmagent-newest", envOr("VMAGENT_NEWEST_BIN", defaultVMAgentNewest), "Newest vmagent binary ($VMAGENT_NEWEST_BIN; make vmagent-newest builds it).")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	tunedOnly := []string{}
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name == "shards" || f.Name == "capacity" || f.Name == "batch" {
+			tunedOnly = append(tunedOnly, "-"+f.Name)
+		}
+	})
 	env := peersEnv(".")
 	if o.bins.prometheus == "" {
 		o.bins.prometheus = env["PROMETHEUS_BIN"]
@@ -182,8 +220,16 @@ func parseFlags(args []string) (*options, error) {
 		o.bins.vmagent = env["VMAGENT_BIN"]
 	}
 	switch {
+	case o.settings != settingsDefaults && o.settings != settingsTuned:
+		return nil, fmt.Errorf("-settings: %q, want %s or %s", o.settings, settingsDefaults, settingsTuned)
+	case o.settings == settingsDefaults && len(tunedOnly) > 0:
+		return nil, fmt.Errorf("%s: only with -settings %s (at %s every system keeps its own)", strings.Join(tunedOnly, ", "), settingsTuned, settingsDefaults)
 	case o.rate <= 0:
-		return nil, errors.New("-rate: must be positive: CPU per sample is compared at one offered load")
+		return nil, errors.New("-rate: must be positive: CPU per sample is compared at one offered load (the closed scenario is the closed loop)")
+	case o.series < 1 || o.closedSeries < 1 || o.largeSeries < 1:
+		return nil, errors.New("-series, -closed-series and -large-series must be positive")
+	case o.upstreamLatency < 0:
+		return nil, errors.New("-upstream-latency must not be negative")
 	case o.rounds < 1 || o.largeRounds < 0:
 		return nil, errors.New("-rounds must be at least 1 and -large-rounds not negative")
 	case o.duration <= 0 || o.largeDuration <= 0 || o.drain <= 0:
@@ -191,6 +237,7 @@ func parseFlags(args []string) (*options, error) {
 	case o.q.shards < 1 || o.q.capacity < 1 || o.q.batch < 1:
 		return nil, errors.New("-shards, -capacity and -batch must be positive")
 	}
+	o.q.tuned = o.settings == settingsTuned
 	systems := splitList(o.systems)
 	switch {
 	case o.bins.baseline != "" && !slices.Contains(systems, sysBaseline):
@@ -202,17 +249,21 @@ func parseFlags(args []string) (*options, error) {
 	}
 	o.systems = strings.Join(systems, ",")
 	for _, s := range systems {
-		if !slices.Contains([]string{sysGateway, sysBaseline, sysVMAgent, sysPrometheus}, s) {
-			return nil, fmt.Errorf("-systems: unknown system %q", s)
+		if !slices.Contains(knownSystems, s) {
+			return nil, fmt.Errorf("-systems: unknown system %q (want some of %s)", s, strings.Join(knownSystems, ", "))
 		}
 		bin := o.bins.of(s)
 		if fi, err := os.Stat(bin); bin == "" || err != nil || fi.IsDir() {
-			return nil, fmt.Errorf("%s binary %q not found (make build; scripts/peers.sh)", s, bin)
+			how := "make build; scripts/peers.sh"
+			if s == sysVMAgentNewest {
+				how = "make vmagent-newest, or -systems without it"
+			}
+			return nil, fmt.Errorf("%s binary %q not found (%s)", s, bin, how)
 		}
 	}
 	// Every process runs in its own directory, where a relative path would
 	// name nothing.
-	for _, p := range []*string{&o.bins.gateway, &o.bins.baseline, &o.bins.vmagent, &o.bins.prometheus} {
+	for _, p := range []*string{&o.bins.gateway, &o.bins.baseline, &o.bins.vmagent, &o.bins.vmagentNewest, &o.bins.prometheus} {
 		if *p != "" {
 			if abs, err := filepath.Abs(*p); err == nil {
 				*p = abs
@@ -220,8 +271,8 @@ func parseFlags(args []string) (*options, error) {
 		}
 	}
 	for _, s := range splitList(o.scenarios) {
-		if !slices.Contains([]string{scOneUpstream, scTwoUpstreams, scLargeSeries, scV2Input}, s) {
-			return nil, fmt.Errorf("-scenarios: unknown scenario %q", s)
+		if !slices.Contains(allScenarios, s) {
+			return nil, fmt.Errorf("-scenarios: unknown scenario %q (want some of %s)", s, strings.Join(allScenarios, ", "))
 		}
 	}
 	return &o, nil
@@ -248,10 +299,15 @@ func (o *options) scenarioList() []scenario {
 	systems := splitList(o.systems)
 	var out []scenario
 	for _, key := range splitList(o.scenarios) {
-		sc := scenario{key: key, upstreams: 1, series: o.series, rounds: o.rounds, duration: o.duration, systems: systems}
+		sc := scenario{key: key, upstreams: 1, series: o.series, rate: o.rate, rounds: o.rounds, duration: o.duration, systems: systems}
 		switch key {
+		case scClosedLoop:
+			sc.rate, sc.series = 0, o.closedSeries
+			sc.title = fmt.Sprintf("closed loop (as fast as each system answers), 1 upstream, %s series, remote write 1.0", count(o.closedSeries))
+			sc.notes = append(sc.notes, fmt.Sprintf("Not paced: each of the %d connections sends its next request of %d samples as soon as the last is answered, so *accepted samples/s* is the throughput each system sustains on this machine, with the load generator and the sink on the same cores. A system that accepts faster than it forwards ends the drain with samples still queued: they are listed as missing, and their forwarding is not in its CPU figure.",
+				o.concurrency, o.perRequest))
 		case scOneUpstream:
-			sc.title = fmt.Sprintf("1 upstream, %s series, remote write 1.0", count(o.series))
+			sc.title = fmt.Sprintf("paced at %s samples/s, 1 upstream, %s series, remote write 1.0", si(o.rate), count(o.series))
 		case scTwoUpstreams:
 			sc.upstreams = 2
 			sc.title = fmt.Sprintf("2 upstreams (fan-out), %s series, remote write 1.0", count(o.series))
@@ -265,7 +321,15 @@ func (o *options) scenarioList() []scenario {
 			sc.protocol = loadgen.ProtoV2
 			sc.probe = true
 			sc.title = fmt.Sprintf("remote write 2.0 input, 1 upstream (sent as 1.0), %s series", count(o.series))
-			sc.notes = append(sc.notes, "vmagent 1.79 and Prometheus 2.42 predate remote write 2.0. Each runs once as a probe: if it delivers (almost) nothing of what it answered 2xx to, it is dropped from later rounds and has no ratio.")
+			if i := slices.Index(systems, sysGateway); i >= 0 {
+				sc.systems = slices.Insert(slices.Clone(systems), i+1, sysGatewayV1)
+				sc.notes = append(sc.notes, fmt.Sprintf("%s is the same gateway, started the same way, fed the same series as remote write 1.0 right after %s in every round: the reference for the gateway's cost of 2.0 input.", sysGatewayV1, sysGateway))
+			}
+			sc.notes = append(sc.notes, "No peer is known to take remote write 2.0: vmagent 1.79.5 and Prometheus 2.42 predate it, and the newest vmagent decodes Prometheus's 1.0 and its own protocol. Each peer runs once as a probe: if it answers 2xx to nothing, or delivers (almost) nothing of what it answered 2xx to, it is dropped from later rounds and has no ratio.")
+		case scSlowUpstream:
+			sc.sinkDelay = o.upstreamLatency
+			sc.title = fmt.Sprintf("1 upstream answering after %v, paced at %s samples/s, %s series, remote write 1.0", o.upstreamLatency, si(o.rate), count(o.series))
+			sc.notes = append(sc.notes, fmt.Sprintf("The sink answers each forwarded request %v after reading it, as a distant or loaded upstream does: a system keeps up only if its requests in flight carry enough samples (shards × samples per request ÷ %v at least the offered %s samples/s).", o.upstreamLatency, o.upstreamLatency, si(o.rate)))
 		}
 		out = append(out, sc)
 	}
@@ -371,12 +435,28 @@ type scenarioResult struct {
 	skipped []string // runs left out, and why
 }
 
+// protocolOf returns the protocol system sys is fed in scenario sc.
+func protocolOf(sc scenario, sys string) loadgen.Protocol {
+	if sys == sysGatewayV1 {
+		return loadgen.ProtoV1
+	}
+	return sc.protocol
+}
+
 func (b *bench) runScenario(ctx context.Context, sc scenario) (scenarioResult, error) {
 	res := scenarioResult{sc: sc}
 	fmt.Fprintf(os.Stderr, "compare: scenario %s: %s; encoding payloads\n", sc.key, sc.title)
-	payloads, err := loadgen.NewPayloads(sc.protocol, sc.series, b.o.perRequest)
-	if err != nil {
-		return res, err
+	payloads := map[loadgen.Protocol]*loadgen.Payloads{}
+	for _, sys := range sc.systems {
+		proto := protocolOf(sc, sys)
+		if payloads[proto] != nil {
+			continue
+		}
+		p, err := loadgen.NewPayloads(proto, sc.series, b.o.perRequest)
+		if err != nil {
+			return res, err
+		}
+		payloads[proto] = p
 	}
 	defer debug.FreeOSMemory()
 	dropped := map[string]string{}
@@ -392,18 +472,36 @@ func (b *bench) runScenario(ctx context.Context, sc scenario) (scenarioResult, e
 				res.skipped = append(res.skipped, fmt.Sprintf("round %d %s: skipped, the -budget of %v would be exceeded", round, sys, b.o.budget))
 				continue
 			}
-			m := b.runOne(ctx, sc, round, sys, payloads)
+			m := b.runOne(ctx, sc, round, sys, payloads[protocolOf(sc, sys)])
 			if ctx.Err() != nil {
 				return res, fmt.Errorf("interrupted during %s round %d %s; every process started was stopped", sc.key, round, sys)
 			}
 			fmt.Fprintf(os.Stderr, "compare: %s round %d %-16s %s\n", sc.key, round, sys, m.summary())
 			res.runs = append(res.runs, m)
-			if sc.probe && !isGateway(sys) && round == 1 && m.Err == "" && m.deliveredPerUpstream() < m.Accepted/100 {
-				dropped[sys] = fmt.Sprintf("it answered 2xx to %d samples (statuses %v) but delivered %d", m.Accepted, m.Status, m.deliveredPerUpstream())
+			if sc.probe && !isGateway(sys) && round == 1 {
+				if why := m.probeFailure(); why != "" {
+					dropped[sys] = why
+				}
 			}
 		}
 	}
 	return res, nil
+}
+
+// probeFailure says why a peer's probe run m shows that it does not take
+// the scenario's protocol: it answered 2xx to nothing, or forwarded
+// (almost) nothing of what it answered 2xx to. "" if it does, or if the
+// run failed for another reason.
+func (m *measurement) probeFailure() string {
+	switch {
+	case m.Err != "":
+		return ""
+	case m.Accepted == 0:
+		return fmt.Sprintf("it answered 2xx to none of %d samples (responses %s; last: %s)", m.Sent, m.responses(), firstLine(m.LastError))
+	case m.deliveredPerUpstream() < m.Accepted/100:
+		return fmt.Sprintf("it answered 2xx to %d samples (statuses %v) but delivered %d", m.Accepted, m.Status, m.deliveredPerUpstream())
+	}
+	return ""
 }
 
 func (m *measurement) summary() string {
@@ -417,7 +515,8 @@ func (m *measurement) summary() string {
 // runOne starts sys, loads it, drains it and stops it.
 func (b *bench) runOne(ctx context.Context, sc scenario, round int, sys string, payloads *loadgen.Payloads) (m measurement) {
 	b.runID++
-	m = measurement{Scenario: sc.key, Round: round, System: sys, OfferedRate: b.o.rate, Upstreams: sc.upstreams}
+	m = measurement{Scenario: sc.key, Round: round, System: sys, Settings: b.o.settings, Protocol: protocolOf(sc, sys).String(),
+		OfferedRate: sc.rate, UpstreamDelay: sc.sinkDelay.Seconds(), Upstreams: sc.upstreams}
 	dir := filepath.Join(b.tmp, fmt.Sprintf("%02d-%s-r%d-%s", b.runID, sc.key, round, sys))
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		m.Err = err.Error()
@@ -427,7 +526,7 @@ func (b *bench) runOne(ctx context.Context, sc scenario, round int, sys string, 
 	var counters []*counter
 	for i := range sc.upstreams {
 		path := fmt.Sprintf("/run%d/upstream%d", b.runID, i)
-		u, c := b.sink.register(path)
+		u, c := b.sink.register(path, sc.sinkDelay)
 		urls, paths, counters = append(urls, u), append(paths, path), append(counters, c)
 	}
 	defer func() {
@@ -457,11 +556,11 @@ func (b *bench) runOne(ctx context.Context, sc scenario, round int, sys string, 
 	}
 	res, err := loadgen.Run(ctx, loadgen.Config{
 		URL:               p.url("/api/v1/write"),
-		Protocol:          sc.protocol,
+		Protocol:          protocolOf(sc, sys),
 		Series:            sc.series,
 		SamplesPerRequest: b.o.perRequest,
 		Concurrency:       b.o.concurrency,
-		Rate:              b.o.rate,
+		Rate:              sc.rate,
 		Duration:          sc.duration,
 		UserAgent:         "rwload-bench",
 	}, payloads)
@@ -532,6 +631,12 @@ func (b *bench) versions() map[string]string {
 				v[sys] = "vmagent (Debian victoria-metrics " + dv + ")"
 			} else {
 				v[sys] = b.o.bins.vmagent
+			}
+		case sysVMAgentNewest:
+			if gv := goModuleVersion(b.o.bins.vmagentNewest); gv != "" {
+				v[sys] = gv
+			} else {
+				v[sys] = b.o.bins.vmagentNewest
 			}
 		}
 	}

@@ -204,6 +204,9 @@ func writeScenario(w io.Writer, r scenarioResult) {
 	if slices.Contains(systems, sysGateway) && slices.Contains(systems, sysBaseline) {
 		writeBeforeAfter(w, r)
 	}
+	if slices.Contains(systems, sysGateway) && slices.Contains(systems, sysGatewayV1) {
+		writeV2Cost(w, r)
+	}
 
 	others := []string{}
 	for _, s := range systems {
@@ -300,20 +303,51 @@ func ratioTable(r scenarioResult, sys string, others []string, head func(other s
 // gateway (after): a line with both builds' medians and the median of the
 // rounds' ratios, then the ratios per round.
 func writeBeforeAfter(w io.Writer, r scenarioResult) {
-	rt, meds := ratioTable(r, sysGateway, []string{sysBaseline}, func(string) []string {
-		return []string{"CPU/M after ÷ before", "RSS after ÷ before", "p99 after ÷ before"}
+	writeChange(w, r, sysBaseline, sysGateway, changeText{
+		lead:    "Before → after",
+		ratio:   "after ÷ before",
+		meaning: "below 1: the change uses less",
+		none:    "before/after ratios",
+	})
+}
+
+// writeV2Cost writes what remote write 2.0 input costs the gateway against
+// 1.0 input of the same series in the same rounds (gateway-rw1 → gateway).
+func writeV2Cost(w io.Writer, r scenarioResult) {
+	writeChange(w, r, sysGatewayV1, sysGateway, changeText{
+		lead:    "Remote write 1.0 → 2.0 input",
+		ratio:   "2.0 ÷ 1.0",
+		meaning: "above 1: 2.0 input costs the gateway more than 1.0",
+		none:    "2.0 ÷ 1.0 ratios",
+	})
+}
+
+// changeText words a comparison of two systems of one scenario.
+type changeText struct {
+	lead    string // bold start of the summary line
+	ratio   string // the ratio's name, as "after ÷ before"
+	meaning string // how to read a ratio
+	none    string // what is missing when no round has both
+}
+
+// writeChange writes the change from system from to system to: a line with
+// both systems' medians and the median of the rounds' ratios to ÷ from,
+// then the ratios per round.
+func writeChange(w io.Writer, r scenarioResult, from, to string, t changeText) {
+	rt, meds := ratioTable(r, to, []string{from}, func(string) []string {
+		return []string{"CPU/M " + t.ratio, "RSS " + t.ratio, "p99 " + t.ratio}
 	})
 	if len(rt.rows) == 0 {
-		fmt.Fprintf(w, "No before/after ratios: no round has both %s and %s delivering.\n\n", sysBaseline, sysGateway)
+		fmt.Fprintf(w, "No %s: no round has both %s and %s delivering.\n\n", t.none, from, to)
 		return
 	}
-	before, after := mediansOf(r.runs, sysBaseline), mediansOf(r.runs, sysGateway)
-	fmt.Fprintf(w, "**Before → after** (%s → %s; medians of the rounds, and the median of the rounds' after ÷ before): CPU-s per M samples %s → %s (%s), peak RSS MiB %s → %s (%s), p99 ms %s → %s (%s).\n\n",
-		sysBaseline, sysGateway,
-		f3(before.cpu), f3(after.cpu), change(meds[0]),
-		f1(before.rss), f1(after.rss), change(meds[1]),
-		f1(before.p99), f1(after.p99), change(meds[2]))
-	fmt.Fprintf(w, "Ratios %s ÷ %s, after ÷ before (below 1: the change uses less):\n\n", sysGateway, sysBaseline)
+	a, b := mediansOf(r.runs, from), mediansOf(r.runs, to)
+	fmt.Fprintf(w, "**%s** (%s → %s; medians of the rounds, and the median of the rounds' %s): CPU-s per M samples %s → %s (%s), peak RSS MiB %s → %s (%s), p99 ms %s → %s (%s).\n\n",
+		t.lead, from, to, t.ratio,
+		f3(a.cpu), f3(b.cpu), change(meds[0]),
+		f1(a.rss), f1(b.rss), change(meds[1]),
+		f1(a.p99), f1(b.p99), change(meds[2]))
+	fmt.Fprintf(w, "Ratios %s ÷ %s, %s (%s):\n\n", to, from, t.ratio, t.meaning)
 	rt.write(w)
 }
 
@@ -390,25 +424,40 @@ func (r *report) markdown() string {
 	fmt.Fprintf(&b, "### Run of %s\n\n", h.date.UTC().Format("2006-01-02 15:04 MST"))
 	fmt.Fprintf(&b, "- Machine: %d CPUs (`nproc`), %s, %s memory; load average %s at the start and %s at the end (the machine is shared).\n",
 		h.cpus, h.model, h.memTotal, h.loadStart, h.loadEnd)
-	for _, sys := range []string{sysGateway, sysBaseline, sysVMAgent, sysPrometheus} {
+	for _, sys := range knownSystems {
 		if v, ok := r.versions[sys]; ok {
 			fmt.Fprintf(&b, "- %s: `%s`\n", sys, v)
 		}
 	}
 	o := r.o
-	fmt.Fprintf(&b, "- Load: %s samples/s offered, %d samples per request, %d connections; %v load window and up to %v of drain per run; rounds interleaved %s.\n",
-		si(o.rate), o.perRequest, o.concurrency, o.duration, o.drain, strings.Join(splitList(o.systems), ", "))
-	fmt.Fprintf(&b, "- Forwarding: %d shards/queues per upstream, %d samples per forwarded request, queue capacity %d samples per shard (gateway and Prometheus).\n",
-		o.q.shards, o.q.batch, o.q.capacity)
-	cmd := "`make bench-compare`"
+	fmt.Fprintf(&b, "- Load: %d samples per request, %d connections; %s samples/s offered in the paced scenarios, as fast as answered in the closed loop; %v load window and up to %v of drain per run; rounds interleaved %s.\n",
+		o.perRequest, o.concurrency, si(o.rate), o.duration, o.drain, strings.Join(splitList(o.systems), ", "))
+	b.WriteString(settingsLine(o))
+	var flags []string
+	if o.q.tuned {
+		flags = append(flags, "-settings "+settingsTuned)
+	}
 	if o.bins.baseline != "" {
-		cmd += " with `-baseline " + relPath(o.bins.baseline) + "`"
+		flags = append(flags, "-baseline "+relPath(o.bins.baseline))
+	}
+	cmd := "`make bench-compare`"
+	if len(flags) > 0 {
+		cmd += " with `" + strings.Join(flags, " ") + "`"
 	}
 	fmt.Fprintf(&b, "- Command: %s (%v in all).\n\n", cmd, h.elapsed.Round(time.Second))
 	for _, res := range r.results {
 		writeScenario(&b, res)
 	}
 	return b.String()
+}
+
+// settingsLine describes the forwarding settings of the run, as a list item.
+func settingsLine(o *options) string {
+	if !o.q.tuned {
+		return "- Settings: **defaults**: every system at its own defaults; only the listen address, the upstream URL(s) and the data path are set (and Prometheus's `--web.enable-remote-write-receiver`, vmagent-newest's `-remoteWrite.forcePromProto`).\n"
+	}
+	return fmt.Sprintf("- Settings: **tuned**: %d shards/queues per upstream and %d samples per forwarded request (gateway, vmagent, Prometheus), queue capacity %d samples per shard (gateway and Prometheus); vmagent-newest at its defaults.\n",
+		o.q.shards, o.q.batch, o.q.capacity)
 }
 
 // writeMarkdown replaces the generated section of the file at path, or

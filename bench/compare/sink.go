@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/golang/snappy"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -29,13 +30,17 @@ type counter struct {
 	samples    atomic.Int64
 	histograms atomic.Int64
 	bad        atomic.Int64 // requests answered 4xx
+	// delay is how long the sink waits before answering a request of
+	// this path (and counting it): a slow upstream.
+	delay time.Duration
 }
 
 // sink is an HTTP server that decodes remote write 1.0 (snappy-compressed
 // prometheus.WriteRequest) and counts series' samples per URL path, without
 // unmarshalling into structs. Paths are registered per run so that late
 // requests of an earlier run are counted apart (stray) and not mistaken for
-// deliveries. Safe for concurrent use.
+// deliveries. A path may answer after a delay, like a distant or loaded
+// upstream. Safe for concurrent use.
 type sink struct {
 	srv   *http.Server
 	addr  string
@@ -64,9 +69,10 @@ func (s *sink) close() {
 	<-s.done
 }
 
-// register returns the URL and counter of a new path.
-func (s *sink) register(path string) (string, *counter) {
-	c := &counter{}
+// register returns the URL and counter of a new path, whose requests are
+// answered (and counted) delay after they have been read.
+func (s *sink) register(path string, delay time.Duration) (string, *counter) {
+	c := &counter{delay: delay}
 	s.paths.Store(path, c)
 	return "http://" + s.addr + path, c
 }
@@ -102,6 +108,16 @@ func (s *sink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		c.bad.Add(1)
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
+	}
+	if c.delay > 0 {
+		t := time.NewTimer(c.delay)
+		select {
+		case <-t.C:
+		case <-r.Context().Done():
+			// The sender gave up and will send it again: not delivered.
+			t.Stop()
+			return
+		}
 	}
 	c.requests.Add(1)
 	c.samples.Add(samples)

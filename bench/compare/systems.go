@@ -1,6 +1,7 @@
 package main
 
 import (
+	"debug/buildinfo"
 	"fmt"
 	"os"
 	"os/exec"
@@ -15,17 +16,46 @@ const (
 	// sysBaseline is a second gateway binary (-baseline), typically built
 	// from an earlier commit, run exactly like sysGateway: the "before" of
 	// a before/after comparison.
-	sysBaseline   = "gateway-baseline"
+	sysBaseline = "gateway-baseline"
+	// sysGatewayV1 is the gateway binary fed remote write 1.0 in the v2
+	// scenario, right after sysGateway fed 2.0: the reference that the
+	// gateway's 2.0 cost is compared with. Not a -systems name.
+	sysGatewayV1 = "gateway-rw1"
+	// sysVMAgentNewest is the newest vmagent, built from source with `go
+	// install` (make vmagent-newest), always run at its defaults.
+	sysVMAgentNewest = "vmagent-newest"
+	// sysVMAgent is Debian's vmagent 1.79.5.
 	sysVMAgent    = "vmagent"
 	sysPrometheus = "prometheus"
 )
 
+// knownSystems are the names -systems accepts, in their default order.
+var knownSystems = []string{sysGateway, sysBaseline, sysVMAgentNewest, sysVMAgent, sysPrometheus}
+
 // isGateway reports whether sys is a build of the gateway.
-func isGateway(sys string) bool { return sys == sysGateway || sys == sysBaseline }
+func isGateway(sys string) bool {
+	return sys == sysGateway || sys == sysBaseline || sys == sysGatewayV1
+}
+
+// Values of -settings.
+const (
+	// settingsDefaults runs every system at its own defaults: only the
+	// listen address, the upstream URL(s) and the data path are set, plus
+	// what a system needs to receive remote write at all (Prometheus:
+	// --web.enable-remote-write-receiver) or to send what the sink decodes
+	// (vmagent-newest: -remoteWrite.forcePromProto).
+	settingsDefaults = "defaults"
+	// settingsTuned gives the gateway, vmagent 1.79.5 and Prometheus the
+	// same forwarding settings (queueSettings), as far as each has them,
+	// and quieter logs. vmagent-newest stays at its defaults.
+	settingsTuned = "tuned"
+)
 
 // queueSettings are the forwarding settings every system gets, as far as it
-// has them.
+// has them, when tuned; at defaults (the default) none of them is set.
 type queueSettings struct {
+	// tuned: set what follows; false: every system at its defaults.
+	tuned bool
 	// shards is max_shards of the gateway and min_shards = max_shards of
 	// Prometheus (so it does not spend the run resharding up from 1), and
 	// -remoteWrite.queues of vmagent.
@@ -41,6 +71,8 @@ type queueSettings struct {
 // binaries are the executables under test.
 type binaries struct {
 	gateway, vmagent, prometheus string
+	// vmagentNewest is the go-installed newest vmagent.
+	vmagentNewest string
 	// baseline is the gateway-baseline binary; empty without -baseline.
 	baseline string
 }
@@ -48,12 +80,14 @@ type binaries struct {
 // of returns the binary of system sys, or "" for an unknown system.
 func (b binaries) of(sys string) string {
 	switch sys {
-	case sysGateway:
+	case sysGateway, sysGatewayV1:
 		return b.gateway
 	case sysBaseline:
 		return b.baseline
 	case sysVMAgent:
 		return b.vmagent
+	case sysVMAgentNewest:
+		return b.vmagentNewest
 	case sysPrometheus:
 		return b.prometheus
 	}
@@ -64,8 +98,8 @@ func (b binaries) of(sys string) string {
 // with its files under dir.
 func (b binaries) spec(sys, dir string, sinks []string, q queueSettings) (procSpec, error) {
 	switch sys {
-	case sysGateway, sysBaseline:
-		// The same configuration and flags for both builds.
+	case sysGateway, sysBaseline, sysGatewayV1:
+		// The same configuration and flags for every build.
 		return procSpec{
 			name: sys, bin: b.of(sys), dir: dir, readyPath: "/-/ready",
 			args: func(addr string) ([]string, error) {
@@ -73,12 +107,15 @@ func (b binaries) spec(sys, dir string, sinks []string, q queueSettings) (procSp
 				if err := os.WriteFile(cfg, []byte(gatewayConfig(sinks, q)), 0o644); err != nil {
 					return nil, err
 				}
-				return []string{
+				args := []string{
 					"--config.file=" + cfg,
 					"--web.listen-address=" + addr,
 					"--storage.path=" + filepath.Join(dir, "data"),
-					"--log.level=warn",
-				}, nil
+				}
+				if q.tuned {
+					args = append(args, "--log.level=warn")
+				}
+				return args, nil
 			},
 		}, nil
 	case sysVMAgent:
@@ -88,13 +125,37 @@ func (b binaries) spec(sys, dir string, sinks []string, q queueSettings) (procSp
 				args := []string{
 					"-httpListenAddr=" + addr,
 					"-remoteWrite.tmpDataPath=" + filepath.Join(dir, "rw"),
-					"-remoteWrite.queues=" + strconv.Itoa(q.shards),
-					"-remoteWrite.maxRowsPerBlock=" + strconv.Itoa(q.batch),
-					"-remoteWrite.flushInterval=1s",
-					"-loggerLevel=WARN",
+				}
+				if q.tuned {
+					args = append(args,
+						"-remoteWrite.queues="+strconv.Itoa(q.shards),
+						"-remoteWrite.maxRowsPerBlock="+strconv.Itoa(q.batch),
+						"-remoteWrite.flushInterval=1s",
+						"-loggerLevel=WARN",
+					)
 				}
 				for _, u := range sinks {
 					args = append(args, "-remoteWrite.url="+u)
+				}
+				return args, nil
+			},
+		}, nil
+	case sysVMAgentNewest:
+		// At its defaults in both settings, but for the protocol: a recent
+		// vmagent prefers VictoriaMetrics' own remote-write protocol
+		// (zstd) and negotiates it with the upstream, while the sink, like
+		// the gateway's upstreams, decodes only Prometheus remote write.
+		return procSpec{
+			name: sys, bin: b.vmagentNewest, dir: dir, readyPath: "/health",
+			args: func(addr string) ([]string, error) {
+				args := []string{
+					"-httpListenAddr=" + addr,
+					"-remoteWrite.tmpDataPath=" + filepath.Join(dir, "rw"),
+				}
+				for _, u := range sinks {
+					// -remoteWrite.forcePromProto is per URL, in the
+					// order of -remoteWrite.url.
+					args = append(args, "-remoteWrite.url="+u, "-remoteWrite.forcePromProto=true")
 				}
 				return args, nil
 			},
@@ -107,25 +168,34 @@ func (b binaries) spec(sys, dir string, sinks []string, q queueSettings) (procSp
 				if err := os.WriteFile(cfg, []byte(prometheusConfig(sinks, q)), 0o644); err != nil {
 					return nil, err
 				}
-				return []string{
+				args := []string{
 					"--config.file=" + cfg,
 					"--web.listen-address=" + addr,
+					// Not a tuning: without it Prometheus receives no
+					// remote write at all.
 					"--web.enable-remote-write-receiver",
 					"--storage.tsdb.path=" + filepath.Join(dir, "data"),
-					"--storage.tsdb.retention.time=1h",
-					"--log.level=warn",
-				}, nil
+				}
+				if q.tuned {
+					args = append(args, "--storage.tsdb.retention.time=1h", "--log.level=warn")
+				}
+				return args, nil
 			},
 		}, nil
 	}
 	return procSpec{}, fmt.Errorf("unknown system %q", sys)
 }
 
-// gatewayConfig returns a gateway configuration with one upstream per sink.
+// gatewayConfig returns a gateway configuration with one upstream per sink:
+// only a name (required) and the URL at defaults.
 func gatewayConfig(sinks []string, q queueSettings) string {
 	var b strings.Builder
 	b.WriteString("upstreams:\n")
 	for i, u := range sinks {
+		if !q.tuned {
+			fmt.Fprintf(&b, "  - name: sink%d\n    url: %s\n", i, u)
+			continue
+		}
 		fmt.Fprintf(&b, `  - name: sink%d
     url: %s
     protobuf_message: prometheus.WriteRequest
@@ -140,9 +210,16 @@ func gatewayConfig(sinks []string, q queueSettings) string {
 }
 
 // prometheusConfig returns a Prometheus configuration that scrapes nothing
-// and remote-writes to every sink.
+// and remote-writes to every sink: only the URLs at defaults.
 func prometheusConfig(sinks []string, q queueSettings) string {
 	var b strings.Builder
+	if !q.tuned {
+		b.WriteString("remote_write:\n")
+		for _, u := range sinks {
+			fmt.Fprintf(&b, "  - url: %s\n", u)
+		}
+		return b.String()
+	}
 	b.WriteString("global:\n  scrape_interval: 1m\nremote_write:\n")
 	for i, u := range sinks {
 		fmt.Fprintf(&b, `  - name: sink%d
@@ -168,6 +245,19 @@ func versionOf(bin string, flag string) string {
 	}
 	line, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
 	return line
+}
+
+// goModuleVersion describes a binary built by `go install module@version`
+// from its embedded build information, e.g. "vmagent v1.151.0 (go install
+// github.com/VictoriaMetrics/VictoriaMetrics/app/vmagent, go1.26.8)", or
+// returns "" if it has none. Such a build has no version ldflags: vmagent
+// -version prints an empty line.
+func goModuleVersion(bin string) string {
+	info, err := buildinfo.ReadFile(bin)
+	if err != nil || info.Main.Version == "" {
+		return ""
+	}
+	return fmt.Sprintf("%s %s (go install %s, %s)", filepath.Base(info.Path), info.Main.Version, info.Path, info.GoVersion)
 }
 
 // peersEnv reads KEY=VALUE lines of .cache/peers/env under root.
