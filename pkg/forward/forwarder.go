@@ -54,6 +54,9 @@ type forwarder struct {
 	// took over: what it left pending is this one's once it stopped.
 	pending atomic.Int64
 	prev    *forwarder
+	// handedBy holds the handed counters of each tenant seen: tenant id
+	// -> *handedCounters.
+	handedBy sync.Map
 
 	// refusedLarge is set once the upstream refused a batch as too large
 	// (413); learnedN and learnedB are then the largest batch it accepted
@@ -98,7 +101,6 @@ type upstreamMetrics struct {
 	sentSamples, sentHistograms, sentExemplars, sentMetadata prometheus.Counter
 	sentBatches, sentBytes, failed, retried, queueFull       prometheus.Counter
 	queueLength, lastSuccess, learnedN, learnedB, pendingG   prometheus.Gauge
-	handedS, handedH, handedE                                prometheus.Counter
 	sendDuration                                             prometheus.Observer
 	dropped                                                  map[string]prometheus.Counter
 }
@@ -145,9 +147,6 @@ func newForwarder(logger *slog.Logger, metrics *registry.ForwardMetrics, u *conf
 		queueLength:    metrics.QueueLength.WithLabelValues(n),
 		learnedN:       metrics.LearnedMaxSamples.WithLabelValues(n),
 		pendingG:       metrics.PendingSamples.WithLabelValues(n),
-		handedS:        metrics.HandedSamples.WithLabelValues(n),
-		handedH:        metrics.HandedHistograms.WithLabelValues(n),
-		handedE:        metrics.HandedExemplars.WithLabelValues(n),
 		learnedB:       metrics.LearnedMaxBytes.WithLabelValues(n),
 		lastSuccess:    metrics.LastSendSuccess.WithLabelValues(n),
 		sendDuration:   metrics.SendDuration.WithLabelValues(n),
@@ -282,12 +281,24 @@ func (f *forwarder) drop(reason string, n int) {
 // routing and before relabeling, or a record of a backlog read from disk.
 // Everything handed is, in the end, sent (settled), dropped (drop) or
 // still pending.
-func (f *forwarder) handed(samples, histograms, exemplars int) {
-	f.m.handedS.Add(float64(samples))
-	f.m.handedH.Add(float64(histograms))
-	f.m.handedE.Add(float64(exemplars))
+func (f *forwarder) handed(tenant string, samples, histograms, exemplars int) {
+	c, ok := f.handedBy.Load(tenant)
+	if !ok {
+		c, _ = f.handedBy.LoadOrStore(tenant, &handedCounters{
+			samples:    f.metrics.HandedSamples.WithLabelValues(f.name, tenant),
+			histograms: f.metrics.HandedHistograms.WithLabelValues(f.name, tenant),
+			exemplars:  f.metrics.HandedExemplars.WithLabelValues(f.name, tenant),
+		})
+	}
+	hc := c.(*handedCounters)
+	hc.samples.Add(float64(samples))
+	hc.histograms.Add(float64(histograms))
+	hc.exemplars.Add(float64(exemplars))
 	f.m.pendingG.Set(float64(f.pending.Add(int64(samples + histograms + exemplars))))
 }
+
+// handedCounters are the handed counters of one upstream and tenant.
+type handedCounters struct{ samples, histograms, exemplars prometheus.Counter }
 
 // settled takes n points that were sent or dropped off what is pending.
 func (f *forwarder) settled(n int) {

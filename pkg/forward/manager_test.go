@@ -673,7 +673,9 @@ func TestTenantHeader(t *testing.T) {
 func TestAccountingIdentity(t *testing.T) {
 	points := func(reg *registry.ForwardMetrics, u string) (handed, sent, dropped, pending float64) {
 		for _, v := range []*prometheus.CounterVec{reg.HandedSamples, reg.HandedHistograms, reg.HandedExemplars} {
-			handed += testutil.ToFloat64(v.WithLabelValues(u))
+			for _, tn := range []string{"team-a", "team-b", "team-c"} {
+				handed += testutil.ToFloat64(v.WithLabelValues(u, tn))
+			}
 		}
 		for _, v := range []*prometheus.CounterVec{reg.SentSamples, reg.SentHistograms, reg.SentExemplars} {
 			sent += testutil.ToFloat64(v.WithLabelValues(u))
@@ -733,6 +735,9 @@ func TestAccountingIdentity(t *testing.T) {
 				cancel()
 			}
 			for _, u := range []string{"a", "b"} {
+				for _, tn := range []string{"team-a", "team-b", "team-c"} {
+					require.Equal(t, 4.0+2+3+5, testutil.ToFloat64(reg.HandedSamples.WithLabelValues(u, tn)), "upstream %s, tenant %s", u, tn)
+				}
 				handed, sent, dropped, pending := points(reg, u)
 				require.Equal(t, 3.0*(4+2+3+1+5), handed, "upstream %s handed", u)
 				require.Equal(t, handed, sent+dropped+pending, "upstream %s: handed = sent + dropped + pending", u)

@@ -34,6 +34,7 @@ type prepared struct {
 	// dropped by relabeling or because the upstream does not take them;
 	// counted once the request is accepted.
 	handedS, handedH, handedE    int
+	handedBy                     string // the tenant
 	dropRelabel, dropUnsupported int
 }
 
@@ -55,7 +56,7 @@ func (f *forwarder) prepare(r *request, p *prepared) {
 	if len(raw.Series) == 0 && (!meta || len(raw.Metadata) == 0) {
 		return
 	}
-	p.handedS, p.handedH, p.handedE = view.Samples, view.Histograms, view.Exemplars
+	p.handedS, p.handedH, p.handedE, p.handedBy = view.Samples, view.Histograms, view.Exemplars, r.tenant
 	if len(cfg.WriteRelabelConfigs) > 0 || !r.externalPresent(raw) ||
 		(raw.Histograms > 0 && !cfg.SendNativeHistograms) || (raw.Exemplars > 0 && !cfg.SendExemplars) ||
 		(v2 && meta && len(raw.Metadata) > 0) {
@@ -228,7 +229,7 @@ func (p *prepared) releaseFirst(n int) {
 // dropped.
 func (p *prepared) commit() {
 	f := p.f
-	f.handed(p.handedS, p.handedH, p.handedE)
+	f.handed(p.handedBy, p.handedS, p.handedH, p.handedE)
 	f.drop(registry.DropRelabel, p.dropRelabel)
 	f.drop(registry.DropUnsupported, p.dropUnsupported)
 	if f.dq != nil {

@@ -75,7 +75,11 @@ func (f *forwarder) readLoop() {
 			for i := range items {
 				s, h, e = s+int(items[i].samples), h+int(items[i].histograms), e+int(items[i].exemplars)
 			}
-			f.handed(s, h, e)
+			tenant := ""
+			if len(items) > 0 {
+				tenant = items[0].tenant
+			}
+			f.handed(tenant, s, h, e)
 		}
 		pr := &pendingRecord{pos: pos, appended: appended}
 		for i := range items {

@@ -140,11 +140,12 @@ var DropReasons = []string{DropRelabel, DropHTTPStatus, DropTooLarge, DropEncode
 // (label "upstream") on shared vectors.
 type ForwardMetrics struct {
 	// HandedSamples, HandedHistograms and HandedExemplars count what each
-	// upstream was handed, after routing and before relabeling: for every
-	// upstream, handed = sent + dropped (all reasons) + pending.
-	HandedSamples    *prometheus.CounterVec // upstream
-	HandedHistograms *prometheus.CounterVec // upstream
-	HandedExemplars  *prometheus.CounterVec // upstream
+	// upstream was handed, after routing and before relabeling, by tenant
+	// ("" without one; tenant ids are bounded by the configuration): for
+	// every upstream, handed = sent + dropped (all reasons) + pending.
+	HandedSamples    *prometheus.CounterVec // upstream, tenant
+	HandedHistograms *prometheus.CounterVec // upstream, tenant
+	HandedExemplars  *prometheus.CounterVec // upstream, tenant
 	// PendingSamples is what was handed and is neither sent nor dropped
 	// yet: queued in memory or on disk, or in flight.
 	PendingSamples *prometheus.GaugeVec   // upstream
@@ -188,6 +189,7 @@ type ForwardMetrics struct {
 func NewForwardMetrics(reg prometheus.Registerer) *ForwardMetrics {
 	f := promauto.With(reg)
 	up := []string{"upstream"}
+	upTenant := []string{"upstream", "tenant"}
 	counter := func(name, help string, labels []string) *prometheus.CounterVec {
 		return f.NewCounterVec(prometheus.CounterOpts{Namespace: Namespace, Subsystem: "upstream", Name: name, Help: help}, labels)
 	}
@@ -195,9 +197,9 @@ func NewForwardMetrics(reg prometheus.Registerer) *ForwardMetrics {
 		return f.NewGaugeVec(prometheus.GaugeOpts{Namespace: Namespace, Subsystem: "upstream", Name: name, Help: help}, up)
 	}
 	return &ForwardMetrics{
-		HandedSamples:    counter("handed_samples_total", "Float samples handed to the upstream, after routing and before relabeling.", up),
-		HandedHistograms: counter("handed_histograms_total", "Native histogram samples handed to the upstream, after routing and before relabeling.", up),
-		HandedExemplars:  counter("handed_exemplars_total", "Exemplars handed to the upstream, after routing and before relabeling.", up),
+		HandedSamples:    counter("handed_samples_total", "Float samples handed to the upstream, after routing and before relabeling, by tenant.", upTenant),
+		HandedHistograms: counter("handed_histograms_total", "Native histogram samples handed to the upstream, after routing and before relabeling, by tenant.", upTenant),
+		HandedExemplars:  counter("handed_exemplars_total", "Exemplars handed to the upstream, after routing and before relabeling, by tenant.", upTenant),
 		PendingSamples:   gauge("pending_samples", "Samples, histograms and exemplars handed to the upstream and neither sent nor dropped yet."),
 		SentSamples:      counter("sent_samples_total", "Float samples acknowledged by the upstream.", up),
 		SentHistograms:   counter("sent_histograms_total", "Native histogram samples acknowledged by the upstream.", up),
@@ -236,7 +238,7 @@ func NewForwardMetrics(reg prometheus.Registerer) *ForwardMetrics {
 // InitUpstream creates the series of upstream so that they read 0 before
 // anything happens.
 func (m *ForwardMetrics) InitUpstream(upstream string) {
-	for _, v := range []*prometheus.CounterVec{m.HandedSamples, m.HandedHistograms, m.HandedExemplars, m.SentSamples, m.SentHistograms, m.SentExemplars, m.SentMetadata, m.SentBatches, m.SentBytes, m.FailedSamples, m.RetriedSamples, m.QueueFull} {
+	for _, v := range []*prometheus.CounterVec{m.SentSamples, m.SentHistograms, m.SentExemplars, m.SentMetadata, m.SentBatches, m.SentBytes, m.FailedSamples, m.RetriedSamples, m.QueueFull} {
 		v.WithLabelValues(upstream)
 	}
 	for _, r := range DropReasons {
