@@ -3,6 +3,7 @@ package forward
 import (
 	"fmt"
 	"slices"
+	"sync"
 
 	"github.com/golang/snappy"
 	"github.com/prometheus/prometheus/prompb"
@@ -21,9 +22,9 @@ type batchStats struct {
 func (s batchStats) points() int { return s.samples + s.histograms + s.exemplars }
 
 // encoder turns a batch of items into a snappy-compressed remote-write
-// request. Each shard owns one and reuses its buffers from batch to batch;
-// it is not safe for concurrent use. The bytes encode returns stay valid
-// until the next call.
+// request. A send takes one from its forwarder's encoderPool and puts it
+// back when the batch is sent or given up on; it is not safe for
+// concurrent use. The bytes encode returns stay valid until the next call.
 type encoder struct {
 	v2       *prw.V2Encoder
 	families map[string]struct{}
@@ -36,6 +37,30 @@ type encoder struct {
 func newEncoder() *encoder {
 	return &encoder{v2: prw.NewV2Encoder(), families: map[string]struct{}{}}
 }
+
+// encoderPool holds the encoders of an upstream's sends in flight, shared
+// by its shards: the buffers a batch needs are held while it is encoded
+// and sent, not by each idle shard (with 50 shards, over 1 MiB each).
+type encoderPool struct{ pool sync.Pool }
+
+func (p *encoderPool) get() *encoder {
+	if e, ok := p.pool.Get().(*encoder); ok {
+		return e
+	}
+	return newEncoder()
+}
+
+// put gives e back, unless an outsized batch grew its buffers past
+// maxPooledEncoderBytes.
+func (p *encoderPool) put(e *encoder) {
+	if cap(e.pbuf)+cap(e.sbuf) > maxPooledEncoderBytes {
+		return
+	}
+	p.pool.Put(e)
+}
+
+// maxPooledEncoderBytes bounds the buffers an idle pooled encoder keeps.
+const maxPooledEncoderBytes = 16 << 20
 
 // encode marshals items in proto, with their metadata if meta, and
 // compresses the result.

@@ -41,6 +41,7 @@ type forwarder struct {
 	m         upstreamMetrics
 	shards    []*shard
 	capacity  int // per shard
+	encoders  encoderPool
 
 	// fellBack is when a 2.0 upstream last showed that it speaks 1.0 only
 	// (Unix nanoseconds; 0: it speaks 2.0 as configured). It is sent 1.0

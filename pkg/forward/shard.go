@@ -36,12 +36,11 @@ type shard struct {
 	room chan struct{}
 
 	// Owned by the shard's goroutine.
-	enc   *encoder
 	batch []item
 }
 
 func newShard(f *forwarder) *shard {
-	return &shard{f: f, notify: make(chan struct{}, 1), room: make(chan struct{}, 1), enc: newEncoder()}
+	return &shard{f: f, notify: make(chan struct{}, 1), room: make(chan struct{}, 1)}
 }
 
 // reserve takes room for n points. A shard with nothing in it admits any n,
@@ -271,7 +270,12 @@ func (s *shard) send(ctx context.Context, items []item) bool {
 	}
 	proto := f.proto()
 	resentV1 := false
-	data, st, err := s.enc.encode(proto, items, f.cfg.MetadataConfig.Send)
+	// The encoder and the request body it returns are this send's until it
+	// returns (retries included); then they go back to the pool, so only
+	// the batches being sent hold encoding buffers, not every shard.
+	enc := f.encoders.get()
+	defer f.encoders.put(enc)
+	data, st, err := enc.encode(proto, items, f.cfg.MetadataConfig.Send)
 	if err != nil {
 		f.drop(registry.DropEncode, countPoints(items))
 		f.logger.Error("encode batch, dropped it", "err", err)
@@ -305,7 +309,7 @@ func (s *shard) send(ctx context.Context, items []item) bool {
 			f.m.failed.Add(float64(st.points()))
 			f.fallBack(res.err)
 			proto, resentV1 = prw.ProtoV1, true
-			if data, st, err = s.enc.encode(proto, items, f.cfg.MetadataConfig.Send); err != nil {
+			if data, st, err = enc.encode(proto, items, f.cfg.MetadataConfig.Send); err != nil {
 				f.drop(registry.DropEncode, countPoints(items))
 				f.logger.Error("encode batch, dropped it", "err", err)
 				return true
@@ -364,7 +368,7 @@ func (s *shard) send(ctx context.Context, items []item) bool {
 				}
 				if len(kept) != len(items) || countPoints(kept) != countPoints(items) {
 					items = kept
-					if data, st, err = s.enc.encode(proto, items, f.cfg.MetadataConfig.Send); err != nil {
+					if data, st, err = enc.encode(proto, items, f.cfg.MetadataConfig.Send); err != nil {
 						f.drop(registry.DropEncode, countPoints(items))
 						return true
 					}

@@ -194,3 +194,13 @@ func TestBackoffGrows(t *testing.T) {
 		require.Equal(t, time.Duration(maxB), prev)
 	}
 }
+
+func TestEncoderPoolDropsOversizedEncoders(t *testing.T) {
+	var p encoderPool
+	for range 20 {
+		big := p.get()
+		big.pbuf = make([]byte, 0, maxPooledEncoderBytes+1)
+		p.put(big)
+		require.NotSame(t, big, p.get(), "an encoder grown past maxPooledEncoderBytes is not kept")
+	}
+}
