@@ -149,7 +149,6 @@ func serveGateway(logger *slog.Logger, f flags) error {
 		return fmt.Errorf("--storage.fsync-interval: must be positive")
 	}
 	fwdOpts := forward.Options{
-		UserAgent:    program + "/" + version.Version,
 		StoragePath:  f.storagePath,
 		Fsync:        queue.FsyncInterval,
 		SyncInterval: f.fsyncInterval,

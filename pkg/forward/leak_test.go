@@ -21,9 +21,9 @@ import (
 
 // connTracker counts an httptest server's client connections.
 type connTracker struct {
-	mu            sync.Mutex
-	open, peak    int
-	total, killed int
+	mu         sync.Mutex
+	open, peak int
+	total      int
 }
 
 func (c *connTracker) track(_ net.Conn, s http.ConnState) {

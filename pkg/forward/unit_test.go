@@ -8,6 +8,7 @@ import (
 
 	"github.com/prometheus/prometheus/prompb"
 
+	"github.com/prometheus/client_golang/prometheus"
 	pmodel "github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
@@ -203,4 +204,9 @@ func TestEncoderPoolDropsOversizedEncoders(t *testing.T) {
 		p.put(big)
 		require.NotSame(t, big, p.get(), "an encoder grown past maxPooledEncoderBytes is not kept")
 	}
+}
+
+func TestDefaultUserAgent(t *testing.T) {
+	m := NewManager(nil, registry.NewForwardMetrics(prometheus.NewRegistry()), Options{})
+	require.Regexp(t, `^rw-gateway/\S+$`, m.opts.UserAgent)
 }

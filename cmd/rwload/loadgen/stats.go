@@ -46,14 +46,6 @@ func (h *histogram) observe(d time.Duration) {
 	h.max = max(h.max, us)
 }
 
-func (h *histogram) merge(o *histogram) {
-	for i, c := range o.counts {
-		h.counts[i] += c
-	}
-	h.n += o.n
-	h.max = max(h.max, o.max)
-}
-
 // quantile returns the q-quantile (0 < q ≤ 1) as the upper bound of its
 // bucket, capped at the largest value seen; 0 when empty.
 func (h *histogram) quantile(q float64) time.Duration {
