@@ -5,7 +5,6 @@ package integration
 import (
 	"fmt"
 	"io"
-	"io/fs"
 	"net"
 	"os"
 	"os/exec"
@@ -18,6 +17,8 @@ import (
 
 	"github.com/prometheus/prometheus/prompb"
 	"github.com/stretchr/testify/require"
+
+	"github.com/rwgateway/gateway/pkg/queue/queuetest"
 )
 
 // processDownURL returns a write URL on a 127.0.0.1 port that nothing
@@ -66,25 +67,6 @@ func processWrite(t *testing.T, gw *Process, n int) {
 	}
 }
 
-// processQueueBytes is the size of the disk queue segments under storage.
-func processQueueBytes(t *testing.T, storage string) int64 {
-	t.Helper()
-	var n int64
-	err := filepath.WalkDir(filepath.Join(storage, "queues"), func(path string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() || !strings.HasSuffix(path, ".seg") {
-			return err
-		}
-		fi, err := d.Info()
-		if err != nil {
-			return err
-		}
-		n += fi.Size()
-		return nil
-	})
-	require.NoError(t, err)
-	return n
-}
-
 // TestProcessListenInUseWithBacklog starts the gateway on a disk backlog
 // whose upstream is down, on a listen address that is taken: it must exit
 // non-zero at once, saying why, and leave the backlog as it was.
@@ -100,7 +82,7 @@ func TestProcessListenInUseWithBacklog(t *testing.T) {
 	code, err := first.ExitCode(time.Second) // it has exited: Stop waited
 	require.NoError(t, err)
 	require.Equal(t, 0, code, "first gateway's exit code")
-	backlog := processQueueBytes(t, storage)
+	backlog := queuetest.SegmentBytes(t, storage)
 	require.Positive(t, backlog, "the first gateway left a disk backlog")
 
 	held, err := net.Listen("tcp", "127.0.0.1:0")
@@ -140,7 +122,7 @@ func TestProcessListenInUseWithBacklog(t *testing.T) {
 	require.NotZero(t, cmd.ProcessState.ExitCode(), "log:\n%s", log)
 	require.Contains(t, log, "address already in use", "log:\n%s", log)
 	require.Contains(t, log, "listen")
-	require.Equal(t, backlog, processQueueBytes(t, storage), "the backlog is untouched")
+	require.Equal(t, backlog, queuetest.SegmentBytes(t, storage), "the backlog is untouched")
 	t.Logf("exited %d %v after start: %s", cmd.ProcessState.ExitCode(), took.Round(time.Millisecond), strings.TrimSpace(log))
 }
 
@@ -199,6 +181,6 @@ func TestProcessShutdownBacklogUpstreamDown(t *testing.T) {
 	took := time.Since(start)
 	require.Equal(t, 0, code, "exit code after SIGTERM")
 	require.Less(t, took, flushTimeout+2*time.Second, "exit after SIGTERM")
-	require.Positive(t, processQueueBytes(t, storage), "what could not be sent stays on disk")
+	require.Positive(t, queuetest.SegmentBytes(t, storage), "what could not be sent stays on disk")
 	t.Logf("exited 0 %v after SIGTERM (flush timeout %v)", took.Round(time.Millisecond), flushTimeout)
 }

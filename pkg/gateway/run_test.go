@@ -11,7 +11,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -21,6 +20,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/rwgateway/gateway/pkg/forward"
+	"github.com/rwgateway/gateway/pkg/queue/queuetest"
 )
 
 // closedURL returns a write URL on a 127.0.0.1 port that nothing listens
@@ -51,25 +51,6 @@ func stopNow(m *forward.Manager) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	m.Stop(ctx)
-}
-
-// segmentBytes is the size of every disk queue segment under storage.
-func segmentBytes(t *testing.T, storage string) int64 {
-	t.Helper()
-	var n int64
-	err := filepath.WalkDir(filepath.Join(storage, "queues"), func(path string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() || !strings.HasSuffix(path, ".seg") {
-			return err
-		}
-		fi, err := d.Info()
-		if err != nil {
-			return err
-		}
-		n += fi.Size()
-		return nil
-	})
-	require.NoError(t, err)
-	return n
 }
 
 // postWrite sends one write request to url and returns the status.
@@ -108,7 +89,7 @@ func TestRunListenInUseFailsAtOnce(t *testing.T) {
 	}
 	srv.Close()
 	stopNow(first.fwd)
-	backlog := segmentBytes(t, storage)
+	backlog := queuetest.SegmentBytes(t, storage)
 	require.Positive(t, backlog)
 
 	held, err := net.Listen("tcp", "127.0.0.1:0")
@@ -124,7 +105,7 @@ func TestRunListenInUseFailsAtOnce(t *testing.T) {
 	}
 	require.ErrorIs(t, err, syscall.EADDRINUSE)
 	require.ErrorContains(t, err, "listen")
-	require.Equal(t, backlog, segmentBytes(t, storage), "the backlog is untouched")
+	require.Equal(t, backlog, queuetest.SegmentBytes(t, storage), "the backlog is untouched")
 
 	// Nothing holds the storage path: a third gateway starts on it.
 	third, _ := newDiskGateway(t, cfgFile, storage, Options{})
@@ -204,7 +185,7 @@ func TestRunShutdownWithinFlushTimeout(t *testing.T) {
 	require.NoError(t, err)
 	require.GreaterOrEqual(t, took, flushTimeout, "the in-flight request was waited for until the deadline")
 	require.Less(t, took, flushTimeout+time.Second, "one deadline for the server and the forwarders")
-	require.Positive(t, segmentBytes(t, storage), "the disk queue keeps what was not sent")
+	require.Positive(t, queuetest.SegmentBytes(t, storage), "the disk queue keeps what was not sent")
 	_, err = client.Get(base + "/-/ready")
 	require.Error(t, err, "the listener is closed")
 	t.Logf("Run returned %v after cancel (flush timeout %v)", took.Round(time.Millisecond), flushTimeout)
