@@ -100,9 +100,9 @@ func BenchmarkEnqueue(b *testing.B) {
 			b.Fatal(err)
 		}
 		for _, s := range f.shards {
-			clear(s.queue)
-			s.queue, s.head, s.queued, s.queuedBytes, s.used = s.queue[:0], 0, 0, 0, 0
+			s.fifos, s.used = [2]fifo{}, 0
 		}
+		f.layout.outstanding = [2]int{}
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*benchBatch), "ns/sample")
 }

@@ -20,12 +20,9 @@ import (
 // upstream.
 const logInterval = 10 * time.Second
 
-// forwarder sends to one upstream. It owns a fixed set of shards, each with a
-// bounded queue and one sending goroutine, and one HTTP client.
-//
-// The number of shards is queue_config.max_shards.
-// TODO(gateway): dynamic resharding between min_shards and max_shards is not
-// implemented; min_shards is accepted and ignored.
+// forwarder sends to one upstream. It owns max_shards shards, each with a
+// bounded queue and one sending goroutine, of which layout says how many
+// are in use (see reshard.go), and one HTTP client.
 //
 // reserve, release and appendItems are safe for concurrent use; start and
 // stop are called by the Manager only, once each.
@@ -40,6 +37,8 @@ type forwarder struct {
 	metrics   *registry.ForwardMetrics
 	m         upstreamMetrics
 	shards    []*shard
+	layout    *layout
+	rates     shardRates
 	capacity  int // per shard
 	encoders  encoderPool
 
@@ -67,6 +66,8 @@ type forwarder struct {
 	// backoffHint is the last retry delay, in nanoseconds, 0 after a success:
 	// what a client refused for a full queue is told to wait.
 	backoffHint atomic.Int64
+	// lastSend is when the upstream last took a batch (Unix nanoseconds).
+	lastSend atomic.Int64
 
 	warnLog, oldReceiverLog, retryLog logLimiter
 
@@ -102,6 +103,7 @@ type upstreamMetrics struct {
 	sentSamples, sentHistograms, sentExemplars, sentMetadata prometheus.Counter
 	sentBatches, sentBytes, failed, retried, queueFull       prometheus.Counter
 	queueLength, lastSuccess, learnedN, learnedB, pendingG   prometheus.Gauge
+	shards, desiredShards, queueCapacity                     prometheus.Gauge
 	sendDuration                                             prometheus.Observer
 	dropped                                                  map[string]prometheus.Counter
 }
@@ -151,13 +153,19 @@ func newForwarder(logger *slog.Logger, metrics *registry.ForwardMetrics, u *conf
 		learnedB:       metrics.LearnedMaxBytes.WithLabelValues(n),
 		lastSuccess:    metrics.LastSendSuccess.WithLabelValues(n),
 		sendDuration:   metrics.SendDuration.WithLabelValues(n),
+		shards:         metrics.Shards.WithLabelValues(n),
+		desiredShards:  metrics.ShardsDesired.WithLabelValues(n),
+		queueCapacity:  metrics.QueueCapacity.WithLabelValues(n),
 		dropped:        map[string]prometheus.Counter{},
 	}
 	for _, r := range registry.DropReasons {
 		f.m.dropped[r] = metrics.DroppedSamples.WithLabelValues(n, r)
 	}
-	metrics.Shards.WithLabelValues(n).Set(float64(q.MaxShards))
-	metrics.QueueCapacity.WithLabelValues(n).Set(float64(q.MaxShards * q.Capacity))
+	active := min(max(q.MinShards, 1), q.MaxShards)
+	f.layout = newLayout(active)
+	f.m.shards.Set(float64(active))
+	f.m.desiredShards.Set(float64(active))
+	f.m.queueCapacity.Set(float64(active * q.Capacity))
 	f.shards = make([]*shard, q.MaxShards)
 	for i := range f.shards {
 		f.shards[i] = newShard(f)
@@ -178,6 +186,7 @@ func (f *forwarder) start() {
 	for _, s := range f.shards {
 		f.wg.Go(s.run)
 	}
+	f.wg.Go(f.reshardLoop)
 	if f.dq != nil {
 		f.readWG.Go(f.readLoop)
 		f.wg.Go(f.lagLoop)
@@ -296,6 +305,7 @@ func (f *forwarder) handed(tenant string, samples, histograms, exemplars int) {
 	hc.histograms.Add(float64(histograms))
 	hc.exemplars.Add(float64(exemplars))
 	f.m.pendingG.Set(float64(f.pending.Add(int64(samples + histograms + exemplars))))
+	f.rates.in.add(int64(samples + histograms + exemplars))
 }
 
 // handedCounters are the handed counters of one upstream and tenant.
@@ -304,6 +314,7 @@ type handedCounters struct{ samples, histograms, exemplars prometheus.Counter }
 // settled takes n points that were sent or dropped off what is pending.
 func (f *forwarder) settled(n int) {
 	f.m.pendingG.Set(float64(f.pending.Add(-int64(n))))
+	f.rates.out.add(int64(n))
 }
 
 // abandon gives up on n points because the forwarder is stopping: dropped

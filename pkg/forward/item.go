@@ -22,7 +22,10 @@ type item struct {
 	// ext is set when a series of the chunk may have the form's 2.0
 	// extensions, which a 1.0 encoding leaves out.
 	ext bool
-	// shard is the chunk's shard.
+	// epoch is the shard layout's epoch the item was queued in.
+	epoch uint32
+	// shard is the chunk's virtual shard: its series' hash modulo
+	// max_shards (see reshard.go).
 	shard int
 	// tenant is the id of the tenant whose data it is, for an upstream
 	// with a tenant_header; "" otherwise.
@@ -79,7 +82,7 @@ func countPoints(items []item) int {
 // series' first n points (samples first, then exemplars and histograms, in
 // the order the series holds them).
 func (it *item) split(n int) (head, tail item, err error) {
-	head = item{shard: it.shard, ext: it.ext, tenant: it.tenant, rec: it.rec}
+	head = item{shard: it.shard, ext: it.ext, tenant: it.tenant, rec: it.rec, epoch: it.epoch}
 	cut := 0
 	err = rangeChunk(it.raw, func(_ []byte, rs prw.RawSeries, end int) bool {
 		if cut > 0 && head.count()+weight(rs) > n {
@@ -102,7 +105,7 @@ func (it *item) split(n int) (head, tail item, err error) {
 		return it.splitPoints(n)
 	}
 	head.raw = it.raw[:cut:cut]
-	tail = item{raw: it.raw[cut:], shard: it.shard, ext: it.ext, tenant: it.tenant, rec: it.rec,
+	tail = item{raw: it.raw[cut:], shard: it.shard, ext: it.ext, tenant: it.tenant, rec: it.rec, epoch: it.epoch,
 		samples: it.samples - head.samples, histograms: it.histograms - head.histograms,
 		exemplars: it.exemplars - head.exemplars, empty: it.empty - head.empty}
 	head.size, tail.size = len(head.raw), len(tail.raw)
@@ -129,8 +132,8 @@ func (it *item) splitPoints(n int) (head, tail item, err error) {
 	if err != nil {
 		return *it, item{}, err
 	}
-	head = item{raw: h, shard: it.shard, ext: it.ext, tenant: it.tenant, rec: it.rec, samples: hrs.Samples, histograms: hrs.Histograms, exemplars: hrs.Exemplars}
-	tail = item{raw: append(t, it.raw[end:]...), shard: it.shard, ext: it.ext, tenant: it.tenant, rec: it.rec,
+	head = item{raw: h, shard: it.shard, ext: it.ext, tenant: it.tenant, rec: it.rec, epoch: it.epoch, samples: hrs.Samples, histograms: hrs.Histograms, exemplars: hrs.Exemplars}
+	tail = item{raw: append(t, it.raw[end:]...), shard: it.shard, ext: it.ext, tenant: it.tenant, rec: it.rec, epoch: it.epoch,
 		samples: it.samples - head.samples, histograms: it.histograms - head.histograms,
 		exemplars: it.exemplars - head.exemplars, empty: it.empty}
 	head.size, tail.size = len(head.raw), len(tail.raw)
@@ -141,7 +144,7 @@ func (it *item) splitPoints(n int) (head, tail item, err error) {
 // for (see prw.FilterPoints), and the number left out; it itself when none
 // is. The result is a chunk of its own: queued chunks are never modified.
 func (it *item) keepPoints(keep func(kind int, t int64, i int) bool) (item, int, error) {
-	out := item{shard: it.shard, ext: it.ext, tenant: it.tenant, rec: it.rec}
+	out := item{shard: it.shard, ext: it.ext, tenant: it.tenant, rec: it.rec, epoch: it.epoch}
 	var (
 		b, scratch []byte
 		dropped    int

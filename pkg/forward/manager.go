@@ -381,7 +381,7 @@ func (m *Manager) Enqueue(ctx context.Context, req *prw.Request, tenant string, 
 	for i := range preps {
 		if !preps[i].reserve() {
 			for j := range i {
-				preps[j].releaseFirst(len(preps[j].ranges))
+				preps[j].unreserve()
 			}
 			return preps[i].f.full()
 		}
@@ -395,7 +395,7 @@ func (m *Manager) Enqueue(ctx context.Context, req *prw.Request, tenant string, 
 		pos, err := p.f.dq.AppendAt(p.recs...)
 		if err != nil {
 			for j := range preps {
-				preps[j].releaseFirst(len(preps[j].ranges))
+				preps[j].unreserve()
 			}
 			// The disk queues appended to before keep the request: it is
 			// theirs to send (the client's retry duplicates it there).

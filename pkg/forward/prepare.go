@@ -18,6 +18,11 @@ type prepared struct {
 	items  []item
 	ranges []shardRange
 	total  int
+	// Memory mode: the layout epoch and number of shards p was placed
+	// with, and whether it holds room in the shards.
+	epoch    uint32
+	active   int
+	reserved bool
 	// Disk mode: the records, their size, and the encoder that holds them.
 	recs     [][]byte
 	recBytes int64
@@ -206,21 +211,37 @@ func groupByShard(items []item, shardOf []int, nShards int) (sorted []item, rang
 	return sorted, ranges, total
 }
 
-// reserve takes room for p in every shard it touches, all or nothing.
+// reserve places p in the shard layout and takes room for it in every
+// shard it touches, all or nothing.
 func (p *prepared) reserve() bool {
+	if len(p.ranges) == 0 {
+		return true
+	}
+	p.epoch, p.active = p.f.layout.place(p.total)
 	for i, r := range p.ranges {
-		if !p.f.shards[r.shard].reserve(r.count) {
+		if !p.f.shards[r.shard%p.active].reserve(r.count) {
 			p.releaseFirst(i)
+			p.f.layout.release(p.epoch, p.total)
 			return false
 		}
 	}
+	p.reserved = true
 	return true
 }
 
-// releaseFirst gives back the reservations of p's first n ranges.
+// unreserve gives back what reserve took.
+func (p *prepared) unreserve() {
+	if p.reserved {
+		p.releaseFirst(len(p.ranges))
+		p.f.layout.release(p.epoch, p.total)
+		p.reserved = false
+	}
+}
+
+// releaseFirst gives back the room of p's first n ranges.
 func (p *prepared) releaseFirst(n int) {
 	for _, r := range p.ranges[:n] {
-		p.f.shards[r.shard].unreserve(r.count)
+		p.f.shards[r.shard%p.active].unreserve(r.count)
 	}
 }
 
@@ -239,6 +260,6 @@ func (p *prepared) commit() {
 		f.m.queueLength.Add(float64(p.total))
 	}
 	for _, r := range p.ranges {
-		f.shards[r.shard].appendItems(p.items[r.lo:r.hi], r.count)
+		f.shards[r.shard%p.active].appendItems(p.items[r.lo:r.hi], r.count, p.epoch)
 	}
 }

@@ -91,14 +91,17 @@ func (f *forwarder) readLoop() {
 			f.acker.complete(pr, 0)
 			continue
 		}
-		sorted, ranges, _ := groupByShard(items, shardsOf(items, len(f.shards)), len(f.shards))
+		sorted, ranges, total := groupByShard(items, shardsOf(items, len(f.shards)), len(f.shards))
+		epoch, active := f.layout.place(total)
 		for _, r := range ranges {
-			s := f.shards[r.shard]
+			s := f.shards[r.shard%active]
 			if !s.reserveWait(ctx, r.count) {
+				f.layout.release(epoch, total)
 				return // stopping: the record stays unacknowledged on disk
 			}
+			total -= r.count
 			f.m.queueLength.Add(float64(r.count))
-			s.appendItems(sorted[r.lo:r.hi], r.count)
+			s.appendItems(sorted[r.lo:r.hi], r.count, epoch)
 		}
 	}
 }

@@ -16,7 +16,8 @@ const maxIdleQueueCap = 4096
 
 // shard is one of an upstream's parallel senders: a bounded FIFO of items
 // and the goroutine that cuts it into batches and sends them one after the
-// other, so a series (always hashed to the same shard) arrives in order.
+// other, so a series (always hashed to the same shard within an epoch, see
+// reshard.go) arrives in order.
 //
 // Capacity counts samples, histograms and exemplars (and 1 per family
 // metadata entry) from the moment room is reserved until their batch is
@@ -24,19 +25,24 @@ const maxIdleQueueCap = 4096
 type shard struct {
 	f *forwarder
 
-	mu          sync.Mutex
-	queue       []item
-	head        int
-	queued      int // points in queue[head:]
-	queuedBytes int
-	used        int // points reserved, queued or in flight
-	notify      chan struct{}
-	// room is signalled when points are released: the disk queue's reader
-	// waits on it for capacity.
-	room chan struct{}
+	mu sync.Mutex
+	// fifos holds the items of the current and the previous epoch, by
+	// epoch&1: the previous epoch's are taken first, so they never wait
+	// behind items that wait for them.
+	fifos [2]fifo
+	used  int // points reserved, queued or in flight
+	// notify is signalled when items are appended; room when points are
+	// released: the disk queue's reader waits on it for capacity.
+	notify, room chan struct{}
 
 	// Owned by the shard's goroutine.
 	batch []item
+}
+
+// fifo is a queue of items with its points and estimated bytes.
+type fifo struct {
+	items         []item
+	head, n, size int
 }
 
 func newShard(f *forwarder) *shard {
@@ -76,12 +82,14 @@ func (s *shard) unreserve(n int) {
 	s.mu.Unlock()
 }
 
-// release gives back the room of n points that were sent or dropped.
-func (s *shard) release(n int) {
+// release gives back the room of n points of epoch that were sent or
+// dropped.
+func (s *shard) release(epoch uint32, n int) {
 	if n == 0 {
 		return
 	}
 	s.unreserve(n)
+	s.f.layout.release(epoch, n)
 	s.f.m.queueLength.Sub(float64(n))
 	select {
 	case s.room <- struct{}{}:
@@ -89,14 +97,16 @@ func (s *shard) release(n int) {
 	}
 }
 
-// appendItems queues items, whose n points have been reserved.
-func (s *shard) appendItems(items []item, n int) {
+// appendItems queues items of epoch, whose n points have been reserved.
+func (s *shard) appendItems(items []item, n int, epoch uint32) {
 	s.mu.Lock()
-	s.queue = append(s.queue, items...)
-	s.queued += n
-	for i := range items {
-		s.queuedBytes += items[i].size
+	q := &s.fifos[epoch&1]
+	for _, it := range items {
+		it.epoch = epoch
+		q.items = append(q.items, it)
+		q.size += it.size
 	}
+	q.n += n
 	s.mu.Unlock()
 	select {
 	case s.notify <- struct{}{}:
@@ -109,21 +119,36 @@ func (s *shard) state() (full, any bool) {
 	maxN, maxB := s.f.batchLimits()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.queued >= maxN || s.queuedBytes >= maxB, s.queued > 0
+	for _, q := range s.fifos {
+		full = full || q.n >= maxN || q.size >= maxB
+		any = any || q.n > 0
+	}
+	return full, any
 }
 
 // take removes the next batch from the queue: items up to
-// max_samples_per_send points and max_bytes_per_send estimated bytes,
-// splitting an item that alone exceeds them. It returns the batch (valid
-// until the next take) and its number of points.
+// max_samples_per_send points and max_bytes_per_send estimated bytes, all
+// of one epoch, the older first, splitting an item that alone exceeds them.
+// It returns the batch (valid until the next take) and its number of
+// points.
 func (s *shard) take() ([]item, int) {
 	maxN, maxB := s.f.batchLimits()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	b := s.batch[:0]
+	q := &s.fifos[0]
+	if o := &s.fifos[1]; q.head == len(q.items) || (o.head < len(o.items) && o.items[o.head].epoch < q.items[q.head].epoch) {
+		q = o
+	}
+	b, n := q.take(s.batch[:0], maxN, maxB)
+	s.batch = b
+	return b, n
+}
+
+// take appends the next batch of q to b.
+func (q *fifo) take(b []item, maxN, maxB int) ([]item, int) {
 	n, size := 0, 0
-	for s.head < len(s.queue) {
-		it := &s.queue[s.head]
+	for q.head < len(q.items) {
+		it := &q.items[q.head]
 		if len(b) > 0 && it.tenant != b[0].tenant {
 			break // a batch holds one tenant's data
 		}
@@ -132,10 +157,10 @@ func (s *shard) take() ([]item, int) {
 			b = append(b, *it)
 			n += c
 			size += it.size
-			s.queued -= c
-			s.queuedBytes -= it.size
+			q.n -= c
+			q.size -= it.size
 			*it = item{}
-			s.head++
+			q.head++
 			continue
 		}
 		if len(b) > 0 {
@@ -149,10 +174,10 @@ func (s *shard) take() ([]item, int) {
 		if k >= c {
 			b = append(b, *it)
 			n = c
-			s.queued -= c
-			s.queuedBytes -= it.size
+			q.n -= c
+			q.size -= it.size
 			*it = item{}
-			s.head++
+			q.head++
 			break
 		}
 		head, tail, err := it.split(k)
@@ -163,29 +188,28 @@ func (s *shard) take() ([]item, int) {
 		}
 		b = append(b, head)
 		n = head.count()
-		s.queued -= n
-		s.queuedBytes += tail.size - it.size
+		q.n -= n
+		q.size += tail.size - it.size
 		if tail.count() == 0 {
 			*it = item{}
-			s.head++
+			q.head++
 			break
 		}
 		*it = tail
 		break
 	}
-	if s.head == len(s.queue) {
-		s.queue = s.queue[:0]
-		if cap(s.queue) > maxIdleQueueCap {
-			s.queue = nil // let a burst's backing array go
+	if q.head == len(q.items) {
+		q.items = q.items[:0]
+		if cap(q.items) > maxIdleQueueCap {
+			q.items = nil // let a burst's backing array go
 		}
-		s.head = 0
-	} else if s.head > 1024 && s.head > len(s.queue)/2 {
-		m := copy(s.queue, s.queue[s.head:])
-		clear(s.queue[m:])
-		s.queue = s.queue[:m]
-		s.head = 0
+		q.head = 0
+	} else if q.head > 1024 && q.head > len(q.items)/2 {
+		m := copy(q.items, q.items[q.head:])
+		clear(q.items[m:])
+		q.items = q.items[:m]
+		q.head = 0
 	}
-	s.batch = b
 	return b, n
 }
 
@@ -246,11 +270,20 @@ func (s *shard) sendNext(ctx context.Context) {
 	if n == 0 {
 		return
 	}
+	epoch := b[0].epoch
+	if g := s.f.layout.gate(epoch); g != nil {
+		select {
+		case <-g: // the previous epoch is sent
+		case <-ctx.Done(): // send abandons the batch
+		}
+	}
+	start := time.Now()
 	if s.send(ctx, b) {
 		s.f.completeItems(b)
 	}
+	s.f.rates.busy.add(int64(time.Since(start)))
 	clear(b)
-	s.release(n)
+	s.release(epoch, n)
 }
 
 // send delivers one batch: it retries recoverable failures with backoff
@@ -298,6 +331,7 @@ func (s *shard) send(ctx context.Context, items []item) bool {
 			f.m.sentBatches.Inc()
 			f.m.sentBytes.Add(float64(len(data)))
 			f.m.lastSuccess.SetToCurrentTime()
+			f.lastSend.Store(time.Now().UnixNano())
 			f.backoffHint.Store(0)
 			if proto == prw.ProtoV2 && st.points() > 0 {
 				f.acceptedV2()

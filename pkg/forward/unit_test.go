@@ -104,7 +104,7 @@ func TestTakeCutsBatches(t *testing.T) {
 		items := formItems(seriesRequest1(floatSeries(0, 25, "__name__", "x")), 1, math.MaxInt, math.MaxInt)
 		require.Len(t, items, 1)
 		require.True(t, s.reserve(25))
-		s.appendItems(items, 25)
+		s.appendItems(items, 25, 0)
 		var got []int64
 		for {
 			b, n := s.take()
@@ -132,7 +132,7 @@ func TestTakeCutsBatches(t *testing.T) {
 		}
 		items := formItems(req, 1, 3, math.MaxInt) // a chunk per series
 		require.True(t, s.reserve(300))
-		s.appendItems(items, 300)
+		s.appendItems(items, 300, 0)
 		enc := newEncoder()
 		total := 0
 		var sizes []int

@@ -1,0 +1,198 @@
+package forward
+
+import (
+	"math"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Dynamic resharding, as Prometheus does it: an upstream starts with
+// min_shards senders, and every shardUpdateInterval their number follows
+// what sending takes: the time a point takes to send (encoding and the
+// upstream's latency included) times the rate points come in, plus a share
+// of what is pending, between min_shards and max_shards. A fast upstream at
+// a low rate is sent by one shard, so a sender's request of a few series
+// leaves as one request, and memory holds one shard's queue, not
+// max_shards'.
+//
+// Series are hashed to max_shards virtual shards: chunks are cut per
+// virtual shard and records keep them, so nothing is cut again when the
+// number changes. Virtual shard v is sent by shard v % active. A reshard
+// starts a new epoch; a series may then move to another shard, so the
+// points placed in the previous epoch are all sent (or dropped) before any
+// batch of the new one: per-series order holds, and enqueueing never waits.
+
+const (
+	shardUpdateInterval = 10 * time.Second
+	// shardTolerance: the number changes only when the desired one is off
+	// by more than this fraction.
+	shardTolerance = 0.3
+	// integralGain is the share of pending points, per second, the desired
+	// number of shards also sends (Prometheus: 0.1 per update interval).
+	integralGain = 0.1 / 10
+	ewmaWeight   = 0.2
+)
+
+// layout is the number of shards in use and its epoch. Points are placed
+// in the current epoch when they are routed to a shard and released once
+// sent or dropped; only the current and the previous epoch ever have
+// points outstanding, as a reshard waits for the previous one to drain.
+type layout struct {
+	mu          sync.Mutex
+	epoch       uint32
+	active      int
+	outstanding [2]int // by epoch&1
+	// drained is closed once the previous epoch has nothing outstanding.
+	drained chan struct{}
+}
+
+func newLayout(active int) *layout {
+	l := &layout{active: active, drained: make(chan struct{})}
+	close(l.drained)
+	return l
+}
+
+// place counts n points routed now, and returns the epoch and the number
+// of shards to route them with.
+func (l *layout) place(n int) (epoch uint32, active int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.outstanding[l.epoch&1] += n
+	return l.epoch, l.active
+}
+
+// release counts n points of epoch sent, dropped or never queued.
+func (l *layout) release(epoch uint32, n int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.outstanding[epoch&1] -= n
+	if epoch != l.epoch && l.outstanding[epoch&1] <= 0 {
+		closeOnce(l.drained)
+	}
+}
+
+// gate returns what a batch of epoch waits for before it is sent: nil if
+// nothing.
+func (l *layout) gate(epoch uint32) <-chan struct{} {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if epoch != l.epoch {
+		return nil // the previous epoch: sent first
+	}
+	select {
+	case <-l.drained:
+		return nil
+	default:
+		return l.drained
+	}
+}
+
+// set starts an epoch with n shards. It reports false, changing nothing,
+// while the previous epoch has points outstanding.
+func (l *layout) set(n int) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	select {
+	case <-l.drained:
+	default:
+		return false
+	}
+	l.epoch++
+	l.active = n
+	l.drained = make(chan struct{})
+	if l.outstanding[(l.epoch-1)&1] <= 0 {
+		close(l.drained)
+	}
+	return true
+}
+
+func (l *layout) shards() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.active
+}
+
+func closeOnce(c chan struct{}) {
+	select {
+	case <-c:
+	default:
+		close(c)
+	}
+}
+
+// ewmaRate is an exponentially weighted moving average of a rate per
+// second, updated every shardUpdateInterval.
+type ewmaRate struct {
+	events atomic.Int64
+	rate   float64
+	init   bool
+}
+
+func (r *ewmaRate) add(n int64) { r.events.Add(n) }
+
+func (r *ewmaRate) tick(interval time.Duration) float64 {
+	instant := float64(r.events.Swap(0)) / interval.Seconds()
+	if r.init {
+		r.rate += ewmaWeight * (instant - r.rate)
+	} else {
+		r.rate, r.init = instant, true
+	}
+	return r.rate
+}
+
+// shardRates are what the desired number of shards is computed from.
+type shardRates struct {
+	in, out, busy ewmaRate // points handed, points settled, nanoseconds spent sending
+}
+
+// desiredShards returns the number of shards f should send with, given the
+// rates of the last interval and pending points, or cur to keep it.
+func desiredShards(cur, lo, hi int, inRate, outRate, busyRate float64, pending int64) int {
+	if outRate <= 0 {
+		return cur
+	}
+	timePerPoint := busyRate / float64(time.Second) / outRate
+	want := timePerPoint * (inRate + integralGain*float64(pending))
+	if float64(cur)*(1-shardTolerance) <= want && want <= float64(cur)*(1+shardTolerance) {
+		return cur
+	}
+	return min(max(int(math.Ceil(want)), lo), hi)
+}
+
+// reshardLoop updates the number of shards every shardUpdateInterval until
+// the forwarder stops.
+func (f *forwarder) reshardLoop() {
+	q := &f.cfg.QueueConfig
+	if q.MinShards >= q.MaxShards {
+		return
+	}
+	t := time.NewTicker(shardUpdateInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-f.quit:
+			return
+		case <-t.C:
+			f.updateShards(shardUpdateInterval)
+		}
+	}
+}
+
+func (f *forwarder) updateShards(interval time.Duration) {
+	q := &f.cfg.QueueConfig
+	in, out, busy := f.rates.in.tick(interval), f.rates.out.tick(interval), f.rates.busy.tick(interval)
+	cur := f.layout.shards()
+	// As Prometheus: no resharding while the upstream takes nothing.
+	if last := f.lastSend.Load(); last == 0 || time.Since(time.Unix(0, last)) > 2*time.Duration(q.BatchSendDeadline)+interval {
+		return
+	}
+	n := desiredShards(cur, q.MinShards, q.MaxShards, in, out, busy, f.pending.Load())
+	f.m.desiredShards.Set(float64(n))
+	if n == cur || !f.layout.set(n) {
+		return
+	}
+	f.logger.Info("resharding", "from", cur, "to", n)
+	f.m.shards.Set(float64(n))
+	f.m.queueCapacity.Set(float64(n * f.capacity))
+}

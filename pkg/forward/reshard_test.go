@@ -1,0 +1,186 @@
+package forward
+
+import (
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	pmodel "github.com/prometheus/common/model"
+	"github.com/stretchr/testify/require"
+
+	"github.com/rwgateway/gateway/pkg/prw"
+	"github.com/rwgateway/gateway/pkg/registry"
+)
+
+func TestLayoutEpochs(t *testing.T) {
+	l := newLayout(4)
+	require.Nil(t, l.gate(0), "the first epoch waits for nothing")
+	ep, n := l.place(10)
+	require.Equal(t, uint32(0), ep)
+	require.Equal(t, 4, n)
+
+	require.True(t, l.set(1))
+	require.Equal(t, 1, l.shards())
+	require.Nil(t, l.gate(0), "the previous epoch is sent first")
+	ep, n = l.place(5)
+	require.Equal(t, uint32(1), ep)
+	require.Equal(t, 1, n)
+	g := l.gate(1)
+	require.NotNil(t, g, "the new epoch waits while the previous one has points outstanding")
+	require.False(t, l.set(2), "no reshard before the previous epoch drained")
+
+	l.release(0, 4)
+	require.NotNil(t, l.gate(1))
+	l.release(0, 6)
+	select {
+	case <-g:
+	default:
+		t.Fatal("the gate did not open when the previous epoch drained")
+	}
+	require.Nil(t, l.gate(1))
+	require.True(t, l.set(2))
+	require.Equal(t, uint32(2), l.epoch)
+	l.release(1, 5)
+	require.Nil(t, l.gate(2))
+	require.True(t, l.set(3), "a drained epoch does not hold back the next reshard")
+}
+
+func TestDesiredShards(t *testing.T) {
+	sec := float64(time.Second)
+	for _, tc := range []struct {
+		name          string
+		cur, lo, hi   int
+		in, out, busy float64 // points/s, points/s, seconds busy per second
+		pending       int64
+		want          int
+	}{
+		{"nothing sent: kept", 3, 1, 50, 1000, 0, 0, 0, 3},
+		{"a fast upstream at a low rate: one shard", 4, 1, 50, 1000, 1000, 0.01, 0, 1},
+		{"2.5 senders busy: 3 shards", 1, 1, 50, 100000, 100000, 2.5, 0, 3},
+		{"within the tolerance: kept", 3, 1, 50, 100000, 100000, 2.5, 0, 3},
+		{"a backlog adds shards", 1, 1, 50, 10000, 10000, 0.5, 10_000_000, 6},
+		{"bounded by max_shards", 1, 1, 8, 100000, 100000, 20, 0, 8},
+		{"bounded by min_shards", 10, 4, 50, 100, 100, 0.01, 0, 4},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := desiredShards(tc.cur, tc.lo, tc.hi, tc.in, tc.out, tc.busy*sec, tc.pending)
+			require.Equal(t, tc.want, got)
+		})
+	}
+}
+
+// TestUpdateShardsFollowsRates feeds the rates a forwarder measures and
+// checks the number of shards it updates to.
+func TestUpdateShardsFollowsRates(t *testing.T) {
+	u := testUpstream(t, "u", "http://example.invalid/", false)
+	u.QueueConfig.MinShards, u.QueueConfig.MaxShards = 1, 10
+	f, err := newForwarder(discardLogger(), registry.NewForwardMetrics(nil), u, "ua", time.Minute, nil, nil, nil)
+	require.NoError(t, err)
+	interval := 10 * time.Second
+	feed := func(points int64, busy time.Duration) {
+		f.rates.in.add(points)
+		f.rates.out.add(points)
+		f.rates.busy.add(int64(busy))
+		f.lastSend.Store(time.Now().UnixNano())
+		f.updateShards(interval)
+	}
+	require.Equal(t, 1, f.layout.shards())
+	feed(1_000_000, 35*time.Second) // 3.5 senders busy
+	require.Equal(t, 4, f.layout.shards())
+	require.Equal(t, 4.0, testutil.ToFloat64(f.m.shards))
+	// The previous epoch has nothing outstanding: the next update may
+	// reshard again. The rates are averages, so it takes a few intervals
+	// to come down to one shard.
+	for range 20 {
+		feed(10_000, 100*time.Millisecond)
+	}
+	require.Equal(t, 1, f.layout.shards())
+
+	// An upstream that took nothing recently is not resharded for.
+	f.rates.in.add(1_000_000)
+	f.rates.out.add(1_000_000)
+	f.rates.busy.add(int64(100 * time.Second))
+	f.lastSend.Store(time.Now().Add(-time.Hour).UnixNano())
+	f.updateShards(interval)
+	require.Equal(t, 1, f.layout.shards())
+}
+
+// TestReshardKeepsSeriesOrder reshards from one shard to four while the
+// first request is still being sent by shard 0: the series that move to
+// the idle shards 1 to 3 must not overtake their earlier samples.
+func TestReshardKeepsSeriesOrder(t *testing.T) {
+	for _, disk := range []bool{false, true} {
+		t.Run(map[bool]string{false: "memory", true: "disk"}[disk], func(t *testing.T) {
+			testDisk = disk
+			defer func() { testDisk = false }()
+			up := newFakeUpstream(t, func(_ http.ResponseWriter, _ *http.Request, got *gotRequest, _ int) int {
+				for _, s := range got.series {
+					if len(s.Samples) > 0 && s.Samples[0].Timestamp == 1 {
+						time.Sleep(200 * time.Millisecond) // the first request's batches arrive late
+						break
+					}
+				}
+				return http.StatusNoContent
+			})
+			u := testUpstream(t, "u", up.srv.URL, false)
+			u.QueueConfig.MinShards, u.QueueConfig.MaxShards = 1, 4
+			m, _, _ := newTestManager(t, testConfig(u))
+			f := m.set.byName["u"]
+			const series = 64
+			req := func(ts int64) *prw.Request {
+				r := &prw.Request{}
+				for i := range series {
+					r.Series = append(r.Series, floatSeries(ts, 1, "__name__", "m", "i", intString(i)))
+				}
+				return r
+			}
+			require.NoError(t, m.Enqueue(t.Context(), req(1), "", nil))
+			// Once the first request is queued in the one shard's layout:
+			// four shards from now on.
+			require.Eventually(t, func() bool {
+				f.layout.mu.Lock()
+				defer f.layout.mu.Unlock()
+				return f.layout.outstanding[0] == series
+			}, waitFor, tick)
+			require.True(t, f.layout.set(4))
+			require.NoError(t, m.Enqueue(t.Context(), req(2), "", nil))
+			require.Eventually(t, func() bool { return up.samples() == 2*series }, waitFor, tick)
+			last := map[string]int64{}
+			for _, s := range up.series() {
+				key := s.Labels.String()
+				for _, x := range s.Samples {
+					require.Greater(t, x.Timestamp, last[key], "series %s out of order", key)
+					last[key] = x.Timestamp
+				}
+			}
+			require.Len(t, last, series)
+		})
+	}
+}
+
+// TestLowRateRequestLeavesWhole: at a low rate an upstream at its
+// defaults sends with one shard, so a sender's request of a few series
+// leaves as one upstream request, not one per shard its series hash to.
+func TestLowRateRequestLeavesWhole(t *testing.T) {
+	for _, disk := range []bool{false, true} {
+		t.Run(map[bool]string{false: "memory", true: "disk"}[disk], func(t *testing.T) {
+			testDisk = disk
+			defer func() { testDisk = false }()
+			up := newFakeUpstream(t, nil)
+			u := testUpstream(t, "u", up.srv.URL, false)
+			u.QueueConfig.MinShards, u.QueueConfig.MaxShards = 1, 50
+			u.QueueConfig.BatchSendDeadline = pmodel.Duration(50 * time.Millisecond)
+			m, _, _ := newTestManager(t, testConfig(u))
+			for round := range 3 {
+				r := &prw.Request{}
+				for i := range 6 {
+					r.Series = append(r.Series, floatSeries(int64(round+1), 1, "__name__", "node_load1", "instance", "host-"+intString(i)))
+				}
+				require.NoError(t, m.Enqueue(t.Context(), r, "", nil))
+				require.Eventually(t, func() bool { return up.samples() == 6*(round+1) }, waitFor, tick)
+				require.Len(t, up.requests(), round+1, "each request of 6 series leaves as one")
+			}
+		})
+	}
+}
