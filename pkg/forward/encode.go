@@ -69,6 +69,10 @@ func (e *encoder) encode(proto prw.Protocol, items []item, meta bool) ([]byte, b
 		st  batchStats
 		err error
 	)
+	if len(items) == 1 && items[0].whole != nil && proto == prw.ProtoV1 {
+		it := &items[0] // a client's request, sent as it came
+		return it.whole.wire, batchStats{samples: int(it.samples), histograms: int(it.histograms), exemplars: int(it.exemplars)}, nil
+	}
 	if proto == prw.ProtoV2 {
 		st, err = e.marshalV2(items, meta)
 	} else {

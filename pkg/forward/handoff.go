@@ -102,7 +102,7 @@ func (h *handoff) take(pos queue.Position) ([]item, time.Time, bool) {
 func handoffBytes(items []item) int {
 	n := len(items) * int(unsafe.Sizeof(item{}))
 	for i := range items {
-		n += len(items[i].raw)
+		n += len(items[i].raw) + items[i].whole.bytes()
 	}
 	return n
 }

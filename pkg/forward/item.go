@@ -39,6 +39,10 @@ type item struct {
 	// rec is the disk queue record the item was read from, nil in memory
 	// mode.
 	rec *pendingRecord
+
+	// whole is set when the chunk is a client's whole 1.0 request, sent as
+	// it came (see whole.go).
+	whole *wholeRequest
 }
 
 // count is what the item weighs in the queue: its samples, histograms and

@@ -19,10 +19,12 @@ type prepared struct {
 	ranges []shardRange
 	total  int
 	// Memory mode: the layout epoch and number of shards p was placed
-	// with, and whether it holds room in the shards.
+	// with, whether it holds room in the shards, and the request as a
+	// whole item, placed instead of its chunks when one shard sends.
 	epoch    uint32
 	active   int
 	reserved bool
+	whole    item
 	// Disk mode: the records, their size, and the encoder that holds them.
 	recs     [][]byte
 	recBytes int64
@@ -67,12 +69,19 @@ func (f *forwarder) prepare(r *request, p *prepared) {
 		(v2 && meta && len(raw.Metadata) > 0) {
 		raw = f.transform(r, raw, p)
 	}
+	q := &cfg.QueueConfig
 	var items []item
 	var shardOf []int
-	if raw == view {
+	whole, isWhole := item{}, false
+	if raw == view && !v2 {
+		whole, isWhole = r.wholeFor(raw, q.MaxSamplesPerSend, q.MaxBytesPerSend)
+	}
+	switch {
+	case isWhole && f.dq != nil:
+		items = []item{whole} // the reader cuts it if more than one shard sends
+	case raw == view:
 		items, shardOf = r.chunksFor(f, raw)
-	} else {
-		q := &cfg.QueueConfig
+	default:
 		items, shardOf = rawItems(raw, len(f.shards), q.MaxSamplesPerSend, q.MaxBytesPerSend, meta && !v2)
 	}
 	if f.cfg.TenantHeader != "" && r.tenant != "" {
@@ -82,6 +91,7 @@ func (f *forwarder) prepare(r *request, p *prepared) {
 		for i := range items {
 			items[i].tenant = r.tenant
 		}
+		whole.tenant = r.tenant
 		p.tenant = r.tenant
 	}
 	if f.dq != nil {
@@ -97,6 +107,9 @@ func (f *forwarder) prepare(r *request, p *prepared) {
 		return
 	}
 	p.items, p.ranges, p.total = groupByShard(items, shardOf, len(f.shards))
+	if isWhole {
+		p.whole = whole
+	}
 }
 
 // transform returns in, a view of r's request, as f is to be sent it:
@@ -218,6 +231,9 @@ func (p *prepared) reserve() bool {
 		return true
 	}
 	p.epoch, p.active = p.f.layout.place(p.total)
+	if p.active == 1 && p.whole.whole != nil {
+		p.items, p.ranges = []item{p.whole}, []shardRange{{hi: 1, count: p.total}}
+	}
 	for i, r := range p.ranges {
 		if !p.f.shards[r.shard%p.active].reserve(r.count) {
 			p.releaseFirst(i)

@@ -82,17 +82,22 @@ func (f *forwarder) readLoop() {
 			f.handed(tenant, s, h, e)
 		}
 		pr := &pendingRecord{pos: pos, appended: appended}
+		points := 0
 		for i := range items {
 			items[i].rec = pr
-			pr.left += items[i].count()
+			points += items[i].count()
 		}
+		pr.left = points
 		f.acker.add(pr)
 		if len(items) == 0 {
 			f.acker.complete(pr, 0)
 			continue
 		}
+		epoch, active := f.layout.place(points)
+		if active > 1 {
+			items = f.cutWhole(items)
+		}
 		sorted, ranges, total := groupByShard(items, shardsOf(items, len(f.shards)), len(f.shards))
-		epoch, active := f.layout.place(total)
 		for _, r := range ranges {
 			s := f.shards[r.shard%active]
 			if !s.reserveWait(ctx, r.count) {

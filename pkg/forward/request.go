@@ -1,6 +1,8 @@
 package forward
 
 import (
+	"math"
+
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/prompb"
 	"github.com/rwgateway/gateway/pkg/prw"
@@ -30,6 +32,9 @@ type request struct {
 	// hasExternal is whether every series has every external label; set
 	// on first use.
 	hasExternal *bool
+	// whole is the request as a whole item (see whole.go), built on first
+	// use and shared read-only; its whole is nil if it cannot be one.
+	whole *item
 }
 
 type chunkLayout struct {
@@ -142,4 +147,18 @@ func (r *request) chunksFor(f *forwarder, raw *prw.RawV1) ([]item, []int) {
 	key.items, key.shardOf = rawItems(raw, key.shards, key.maxN, key.maxB, key.meta)
 	r.chunks = append(r.chunks, key)
 	return key.items, key.shardOf
+}
+
+// wholeFor returns raw, the request's 1.0 view, as a whole item for an
+// upstream of batch limits maxN and maxB, if it can be one. The caller
+// must not modify what it points to.
+func (r *request) wholeFor(raw *prw.RawV1, maxN, maxB int) (item, bool) {
+	if r.whole == nil {
+		it, _ := wholeItem(raw, math.MaxInt, math.MaxInt)
+		r.whole = &it
+	}
+	if r.whole.whole == nil || r.whole.count() > maxN || r.whole.size > maxB {
+		return item{}, false
+	}
+	return *r.whole, true
 }

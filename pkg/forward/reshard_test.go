@@ -1,15 +1,24 @@
 package forward
 
 import (
+	"bytes"
+	"encoding/binary"
+	"io"
 	"net/http"
+	"net/http/httptest"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/golang/snappy"
+
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	pmodel "github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/prompb"
 	"github.com/stretchr/testify/require"
 
 	"github.com/rwgateway/gateway/pkg/prw"
+	"github.com/rwgateway/gateway/pkg/receiver/rwtest"
 	"github.com/rwgateway/gateway/pkg/registry"
 )
 
@@ -183,4 +192,135 @@ func TestLowRateRequestLeavesWhole(t *testing.T) {
 			}
 		})
 	}
+}
+
+// clientRequest decodes body, a compressed 1.0 request, as the write handler
+// does: in the form as it came, with the client's body.
+func clientRequest(t *testing.T, body []byte) *prw.Request {
+	t.Helper()
+	msg, err := snappy.Decode(nil, body)
+	require.NoError(t, err)
+	dec := prw.NewV1Decoder()
+	d, err := dec.Decode(msg)
+	require.NoError(t, err)
+	require.True(t, d.Req.Raw.AsSent)
+	d.Req.Raw.Compressed = body
+	return &d.Req
+}
+
+// TestWholeRequestSentAsItCame: while one shard sends, a request the
+// upstream takes unchanged leaves with the client's own bytes; with more
+// shards it is cut by shard and still arrives whole; cut after a 413, all
+// of it arrives.
+func TestWholeRequestSentAsItCame(t *testing.T) {
+	for _, disk := range []bool{false, true} {
+		for _, tc := range []struct {
+			name           string
+			minShards      int
+			limit          int // the upstream answers 413 above this many samples
+			wantSameBytes  bool
+			wantMinBatches int
+		}{
+			{"one shard", 1, 0, true, 3},
+			{"four shards", 4, 0, false, 4},
+			{"one shard, 413", 1, 40, false, 6},
+		} {
+			t.Run(map[bool]string{false: "memory", true: "disk"}[disk]+"/"+tc.name, func(t *testing.T) {
+				testDisk = disk
+				defer func() { testDisk = false }()
+				var (
+					mu     sync.Mutex
+					bodies [][]byte
+				)
+				up := newFakeUpstream(t, func(_ http.ResponseWriter, r *http.Request, got *gotRequest, _ int) int {
+					n := 0
+					for _, s := range got.series {
+						n += len(s.Samples)
+					}
+					if tc.limit > 0 && n > tc.limit {
+						return http.StatusRequestEntityTooLarge
+					}
+					return http.StatusNoContent
+				})
+				srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					body, _ := io.ReadAll(r.Body)
+					mu.Lock()
+					bodies = append(bodies, body)
+					mu.Unlock()
+					r.Body = io.NopCloser(bytes.NewReader(body))
+					up.serve(w, r)
+				}))
+				defer srv.Close()
+				u := testUpstream(t, "u", srv.URL, false)
+				u.QueueConfig.MinShards, u.QueueConfig.MaxShards = tc.minShards, 4
+				u.QueueConfig.MaxSamplesPerSend = 2000
+				m, _, _ := newTestManager(t, testConfig(u))
+				var sent [][]byte
+				ts := int64(0)
+				for i := range 3 {
+					req := &prompb.WriteRequest{}
+					for s := range 50 {
+						pts := make([]prompb.Sample, i+1)
+						for j := range pts {
+							pts[j] = prompb.Sample{Timestamp: ts + int64(j) + 1, Value: float64(s)}
+						}
+						req.Timeseries = append(req.Timeseries, prompb.TimeSeries{Labels: prompb.FromLabels(rwtest.SeriesLabels(s), nil), Samples: pts})
+					}
+					ts += int64(i + 1)
+					msg, err := req.Marshal()
+					require.NoError(t, err)
+					body := literalSnappy(msg)
+					sent = append(sent, body)
+					require.NoError(t, m.Enqueue(t.Context(), clientRequest(t, body), "", nil))
+				}
+				want := 50 * (1 + 2 + 3)
+				require.Eventually(t, func() bool { return up.samples() == want }, waitFor, tick)
+				mu.Lock()
+				defer mu.Unlock()
+				require.GreaterOrEqual(t, len(bodies), tc.wantMinBatches)
+				same := 0
+				for _, b := range bodies {
+					for _, s := range sent {
+						if bytes.Equal(s, b) {
+							same++
+						}
+					}
+				}
+				switch {
+				case tc.wantSameBytes:
+					require.Len(t, bodies, len(sent))
+					require.Equal(t, len(sent), same, "each request sent as it came")
+				case tc.limit > 0:
+					require.Equal(t, 1, same, "only the first attempt, refused, is the client's bytes")
+				default:
+					require.Zero(t, same, "cut by shard")
+				}
+				// Every sample once, each series in order.
+				seen := map[string]int64{}
+				n := 0
+				for _, s := range up.series() {
+					for _, x := range s.Samples {
+						require.Greater(t, x.Timestamp, seen[s.Labels.String()])
+						seen[s.Labels.String()] = x.Timestamp
+						n++
+					}
+				}
+				require.Equal(t, want, n)
+			})
+		}
+	}
+}
+
+// literalSnappy returns msg as a valid snappy block of literals only, as
+// no encoder here writes it: bytes sent unchanged are told apart from
+// bytes compressed again.
+func literalSnappy(msg []byte) []byte {
+	b := binary.AppendUvarint(nil, uint64(len(msg)))
+	for len(msg) > 0 {
+		n := min(len(msg), 1<<16)
+		b = append(b, 61<<2, byte(n-1), byte((n-1)>>8)) // a literal of n bytes, length in 2 bytes
+		b = append(b, msg[:n]...)
+		msg = msg[n:]
+	}
+	return b
 }

@@ -43,6 +43,7 @@ type shard struct {
 type fifo struct {
 	items         []item
 	head, n, size int
+	wholes        int // whole items (see whole.go): each a batch, ready to send
 }
 
 func newShard(f *forwarder) *shard {
@@ -105,6 +106,9 @@ func (s *shard) appendItems(items []item, n int, epoch uint32) {
 		it.epoch = epoch
 		q.items = append(q.items, it)
 		q.size += it.size
+		if it.whole != nil {
+			q.wholes++
+		}
 	}
 	q.n += n
 	s.mu.Unlock()
@@ -120,7 +124,7 @@ func (s *shard) state() (full, any bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, q := range s.fifos {
-		full = full || q.n >= maxN || q.size >= maxB
+		full = full || q.n >= maxN || q.size >= maxB || q.wholes > 0
 		any = any || q.n > 0
 	}
 	return full, any
@@ -144,16 +148,20 @@ func (s *shard) take() ([]item, int) {
 	return b, n
 }
 
-// take appends the next batch of q to b.
+// take appends the next batch of q to b. A whole item is a batch of its
+// own.
 func (q *fifo) take(b []item, maxN, maxB int) ([]item, int) {
 	n, size := 0, 0
 	for q.head < len(q.items) {
 		it := &q.items[q.head]
-		if len(b) > 0 && it.tenant != b[0].tenant {
+		if len(b) > 0 && (it.tenant != b[0].tenant || it.whole != nil || b[0].whole != nil) {
 			break // a batch holds one tenant's data
 		}
 		c := it.count()
 		if n+c <= maxN && size+it.size <= maxB {
+			if it.whole != nil {
+				q.wholes--
+			}
 			b = append(b, *it)
 			n += c
 			size += it.size
@@ -167,6 +175,10 @@ func (q *fifo) take(b []item, maxN, maxB int) ([]item, int) {
 			break
 		}
 		// The first item alone is too large: send the part that fits.
+		// Cut or not, a whole item leaves the queue as one.
+		if it.whole != nil {
+			q.wholes--
+		}
 		k := maxN
 		if it.size > maxB {
 			k = min(k, max(maxB/max(it.size/c, 1), 1))

@@ -1,0 +1,89 @@
+package forward
+
+import (
+	"slices"
+	"unsafe"
+
+	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/rwgateway/gateway/pkg/prw"
+)
+
+// A request that an upstream takes unchanged (same protocol, nothing
+// relabeled, within the batch limits) is already a batch its sender built:
+// it is queued as one item that keeps the client's compressed body, and
+// sent as it came, without being cut, copied into a batch and compressed
+// again. That is only right while one shard sends everything (see
+// reshard.go), as its series would otherwise belong to several shards, so
+// it is placed whole only then, and cut into the chunks of its series'
+// shards otherwise. Anything that changes it (a split after a 413, the age
+// limit, a fallback to another protocol) works on its chunk, raw, as on
+// any other, and the result is not whole.
+
+// wholeRequest is the client's compressed body of a whole item, and the
+// spans of its series in the item's raw, to cut it into chunks.
+type wholeRequest struct {
+	wire   []byte
+	series []prw.RawSeries
+}
+
+// wholeItem returns raw, a 1.0 request, as one whole item, and true; false
+// when it is not the client's request as it came, has metadata or the
+// form's extensions, or exceeds maxN points or maxB bytes. The item owns
+// copies of the request's bytes.
+func wholeItem(raw *prw.RawV1, maxN, maxB int) (item, bool) {
+	if !raw.AsSent || raw.Compressed == nil || raw.Ext || len(raw.Metadata) > 0 || len(raw.Series) == 0 || len(raw.Msg) > maxB {
+		return item{}, false
+	}
+	var it item
+	n := 0
+	for i := range raw.Series {
+		rs := &raw.Series[i]
+		n += 1 + protowire.SizeVarint(uint64(rs.Len)) + int(rs.Len)
+		it.samples += rs.Samples
+		it.histograms += rs.Histograms
+		it.exemplars += rs.Exemplars
+		if rs.Points() == 0 {
+			it.empty++
+		}
+	}
+	// The message must be its series fields and nothing else, so that it
+	// is a chunk as it is.
+	if n != len(raw.Msg) || it.count() > maxN {
+		return item{}, false
+	}
+	it.raw, it.size = slices.Clone(raw.Msg), len(raw.Msg)
+	it.whole = &wholeRequest{wire: slices.Clone(raw.Compressed), series: slices.Clone(raw.Series)}
+	return it, true
+}
+
+// cutWhole returns items with each whole item cut into the chunks of its
+// series' shards, for nShards shards and f's batch limits.
+func (f *forwarder) cutWhole(items []item) []item {
+	i := slices.IndexFunc(items, func(it item) bool { return it.whole != nil })
+	if i < 0 {
+		return items
+	}
+	q := &f.cfg.QueueConfig
+	out := slices.Clone(items[:i])
+	for _, it := range items[i:] {
+		if it.whole == nil {
+			out = append(out, it)
+			continue
+		}
+		chunks, _ := chunkRaw(it.raw, it.whole.series, len(f.shards), q.MaxSamplesPerSend, q.MaxBytesPerSend)
+		for _, c := range chunks {
+			c.tenant, c.rec, c.epoch = it.tenant, it.rec, it.epoch
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// bytes is the memory a whole item holds besides its raw.
+func (w *wholeRequest) bytes() int {
+	if w == nil {
+		return 0
+	}
+	return len(w.wire) + len(w.series)*int(unsafe.Sizeof(prw.RawSeries{}))
+}
