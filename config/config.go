@@ -79,11 +79,11 @@ var (
 	// DefaultQueueConfig is an upstream queue's default: Prometheus's
 	// remote_write queue_config defaults, plus the gateway's byte cap.
 	DefaultQueueConfig = QueueConfig{
-		// Samples buffered per shard; the queue holds Capacity × MaxShards.
+		// Samples buffered per shard in use.
 		Capacity: 10000,
-		// Parallel senders, each with its own connection.
+		// Parallel senders at most, each with its own connection.
 		MaxShards: 50,
-		// Accepted for compatibility; the gateway runs MaxShards senders.
+		// Parallel senders at least; their number follows the load.
 		MinShards: 1,
 		// Samples per outgoing request.
 		MaxSamplesPerSend: 2000,
@@ -97,6 +97,8 @@ var (
 		// Uncompressed protobuf bytes per outgoing request at most: far under
 		// the 32 MiB that receivers accept decoded.
 		MaxBytesPerSend: 4 << 20,
+		// Bytes of queued data held in memory at most, whatever the shards.
+		MaxMemoryBytes: 64 << 20,
 		// Queued on disk under --storage.path (when the flag is not empty).
 		Storage: StorageDisk,
 		// 1 GiB of segment files per upstream: about 25 minutes of 100k
@@ -204,6 +206,10 @@ type QueueConfig struct {
 	SampleAgeLimit model.Duration `yaml:"sample_age_limit,omitempty"`
 	// MaxBytesPerSend is the gateway's own: uncompressed bytes per request.
 	MaxBytesPerSend int `yaml:"max_bytes_per_send,omitempty"`
+	// MaxMemoryBytes is the gateway's own: the bytes of queued data the
+	// upstream holds in memory at most, in batches in flight included; a
+	// memory queue past it refuses requests, a disk queue's reader waits.
+	MaxMemoryBytes int64 `yaml:"max_memory_bytes,omitempty"`
 	// Storage is the gateway's own: "disk" (under --storage.path, the
 	// default) or "memory". With an empty --storage.path every queue is in
 	// memory.
@@ -385,6 +391,8 @@ func (u *UpstreamConfig) validate() error {
 		return errors.New("queue_config.sample_age_limit: must not be negative")
 	case q.MaxBytesPerSend < 1024:
 		return errors.New("queue_config.max_bytes_per_send: must be at least 1024")
+	case q.MaxMemoryBytes < int64(q.MaxBytesPerSend):
+		return errors.New("queue_config.max_memory_bytes: must be at least max_bytes_per_send")
 	case q.Storage != StorageDisk && q.Storage != StorageMemory:
 		return fmt.Errorf("queue_config.storage: %q must be %q or %q", q.Storage, StorageDisk, StorageMemory)
 	case q.MaxBytes < minQueueMaxBytes:

@@ -234,10 +234,15 @@ func (p *prepared) reserve() bool {
 	if p.active == 1 && p.whole.whole != nil {
 		p.items, p.ranges = []item{p.whole}, []shardRange{{hi: 1, count: p.total}}
 	}
+	if !p.f.mem.take(itemsSize(p.items)) {
+		p.f.layout.release(p.epoch, p.total)
+		return false
+	}
 	for i, r := range p.ranges {
 		if !p.f.shards[r.shard%p.active].reserve(r.count) {
 			p.releaseFirst(i)
 			p.f.layout.release(p.epoch, p.total)
+			p.f.mem.give(itemsSize(p.items))
 			return false
 		}
 	}
@@ -250,6 +255,7 @@ func (p *prepared) unreserve() {
 	if p.reserved {
 		p.releaseFirst(len(p.ranges))
 		p.f.layout.release(p.epoch, p.total)
+		p.f.mem.give(itemsSize(p.items))
 		p.reserved = false
 	}
 }

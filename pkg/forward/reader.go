@@ -98,11 +98,16 @@ func (f *forwarder) readLoop() {
 			items = f.cutWhole(items)
 		}
 		sorted, ranges, total := groupByShard(items, shardsOf(items, len(f.shards)), len(f.shards))
+		if !f.mem.wait(ctx, itemsSize(items)) {
+			f.layout.release(epoch, total)
+			return // stopping: the record stays unacknowledged on disk
+		}
 		for _, r := range ranges {
 			s := f.shards[r.shard%active]
 			if !s.reserveWait(ctx, r.count) {
 				f.layout.release(epoch, total)
-				return // stopping: the record stays unacknowledged on disk
+				f.mem.give(itemsSize(sorted[r.lo:]))
+				return
 			}
 			total -= r.count
 			f.m.queueLength.Add(float64(r.count))

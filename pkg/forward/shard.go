@@ -83,9 +83,10 @@ func (s *shard) unreserve(n int) {
 	s.mu.Unlock()
 }
 
-// release gives back the room of n points of epoch that were sent or
-// dropped.
-func (s *shard) release(epoch uint32, n int) {
+// release gives back the room of n points of epoch, and their bytes, that
+// were sent or dropped.
+func (s *shard) release(epoch uint32, n, bytes int) {
+	s.f.mem.give(bytes)
 	if n == 0 {
 		return
 	}
@@ -133,9 +134,9 @@ func (s *shard) state() (full, any bool) {
 // take removes the next batch from the queue: items up to
 // max_samples_per_send points and max_bytes_per_send estimated bytes, all
 // of one epoch, the older first, splitting an item that alone exceeds them.
-// It returns the batch (valid until the next take) and its number of
-// points.
-func (s *shard) take() ([]item, int) {
+// It returns the batch (valid until the next take), its number of points,
+// and the bytes it took off the queue (see memBudget).
+func (s *shard) take() ([]item, int, int) {
 	maxN, maxB := s.f.batchLimits()
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -143,9 +144,10 @@ func (s *shard) take() ([]item, int) {
 	if o := &s.fifos[1]; q.head == len(q.items) || (o.head < len(o.items) && o.items[o.head].epoch < q.items[q.head].epoch) {
 		q = o
 	}
+	size := q.size
 	b, n := q.take(s.batch[:0], maxN, maxB)
 	s.batch = b
-	return b, n
+	return b, n, size - q.size
 }
 
 // take appends the next batch of q to b. A whole item is a batch of its
@@ -278,7 +280,7 @@ func (s *shard) flush(ctx context.Context) {
 // sent or dropped is done for its queue records; one abandoned at shutdown
 // is not, and is read from the disk queue again after a restart.
 func (s *shard) sendNext(ctx context.Context) {
-	b, n := s.take()
+	b, n, bytes := s.take()
 	if n == 0 {
 		return
 	}
@@ -295,7 +297,7 @@ func (s *shard) sendNext(ctx context.Context) {
 	}
 	s.f.rates.busy.add(int64(time.Since(start)))
 	clear(b)
-	s.release(epoch, n)
+	s.release(epoch, n, bytes)
 }
 
 // send delivers one batch: it retries recoverable failures with backoff

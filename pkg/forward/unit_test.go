@@ -107,7 +107,7 @@ func TestTakeCutsBatches(t *testing.T) {
 		s.appendItems(items, 25, 0)
 		var got []int64
 		for {
-			b, n := s.take()
+			b, n, _ := s.take()
 			if n == 0 {
 				break
 			}
@@ -137,7 +137,7 @@ func TestTakeCutsBatches(t *testing.T) {
 		total := 0
 		var sizes []int
 		for {
-			b, n := s.take()
+			b, n, _ := s.take()
 			if n == 0 {
 				break
 			}

@@ -167,7 +167,10 @@ type ForwardMetrics struct {
 	QueueFull     *prometheus.CounterVec // upstream
 	QueueLength   *prometheus.GaugeVec   // upstream: samples waiting
 	QueueCapacity *prometheus.GaugeVec   // upstream
-	Shards        *prometheus.GaugeVec   // upstream: senders in use
+	// QueueMemory is the bytes of queued data held in memory, against
+	// queue_config.max_memory_bytes.
+	QueueMemory *prometheus.GaugeVec // upstream
+	Shards      *prometheus.GaugeVec // upstream: senders in use
 	// ShardsDesired is the number of shards the last update computed,
 	// within min_shards and max_shards.
 	ShardsDesired   *prometheus.GaugeVec     // upstream
@@ -217,6 +220,7 @@ func NewForwardMetrics(reg prometheus.Registerer) *ForwardMetrics {
 		QueueFull:        counter("queue_full_total", "Client write requests refused because this upstream's queue was full.", up),
 		QueueLength:      gauge("queue_samples", "Samples, histograms and exemplars waiting in the queue."),
 		QueueCapacity:    gauge("queue_capacity_samples", "Samples the queue holds at most."),
+		QueueMemory:      gauge("queue_memory_bytes", "Bytes of queued data held in memory, batches in flight included (at most queue_config.max_memory_bytes)."),
 		Shards:           gauge("shards", "Parallel senders in use, between min_shards and max_shards."),
 		ShardsDesired:    gauge("shards_desired", "Parallel senders the sending rate and latency call for, as last computed."),
 		SendDuration: f.NewHistogramVec(prometheus.HistogramOpts{
@@ -248,7 +252,7 @@ func (m *ForwardMetrics) InitUpstream(upstream string) {
 	for _, r := range DropReasons {
 		m.DroppedSamples.WithLabelValues(upstream, r)
 	}
-	for _, v := range []*prometheus.GaugeVec{m.QueueLength, m.QueueCapacity, m.Shards, m.ShardsDesired, m.LastSendSuccess, m.LearnedMaxSamples, m.LearnedMaxBytes, m.PendingSamples} {
+	for _, v := range []*prometheus.GaugeVec{m.QueueLength, m.QueueCapacity, m.QueueMemory, m.Shards, m.ShardsDesired, m.LastSendSuccess, m.LearnedMaxSamples, m.LearnedMaxBytes, m.PendingSamples} {
 		v.WithLabelValues(upstream)
 	}
 	m.SendDuration.WithLabelValues(upstream)
@@ -261,7 +265,7 @@ func (m *ForwardMetrics) DeleteUpstream(upstream string) {
 	for _, v := range []*prometheus.CounterVec{m.HandedSamples, m.HandedHistograms, m.HandedExemplars, m.SentSamples, m.SentHistograms, m.SentExemplars, m.SentMetadata, m.SentBatches, m.SentBytes, m.FailedSamples, m.RetriedSamples, m.DroppedSamples, m.Requests, m.QueueFull} {
 		v.DeletePartialMatch(match)
 	}
-	for _, v := range []*prometheus.GaugeVec{m.QueueLength, m.QueueCapacity, m.Shards, m.ShardsDesired, m.LastSendSuccess, m.QueueLag, m.LearnedMaxSamples, m.LearnedMaxBytes, m.PendingSamples} {
+	for _, v := range []*prometheus.GaugeVec{m.QueueLength, m.QueueCapacity, m.QueueMemory, m.Shards, m.ShardsDesired, m.LastSendSuccess, m.QueueLag, m.LearnedMaxSamples, m.LearnedMaxBytes, m.PendingSamples} {
 		v.DeletePartialMatch(match)
 	}
 	m.SendDuration.DeletePartialMatch(match)
