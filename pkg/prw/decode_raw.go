@@ -228,12 +228,10 @@ func scanV1Exemplar(b []byte) bool {
 	if _, _, ok := exemplarSchema.check(b); !ok {
 		return false
 	}
-	for len(b) > 0 {
-		f, rest, err := nextField(b)
+	for f, err := range fields(b) {
 		if err != nil {
 			return false
 		}
-		b = rest
 		if _, _, ok := scanV1Label(f.v); f.num == 1 && !ok {
 			return false
 		}

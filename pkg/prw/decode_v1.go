@@ -23,12 +23,10 @@ func decodeV1(d *Decoded, msg []byte) error {
 	*raw = RawV1{Series: raw.Series[:0], Metadata: raw.Metadata[:0]}
 	b := d.form[:0]
 	idx := 0
-	for rest := msg; len(rest) > 0; {
-		f, r, err := nextField(rest)
+	for f, err := range fields(msg) {
 		if err != nil {
 			return err
 		}
-		rest = r
 		if (f.num == 1 || f.num == 3) && f.typ != protowire.BytesType {
 			return fmt.Errorf("wrong wire type %d for field %d", f.typ, f.num)
 		}

@@ -17,12 +17,10 @@ import (
 // with protowire and allocates nothing once its buffers have grown.
 func decodeV2(d *Decoded, msg []byte) error {
 	syms, series := d.syms[:0], d.series[:0]
-	for rest := msg; len(rest) > 0; {
-		f, r, err := nextField(rest)
+	for f, err := range fields(msg) {
 		if err != nil {
 			return err
 		}
-		rest = r
 		if (f.num == 4 || f.num == 5) && f.typ != protowire.BytesType {
 			return fmt.Errorf("wrong wire type %d for field %d", f.typ, f.num)
 		}
@@ -67,12 +65,10 @@ func (d *Decoded) seriesV2(b []byte, idx int, ts []byte) ([]byte, error) {
 		d.points[i] = d.points[i][:0]
 	}
 	var md metadataV2
-	for rest := ts; len(rest) > 0; {
-		f, r, err := nextField(rest)
+	for f, err := range fields(ts) {
 		if err != nil {
 			return b, err
 		}
-		rest = r
 		switch {
 		case f.num == 1:
 			if refs, err = readRefs(refs, f); err != nil {
@@ -214,12 +210,10 @@ func readRefs(refs []uint32, f field) ([]uint32, error) {
 // readMetadataV2 reads a 2.0 Metadata message into md; repeated
 // occurrences merge, as protobuf has it.
 func readMetadataV2(msg []byte, md *metadataV2) error {
-	for len(msg) > 0 {
-		f, rest, err := nextField(msg)
+	for f, err := range fields(msg) {
 		if err != nil {
 			return err
 		}
-		msg = rest
 		if f.num != 1 && f.num != 3 && f.num != 4 {
 			continue
 		}
@@ -241,12 +235,10 @@ func readMetadataV2(msg []byte, md *metadataV2) error {
 // exemplarRefs appends the label references of a 2.0 Exemplar message and
 // checks its value and timestamp fields.
 func exemplarRefs(refs []uint32, msg []byte) ([]uint32, error) {
-	for len(msg) > 0 {
-		f, rest, err := nextField(msg)
+	for f, err := range fields(msg) {
 		if err != nil {
 			return refs, err
 		}
-		msg = rest
 		switch {
 		case f.num == 1:
 			if refs, err = readRefs(refs, f); err != nil {
@@ -262,12 +254,10 @@ func exemplarRefs(refs []uint32, msg []byte) ([]uint32, error) {
 // checkSampleV2 checks the fields of a 2.0 Sample and reports whether it
 // has a start timestamp.
 func checkSampleV2(msg []byte) (start bool, err error) {
-	for len(msg) > 0 {
-		f, rest, err := nextField(msg)
+	for f, err := range fields(msg) {
 		if err != nil {
 			return false, err
 		}
-		msg = rest
 		switch {
 		case f.num == 1 && f.typ != protowire.Fixed64Type, (f.num == 2 || f.num == 3) && f.typ != protowire.VarintType:
 			return false, fmt.Errorf("sample: wrong wire type %d for field %d", f.typ, f.num)
@@ -293,9 +283,7 @@ func (d *Decoded) appendExemplar(b, msg []byte) []byte {
 	for _, p := range pairs {
 		ex = appendLabelEntry(ex, p.name, p.value)
 	}
-	for m := msg; len(m) > 0; {
-		f, rest, _ := nextField(m)
-		m = rest
+	for f := range fields(msg) {
 		if f.num != 1 {
 			ex = append(ex, f.whole...)
 		}

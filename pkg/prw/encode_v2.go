@@ -64,9 +64,8 @@ func (e *V2Encoder) Add(ts []byte, withMeta bool) (metadata bool, err error) {
 	}
 	e.lrefs = refs
 	body := appendRefs(e.body[:0], 1, refs)
-	for rest := ts; len(rest) > 0; {
-		var f field
-		if f, rest, err = nextField(rest); err != nil {
+	for f, err := range fields(ts) {
+		if err != nil {
 			return false, err
 		}
 		if f.typ != protowire.BytesType {
@@ -120,12 +119,10 @@ func (e *V2Encoder) Add(ts []byte, withMeta bool) (metadata bool, err error) {
 func (e *V2Encoder) appendExemplar(b, msg []byte) ([]byte, error) {
 	refs := e.xrefs[:0]
 	rest := e.ex[:0]
-	for m := msg; len(m) > 0; {
-		f, r, err := nextField(m)
+	for f, err := range fields(msg) {
 		if err != nil {
 			return b, err
 		}
-		m = r
 		if f.num == 1 && f.typ == protowire.BytesType {
 			name, value, ok := scanV1Label(f.v)
 			if !ok {

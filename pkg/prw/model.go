@@ -137,9 +137,8 @@ func readSeries(ts []byte, sb *labels.ScratchBuilder) (s Series, err error) {
 	if s.Metadata, _, err = SeriesMetadata(ts); err != nil {
 		return s, err
 	}
-	for len(ts) > 0 {
-		var f field
-		if f, ts, err = nextField(ts); err != nil {
+	for f, err := range fields(ts) {
+		if err != nil {
 			return s, err
 		}
 		switch f.num {

@@ -169,12 +169,10 @@ var ErrRawSeries = errors.New("malformed 1.0 time series")
 // the TimeSeries ts, which was validated before (a series in the form).
 func SeriesPoints(ts []byte) (RawSeries, error) {
 	var rs RawSeries
-	for len(ts) > 0 {
-		f, rest, err := nextField(ts)
+	for f, err := range fields(ts) {
 		if err != nil {
 			return rs, ErrRawSeries
 		}
-		ts = rest
 		switch {
 		case f.typ != protowire.BytesType:
 		case f.num == fieldSamples:

@@ -3,6 +3,7 @@ package prw
 import (
 	"encoding/binary"
 	"errors"
+	"iter"
 	"math"
 
 	"github.com/prometheus/prometheus/model/labels"
@@ -207,12 +208,26 @@ func nextField(b []byte) (f field, rest []byte, err error) {
 	return f, b[n+m:], nil
 }
 
+// fields iterates over the fields of msg. A malformed field is yielded with
+// ErrMalformed and ends the walk. It is inlined into its loops: walking a
+// message this way allocates nothing.
+func fields(msg []byte) iter.Seq2[field, error] {
+	return func(yield func(field, error) bool) {
+		for len(msg) > 0 {
+			f, rest, err := nextField(msg)
+			if !yield(f, err) || err != nil {
+				return
+			}
+			msg = rest
+		}
+	}
+}
+
 // SeriesMetadata returns the metadata the series ts carries in the form's
 // extension field, if any.
 func SeriesMetadata(ts []byte) (md Metadata, ok bool, err error) {
-	for b := ts; len(b) > 0; {
-		var f field
-		if f, b, err = nextField(b); err != nil {
+	for f, err := range fields(ts) {
+		if err != nil {
 			return md, false, err
 		}
 		if f.num == fieldMetadata && f.typ == protowire.BytesType {
@@ -261,9 +276,8 @@ func AppendV1(b, ts, scratch []byte) (out, md, scratch2 []byte, err error) {
 		off += n
 	}
 	body := append(scratch[:0], ts[:off]...)
-	for rest := ts[off:]; len(rest) > 0; {
-		var f field
-		if f, rest, err = nextField(rest); err != nil {
+	for f, err := range fields(ts[off:]) {
+		if err != nil {
 			return b, nil, body, err
 		}
 		switch {
@@ -370,12 +384,10 @@ func FilterPoints(b, ts []byte, rs RawSeries, keep func(kind int, t int64, i int
 	out.Samples, out.Histograms, out.Exemplars = 0, 0, 0
 	body := scratch[:0]
 	dropped, i := 0, 0
-	for rest := ts; len(rest) > 0; {
-		f, r, err := nextField(rest)
+	for f, err := range fields(ts) {
 		if err != nil {
 			return b, rs, 0, body, err
 		}
-		rest = r
 		kind := -1
 		switch {
 		case f.num == fieldSamples && f.typ == protowire.BytesType:
@@ -423,12 +435,10 @@ func pointTime(kind int, msg []byte) (int64, error) {
 		num = 3
 	}
 	var t int64
-	for len(msg) > 0 {
-		f, rest, err := nextField(msg)
+	for f, err := range fields(msg) {
 		if err != nil {
 			return 0, err
 		}
-		msg = rest
 		if f.num == num && f.typ == protowire.VarintType {
 			t = int64(f.u)
 		}
@@ -490,12 +500,10 @@ func SeriesLabels(ts []byte, sb *labels.ScratchBuilder) (labels.Labels, error) {
 func ReplaceLabels(b, ts []byte, rs RawSeries, ls labels.Labels, scratch []byte) ([]byte, RawSeries, []byte, error) {
 	body := AppendLabels(scratch[:0], ls)
 	rs.Hash = hashCanonical(body)
-	for rest := ts; len(rest) > 0; {
-		f, r, err := nextField(rest)
+	for f, err := range fields(ts) {
 		if err != nil {
 			return b, rs, body, err
 		}
-		rest = r
 		if f.num != fieldLabels {
 			body = append(body, f.whole...)
 		}
