@@ -172,12 +172,7 @@ func (d *Decoded) seriesV2(b []byte, idx int, ts []byte) ([]byte, error) {
 		body, _ = appendField(body, fieldHistograms, h)
 	}
 	if hasMeta {
-		n := varintLen(fieldMetadataType, int64(md.typ)) + stringLen(fieldMetadataHelp, d.syms[md.help]) + stringLen(fieldMetadataUnit, d.syms[md.unit])
-		body = protowire.AppendTag(body, fieldMetadata, protowire.BytesType)
-		body = protowire.AppendVarint(body, uint64(n))
-		body = appendVarintField(body, fieldMetadataType, int64(md.typ))
-		body = appendStringField(body, fieldMetadataHelp, d.syms[md.help])
-		body = appendStringField(body, fieldMetadataUnit, d.syms[md.unit])
+		body = appendMetadataField(body, int64(md.typ), d.syms[md.help], d.syms[md.unit])
 		rs.Ext = true
 	}
 	d.scratch = body

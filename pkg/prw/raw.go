@@ -114,26 +114,8 @@ func appendLabelEntry[S string | []byte](b []byte, name, value S) []byte {
 		}
 		return b
 	}
-	n := 0
-	if len(name) > 0 {
-		n += 1 + protowire.SizeVarint(uint64(len(name))) + len(name)
-	}
-	if len(value) > 0 {
-		n += 1 + protowire.SizeVarint(uint64(len(value))) + len(value)
-	}
-	b = append(b, 0x0a)
-	b = protowire.AppendVarint(b, uint64(n))
-	if len(name) > 0 {
-		b = append(b, 0x0a)
-		b = protowire.AppendVarint(b, uint64(len(name)))
-		b = append(b, name...)
-	}
-	if len(value) > 0 {
-		b = append(b, 0x12)
-		b = protowire.AppendVarint(b, uint64(len(value)))
-		b = append(b, value...)
-	}
-	return b
+	b, at := openField(b, fieldLabels)
+	return closeField(appendStringField(appendStringField(b, 1, name), 2, value), at)
 }
 
 // SmallLabel reads a TimeSeries labels field at the start of b if it is
