@@ -110,7 +110,7 @@ func (e *V2Encoder) appendExemplar(b, msg []byte) ([]byte, error) {
 			return b, err
 		}
 		if f.num == 1 && f.typ == protowire.BytesType {
-			name, value, ok := scanV1Label(f.v)
+			name, value, ok := labelSchema.check(f.v)
 			if !ok {
 				return b, ErrMalformed
 			}

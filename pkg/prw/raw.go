@@ -186,7 +186,7 @@ func RangeRawLabels(ts []byte, fn func(name, value []byte)) error {
 		if f.num != fieldLabels || f.typ != protowire.BytesType {
 			continue
 		}
-		name, value, ok := scanV1Label(f.v)
+		name, value, ok := labelSchema.check(f.v)
 		if !ok {
 			return ErrRawSeries
 		}
