@@ -37,8 +37,6 @@ func decodeV2(d *Decoded, msg []byte) error {
 	for _, s := range syms {
 		d.symOK = append(d.symOK, utf8.Valid(s))
 	}
-	raw := &d.raw
-	*raw = RawV1{Series: raw.Series[:0], Metadata: raw.Metadata[:0]}
 	b := d.form[:0]
 	for i, ts := range series {
 		var err error
@@ -46,7 +44,7 @@ func decodeV2(d *Decoded, msg []byte) error {
 			return fmt.Errorf("timeseries %d: %w", i, err)
 		}
 	}
-	raw.Msg, d.form = b, b
+	d.raw.Msg, d.form = b, b
 	return nil
 }
 
@@ -61,6 +59,7 @@ type metadataV2 struct {
 // TimeSeries message.
 func (d *Decoded) seriesV2(b []byte, idx int, ts []byte) ([]byte, error) {
 	refs := d.refs[:0]
+	d.pairs = d.pairs[:0] // the labels of a series refused, once they are read
 	for i := range d.points {
 		d.points[i] = d.points[i][:0]
 	}
@@ -87,16 +86,12 @@ func (d *Decoded) seriesV2(b []byte, idx int, ts []byte) ([]byte, error) {
 	d.refs = refs
 	samples, histograms, exemplars := d.points[0], d.points[1], d.points[2]
 	nsyms := len(d.syms)
-	refuse := func(reason InvalidReason, detail string, withLabels bool) ([]byte, error) {
-		ls := pairsLabels(nil)
-		if withLabels {
-			ls = pairsLabels(d.pairs)
-		}
-		d.Invalid.add(reason, idx, len(ts), ls, detail)
+	refuse := func(reason InvalidReason, detail string) ([]byte, error) {
+		d.Invalid.add(reason, idx, len(ts), pairsLabels(d.pairs), detail)
 		return b, nil
 	}
 	if !refsValid(refs, nsyms) {
-		return refuse(invalidLabelRefs, fmt.Sprintf("%d label refs, odd or outside the %d symbols", len(refs), nsyms), false)
+		return refuse(invalidLabelRefs, fmt.Sprintf("%d label refs, odd or outside the %d symbols", len(refs), nsyms))
 	}
 	pairs := d.pairs[:0]
 	for j := 0; j < len(refs); j += 2 {
@@ -112,14 +107,14 @@ func (d *Decoded) seriesV2(b []byte, idx int, ts []byte) ([]byte, error) {
 			if j%2 == 1 {
 				what = "label value "
 			}
-			return refuse(invalidUTF8, what+strconv.Quote(string(d.syms[r]))+" is not valid UTF-8", true)
+			return refuse(invalidUTF8, what+strconv.Quote(string(d.syms[r]))+" is not valid UTF-8")
 		}
 	}
 	if reason, detail, ok := validatePairs(pairs, false); !ok {
-		return refuse(reason, detail, true)
+		return refuse(reason, detail)
 	}
 	if md.help >= uint64(nsyms) || md.unit >= uint64(nsyms) {
-		return refuse(invalidMetadataRefs, fmt.Sprintf("metadata help ref %d or unit ref %d outside the %d symbols", md.help, md.unit, nsyms), true)
+		return refuse(invalidMetadataRefs, fmt.Sprintf("metadata help ref %d or unit ref %d outside the %d symbols", md.help, md.unit, nsyms))
 	}
 	for j, ex := range exemplars {
 		xrefs, err := exemplarRefs(d.xrefs[:0], ex)
@@ -128,7 +123,7 @@ func (d *Decoded) seriesV2(b []byte, idx int, ts []byte) ([]byte, error) {
 		}
 		d.xrefs = xrefs
 		if !refsValid(xrefs, nsyms) {
-			return refuse(invalidExemplarLabelRefs, fmt.Sprintf("exemplar %d: %d label refs, odd or outside the %d symbols", j, len(xrefs), nsyms), true)
+			return refuse(invalidExemplarLabelRefs, fmt.Sprintf("exemplar %d: %d label refs, odd or outside the %d symbols", j, len(xrefs), nsyms))
 		}
 	}
 	// The 2.0 specification's draft after rc.4 allows series with only
@@ -137,7 +132,7 @@ func (d *Decoded) seriesV2(b []byte, idx int, ts []byte) ([]byte, error) {
 	// one of samples, histograms, exemplars or metadata.
 	hasMeta := md.typ != 0 || len(d.syms[md.help]) > 0 || len(d.syms[md.unit]) > 0
 	if len(samples) == 0 && len(histograms) == 0 && len(exemplars) == 0 && !hasMeta {
-		return refuse(invalidNoSamples, "no samples, histograms, exemplars or metadata", true)
+		return refuse(invalidNoSamples, "no samples, histograms, exemplars or metadata")
 	}
 	rs := RawSeries{Samples: uint32(len(samples)), Histograms: uint32(len(histograms)), Exemplars: uint32(len(exemplars))}
 	for _, h := range histograms {
@@ -146,7 +141,7 @@ func (d *Decoded) seriesV2(b []byte, idx int, ts []byte) ([]byte, error) {
 			return b, fmt.Errorf("histogram: %w", err)
 		}
 		if msg := ValidateHistogram(&d.hist); msg != "" {
-			return refuse(invalidHistogram, fmt.Sprintf("histogram at %d: %s", d.hist.Timestamp, msg), true)
+			return refuse(invalidHistogram, fmt.Sprintf("histogram at %d: %s", d.hist.Timestamp, msg))
 		}
 		rs.Ext = rs.Ext || d.hist.StartTimestamp != 0
 	}

@@ -153,12 +153,7 @@ func readSeries(ts []byte, sb *labels.ScratchBuilder) (s Series, err error) {
 		case fieldExemplars:
 			var e prompb.Exemplar
 			err = e.Unmarshal(f.v)
-			sb.Reset()
-			for _, l := range e.Labels {
-				sb.Add(l.Name, l.Value)
-			}
-			sb.Sort()
-			s.Exemplars = append(s.Exemplars, Exemplar{Labels: sb.Labels(), Value: e.Value, Timestamp: e.Timestamp})
+			s.Exemplars = append(s.Exemplars, Exemplar{Labels: e.ToExemplar(sb, nil).Labels, Value: e.Value, Timestamp: e.Timestamp})
 		}
 		if err != nil {
 			return s, err
