@@ -61,32 +61,23 @@ func scanV1Series(d *Decoded, ts []byte) (rs RawSeries, ok bool) {
 		if err != nil || f.typ != protowire.BytesType {
 			return rs, false
 		}
-		v := f.v
+		ok := false
 		switch f.num {
-		case 1: // labels
-			name, value, ok := labelSchema.check(v)
-			if !ok || len(name) == 0 || !utf8.Valid(name) || !utf8.Valid(value) || !label(name, value) {
-				return rs, false
-			}
+		case fieldLabels:
+			name, value, valid := labelSchema.check(f.v)
+			ok = valid && len(name) > 0 && utf8.Valid(name) && utf8.Valid(value) && label(name, value)
 			direct = false
-		case 2: // samples
-			if !scanV1Sample(v) {
-				return rs, false
-			}
-			rs.Samples++
-		case 3: // exemplars
-			if _, _, ok := exemplarSchema.check(v); !ok {
-				return rs, false
-			}
-			rs.Exemplars++
-		case 4: // histograms
-			if !d.checkV1Histogram(v) {
-				return rs, false
-			}
-			rs.Histograms++
-		default:
+		case fieldSamples:
+			ok = scanV1Sample(f.v)
+		case fieldExemplars:
+			_, _, ok = exemplarSchema.check(f.v)
+		case fieldHistograms:
+			ok = d.checkV1Histogram(f.v)
+		}
+		if !ok {
 			return rs, false
 		}
+		rs.count(pointKind(f))
 	}
 	if !hasName || rs.Points() == 0 {
 		return rs, false

@@ -155,15 +155,7 @@ func SeriesPoints(ts []byte) (RawSeries, error) {
 		if err != nil {
 			return rs, ErrRawSeries
 		}
-		switch {
-		case f.typ != protowire.BytesType:
-		case f.num == fieldSamples:
-			rs.Samples++
-		case f.num == fieldExemplars:
-			rs.Exemplars++
-		case f.num == fieldHistograms:
-			rs.Histograms++
-		}
+		rs.count(pointKind(f))
 	}
 	return rs, nil
 }

@@ -58,7 +58,10 @@ func AppendSeries(b []byte, s *Series, scratch []byte) ([]byte, RawSeries, []byt
 	body := AppendLabels(scratch[:0], s.Labels)
 	rs := RawSeries{Hash: hashCanonical(body)}
 	for _, x := range s.Samples {
-		body = appendSample(body, x.Value, x.Timestamp, x.StartTimestamp)
+		var at int
+		body, at = openField(body, fieldSamples)
+		body = appendVarintField(appendFloat(body, 1, x.Value), 2, x.Timestamp)
+		body = closeField(appendVarintField(body, fieldSampleStart, x.StartTimestamp), at)
 		rs.Ext = rs.Ext || x.StartTimestamp != 0
 	}
 	for _, e := range s.Exemplars {
@@ -86,14 +89,8 @@ func AppendSeries(b []byte, s *Series, scratch []byte) ([]byte, RawSeries, []byt
 	return b, rs, body
 }
 
-// appendSample appends a Sample field: the value unless its bits are 0
-// (so -0 stays -0), the timestamp and start timestamp unless 0.
-func appendSample(b []byte, v float64, t, start int64) []byte {
-	b, at := openField(b, fieldSamples)
-	b = appendVarintField(appendFloat(b, 1, v), 2, t)
-	return closeField(appendVarintField(b, fieldSampleStart, start), at)
-}
-
+// appendFloat appends a double field unless the bits of v are 0: -0 is
+// written, as the generated code does.
 func appendFloat(b []byte, num protowire.Number, v float64) []byte {
 	if math.Float64bits(v) == 0 {
 		return b
@@ -102,6 +99,8 @@ func appendFloat(b []byte, num protowire.Number, v float64) []byte {
 	return binary.LittleEndian.AppendUint64(b, math.Float64bits(v))
 }
 
+// appendVarintField and appendStringField append a field unless it is 0
+// or empty, as the generated code does.
 func appendVarintField(b []byte, num protowire.Number, v int64) []byte {
 	if v == 0 {
 		return b
@@ -340,52 +339,54 @@ func FilterPoints(b, ts []byte, rs RawSeries, keep func(kind int, t int64, i int
 		if err != nil {
 			return b, rs, 0, body, err
 		}
-		kind := -1
-		switch {
-		case f.num == fieldSamples && f.typ == protowire.BytesType:
-			kind = KindSample
-		case f.num == fieldHistograms && f.typ == protowire.BytesType:
-			kind = KindHistogram
-		case f.num == fieldExemplars && f.typ == protowire.BytesType:
-			kind = KindExemplar
-		}
-		if kind < 0 {
-			body = append(body, f.whole...)
-			continue
-		}
-		t, err := pointTime(kind, f.v)
-		if err != nil {
-			return b, rs, 0, body, err
-		}
-		i++
-		if !keep(kind, t, i-1) {
-			dropped++
-			continue
+		if kind := pointKind(f); kind >= 0 {
+			t, err := pointTime(kind, f.v)
+			if err != nil {
+				return b, rs, 0, body, err
+			}
+			if i++; !keep(kind, t, i-1) {
+				dropped++
+				continue
+			}
+			out.count(kind)
 		}
 		body = append(body, f.whole...)
-		switch kind {
-		case KindSample:
-			out.Samples++
-		case KindHistogram:
-			out.Histograms++
-		default:
-			out.Exemplars++
-		}
 	}
 	b, out.Span = appendField(b, fieldLabels, body)
 	return b, out, dropped, body, nil
 }
 
+// pointKind returns the kind of point the TimeSeries field f holds, or -1.
+func pointKind(f field) int {
+	if f.typ == protowire.BytesType {
+		switch f.num {
+		case fieldSamples:
+			return KindSample
+		case fieldHistograms:
+			return KindHistogram
+		case fieldExemplars:
+			return KindExemplar
+		}
+	}
+	return -1
+}
+
+// count counts a point of kind in rs.
+func (rs *RawSeries) count(kind int) {
+	switch kind {
+	case KindSample:
+		rs.Samples++
+	case KindHistogram:
+		rs.Histograms++
+	case KindExemplar:
+		rs.Exemplars++
+	}
+}
+
 // pointTime returns the timestamp of a sample, histogram or exemplar
 // message.
 func pointTime(kind int, msg []byte) (int64, error) {
-	num := protowire.Number(2) // Sample.timestamp
-	switch kind {
-	case KindHistogram:
-		num = fieldHistogramTime
-	case KindExemplar:
-		num = 3
-	}
+	num := [...]protowire.Number{KindSample: 2, KindHistogram: fieldHistogramTime, KindExemplar: 3}[kind]
 	var t int64
 	for f, err := range fields(msg) {
 		if err != nil {
