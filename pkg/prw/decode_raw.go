@@ -87,7 +87,7 @@ func scanV1Series(d *Decoded, ts []byte) (rs RawSeries, ok bool) {
 		return rs, true
 	}
 	var err error
-	if rs.Hash, d.hashBuf, err = HashSeries(ts, d.hashBuf); err != nil {
+	if rs.Hash, d.scratch, err = HashSeries(ts, d.scratch); err != nil {
 		return rs, false
 	}
 	return rs, true

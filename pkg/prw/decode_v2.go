@@ -103,10 +103,7 @@ func (d *Decoded) seriesV2(b []byte, idx int, ts []byte) ([]byte, error) {
 	d.pairs = pairs
 	for j, r := range refs {
 		if !d.symOK[r] {
-			what := "label name "
-			if j%2 == 1 {
-				what = "label value "
-			}
+			what := [2]string{"label name ", "label value "}[j%2]
 			return refuse(invalidUTF8, what+strconv.Quote(string(d.syms[r]))+" is not valid UTF-8")
 		}
 	}
