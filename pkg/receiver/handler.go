@@ -355,18 +355,15 @@ func (h *Handler) putBuf(p *[]byte) {
 	h.bufs.Put(p)
 }
 
-// readBody reads r into buf, reusing its capacity, and returns the body. A
-// known contentLength is read in one go; otherwise buf grows as needed.
+// readBody reads r into buf and returns the body. A known contentLength,
+// which buf has room for (getBuf), is read in one go; otherwise buf grows
+// as needed.
 func readBody(r io.Reader, contentLength int64, buf []byte) ([]byte, error) {
 	if contentLength < 0 {
 		w := bytes.NewBuffer(buf[:0])
 		_, err := w.ReadFrom(r)
 		return w.Bytes(), err
 	}
-	if int64(cap(buf)) < contentLength {
-		buf = make([]byte, contentLength)
-	}
-	buf = buf[:contentLength]
-	n, err := io.ReadFull(r, buf)
+	n, err := io.ReadFull(r, buf[:contentLength])
 	return buf[:n], err
 }
