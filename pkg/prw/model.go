@@ -202,23 +202,14 @@ func (r *Request) Counts() (samples, histograms, exemplars int) {
 // materialized. The bytes are valid during the call only and must not be
 // changed. fn returns false to stop.
 func (r *Request) EachLabel(fn func(series int, name, value []byte) bool) {
-	if r.lazy {
-		for i, rs := range r.Raw.Series {
-			more := true
-			_ = RangeRawLabels(rs.Bytes(r.Raw.Msg), func(name, value []byte) {
-				more = more && fn(i, name, value)
-			})
-			if !more {
-				return
-			}
-		}
-		return
-	}
-	for i := range r.Series {
+	for i := range r.NumSeries() {
 		more := true
-		r.Series[i].Labels.Range(func(l labels.Label) {
-			more = more && fn(i, stringBytes(l.Name), stringBytes(l.Value))
-		})
+		each := func(name, value []byte) { more = more && fn(i, name, value) }
+		if r.lazy {
+			_ = RangeRawLabels(r.Raw.Series[i].Bytes(r.Raw.Msg), each)
+		} else {
+			r.Series[i].Labels.Range(func(l labels.Label) { each(stringBytes(l.Name), stringBytes(l.Value)) })
+		}
 		if !more {
 			return
 		}

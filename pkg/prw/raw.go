@@ -96,22 +96,15 @@ func AppendLabels(b []byte, ls labels.Labels) []byte {
 func appendLabelEntry[S string | []byte](b []byte, name, value S) []byte {
 	if len(name) < 0x80 && len(value) < 0x80 && len(name)+len(value) < 0x80-4 {
 		// Every length one byte: the common case, written directly.
-		n := 0
+		b = append(b, 0x0a, 0)
+		at := len(b)
 		if len(name) > 0 {
-			n += 2 + len(name)
+			b = append(append(b, 0x0a, byte(len(name))), name...)
 		}
 		if len(value) > 0 {
-			n += 2 + len(value)
+			b = append(append(b, 0x12, byte(len(value))), value...)
 		}
-		b = append(b, 0x0a, byte(n))
-		if len(name) > 0 {
-			b = append(b, 0x0a, byte(len(name)))
-			b = append(b, name...)
-		}
-		if len(value) > 0 {
-			b = append(b, 0x12, byte(len(value)))
-			b = append(b, value...)
-		}
+		b[at-1] = byte(len(b) - at)
 		return b
 	}
 	b, at := openField(b, fieldLabels)
