@@ -38,7 +38,6 @@ type Decoded struct {
 	form []byte
 	// Scratch of the decoders, reused from request to request.
 	scratch, ex []byte
-	hashBuf     []byte
 	pairs       []labelPair
 	refs, xrefs []uint32
 	syms        [][]byte

@@ -17,46 +17,6 @@ import (
 // would drop or read differently (unknown fields, a repeated scalar field,
 // a wrong wire type). decodeV1 repairs or refuses the rest.
 
-// scanV1 scans msg into d.raw and reports whether the request can be passed
-// on raw.
-func scanV1(d *Decoded, msg []byte) bool {
-	raw := &d.raw
-	b := msg
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 || typ != protowire.BytesType {
-			return false
-		}
-		v, m := protowire.ConsumeBytes(b[n:])
-		if m < 0 {
-			return false
-		}
-		span := Span{Off: uint32(len(msg) - len(b) + n + m - len(v)), Len: uint32(len(v))}
-		b = b[n+m:]
-		switch num {
-		case 1: // timeseries
-			rs, ok := scanV1Series(d, v)
-			if !ok {
-				return false
-			}
-			rs.Span = span
-			raw.Series = append(raw.Series, rs)
-			raw.Samples += int(rs.Samples)
-			raw.Histograms += int(rs.Histograms)
-			raw.Exemplars += int(rs.Exemplars)
-		case 3: // metadata
-			if !scanV1Metadata(v) {
-				return false
-			}
-			raw.Metadata = append(raw.Metadata, span)
-		default:
-			return false
-		}
-	}
-	raw.Msg = msg
-	return true
-}
-
 // scanV1Series checks one TimeSeries and returns its hash and counts; ok is
 // false if it is not valid in the form as it is.
 //
@@ -97,41 +57,27 @@ func scanV1Series(d *Decoded, ts []byte) (rs RawSeries, ok bool) {
 		return rs, false
 	}
 	direct := true
-	for b := ts[off:]; len(b) > 0; {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 || typ != protowire.BytesType {
+	for f, err := range fields(ts[off:]) {
+		if err != nil || f.typ != protowire.BytesType {
 			return rs, false
 		}
-		v, m := protowire.ConsumeBytes(b[n:])
-		if m < 0 {
-			return rs, false
-		}
-		b = b[n+m:]
-		switch num {
-		case 1: // labels
-			name, value, ok := scanV1Label(v)
-			if !ok || len(name) == 0 || !utf8.Valid(name) || !utf8.Valid(value) || !label(name, value) {
-				return rs, false
-			}
+		ok := false
+		switch f.num {
+		case fieldLabels:
+			name, value, valid := labelSchema.check(f.v)
+			ok = valid && len(name) > 0 && utf8.Valid(name) && utf8.Valid(value) && label(name, value)
 			direct = false
-		case 2: // samples
-			if !scanV1Sample(v) {
-				return rs, false
-			}
-			rs.Samples++
-		case 3: // exemplars
-			if !scanV1Exemplar(v) {
-				return rs, false
-			}
-			rs.Exemplars++
-		case 4: // histograms
-			if !d.checkV1Histogram(v) {
-				return rs, false
-			}
-			rs.Histograms++
-		default:
+		case fieldSamples:
+			ok = scanV1Sample(f.v)
+		case fieldExemplars:
+			_, _, ok = exemplarSchema.check(f.v)
+		case fieldHistograms:
+			ok = d.checkV1Histogram(f.v)
+		}
+		if !ok {
 			return rs, false
 		}
+		rs.count(pointKind(f))
 	}
 	if !hasName || rs.Points() == 0 {
 		return rs, false
@@ -141,23 +87,25 @@ func scanV1Series(d *Decoded, ts []byte) (rs RawSeries, ok bool) {
 		return rs, true
 	}
 	var err error
-	if rs.Hash, d.hashBuf, err = HashSeries(ts, d.hashBuf); err != nil {
+	if rs.Hash, d.scratch, err = HashSeries(ts, d.scratch); err != nil {
 		return rs, false
 	}
 	return rs, true
 }
 
 // schema is what the scan accepts of a message: for each field number
-// (index), whether it may appear, with which wire type, and more than
-// once.
+// (index), whether it may appear, with which wire type, more than once,
+// and with which schema the message it holds is checked.
 type schema [6]struct {
 	ok, repeated bool
 	typ          protowire.Type
+	msg          *schema
 }
 
 var (
+	// labelSchema accepts a Label: its name and value, neither twice.
 	labelSchema    = schema{1: {ok: true, typ: protowire.BytesType}, 2: {ok: true, typ: protowire.BytesType}}
-	exemplarSchema = schema{1: {ok: true, repeated: true, typ: protowire.BytesType},
+	exemplarSchema = schema{1: {ok: true, repeated: true, typ: protowire.BytesType, msg: &labelSchema},
 		2: {ok: true, typ: protowire.Fixed64Type}, 3: {ok: true, typ: protowire.VarintType}}
 	metadataSchema = schema{1: {ok: true, typ: protowire.VarintType}, 2: {ok: true, typ: protowire.BytesType},
 		4: {ok: true, typ: protowire.BytesType}, 5: {ok: true, typ: protowire.BytesType}}
@@ -167,32 +115,27 @@ var (
 // returns the last values of fields 1 and 2 if they are length-delimited.
 func (s *schema) check(b []byte) (f1, f2 []byte, ok bool) {
 	var seen [len(s)]bool
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 || num < 1 || int(num) >= len(s) || !s[num].ok || s[num].typ != typ || (seen[num] && !s[num].repeated) {
+	for f, err := range fields(b) {
+		if err != nil || int(f.num) >= len(s) {
 			return nil, nil, false
 		}
-		seen[num] = true
-		m := protowire.ConsumeFieldValue(num, typ, b[n:])
-		if m < 0 {
+		if e := &s[f.num]; !e.ok || e.typ != f.typ || (seen[f.num] && !e.repeated) {
 			return nil, nil, false
-		}
-		if typ == protowire.BytesType && num <= 2 {
-			v, _ := protowire.ConsumeBytes(b[n:])
-			if num == 1 {
-				f1 = v
-			} else {
-				f2 = v
+		} else if e.msg != nil {
+			if _, _, ok := e.msg.check(f.v); !ok {
+				return nil, nil, false
 			}
 		}
-		b = b[n+m:]
+		seen[f.num] = true
+		switch f.num {
+		case 1:
+			f1 = f.v
+		case 2:
+			f2 = f.v
+		}
 	}
 	return f1, f2, true
 }
-
-// scanV1Label returns a Label's name and value if it has nothing else and
-// neither twice.
-func scanV1Label(b []byte) (name, value []byte, ok bool) { return labelSchema.check(b) }
 
 // scanV1Sample checks a Sample: at most one value (fixed64) and one
 // timestamp (varint). It is sampleSchema.check written out: every sample
@@ -220,32 +163,6 @@ func scanV1Sample(b []byte) bool {
 		}
 	}
 	return true
-}
-
-// scanV1Exemplar checks an Exemplar: labels, at most one value and one
-// timestamp.
-func scanV1Exemplar(b []byte) bool {
-	if _, _, ok := exemplarSchema.check(b); !ok {
-		return false
-	}
-	for len(b) > 0 {
-		f, rest, err := nextField(b)
-		if err != nil {
-			return false
-		}
-		b = rest
-		if _, _, ok := scanV1Label(f.v); f.num == 1 && !ok {
-			return false
-		}
-	}
-	return true
-}
-
-// scanV1Metadata checks a MetricMetadata: at most one of each of type,
-// family name, help and unit.
-func scanV1Metadata(b []byte) bool {
-	_, _, ok := metadataSchema.check(b)
-	return ok
 }
 
 // checkV1Histogram decodes a Histogram with the generated code, as 2.0's

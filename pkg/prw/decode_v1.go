@@ -8,50 +8,64 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 )
 
-// decodeV1 reads a prometheus.WriteRequest into d. A request the scan
-// accepts (scanV1) is in the form as it was sent and is passed on as it
-// is. Any other is read again one message at a time: the series the scan
-// accepts are kept as they are, the others are decoded by the generated
-// code, validated, and written in the form (sorted labels, nothing
-// unknown) or refused; the result is a request of its own.
+// decodeV1 reads a prometheus.WriteRequest into d. A request whose fields
+// the scan accepts (scanV1Series, metadataSchema) is in the form as it was
+// sent and is passed on as it is. From the first field it does not accept
+// the request is one of its own: the form is msg up to that field, then
+// the series the scan accepts as they are and the others decoded by the
+// generated code, validated, and written in the form (sorted labels,
+// nothing unknown) or refused.
 func decodeV1(d *Decoded, msg []byte) error {
-	if scanV1(d, msg) {
-		d.raw.Msg, d.raw.AsSent = msg, true
-		return nil
-	}
 	raw := &d.raw
-	*raw = RawV1{Series: raw.Series[:0], Metadata: raw.Metadata[:0]}
-	b := d.form[:0]
-	idx := 0
-	for rest := msg; len(rest) > 0; {
-		f, r, err := nextField(rest)
+	var b []byte // the form, once it is not msg
+	asSent, off := true, 0
+	for f, err := range fields(msg) {
 		if err != nil {
 			return err
 		}
-		rest = r
 		if (f.num == 1 || f.num == 3) && f.typ != protowire.BytesType {
 			return fmt.Errorf("wrong wire type %d for field %d", f.typ, f.num)
 		}
+		var rs RawSeries
+		ok := false // whether f is in the form as it is
 		switch f.num {
 		case 1: // timeseries
-			if rs, ok := scanV1Series(d, f.v); ok {
-				b, rs.Span = appendField(b, fieldLabels, f.v)
-				raw.Append(rs)
-			} else if b, err = d.repairV1(b, idx, f.v); err != nil {
+			rs, ok = scanV1Series(d, f.v)
+		case 3: // metadata
+			if _, _, ok = metadataSchema.check(f.v); !ok {
+				var md prompb.MetricMetadata
+				if err := md.Unmarshal(f.v); err != nil {
+					return fmt.Errorf("metadata %d: %w", len(raw.Metadata), err)
+				}
+			}
+		}
+		if asSent && !ok {
+			// What precedes f is in the form as it is, spans included.
+			asSent, b = false, append(d.form[:0], msg[:off]...)
+		}
+		sp := Span{Off: uint32(off + len(f.whole) - len(f.v)), Len: uint32(len(f.v))}
+		off += len(f.whole)
+		if !asSent && (ok || f.num == 3) {
+			b, sp = appendField(b, f.num, f.v)
+		}
+		switch {
+		case f.num == 3:
+			raw.Metadata = append(raw.Metadata, sp)
+		case f.num == 1 && ok:
+			rs.Span = sp
+			raw.Append(rs)
+		case f.num == 1:
+			idx := len(raw.Series) + d.Invalid.Count // the series before f
+			if b, err = d.repairV1(b, idx, f.v); err != nil {
 				return fmt.Errorf("timeseries %d: %w", idx, err)
 			}
-			idx++
-		case 3: // metadata
-			var md prompb.MetricMetadata
-			if err := md.Unmarshal(f.v); err != nil {
-				return fmt.Errorf("metadata %d: %w", len(raw.Metadata), err)
-			}
-			var sp Span
-			b, sp = appendField(b, 3, f.v)
-			raw.Metadata = append(raw.Metadata, sp)
 		}
 	}
-	raw.Msg, d.form = b, b
+	if asSent {
+		raw.Msg, raw.AsSent = msg, true
+	} else {
+		raw.Msg, d.form = b, b
+	}
 	return nil
 }
 
@@ -65,37 +79,30 @@ func (d *Decoded) repairV1(b []byte, idx int, ts []byte) ([]byte, error) {
 		return b, err
 	}
 	var sb labels.ScratchBuilder
-	v1Labels := func(in []prompb.Label) labels.Labels {
-		sb.Reset()
-		for _, l := range in {
-			sb.Add(l.Name, l.Value)
-		}
-		sb.Sort()
-		return sb.Labels()
-	}
-	s := Series{Labels: v1Labels(m.Labels)}
-	if reason, detail, ok := ValidateLabels(s.Labels, true); !ok {
+	s := Series{Labels: m.ToLabels(&sb, nil)}
+	refuse := func(reason InvalidReason, detail string) ([]byte, error) {
 		d.Invalid.add(reason, idx, len(ts), s.Labels, detail)
 		return b, nil
+	}
+	if reason, detail, ok := ValidateLabels(s.Labels, true); !ok {
+		return refuse(reason, detail)
 	}
 	// Prometheus 1.0 senders put exemplars in series of their own, with
 	// no samples: those are valid.
 	if len(m.Samples) == 0 && len(m.Histograms) == 0 && len(m.Exemplars) == 0 {
-		d.Invalid.add(invalidNoSamples, idx, len(ts), s.Labels, "no samples, histograms or exemplars")
-		return b, nil
+		return refuse(invalidNoSamples, "no samples, histograms or exemplars")
 	}
 	for _, h := range m.Histograms {
 		s.Histograms = append(s.Histograms, HistogramFromV1(h))
 		if msg := ValidateHistogram(&s.Histograms[len(s.Histograms)-1]); msg != "" {
-			d.Invalid.add(invalidHistogram, idx, len(ts), s.Labels, fmt.Sprintf("histogram at %d: %s", h.Timestamp, msg))
-			return b, nil
+			return refuse(invalidHistogram, fmt.Sprintf("histogram at %d: %s", h.Timestamp, msg))
 		}
 	}
 	for _, x := range m.Samples {
 		s.Samples = append(s.Samples, Sample{Value: x.Value, Timestamp: x.Timestamp})
 	}
 	for _, e := range m.Exemplars {
-		s.Exemplars = append(s.Exemplars, Exemplar{Labels: v1Labels(e.Labels), Value: e.Value, Timestamp: e.Timestamp})
+		s.Exemplars = append(s.Exemplars, Exemplar{Labels: e.ToExemplar(&sb, nil).Labels, Value: e.Value, Timestamp: e.Timestamp})
 	}
 	var rs RawSeries
 	b, rs, d.scratch = AppendSeries(b, &s, d.scratch)

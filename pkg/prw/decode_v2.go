@@ -17,12 +17,10 @@ import (
 // with protowire and allocates nothing once its buffers have grown.
 func decodeV2(d *Decoded, msg []byte) error {
 	syms, series := d.syms[:0], d.series[:0]
-	for rest := msg; len(rest) > 0; {
-		f, r, err := nextField(rest)
+	for f, err := range fields(msg) {
 		if err != nil {
 			return err
 		}
-		rest = r
 		if (f.num == 4 || f.num == 5) && f.typ != protowire.BytesType {
 			return fmt.Errorf("wrong wire type %d for field %d", f.typ, f.num)
 		}
@@ -39,8 +37,6 @@ func decodeV2(d *Decoded, msg []byte) error {
 	for _, s := range syms {
 		d.symOK = append(d.symOK, utf8.Valid(s))
 	}
-	raw := &d.raw
-	*raw = RawV1{Series: raw.Series[:0], Metadata: raw.Metadata[:0]}
 	b := d.form[:0]
 	for i, ts := range series {
 		var err error
@@ -48,7 +44,7 @@ func decodeV2(d *Decoded, msg []byte) error {
 			return fmt.Errorf("timeseries %d: %w", i, err)
 		}
 	}
-	raw.Msg, d.form = b, b
+	d.raw.Msg, d.form = b, b
 	return nil
 }
 
@@ -63,16 +59,15 @@ type metadataV2 struct {
 // TimeSeries message.
 func (d *Decoded) seriesV2(b []byte, idx int, ts []byte) ([]byte, error) {
 	refs := d.refs[:0]
+	d.pairs = d.pairs[:0] // the labels of a series refused, once they are read
 	for i := range d.points {
 		d.points[i] = d.points[i][:0]
 	}
 	var md metadataV2
-	for rest := ts; len(rest) > 0; {
-		f, r, err := nextField(rest)
+	for f, err := range fields(ts) {
 		if err != nil {
 			return b, err
 		}
-		rest = r
 		switch {
 		case f.num == 1:
 			if refs, err = readRefs(refs, f); err != nil {
@@ -91,16 +86,12 @@ func (d *Decoded) seriesV2(b []byte, idx int, ts []byte) ([]byte, error) {
 	d.refs = refs
 	samples, histograms, exemplars := d.points[0], d.points[1], d.points[2]
 	nsyms := len(d.syms)
-	refuse := func(reason InvalidReason, detail string, withLabels bool) ([]byte, error) {
-		ls := pairsLabels(nil)
-		if withLabels {
-			ls = pairsLabels(d.pairs)
-		}
-		d.Invalid.add(reason, idx, len(ts), ls, detail)
+	refuse := func(reason InvalidReason, detail string) ([]byte, error) {
+		d.Invalid.add(reason, idx, len(ts), pairsLabels(d.pairs), detail)
 		return b, nil
 	}
 	if !refsValid(refs, nsyms) {
-		return refuse(invalidLabelRefs, fmt.Sprintf("%d label refs, odd or outside the %d symbols", len(refs), nsyms), false)
+		return refuse(invalidLabelRefs, fmt.Sprintf("%d label refs, odd or outside the %d symbols", len(refs), nsyms))
 	}
 	pairs := d.pairs[:0]
 	for j := 0; j < len(refs); j += 2 {
@@ -112,18 +103,15 @@ func (d *Decoded) seriesV2(b []byte, idx int, ts []byte) ([]byte, error) {
 	d.pairs = pairs
 	for j, r := range refs {
 		if !d.symOK[r] {
-			what := "label name "
-			if j%2 == 1 {
-				what = "label value "
-			}
-			return refuse(invalidUTF8, what+strconv.Quote(string(d.syms[r]))+" is not valid UTF-8", true)
+			what := [2]string{"label name ", "label value "}[j%2]
+			return refuse(invalidUTF8, what+strconv.Quote(string(d.syms[r]))+" is not valid UTF-8")
 		}
 	}
 	if reason, detail, ok := validatePairs(pairs, false); !ok {
-		return refuse(reason, detail, true)
+		return refuse(reason, detail)
 	}
 	if md.help >= uint64(nsyms) || md.unit >= uint64(nsyms) {
-		return refuse(invalidMetadataRefs, fmt.Sprintf("metadata help ref %d or unit ref %d outside the %d symbols", md.help, md.unit, nsyms), true)
+		return refuse(invalidMetadataRefs, fmt.Sprintf("metadata help ref %d or unit ref %d outside the %d symbols", md.help, md.unit, nsyms))
 	}
 	for j, ex := range exemplars {
 		xrefs, err := exemplarRefs(d.xrefs[:0], ex)
@@ -132,7 +120,7 @@ func (d *Decoded) seriesV2(b []byte, idx int, ts []byte) ([]byte, error) {
 		}
 		d.xrefs = xrefs
 		if !refsValid(xrefs, nsyms) {
-			return refuse(invalidExemplarLabelRefs, fmt.Sprintf("exemplar %d: %d label refs, odd or outside the %d symbols", j, len(xrefs), nsyms), true)
+			return refuse(invalidExemplarLabelRefs, fmt.Sprintf("exemplar %d: %d label refs, odd or outside the %d symbols", j, len(xrefs), nsyms))
 		}
 	}
 	// The 2.0 specification's draft after rc.4 allows series with only
@@ -141,7 +129,7 @@ func (d *Decoded) seriesV2(b []byte, idx int, ts []byte) ([]byte, error) {
 	// one of samples, histograms, exemplars or metadata.
 	hasMeta := md.typ != 0 || len(d.syms[md.help]) > 0 || len(d.syms[md.unit]) > 0
 	if len(samples) == 0 && len(histograms) == 0 && len(exemplars) == 0 && !hasMeta {
-		return refuse(invalidNoSamples, "no samples, histograms, exemplars or metadata", true)
+		return refuse(invalidNoSamples, "no samples, histograms, exemplars or metadata")
 	}
 	rs := RawSeries{Samples: uint32(len(samples)), Histograms: uint32(len(histograms)), Exemplars: uint32(len(exemplars))}
 	for _, h := range histograms {
@@ -150,7 +138,7 @@ func (d *Decoded) seriesV2(b []byte, idx int, ts []byte) ([]byte, error) {
 			return b, fmt.Errorf("histogram: %w", err)
 		}
 		if msg := ValidateHistogram(&d.hist); msg != "" {
-			return refuse(invalidHistogram, fmt.Sprintf("histogram at %d: %s", d.hist.Timestamp, msg), true)
+			return refuse(invalidHistogram, fmt.Sprintf("histogram at %d: %s", d.hist.Timestamp, msg))
 		}
 		rs.Ext = rs.Ext || d.hist.StartTimestamp != 0
 	}
@@ -176,12 +164,7 @@ func (d *Decoded) seriesV2(b []byte, idx int, ts []byte) ([]byte, error) {
 		body, _ = appendField(body, fieldHistograms, h)
 	}
 	if hasMeta {
-		n := varintLen(fieldMetadataType, int64(md.typ)) + stringLen(fieldMetadataHelp, d.syms[md.help]) + stringLen(fieldMetadataUnit, d.syms[md.unit])
-		body = protowire.AppendTag(body, fieldMetadata, protowire.BytesType)
-		body = protowire.AppendVarint(body, uint64(n))
-		body = appendVarintField(body, fieldMetadataType, int64(md.typ))
-		body = appendStringField(body, fieldMetadataHelp, d.syms[md.help])
-		body = appendStringField(body, fieldMetadataUnit, d.syms[md.unit])
+		body = appendMetadataField(body, int64(md.typ), d.syms[md.help], d.syms[md.unit])
 		rs.Ext = true
 	}
 	d.scratch = body
@@ -214,12 +197,10 @@ func readRefs(refs []uint32, f field) ([]uint32, error) {
 // readMetadataV2 reads a 2.0 Metadata message into md; repeated
 // occurrences merge, as protobuf has it.
 func readMetadataV2(msg []byte, md *metadataV2) error {
-	for len(msg) > 0 {
-		f, rest, err := nextField(msg)
+	for f, err := range fields(msg) {
 		if err != nil {
 			return err
 		}
-		msg = rest
 		if f.num != 1 && f.num != 3 && f.num != 4 {
 			continue
 		}
@@ -241,12 +222,10 @@ func readMetadataV2(msg []byte, md *metadataV2) error {
 // exemplarRefs appends the label references of a 2.0 Exemplar message and
 // checks its value and timestamp fields.
 func exemplarRefs(refs []uint32, msg []byte) ([]uint32, error) {
-	for len(msg) > 0 {
-		f, rest, err := nextField(msg)
+	for f, err := range fields(msg) {
 		if err != nil {
 			return refs, err
 		}
-		msg = rest
 		switch {
 		case f.num == 1:
 			if refs, err = readRefs(refs, f); err != nil {
@@ -262,12 +241,10 @@ func exemplarRefs(refs []uint32, msg []byte) ([]uint32, error) {
 // checkSampleV2 checks the fields of a 2.0 Sample and reports whether it
 // has a start timestamp.
 func checkSampleV2(msg []byte) (start bool, err error) {
-	for len(msg) > 0 {
-		f, rest, err := nextField(msg)
+	for f, err := range fields(msg) {
 		if err != nil {
 			return false, err
 		}
-		msg = rest
 		switch {
 		case f.num == 1 && f.typ != protowire.Fixed64Type, (f.num == 2 || f.num == 3) && f.typ != protowire.VarintType:
 			return false, fmt.Errorf("sample: wrong wire type %d for field %d", f.typ, f.num)
@@ -293,9 +270,7 @@ func (d *Decoded) appendExemplar(b, msg []byte) []byte {
 	for _, p := range pairs {
 		ex = appendLabelEntry(ex, p.name, p.value)
 	}
-	for m := msg; len(m) > 0; {
-		f, rest, _ := nextField(m)
-		m = rest
+	for f := range fields(msg) {
 		if f.num != 1 {
 			ex = append(ex, f.whole...)
 		}

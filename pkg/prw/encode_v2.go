@@ -64,9 +64,8 @@ func (e *V2Encoder) Add(ts []byte, withMeta bool) (metadata bool, err error) {
 	}
 	e.lrefs = refs
 	body := appendRefs(e.body[:0], 1, refs)
-	for rest := ts; len(rest) > 0; {
-		var f field
-		if f, rest, err = nextField(rest); err != nil {
+	for f, err := range fields(ts) {
+		if err != nil {
 			return false, err
 		}
 		if f.typ != protowire.BytesType {
@@ -85,28 +84,14 @@ func (e *V2Encoder) Add(ts []byte, withMeta bool) (metadata bool, err error) {
 			if !withMeta {
 				continue
 			}
-			var typ int64
-			var help, unit uint32
-			for m := f.v; len(m) > 0; {
-				var g field
-				if g, m, err = nextField(m); err != nil {
-					return false, err
-				}
-				switch {
-				case g.num == fieldMetadataType && g.typ == protowire.VarintType:
-					typ = int64(g.u)
-				case g.num == fieldMetadataHelp && g.typ == protowire.BytesType:
-					help = e.ref(g.v)
-				case g.num == fieldMetadataUnit && g.typ == protowire.BytesType:
-					unit = e.ref(g.v)
-				}
+			typ, help, unit, err := readMetadata(f.v)
+			if err != nil {
+				return false, err
 			}
-			n := varintLen(1, typ) + varintLen(3, int64(help)) + varintLen(4, int64(unit))
-			body = protowire.AppendTag(body, 5, protowire.BytesType)
-			body = protowire.AppendVarint(body, uint64(n))
-			body = appendVarintField(body, 1, typ)
-			body = appendVarintField(body, 3, int64(help))
-			body = appendVarintField(body, 4, int64(unit))
+			var at int
+			body, at = openField(body, 5)
+			body = appendVarintField(appendVarintField(body, 1, int64(typ)), 3, int64(e.ref(help)))
+			body = closeField(appendVarintField(body, 4, int64(e.ref(unit))), at)
 			metadata = true
 		}
 	}
@@ -120,14 +105,12 @@ func (e *V2Encoder) Add(ts []byte, withMeta bool) (metadata bool, err error) {
 func (e *V2Encoder) appendExemplar(b, msg []byte) ([]byte, error) {
 	refs := e.xrefs[:0]
 	rest := e.ex[:0]
-	for m := msg; len(m) > 0; {
-		f, r, err := nextField(m)
+	for f, err := range fields(msg) {
 		if err != nil {
 			return b, err
 		}
-		m = r
 		if f.num == 1 && f.typ == protowire.BytesType {
-			name, value, ok := scanV1Label(f.v)
+			name, value, ok := labelSchema.check(f.v)
 			if !ok {
 				return b, ErrMalformed
 			}
@@ -137,22 +120,8 @@ func (e *V2Encoder) appendExemplar(b, msg []byte) ([]byte, error) {
 		rest = append(rest, f.whole...)
 	}
 	e.xrefs, e.ex = refs, rest
-	n := refsLen(1, refs) + len(rest)
-	b = protowire.AppendTag(b, 4, protowire.BytesType)
-	b = protowire.AppendVarint(b, uint64(n))
-	b = appendRefs(b, 1, refs)
-	return append(b, rest...), nil
-}
-
-func refsLen(num protowire.Number, refs []uint32) int {
-	if len(refs) == 0 {
-		return 0
-	}
-	n := 0
-	for _, r := range refs {
-		n += protowire.SizeVarint(uint64(r))
-	}
-	return protowire.SizeTag(num) + protowire.SizeBytes(n)
+	b, at := openField(b, 4)
+	return closeField(append(appendRefs(b, 1, refs), rest...), at), nil
 }
 
 // appendRefs appends refs as a packed repeated uint32 field.
@@ -160,16 +129,11 @@ func appendRefs(b []byte, num protowire.Number, refs []uint32) []byte {
 	if len(refs) == 0 {
 		return b
 	}
-	n := 0
-	for _, r := range refs {
-		n += protowire.SizeVarint(uint64(r))
-	}
-	b = protowire.AppendTag(b, num, protowire.BytesType)
-	b = protowire.AppendVarint(b, uint64(n))
+	b, at := openField(b, num)
 	for _, r := range refs {
 		b = protowire.AppendVarint(b, uint64(r))
 	}
-	return b
+	return closeField(b, at)
 }
 
 // AppendRequest appends the io.prometheus.write.v2.Request of the series

@@ -137,9 +137,8 @@ func readSeries(ts []byte, sb *labels.ScratchBuilder) (s Series, err error) {
 	if s.Metadata, _, err = SeriesMetadata(ts); err != nil {
 		return s, err
 	}
-	for len(ts) > 0 {
-		var f field
-		if f, ts, err = nextField(ts); err != nil {
+	for f, err := range fields(ts) {
+		if err != nil {
 			return s, err
 		}
 		switch f.num {
@@ -154,12 +153,7 @@ func readSeries(ts []byte, sb *labels.ScratchBuilder) (s Series, err error) {
 		case fieldExemplars:
 			var e prompb.Exemplar
 			err = e.Unmarshal(f.v)
-			sb.Reset()
-			for _, l := range e.Labels {
-				sb.Add(l.Name, l.Value)
-			}
-			sb.Sort()
-			s.Exemplars = append(s.Exemplars, Exemplar{Labels: sb.Labels(), Value: e.Value, Timestamp: e.Timestamp})
+			s.Exemplars = append(s.Exemplars, Exemplar{Labels: e.ToExemplar(sb, nil).Labels, Value: e.Value, Timestamp: e.Timestamp})
 		}
 		if err != nil {
 			return s, err
@@ -208,23 +202,14 @@ func (r *Request) Counts() (samples, histograms, exemplars int) {
 // materialized. The bytes are valid during the call only and must not be
 // changed. fn returns false to stop.
 func (r *Request) EachLabel(fn func(series int, name, value []byte) bool) {
-	if r.lazy {
-		for i, rs := range r.Raw.Series {
-			more := true
-			_ = RangeRawLabels(rs.Bytes(r.Raw.Msg), func(name, value []byte) {
-				more = more && fn(i, name, value)
-			})
-			if !more {
-				return
-			}
-		}
-		return
-	}
-	for i := range r.Series {
+	for i := range r.NumSeries() {
 		more := true
-		r.Series[i].Labels.Range(func(l labels.Label) {
-			more = more && fn(i, stringBytes(l.Name), stringBytes(l.Value))
-		})
+		each := func(name, value []byte) { more = more && fn(i, name, value) }
+		if r.lazy {
+			_ = RangeRawLabels(r.Raw.Series[i].Bytes(r.Raw.Msg), each)
+		} else {
+			r.Series[i].Labels.Range(func(l labels.Label) { each(stringBytes(l.Name), stringBytes(l.Value)) })
+		}
 		if !more {
 			return
 		}

@@ -17,22 +17,6 @@ const (
 	MessageV2 = "io.prometheus.write.v2.Request"
 )
 
-// String returns the protobuf message name of p.
-func (p Protocol) String() string {
-	if p == ProtoV2 {
-		return MessageV2
-	}
-	return MessageV1
-}
-
-// Label returns the short form used as a metric label value: "1.0" or "2.0".
-func (p Protocol) Label() string {
-	if p == ProtoV2 {
-		return "2.0"
-	}
-	return "1.0"
-}
-
 // HTTP headers and content types of remote write, for both sides of it.
 const (
 	// ContentTypeV1 and ContentTypeV2 are the Content-Type of a request in
@@ -52,18 +36,25 @@ const (
 	HeaderExemplarsWritten  = "X-Prometheus-Remote-Write-Exemplars-Written"
 )
 
-// ContentType returns the Content-Type of a request in p.
-func (p Protocol) ContentType() string {
+type protocolNames struct{ message, label, contentType, version string }
+
+// names returns the names of p. Any Protocol but ProtoV2 (one read from
+// disk, say) is 1.0.
+func (p Protocol) names() protocolNames {
 	if p == ProtoV2 {
-		return ContentTypeV2
+		return protocolNames{MessageV2, "2.0", ContentTypeV2, VersionV2}
 	}
-	return ContentTypeV1
+	return protocolNames{MessageV1, "1.0", ContentTypeV1, VersionV1}
 }
 
+// String returns the protobuf message name of p.
+func (p Protocol) String() string { return p.names().message }
+
+// Label returns the short form used as a metric label value: "1.0" or "2.0".
+func (p Protocol) Label() string { return p.names().label }
+
+// ContentType returns the Content-Type of a request in p.
+func (p Protocol) ContentType() string { return p.names().contentType }
+
 // Version returns the HeaderVersion value of a request in p.
-func (p Protocol) Version() string {
-	if p == ProtoV2 {
-		return VersionV2
-	}
-	return VersionV1
-}
+func (p Protocol) Version() string { return p.names().version }

@@ -96,44 +96,19 @@ func AppendLabels(b []byte, ls labels.Labels) []byte {
 func appendLabelEntry[S string | []byte](b []byte, name, value S) []byte {
 	if len(name) < 0x80 && len(value) < 0x80 && len(name)+len(value) < 0x80-4 {
 		// Every length one byte: the common case, written directly.
-		n := 0
+		b = append(b, 0x0a, 0)
+		at := len(b)
 		if len(name) > 0 {
-			n += 2 + len(name)
+			b = append(append(b, 0x0a, byte(len(name))), name...)
 		}
 		if len(value) > 0 {
-			n += 2 + len(value)
+			b = append(append(b, 0x12, byte(len(value))), value...)
 		}
-		b = append(b, 0x0a, byte(n))
-		if len(name) > 0 {
-			b = append(b, 0x0a, byte(len(name)))
-			b = append(b, name...)
-		}
-		if len(value) > 0 {
-			b = append(b, 0x12, byte(len(value)))
-			b = append(b, value...)
-		}
+		b[at-1] = byte(len(b) - at)
 		return b
 	}
-	n := 0
-	if len(name) > 0 {
-		n += 1 + protowire.SizeVarint(uint64(len(name))) + len(name)
-	}
-	if len(value) > 0 {
-		n += 1 + protowire.SizeVarint(uint64(len(value))) + len(value)
-	}
-	b = append(b, 0x0a)
-	b = protowire.AppendVarint(b, uint64(n))
-	if len(name) > 0 {
-		b = append(b, 0x0a)
-		b = protowire.AppendVarint(b, uint64(len(name)))
-		b = append(b, name...)
-	}
-	if len(value) > 0 {
-		b = append(b, 0x12)
-		b = protowire.AppendVarint(b, uint64(len(value)))
-		b = append(b, value...)
-	}
-	return b
+	b, at := openField(b, fieldLabels)
+	return closeField(appendStringField(appendStringField(b, 1, name), 2, value), at)
 }
 
 // SmallLabel reads a TimeSeries labels field at the start of b if it is
@@ -169,21 +144,11 @@ var ErrRawSeries = errors.New("malformed 1.0 time series")
 // the TimeSeries ts, which was validated before (a series in the form).
 func SeriesPoints(ts []byte) (RawSeries, error) {
 	var rs RawSeries
-	for len(ts) > 0 {
-		f, rest, err := nextField(ts)
+	for f, err := range fields(ts) {
 		if err != nil {
 			return rs, ErrRawSeries
 		}
-		ts = rest
-		switch {
-		case f.typ != protowire.BytesType:
-		case f.num == fieldSamples:
-			rs.Samples++
-		case f.num == fieldExemplars:
-			rs.Exemplars++
-		case f.num == fieldHistograms:
-			rs.Histograms++
-		}
+		rs.count(pointKind(f))
 	}
 	return rs, nil
 }
@@ -206,7 +171,7 @@ func RangeRawLabels(ts []byte, fn func(name, value []byte)) error {
 		if f.num != fieldLabels || f.typ != protowire.BytesType {
 			continue
 		}
-		name, value, ok := scanV1Label(f.v)
+		name, value, ok := labelSchema.check(f.v)
 		if !ok {
 			return ErrRawSeries
 		}

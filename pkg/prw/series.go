@@ -3,6 +3,7 @@ package prw
 import (
 	"encoding/binary"
 	"errors"
+	"iter"
 	"math"
 
 	"github.com/prometheus/prometheus/model/labels"
@@ -57,16 +58,17 @@ func AppendSeries(b []byte, s *Series, scratch []byte) ([]byte, RawSeries, []byt
 	body := AppendLabels(scratch[:0], s.Labels)
 	rs := RawSeries{Hash: hashCanonical(body)}
 	for _, x := range s.Samples {
-		body = appendSample(body, x.Value, x.Timestamp, x.StartTimestamp)
+		var at int
+		body, at = openField(body, fieldSamples)
+		body = appendVarintField(appendFloat(body, 1, x.Value), 2, x.Timestamp)
+		body = closeField(appendVarintField(body, fieldSampleStart, x.StartTimestamp), at)
 		rs.Ext = rs.Ext || x.StartTimestamp != 0
 	}
 	for _, e := range s.Exemplars {
-		n := labelsLen(e.Labels) + floatLen(e.Value) + varintLen(fieldExemplars, e.Timestamp)
-		body = protowire.AppendTag(body, fieldExemplars, protowire.BytesType)
-		body = protowire.AppendVarint(body, uint64(n))
-		body = AppendLabels(body, e.Labels)
-		body = appendFloat(body, 2, e.Value)
-		body = appendVarintField(body, 3, e.Timestamp)
+		var at int
+		body, at = openField(body, fieldExemplars)
+		body = appendFloat(AppendLabels(body, e.Labels), 2, e.Value)
+		body = closeField(appendVarintField(body, 3, e.Timestamp), at)
 	}
 	for i := range s.Histograms {
 		h := &s.Histograms[i]
@@ -78,35 +80,17 @@ func AppendSeries(b []byte, s *Series, scratch []byte) ([]byte, RawSeries, []byt
 		_, _ = h.MarshalToSizedBuffer(body[len(body)-n:])
 		rs.Ext = rs.Ext || h.StartTimestamp != 0
 	}
-	if !s.Metadata.Empty() {
-		body = appendMetadataField(body, s.Metadata)
+	if md := s.Metadata; !md.Empty() {
+		body = appendMetadataField(body, int64(md.Type), md.Help, md.Unit)
 		rs.Ext = true
 	}
 	rs.Samples, rs.Exemplars, rs.Histograms = uint32(len(s.Samples)), uint32(len(s.Exemplars)), uint32(len(s.Histograms))
-	b = protowire.AppendTag(b, fieldLabels, protowire.BytesType)
-	b = protowire.AppendVarint(b, uint64(len(body)))
-	rs.Span = Span{Off: uint32(len(b)), Len: uint32(len(body))}
-	return append(b, body...), rs, body
+	b, rs.Span = appendField(b, fieldLabels, body)
+	return b, rs, body
 }
 
-// appendSample appends a Sample field: the value unless its bits are 0
-// (so -0 stays -0), the timestamp and start timestamp unless 0.
-func appendSample(b []byte, v float64, t, start int64) []byte {
-	n := floatLen(v) + varintLen(2, t) + varintLen(fieldSampleStart, start)
-	b = protowire.AppendTag(b, fieldSamples, protowire.BytesType)
-	b = protowire.AppendVarint(b, uint64(n))
-	b = appendFloat(b, 1, v)
-	b = appendVarintField(b, 2, t)
-	return appendVarintField(b, fieldSampleStart, start)
-}
-
-func floatLen(v float64) int {
-	if math.Float64bits(v) == 0 {
-		return 0
-	}
-	return 9
-}
-
+// appendFloat appends a double field unless the bits of v are 0: -0 is
+// written, as the generated code does.
 func appendFloat(b []byte, num protowire.Number, v float64) []byte {
 	if math.Float64bits(v) == 0 {
 		return b
@@ -115,26 +99,14 @@ func appendFloat(b []byte, num protowire.Number, v float64) []byte {
 	return binary.LittleEndian.AppendUint64(b, math.Float64bits(v))
 }
 
-func varintLen(num protowire.Number, v int64) int {
-	if v == 0 {
-		return 0
-	}
-	return protowire.SizeTag(num) + protowire.SizeVarint(uint64(v))
-}
-
+// appendVarintField and appendStringField append a field unless it is 0
+// or empty, as the generated code does.
 func appendVarintField(b []byte, num protowire.Number, v int64) []byte {
 	if v == 0 {
 		return b
 	}
 	b = protowire.AppendTag(b, num, protowire.VarintType)
 	return protowire.AppendVarint(b, uint64(v))
-}
-
-func stringLen[S string | []byte](num protowire.Number, s S) int {
-	if len(s) == 0 {
-		return 0
-	}
-	return protowire.SizeTag(num) + protowire.SizeBytes(len(s))
 }
 
 func appendStringField[S string | []byte](b []byte, num protowire.Number, s S) []byte {
@@ -146,29 +118,11 @@ func appendStringField[S string | []byte](b []byte, num protowire.Number, s S) [
 	return append(b, s...)
 }
 
-func appendMetadataField(b []byte, m Metadata) []byte {
-	n := varintLen(fieldMetadataType, int64(m.Type)) + stringLen(fieldMetadataHelp, m.Help) + stringLen(fieldMetadataUnit, m.Unit)
-	b = protowire.AppendTag(b, fieldMetadata, protowire.BytesType)
-	b = protowire.AppendVarint(b, uint64(n))
-	b = appendVarintField(b, fieldMetadataType, int64(m.Type))
-	b = appendStringField(b, fieldMetadataHelp, m.Help)
-	return appendStringField(b, fieldMetadataUnit, m.Unit)
-}
-
-// labelsLen is the size of AppendLabels(nil, ls).
-func labelsLen(ls labels.Labels) int {
-	n := 0
-	ls.Range(func(l labels.Label) {
-		inner := 0
-		if len(l.Name) > 0 {
-			inner += protowire.SizeTag(1) + protowire.SizeBytes(len(l.Name))
-		}
-		if len(l.Value) > 0 {
-			inner += protowire.SizeTag(2) + protowire.SizeBytes(len(l.Value))
-		}
-		n += protowire.SizeTag(1) + protowire.SizeBytes(inner)
-	})
-	return n
+// appendMetadataField appends the form's metadata extension field.
+func appendMetadataField[S string | []byte](b []byte, typ int64, help, unit S) []byte {
+	b, at := openField(b, fieldMetadata)
+	b = appendStringField(appendVarintField(b, fieldMetadataType, typ), fieldMetadataHelp, help)
+	return closeField(appendStringField(b, fieldMetadataUnit, unit), at)
 }
 
 // field is one field of a message: its number, wire type, value (for a
@@ -207,12 +161,26 @@ func nextField(b []byte) (f field, rest []byte, err error) {
 	return f, b[n+m:], nil
 }
 
+// fields iterates over the fields of msg. A malformed field is yielded with
+// ErrMalformed and ends the walk. It is inlined into its loops: walking a
+// message this way allocates nothing.
+func fields(msg []byte) iter.Seq2[field, error] {
+	return func(yield func(field, error) bool) {
+		for len(msg) > 0 {
+			f, rest, err := nextField(msg)
+			if !yield(f, err) || err != nil {
+				return
+			}
+			msg = rest
+		}
+	}
+}
+
 // SeriesMetadata returns the metadata the series ts carries in the form's
 // extension field, if any.
 func SeriesMetadata(ts []byte) (md Metadata, ok bool, err error) {
-	for b := ts; len(b) > 0; {
-		var f field
-		if f, b, err = nextField(b); err != nil {
+	for f, err := range fields(ts) {
+		if err != nil {
 			return md, false, err
 		}
 		if f.num == fieldMetadata && f.typ == protowire.BytesType {
@@ -230,12 +198,33 @@ func WithMetadata(b, ts []byte, md Metadata) ([]byte, Span, error) {
 		b, sp := appendField(b, fieldLabels, ts)
 		return b, sp, err
 	}
-	n := len(ts) + 1 + protowire.SizeBytes(varintLen(fieldMetadataType, int64(md.Type))+stringLen(fieldMetadataHelp, md.Help)+stringLen(fieldMetadataUnit, md.Unit))
-	b = protowire.AppendTag(b, 1, protowire.BytesType)
-	b = protowire.AppendVarint(b, uint64(n))
-	sp := Span{Off: uint32(len(b)), Len: uint32(n)}
-	b = append(b, ts...)
-	return appendMetadataField(b, md), sp, nil
+	b, at := openField(b, fieldLabels)
+	b = appendMetadataField(append(b, ts...), int64(md.Type), md.Help, md.Unit)
+	n := len(b) - at
+	b = closeField(b, at)
+	return b, Span{Off: uint32(len(b) - n), Len: uint32(n)}, nil
+}
+
+// openField appends the tag of the length-delimited field num and a byte
+// for its length, and returns where its message is to start: messages are
+// written first and measured after, by closeField.
+func openField(b []byte, num protowire.Number) ([]byte, int) {
+	b = protowire.AppendTag(b, num, protowire.BytesType)
+	return append(b, 0), len(b) + 1
+}
+
+// closeField writes the length of the message that starts at at, which
+// openField returned. A message of 128 bytes or more is moved to make room
+// for its longer length.
+func closeField(b []byte, at int) []byte {
+	n := len(b) - at
+	size := protowire.SizeVarint(uint64(n))
+	if size > 1 {
+		b = append(b, make([]byte, size-1)...)
+		copy(b[at+size-1:], b[at:at+n])
+	}
+	protowire.AppendVarint(b[:at-1], uint64(n))
+	return b
 }
 
 // appendField appends msg as field num and returns its span in b.
@@ -261,9 +250,8 @@ func AppendV1(b, ts, scratch []byte) (out, md, scratch2 []byte, err error) {
 		off += n
 	}
 	body := append(scratch[:0], ts[:off]...)
-	for rest := ts[off:]; len(rest) > 0; {
-		var f field
-		if f, rest, err = nextField(rest); err != nil {
+	for f, err := range fields(ts[off:]) {
+		if err != nil {
 			return b, nil, body, err
 		}
 		switch {
@@ -283,73 +271,50 @@ func AppendV1(b, ts, scratch []byte) (out, md, scratch2 []byte, err error) {
 
 // ReadMetadata reads the value of a series' metadata extension.
 func ReadMetadata(m []byte) Metadata {
-	var md Metadata
-	for len(m) > 0 {
-		g, rest, err := nextField(m)
-		if err != nil {
-			break
-		}
-		m = rest
+	typ, help, unit, _ := readMetadata(m)
+	return Metadata{Type: MetricType(typ), Help: string(help), Unit: string(unit)}
+}
+
+// readMetadata reads the value of a series' metadata extension up to its
+// first malformed field, if any, pointing into m.
+func readMetadata(m []byte) (typ uint64, help, unit []byte, err error) {
+	for g, err := range fields(m) {
 		switch {
+		case err != nil:
+			return typ, help, unit, err
 		case g.num == fieldMetadataType && g.typ == protowire.VarintType:
-			md.Type = MetricType(g.u)
+			typ = g.u
 		case g.num == fieldMetadataHelp && g.typ == protowire.BytesType:
-			md.Help = string(g.v)
+			help = g.v
 		case g.num == fieldMetadataUnit && g.typ == protowire.BytesType:
-			md.Unit = string(g.v)
+			unit = g.v
 		}
 	}
-	return md
+	return typ, help, unit, nil
 }
 
 // SeriesFamily returns the 1.0 family name of the series ts whose metadata
 // extension holds md (see AppendV1), without allocating: it points into
 // ts.
 func SeriesFamily(ts, md []byte) []byte {
-	var typ MetricType
-	for len(md) > 0 {
-		g, rest, err := nextField(md)
-		if err != nil {
-			break
-		}
-		md = rest
-		if g.num == fieldMetadataType && g.typ == protowire.VarintType {
-			typ = MetricType(g.u)
-		}
-	}
-	return FamilyName(metricName(ts), typ)
+	typ, _, _, _ := readMetadata(md)
+	return FamilyName(metricName(ts), MetricType(typ))
 }
 
 // appendWithout appends the message field f as field num, without its
 // fields numbered drop.
 func appendWithout(b []byte, num protowire.Number, f field, drop protowire.Number) []byte {
 	start := len(b)
-	b = protowire.AppendTag(b, num, protowire.BytesType)
-	lenAt := len(b)
-	room := protowire.SizeVarint(uint64(len(f.v))) // the length is at most this long
-	b = append(b, make([]byte, room)...)
-	for m := f.v; len(m) > 0; {
-		fn, typ, n := protowire.ConsumeTag(m)
-		k := -1
-		if n > 0 {
-			k = protowire.ConsumeFieldValue(fn, typ, m[n:])
-		}
-		if k < 0 {
+	b, at := openField(b, num)
+	for g, err := range fields(f.v) {
+		if err != nil {
 			return append(b[:start], f.whole...)
 		}
-		if fn != drop {
-			b = append(b, m[:n+k]...)
+		if g.num != drop {
+			b = append(b, g.whole...)
 		}
-		m = m[n+k:]
 	}
-	n := len(b) - lenAt - room
-	var tmp [binary.MaxVarintLen64]byte
-	l := protowire.AppendVarint(tmp[:0], uint64(n))
-	copy(b[lenAt:], l)
-	if len(l) < room { // the message got shorter: close the gap
-		b = append(b[:lenAt+len(l)], b[lenAt+room:]...)
-	}
-	return b
+	return closeField(b, at)
 }
 
 // Point kinds, for FilterPoints.
@@ -370,65 +335,63 @@ func FilterPoints(b, ts []byte, rs RawSeries, keep func(kind int, t int64, i int
 	out.Samples, out.Histograms, out.Exemplars = 0, 0, 0
 	body := scratch[:0]
 	dropped, i := 0, 0
-	for rest := ts; len(rest) > 0; {
-		f, r, err := nextField(rest)
+	for f, err := range fields(ts) {
 		if err != nil {
 			return b, rs, 0, body, err
 		}
-		rest = r
-		kind := -1
-		switch {
-		case f.num == fieldSamples && f.typ == protowire.BytesType:
-			kind = KindSample
-		case f.num == fieldHistograms && f.typ == protowire.BytesType:
-			kind = KindHistogram
-		case f.num == fieldExemplars && f.typ == protowire.BytesType:
-			kind = KindExemplar
-		}
-		if kind < 0 {
-			body = append(body, f.whole...)
-			continue
-		}
-		t, err := pointTime(kind, f.v)
-		if err != nil {
-			return b, rs, 0, body, err
-		}
-		i++
-		if !keep(kind, t, i-1) {
-			dropped++
-			continue
+		if kind := pointKind(f); kind >= 0 {
+			t, err := pointTime(kind, f.v)
+			if err != nil {
+				return b, rs, 0, body, err
+			}
+			if i++; !keep(kind, t, i-1) {
+				dropped++
+				continue
+			}
+			out.count(kind)
 		}
 		body = append(body, f.whole...)
-		switch kind {
-		case KindSample:
-			out.Samples++
-		case KindHistogram:
-			out.Histograms++
-		default:
-			out.Exemplars++
-		}
 	}
 	b, out.Span = appendField(b, fieldLabels, body)
 	return b, out, dropped, body, nil
 }
 
+// pointKind returns the kind of point the TimeSeries field f holds, or -1.
+func pointKind(f field) int {
+	if f.typ == protowire.BytesType {
+		switch f.num {
+		case fieldSamples:
+			return KindSample
+		case fieldHistograms:
+			return KindHistogram
+		case fieldExemplars:
+			return KindExemplar
+		}
+	}
+	return -1
+}
+
+// count counts a point of kind in rs.
+func (rs *RawSeries) count(kind int) {
+	switch kind {
+	case KindSample:
+		rs.Samples++
+	case KindHistogram:
+		rs.Histograms++
+	case KindExemplar:
+		rs.Exemplars++
+	}
+}
+
 // pointTime returns the timestamp of a sample, histogram or exemplar
 // message.
 func pointTime(kind int, msg []byte) (int64, error) {
-	num := protowire.Number(2) // Sample.timestamp
-	switch kind {
-	case KindHistogram:
-		num = fieldHistogramTime
-	case KindExemplar:
-		num = 3
-	}
+	num := [...]protowire.Number{KindSample: 2, KindHistogram: fieldHistogramTime, KindExemplar: 3}[kind]
 	var t int64
-	for len(msg) > 0 {
-		f, rest, err := nextField(msg)
+	for f, err := range fields(msg) {
 		if err != nil {
 			return 0, err
 		}
-		msg = rest
 		if f.num == num && f.typ == protowire.VarintType {
 			t = int64(f.u)
 		}
@@ -490,12 +453,10 @@ func SeriesLabels(ts []byte, sb *labels.ScratchBuilder) (labels.Labels, error) {
 func ReplaceLabels(b, ts []byte, rs RawSeries, ls labels.Labels, scratch []byte) ([]byte, RawSeries, []byte, error) {
 	body := AppendLabels(scratch[:0], ls)
 	rs.Hash = hashCanonical(body)
-	for rest := ts; len(rest) > 0; {
-		f, r, err := nextField(rest)
+	for f, err := range fields(ts) {
 		if err != nil {
 			return b, rs, body, err
 		}
-		rest = r
 		if f.num != fieldLabels {
 			body = append(body, f.whole...)
 		}

@@ -2,6 +2,7 @@ package prw
 
 import (
 	"math"
+	"strings"
 	"testing"
 
 	"github.com/prometheus/prometheus/model/labels"
@@ -54,6 +55,12 @@ func formSeries() []Series {
 			Labels:    labels.FromStrings("__name__", "x"),
 			Exemplars: []Exemplar{{Labels: labels.EmptyLabels(), Value: 3, Timestamp: 7}},
 		},
+		{ // lengths of two bytes and more: labels, exemplar, metadata
+			Labels:    labels.FromStrings("__name__", "long", "path", strings.Repeat("p", 200)),
+			Samples:   []Sample{{Value: 1, Timestamp: 1000, StartTimestamp: 500}},
+			Exemplars: []Exemplar{{Labels: labels.FromStrings("trace_id", strings.Repeat("t", 130)), Value: 3, Timestamp: 7}},
+			Metadata:  Metadata{Type: writev2.Metadata_METRIC_TYPE_COUNTER, Help: strings.Repeat("h", 20000)},
+		},
 	}
 }
 
@@ -84,6 +91,7 @@ func TestFormRoundTrip(t *testing.T) {
 	require.True(t, rss[1].Ext)
 	require.True(t, rss[2].Ext)
 	require.False(t, rss[3].Ext)
+	require.True(t, rss[4].Ext)
 
 	// 1.0.
 	var v1 []byte
@@ -98,7 +106,7 @@ func TestFormRoundTrip(t *testing.T) {
 			mds = append(mds, ReadMetadata(md))
 		}
 	}
-	require.Equal(t, []Metadata{ss[1].Metadata, ss[2].Metadata}, mds)
+	require.Equal(t, []Metadata{ss[1].Metadata, ss[2].Metadata, ss[4].Metadata}, mds)
 	var wr prompb.WriteRequest
 	require.NoError(t, wr.Unmarshal(v1))
 	require.Len(t, wr.Timeseries, len(ss))
@@ -221,6 +229,17 @@ func TestWithMetadata(t *testing.T) {
 	got, _, err = SeriesMetadata(sp.Bytes(b))
 	require.NoError(t, err)
 	require.Equal(t, ss[1].Metadata, got)
+}
+
+// A field written before its length is measured is encoded as protowire
+// encodes it, whatever the length.
+func TestOpenCloseField(t *testing.T) {
+	for _, n := range []int{0, 1, 127, 128, 16383, 16384, 1 << 21} {
+		msg := []byte(strings.Repeat("m", n))
+		want := protowire.AppendBytes(protowire.AppendTag([]byte("x"), 7, protowire.BytesType), msg)
+		b, at := openField([]byte("x"), 7)
+		require.Equal(t, want, closeField(append(b, msg...), at), "length %d", n)
+	}
 }
 
 func TestReplaceLabels(t *testing.T) {

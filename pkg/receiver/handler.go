@@ -276,23 +276,19 @@ func parseContentType(ct string) (prw.Protocol, error) {
 // gets a Retry-After of at least a second.
 func enqueueStatus(err error) (code int, reason string, retryAfter time.Duration) {
 	code, reason = http.StatusInternalServerError, registry.ReasonInternal
-	if e, ok := errors.AsType[interface {
-		error
-		StatusCode() int
-	}](err); ok {
-		code = e.StatusCode()
+	var (
+		c interface{ StatusCode() int }
+		r interface{ Reason() string }
+		d interface{ RetryAfter() time.Duration }
+	)
+	if errors.As(err, &c) {
+		code = c.StatusCode()
 	}
-	if e, ok := errors.AsType[interface {
-		error
-		Reason() string
-	}](err); ok {
-		reason = e.Reason()
+	if errors.As(err, &r) {
+		reason = r.Reason()
 	}
-	if e, ok := errors.AsType[interface {
-		error
-		RetryAfter() time.Duration
-	}](err); ok {
-		retryAfter = e.RetryAfter()
+	if errors.As(err, &d) {
+		retryAfter = d.RetryAfter()
 	}
 	if code == http.StatusTooManyRequests || code == http.StatusServiceUnavailable || retryAfter > 0 {
 		retryAfter = max(retryAfter, time.Second)
@@ -359,18 +355,15 @@ func (h *Handler) putBuf(p *[]byte) {
 	h.bufs.Put(p)
 }
 
-// readBody reads r into buf, reusing its capacity, and returns the body. A
-// known contentLength is read in one go; otherwise buf grows as needed.
+// readBody reads r into buf and returns the body. A known contentLength,
+// which buf has room for (getBuf), is read in one go; otherwise buf grows
+// as needed.
 func readBody(r io.Reader, contentLength int64, buf []byte) ([]byte, error) {
 	if contentLength < 0 {
 		w := bytes.NewBuffer(buf[:0])
 		_, err := w.ReadFrom(r)
 		return w.Bytes(), err
 	}
-	if int64(cap(buf)) < contentLength {
-		buf = make([]byte, contentLength)
-	}
-	buf = buf[:contentLength]
-	n, err := io.ReadFull(r, buf)
+	n, err := io.ReadFull(r, buf[:contentLength])
 	return buf[:n], err
 }
