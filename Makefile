@@ -52,4 +52,5 @@ clean:
 include mk/peers.mk
 include mk/edge.mk
 include mk/bench.mk
+include mk/pgo.mk
 include mk/helm.mk

@@ -14,7 +14,9 @@
 // second gateway build runs as gateway-baseline, right after gateway in
 // every round, and each scenario reports the change from it to gateway.
 // Every process is started fresh for each run on 127.0.0.1 and stopped by
-// PID afterwards, on Ctrl-C too.
+// PID afterwards, on Ctrl-C too. With -profile it also writes one CPU
+// profile of the gateway, merged from every load window: how `make pgo`
+// makes cmd/gateway/default.pgo.
 package main
 
 import (
@@ -81,6 +83,7 @@ type options struct {
 	budget          time.Duration
 	out             string
 	jsonOut         string
+	profile         string
 	keep            bool
 	q               queueSettings
 	bins            binaries
@@ -194,6 +197,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.DurationVar(&o.budget, "budget", 20*time.Minute, "Runs that would end after this much time are skipped (and reported so).")
 	fs.StringVar(&o.out, "out", "docs/BENCHMARKS.md", "Markdown file whose results section is replaced; empty for none.")
 	fs.StringVar(&o.jsonOut, "json", "", "Also write every measurement as JSON to this file.")
+	fs.StringVar(&o.profile, "profile", "", "Also fetch a CPU profile (/debug/pprof/profile) of the system "+sysGateway+" during the load window of each of its runs, merge them and write them to this file (gzipped pprof protobuf, as `go build -pgo` reads it; `make pgo`). Profiling costs the gateway some CPU: its figures of such a run are not for comparison. Empty for none.")
 	fs.BoolVar(&o.keep, "keep", false, "Keep the temporary directory with the processes' logs and data.")
 	fs.StringVar(&o.bins.gateway, "gateway", envOr("GATEWAY_BIN", "bin/gateway"), "Gateway binary ($GATEWAY_BIN).")
 	fs.StringVar(&o.bins.baseline, "baseline", "", "A second gateway binary (e.g. built from an earlier commit) to compare with -gateway: adds the system "+sysBaseline+", run like gateway, and a before/after ratio of the two. Empty for none.")
@@ -248,6 +252,9 @@ func parseFlags(args []string) (*options, error) {
 		return nil, fmt.Errorf("-systems: %s needs -baseline", sysBaseline)
 	}
 	o.systems = strings.Join(systems, ",")
+	if o.profile != "" && !slices.Contains(systems, sysGateway) {
+		return nil, fmt.Errorf("-profile: profiles the system %s, which -systems leaves out", sysGateway)
+	}
 	for _, s := range systems {
 		if !slices.Contains(knownSystems, s) {
 			return nil, fmt.Errorf("-systems: unknown system %q (want some of %s)", s, strings.Join(knownSystems, ", "))
@@ -355,6 +362,7 @@ type bench struct {
 	deadline time.Time
 	runID    int
 	stdout   io.Writer
+	profiles profiles // -profile
 }
 
 func run(args []string) int {
@@ -412,6 +420,14 @@ func run(args []string) int {
 			return 1
 		}
 		fmt.Fprintf(os.Stderr, "compare: results written to %s\n", o.out)
+	}
+	if o.profile != "" {
+		n, err := b.profiles.write(o.profile)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "compare: %v\n", err)
+			return 1
+		}
+		fmt.Fprintf(os.Stderr, "compare: CPU profiles of %d runs of %s merged into %s\n", n, sysGateway, o.profile)
 	}
 	if o.jsonOut != "" {
 		var all []measurement
@@ -554,6 +570,10 @@ func (b *bench) runOne(ctx context.Context, sc scenario, round int, sys string, 
 		m.Err = err.Error()
 		return m
 	}
+	var awaitProfile func()
+	if b.o.profile != "" && sys == sysGateway {
+		awaitProfile = b.profiles.start(ctx, p.url(""), sc.duration, fmt.Sprintf("%s round %d %s", sc.key, round, sys))
+	}
 	res, err := loadgen.Run(ctx, loadgen.Config{
 		URL:               p.url("/api/v1/write"),
 		Protocol:          protocolOf(sc, sys),
@@ -564,11 +584,15 @@ func (b *bench) runOne(ctx context.Context, sc scenario, round int, sys string, 
 		Duration:          sc.duration,
 		UserAgent:         "rwload-bench",
 	}, payloads)
+	cpuLoad, _ := cpuSeconds(p.pid())
+	if awaitProfile != nil {
+		// The profile ends with the load window (profileSeconds).
+		awaitProfile()
+	}
 	if err != nil {
 		m.Err = "load: " + err.Error()
 		return m
 	}
-	cpuLoad, _ := cpuSeconds(p.pid())
 	m.LoadSeconds = res.ElapsedSeconds
 	m.Accepted, m.Sent = res.AcceptedSamples, res.Samples
 	m.Status, m.Errors, m.LastError = res.Status, res.Errors, res.LastError
