@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/golang/snappy"
+	"github.com/prometheus/prometheus/model/labels"
 	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/rwgateway/gateway/pkg/prw"
@@ -77,20 +78,15 @@ func (e *recordEncoder) header(p prw.Protocol, tenant string, appended time.Time
 	e.out = append(e.out, recordV3, pb)
 	e.out = binary.AppendUvarint(e.out, uint64(appended.UnixMilli()))
 	if tenant != "" {
-		e.out = binary.AppendUvarint(e.out, uint64(len(tenant)))
-		e.out = append(e.out, tenant...)
+		e.out = protowire.AppendString(e.out, tenant)
 	}
 }
 
 // records slices e.out into the records that header started.
 func (e *recordEncoder) records() ([][]byte, int64) {
-	e.recs = e.recs[:0]
-	for i, start := range e.offs {
-		end := len(e.out)
-		if i+1 < len(e.offs) {
-			end = e.offs[i+1]
-		}
-		e.recs = append(e.recs, e.out[start:end:end])
+	e.offs, e.recs = append(e.offs, len(e.out)), e.recs[:0]
+	for i, end := range e.offs[1:] {
+		e.recs = append(e.recs, e.out[e.offs[i]:end:end])
 	}
 	return e.recs, int64(len(e.out))
 }
@@ -162,7 +158,7 @@ func (e *recordEncoder) encodeRaw(raw *prw.RawV1, withMeta bool, tenant string, 
 type recordDecoder struct {
 	raw    []byte
 	v1, v2 prw.Decoder
-	legacy legacyDecoder
+	sb     labels.ScratchBuilder // for version 1 records
 	synth  synthesizer
 
 	// 1.0 series become chunks (see chunkRaw) for shards shards of at most
@@ -196,7 +192,7 @@ func (d *recordDecoder) decode(rec []byte) (items []item, appended time.Time, sk
 	)
 	switch rec[0] {
 	case recordV1:
-		req, appended, skipped, err := d.legacy.decode(rec[1:])
+		req, appended, skipped, err := d.decodeV1(rec[1:])
 		if err != nil {
 			return nil, time.Time{}, 0, err
 		}
@@ -216,12 +212,11 @@ func (d *recordDecoder) decode(rec []byte) (items []item, appended time.Time, sk
 		return nil, time.Time{}, 0, errRecordTruncated
 	}
 	if hasTenant {
-		n, m := binary.Uvarint(rec[k:])
-		if m <= 0 || n > uint64(len(rec)-k-m) {
+		t, m := protowire.ConsumeBytes(rec[k:])
+		if m < 0 {
 			return nil, time.Time{}, 0, errRecordTruncated
 		}
-		tenant = rec[k+m : k+m+int(n)]
-		k += m + int(n)
+		tenant, k = t, k+m
 	}
 	msg, err := d.snappy(rec[k:])
 	if err != nil {
@@ -241,7 +236,7 @@ func (d *recordDecoder) decode(rec []byte) (items []item, appended time.Time, sk
 	return items, time.UnixMilli(int64(ms)), skipped, nil
 }
 
-// snappy decodes a record's body into d's buffer.
+// snappy decodes a record's body, of any version, into d's buffer.
 func (d *recordDecoder) snappy(b []byte) ([]byte, error) {
 	n, err := snappy.DecodedLen(b)
 	if err != nil {
