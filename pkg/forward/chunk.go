@@ -128,22 +128,22 @@ var errMalformedChunk = errors.New("malformed chunk")
 func rawItems(raw *prw.RawV1, shards, maxN, maxB int, withMeta bool) ([]item, []int) {
 	items, shardOf := chunkRaw(raw.Msg, raw.Series, shards, maxN, maxB)
 	if withMeta {
-		for _, sp := range raw.Metadata {
-			var md prompb.MetricMetadata
-			if err := md.Unmarshal(sp.Bytes(raw.Msg)); err != nil {
-				continue // the receiver checked it
-			}
-			items = append(items, familyItem(familyFromV1(&md)))
+		rangeFamilies(raw, func(fm *prw.FamilyMetadata) {
+			items = append(items, familyItem(fm))
 			shardOf = append(shardOf, 0)
-		}
+		})
 	}
 	return items, shardOf
 }
 
-// familyFromV1 converts 1.0 metadata to the model's form.
-func familyFromV1(md *prompb.MetricMetadata) *prw.FamilyMetadata {
-	return &prw.FamilyMetadata{
-		MetricFamilyName: md.MetricFamilyName,
-		Metadata:         prw.Metadata{Type: prw.MetricTypeFromV1(md.Type), Help: md.Help, Unit: md.Unit},
+// rangeFamilies calls fn with each 1.0 family metadata entry of raw, but
+// for those that do not unmarshal: the receiver checked them.
+func rangeFamilies(raw *prw.RawV1, fn func(*prw.FamilyMetadata)) {
+	for _, sp := range raw.Metadata {
+		var md prompb.MetricMetadata
+		if md.Unmarshal(sp.Bytes(raw.Msg)) == nil {
+			fn(&prw.FamilyMetadata{MetricFamilyName: md.MetricFamilyName,
+				Metadata: prw.Metadata{Type: prw.MetricTypeFromV1(md.Type), Help: md.Help, Unit: md.Unit}})
+		}
 	}
 }

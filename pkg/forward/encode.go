@@ -1,13 +1,11 @@
 package forward
 
 import (
+	"cmp"
 	"fmt"
-	"slices"
 	"sync"
 
 	"github.com/golang/snappy"
-	"github.com/prometheus/prometheus/prompb"
-	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/rwgateway/gateway/pkg/prw"
 )
@@ -28,7 +26,7 @@ func (s batchStats) points() int { return s.samples + s.histograms + s.exemplars
 type encoder struct {
 	v2       *prw.V2Encoder
 	families map[string]struct{}
-	md       []prompb.MetricMetadata
+	mdbuf    []byte // MetricMetadata fields, which follow the series
 	scratch  []byte
 	pbuf     []byte // marshaled protobuf
 	sbuf     []byte // snappy output
@@ -92,18 +90,13 @@ func (e *encoder) encode(proto prw.Protocol, items []item, meta bool) ([]byte, b
 func (e *encoder) marshalV1(items []item, meta bool) (batchStats, error) {
 	var st batchStats
 	clear(e.families)
-	e.md = e.md[:0]
+	e.mdbuf = e.mdbuf[:0]
 	addFamily := func(name string, m prw.Metadata) {
 		if _, ok := e.families[name]; ok || !meta {
 			return
 		}
 		e.families[name] = struct{}{}
-		e.md = append(e.md, prompb.MetricMetadata{
-			Type:             prw.MetricTypeToV1(m.Type),
-			MetricFamilyName: name,
-			Help:             m.Help,
-			Unit:             m.Unit,
-		})
+		e.mdbuf, _ = appendMetadata(e.mdbuf, name, m)
 	}
 	b := e.pbuf[:0]
 	for i := range items {
@@ -130,28 +123,20 @@ func (e *encoder) marshalV1(items []item, meta bool) (batchStats, error) {
 				b = b[:start] // metadata only: a family metadata entry in 1.0
 			}
 			if md != nil && meta {
-				if name := prw.SeriesFamily(ts, md); !e.hasFamily(name) {
+				// Looked up first: string(name) allocates only when added.
+				name := prw.SeriesFamily(ts, md)
+				if _, ok := e.families[string(name)]; !ok {
 					addFamily(string(name), prw.ReadMetadata(md))
 				}
 			}
 			return true
 		})
-		if err = cmpErr(walkErr, err); err != nil {
+		if err = cmp.Or(walkErr, err); err != nil {
 			return st, fmt.Errorf("encode 1.0 series: %w", err)
 		}
 	}
-	for i := range e.md {
-		md := &e.md[i]
-		n := md.Size()
-		b = protowire.AppendTag(b, 3, protowire.BytesType)
-		b = protowire.AppendVarint(b, uint64(n))
-		b = slices.Grow(b, n)[:len(b)+n]
-		if _, err := md.MarshalToSizedBuffer(b[len(b)-n:]); err != nil {
-			return st, fmt.Errorf("marshal 1.0 metadata: %w", err)
-		}
-	}
-	st.metadata = len(e.md)
-	e.pbuf = b
+	st.metadata = len(e.families)
+	e.pbuf = append(b, e.mdbuf...)
 	return st, nil
 }
 
@@ -179,26 +164,10 @@ func (e *encoder) marshalV2(items []item, meta bool) (batchStats, error) {
 			}
 			return true
 		})
-		if err = cmpErr(walkErr, err); err != nil {
+		if err = cmp.Or(walkErr, err); err != nil {
 			return st, fmt.Errorf("encode 2.0 series: %w", err)
 		}
 	}
 	e.pbuf = e.v2.AppendRequest(e.pbuf[:0])
 	return st, nil
-}
-
-// hasFamily reports whether the batch has the metadata of family name.
-func (e *encoder) hasFamily(name []byte) bool {
-	_, ok := e.families[string(name)]
-	return ok
-}
-
-// cmpErr returns the first of errs that is not nil.
-func cmpErr(errs ...error) error {
-	for _, err := range errs {
-		if err != nil {
-			return err
-		}
-	}
-	return nil
 }

@@ -4,7 +4,6 @@ import (
 	"math"
 
 	"github.com/prometheus/prometheus/model/labels"
-	"github.com/prometheus/prometheus/prompb"
 	"github.com/rwgateway/gateway/pkg/prw"
 )
 
@@ -110,15 +109,11 @@ func (r *request) externalPresent(raw *prw.RawV1) bool {
 func (r *request) family(raw *prw.RawV1, name string) (prw.Metadata, bool) {
 	if r.families == nil {
 		r.families = make(map[string]prw.Metadata, len(raw.Metadata))
-		for _, sp := range raw.Metadata {
-			var md prompb.MetricMetadata
-			if err := md.Unmarshal(sp.Bytes(raw.Msg)); err != nil {
-				continue // the receiver checked it
+		rangeFamilies(raw, func(fm *prw.FamilyMetadata) {
+			if _, ok := r.families[fm.MetricFamilyName]; !ok {
+				r.families[fm.MetricFamilyName] = fm.Metadata
 			}
-			if _, ok := r.families[md.MetricFamilyName]; !ok {
-				r.families[md.MetricFamilyName] = familyFromV1(&md).Metadata
-			}
-		}
+		})
 	}
 	if md, ok := r.families[name]; ok {
 		return md, true

@@ -1,6 +1,7 @@
 package forward
 
 import (
+	"slices"
 	"sync"
 
 	"github.com/prometheus/prometheus/prompb"
@@ -42,7 +43,7 @@ func (sy *synthesizer) synthesize(req *prw.Request) *prw.RawV1 {
 		raw.Append(rs)
 	}
 	for _, fm := range req.Metadata {
-		b = sy.appendFamily(b, raw, fm.MetricFamilyName, fm.Metadata)
+		b = appendFamily(b, raw, fm.MetricFamilyName, fm.Metadata)
 	}
 	raw.Msg = b
 	return raw
@@ -81,19 +82,15 @@ func (sy *synthesizer) strip(raw *prw.RawV1) *prw.RawV1 {
 	}
 	for _, sp := range raw.Metadata {
 		start := len(b)
-		b = protowire.AppendTag(b, 3, protowire.BytesType)
-		b = protowire.AppendBytes(b, sp.Bytes(raw.Msg))
+		b = protowire.AppendBytes(protowire.AppendTag(b, 3, protowire.BytesType), sp.Bytes(raw.Msg))
 		out.Metadata = append(out.Metadata, fieldSpan(b, start))
-		var md prompb.MetricMetadata
-		if md.Unmarshal(sp.Bytes(raw.Msg)) == nil {
-			sy.families[md.MetricFamilyName] = struct{}{}
-		}
 	}
+	rangeFamilies(raw, func(fm *prw.FamilyMetadata) { sy.families[fm.MetricFamilyName] = struct{}{} })
 	for _, p := range sy.pending {
 		name := prw.SeriesFamily(p.series, p.md)
 		if _, ok := sy.families[string(name)]; !ok {
 			sy.families[string(name)] = struct{}{}
-			b = sy.appendFamily(b, out, string(name), prw.ReadMetadata(p.md))
+			b = appendFamily(b, out, string(name), prw.ReadMetadata(p.md))
 		}
 	}
 	out.Msg = b
@@ -102,16 +99,23 @@ func (sy *synthesizer) strip(raw *prw.RawV1) *prw.RawV1 {
 
 // appendFamily appends 1.0 family metadata to b as a MetricMetadata field
 // of raw.
-func (sy *synthesizer) appendFamily(b []byte, raw *prw.RawV1, name string, m prw.Metadata) []byte {
+func appendFamily(b []byte, raw *prw.RawV1, name string, m prw.Metadata) []byte {
+	b, sp := appendMetadata(b, name, m)
+	raw.Metadata = append(raw.Metadata, sp)
+	return b
+}
+
+// appendMetadata appends 1.0 family metadata to b as a MetricMetadata field
+// of a WriteRequest, and returns the span of its message.
+func appendMetadata(b []byte, name string, m prw.Metadata) ([]byte, prw.Span) {
 	md := prompb.MetricMetadata{Type: prw.MetricTypeToV1(m.Type), MetricFamilyName: name, Help: m.Help, Unit: m.Unit}
 	n := md.Size()
-	b = protowire.AppendTag(b, 3, protowire.BytesType)
-	b = protowire.AppendVarint(b, uint64(n))
-	raw.Metadata = append(raw.Metadata, prw.Span{Off: uint32(len(b)), Len: uint32(n)})
-	b = append(b, make([]byte, n)...)
+	b = protowire.AppendVarint(protowire.AppendTag(b, 3, protowire.BytesType), uint64(n))
+	sp := prw.Span{Off: uint32(len(b)), Len: uint32(n)}
+	b = slices.Grow(b, n)[:len(b)+n]
 	// Size was computed just above: MarshalToSizedBuffer cannot fail.
-	_, _ = md.MarshalToSizedBuffer(b[len(b)-n:])
-	return b
+	_, _ = md.MarshalToSizedBuffer(b[sp.Off:])
+	return b, sp
 }
 
 // fieldSpan returns the span of the message of the length-delimited field
