@@ -82,21 +82,13 @@ func (f *forwarder) completeItems(items []item) {
 	if f.acker == nil {
 		return
 	}
-	var (
-		cur *pendingRecord
-		n   int
-	)
-	for i := range items {
-		r := items[i].rec
-		if r != cur {
-			if cur != nil {
-				f.acker.complete(cur, n)
-			}
-			cur, n = r, 0
+	for i := 0; i < len(items); {
+		r, n := items[i].rec, 0
+		for ; i < len(items) && items[i].rec == r; i++ {
+			n += items[i].count()
 		}
-		n += items[i].count()
-	}
-	if cur != nil {
-		f.acker.complete(cur, n)
+		if r != nil {
+			f.acker.complete(r, n)
+		}
 	}
 }

@@ -25,13 +25,7 @@ func chunkRaw(msg []byte, series []prw.RawSeries, nShards, maxN, maxB int) (item
 	if len(series) == 0 {
 		return nil, nil
 	}
-	entry := func(rs *prw.RawSeries) int {
-		return 1 + protowire.SizeVarint(uint64(rs.Len)) + int(rs.Len)
-	}
-	total := 0
-	for i := range series {
-		total += entry(&series[i])
-	}
+	entry := func(rs *prw.RawSeries) int { return 1 + protowire.SizeBytes(int(rs.Len)) }
 	// Each shard writes its series into its own region of buf, so that a
 	// chunk is contiguous.
 	type open struct {
@@ -39,14 +33,14 @@ func chunkRaw(msg []byte, series []prw.RawSeries, nShards, maxN, maxB int) (item
 		it         item
 	}
 	shards := make([]open, nShards)
-	off := 0
 	for i := range series {
 		shards[series[i].Hash%uint64(nShards)].pos += entry(&series[i])
 	}
+	total := 0
 	for sh := range shards {
 		n := shards[sh].pos
-		shards[sh] = open{start: off, pos: off, it: item{shard: sh}}
-		off += n
+		shards[sh] = open{start: total, pos: total, it: item{shard: sh}}
+		total += n
 	}
 	buf := make([]byte, total)
 	items = make([]item, 0, nShards+total/max(maxB, 1))
@@ -71,10 +65,7 @@ func chunkRaw(msg []byte, series []prw.RawSeries, nShards, maxN, maxB int) (item
 		if o.pos > o.start && (o.it.count()+p > maxN || o.pos-o.start+es > maxB) {
 			emit(sh)
 		}
-		b := buf[o.pos:o.pos]
-		b = append(b, 0x0a)
-		b = protowire.AppendVarint(b, uint64(rs.Len))
-		b = append(b, rs.Bytes(msg)...)
+		protowire.AppendBytes(append(buf[o.pos:o.pos], 0x0a), rs.Bytes(msg)) // field 1, in place
 		o.pos += es
 		o.it.samples += rs.Samples
 		o.it.histograms += rs.Histograms
@@ -101,11 +92,8 @@ func chunkRaw(msg []byte, series []prw.RawSeries, nShards, maxN, maxB int) (item
 func rangeChunk(raw []byte, fn func(ts []byte, rs prw.RawSeries, end int) bool) error {
 	for off := 0; off < len(raw); {
 		_, _, k := protowire.ConsumeTag(raw[off:])
-		if k < 0 {
-			return errMalformedChunk
-		}
-		v, m := protowire.ConsumeBytes(raw[off+k:])
-		if m < 0 {
+		v, m := protowire.ConsumeBytes(raw[off+max(k, 0):])
+		if k < 0 || m < 0 {
 			return errMalformedChunk
 		}
 		rs, err := prw.SeriesPoints(v)

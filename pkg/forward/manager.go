@@ -33,6 +33,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -325,12 +326,7 @@ func (m *Manager) Enqueue(ctx context.Context, req *prw.Request, tenant string, 
 	// A tenant's data goes only to the upstreams it is routed to.
 	fwds := set.fwds
 	if routes != nil {
-		fwds = make([]*forwarder, 0, len(set.fwds))
-		for _, f := range set.fwds {
-			if routes(f.name) {
-				fwds = append(fwds, f)
-			}
-		}
+		fwds = slices.DeleteFunc(slices.Clone(fwds), func(f *forwarder) bool { return !routes(f.name) })
 	}
 	// Every upstream is prepared from the request in the form: as the
 	// receiver's scan found it, or written in it once, here.
@@ -371,7 +367,7 @@ func (m *Manager) Enqueue(ctx context.Context, req *prw.Request, tenant string, 
 			}
 		}
 		if !p.f.dq.Fits(len(p.recs), p.recBytes) {
-			return p.f.tooLarge(fmt.Sprintf("request of %d bytes in queue records (queue_config.max_bytes)", p.recBytes), nil)
+			return p.f.tooLarge(fmt.Sprintf("request of %d bytes in queue records (queue_config.max_bytes)", p.recBytes))
 		}
 		if !p.f.dq.HasRoom(len(p.recs), p.recBytes) {
 			return p.f.full()
@@ -411,7 +407,7 @@ func (m *Manager) Enqueue(ctx context.Context, req *prw.Request, tenant string, 
 				return p.f.full()
 			}
 			if errors.Is(err, queue.ErrTooLarge) {
-				return p.f.tooLarge("append to disk queue", err)
+				return p.f.tooLarge("append to disk queue: " + err.Error())
 			}
 			return fmt.Errorf("upstream %q: append to disk queue: %w", p.f.name, err)
 		}
