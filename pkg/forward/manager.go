@@ -3,31 +3,29 @@
 //
 // The Manager (manager.go) owns one forwarder (forwarder.go) per upstream.
 // Enqueue takes a request in the form every series keeps from here to the
-// wire (see prw.AppendSeries; request.go holds its views, synth.go writes a
-// decoded request in it), prepares it for each upstream it is routed to
-// (prepare.go: external labels, write relabeling, send_* settings) as
-// chunks of series (chunk.go, item.go), and appends it to every upstream's
-// queue, all or nothing.
+// wire (see prw.AppendSeries; request.go, synth.go), prepares it for each
+// upstream it is routed to (prepare.go: external labels, write relabeling,
+// send_* settings) as chunks of series (chunk.go, item.go), and appends it
+// to every upstream's queue, all or nothing.
 //
-// An upstream's queue is on disk (storage.go; Options.StoragePath set and
-// queue_config.storage "disk") or in memory. In disk mode Enqueue appends
-// one record per request (record.go: the remote-write request the upstream
-// is sent, with a small header) and returns once it is written; a reader
-// (reader.go) takes the records back in order and feeds the shards, the
-// handoff (handoff.go) sparing it the decoding of a record Enqueue has
-// just written, and a record is acknowledged (acker.go) once all its
-// points and those of every earlier record were sent or dropped. In memory
-// mode Enqueue appends to the shards directly.
+// A queue is in memory, or on disk (storage.go) with Options.StoragePath
+// set and queue_config.storage "disk": Enqueue then appends one record per
+// request (record.go) and returns once it is written; a reader (reader.go)
+// takes the records back in order and feeds the shards (handoff.go spares
+// it decoding what Enqueue just wrote), and a record is acknowledged
+// (acker.go) once its points and those of every earlier record were sent
+// or dropped.
 //
-// Each forwarder has a fixed number of shards (shard.go,
-// queue_config.max_shards); a series always goes to the same shard, whose
-// goroutine cuts batches, encodes them (encode.go) and sends them one after
-// the other (client.go), so each series arrives in order. Batches are
-// retried with backoff on network errors, 5xx and 429, split at series
-// boundaries on 413, and dropped (and counted) on other 4xx.
+// A series always goes to the same shard (shard.go; their number follows
+// the load, reshard.go), whose goroutine cuts batches, encodes them
+// (encode.go) and sends them one after the other (client.go), so each
+// series arrives in order. Batches are retried with backoff on network
+// errors, 5xx and 429, split on 413, and dropped (and counted) on other
+// 4xx.
 package forward
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -124,13 +122,7 @@ func NewManager(logger *slog.Logger, metrics *registry.ForwardMetrics, opts Opti
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	if opts.UserAgent == "" {
-		v := version.Version
-		if v == "" {
-			v = "unknown"
-		}
-		opts.UserAgent = "rw-gateway/" + v
-	}
+	opts.UserAgent = cmp.Or(opts.UserAgent, "rw-gateway/"+cmp.Or(version.Version, "unknown"))
 	if opts.FlushDeadline <= 0 {
 		opts.FlushDeadline = DefaultFlushDeadline
 	}
@@ -192,19 +184,21 @@ func (m *Manager) ApplyConfig(cfg *config.Config) error {
 		// its successor, with the successor's limits.
 		handedOver = map[string]*config.UpstreamConfig{}
 	)
-	rollback := func() {
+	// fail undoes what the loop below did, and returns err for upstream name.
+	fail := func(name string, err error) error {
 		for _, c := range created {
 			c.client.CloseIdleConnections()
 			if _, ok := old.byName[c.name]; !ok {
 				m.metrics.DeleteUpstream(c.name)
 			}
 		}
-		for name, q := range opened {
+		for n, q := range opened {
 			if err := q.Close(); err != nil {
-				m.logger.Error("close disk queue", "upstream", name, "err", err)
+				m.logger.Error("close disk queue", "upstream", n, "err", err)
 			}
-			m.queueMetrics.DeleteUpstream(name)
+			m.queueMetrics.DeleteUpstream(n)
 		}
+		return fmt.Errorf("upstream %q: %w", name, err)
 	}
 	for _, u := range cfg.Upstreams {
 		prev := old.byName[u.Name]
@@ -225,16 +219,14 @@ func (m *Manager) ApplyConfig(cfg *config.Config) error {
 			} else {
 				var err error
 				if dq, err = m.openQueue(u); err != nil {
-					rollback()
-					return fmt.Errorf("upstream %q: %w", u.Name, err)
+					return fail(u.Name, err)
 				}
 				opened[u.Name] = dq
 			}
 		}
 		f, err := newForwarder(m.logger, m.metrics, u, m.opts.UserAgent, m.opts.ProbeInterval, ready, dq, m.queueMetrics)
 		if err != nil {
-			rollback()
-			return fmt.Errorf("upstream %q: %w", u.Name, err)
+			return fail(u.Name, err)
 		}
 		if dq != nil && prev != nil && prev.dq == dq {
 			f.prev = prev // its unsent records are this one's to send
@@ -323,7 +315,6 @@ func (m *Manager) Enqueue(ctx context.Context, req *prw.Request, tenant string, 
 		}
 		return ErrNotConfigured
 	}
-	// A tenant's data goes only to the upstreams it is routed to.
 	fwds := set.fwds
 	if routes != nil {
 		fwds = slices.DeleteFunc(slices.Clone(fwds), func(f *forwarder) bool { return !routes(f.name) })
@@ -334,21 +325,19 @@ func (m *Manager) Enqueue(ctx context.Context, req *prw.Request, tenant string, 
 	if req.Raw == nil {
 		req.Materialize()
 	}
+	preps := make([]prepared, len(fwds))
 	defer func() {
 		m.builders.Put(r.lb)
 		r.release()
-	}()
-	preps := make([]prepared, len(fwds))
-	for i, f := range fwds {
-		f.prepare(&r, &preps[i])
-	}
-	defer func() {
 		for i := range preps {
 			if e := preps[i].enc; e != nil {
 				m.encoders.Put(e)
 			}
 		}
 	}()
+	for i, f := range fwds {
+		f.prepare(&r, &preps[i])
+	}
 
 	// Disk queues: encode, and check for room.
 	now := time.Now()

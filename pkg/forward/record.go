@@ -15,26 +15,20 @@ import (
 	"github.com/rwgateway/gateway/pkg/prw"
 )
 
-// A disk queue record holds what one request became for one upstream,
-// after external labels, write relabeling and the send_* settings: what
-// the upstream is sent, as a remote-write request. Its first byte is the
-// record format version; readers for every version ever written stay (see
-// pkg/queue/FORMAT.md, "Records", for the layouts and the rule).
+// A disk queue record holds what one request became for one upstream
+// (after external labels, write relabeling and the send_* settings) as the
+// remote-write request the upstream is sent. Its first byte is its version:
+// every version ever written stays readable (pkg/queue/FORMAT.md, "Records",
+// has the layouts and the rule). Version 3, written now, is
 //
-// Version 3, written now, is a small header and a remote-write request:
+//	3, protocol byte (1 prometheus.WriteRequest or 2
+//	   io.prometheus.write.v2.Request, plus 0x80 when a tenant follows),
+//	   uvarint append time (Unix ms), if flagged the tenant (uvarint
+//	   length, id), then the body as a snappy block
 //
-//	byte    3
-//	byte    protocol of the body: 1 (prometheus.WriteRequest) or 2
-//	        (io.prometheus.write.v2.Request), plus 0x80 when a tenant follows
-//	uvarint append time, Unix milliseconds
-//	        the tenant, if flagged: uvarint length, then its id (for an
-//	        upstream with a tenant_header)
-//	the body, snappy-compressed (the block format, as remote write sends it)
-//
-// The body is what a batch of the upstream's protocol would hold: written
-// by the encoder the shards send with, and read back by the decoders the
-// write handler uses, with the same validation. A record that fast path
-// writes is often the client's own compressed body, as it came.
+// The body is written by the encoder the shards send with (often it is the
+// client's own compressed body) and read back by the write handler's
+// decoders, with the same validation.
 const (
 	recordV1 = 1 // items in the gateway's own layout; read only (record_v1.go)
 	recordV2 = 2 // uvarint time + snappy 1.0 body; read only
