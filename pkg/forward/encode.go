@@ -63,18 +63,20 @@ const maxPooledEncoderBytes = 16 << 20
 // encode marshals items in proto, with their metadata if meta, and
 // compresses the result.
 func (e *encoder) encode(proto prw.Protocol, items []item, meta bool) ([]byte, batchStats, error) {
-	var (
-		st  batchStats
-		err error
-	)
-	if len(items) == 1 && items[0].whole != nil && proto == prw.ProtoV1 {
-		it := &items[0] // a client's request, sent as it came
-		return it.whole.wire, batchStats{samples: int(it.samples), histograms: int(it.histograms), exemplars: int(it.exemplars)}, nil
+	var st batchStats
+	for i := range items {
+		st.samples += int(items[i].samples)
+		st.histograms += int(items[i].histograms)
+		st.exemplars += int(items[i].exemplars)
 	}
+	if len(items) == 1 && items[0].whole != nil && proto == prw.ProtoV1 {
+		return items[0].whole.wire, st, nil // a client's request, sent as it came
+	}
+	var err error
 	if proto == prw.ProtoV2 {
-		st, err = e.marshalV2(items, meta)
+		st.metadata, err = e.marshalV2(items, meta)
 	} else {
-		st, err = e.marshalV1(items, meta)
+		st.metadata, err = e.marshalV1(items, meta)
 	}
 	if err != nil {
 		return nil, st, err
@@ -86,9 +88,9 @@ func (e *encoder) encode(proto prw.Protocol, items []item, meta bool) ([]byte, b
 // marshalV1 writes items as a prometheus.WriteRequest into e.pbuf: the
 // chunks' bytes as they are, or, for a chunk with the form's 2.0
 // extensions, each series without them; then the family metadata, once
-// per family, from the family items and the series' own metadata.
-func (e *encoder) marshalV1(items []item, meta bool) (batchStats, error) {
-	var st batchStats
+// per family, from the family items and the series' own metadata. It
+// returns the number of families.
+func (e *encoder) marshalV1(items []item, meta bool) (int, error) {
 	clear(e.families)
 	e.mdbuf = e.mdbuf[:0]
 	addFamily := func(name string, m prw.Metadata) {
@@ -105,9 +107,6 @@ func (e *encoder) marshalV1(items []item, meta bool) (batchStats, error) {
 			addFamily(it.family.MetricFamilyName, it.family.Metadata)
 			continue
 		}
-		st.samples += int(it.samples)
-		st.histograms += int(it.histograms)
-		st.exemplars += int(it.exemplars)
 		if !it.ext {
 			b = append(b, it.raw...)
 			continue
@@ -132,42 +131,34 @@ func (e *encoder) marshalV1(items []item, meta bool) (batchStats, error) {
 			return true
 		})
 		if err = cmp.Or(walkErr, err); err != nil {
-			return st, fmt.Errorf("encode 1.0 series: %w", err)
+			return 0, fmt.Errorf("encode 1.0 series: %w", err)
 		}
 	}
-	st.metadata = len(e.families)
 	e.pbuf = append(b, e.mdbuf...)
-	return st, nil
+	return len(e.families), nil
 }
 
 // marshalV2 writes items as an io.prometheus.write.v2.Request into e.pbuf.
 // 2.0 has no family metadata: prepare attached it to the family's series.
-func (e *encoder) marshalV2(items []item, meta bool) (batchStats, error) {
-	var st batchStats
+// It returns the number of series sent with metadata.
+func (e *encoder) marshalV2(items []item, meta bool) (metadata int, err error) {
 	e.v2.Reset()
 	for i := range items {
 		it := &items[i]
 		if it.family != nil {
 			continue
 		}
-		st.samples += int(it.samples)
-		st.histograms += int(it.histograms)
-		st.exemplars += int(it.exemplars)
-		var err error
 		walkErr := rangeChunk(it.raw, func(ts []byte, _ prw.RawSeries, _ int) bool {
 			var hasMeta bool
-			if hasMeta, err = e.v2.Add(ts, meta); err != nil {
-				return false
+			if hasMeta, err = e.v2.Add(ts, meta); hasMeta {
+				metadata++
 			}
-			if hasMeta {
-				st.metadata++
-			}
-			return true
+			return err == nil
 		})
 		if err = cmp.Or(walkErr, err); err != nil {
-			return st, fmt.Errorf("encode 2.0 series: %w", err)
+			return 0, fmt.Errorf("encode 2.0 series: %w", err)
 		}
 	}
 	e.pbuf = e.v2.AppendRequest(e.pbuf[:0])
-	return st, nil
+	return metadata, nil
 }

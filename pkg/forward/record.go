@@ -282,39 +282,29 @@ func (d *recordDecoder) items(req *prw.Request) []item {
 // entry that decodes and validates on its own is kept; the rest, up to the
 // end of msg when its framing breaks, is skipped.
 func (d *recordDecoder) salvage(p prw.Protocol, msg []byte) (items []item, skipped int) {
-	type field struct {
-		num protowire.Number
-		b   []byte // the whole field, tag included
-	}
-	var (
-		fields  []field
-		symbols []byte
-	)
+	var fields [][]byte // whole fields, tags included
+	var symbols []byte
 	for b := msg; len(b) > 0; {
-		num, typ, n := protowire.ConsumeTag(b)
-		m := -1
-		if n >= 0 {
-			m = protowire.ConsumeFieldValue(num, typ, b[n:])
-		}
-		if n < 0 || m < 0 {
+		num, typ, n := protowire.ConsumeField(b)
+		if n < 0 {
 			skipped += len(b)
 			break
 		}
-		f := field{num: num, b: b[:n+m]}
-		b = b[n+m:]
+		f := b[:n]
+		b = b[n:]
 		switch {
 		case p == prw.ProtoV2 && num == 4 && typ == protowire.BytesType:
-			symbols = append(symbols, f.b...)
+			symbols = append(symbols, f...)
 		case (p == prw.ProtoV1 && (num == 1 || num == 3)) || (p == prw.ProtoV2 && num == 5):
 			fields = append(fields, f)
 		}
 	}
 	var one []byte
 	for _, f := range fields {
-		one = append(append(one[:0], symbols...), f.b...)
+		one = append(append(one[:0], symbols...), f...)
 		got, bad, err := d.decodeBody(p, one)
 		if err != nil {
-			skipped += len(f.b)
+			skipped += len(f)
 			continue
 		}
 		items = append(items, got...)
