@@ -269,11 +269,7 @@ func (m *Manager) ApplyConfig(cfg *config.Config) error {
 	// by a reload's.
 	ctx, cancel := context.WithTimeout(m.stopping, m.opts.FlushDeadline)
 	defer cancel()
-	var wg sync.WaitGroup
-	for _, f := range append(replaced, removed...) {
-		wg.Go(func() { f.stop(ctx) })
-	}
-	wg.Wait()
+	stopAll(ctx, append(replaced, removed...))
 	for _, f := range append(replaced, removed...) {
 		if f.dq != nil && !diskNames[f.name] {
 			m.closeQueue(f.name)
@@ -427,11 +423,7 @@ func (m *Manager) Stop(ctx context.Context) {
 	m.set = nil
 	m.mu.Unlock()
 	if set != nil {
-		var wg sync.WaitGroup
-		for _, f := range set.fwds {
-			wg.Go(func() { f.stop(ctx) })
-		}
-		wg.Wait()
+		stopAll(ctx, set.fwds)
 	}
 	for name := range m.queues {
 		m.closeQueue(name)
@@ -441,4 +433,13 @@ func (m *Manager) Stop(ctx context.Context) {
 			m.logger.Error("unlock storage path", "err", err)
 		}
 	}
+}
+
+// stopAll stops fwds at once, and returns when all have stopped.
+func stopAll(ctx context.Context, fwds []*forwarder) {
+	var wg sync.WaitGroup
+	for _, f := range fwds {
+		wg.Go(func() { f.stop(ctx) })
+	}
+	wg.Wait()
 }

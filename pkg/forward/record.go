@@ -186,11 +186,7 @@ func (d *recordDecoder) decode(rec []byte) (items []item, appended time.Time, sk
 	)
 	switch rec[0] {
 	case recordV1:
-		req, appended, skipped, err := d.decodeV1(rec[1:])
-		if err != nil {
-			return nil, time.Time{}, 0, err
-		}
-		return d.items(req), appended, skipped, nil
+		return d.decodeV1(rec[1:])
 	case recordV2:
 		proto, rec = prw.ProtoV1, rec[1:]
 	case recordV3:

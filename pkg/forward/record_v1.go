@@ -30,18 +30,19 @@ const (
 	itemFamily = 2
 )
 
-// decodeV1 returns the series and family metadata of a version 1 record
-// body (after its version byte), as decode does: series that the write
-// handler would refuse are left out, their size in the record returned as
-// skipped.
-func (d *recordDecoder) decodeV1(b []byte) (*prw.Request, time.Time, int, error) {
+// decodeV1 decodes a version 1 record body (after its version byte) as
+// decode does: series that the write handler would refuse are left out,
+// their size in the record returned as skipped.
+func (d *recordDecoder) decodeV1(b []byte) ([]item, time.Time, int, error) {
 	raw, err := d.snappy(b)
 	if err != nil {
 		return nil, time.Time{}, 0, err
 	}
 	r := recordReader{buf: raw, str: string(raw), sb: &d.sb}
-	req, appended, skipped := r.body()
-	return req, appended, skipped, r.err
+	if req, appended, skipped := r.body(); r.err == nil {
+		return d.items(req), appended, skipped, nil
+	}
+	return nil, time.Time{}, 0, r.err
 }
 
 // validSeries reports whether the write handler would accept s as it is.
@@ -145,9 +146,7 @@ func (r *recordReader) body() (req *prw.Request, appended time.Time, skipped int
 		r.off++
 		switch kind {
 		case itemFamily:
-			fm := prw.FamilyMetadata{MetricFamilyName: r.string()}
-			fm.Metadata = r.metadata()
-			req.Metadata = append(req.Metadata, fm)
+			req.Metadata = append(req.Metadata, prw.FamilyMetadata{MetricFamilyName: r.string(), Metadata: r.metadata()})
 		case itemSeries:
 			var s prw.Series
 			s.Labels = r.labels()

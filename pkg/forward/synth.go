@@ -61,18 +61,15 @@ func (sy *synthesizer) strip(raw *prw.RawV1) *prw.RawV1 {
 	for _, rs := range raw.Series {
 		ts := rs.Bytes(raw.Msg)
 		start := len(b)
-		var (
-			md  []byte
-			err error
-		)
+		var md []byte
+		var err error
 		if b, md, sy.scratch, err = prw.AppendV1(b, ts, sy.scratch); err != nil {
 			b = b[:start] // the form was validated: not reached
 			continue
 		}
-		cur := rs
-		cur.Span, cur.Ext = fieldSpan(b, start), false
 		if rs.Points() > 0 {
-			out.Append(cur)
+			rs.Span, rs.Ext = fieldSpan(b, start), false
+			out.Append(rs)
 		} else {
 			b = b[:start] // metadata only: a family metadata entry in 1.0
 		}
