@@ -213,7 +213,7 @@ func (m *Manager) ApplyConfig(cfg *config.Config) error {
 			replaced = append(replaced, prev)
 		}
 		var dq diskQueue
-		if m.onDisk(u) {
+		if m.opts.StoragePath != "" && u.QueueConfig.OnDisk() {
 			if dq = m.queues[u.Name]; dq != nil {
 				handedOver[u.Name] = u
 			} else {
@@ -254,7 +254,11 @@ func (m *Manager) ApplyConfig(cfg *config.Config) error {
 	m.mu.Unlock()
 
 	for _, f := range created {
-		m.logger.Info("upstream started", "upstream", f.name, "protocol", f.proto().Label(), "shards", len(f.shards), "queue", queueKind(f))
+		kind := config.StorageMemory
+		if f.dq != nil {
+			kind = config.StorageDisk
+		}
+		m.logger.Info("upstream started", "upstream", f.name, "protocol", f.proto().Label(), "shards", len(f.shards), "queue", kind)
 	}
 	diskNames := map[string]bool{}
 	for _, f := range next.fwds {

@@ -2,6 +2,7 @@ package forward
 
 import (
 	"math"
+	"slices"
 
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/rwgateway/gateway/pkg/prw"
@@ -84,20 +85,15 @@ func (r *request) externalPresent(raw *prw.RawV1) bool {
 		return true
 	}
 	if r.hasExternal == nil {
-		ok := true
-		want := r.external.Len()
-		for _, rs := range raw.Series {
+		ok := !slices.ContainsFunc(raw.Series, func(rs prw.RawSeries) bool {
 			found := 0
 			err := prw.RangeRawLabels(rs.Bytes(raw.Msg), func(name, value []byte) {
 				if len(value) > 0 && r.external.Has(string(name)) {
 					found++
 				}
 			})
-			if err != nil || found < want {
-				ok = false
-				break
-			}
-		}
+			return err != nil || found < r.external.Len()
+		})
 		r.hasExternal = &ok
 	}
 	return *r.hasExternal

@@ -104,11 +104,6 @@ func (m *Manager) scanOrphans(diskNames map[string]bool) {
 	}
 }
 
-// onDisk reports whether u's queue is on disk.
-func (m *Manager) onDisk(u *config.UpstreamConfig) bool {
-	return m.opts.StoragePath != "" && u.QueueConfig.OnDisk()
-}
-
 // lockStorage takes the lock on Options.StoragePath, once.
 func (m *Manager) lockStorage() error {
 	if m.opts.StoragePath == "" || m.unlock != nil {
@@ -138,11 +133,4 @@ func (m *Manager) closeQueue(name string) {
 	}
 	m.queueMetrics.DeleteUpstream(name)
 	m.metrics.QueueLag.DeleteLabelValues(name)
-}
-
-func queueKind(f *forwarder) string {
-	if f.dq != nil {
-		return config.StorageDisk
-	}
-	return config.StorageMemory
 }

@@ -10,14 +10,12 @@ import (
 	"github.com/rwgateway/gateway/pkg/prw"
 )
 
-// A request the receiver decoded reaches the Manager in the form (see
-// prw.AppendSeries). A request of decoded series (prw.Request.Series, as
-// tests and legacy queue records make them) is written in it once, by
-// synthesize; strip is the form without its extensions, for 1.0 upstreams.
-
-// synthesizer holds the buffers of one request's form. The Manager pools
-// them: a synthesized RawV1 is valid until the synthesizer is put back,
-// and everything that outlives Enqueue is copied from it.
+// synthesizer writes a request of decoded series (prw.Request.Series, as
+// tests and version 1 queue records make them) in the form (see
+// prw.AppendSeries), and strips the form's extensions for 1.0 upstreams.
+// It holds the buffers of one request's form. The Manager pools them: a
+// synthesized RawV1 is valid until the synthesizer is put back, and
+// everything that outlives Enqueue is copied from it.
 type synthesizer struct {
 	raw      prw.RawV1
 	scratch  []byte
