@@ -50,11 +50,9 @@ func chunkRaw(msg []byte, series []prw.RawSeries, nShards, maxN, maxB int) (item
 		if o.pos == o.start {
 			return
 		}
-		it := o.it
-		it.raw = buf[o.start:o.pos:o.pos]
-		it.size = len(it.raw)
-		items = append(items, it)
-		shardOf = append(shardOf, sh)
+		o.it.raw = buf[o.start:o.pos:o.pos]
+		o.it.size = len(o.it.raw)
+		items, shardOf = append(items, o.it), append(shardOf, sh)
 		o.start, o.it = o.pos, item{shard: sh}
 	}
 	for i := range series {

@@ -235,12 +235,7 @@ func (m *Manager) ApplyConfig(cfg *config.Config) error {
 		next.fwds = append(next.fwds, f)
 		next.byName[u.Name] = f
 	}
-	var removed []*forwarder
-	for _, f := range old.fwds {
-		if _, ok := next.byName[f.name]; !ok {
-			removed = append(removed, f)
-		}
-	}
+	removed := slices.DeleteFunc(slices.Clone(old.fwds), func(f *forwarder) bool { return next.byName[f.name] != nil })
 	for name, u := range handedOver {
 		m.queues[name].SetLimits(u.QueueConfig.MaxBytes, fullPolicy(&u.QueueConfig))
 	}
