@@ -1,6 +1,7 @@
 package forward
 
 import (
+	"slices"
 	"sync"
 	"time"
 
@@ -48,12 +49,8 @@ func (a *acker) complete(r *pendingRecord, n int) {
 		a.pending[a.head] = nil
 		a.head++
 	}
-	if a.head == len(a.pending) {
-		a.pending, a.head = a.pending[:0], 0
-	} else if a.head > 1024 && a.head > len(a.pending)/2 {
-		k := copy(a.pending, a.pending[a.head:])
-		clear(a.pending[k:])
-		a.pending, a.head = a.pending[:k], 0
+	if a.head == len(a.pending) || (a.head > 1024 && a.head > len(a.pending)/2) {
+		a.pending, a.head = slices.Delete(a.pending, 0, a.head), 0
 	}
 	a.mu.Unlock()
 	if last == nil {
@@ -82,21 +79,13 @@ func (f *forwarder) completeItems(items []item) {
 	if f.acker == nil {
 		return
 	}
-	var (
-		cur *pendingRecord
-		n   int
-	)
-	for i := range items {
-		r := items[i].rec
-		if r != cur {
-			if cur != nil {
-				f.acker.complete(cur, n)
-			}
-			cur, n = r, 0
+	for i := 0; i < len(items); {
+		r, n := items[i].rec, 0
+		for ; i < len(items) && items[i].rec == r; i++ {
+			n += items[i].count()
 		}
-		n += items[i].count()
-	}
-	if cur != nil {
-		f.acker.complete(cur, n)
+		if r != nil {
+			f.acker.complete(r, n)
+		}
 	}
 }

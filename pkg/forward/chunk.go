@@ -25,13 +25,7 @@ func chunkRaw(msg []byte, series []prw.RawSeries, nShards, maxN, maxB int) (item
 	if len(series) == 0 {
 		return nil, nil
 	}
-	entry := func(rs *prw.RawSeries) int {
-		return 1 + protowire.SizeVarint(uint64(rs.Len)) + int(rs.Len)
-	}
-	total := 0
-	for i := range series {
-		total += entry(&series[i])
-	}
+	entry := func(rs *prw.RawSeries) int { return 1 + protowire.SizeBytes(int(rs.Len)) }
 	// Each shard writes its series into its own region of buf, so that a
 	// chunk is contiguous.
 	type open struct {
@@ -39,14 +33,14 @@ func chunkRaw(msg []byte, series []prw.RawSeries, nShards, maxN, maxB int) (item
 		it         item
 	}
 	shards := make([]open, nShards)
-	off := 0
 	for i := range series {
 		shards[series[i].Hash%uint64(nShards)].pos += entry(&series[i])
 	}
+	total := 0
 	for sh := range shards {
 		n := shards[sh].pos
-		shards[sh] = open{start: off, pos: off, it: item{shard: sh}}
-		off += n
+		shards[sh] = open{start: total, pos: total, it: item{shard: sh}}
+		total += n
 	}
 	buf := make([]byte, total)
 	items = make([]item, 0, nShards+total/max(maxB, 1))
@@ -56,11 +50,9 @@ func chunkRaw(msg []byte, series []prw.RawSeries, nShards, maxN, maxB int) (item
 		if o.pos == o.start {
 			return
 		}
-		it := o.it
-		it.raw = buf[o.start:o.pos:o.pos]
-		it.size = len(it.raw)
-		items = append(items, it)
-		shardOf = append(shardOf, sh)
+		o.it.raw = buf[o.start:o.pos:o.pos]
+		o.it.size = len(o.it.raw)
+		items, shardOf = append(items, o.it), append(shardOf, sh)
 		o.start, o.it = o.pos, item{shard: sh}
 	}
 	for i := range series {
@@ -71,10 +63,7 @@ func chunkRaw(msg []byte, series []prw.RawSeries, nShards, maxN, maxB int) (item
 		if o.pos > o.start && (o.it.count()+p > maxN || o.pos-o.start+es > maxB) {
 			emit(sh)
 		}
-		b := buf[o.pos:o.pos]
-		b = append(b, 0x0a)
-		b = protowire.AppendVarint(b, uint64(rs.Len))
-		b = append(b, rs.Bytes(msg)...)
+		protowire.AppendBytes(append(buf[o.pos:o.pos], 0x0a), rs.Bytes(msg)) // field 1, in place
 		o.pos += es
 		o.it.samples += rs.Samples
 		o.it.histograms += rs.Histograms
@@ -101,11 +90,8 @@ func chunkRaw(msg []byte, series []prw.RawSeries, nShards, maxN, maxB int) (item
 func rangeChunk(raw []byte, fn func(ts []byte, rs prw.RawSeries, end int) bool) error {
 	for off := 0; off < len(raw); {
 		_, _, k := protowire.ConsumeTag(raw[off:])
-		if k < 0 {
-			return errMalformedChunk
-		}
-		v, m := protowire.ConsumeBytes(raw[off+k:])
-		if m < 0 {
+		v, m := protowire.ConsumeBytes(raw[off+max(k, 0):])
+		if k < 0 || m < 0 {
 			return errMalformedChunk
 		}
 		rs, err := prw.SeriesPoints(v)
@@ -128,22 +114,22 @@ var errMalformedChunk = errors.New("malformed chunk")
 func rawItems(raw *prw.RawV1, shards, maxN, maxB int, withMeta bool) ([]item, []int) {
 	items, shardOf := chunkRaw(raw.Msg, raw.Series, shards, maxN, maxB)
 	if withMeta {
-		for _, sp := range raw.Metadata {
-			var md prompb.MetricMetadata
-			if err := md.Unmarshal(sp.Bytes(raw.Msg)); err != nil {
-				continue // the receiver checked it
-			}
-			items = append(items, familyItem(familyFromV1(&md)))
+		rangeFamilies(raw, func(fm *prw.FamilyMetadata) {
+			items = append(items, familyItem(fm))
 			shardOf = append(shardOf, 0)
-		}
+		})
 	}
 	return items, shardOf
 }
 
-// familyFromV1 converts 1.0 metadata to the model's form.
-func familyFromV1(md *prompb.MetricMetadata) *prw.FamilyMetadata {
-	return &prw.FamilyMetadata{
-		MetricFamilyName: md.MetricFamilyName,
-		Metadata:         prw.Metadata{Type: prw.MetricTypeFromV1(md.Type), Help: md.Help, Unit: md.Unit},
+// rangeFamilies calls fn with each 1.0 family metadata entry of raw, but
+// for those that do not unmarshal: the receiver checked them.
+func rangeFamilies(raw *prw.RawV1, fn func(*prw.FamilyMetadata)) {
+	for _, sp := range raw.Metadata {
+		var md prompb.MetricMetadata
+		if md.Unmarshal(sp.Bytes(raw.Msg)) == nil {
+			fn(&prw.FamilyMetadata{MetricFamilyName: md.MetricFamilyName,
+				Metadata: prw.Metadata{Type: prw.MetricTypeFromV1(md.Type), Help: md.Help, Unit: md.Unit}})
+		}
 	}
 }

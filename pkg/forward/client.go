@@ -35,13 +35,10 @@ const (
 	logBodyBytes = 256
 	// maxRetryAfter caps an upstream's Retry-After.
 	maxRetryAfter = 5 * time.Minute
-)
 
-// Remote-write headers.
-const (
 	headerRetryAttempt       = "Retry-Attempt"
 	headerRetryAfter         = "Retry-After"
-	statusLabelNetworkFailed = "error"
+	statusLabelNetworkFailed = "error" // the status label of a request without an answer
 )
 
 // newClient returns the upstream's one long-lived HTTP client. Its

@@ -1,13 +1,11 @@
 package forward
 
 import (
+	"cmp"
 	"fmt"
-	"slices"
 	"sync"
 
 	"github.com/golang/snappy"
-	"github.com/prometheus/prometheus/prompb"
-	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/rwgateway/gateway/pkg/prw"
 )
@@ -28,7 +26,7 @@ func (s batchStats) points() int { return s.samples + s.histograms + s.exemplars
 type encoder struct {
 	v2       *prw.V2Encoder
 	families map[string]struct{}
-	md       []prompb.MetricMetadata
+	mdbuf    []byte // MetricMetadata fields, which follow the series
 	scratch  []byte
 	pbuf     []byte // marshaled protobuf
 	sbuf     []byte // snappy output
@@ -65,18 +63,20 @@ const maxPooledEncoderBytes = 16 << 20
 // encode marshals items in proto, with their metadata if meta, and
 // compresses the result.
 func (e *encoder) encode(proto prw.Protocol, items []item, meta bool) ([]byte, batchStats, error) {
-	var (
-		st  batchStats
-		err error
-	)
-	if len(items) == 1 && items[0].whole != nil && proto == prw.ProtoV1 {
-		it := &items[0] // a client's request, sent as it came
-		return it.whole.wire, batchStats{samples: int(it.samples), histograms: int(it.histograms), exemplars: int(it.exemplars)}, nil
+	var st batchStats
+	for i := range items {
+		st.samples += int(items[i].samples)
+		st.histograms += int(items[i].histograms)
+		st.exemplars += int(items[i].exemplars)
 	}
+	if len(items) == 1 && items[0].whole != nil && proto == prw.ProtoV1 {
+		return items[0].whole.wire, st, nil // a client's request, sent as it came
+	}
+	var err error
 	if proto == prw.ProtoV2 {
-		st, err = e.marshalV2(items, meta)
+		st.metadata, err = e.marshalV2(items, meta)
 	} else {
-		st, err = e.marshalV1(items, meta)
+		st.metadata, err = e.marshalV1(items, meta)
 	}
 	if err != nil {
 		return nil, st, err
@@ -88,22 +88,17 @@ func (e *encoder) encode(proto prw.Protocol, items []item, meta bool) ([]byte, b
 // marshalV1 writes items as a prometheus.WriteRequest into e.pbuf: the
 // chunks' bytes as they are, or, for a chunk with the form's 2.0
 // extensions, each series without them; then the family metadata, once
-// per family, from the family items and the series' own metadata.
-func (e *encoder) marshalV1(items []item, meta bool) (batchStats, error) {
-	var st batchStats
+// per family, from the family items and the series' own metadata. It
+// returns the number of families.
+func (e *encoder) marshalV1(items []item, meta bool) (int, error) {
 	clear(e.families)
-	e.md = e.md[:0]
+	e.mdbuf = e.mdbuf[:0]
 	addFamily := func(name string, m prw.Metadata) {
 		if _, ok := e.families[name]; ok || !meta {
 			return
 		}
 		e.families[name] = struct{}{}
-		e.md = append(e.md, prompb.MetricMetadata{
-			Type:             prw.MetricTypeToV1(m.Type),
-			MetricFamilyName: name,
-			Help:             m.Help,
-			Unit:             m.Unit,
-		})
+		e.mdbuf, _ = appendMetadata(e.mdbuf, name, m)
 	}
 	b := e.pbuf[:0]
 	for i := range items {
@@ -112,9 +107,6 @@ func (e *encoder) marshalV1(items []item, meta bool) (batchStats, error) {
 			addFamily(it.family.MetricFamilyName, it.family.Metadata)
 			continue
 		}
-		st.samples += int(it.samples)
-		st.histograms += int(it.histograms)
-		st.exemplars += int(it.exemplars)
 		if !it.ext {
 			b = append(b, it.raw...)
 			continue
@@ -130,75 +122,43 @@ func (e *encoder) marshalV1(items []item, meta bool) (batchStats, error) {
 				b = b[:start] // metadata only: a family metadata entry in 1.0
 			}
 			if md != nil && meta {
-				if name := prw.SeriesFamily(ts, md); !e.hasFamily(name) {
+				// Looked up first: string(name) allocates only when added.
+				name := prw.SeriesFamily(ts, md)
+				if _, ok := e.families[string(name)]; !ok {
 					addFamily(string(name), prw.ReadMetadata(md))
 				}
 			}
 			return true
 		})
-		if err = cmpErr(walkErr, err); err != nil {
-			return st, fmt.Errorf("encode 1.0 series: %w", err)
+		if err = cmp.Or(walkErr, err); err != nil {
+			return 0, fmt.Errorf("encode 1.0 series: %w", err)
 		}
 	}
-	for i := range e.md {
-		md := &e.md[i]
-		n := md.Size()
-		b = protowire.AppendTag(b, 3, protowire.BytesType)
-		b = protowire.AppendVarint(b, uint64(n))
-		b = slices.Grow(b, n)[:len(b)+n]
-		if _, err := md.MarshalToSizedBuffer(b[len(b)-n:]); err != nil {
-			return st, fmt.Errorf("marshal 1.0 metadata: %w", err)
-		}
-	}
-	st.metadata = len(e.md)
-	e.pbuf = b
-	return st, nil
+	e.pbuf = append(b, e.mdbuf...)
+	return len(e.families), nil
 }
 
 // marshalV2 writes items as an io.prometheus.write.v2.Request into e.pbuf.
 // 2.0 has no family metadata: prepare attached it to the family's series.
-func (e *encoder) marshalV2(items []item, meta bool) (batchStats, error) {
-	var st batchStats
+// It returns the number of series sent with metadata.
+func (e *encoder) marshalV2(items []item, meta bool) (metadata int, err error) {
 	e.v2.Reset()
 	for i := range items {
 		it := &items[i]
 		if it.family != nil {
 			continue
 		}
-		st.samples += int(it.samples)
-		st.histograms += int(it.histograms)
-		st.exemplars += int(it.exemplars)
-		var err error
 		walkErr := rangeChunk(it.raw, func(ts []byte, _ prw.RawSeries, _ int) bool {
 			var hasMeta bool
-			if hasMeta, err = e.v2.Add(ts, meta); err != nil {
-				return false
+			if hasMeta, err = e.v2.Add(ts, meta); hasMeta {
+				metadata++
 			}
-			if hasMeta {
-				st.metadata++
-			}
-			return true
+			return err == nil
 		})
-		if err = cmpErr(walkErr, err); err != nil {
-			return st, fmt.Errorf("encode 2.0 series: %w", err)
+		if err = cmp.Or(walkErr, err); err != nil {
+			return 0, fmt.Errorf("encode 2.0 series: %w", err)
 		}
 	}
 	e.pbuf = e.v2.AppendRequest(e.pbuf[:0])
-	return st, nil
-}
-
-// hasFamily reports whether the batch has the metadata of family name.
-func (e *encoder) hasFamily(name []byte) bool {
-	_, ok := e.families[string(name)]
-	return ok
-}
-
-// cmpErr returns the first of errs that is not nil.
-func cmpErr(errs ...error) error {
-	for _, err := range errs {
-		if err != nil {
-			return err
-		}
-	}
-	return nil
+	return metadata, nil
 }

@@ -62,11 +62,7 @@ func (f *forwarder) full() error {
 }
 
 // tooLarge returns the error for a request larger than the upstream's disk
-// queue can hold; err, if any, is the cause.
-func (f *forwarder) tooLarge(detail string, err error) error {
-	msg := fmt.Sprintf("upstream %q: %s: %s", f.name, ErrTooLarge.msg, detail)
-	if err != nil {
-		msg += ": " + err.Error()
-	}
-	return ErrTooLarge.withMsg(msg)
+// queue can hold.
+func (f *forwarder) tooLarge(detail string) error {
+	return ErrTooLarge.withMsg(fmt.Sprintf("upstream %q: %s: %s", f.name, ErrTooLarge.msg, detail))
 }

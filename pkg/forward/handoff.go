@@ -1,6 +1,7 @@
 package forward
 
 import (
+	"slices"
 	"sync"
 	"time"
 	"unsafe"
@@ -73,23 +74,18 @@ func (h *handoff) take(pos queue.Position) ([]item, time.Time, bool) {
 	if h.read.Before(pos) {
 		h.read = pos
 	}
-	var (
-		found    handoffEntry
-		ok       bool
-		kept     = h.entries[:0]
-		keptSize = 0
-	)
-	for _, e := range h.entries {
-		switch {
-		case e.pos.Equal(pos):
+	var found handoffEntry
+	ok := false
+	h.entries = slices.DeleteFunc(h.entries, func(e handoffEntry) bool {
+		if e.pos.Equal(pos) {
 			found, ok = e, true
-		case pos.Before(e.pos):
-			kept = append(kept, e)
-			keptSize += e.bytes
 		}
-	}
-	clear(h.entries[len(kept):])
-	h.entries, h.bytes = kept, keptSize
+		if pos.Before(e.pos) {
+			return false
+		}
+		h.bytes -= e.bytes
+		return true
+	})
 	if ok {
 		h.hits++
 	} else {

@@ -3,36 +3,35 @@
 //
 // The Manager (manager.go) owns one forwarder (forwarder.go) per upstream.
 // Enqueue takes a request in the form every series keeps from here to the
-// wire (see prw.AppendSeries; request.go holds its views, synth.go writes a
-// decoded request in it), prepares it for each upstream it is routed to
-// (prepare.go: external labels, write relabeling, send_* settings) as
-// chunks of series (chunk.go, item.go), and appends it to every upstream's
-// queue, all or nothing.
+// wire (see prw.AppendSeries; request.go, synth.go), prepares it for each
+// upstream it is routed to (prepare.go: external labels, write relabeling,
+// send_* settings) as chunks of series (chunk.go, item.go), and appends it
+// to every upstream's queue, all or nothing.
 //
-// An upstream's queue is on disk (storage.go; Options.StoragePath set and
-// queue_config.storage "disk") or in memory. In disk mode Enqueue appends
-// one record per request (record.go: the remote-write request the upstream
-// is sent, with a small header) and returns once it is written; a reader
-// (reader.go) takes the records back in order and feeds the shards, the
-// handoff (handoff.go) sparing it the decoding of a record Enqueue has
-// just written, and a record is acknowledged (acker.go) once all its
-// points and those of every earlier record were sent or dropped. In memory
-// mode Enqueue appends to the shards directly.
+// A queue is in memory, or on disk (storage.go) with Options.StoragePath
+// set and queue_config.storage "disk": Enqueue then appends one record per
+// request (record.go) and returns once it is written; a reader (reader.go)
+// takes the records back in order and feeds the shards (handoff.go spares
+// it decoding what Enqueue just wrote), and a record is acknowledged
+// (acker.go) once its points and those of every earlier record were sent
+// or dropped.
 //
-// Each forwarder has a fixed number of shards (shard.go,
-// queue_config.max_shards); a series always goes to the same shard, whose
-// goroutine cuts batches, encodes them (encode.go) and sends them one after
-// the other (client.go), so each series arrives in order. Batches are
-// retried with backoff on network errors, 5xx and 429, split at series
-// boundaries on 413, and dropped (and counted) on other 4xx.
+// A series always goes to the same shard (shard.go; their number follows
+// the load, reshard.go), whose goroutine cuts batches, encodes them
+// (encode.go) and sends them one after the other (client.go), so each
+// series arrives in order. Batches are retried with backoff on network
+// errors, 5xx and 429, split on 413, and dropped (and counted) on other
+// 4xx.
 package forward
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -123,13 +122,7 @@ func NewManager(logger *slog.Logger, metrics *registry.ForwardMetrics, opts Opti
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	if opts.UserAgent == "" {
-		v := version.Version
-		if v == "" {
-			v = "unknown"
-		}
-		opts.UserAgent = "rw-gateway/" + v
-	}
+	opts.UserAgent = cmp.Or(opts.UserAgent, "rw-gateway/"+cmp.Or(version.Version, "unknown"))
 	if opts.FlushDeadline <= 0 {
 		opts.FlushDeadline = DefaultFlushDeadline
 	}
@@ -191,19 +184,21 @@ func (m *Manager) ApplyConfig(cfg *config.Config) error {
 		// its successor, with the successor's limits.
 		handedOver = map[string]*config.UpstreamConfig{}
 	)
-	rollback := func() {
+	// fail undoes what the loop below did, and returns err for upstream name.
+	fail := func(name string, err error) error {
 		for _, c := range created {
 			c.client.CloseIdleConnections()
 			if _, ok := old.byName[c.name]; !ok {
 				m.metrics.DeleteUpstream(c.name)
 			}
 		}
-		for name, q := range opened {
+		for n, q := range opened {
 			if err := q.Close(); err != nil {
-				m.logger.Error("close disk queue", "upstream", name, "err", err)
+				m.logger.Error("close disk queue", "upstream", n, "err", err)
 			}
-			m.queueMetrics.DeleteUpstream(name)
+			m.queueMetrics.DeleteUpstream(n)
 		}
+		return fmt.Errorf("upstream %q: %w", name, err)
 	}
 	for _, u := range cfg.Upstreams {
 		prev := old.byName[u.Name]
@@ -218,22 +213,20 @@ func (m *Manager) ApplyConfig(cfg *config.Config) error {
 			replaced = append(replaced, prev)
 		}
 		var dq diskQueue
-		if m.onDisk(u) {
+		if m.opts.StoragePath != "" && u.QueueConfig.OnDisk() {
 			if dq = m.queues[u.Name]; dq != nil {
 				handedOver[u.Name] = u
 			} else {
 				var err error
 				if dq, err = m.openQueue(u); err != nil {
-					rollback()
-					return fmt.Errorf("upstream %q: %w", u.Name, err)
+					return fail(u.Name, err)
 				}
 				opened[u.Name] = dq
 			}
 		}
 		f, err := newForwarder(m.logger, m.metrics, u, m.opts.UserAgent, m.opts.ProbeInterval, ready, dq, m.queueMetrics)
 		if err != nil {
-			rollback()
-			return fmt.Errorf("upstream %q: %w", u.Name, err)
+			return fail(u.Name, err)
 		}
 		if dq != nil && prev != nil && prev.dq == dq {
 			f.prev = prev // its unsent records are this one's to send
@@ -242,12 +235,7 @@ func (m *Manager) ApplyConfig(cfg *config.Config) error {
 		next.fwds = append(next.fwds, f)
 		next.byName[u.Name] = f
 	}
-	var removed []*forwarder
-	for _, f := range old.fwds {
-		if _, ok := next.byName[f.name]; !ok {
-			removed = append(removed, f)
-		}
-	}
+	removed := slices.DeleteFunc(slices.Clone(old.fwds), func(f *forwarder) bool { return next.byName[f.name] != nil })
 	for name, u := range handedOver {
 		m.queues[name].SetLimits(u.QueueConfig.MaxBytes, fullPolicy(&u.QueueConfig))
 	}
@@ -261,7 +249,11 @@ func (m *Manager) ApplyConfig(cfg *config.Config) error {
 	m.mu.Unlock()
 
 	for _, f := range created {
-		m.logger.Info("upstream started", "upstream", f.name, "protocol", f.proto().Label(), "shards", len(f.shards), "queue", queueKind(f))
+		kind := config.StorageMemory
+		if f.dq != nil {
+			kind = config.StorageDisk
+		}
+		m.logger.Info("upstream started", "upstream", f.name, "protocol", f.proto().Label(), "shards", len(f.shards), "queue", kind)
 	}
 	diskNames := map[string]bool{}
 	for _, f := range next.fwds {
@@ -276,11 +268,7 @@ func (m *Manager) ApplyConfig(cfg *config.Config) error {
 	// by a reload's.
 	ctx, cancel := context.WithTimeout(m.stopping, m.opts.FlushDeadline)
 	defer cancel()
-	var wg sync.WaitGroup
-	for _, f := range append(replaced, removed...) {
-		wg.Go(func() { f.stop(ctx) })
-	}
-	wg.Wait()
+	stopAll(ctx, append(replaced, removed...))
 	for _, f := range append(replaced, removed...) {
 		if f.dq != nil && !diskNames[f.name] {
 			m.closeQueue(f.name)
@@ -322,15 +310,9 @@ func (m *Manager) Enqueue(ctx context.Context, req *prw.Request, tenant string, 
 		}
 		return ErrNotConfigured
 	}
-	// A tenant's data goes only to the upstreams it is routed to.
 	fwds := set.fwds
 	if routes != nil {
-		fwds = make([]*forwarder, 0, len(set.fwds))
-		for _, f := range set.fwds {
-			if routes(f.name) {
-				fwds = append(fwds, f)
-			}
-		}
+		fwds = slices.DeleteFunc(slices.Clone(fwds), func(f *forwarder) bool { return !routes(f.name) })
 	}
 	// Every upstream is prepared from the request in the form: as the
 	// receiver's scan found it, or written in it once, here.
@@ -338,21 +320,19 @@ func (m *Manager) Enqueue(ctx context.Context, req *prw.Request, tenant string, 
 	if req.Raw == nil {
 		req.Materialize()
 	}
+	preps := make([]prepared, len(fwds))
 	defer func() {
 		m.builders.Put(r.lb)
 		r.release()
-	}()
-	preps := make([]prepared, len(fwds))
-	for i, f := range fwds {
-		f.prepare(&r, &preps[i])
-	}
-	defer func() {
 		for i := range preps {
 			if e := preps[i].enc; e != nil {
 				m.encoders.Put(e)
 			}
 		}
 	}()
+	for i, f := range fwds {
+		f.prepare(&r, &preps[i])
+	}
 
 	// Disk queues: encode, and check for room.
 	now := time.Now()
@@ -371,7 +351,7 @@ func (m *Manager) Enqueue(ctx context.Context, req *prw.Request, tenant string, 
 			}
 		}
 		if !p.f.dq.Fits(len(p.recs), p.recBytes) {
-			return p.f.tooLarge(fmt.Sprintf("request of %d bytes in queue records (queue_config.max_bytes)", p.recBytes), nil)
+			return p.f.tooLarge(fmt.Sprintf("request of %d bytes in queue records (queue_config.max_bytes)", p.recBytes))
 		}
 		if !p.f.dq.HasRoom(len(p.recs), p.recBytes) {
 			return p.f.full()
@@ -411,7 +391,7 @@ func (m *Manager) Enqueue(ctx context.Context, req *prw.Request, tenant string, 
 				return p.f.full()
 			}
 			if errors.Is(err, queue.ErrTooLarge) {
-				return p.f.tooLarge("append to disk queue", err)
+				return p.f.tooLarge("append to disk queue: " + err.Error())
 			}
 			return fmt.Errorf("upstream %q: append to disk queue: %w", p.f.name, err)
 		}
@@ -442,11 +422,7 @@ func (m *Manager) Stop(ctx context.Context) {
 	m.set = nil
 	m.mu.Unlock()
 	if set != nil {
-		var wg sync.WaitGroup
-		for _, f := range set.fwds {
-			wg.Go(func() { f.stop(ctx) })
-		}
-		wg.Wait()
+		stopAll(ctx, set.fwds)
 	}
 	for name := range m.queues {
 		m.closeQueue(name)
@@ -456,4 +432,13 @@ func (m *Manager) Stop(ctx context.Context) {
 			m.logger.Error("unlock storage path", "err", err)
 		}
 	}
+}
+
+// stopAll stops fwds at once, and returns when all have stopped.
+func stopAll(ctx context.Context, fwds []*forwarder) {
+	var wg sync.WaitGroup
+	for _, f := range fwds {
+		wg.Go(func() { f.stop(ctx) })
+	}
+	wg.Wait()
 }

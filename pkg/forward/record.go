@@ -9,31 +9,26 @@ import (
 	"time"
 
 	"github.com/golang/snappy"
+	"github.com/prometheus/prometheus/model/labels"
 	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/rwgateway/gateway/pkg/prw"
 )
 
-// A disk queue record holds what one request became for one upstream,
-// after external labels, write relabeling and the send_* settings: what
-// the upstream is sent, as a remote-write request. Its first byte is the
-// record format version; readers for every version ever written stay (see
-// pkg/queue/FORMAT.md, "Records", for the layouts and the rule).
+// A disk queue record holds what one request became for one upstream
+// (after external labels, write relabeling and the send_* settings) as the
+// remote-write request the upstream is sent. Its first byte is its version:
+// every version ever written stays readable (pkg/queue/FORMAT.md, "Records",
+// has the layouts and the rule). Version 3, written now, is
 //
-// Version 3, written now, is a small header and a remote-write request:
+//	3, protocol byte (1 prometheus.WriteRequest or 2
+//	   io.prometheus.write.v2.Request, plus 0x80 when a tenant follows),
+//	   uvarint append time (Unix ms), if flagged the tenant (uvarint
+//	   length, id), then the body as a snappy block
 //
-//	byte    3
-//	byte    protocol of the body: 1 (prometheus.WriteRequest) or 2
-//	        (io.prometheus.write.v2.Request), plus 0x80 when a tenant follows
-//	uvarint append time, Unix milliseconds
-//	        the tenant, if flagged: uvarint length, then its id (for an
-//	        upstream with a tenant_header)
-//	the body, snappy-compressed (the block format, as remote write sends it)
-//
-// The body is what a batch of the upstream's protocol would hold: written
-// by the encoder the shards send with, and read back by the decoders the
-// write handler uses, with the same validation. A record that fast path
-// writes is often the client's own compressed body, as it came.
+// The body is written by the encoder the shards send with (often it is the
+// client's own compressed body) and read back by the write handler's
+// decoders, with the same validation.
 const (
 	recordV1 = 1 // items in the gateway's own layout; read only (record_v1.go)
 	recordV2 = 2 // uvarint time + snappy 1.0 body; read only
@@ -77,20 +72,15 @@ func (e *recordEncoder) header(p prw.Protocol, tenant string, appended time.Time
 	e.out = append(e.out, recordV3, pb)
 	e.out = binary.AppendUvarint(e.out, uint64(appended.UnixMilli()))
 	if tenant != "" {
-		e.out = binary.AppendUvarint(e.out, uint64(len(tenant)))
-		e.out = append(e.out, tenant...)
+		e.out = protowire.AppendString(e.out, tenant)
 	}
 }
 
 // records slices e.out into the records that header started.
 func (e *recordEncoder) records() ([][]byte, int64) {
-	e.recs = e.recs[:0]
-	for i, start := range e.offs {
-		end := len(e.out)
-		if i+1 < len(e.offs) {
-			end = e.offs[i+1]
-		}
-		e.recs = append(e.recs, e.out[start:end:end])
+	e.offs, e.recs = append(e.offs, len(e.out)), e.recs[:0]
+	for i, end := range e.offs[1:] {
+		e.recs = append(e.recs, e.out[e.offs[i]:end:end])
 	}
 	return e.recs, int64(len(e.out))
 }
@@ -162,7 +152,7 @@ func (e *recordEncoder) encodeRaw(raw *prw.RawV1, withMeta bool, tenant string, 
 type recordDecoder struct {
 	raw    []byte
 	v1, v2 prw.Decoder
-	legacy legacyDecoder
+	sb     labels.ScratchBuilder // for version 1 records
 	synth  synthesizer
 
 	// 1.0 series become chunks (see chunkRaw) for shards shards of at most
@@ -196,11 +186,7 @@ func (d *recordDecoder) decode(rec []byte) (items []item, appended time.Time, sk
 	)
 	switch rec[0] {
 	case recordV1:
-		req, appended, skipped, err := d.legacy.decode(rec[1:])
-		if err != nil {
-			return nil, time.Time{}, 0, err
-		}
-		return d.items(req), appended, skipped, nil
+		return d.decodeV1(rec[1:])
 	case recordV2:
 		proto, rec = prw.ProtoV1, rec[1:]
 	case recordV3:
@@ -216,12 +202,11 @@ func (d *recordDecoder) decode(rec []byte) (items []item, appended time.Time, sk
 		return nil, time.Time{}, 0, errRecordTruncated
 	}
 	if hasTenant {
-		n, m := binary.Uvarint(rec[k:])
-		if m <= 0 || n > uint64(len(rec)-k-m) {
+		t, m := protowire.ConsumeBytes(rec[k:])
+		if m < 0 {
 			return nil, time.Time{}, 0, errRecordTruncated
 		}
-		tenant = rec[k+m : k+m+int(n)]
-		k += m + int(n)
+		tenant, k = t, k+m
 	}
 	msg, err := d.snappy(rec[k:])
 	if err != nil {
@@ -241,7 +226,7 @@ func (d *recordDecoder) decode(rec []byte) (items []item, appended time.Time, sk
 	return items, time.UnixMilli(int64(ms)), skipped, nil
 }
 
-// snappy decodes a record's body into d's buffer.
+// snappy decodes a record's body, of any version, into d's buffer.
 func (d *recordDecoder) snappy(b []byte) ([]byte, error) {
 	n, err := snappy.DecodedLen(b)
 	if err != nil {
@@ -293,39 +278,29 @@ func (d *recordDecoder) items(req *prw.Request) []item {
 // entry that decodes and validates on its own is kept; the rest, up to the
 // end of msg when its framing breaks, is skipped.
 func (d *recordDecoder) salvage(p prw.Protocol, msg []byte) (items []item, skipped int) {
-	type field struct {
-		num protowire.Number
-		b   []byte // the whole field, tag included
-	}
-	var (
-		fields  []field
-		symbols []byte
-	)
+	var fields [][]byte // whole fields, tags included
+	var symbols []byte
 	for b := msg; len(b) > 0; {
-		num, typ, n := protowire.ConsumeTag(b)
-		m := -1
-		if n >= 0 {
-			m = protowire.ConsumeFieldValue(num, typ, b[n:])
-		}
-		if n < 0 || m < 0 {
+		num, typ, n := protowire.ConsumeField(b)
+		if n < 0 {
 			skipped += len(b)
 			break
 		}
-		f := field{num: num, b: b[:n+m]}
-		b = b[n+m:]
+		f := b[:n]
+		b = b[n:]
 		switch {
 		case p == prw.ProtoV2 && num == 4 && typ == protowire.BytesType:
-			symbols = append(symbols, f.b...)
+			symbols = append(symbols, f...)
 		case (p == prw.ProtoV1 && (num == 1 || num == 3)) || (p == prw.ProtoV2 && num == 5):
 			fields = append(fields, f)
 		}
 	}
 	var one []byte
 	for _, f := range fields {
-		one = append(append(one[:0], symbols...), f.b...)
+		one = append(append(one[:0], symbols...), f...)
 		got, bad, err := d.decodeBody(p, one)
 		if err != nil {
-			skipped += len(f.b)
+			skipped += len(f)
 			continue
 		}
 		items = append(items, got...)

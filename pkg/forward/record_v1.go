@@ -6,8 +6,8 @@ import (
 	"math"
 	"time"
 
-	"github.com/golang/snappy"
 	"github.com/prometheus/prometheus/model/labels"
+	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/rwgateway/gateway/pkg/prw"
 )
@@ -30,37 +30,19 @@ const (
 	itemFamily = 2
 )
 
-// legacyDecoder reads version 1 records.
-type legacyDecoder struct {
-	raw []byte
-	sb  labels.ScratchBuilder
-}
-
-// decode returns the series and family metadata of a version 1 record
-// body (after its version byte), as recordDecoder.decode does: series that
-// the write handler would refuse are left out, their size in the record
-// returned as skipped.
-func (d *legacyDecoder) decode(b []byte) (*prw.Request, time.Time, int, error) {
-	n, err := snappy.DecodedLen(b)
+// decodeV1 decodes a version 1 record body (after its version byte) as
+// decode does: series that the write handler would refuse are left out,
+// their size in the record returned as skipped.
+func (d *recordDecoder) decodeV1(b []byte) ([]item, time.Time, int, error) {
+	raw, err := d.snappy(b)
 	if err != nil {
-		return nil, time.Time{}, 0, fmt.Errorf("decode snappy: %w", err)
-	}
-	if n > maxDecodedRecordBytes {
-		return nil, time.Time{}, 0, fmt.Errorf("record of %d bytes decoded is over the %d limit", n, maxDecodedRecordBytes)
-	}
-	if cap(d.raw) < n {
-		d.raw = make([]byte, n)
-	}
-	raw, err := snappy.Decode(d.raw[:n], b)
-	if err != nil {
-		return nil, time.Time{}, 0, fmt.Errorf("decode snappy: %w", err)
+		return nil, time.Time{}, 0, err
 	}
 	r := recordReader{buf: raw, str: string(raw), sb: &d.sb}
-	req, appended, skipped := r.body()
-	if r.err != nil {
-		return nil, time.Time{}, 0, r.err
+	if req, appended, skipped := r.body(); r.err == nil {
+		return d.items(req), appended, skipped, nil
 	}
-	return req, appended, skipped, nil
+	return nil, time.Time{}, 0, r.err
 }
 
 // validSeries reports whether the write handler would accept s as it is.
@@ -96,18 +78,17 @@ func (r *recordReader) fail(err error) {
 	r.off = len(r.buf)
 }
 
-func (r *recordReader) uvarint() uint64 {
-	v, n := binary.Uvarint(r.buf[r.off:])
-	if n <= 0 {
-		r.fail(errRecordTruncated)
-		return 0
-	}
-	r.off += n
-	return v
+func (r *recordReader) uvarint() uint64 { return r.advance(binary.Uvarint(r.buf[r.off:])) }
+
+func (r *recordReader) varint() int64 { return protowire.DecodeZigZag(r.uvarint()) }
+
+func (r *recordReader) fixed64() float64 {
+	return math.Float64frombits(r.advance(protowire.ConsumeFixed64(r.buf[r.off:])))
 }
 
-func (r *recordReader) varint() int64 {
-	v, n := binary.Varint(r.buf[r.off:])
+// advance moves past a value of n bytes, or fails when n is not positive,
+// as decoding functions report a truncated or overflowing value.
+func (r *recordReader) advance(v uint64, n int) uint64 {
 	if n <= 0 {
 		r.fail(errRecordTruncated)
 		return 0
@@ -126,29 +107,16 @@ func (r *recordReader) count(minBytes int) int {
 	return int(n)
 }
 
-func (r *recordReader) fixed64() float64 {
-	if len(r.buf)-r.off < 8 {
-		r.fail(errRecordTruncated)
-		return 0
-	}
-	v := math.Float64frombits(binary.LittleEndian.Uint64(r.buf[r.off:]))
-	r.off += 8
-	return v
+// span reads a length-prefixed string and returns its bounds.
+func (r *recordReader) span() (lo, hi int) {
+	n := r.count(1)
+	r.off += n
+	return r.off - n, r.off
 }
 
-func (r *recordReader) bytes() []byte {
-	n := r.count(1)
-	b := r.buf[r.off : r.off+n]
-	r.off += n
-	return b
-}
+func (r *recordReader) bytes() []byte { lo, hi := r.span(); return r.buf[lo:hi] }
 
-func (r *recordReader) string() string {
-	n := r.count(1)
-	s := r.str[r.off : r.off+n]
-	r.off += n
-	return s
-}
+func (r *recordReader) string() string { lo, hi := r.span(); return r.str[lo:hi] }
 
 func (r *recordReader) labels() labels.Labels {
 	n := r.count(2)
@@ -178,9 +146,7 @@ func (r *recordReader) body() (req *prw.Request, appended time.Time, skipped int
 		r.off++
 		switch kind {
 		case itemFamily:
-			fm := prw.FamilyMetadata{MetricFamilyName: r.string()}
-			fm.Metadata = r.metadata()
-			req.Metadata = append(req.Metadata, fm)
+			req.Metadata = append(req.Metadata, prw.FamilyMetadata{MetricFamilyName: r.string(), Metadata: r.metadata()})
 		case itemSeries:
 			var s prw.Series
 			s.Labels = r.labels()

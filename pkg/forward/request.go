@@ -2,9 +2,9 @@ package forward
 
 import (
 	"math"
+	"slices"
 
 	"github.com/prometheus/prometheus/model/labels"
-	"github.com/prometheus/prometheus/prompb"
 	"github.com/rwgateway/gateway/pkg/prw"
 )
 
@@ -85,20 +85,15 @@ func (r *request) externalPresent(raw *prw.RawV1) bool {
 		return true
 	}
 	if r.hasExternal == nil {
-		ok := true
-		want := r.external.Len()
-		for _, rs := range raw.Series {
+		ok := !slices.ContainsFunc(raw.Series, func(rs prw.RawSeries) bool {
 			found := 0
 			err := prw.RangeRawLabels(rs.Bytes(raw.Msg), func(name, value []byte) {
 				if len(value) > 0 && r.external.Has(string(name)) {
 					found++
 				}
 			})
-			if err != nil || found < want {
-				ok = false
-				break
-			}
-		}
+			return err != nil || found < r.external.Len()
+		})
 		r.hasExternal = &ok
 	}
 	return *r.hasExternal
@@ -110,15 +105,11 @@ func (r *request) externalPresent(raw *prw.RawV1) bool {
 func (r *request) family(raw *prw.RawV1, name string) (prw.Metadata, bool) {
 	if r.families == nil {
 		r.families = make(map[string]prw.Metadata, len(raw.Metadata))
-		for _, sp := range raw.Metadata {
-			var md prompb.MetricMetadata
-			if err := md.Unmarshal(sp.Bytes(raw.Msg)); err != nil {
-				continue // the receiver checked it
+		rangeFamilies(raw, func(fm *prw.FamilyMetadata) {
+			if _, ok := r.families[fm.MetricFamilyName]; !ok {
+				r.families[fm.MetricFamilyName] = fm.Metadata
 			}
-			if _, ok := r.families[md.MetricFamilyName]; !ok {
-				r.families[md.MetricFamilyName] = familyFromV1(&md).Metadata
-			}
-		}
+		})
 	}
 	if md, ok := r.families[name]; ok {
 		return md, true

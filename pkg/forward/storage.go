@@ -34,12 +34,8 @@ type diskQueue interface {
 	Close() error
 }
 
-// queueDir and quarantinePath are where upstream name's queue lives.
+// queueDir is where upstream name's queue lives.
 func queueDir(storage, name string) string { return filepath.Join(storage, queuesDir, name) }
-
-func quarantinePath(storage, name string) string {
-	return filepath.Join(storage, quarantineDir, name)
-}
 
 func fullPolicy(q *config.QueueConfig) queue.FullPolicy {
 	if q.FullPolicy == config.FullPolicyDropOldest {
@@ -52,7 +48,7 @@ func fullPolicy(q *config.QueueConfig) queue.FullPolicy {
 func (m *Manager) openQueue(u *config.UpstreamConfig) (diskQueue, error) {
 	q, err := queue.Open(queue.Options{
 		Dir:           queueDir(m.opts.StoragePath, u.Name),
-		QuarantineDir: quarantinePath(m.opts.StoragePath, u.Name),
+		QuarantineDir: filepath.Join(m.opts.StoragePath, quarantineDir, u.Name),
 		Upstream:      u.Name,
 		MaxBytes:      u.QueueConfig.MaxBytes,
 		FullPolicy:    fullPolicy(&u.QueueConfig),
@@ -108,11 +104,6 @@ func (m *Manager) scanOrphans(diskNames map[string]bool) {
 	}
 }
 
-// onDisk reports whether u's queue is on disk.
-func (m *Manager) onDisk(u *config.UpstreamConfig) bool {
-	return m.opts.StoragePath != "" && u.QueueConfig.OnDisk()
-}
-
 // lockStorage takes the lock on Options.StoragePath, once.
 func (m *Manager) lockStorage() error {
 	if m.opts.StoragePath == "" || m.unlock != nil {
@@ -142,11 +133,4 @@ func (m *Manager) closeQueue(name string) {
 	}
 	m.queueMetrics.DeleteUpstream(name)
 	m.metrics.QueueLag.DeleteLabelValues(name)
-}
-
-func queueKind(f *forwarder) string {
-	if f.dq != nil {
-		return config.StorageDisk
-	}
-	return config.StorageMemory
 }

@@ -1,6 +1,7 @@
 package forward
 
 import (
+	"slices"
 	"sync"
 
 	"github.com/prometheus/prometheus/prompb"
@@ -9,14 +10,12 @@ import (
 	"github.com/rwgateway/gateway/pkg/prw"
 )
 
-// A request the receiver decoded reaches the Manager in the form (see
-// prw.AppendSeries). A request of decoded series (prw.Request.Series, as
-// tests and legacy queue records make them) is written in it once, by
-// synthesize; strip is the form without its extensions, for 1.0 upstreams.
-
-// synthesizer holds the buffers of one request's form. The Manager pools
-// them: a synthesized RawV1 is valid until the synthesizer is put back,
-// and everything that outlives Enqueue is copied from it.
+// synthesizer writes a request of decoded series (prw.Request.Series, as
+// tests and version 1 queue records make them) in the form (see
+// prw.AppendSeries), and strips the form's extensions for 1.0 upstreams.
+// It holds the buffers of one request's form. The Manager pools them: a
+// synthesized RawV1 is valid until the synthesizer is put back, and
+// everything that outlives Enqueue is copied from it.
 type synthesizer struct {
 	raw      prw.RawV1
 	scratch  []byte
@@ -42,7 +41,7 @@ func (sy *synthesizer) synthesize(req *prw.Request) *prw.RawV1 {
 		raw.Append(rs)
 	}
 	for _, fm := range req.Metadata {
-		b = sy.appendFamily(b, raw, fm.MetricFamilyName, fm.Metadata)
+		b = appendFamily(b, raw, fm.MetricFamilyName, fm.Metadata)
 	}
 	raw.Msg = b
 	return raw
@@ -60,18 +59,15 @@ func (sy *synthesizer) strip(raw *prw.RawV1) *prw.RawV1 {
 	for _, rs := range raw.Series {
 		ts := rs.Bytes(raw.Msg)
 		start := len(b)
-		var (
-			md  []byte
-			err error
-		)
+		var md []byte
+		var err error
 		if b, md, sy.scratch, err = prw.AppendV1(b, ts, sy.scratch); err != nil {
 			b = b[:start] // the form was validated: not reached
 			continue
 		}
-		cur := rs
-		cur.Span, cur.Ext = fieldSpan(b, start), false
 		if rs.Points() > 0 {
-			out.Append(cur)
+			rs.Span, rs.Ext = fieldSpan(b, start), false
+			out.Append(rs)
 		} else {
 			b = b[:start] // metadata only: a family metadata entry in 1.0
 		}
@@ -81,19 +77,15 @@ func (sy *synthesizer) strip(raw *prw.RawV1) *prw.RawV1 {
 	}
 	for _, sp := range raw.Metadata {
 		start := len(b)
-		b = protowire.AppendTag(b, 3, protowire.BytesType)
-		b = protowire.AppendBytes(b, sp.Bytes(raw.Msg))
+		b = protowire.AppendBytes(protowire.AppendTag(b, 3, protowire.BytesType), sp.Bytes(raw.Msg))
 		out.Metadata = append(out.Metadata, fieldSpan(b, start))
-		var md prompb.MetricMetadata
-		if md.Unmarshal(sp.Bytes(raw.Msg)) == nil {
-			sy.families[md.MetricFamilyName] = struct{}{}
-		}
 	}
+	rangeFamilies(raw, func(fm *prw.FamilyMetadata) { sy.families[fm.MetricFamilyName] = struct{}{} })
 	for _, p := range sy.pending {
 		name := prw.SeriesFamily(p.series, p.md)
 		if _, ok := sy.families[string(name)]; !ok {
 			sy.families[string(name)] = struct{}{}
-			b = sy.appendFamily(b, out, string(name), prw.ReadMetadata(p.md))
+			b = appendFamily(b, out, string(name), prw.ReadMetadata(p.md))
 		}
 	}
 	out.Msg = b
@@ -102,16 +94,23 @@ func (sy *synthesizer) strip(raw *prw.RawV1) *prw.RawV1 {
 
 // appendFamily appends 1.0 family metadata to b as a MetricMetadata field
 // of raw.
-func (sy *synthesizer) appendFamily(b []byte, raw *prw.RawV1, name string, m prw.Metadata) []byte {
+func appendFamily(b []byte, raw *prw.RawV1, name string, m prw.Metadata) []byte {
+	b, sp := appendMetadata(b, name, m)
+	raw.Metadata = append(raw.Metadata, sp)
+	return b
+}
+
+// appendMetadata appends 1.0 family metadata to b as a MetricMetadata field
+// of a WriteRequest, and returns the span of its message.
+func appendMetadata(b []byte, name string, m prw.Metadata) ([]byte, prw.Span) {
 	md := prompb.MetricMetadata{Type: prw.MetricTypeToV1(m.Type), MetricFamilyName: name, Help: m.Help, Unit: m.Unit}
 	n := md.Size()
-	b = protowire.AppendTag(b, 3, protowire.BytesType)
-	b = protowire.AppendVarint(b, uint64(n))
-	raw.Metadata = append(raw.Metadata, prw.Span{Off: uint32(len(b)), Len: uint32(n)})
-	b = append(b, make([]byte, n)...)
+	b = protowire.AppendVarint(protowire.AppendTag(b, 3, protowire.BytesType), uint64(n))
+	sp := prw.Span{Off: uint32(len(b)), Len: uint32(n)}
+	b = slices.Grow(b, n)[:len(b)+n]
 	// Size was computed just above: MarshalToSizedBuffer cannot fail.
-	_, _ = md.MarshalToSizedBuffer(b[len(b)-n:])
-	return b
+	_, _ = md.MarshalToSizedBuffer(b[sp.Off:])
+	return b, sp
 }
 
 // fieldSpan returns the span of the message of the length-delimited field
