@@ -212,7 +212,7 @@ func (d *recordDecoder) decode(rec []byte) (items []item, appended time.Time, sk
 	if err != nil {
 		return nil, time.Time{}, 0, err
 	}
-	items, skipped, err = d.decodeBody(proto, msg)
+	items, skipped, err = d.decodeBody(proto, msg, rec[k:])
 	if err != nil {
 		// Not a valid message as a whole: keep the messages in it that are.
 		items, skipped = d.salvage(proto, msg)
@@ -247,8 +247,8 @@ func (d *recordDecoder) snappy(b []byte) ([]byte, error) {
 
 // decodeBody decodes a remote-write request of protocol p as the write
 // handler does, and returns its valid series as items and the size of the
-// invalid ones.
-func (d *recordDecoder) decodeBody(p prw.Protocol, msg []byte) ([]item, int, error) {
+// invalid ones. compressed, if not nil, is msg as the record holds it.
+func (d *recordDecoder) decodeBody(p prw.Protocol, msg, compressed []byte) ([]item, int, error) {
 	dec := d.v1
 	if p == prw.ProtoV2 {
 		dec = d.v2
@@ -258,6 +258,14 @@ func (d *recordDecoder) decodeBody(p prw.Protocol, msg []byte) ([]item, int, err
 		return nil, 0, err
 	}
 	defer dec.Release(dd)
+	if raw := dd.Req.Raw; compressed != nil && p == prw.ProtoV1 && raw != nil && raw.AsSent && dd.Invalid.Bytes == 0 {
+		// The record is what the upstream is sent, valid as it is: sent
+		// as it is, as a whole item (see whole.go).
+		raw.Compressed = compressed
+		if it, ok := wholeItem(raw, d.maxN, d.maxB); ok {
+			return []item{it}, 0, nil
+		}
+	}
 	return d.items(&dd.Req), dd.Invalid.Bytes, nil
 }
 
@@ -298,7 +306,7 @@ func (d *recordDecoder) salvage(p prw.Protocol, msg []byte) (items []item, skipp
 	var one []byte
 	for _, f := range fields {
 		one = append(append(one[:0], symbols...), f...)
-		got, bad, err := d.decodeBody(p, one)
+		got, bad, err := d.decodeBody(p, one, nil)
 		if err != nil {
 			skipped += len(f)
 			continue

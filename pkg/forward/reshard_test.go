@@ -2,6 +2,7 @@ package forward
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"io"
 	"net/http"
@@ -323,4 +324,54 @@ func literalSnappy(msg []byte) []byte {
 		msg = msg[n:]
 	}
 	return b
+}
+
+// TestBacklogSentAsItCame: a backlog read from disk after a restart, with
+// nothing handed over from Enqueue, is sent with the client's bytes too.
+func TestBacklogSentAsItCame(t *testing.T) {
+	dir := t.TempDir()
+	var (
+		sw     switchable
+		mu     sync.Mutex
+		bodies [][]byte
+	)
+	sw.code.Store(http.StatusServiceUnavailable)
+	up := newFakeUpstream(t, sw.respond)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if sw.code.Load() == http.StatusNoContent {
+			mu.Lock()
+			bodies = append(bodies, body)
+			mu.Unlock()
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		up.serve(w, r)
+	}))
+	defer srv.Close()
+	u := testUpstream(t, "u", srv.URL, false)
+	u.QueueConfig.MaxSamplesPerSend = 2000
+
+	m1, _, _, _ := newTestManagerOpts(t, testConfig(u), diskOpts(dir))
+	var sent [][]byte
+	for i := range 3 {
+		req := &prompb.WriteRequest{}
+		for s := range 20 {
+			req.Timeseries = append(req.Timeseries, prompb.TimeSeries{Labels: prompb.FromLabels(rwtest.SeriesLabels(s), nil), Samples: []prompb.Sample{{Timestamp: int64(i + 1), Value: 1}}})
+		}
+		msg, err := req.Marshal()
+		require.NoError(t, err)
+		sent = append(sent, literalSnappy(msg))
+		require.NoError(t, m1.Enqueue(t.Context(), clientRequest(t, sent[i]), "", nil))
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
+	m1.Stop(ctx)
+	cancel()
+	time.Sleep(50 * time.Millisecond) // an attempt cancelled by Stop is answered 503 still
+
+	sw.code.Store(http.StatusNoContent)
+	newTestManagerOpts(t, testConfig(u), diskOpts(dir))
+	require.Eventually(t, func() bool { return up.samples() == 60 }, waitFor, tick)
+	mu.Lock()
+	defer mu.Unlock()
+	require.Equal(t, sent, bodies, "each record sent as the client's bytes, in order")
 }
