@@ -65,12 +65,7 @@ func chunkRaw(msg []byte, series []prw.RawSeries, nShards, maxN, maxB int) (item
 		}
 		protowire.AppendBytes(append(buf[o.pos:o.pos], 0x0a), rs.Bytes(msg)) // field 1, in place
 		o.pos += es
-		o.it.samples += rs.Samples
-		o.it.histograms += rs.Histograms
-		o.it.exemplars += rs.Exemplars
-		if rs.Points() == 0 {
-			o.it.empty++
-		}
+		o.it.add(rs)
 		o.it.ext = o.it.ext || rs.Ext
 		if p > maxN || es > maxB {
 			emit(sh) // too large for a chunk: a chunk of its own

@@ -86,19 +86,14 @@ func countPoints(items []item) int {
 // series' first n points (samples first, then exemplars and histograms, in
 // the order the series holds them).
 func (it *item) split(n int) (head, tail item, err error) {
-	head = item{shard: it.shard, ext: it.ext, tenant: it.tenant, rec: it.rec, epoch: it.epoch}
+	head = it.like(nil)
 	cut := 0
 	err = rangeChunk(it.raw, func(_ []byte, rs prw.RawSeries, end int) bool {
 		if cut > 0 && head.count()+weight(rs) > n {
 			return false
 		}
 		cut = end
-		head.samples += rs.Samples
-		head.histograms += rs.Histograms
-		head.exemplars += rs.Exemplars
-		if rs.Points() == 0 {
-			head.empty++
-		}
+		head.add(&rs)
 		return true
 	})
 	if err != nil {
@@ -108,12 +103,8 @@ func (it *item) split(n int) (head, tail item, err error) {
 		// One series over n: cut it by its points.
 		return it.splitPoints(n)
 	}
-	head.raw = it.raw[:cut:cut]
-	tail = item{raw: it.raw[cut:], shard: it.shard, ext: it.ext, tenant: it.tenant, rec: it.rec, epoch: it.epoch,
-		samples: it.samples - head.samples, histograms: it.histograms - head.histograms,
-		exemplars: it.exemplars - head.exemplars, empty: it.empty - head.empty}
-	head.size, tail.size = len(head.raw), len(tail.raw)
-	return head, tail, nil
+	head.raw, head.size = it.raw[:cut:cut], cut
+	return head, it.rest(&head, it.raw[cut:]), nil
 }
 
 // splitPoints cuts the first series of it after its first n points: head
@@ -136,19 +127,42 @@ func (it *item) splitPoints(n int) (head, tail item, err error) {
 	if err != nil {
 		return *it, item{}, err
 	}
-	head = item{raw: h, shard: it.shard, ext: it.ext, tenant: it.tenant, rec: it.rec, epoch: it.epoch, samples: hrs.Samples, histograms: hrs.Histograms, exemplars: hrs.Exemplars}
-	tail = item{raw: append(t, it.raw[end:]...), shard: it.shard, ext: it.ext, tenant: it.tenant, rec: it.rec, epoch: it.epoch,
-		samples: it.samples - head.samples, histograms: it.histograms - head.histograms,
-		exemplars: it.exemplars - head.exemplars, empty: it.empty}
-	head.size, tail.size = len(head.raw), len(tail.raw)
-	return head, tail, nil
+	head = it.like(h)
+	head.add(&hrs)
+	return head, it.rest(&head, append(t, it.raw[end:]...)), nil
+}
+
+// like returns an item of the chunk raw with it's shard, tenant, record
+// and epoch, and no points counted yet.
+func (it *item) like(raw []byte) item {
+	return item{raw: raw, size: len(raw), shard: it.shard, ext: it.ext, tenant: it.tenant, rec: it.rec, epoch: it.epoch}
+}
+
+// add counts the points of the series rs, or the series itself if it has
+// none (see count).
+func (it *item) add(rs *prw.RawSeries) {
+	it.samples += rs.Samples
+	it.histograms += rs.Histograms
+	it.exemplars += rs.Exemplars
+	if rs.Points() == 0 {
+		it.empty++
+	}
+}
+
+// rest returns the item of the chunk raw that holds what it holds besides
+// head.
+func (it *item) rest(head *item, raw []byte) item {
+	t := it.like(raw)
+	t.samples, t.histograms = it.samples-head.samples, it.histograms-head.histograms
+	t.exemplars, t.empty = it.exemplars-head.exemplars, it.empty-head.empty
+	return t
 }
 
 // keepPoints returns the chunk it with only the points keep reports true
 // for (see prw.FilterPoints), and the number left out; it itself when none
 // is. The result is a chunk of its own: queued chunks are never modified.
 func (it *item) keepPoints(keep func(kind int, t int64, i int) bool) (item, int, error) {
-	out := item{shard: it.shard, ext: it.ext, tenant: it.tenant, rec: it.rec, epoch: it.epoch}
+	out := it.like(nil)
 	var (
 		b, scratch []byte
 		dropped    int
@@ -162,17 +176,12 @@ func (it *item) keepPoints(keep func(kind int, t int64, i int) bool) (item, int,
 		if ferr != nil {
 			return false
 		}
-		switch {
-		case kept.Points() > 0:
-		case d > 0:
+		if kept.Points() == 0 && d > 0 {
 			b = b[:mark] // nothing left of the series
-		default:
-			out.empty++ // it had no points: metadata only
+		} else {
+			out.add(&kept) // one without points had none: metadata only
 		}
 		dropped += d
-		out.samples += kept.Samples
-		out.histograms += kept.Histograms
-		out.exemplars += kept.Exemplars
 		return true
 	})
 	if err == nil {

@@ -322,10 +322,21 @@ func (s *shard) send(ctx context.Context, items []item) bool {
 	// the batches being sent hold encoding buffers, not every shard.
 	enc := f.encoders.get()
 	defer f.encoders.put(enc)
-	data, st, err := enc.encode(proto, items, f.cfg.MetadataConfig.Send)
-	if err != nil {
-		f.drop(registry.DropEncode, countPoints(items))
-		f.logger.Error("encode batch, dropped it", "err", err)
+	var (
+		data []byte
+		st   batchStats
+	)
+	// encode encodes items in proto; on an error it drops them.
+	encode := func() bool {
+		var err error
+		if data, st, err = enc.encode(proto, items, f.cfg.MetadataConfig.Send); err != nil {
+			f.drop(registry.DropEncode, countPoints(items))
+			f.logger.Error("encode batch, dropped it", "err", err)
+			return false
+		}
+		return true
+	}
+	if !encode() {
 		return true
 	}
 	backoff := time.Duration(q.MinBackoff)
@@ -357,9 +368,7 @@ func (s *shard) send(ctx context.Context, items []item) bool {
 			f.m.failed.Add(float64(st.points()))
 			f.fallBack(res.err)
 			proto, resentV1 = prw.ProtoV1, true
-			if data, st, err = enc.encode(proto, items, f.cfg.MetadataConfig.Send); err != nil {
-				f.drop(registry.DropEncode, countPoints(items))
-				f.logger.Error("encode batch, dropped it", "err", err)
+			if !encode() {
 				return true
 			}
 			continue
@@ -416,8 +425,7 @@ func (s *shard) send(ctx context.Context, items []item) bool {
 				}
 				if len(kept) != len(items) || countPoints(kept) != countPoints(items) {
 					items = kept
-					if data, st, err = enc.encode(proto, items, f.cfg.MetadataConfig.Send); err != nil {
-						f.drop(registry.DropEncode, countPoints(items))
+					if !encode() {
 						return true
 					}
 				}

@@ -40,12 +40,7 @@ func wholeItem(raw *prw.RawV1, maxN, maxB int) (item, bool) {
 	for i := range raw.Series {
 		rs := &raw.Series[i]
 		n += 1 + protowire.SizeVarint(uint64(rs.Len)) + int(rs.Len)
-		it.samples += rs.Samples
-		it.histograms += rs.Histograms
-		it.exemplars += rs.Exemplars
-		if rs.Points() == 0 {
-			it.empty++
-		}
+		it.add(rs)
 	}
 	// The message must be its series fields and nothing else, so that it
 	// is a chunk as it is.
