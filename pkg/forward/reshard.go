@@ -7,7 +7,7 @@ import (
 	"time"
 )
 
-// Dynamic resharding, as Prometheus does it: an upstream starts with
+// Dynamic resharding, after Prometheus: an upstream starts with
 // min_shards senders, and every shardUpdateInterval their number follows
 // what sending takes: the time a point takes to send (encoding and the
 // upstream's latency included) times the rate points come in, plus a share
@@ -15,6 +15,13 @@ import (
 // a low rate is sent by one shard, so a sender's request of a few series
 // leaves as one request, and memory holds one shard's queue, not
 // max_shards'.
+//
+// Unlike Prometheus, which reads its own WAL at its own pace, the gateway
+// takes writes as they come, so it follows them faster: it looks every
+// second, not every 10, and adds shards as soon as the ones in use cannot
+// keep up (the desired number above the current one), while it removes
+// them only below the current number less shardTolerance, keeping that
+// much headroom, so the number does not swing between two neighbours.
 //
 // Series are hashed to max_shards virtual shards: chunks are cut per
 // virtual shard and records keep them, so nothing is cut again when the
@@ -24,12 +31,11 @@ import (
 // batch of the new one: per-series order holds, and enqueueing never waits.
 
 const (
-	shardUpdateInterval = 10 * time.Second
-	// shardTolerance: the number changes only when the desired one is off
-	// by more than this fraction.
+	shardUpdateInterval = time.Second
+	// shardTolerance is the headroom kept when shards are removed.
 	shardTolerance = 0.3
 	// integralGain is the share of pending points, per second, the desired
-	// number of shards also sends (Prometheus: 0.1 per update interval).
+	// number of shards also sends (Prometheus: 0.1 per 10 s).
 	integralGain = 0.1 / 10
 	ewmaWeight   = 0.2
 )
@@ -147,17 +153,21 @@ type shardRates struct {
 }
 
 // desiredShards returns the number of shards f should send with, given the
-// rates of the last interval and pending points, or cur to keep it.
+// rates of the last intervals and pending points, or cur to keep it.
 func desiredShards(cur, lo, hi int, inRate, outRate, busyRate float64, pending int64) int {
 	if outRate <= 0 {
 		return cur
 	}
 	timePerPoint := busyRate / float64(time.Second) / outRate
 	want := timePerPoint * (inRate + integralGain*float64(pending))
-	if float64(cur)*(1-shardTolerance) <= want && want <= float64(cur)*(1+shardTolerance) {
-		return cur
+	n := cur
+	switch {
+	case want > float64(cur): // the shards in use cannot keep up
+		n = int(math.Ceil(want))
+	case want*(1+shardTolerance) < float64(cur):
+		n = int(math.Ceil(want * (1 + shardTolerance)))
 	}
-	return min(max(int(math.Ceil(want)), lo), hi)
+	return min(max(n, lo), hi)
 }
 
 // reshardLoop updates the number of shards every shardUpdateInterval until

@@ -68,7 +68,10 @@ func TestDesiredShards(t *testing.T) {
 		{"nothing sent: kept", 3, 1, 50, 1000, 0, 0, 0, 3},
 		{"a fast upstream at a low rate: one shard", 4, 1, 50, 1000, 1000, 0.01, 0, 1},
 		{"2.5 senders busy: 3 shards", 1, 1, 50, 100000, 100000, 2.5, 0, 3},
-		{"within the tolerance: kept", 3, 1, 50, 100000, 100000, 2.5, 0, 3},
+		{"within the headroom: kept", 3, 1, 50, 100000, 100000, 2.5, 0, 3},
+		{"one shard behind: two", 1, 1, 50, 2_600_000, 2_300_000, 1, 0, 2},
+		{"a little below: kept", 2, 1, 50, 100000, 100000, 0.99, 0, 2},
+		{"down, keeping headroom", 10, 1, 50, 100000, 100000, 3, 0, 4},
 		{"a backlog adds shards", 1, 1, 50, 10000, 10000, 0.5, 10_000_000, 6},
 		{"bounded by max_shards", 1, 1, 8, 100000, 100000, 20, 0, 8},
 		{"bounded by min_shards", 10, 4, 50, 100, 100, 0.01, 0, 4},
@@ -87,7 +90,7 @@ func TestUpdateShardsFollowsRates(t *testing.T) {
 	u.QueueConfig.MinShards, u.QueueConfig.MaxShards = 1, 10
 	f, err := newForwarder(discardLogger(), registry.NewForwardMetrics(nil), u, "ua", time.Minute, nil, nil, nil)
 	require.NoError(t, err)
-	interval := 10 * time.Second
+	interval := shardUpdateInterval
 	feed := func(points int64, busy time.Duration) {
 		f.rates.in.add(points)
 		f.rates.out.add(points)
@@ -96,14 +99,14 @@ func TestUpdateShardsFollowsRates(t *testing.T) {
 		f.updateShards(interval)
 	}
 	require.Equal(t, 1, f.layout.shards())
-	feed(1_000_000, 35*time.Second) // 3.5 senders busy
+	feed(100_000, 3500*time.Millisecond) // 3.5 senders busy
 	require.Equal(t, 4, f.layout.shards())
 	require.Equal(t, 4.0, testutil.ToFloat64(f.m.shards))
 	// The previous epoch has nothing outstanding: the next update may
 	// reshard again. The rates are averages, so it takes a few intervals
 	// to come down to one shard.
 	for range 20 {
-		feed(10_000, 100*time.Millisecond)
+		feed(1_000, 10*time.Millisecond)
 	}
 	require.Equal(t, 1, f.layout.shards())
 
