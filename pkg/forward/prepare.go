@@ -73,7 +73,9 @@ func (f *forwarder) prepare(r *request, p *prepared) {
 	var items []item
 	var shardOf []int
 	whole, isWhole := item{}, false
-	if raw == view && !v2 {
+	if raw == view && !v2 && f.layout.shards() == 1 {
+		// Only one shard sends a whole item (see whole.go); with more, the
+		// request is cut as it is prepared, not copied whole first.
 		whole, isWhole = r.wholeFor(raw, q.MaxSamplesPerSend, q.MaxBytesPerSend)
 	}
 	switch {

@@ -47,6 +47,7 @@ const (
 type layout struct {
 	mu          sync.Mutex
 	epoch       uint32
+	current     atomic.Uint32 // epoch, read without mu
 	active      int
 	outstanding [2]int // by epoch&1
 	// drained is closed once the previous epoch has nothing outstanding.
@@ -105,6 +106,7 @@ func (l *layout) set(n int) bool {
 		return false
 	}
 	l.epoch++
+	l.current.Store(l.epoch)
 	l.active = n
 	l.drained = make(chan struct{})
 	if l.outstanding[(l.epoch-1)&1] <= 0 {
@@ -199,10 +201,21 @@ func (f *forwarder) updateShards(interval time.Duration) {
 	}
 	n := desiredShards(cur, q.MinShards, q.MaxShards, in, out, busy, f.pending.Load())
 	f.m.desiredShards.Set(float64(n))
-	if n == cur || !f.layout.set(n) {
+	if n != cur {
+		f.setShards(cur, n)
+	}
+}
+
+// setShards starts an epoch with n shards, unless the previous one has
+// points outstanding.
+func (f *forwarder) setShards(cur, n int) {
+	if !f.layout.set(n) {
 		return
 	}
 	f.logger.Info("resharding", "from", cur, "to", n)
+	for _, s := range f.shards {
+		s.wake() // what the previous epoch left is sent now (see shard.state)
+	}
 	f.m.shards.Set(float64(n))
 	f.m.queueCapacity.Set(float64(n * f.capacity))
 }

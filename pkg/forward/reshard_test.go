@@ -378,3 +378,25 @@ func TestBacklogSentAsItCame(t *testing.T) {
 	defer mu.Unlock()
 	require.Equal(t, sent, bodies, "each record sent as the client's bytes, in order")
 }
+
+// TestReshardSendsWhatThePreviousEpochLeft: a batch that is not full and
+// would wait for batch_send_deadline is sent at once when a reshard
+// leaves it in the previous epoch, which the new one waits for.
+func TestReshardSendsWhatThePreviousEpochLeft(t *testing.T) {
+	up := newFakeUpstream(t, nil)
+	u := testUpstream(t, "u", up.srv.URL, false)
+	u.QueueConfig.MinShards, u.QueueConfig.MaxShards = 1, 4
+	u.QueueConfig.MaxSamplesPerSend = 1000
+	u.QueueConfig.BatchSendDeadline = pmodel.Duration(time.Minute)
+	m, _, _ := newTestManager(t, testConfig(u))
+	f := m.set.byName["u"]
+	r := &prw.Request{}
+	for i := range 10 {
+		r.Series = append(r.Series, floatSeries(1, 1, "__name__", "m", "i", intString(i)))
+	}
+	require.NoError(t, m.Enqueue(t.Context(), r, "", nil))
+	time.Sleep(50 * time.Millisecond)
+	require.Zero(t, up.samples(), "a batch that is not full waits for the deadline")
+	f.setShards(1, 4)
+	require.Eventually(t, func() bool { return up.samples() == 10 }, 5*time.Second, tick)
+}

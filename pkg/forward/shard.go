@@ -113,22 +113,31 @@ func (s *shard) appendItems(items []item, n int, epoch uint32) {
 	}
 	q.n += n
 	s.mu.Unlock()
+	s.wake()
+}
+
+// state reports whether a batch is ready to send (full, a whole item, or
+// left by a previous epoch, which the current one waits for), and whether
+// anything is waiting.
+func (s *shard) state() (ready, any bool) {
+	maxN, maxB := s.f.batchLimits()
+	cur := s.f.layout.current.Load()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, q := range s.fifos {
+		old := q.head < len(q.items) && q.items[q.head].epoch != cur
+		ready = ready || q.n >= maxN || q.size >= maxB || q.wholes > 0 || old
+		any = any || q.n > 0
+	}
+	return ready, any
+}
+
+// wake makes the shard's goroutine look at its queue again.
+func (s *shard) wake() {
 	select {
 	case s.notify <- struct{}{}:
 	default:
 	}
-}
-
-// state reports whether a full batch is waiting, and whether anything is.
-func (s *shard) state() (full, any bool) {
-	maxN, maxB := s.f.batchLimits()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, q := range s.fifos {
-		full = full || q.n >= maxN || q.size >= maxB || q.wholes > 0
-		any = any || q.n > 0
-	}
-	return full, any
 }
 
 // take removes the next batch from the queue: items up to
