@@ -56,6 +56,7 @@ var (
 // returns the error for it.
 func (f *forwarder) full() error {
 	f.m.queueFull.Inc()
+	f.refused.Store(true)
 	e := ErrQueueFull.withMsg(fmt.Sprintf("upstream %q: %s", f.name, ErrQueueFull.msg))
 	e.retryAfter = f.retryAfter()
 	return e

@@ -67,8 +67,15 @@ type forwarder struct {
 	// backoffHint is the last retry delay, in nanoseconds, 0 after a success:
 	// what a client refused for a full queue is told to wait.
 	backoffHint atomic.Int64
-	// lastSend is when the upstream last took a batch (Unix nanoseconds).
-	lastSend atomic.Int64
+	// lastSend is when the upstream last took a batch, backlogAt when the
+	// shards last fell behind (Unix nanoseconds); refused is set when a
+	// request was refused for a full queue (see checkBacklog).
+	lastSend, backlogAt atomic.Int64
+	refused             atomic.Bool
+	// reshardAt is when the shards last changed, pendingAt what was
+	// pending at the last backlog check; reshardLoop's only.
+	reshardAt time.Time
+	pendingAt int64
 
 	warnLog, oldReceiverLog, retryLog logLimiter
 

@@ -102,3 +102,11 @@ func handoffBytes(items []item) int {
 	}
 	return n
 }
+
+// behind reports whether the reader is behind more than half of what the
+// handoff holds at most: beyond it, records are decoded again from disk.
+func (h *handoff) behind() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.bytes > maxHandoffBytes/2
+}

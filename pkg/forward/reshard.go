@@ -32,11 +32,17 @@ import (
 
 const (
 	shardUpdateInterval = time.Second
+	// backlogCheckInterval is how often a backlog is looked for (see
+	// checkBacklog).
+	backlogCheckInterval = 250 * time.Millisecond
+	// backlogHold is how long after a backlog no shard is removed.
+	backlogHold = 10 * time.Second
 	// shardTolerance is the headroom kept when shards are removed.
 	shardTolerance = 0.3
 	// integralGain is the share of pending points, per second, the desired
-	// number of shards also sends (Prometheus: 0.1 per 10 s).
-	integralGain = 0.1 / 10
+	// number of shards also sends: a backlog is caught up in about 5 s of
+	// sending (Prometheus: 0.1 per 10 s, as its WAL is its backlog).
+	integralGain = 0.2
 	ewmaWeight   = 0.2
 )
 
@@ -179,18 +185,49 @@ func (f *forwarder) reshardLoop() {
 	if q.MinShards >= q.MaxShards {
 		return
 	}
-	t := time.NewTicker(shardUpdateInterval)
+	t := time.NewTicker(backlogCheckInterval)
 	defer t.Stop()
-	for {
+	for i := 1; ; i++ {
 		select {
 		case <-f.quit:
 			return
 		case <-t.C:
-			f.updateShards(shardUpdateInterval)
+			if i%int(shardUpdateInterval/backlogCheckInterval) == 0 {
+				f.updateShards(shardUpdateInterval)
+			} else {
+				f.checkBacklog()
+			}
 		}
 	}
 }
 
+// checkBacklog doubles the shards, at most every second, while the shards
+// in use fall further behind: a memory queue refused a request, or a disk
+// queue's reader is behind half of the handoff, and more is pending than at
+// the last check. Waiting for the rates to show it would
+// let a disk backlog outgrow the handoff, and the records it then decodes
+// again cost the CPU that sending needs.
+func (f *forwarder) checkBacklog() {
+	backlog := f.refused.Swap(false) || (f.handoff != nil && f.handoff.behind())
+	if !backlog {
+		return
+	}
+	f.backlogAt.Store(time.Now().UnixNano())
+	q := &f.cfg.QueueConfig
+	cur := f.layout.shards()
+	if cur >= q.MaxShards {
+		return
+	}
+	if last := f.lastSend.Load(); last == 0 || time.Since(time.Unix(0, last)) > time.Second {
+		return // the upstream is not taking data: more shards would not help
+	}
+	pending, was := f.pending.Load(), f.pendingAt
+	f.pendingAt = pending
+	if time.Since(f.reshardAt) < time.Second || pending <= was {
+		return // the last reshard has yet to show, or the shards catch up
+	}
+	f.setShards(cur, min(2*cur, q.MaxShards))
+}
 func (f *forwarder) updateShards(interval time.Duration) {
 	q := &f.cfg.QueueConfig
 	in, out, busy := f.rates.in.tick(interval), f.rates.out.tick(interval), f.rates.busy.tick(interval)
@@ -200,6 +237,9 @@ func (f *forwarder) updateShards(interval time.Duration) {
 		return
 	}
 	n := desiredShards(cur, q.MinShards, q.MaxShards, in, out, busy, f.pending.Load())
+	if n < cur && time.Since(time.Unix(0, f.backlogAt.Load())) < backlogHold {
+		n = cur // not fewer shards soon after they fell behind
+	}
 	f.m.desiredShards.Set(float64(n))
 	if n != cur {
 		f.setShards(cur, n)
@@ -212,6 +252,7 @@ func (f *forwarder) setShards(cur, n int) {
 	if !f.layout.set(n) {
 		return
 	}
+	f.reshardAt = time.Now()
 	f.logger.Info("resharding", "from", cur, "to", n)
 	for _, s := range f.shards {
 		s.wake() // what the previous epoch left is sent now (see shard.state)

@@ -72,7 +72,7 @@ func TestDesiredShards(t *testing.T) {
 		{"one shard behind: two", 1, 1, 50, 2_600_000, 2_300_000, 1, 0, 2},
 		{"a little below: kept", 2, 1, 50, 100000, 100000, 0.99, 0, 2},
 		{"down, keeping headroom", 10, 1, 50, 100000, 100000, 3, 0, 4},
-		{"a backlog adds shards", 1, 1, 50, 10000, 10000, 0.5, 10_000_000, 6},
+		{"a backlog adds shards", 1, 1, 50, 10000, 10000, 0.5, 500_000, 6},
 		{"bounded by max_shards", 1, 1, 8, 100000, 100000, 20, 0, 8},
 		{"bounded by min_shards", 10, 4, 50, 100, 100, 0.01, 0, 4},
 	} {
@@ -399,4 +399,41 @@ func TestReshardSendsWhatThePreviousEpochLeft(t *testing.T) {
 	require.Zero(t, up.samples(), "a batch that is not full waits for the deadline")
 	f.setShards(1, 4)
 	require.Eventually(t, func() bool { return up.samples() == 10 }, 5*time.Second, tick)
+}
+
+// TestBacklogDoublesShards: shards that fall further behind (here: a
+// memory queue refused a request and more is pending than before) are
+// doubled at once, at most every second, and none is removed soon after.
+func TestBacklogDoublesShards(t *testing.T) {
+	u := testUpstream(t, "u", "http://example.invalid/", false)
+	u.QueueConfig.MinShards, u.QueueConfig.MaxShards = 1, 8
+	f, err := newForwarder(discardLogger(), registry.NewForwardMetrics(nil), u, "ua", time.Minute, nil, nil, nil)
+	require.NoError(t, err)
+	f.lastSend.Store(time.Now().UnixNano())
+	behind := func(pending int64) {
+		f.pending.Store(pending)
+		f.refused.Store(true)
+		f.checkBacklog()
+	}
+	behind(1000)
+	require.Equal(t, 2, f.layout.shards())
+	behind(2000)
+	require.Equal(t, 2, f.layout.shards(), "at most one doubling a second")
+	f.reshardAt = time.Now().Add(-time.Second)
+	behind(1500)
+	require.Equal(t, 2, f.layout.shards(), "catching up: kept")
+	behind(3000)
+	require.Equal(t, 4, f.layout.shards())
+	f.checkBacklog()
+	require.Equal(t, 4, f.layout.shards(), "no backlog, no change")
+
+	// The rates call for one shard, but the shards fell behind just now.
+	f.rates.in.add(1000)
+	f.rates.out.add(1000)
+	f.rates.busy.add(int64(time.Millisecond))
+	f.updateShards(shardUpdateInterval)
+	require.Equal(t, 4, f.layout.shards())
+	f.backlogAt.Store(time.Now().Add(-backlogHold).UnixNano())
+	f.updateShards(shardUpdateInterval)
+	require.Equal(t, 1, f.layout.shards())
 }
