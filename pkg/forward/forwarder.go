@@ -72,9 +72,9 @@ type forwarder struct {
 	// request was refused for a full queue (see checkBacklog).
 	lastSend, backlogAt atomic.Int64
 	refused             atomic.Bool
-	// reshardAt is when the shards last changed, pendingAt what was
-	// pending at the last backlog check; reshardLoop's only.
-	reshardAt time.Time
+	// reshardAt is when the shards last changed (Unix nanoseconds),
+	// pendingAt what was pending at the last backlog check (reshardLoop's).
+	reshardAt atomic.Int64
 	pendingAt int64
 
 	warnLog, oldReceiverLog, retryLog logLimiter

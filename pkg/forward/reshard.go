@@ -223,7 +223,7 @@ func (f *forwarder) checkBacklog() {
 	}
 	pending, was := f.pending.Load(), f.pendingAt
 	f.pendingAt = pending
-	if time.Since(f.reshardAt) < time.Second || pending <= was {
+	if time.Since(time.Unix(0, f.reshardAt.Load())) < time.Second || pending <= was {
 		return // the last reshard has yet to show, or the shards catch up
 	}
 	f.setShards(cur, min(2*cur, q.MaxShards))
@@ -252,7 +252,7 @@ func (f *forwarder) setShards(cur, n int) {
 	if !f.layout.set(n) {
 		return
 	}
-	f.reshardAt = time.Now()
+	f.reshardAt.Store(time.Now().UnixNano())
 	f.logger.Info("resharding", "from", cur, "to", n)
 	for _, s := range f.shards {
 		s.wake() // what the previous epoch left is sent now (see shard.state)

@@ -419,7 +419,7 @@ func TestBacklogDoublesShards(t *testing.T) {
 	require.Equal(t, 2, f.layout.shards())
 	behind(2000)
 	require.Equal(t, 2, f.layout.shards(), "at most one doubling a second")
-	f.reshardAt = time.Now().Add(-time.Second)
+	f.reshardAt.Store(time.Now().Add(-time.Second).UnixNano())
 	behind(1500)
 	require.Equal(t, 2, f.layout.shards(), "catching up: kept")
 	behind(3000)
