@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -232,10 +233,6 @@ func TestWholeRequestSentAsItCame(t *testing.T) {
 			t.Run(map[bool]string{false: "memory", true: "disk"}[disk]+"/"+tc.name, func(t *testing.T) {
 				testDisk = disk
 				defer func() { testDisk = false }()
-				var (
-					mu     sync.Mutex
-					bodies [][]byte
-				)
 				up := newFakeUpstream(t, func(_ http.ResponseWriter, r *http.Request, got *gotRequest, _ int) int {
 					n := 0
 					for _, s := range got.series {
@@ -246,16 +243,8 @@ func TestWholeRequestSentAsItCame(t *testing.T) {
 					}
 					return http.StatusNoContent
 				})
-				srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-					body, _ := io.ReadAll(r.Body)
-					mu.Lock()
-					bodies = append(bodies, body)
-					mu.Unlock()
-					r.Body = io.NopCloser(bytes.NewReader(body))
-					up.serve(w, r)
-				}))
-				defer srv.Close()
-				u := testUpstream(t, "u", srv.URL, false)
+				rec, url := recordBodies(t, up, nil)
+				u := testUpstream(t, "u", url, false)
 				u.QueueConfig.MinShards, u.QueueConfig.MaxShards = tc.minShards, 4
 				u.QueueConfig.MaxSamplesPerSend = 2000
 				m, _, _ := newTestManager(t, testConfig(u))
@@ -279,8 +268,7 @@ func TestWholeRequestSentAsItCame(t *testing.T) {
 				}
 				want := 50 * (1 + 2 + 3)
 				require.Eventually(t, func() bool { return up.samples() == want }, waitFor, tick)
-				mu.Lock()
-				defer mu.Unlock()
+				bodies := rec.get()
 				require.GreaterOrEqual(t, len(bodies), tc.wantMinBatches)
 				same := 0
 				for _, b := range bodies {
@@ -333,25 +321,11 @@ func literalSnappy(msg []byte) []byte {
 // nothing handed over from Enqueue, is sent with the client's bytes too.
 func TestBacklogSentAsItCame(t *testing.T) {
 	dir := t.TempDir()
-	var (
-		sw     switchable
-		mu     sync.Mutex
-		bodies [][]byte
-	)
+	var sw switchable
 	sw.code.Store(http.StatusServiceUnavailable)
 	up := newFakeUpstream(t, sw.respond)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		if sw.code.Load() == http.StatusNoContent {
-			mu.Lock()
-			bodies = append(bodies, body)
-			mu.Unlock()
-		}
-		r.Body = io.NopCloser(bytes.NewReader(body))
-		up.serve(w, r)
-	}))
-	defer srv.Close()
-	u := testUpstream(t, "u", srv.URL, false)
+	rec, url := recordBodies(t, up, func() bool { return sw.code.Load() == http.StatusNoContent })
+	u := testUpstream(t, "u", url, false)
 	u.QueueConfig.MaxSamplesPerSend = 2000
 
 	m1, _, _, _ := newTestManagerOpts(t, testConfig(u), diskOpts(dir))
@@ -374,9 +348,7 @@ func TestBacklogSentAsItCame(t *testing.T) {
 	sw.code.Store(http.StatusNoContent)
 	newTestManagerOpts(t, testConfig(u), diskOpts(dir))
 	require.Eventually(t, func() bool { return up.samples() == 60 }, waitFor, tick)
-	mu.Lock()
-	defer mu.Unlock()
-	require.Equal(t, sent, bodies, "each record sent as the client's bytes, in order")
+	require.Equal(t, sent, rec.get(), "each record sent as the client's bytes, in order")
 }
 
 // TestReshardSendsWhatThePreviousEpochLeft: a batch that is not full and
@@ -436,4 +408,35 @@ func TestBacklogDoublesShards(t *testing.T) {
 	f.backlogAt.Store(time.Now().Add(-backlogHold).UnixNano())
 	f.updateShards(shardUpdateInterval)
 	require.Equal(t, 1, f.layout.shards())
+}
+
+// bodyRecorder keeps the bodies of the requests an upstream received, as
+// they came.
+type bodyRecorder struct {
+	mu     sync.Mutex
+	bodies [][]byte
+}
+
+// recordBodies returns a server that answers as up does and records the
+// bodies of the requests (of those keep reports true for, if not nil).
+func recordBodies(t *testing.T, up *fakeUpstream, keep func() bool) (*bodyRecorder, string) {
+	rec := &bodyRecorder{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if keep == nil || keep() {
+			rec.mu.Lock()
+			rec.bodies = append(rec.bodies, body)
+			rec.mu.Unlock()
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		up.serve(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	return rec, srv.URL
+}
+
+func (b *bodyRecorder) get() [][]byte {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return slices.Clone(b.bodies)
 }
