@@ -313,6 +313,13 @@ func TestDurabilityStoragePathLocked(t *testing.T) {
 // series with upstream=upstream, -1 if absent.
 func gatewayMetric(t *testing.T, gw *Process, name, upstream string) float64 {
 	t.Helper()
+	return gatewayMetricWith(t, gw, name, "upstream", upstream)
+}
+
+// gatewayMetricWith returns the value of name's series with label=value,
+// -1 if absent.
+func gatewayMetricWith(t *testing.T, gw *Process, name, label, value string) float64 {
+	t.Helper()
 	resp, err := apiClient.Get(gw.URL("/metrics"))
 	require.NoError(t, err)
 	defer resp.Body.Close()
@@ -325,7 +332,7 @@ func gatewayMetric(t *testing.T, gw *Process, name, upstream string) float64 {
 	}
 	for _, m := range mf.GetMetric() {
 		for _, l := range m.GetLabel() {
-			if l.GetName() == "upstream" && l.GetValue() == upstream {
+			if l.GetName() == label && l.GetValue() == value {
 				if g := m.GetGauge(); g != nil {
 					return g.GetValue()
 				}

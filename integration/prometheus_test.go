@@ -4,10 +4,14 @@ package integration
 
 import (
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"sort"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/stretchr/testify/require"
 )
 
 // upstreamPrometheusConfig is a Prometheus that only receives remote write.
@@ -123,4 +127,53 @@ func diffSeries(want map[string]string, got []promSample) []string {
 	}
 	sort.Strings(diff)
 	return diff
+}
+
+// TestPrometheusLowRateRequestsLeaveWhole runs Prometheus 2.42 scraping a
+// target of six series every second → the gateway at its queue defaults
+// → Prometheus 2.42 receiving. At that rate the gateway sends with one
+// shard, so the upstream gets no more requests than the client sent: each
+// of the client's requests of a few series leaves as one request (or is
+// merged with the next), not as one per shard its series hash to.
+func TestPrometheusLowRateRequestsLeaveWhole(t *testing.T) {
+	requireIntegration(t)
+	t.Parallel()
+
+	target := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		for i := range 6 {
+			fmt.Fprintf(w, "it_low_rate{instance_id=\"%d\"} %d\n", i, i)
+		}
+	}))
+	defer target.Close()
+	upstream := Prometheus(t, "prometheus-upstream", upstreamPrometheusConfig, true)
+	gw := Gateway(t, fmt.Sprintf("upstreams:\n  - name: prom\n    url: %s\n", upstream.URL("/api/v1/write")))
+	Prometheus(t, "prometheus-client", func(string) string {
+		return fmt.Sprintf(`global:
+  scrape_interval: 1s
+scrape_configs:
+  - job_name: low
+    static_configs:
+      - targets: [%q]
+remote_write:
+  - url: %s
+    queue_config: {batch_send_deadline: 1s}
+    metadata_config: {send: false}
+`, strings.TrimPrefix(target.URL, "http://"), gw.URL("/api/v1/write"))
+	}, false)
+
+	var received, sent float64
+	err := eventually(60*time.Second, time.Second, func() error {
+		sent = gatewayMetric(t, gw, "gateway_upstream_sent_batches_total", "prom")
+		received = gatewayMetricWith(t, gw, "gateway_receiver_requests_total", "protocol", "1.0")
+		if received < 20 || sent < 10 {
+			return fmt.Errorf("%v requests received, %v sent so far", received, sent)
+		}
+		return nil
+	})
+	require.NoError(t, err)
+	t.Logf("client requests %v, upstream requests %v", received, sent)
+	// Sent is read first: every request it counts was received by the time
+	// received is read.
+	require.LessOrEqual(t, sent, received, "the upstream got more requests than the client sent")
+	require.Equal(t, 1.0, gatewayMetric(t, gw, "gateway_upstream_shards", "prom"))
 }
