@@ -201,7 +201,7 @@ func (f *forwarder) reshardLoop() {
 	}
 }
 
-// checkBacklog doubles the shards, at most every second, while the shards
+// checkBacklog doubles the shards, at most every 500 ms, while the shards
 // in use fall further behind: a memory queue refused a request, or a disk
 // queue's reader is behind half of the handoff, and more is pending than at
 // the last check. Waiting for the rates to show it would
@@ -223,7 +223,7 @@ func (f *forwarder) checkBacklog() {
 	}
 	pending, was := f.pending.Load(), f.pendingAt
 	f.pendingAt = pending
-	if time.Since(time.Unix(0, f.reshardAt.Load())) < time.Second || pending <= was {
+	if time.Since(time.Unix(0, f.reshardAt.Load())) < 500*time.Millisecond || pending <= was {
 		return // the last reshard has yet to show, or the shards catch up
 	}
 	f.setShards(cur, min(2*cur, q.MaxShards))

@@ -375,7 +375,7 @@ func TestReshardSendsWhatThePreviousEpochLeft(t *testing.T) {
 
 // TestBacklogDoublesShards: shards that fall further behind (here: a
 // memory queue refused a request and more is pending than before) are
-// doubled at once, at most every second, and none is removed soon after.
+// doubled at once, at most every 500 ms, and none is removed soon after.
 func TestBacklogDoublesShards(t *testing.T) {
 	u := testUpstream(t, "u", "http://example.invalid/", false)
 	u.QueueConfig.MinShards, u.QueueConfig.MaxShards = 1, 8
@@ -390,7 +390,7 @@ func TestBacklogDoublesShards(t *testing.T) {
 	behind(1000)
 	require.Equal(t, 2, f.layout.shards())
 	behind(2000)
-	require.Equal(t, 2, f.layout.shards(), "at most one doubling a second")
+	require.Equal(t, 2, f.layout.shards(), "at most one doubling every 500 ms")
 	f.reshardAt.Store(time.Now().Add(-time.Second).UnixNano())
 	behind(1500)
 	require.Equal(t, 2, f.layout.shards(), "catching up: kept")
