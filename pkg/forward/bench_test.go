@@ -100,7 +100,8 @@ func BenchmarkEnqueue(b *testing.B) {
 			b.Fatal(err)
 		}
 		for _, s := range f.shards {
-			s.fifos, s.used = [2]fifo{}, 0
+			s.fifos = [2]fifo{}
+			s.points.used.Store(0)
 		}
 		f.layout.outstanding = [2]int{}
 	}

@@ -38,7 +38,7 @@ type forwarder struct {
 	m         upstreamMetrics
 	shards    []*shard
 	layout    *layout
-	mem       *memBudget
+	mem       *budget
 	rates     shardRates
 	capacity  int // per shard
 	encoders  encoderPool
@@ -171,7 +171,7 @@ func newForwarder(logger *slog.Logger, metrics *registry.ForwardMetrics, u *conf
 	}
 	active := min(max(q.MinShards, 1), q.MaxShards)
 	f.layout = newLayout(active)
-	f.mem = newMemBudget(q.MaxMemoryBytes, metrics.QueueMemory.WithLabelValues(n))
+	f.mem = newBudget(q.MaxMemoryBytes, metrics.QueueMemory.WithLabelValues(n))
 	f.m.shards.Set(float64(active))
 	f.m.desiredShards.Set(float64(active))
 	f.m.queueCapacity.Set(float64(active * q.Capacity))

@@ -19,11 +19,13 @@ type prepared struct {
 	ranges []shardRange
 	total  int
 	// Memory mode: the layout epoch and number of shards p was placed
-	// with, whether it holds room in the shards, and the request as a
-	// whole item, placed instead of its chunks when one shard sends.
+	// with, whether it holds room in the shards and how many bytes of the
+	// memory budget, and the request as a whole item, placed instead of
+	// its chunks when one shard sends.
 	epoch    uint32
 	active   int
 	reserved bool
+	bytes    int
 	whole    item
 	// Disk mode: the records, their size, and the encoder that holds them.
 	recs     [][]byte
@@ -236,15 +238,16 @@ func (p *prepared) reserve() bool {
 	if p.active == 1 && p.whole.whole != nil {
 		p.items, p.ranges = []item{p.whole}, []shardRange{{hi: 1, count: p.total}}
 	}
-	if !p.f.mem.take(itemsSize(p.items)) {
+	p.bytes = itemsSize(p.items)
+	if !p.f.mem.take(p.bytes) {
 		p.f.layout.release(p.epoch, p.total)
 		return false
 	}
 	for i, r := range p.ranges {
-		if !p.f.shards[r.shard%p.active].reserve(r.count) {
+		if !p.f.shards[r.shard%p.active].points.take(r.count) {
 			p.releaseFirst(i)
 			p.f.layout.release(p.epoch, p.total)
-			p.f.mem.give(itemsSize(p.items))
+			p.f.mem.give(p.bytes)
 			return false
 		}
 	}
@@ -257,7 +260,7 @@ func (p *prepared) unreserve() {
 	if p.reserved {
 		p.releaseFirst(len(p.ranges))
 		p.f.layout.release(p.epoch, p.total)
-		p.f.mem.give(itemsSize(p.items))
+		p.f.mem.give(p.bytes)
 		p.reserved = false
 	}
 }
@@ -265,7 +268,7 @@ func (p *prepared) unreserve() {
 // releaseFirst gives back the room of p's first n ranges.
 func (p *prepared) releaseFirst(n int) {
 	for _, r := range p.ranges[:n] {
-		p.f.shards[r.shard%p.active].unreserve(r.count)
+		p.f.shards[r.shard%p.active].points.give(r.count)
 	}
 }
 

@@ -104,7 +104,7 @@ func (f *forwarder) readLoop() {
 		}
 		for _, r := range ranges {
 			s := f.shards[r.shard%active]
-			if !s.reserveWait(ctx, r.count) {
+			if !s.points.wait(ctx, r.count) {
 				f.layout.release(epoch, total)
 				f.mem.give(itemsSize(sorted[r.lo:]))
 				return

@@ -30,10 +30,11 @@ type shard struct {
 	// epoch&1: the previous epoch's are taken first, so they never wait
 	// behind items that wait for them.
 	fifos [2]fifo
-	used  int // points reserved, queued or in flight
-	// notify is signalled when items are appended; room when points are
-	// released: the disk queue's reader waits on it for capacity.
-	notify, room chan struct{}
+	// points are the points reserved, queued or in flight, against the
+	// shard's capacity; the disk queue's reader waits on it for room.
+	points *budget
+	// notify is signalled when items are appended.
+	notify chan struct{}
 
 	// Owned by the shard's goroutine.
 	batch []item
@@ -47,40 +48,7 @@ type fifo struct {
 }
 
 func newShard(f *forwarder) *shard {
-	return &shard{f: f, notify: make(chan struct{}, 1), room: make(chan struct{}, 1)}
-}
-
-// reserve takes room for n points. A shard with nothing in it admits any n,
-// so a request larger than a shard's capacity is not refused forever.
-func (s *shard) reserve(n int) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.used > 0 && s.used+n > s.f.capacity {
-		return false
-	}
-	s.used += n
-	return true
-}
-
-// reserveWait takes room for n points, waiting for it; it reports false if
-// ctx ended first. One goroutine at a time may wait: the disk queue's
-// reader.
-func (s *shard) reserveWait(ctx context.Context, n int) bool {
-	for !s.reserve(n) {
-		select {
-		case <-s.room:
-		case <-ctx.Done():
-			return false
-		}
-	}
-	return true
-}
-
-// unreserve gives back room that reserve took and nothing was appended to.
-func (s *shard) unreserve(n int) {
-	s.mu.Lock()
-	s.used -= n
-	s.mu.Unlock()
+	return &shard{f: f, points: newBudget(int64(f.capacity), nil), notify: make(chan struct{}, 1)}
 }
 
 // release gives back the room of n points of epoch, and their bytes, that
@@ -90,13 +58,9 @@ func (s *shard) release(epoch uint32, n, bytes int) {
 	if n == 0 {
 		return
 	}
-	s.unreserve(n)
+	s.points.give(n)
 	s.f.layout.release(epoch, n)
 	s.f.m.queueLength.Sub(float64(n))
-	select {
-	case s.room <- struct{}{}:
-	default:
-	}
 }
 
 // appendItems queues items of epoch, whose n points have been reserved.
@@ -144,7 +108,7 @@ func (s *shard) wake() {
 // max_samples_per_send points and max_bytes_per_send estimated bytes, all
 // of one epoch, the older first, splitting an item that alone exceeds them.
 // It returns the batch (valid until the next take), its number of points,
-// and the bytes it took off the queue (see memBudget).
+// and the bytes it took off the queue (see budget).
 func (s *shard) take() ([]item, int, int) {
 	maxN, maxB := s.f.batchLimits()
 	s.mu.Lock()

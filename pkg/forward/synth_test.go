@@ -287,15 +287,7 @@ func TestNegativeZeroAndStartTimestamps(t *testing.T) {
 
 	for _, disk := range []bool{false, true} {
 		t.Run(fmt.Sprintf("disk=%v", disk), func(t *testing.T) {
-			v1, v2 := newFakeUpstream(t, nil), newFakeUpstream(t, nil)
-			var opts Options
-			if disk {
-				opts = diskOpts(t.TempDir())
-			}
-			m, _, _, _ := newTestManagerOpts(t, testConfig(testUpstream(t, "v1", v1.srv.URL, false), testUpstream(t, "v2", v2.srv.URL, true)), opts)
-			hd := receiver.NewHandler(nil, registry.NewReceiverMetrics(prometheus.NewRegistry()), allUpstreams{m}, receiver.Options{})
-			rec := httptest.NewRecorder()
-			hd.ServeHTTP(rec, rwtest.NewHTTPRequest(prw.ProtoV2, snappy.Encode(nil, msg)))
+			v1, v2, rec := postV2ToV1AndV2(t, disk, snappy.Encode(nil, msg))
 			require.Equal(t, http.StatusNoContent, rec.Code, rec.Body.String())
 			require.Equal(t, "2", rec.Header().Get(prw.HeaderSamplesWritten))
 			require.Equal(t, "1", rec.Header().Get(prw.HeaderHistogramsWritten))
@@ -332,15 +324,7 @@ func TestExemplarAndMetadataOnlySeries(t *testing.T) {
 	wr := &writev2.Request{Symbols: st.Symbols(), Timeseries: []writev2.TimeSeries{exOnly, mdOnly}}
 	for _, disk := range []bool{false, true} {
 		t.Run(fmt.Sprintf("disk=%v", disk), func(t *testing.T) {
-			v1, v2 := newFakeUpstream(t, nil), newFakeUpstream(t, nil)
-			var opts Options
-			if disk {
-				opts = diskOpts(t.TempDir())
-			}
-			m, _, _, _ := newTestManagerOpts(t, testConfig(testUpstream(t, "v1", v1.srv.URL, false), testUpstream(t, "v2", v2.srv.URL, true)), opts)
-			hd := receiver.NewHandler(nil, registry.NewReceiverMetrics(prometheus.NewRegistry()), allUpstreams{m}, receiver.Options{})
-			rec := httptest.NewRecorder()
-			hd.ServeHTTP(rec, rwtest.NewHTTPRequest(prw.ProtoV2, rwtest.Encode(wr)))
+			v1, v2, rec := postV2ToV1AndV2(t, disk, rwtest.Encode(wr))
 			require.Equal(t, http.StatusNoContent, rec.Code, rec.Body.String())
 			require.Equal(t, "1", rec.Header().Get(prw.HeaderExemplarsWritten))
 
@@ -374,4 +358,20 @@ func TestExemplarAndMetadataOnlySeries(t *testing.T) {
 				Metadata: prw.Metadata{Type: writev2.Metadata_METRIC_TYPE_GAUGE, Help: "Temperature.", Unit: "celsius"}})
 		})
 	}
+}
+
+// postV2ToV1AndV2 posts body, a 2.0 request, to a write handler in front of
+// a 1.0 and a 2.0 upstream, with memory or disk queues.
+func postV2ToV1AndV2(t *testing.T, disk bool, body []byte) (v1, v2 *fakeUpstream, rec *httptest.ResponseRecorder) {
+	t.Helper()
+	v1, v2 = newFakeUpstream(t, nil), newFakeUpstream(t, nil)
+	var opts Options
+	if disk {
+		opts = diskOpts(t.TempDir())
+	}
+	m, _, _, _ := newTestManagerOpts(t, testConfig(testUpstream(t, "v1", v1.srv.URL, false), testUpstream(t, "v2", v2.srv.URL, true)), opts)
+	hd := receiver.NewHandler(nil, registry.NewReceiverMetrics(prometheus.NewRegistry()), allUpstreams{m}, receiver.Options{})
+	rec = httptest.NewRecorder()
+	hd.ServeHTTP(rec, rwtest.NewHTTPRequest(prw.ProtoV2, body))
+	return v1, v2, rec
 }

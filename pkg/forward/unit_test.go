@@ -103,7 +103,7 @@ func TestTakeCutsBatches(t *testing.T) {
 		s := newTestShard(t, func(q *config.QueueConfig) { q.MaxSamplesPerSend = 10 })
 		items := formItems(seriesRequest1(floatSeries(0, 25, "__name__", "x")), 1, math.MaxInt, math.MaxInt)
 		require.Len(t, items, 1)
-		require.True(t, s.reserve(25))
+		require.True(t, s.points.take(25))
 		s.appendItems(items, 25, 0)
 		var got []int64
 		for {
@@ -131,7 +131,7 @@ func TestTakeCutsBatches(t *testing.T) {
 			req.Series = append(req.Series, floatSeries(0, 3, "__name__", "node_cpu_seconds_total", "instance", "host-0123456789.example.com:9100", "i", intString(i)))
 		}
 		items := formItems(req, 1, 3, math.MaxInt) // a chunk per series
-		require.True(t, s.reserve(300))
+		require.True(t, s.points.take(300))
 		s.appendItems(items, 300, 0)
 		enc := newEncoder()
 		total := 0
@@ -156,11 +156,11 @@ func TestTakeCutsBatches(t *testing.T) {
 
 func TestReserveAdmitsOversizeIntoEmptyShard(t *testing.T) {
 	s := newTestShard(t, func(q *config.QueueConfig) { q.Capacity = 10 })
-	require.True(t, s.reserve(50), "an empty shard takes a request larger than its capacity")
-	require.False(t, s.reserve(1))
-	s.unreserve(50)
-	require.True(t, s.reserve(10))
-	require.False(t, s.reserve(1))
+	require.True(t, s.points.take(50), "an empty shard takes a request larger than its capacity")
+	require.False(t, s.points.take(1))
+	s.points.give(50)
+	require.True(t, s.points.take(10))
+	require.False(t, s.points.take(1))
 }
 
 func TestSampleAgeLimit(t *testing.T) {
