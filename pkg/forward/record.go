@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/golang/snappy"
+	"github.com/klauspost/compress/s2"
 	"github.com/prometheus/prometheus/model/labels"
 	"google.golang.org/protobuf/encoding/protowire"
 
@@ -120,8 +121,8 @@ func (e *recordEncoder) encodeRaw(raw *prw.RawV1, withMeta bool, tenant string, 
 	flush := func() {
 		e.header(prw.ProtoV1, tenant, appended)
 		start := len(e.out)
-		e.out = slices.Grow(e.out, snappy.MaxEncodedLen(len(e.raw)))
-		enc := snappy.Encode(e.out[start:cap(e.out)], e.raw)
+		e.out = slices.Grow(e.out, s2.MaxEncodedLen(len(e.raw)))
+		enc := s2.EncodeSnappy(e.out[start:cap(e.out)], e.raw)
 		e.out = e.out[:start+len(enc)]
 		e.raw = e.raw[:0]
 	}
