@@ -2,7 +2,9 @@ package forward
 
 import (
 	"cmp"
+	"encoding/binary"
 	"fmt"
+	"slices"
 	"sync"
 
 	"github.com/klauspost/compress/s2"
@@ -29,6 +31,7 @@ type encoder struct {
 	mdbuf    []byte // MetricMetadata fields, which follow the series
 	scratch  []byte
 	pbuf     []byte // marshaled protobuf
+	pieces   []piece
 	sbuf     []byte // snappy output
 }
 
@@ -73,6 +76,7 @@ func (e *encoder) encode(proto prw.Protocol, items []item, meta bool) ([]byte, b
 		return items[0].whole.wire, st, nil // a client's request, sent as it came
 	}
 	var err error
+	e.pieces = e.pieces[:0]
 	if proto == prw.ProtoV2 {
 		st.metadata, err = e.marshalV2(items, meta)
 	} else {
@@ -81,17 +85,64 @@ func (e *encoder) encode(proto prw.Protocol, items []item, meta bool) ([]byte, b
 	if err != nil {
 		return nil, st, err
 	}
-	// s2's snappy-compatible encoder: 1.4x the speed of golang/snappy's on
-	// remote-write bodies, with output any snappy decoder reads.
-	e.sbuf = s2.EncodeSnappy(e.sbuf[:cap(e.sbuf)], e.pbuf)
+	e.sbuf = e.compress()
 	return e.sbuf, st, nil
 }
 
-// marshalV1 writes items as a prometheus.WriteRequest into e.pbuf: the
+// piece is a part of the message being encoded: raw, a chunk's bytes used
+// as they are, or e.pbuf[lo:hi] when raw is nil.
+type piece struct {
+	raw    []byte
+	lo, hi int
+}
+
+// addPiece appends e.pbuf[lo:] to the message.
+func (e *encoder) addPiece(lo int) {
+	if lo < len(e.pbuf) {
+		e.pieces = append(e.pieces, piece{lo: lo, hi: len(e.pbuf)})
+	}
+}
+
+// compress returns the message of e.pieces as one snappy block, with s2's
+// snappy-compatible encoder (1.45x the speed of golang/snappy's on
+// remote-write bodies). A block is its uncompressed length and a run of
+// elements whose copies point back into the block, so the elements of the
+// pieces, each compressed on its own, follow one another: chunks are
+// compressed where they lie, not copied into one message first.
+func (e *encoder) compress() []byte {
+	total := 0
+	for i := range e.pieces {
+		total += len(e.pbufOr(&e.pieces[i]))
+	}
+	out := binary.AppendUvarint(e.sbuf[:0], uint64(total))
+	for i := range e.pieces {
+		src := e.pbufOr(&e.pieces[i])
+		start := len(out)
+		out = slices.Grow(out, s2.MaxEncodedLen(len(src)))
+		block := s2.EncodeSnappy(out[start:cap(out)], src)
+		_, h := binary.Uvarint(block) // the piece's own length, left out
+		out = out[:start+copy(out[start:cap(out)], block[h:])]
+	}
+	return out
+}
+
+func (e *encoder) pbufOr(p *piece) []byte {
+	if p.raw != nil {
+		return p.raw
+	}
+	return e.pbuf[p.lo:p.hi]
+}
+
+// minPieceBytes is the least size of a chunk compressed where it lies;
+// smaller ones are copied together first, as compressing each alone would
+// miss what they repeat of each other.
+const minPieceBytes = 16 << 10
+
+// marshalV1 writes items as the pieces of a prometheus.WriteRequest: the
 // chunks' bytes as they are, or, for a chunk with the form's 2.0
-// extensions, each series without them; then the family metadata, once
-// per family, from the family items and the series' own metadata. It
-// returns the number of families.
+// extensions, each series without them; then the family metadata, once per
+// family, from the family items and the series' own metadata. It returns
+// the number of families.
 func (e *encoder) marshalV1(items []item, meta bool) (int, error) {
 	clear(e.families)
 	e.mdbuf = e.mdbuf[:0]
@@ -102,11 +153,18 @@ func (e *encoder) marshalV1(items []item, meta bool) (int, error) {
 		e.families[name] = struct{}{}
 		e.mdbuf, _ = appendMetadata(e.mdbuf, name, m)
 	}
-	b := e.pbuf[:0]
+	b, run := e.pbuf[:0], 0 // run: where the pieces copied into b start
 	for i := range items {
 		it := &items[i]
 		if it.family != nil {
 			addFamily(it.family.MetricFamilyName, it.family.Metadata)
+			continue
+		}
+		if !it.ext && len(it.raw) >= minPieceBytes {
+			e.pbuf = b
+			e.addPiece(run)
+			e.pieces = append(e.pieces, piece{raw: it.raw})
+			run = len(b)
 			continue
 		}
 		if !it.ext {
@@ -136,7 +194,11 @@ func (e *encoder) marshalV1(items []item, meta bool) (int, error) {
 			return 0, fmt.Errorf("encode 1.0 series: %w", err)
 		}
 	}
-	e.pbuf = append(b, e.mdbuf...)
+	e.pbuf = b
+	e.addPiece(run)
+	if len(e.mdbuf) > 0 {
+		e.pieces = append(e.pieces, piece{raw: e.mdbuf})
+	}
 	return len(e.families), nil
 }
 
@@ -162,5 +224,6 @@ func (e *encoder) marshalV2(items []item, meta bool) (metadata int, err error) {
 		}
 	}
 	e.pbuf = e.v2.AppendRequest(e.pbuf[:0])
+	e.addPiece(0)
 	return metadata, nil
 }

@@ -3,14 +3,15 @@ package forward
 import (
 	"math"
 	"net/http"
+	"slices"
 	"testing"
 	"time"
 
-	"github.com/prometheus/prometheus/prompb"
-
+	"github.com/golang/snappy"
 	"github.com/prometheus/client_golang/prometheus"
 	pmodel "github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/prompb"
 	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
 	"github.com/stretchr/testify/require"
 
@@ -142,10 +143,12 @@ func TestTakeCutsBatches(t *testing.T) {
 				break
 			}
 			total += n
-			_, _, err := enc.encode(prw.ProtoV1, b, true)
+			data, _, err := enc.encode(prw.ProtoV1, b, true)
 			require.NoError(t, err)
-			require.LessOrEqual(t, len(enc.pbuf), maxBytes, "encoded batch within max_bytes_per_send")
-			sizes = append(sizes, len(enc.pbuf))
+			msg, err := snappy.Decode(nil, data)
+			require.NoError(t, err)
+			require.LessOrEqual(t, len(msg), maxBytes, "encoded batch within max_bytes_per_send")
+			sizes = append(sizes, len(msg))
 		}
 		require.Equal(t, 300, total)
 		for _, n := range sizes[:len(sizes)-1] {
@@ -209,4 +212,43 @@ func TestEncoderPoolDropsOversizedEncoders(t *testing.T) {
 func TestDefaultUserAgent(t *testing.T) {
 	m := NewManager(nil, registry.NewForwardMetrics(prometheus.NewRegistry()), Options{})
 	require.Regexp(t, `^rw-gateway/\S+$`, m.opts.UserAgent)
+}
+
+// TestEncodeCompressesPiecesAsOneBlock: chunks compressed one after the
+// other, in place, are one snappy block of the batch's message, whatever
+// their size (over snappy's 64 KiB fragments too) and kind.
+func TestEncodeCompressesPiecesAsOneBlock(t *testing.T) {
+	req := &prw.Request{Metadata: []prw.FamilyMetadata{{MetricFamilyName: "fam", Metadata: prw.Metadata{Type: writev2.Metadata_METRIC_TYPE_GAUGE, Help: "h"}}}}
+	for i := range 3000 {
+		s := floatSeries(int64(i), 1+i%4, "__name__", "node_cpu_seconds_total", "instance", "host-"+intString(i%7)+".example.com:9100", "i", intString(i))
+		if i%500 == 0 {
+			s.Metadata = prw.Metadata{Type: writev2.Metadata_METRIC_TYPE_COUNTER, Help: "with 2.0 metadata"}
+		}
+		req.Series = append(req.Series, s)
+	}
+	items := formItems(req, 3, 1000, math.MaxInt)
+	require.Greater(t, len(items), 6)
+	ext := slices.ContainsFunc(items, func(it item) bool { return it.ext })
+	require.True(t, ext, "some chunks have the form's extensions")
+	enc := newEncoder()
+	data, st, err := enc.encode(prw.ProtoV1, items, true)
+	require.NoError(t, err)
+	msg, err := snappy.Decode(nil, data)
+	require.NoError(t, err)
+	var want []byte
+	for i := range enc.pieces {
+		want = append(want, enc.pbufOr(&enc.pieces[i])...)
+	}
+	require.Equal(t, want, msg)
+	require.Greater(t, len(msg), 4<<16)
+	require.Less(t, len(data), len(snappy.Encode(nil, msg))*11/10, "compressed about as well as in one piece")
+	var wr prompb.WriteRequest
+	require.NoError(t, wr.Unmarshal(msg))
+	require.Len(t, wr.Timeseries, 3000)
+	require.Equal(t, 2, st.metadata, "the family and the series' family")
+	n := 0
+	for _, ts := range wr.Timeseries {
+		n += len(ts.Samples)
+	}
+	require.Equal(t, st.samples, n)
 }
