@@ -147,17 +147,13 @@ const floatCountTolerance = 1e-6
 // than its buckets hold, as NaN observations land in no bucket. It returns
 // what is wrong, or "".
 func ValidateHistogram(h *Histogram) string {
-	var countIsFloat, zeroIsFloat bool
-	switch h.Count.(type) {
-	case *writev2.Histogram_CountFloat:
-		countIsFloat = true
-	case nil:
-		_, countIsFloat = h.ZeroCount.(*writev2.Histogram_ZeroCountFloat)
+	// A count or zero count left unset takes the kind of the other.
+	_, countIsFloat := h.Count.(*writev2.Histogram_CountFloat)
+	_, zeroIsFloat := h.ZeroCount.(*writev2.Histogram_ZeroCountFloat)
+	if h.Count == nil {
+		countIsFloat = zeroIsFloat
 	}
-	switch h.ZeroCount.(type) {
-	case *writev2.Histogram_ZeroCountFloat:
-		zeroIsFloat = true
-	case nil:
+	if h.ZeroCount == nil {
 		zeroIsFloat = countIsFloat
 	}
 	if countIsFloat != zeroIsFloat {
