@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/prompb"
 	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
+	"google.golang.org/protobuf/encoding/protowire"
 )
 
 // Sample is one float sample. StartTimestamp is the 2.0 start (created)
@@ -134,9 +135,6 @@ func readSeries(ts []byte, sb *labels.ScratchBuilder) (s Series, err error) {
 	if s.Labels, err = SeriesLabels(ts, sb); err != nil {
 		return s, err
 	}
-	if s.Metadata, _, err = SeriesMetadata(ts); err != nil {
-		return s, err
-	}
 	for f, err := range fields(ts) {
 		if err != nil {
 			return s, err
@@ -154,6 +152,10 @@ func readSeries(ts []byte, sb *labels.ScratchBuilder) (s Series, err error) {
 			var e prompb.Exemplar
 			err = e.Unmarshal(f.v)
 			s.Exemplars = append(s.Exemplars, Exemplar{Labels: e.ToExemplar(sb, nil).Labels, Value: e.Value, Timestamp: e.Timestamp})
+		case fieldMetadata:
+			if f.typ == protowire.BytesType {
+				s.Metadata = ReadMetadata(f.v)
+			}
 		}
 		if err != nil {
 			return s, err
