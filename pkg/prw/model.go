@@ -125,7 +125,7 @@ func (r *Request) Materialize() {
 		var md prompb.MetricMetadata
 		if md.Unmarshal(sp.Bytes(raw.Msg)) == nil {
 			r.Metadata = append(r.Metadata, FamilyMetadata{MetricFamilyName: md.MetricFamilyName,
-				Metadata: Metadata{Type: MetricTypeFromV1(md.Type), Help: md.Help, Unit: md.Unit}})
+				Metadata: Metadata{Type: MetricType(md.Type), Help: md.Help, Unit: md.Unit}})
 		}
 	}
 }
