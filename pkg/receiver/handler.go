@@ -160,7 +160,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	// The compressed body.
-	bodyBuf := h.getBuf(initialBodyCap(r.ContentLength))
+	bufCap := 64 << 10 // a first guess when the length is unknown
+	if r.ContentLength >= 0 {
+		bufCap = int(r.ContentLength)
+	}
+	bodyBuf := h.getBuf(bufCap)
 	defer h.putBuf(bodyBuf)
 	body, err := readBody(http.MaxBytesReader(w, r.Body, opts.MaxRequestBytes), r.ContentLength, *bodyBuf)
 	*bodyBuf = body
@@ -324,15 +328,6 @@ func setWritten(w http.ResponseWriter, samples, histograms, exemplars int) {
 	hdr.Set(prw.HeaderSamplesWritten, strconv.Itoa(samples))
 	hdr.Set(prw.HeaderHistogramsWritten, strconv.Itoa(histograms))
 	hdr.Set(prw.HeaderExemplarsWritten, strconv.Itoa(exemplars))
-}
-
-// initialBodyCap is the buffer to start reading a body of contentLength
-// (-1 when unknown) into.
-func initialBodyCap(contentLength int64) int {
-	if contentLength >= 0 {
-		return int(contentLength)
-	}
-	return 64 << 10
 }
 
 // getBuf returns a pooled buffer with capacity at least n.
