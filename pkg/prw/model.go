@@ -1,16 +1,13 @@
 // Package prw is everything the gateway knows about remote-write bytes:
-// the protocol constants, the decoders of remote write 1.0 and 2.0 and
-// their validation (a zero-allocation scan of 1.0 requests among them),
-// reading and hashing labels, and the in-memory form of one request that
-// the receiver decodes into and every forwarder reads. It sits at the
-// bottom of the import graph and imports no package of the gateway.
+// protocol constants, the 1.0 and 2.0 decoders and their validation (with
+// a zero-allocation scan of 1.0 requests), reading and hashing labels, and
+// the form of a request that the receiver decodes into and the forwarders
+// read. It imports no package of the gateway.
 //
-// Both wire protocols map onto it without loss. Remote write 1.0 and 2.0
-// carry the same data, except that 2.0 adds per-sample start timestamps,
-// per-series metadata and interned strings; the model keeps the superset, so
-// a request can be re-encoded in either protocol. Labels are resolved
-// strings (no symbol references), so relabeling and shard hashing work the
-// same whatever the client sent.
+// Both protocols map onto it without loss: the model keeps the superset
+// (2.0 adds start timestamps and per-series metadata), so a request can be
+// re-encoded in either. Labels are resolved strings, not symbol
+// references, so relabeling and shard hashing ignore what the client sent.
 package prw
 
 import (
@@ -22,8 +19,8 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 )
 
-// Sample is one float sample. StartTimestamp is the 2.0 start (created)
-// timestamp in milliseconds, 0 when unknown or when the client spoke 1.0.
+// Sample is one float sample. StartTimestamp is 2.0's start (created)
+// timestamp in milliseconds, 0 if unknown.
 type Sample struct {
 	Value          float64
 	Timestamp      int64
@@ -37,16 +34,15 @@ type Exemplar struct {
 	Timestamp int64
 }
 
-// Histogram is a native histogram sample. The 2.0 message is a superset of
-// the 1.0 one (it adds StartTimestamp), so the model uses it for both; see
-// HistogramFromV1 and HistogramToV1.
+// Histogram is a native histogram sample: the 2.0 message, the 1.0 one
+// plus StartTimestamp (see HistogramFromV1 and HistogramToV1).
 type Histogram = writev2.Histogram
 
-// MetricType is the metric type in the 2.0 enumeration; the 1.0 enumeration
-// has the same values.
+// MetricType is the 2.0 metric type; the 1.0 enumeration has the same
+// values, so they convert directly.
 type MetricType = writev2.Metadata_MetricType
 
-// Metadata is a series' metric metadata. The zero value means none was sent.
+// Metadata is a series' metric metadata; the zero value means none.
 type Metadata struct {
 	Type MetricType
 	Help string
@@ -67,47 +63,40 @@ type Series struct {
 	Metadata   Metadata
 }
 
-// FamilyMetadata is 1.0 metadata, sent per metric family rather than per
-// series.
+// FamilyMetadata is 1.0 metadata, sent per metric family.
 type FamilyMetadata struct {
 	MetricFamilyName string
 	Metadata
 }
 
-// Request is one decoded, validated write request.
-//
-// A Request and everything it points to may be backed by buffers that the
-// receiver reuses once the handler returns: a consumer that keeps data past
-// its Enqueue call copies what it keeps.
+// Request is one decoded, validated write request. It may be backed by
+// buffers the receiver reuses once the handler returns: a consumer copies
+// what it keeps past Enqueue.
 type Request struct {
 	// Proto is the protocol the client spoke.
 	Proto Protocol
 	// Series holds the accepted series, in the order they were sent.
 	Series []Series
-	// Metadata holds 1.0 family metadata; 2.0 clients send metadata inside
-	// each series instead.
+	// Metadata holds 1.0 family metadata (2.0 has it per series).
 	Metadata []FamilyMetadata
 
-	// Raw, when not nil, is the request in the form (see AppendSeries):
-	// what the decoders produce. Series and Metadata are then empty until
-	// Materialize decodes them from it.
+	// Raw, if not nil, is the request in the form (see AppendSeries), as
+	// the decoders produce it. Series and Metadata are then empty until
+	// Materialize.
 	Raw *RawV1
-	// lazy is set while Series and Metadata are still to be decoded from
-	// Raw.
+	// lazy is set until Series and Metadata are decoded from Raw.
 	lazy bool
 }
 
-// SetRaw makes raw the request, in the form: Series and Metadata are
-// decoded from it on Materialize.
+// SetRaw sets the request to raw, in the form, for Materialize to decode.
 func (r *Request) SetRaw(raw *RawV1) {
 	r.Raw, r.lazy = raw, raw != nil
 	r.Series, r.Metadata = r.Series[:0], r.Metadata[:0]
 }
 
-// Materialize fills Series and Metadata from Raw if they were not yet.
-// Call it before reading or changing Series or Metadata; it is cheap once
-// done. It is for the rare uses that need a request's points one by one:
-// the gateway itself forwards the form. Not safe for concurrent use.
+// Materialize fills Series and Metadata from Raw, if not done yet; call
+// it before using them. It is for the rare uses that need the points one
+// by one: the gateway forwards the form. Not safe for concurrent use.
 func (r *Request) Materialize() {
 	if !r.lazy {
 		return
@@ -164,8 +153,7 @@ func readSeries(ts []byte, sb *labels.ScratchBuilder) (s Series, err error) {
 	return s, nil
 }
 
-// Lazy reports whether Series and Metadata are still to be filled by
-// Materialize: Raw holds the request.
+// Lazy reports whether Series and Metadata await Materialize.
 func (r *Request) Lazy() bool { return r.lazy }
 
 // NumSeries returns the number of series, without materializing them.
@@ -185,8 +173,7 @@ func (r *Request) NumMetadata() int {
 	return len(r.Metadata)
 }
 
-// Counts returns the number of float samples, histogram samples and
-// exemplars in r.
+// Counts returns the numbers of samples, histograms and exemplars in r.
 func (r *Request) Counts() (samples, histograms, exemplars int) {
 	if r.lazy {
 		return r.Raw.Samples, r.Raw.Histograms, r.Raw.Exemplars
@@ -199,10 +186,9 @@ func (r *Request) Counts() (samples, histograms, exemplars int) {
 	return samples, histograms, exemplars
 }
 
-// EachLabel calls fn for each label of each series of r, in order, with
-// the series' index: from Raw, without decoding it, while Series are not
-// materialized. The bytes are valid during the call only and must not be
-// changed. fn returns false to stop.
+// EachLabel calls fn with each label of each series, in order, until fn
+// returns false; from Raw, without decoding, while r is lazy. The bytes
+// are valid during the call only and must not be changed.
 func (r *Request) EachLabel(fn func(series int, name, value []byte) bool) {
 	for i := range r.NumSeries() {
 		more := true
@@ -218,8 +204,7 @@ func (r *Request) EachLabel(fn func(series int, name, value []byte) bool) {
 	}
 }
 
-// SeriesLabels returns the labels of series i of r, from Raw while Series
-// are not materialized.
+// SeriesLabels returns the labels of series i, from Raw while r is lazy.
 func (r *Request) SeriesLabels(i int) labels.Labels {
 	if r.lazy {
 		var sb labels.ScratchBuilder
