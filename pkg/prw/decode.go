@@ -8,31 +8,27 @@ import (
 	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
 )
 
-// Decoder turns one protocol's snappy-decoded protobuf message into a
-// validated Request whose series are in the form (see AppendSeries). The
-// handler holds one per protocol for its lifetime; a decoder is safe for
-// concurrent use and keeps its per-request state in its own pool.
+// Decoder turns one protocol's protobuf message into a validated Request
+// in the form (see AppendSeries). It is safe for concurrent use and pools
+// its per-request state.
 type Decoder interface {
-	// Decode reads and validates every series of msg into the returned
-	// state. An error means msg is not a valid message. The state may
-	// point into msg, so msg must stay unchanged until Release.
+	// Decode reads and validates every series of msg; an error means msg
+	// is not a valid message. The state may point into msg, which must
+	// stay unchanged until Release.
 	Decode(msg []byte) (*Decoded, error)
-	// Release returns d, obtained from Decode, to the pool. Nothing in d
-	// may be used afterwards.
+	// Release returns d, from Decode, to the pool: d is not to be used
+	// afterwards.
 	Release(d *Decoded)
 }
 
 // Decoded is the pooled per-request state of a decoder.
 type Decoded struct {
-	// Req holds the valid series, Req.Raw their form; see the receiver's
-	// package documentation for what its consumer may retain.
+	// Req holds the valid series, in the form in Req.Raw.
 	Req Request
 	// Invalid tallies the refused series.
 	Invalid InvalidSeries
 
-	// size is the length of the message decoded into d, for the pool's
-	// size bound (MaxPooledBytes).
-	size int
+	size int // of the message, for MaxPooledBytes
 	// raw is Req.Raw; form holds it when it is not the message as sent.
 	raw  RawV1
 	form []byte
@@ -48,12 +44,10 @@ type Decoded struct {
 	hist        writev2.Histogram
 }
 
-// NewV1Decoder returns the decoder of remote write 1.0,
-// prometheus.WriteRequest.
+// NewV1Decoder returns the decoder of prometheus.WriteRequest.
 func NewV1Decoder() Decoder { return &decoder{proto: ProtoV1, decode: decodeV1} }
 
-// NewV2Decoder returns the decoder of remote write 2.0,
-// io.prometheus.write.v2.Request.
+// NewV2Decoder returns the decoder of io.prometheus.write.v2.Request.
 func NewV2Decoder() Decoder { return &decoder{proto: ProtoV2, decode: decodeV2} }
 
 // decoder pools the states of one protocol's decode function.
@@ -78,9 +72,8 @@ func (dec *decoder) Decode(msg []byte) (*Decoded, error) {
 	return d, nil
 }
 
-// Release resets d and pools it, unless it served an outsized message
-// (see MaxPooledBytes). The reset keeps the backing arrays of its buffers
-// for the next request.
+// Release resets d, keeping its buffers, and pools it unless it served an
+// outsized message (see MaxPooledBytes).
 func (dec *decoder) Release(d *Decoded) {
 	if d.size > MaxPooledBytes {
 		return
@@ -96,17 +89,15 @@ func (dec *decoder) Release(d *Decoded) {
 	dec.pool.Put(d)
 }
 
-// MaxPooledBytes bounds what the pools keep. A body buffer larger than this,
-// or the decode state of a message larger than this, is left to the garbage
-// collector after its request instead of being pooled: a pooled entry lives
-// until two garbage collections pass without use, and a burst of outsized
-// requests must not pin that much memory per entry. Prometheus's default
-// batches (2000 samples) are 100–300 KiB decoded, so they always reuse; only
-// requests over 8 MiB decoded allocate anew.
+// MaxPooledBytes bounds what the pools keep: a larger body buffer, or the
+// decode state of a larger message, is left to the garbage collector, as a
+// pooled entry lives until two collections pass without use and a burst
+// of outsized requests must not pin that much each. Prometheus's default
+// batches (2000 samples) are 100–300 KiB decoded, so they always reuse.
 const MaxPooledBytes = 8 << 20
 
-// Truncate shortens s to at most n bytes of valid UTF-8, for echoing client
-// input in messages.
+// Truncate cuts s after n bytes, marked with …, and makes it valid UTF-8,
+// to echo client input in messages.
 func Truncate(s string, n int) string {
 	if len(s) > n {
 		s = s[:n] + "…"

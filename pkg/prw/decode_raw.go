@@ -9,22 +9,20 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 )
 
-// The scan is the 1.0 decoder's fast path. It walks the message once with
-// protowire, allocating nothing, and accepts a series only if it is valid
-// and already in the form: labels sorted by name with no duplicates, no
-// empty names, valid UTF-8, a non-empty __name__, at least one sample,
-// histogram or exemplar, consistent histograms, and nothing that decoding
-// would drop or read differently (unknown fields, a repeated scalar field,
-// a wrong wire type). decodeV1 repairs or refuses the rest.
+// The scan is the 1.0 decoder's fast path: one walk of the message that
+// allocates nothing and accepts a series only if it is valid and already
+// in the form: labels sorted with no duplicates, no empty names, valid
+// UTF-8, a non-empty __name__, at least one point, consistent histograms,
+// and nothing decoding would drop or read differently (unknown fields, a
+// repeated scalar field, a wrong wire type). decodeV1 does the rest.
 
 // scanV1Series checks one TimeSeries and returns its hash and counts; ok is
 // false if it is not valid in the form as it is.
 //
-// The labels Prometheus sends come first, canonically encoded with short
-// lengths (SmallLabel): those are checked for UTF-8 and hashed in one
-// pass over their bytes, which is right because every byte between names
-// and values is ASCII, and an ASCII byte never belongs to a multi-byte
-// sequence. Labels anywhere else are read one by one.
+// The labels Prometheus sends come first, canonical with short lengths
+// (SmallLabel): their bytes are checked for UTF-8 and hashed in one pass,
+// which is right as every byte between names and values is ASCII, never
+// part of a multi-byte sequence. Labels anywhere else are read one by one.
 func scanV1Series(d *Decoded, ts []byte) (rs RawSeries, ok bool) {
 	var prev []byte
 	first, hasName := true, false
@@ -93,9 +91,9 @@ func scanV1Series(d *Decoded, ts []byte) (rs RawSeries, ok bool) {
 	return rs, true
 }
 
-// schema is what the scan accepts of a message: for each field number
-// (index), whether it may appear, with which wire type, more than once,
-// and with which schema the message it holds is checked.
+// schema is what the scan accepts of a message: by field number, whether
+// it may appear, with which wire type, more than once, and the schema of
+// the message it holds.
 type schema [6]struct {
 	ok, repeated bool
 	typ          protowire.Type
@@ -112,7 +110,7 @@ var (
 )
 
 // check reports whether b holds only fields of s, well framed, and
-// returns the last values of fields 1 and 2 if they are length-delimited.
+// returns the last length-delimited values of fields 1 and 2.
 func (s *schema) check(b []byte) (f1, f2 []byte, ok bool) {
 	var seen [len(s)]bool
 	for f, err := range fields(b) {
@@ -138,7 +136,7 @@ func (s *schema) check(b []byte) (f1, f2 []byte, ok bool) {
 }
 
 // scanV1Sample checks a Sample: at most one value (fixed64) and one
-// timestamp (varint). It is sampleSchema.check written out: every sample
+// timestamp (varint). It is a schema check written out, as every sample
 // goes through it.
 func scanV1Sample(b []byte) bool {
 	var seen [3]bool
@@ -165,9 +163,8 @@ func scanV1Sample(b []byte) bool {
 	return true
 }
 
-// checkV1Histogram decodes a Histogram with the generated code, as 2.0's
-// (the same fields on the wire, and a start timestamp 1.0 has not), and
-// validates it: a histogram with anything 1.0 does not have is left to
+// checkV1Histogram decodes a Histogram as 2.0's (1.0's plus a start
+// timestamp) and validates it, leaving one with anything 1.0 has not to
 // decodeV1. Histograms are rare next to samples: this allocates.
 func (d *Decoded) checkV1Histogram(b []byte) bool {
 	h := &d.hist

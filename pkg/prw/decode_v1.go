@@ -9,12 +9,9 @@ import (
 )
 
 // decodeV1 reads a prometheus.WriteRequest into d. A request whose fields
-// the scan accepts (scanV1Series, metadataSchema) is in the form as it was
-// sent and is passed on as it is. From the first field it does not accept
-// the request is one of its own: the form is msg up to that field, then
-// the series the scan accepts as they are and the others decoded by the
-// generated code, validated, and written in the form (sorted labels,
-// nothing unknown) or refused.
+// the scan accepts (scanV1Series, metadataSchema) is in the form as sent.
+// Otherwise the form is msg up to the first field the scan refuses, then
+// the series it accepts as they are and the others repaired (repairV1).
 func decodeV1(d *Decoded, msg []byte) error {
 	raw := &d.raw
 	var b []byte // the form, once it is not msg
@@ -70,8 +67,8 @@ func decodeV1(d *Decoded, msg []byte) error {
 }
 
 // repairV1 decodes the TimeSeries ts, series number idx, with the
-// generated code and validates it: it appends it to b in the form, or
-// counts it refused. An error means ts is not a TimeSeries message.
+// generated code and appends it to b in the form if valid, else counts it
+// refused. An error means ts is not a TimeSeries message.
 func (d *Decoded) repairV1(b []byte, idx int, ts []byte) ([]byte, error) {
 	m := &d.ts
 	m.Reset()

@@ -11,10 +11,9 @@ import (
 )
 
 // decodeV2 reads an io.prometheus.write.v2.Request into d, writing every
-// valid series in the form: labels resolved and sorted, sample and
-// histogram messages copied as they are (the form's are 2.0's), exemplar
-// labels resolved, metadata in the form's extension. It walks the message
-// with protowire and allocates nothing once its buffers have grown.
+// valid series in the form: labels resolved and sorted, samples and
+// histograms as they are (the form's are 2.0's), exemplar labels resolved,
+// metadata in the extension. It allocates nothing once its buffers grew.
 func decodeV2(d *Decoded, msg []byte) error {
 	syms, series := d.syms[:0], d.series[:0]
 	for f, err := range fields(msg) {
@@ -54,8 +53,8 @@ type metadataV2 struct {
 	help, unit uint64
 }
 
-// seriesV2 validates the 2.0 TimeSeries ts, series number idx, and appends
-// it to b in the form, or counts it refused. An error means ts is not a
+// seriesV2 appends the 2.0 TimeSeries ts, series number idx, to b in the
+// form if valid, else counts it refused. An error means ts is not a
 // TimeSeries message.
 func (d *Decoded) seriesV2(b []byte, idx int, ts []byte) ([]byte, error) {
 	refs := d.refs[:0]
@@ -123,10 +122,9 @@ func (d *Decoded) seriesV2(b []byte, idx int, ts []byte) ([]byte, error) {
 			return refuse(invalidExemplarLabelRefs, fmt.Sprintf("exemplar %d: %d label refs, odd or outside the %d symbols", j, len(xrefs), nsyms))
 		}
 	}
-	// The 2.0 specification's draft after rc.4 allows series with only
-	// exemplars, which Prometheus's own 2.0 sender sends, or only metadata
-	// (prometheus/docs#3085, prometheus/prometheus#17857): a series needs
-	// one of samples, histograms, exemplars or metadata.
+	// The 2.0 draft after rc.4 allows series with only exemplars, as
+	// Prometheus sends, or only metadata (prometheus/docs#3085,
+	// prometheus/prometheus#17857).
 	hasMeta := md.typ != 0 || len(d.syms[md.help]) > 0 || len(d.syms[md.unit]) > 0
 	if len(samples) == 0 && len(histograms) == 0 && len(exemplars) == 0 && !hasMeta {
 		return refuse(invalidNoSamples, "no samples, histograms, exemplars or metadata")
@@ -194,8 +192,8 @@ func readRefs(refs []uint32, f field) ([]uint32, error) {
 	return refs, fmt.Errorf("wrong wire type %d for labels_refs", f.typ)
 }
 
-// readMetadataV2 reads a 2.0 Metadata message into md; repeated
-// occurrences merge, as protobuf has it.
+// readMetadataV2 reads a 2.0 Metadata message into md, merging repeated
+// ones as protobuf does.
 func readMetadataV2(msg []byte, md *metadataV2) error {
 	for f, err := range fields(msg) {
 		if err != nil {
@@ -255,9 +253,9 @@ func checkSampleV2(msg []byte) (start bool, err error) {
 	return start, nil
 }
 
-// appendExemplar appends a 2.0 Exemplar message, whose references were
-// checked, as the form's (1.0) Exemplar field: its labels resolved and
-// sorted, its value and timestamp (the same fields in both) as they are.
+// appendExemplar appends a 2.0 Exemplar, its references checked, as the
+// form's 1.0 one: labels resolved and sorted, value and timestamp (the
+// same fields in both) as they are.
 func (d *Decoded) appendExemplar(b, msg []byte) []byte {
 	refs, _ := exemplarRefs(d.xrefs[:0], msg)
 	d.xrefs = refs
