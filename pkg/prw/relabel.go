@@ -4,8 +4,7 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 )
 
-// Append adds the series rs, whose message is in r.Msg, to r's series and
-// totals.
+// Append adds rs, whose message is in r.Msg, to r's series and totals.
 func (r *RawV1) Append(rs RawSeries) {
 	r.Series = append(r.Series, rs)
 	r.Samples += int(rs.Samples)
@@ -14,13 +13,12 @@ func (r *RawV1) Append(rs RawSeries) {
 	r.Ext = r.Ext || rs.Ext
 }
 
-// Relabel returns raw with the labels of each series passed through fn:
-// fn gets a builder holding them and reports whether to keep the series.
-// The series it drops, or leaves without labels, are left out and their
-// points returned as dropped. When no series changes, raw itself is
-// returned; otherwise a request of its own, holding raw's metadata too,
-// without a compressed body. This is the one relabeling of series in the
-// form: external labels, write relabeling and tenant labels use it.
+// Relabel passes each series' labels of raw through fn, which gets them in
+// a builder and reports whether to keep the series. A series dropped or
+// left without labels is left out, its points counted as dropped. If no
+// series changes it returns raw, else a new request with raw's metadata
+// and no compressed body. External labels, write relabeling and tenant
+// labels all relabel series in the form with it.
 func Relabel(raw *RawV1, lb *labels.Builder, fn func(*labels.Builder) bool) (out *RawV1, dropped int, err error) {
 	out = &RawV1{}
 	var (

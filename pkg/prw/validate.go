@@ -25,7 +25,7 @@ const (
 	invalidUTF8                                   // a label name or value that is not valid UTF-8
 	invalidDuplicateLabel                         // two labels with the same name
 	invalidMetricName                             // no __name__ label, or an empty one
-	invalidNoSamples                              // neither samples nor histograms (1.0: nor exemplars)
+	invalidNoSamples                              // no samples, histograms or exemplars (2.0: nor metadata)
 	invalidHistogram                              // a native histogram whose buckets do not add up
 	NumInvalidReasons
 )
@@ -55,9 +55,8 @@ type InvalidSeries struct {
 	First string
 }
 
-// add records that series number idx (in request order), of size bytes on
-// the wire, was refused. ls holds its labels if they are known, else is
-// empty.
+// add records that series number idx, of size bytes, was refused; ls
+// holds its labels if known.
 func (v *InvalidSeries) add(reason InvalidReason, idx, size int, ls labels.Labels, detail string) {
 	if v.Count == 0 {
 		if ls.IsEmpty() {
@@ -83,10 +82,9 @@ func ValidateLabels(ls labels.Labels, checkUTF8 bool) (reason InvalidReason, det
 	return validatePairs(pairs, checkUTF8)
 }
 
-// validatePairs checks a series' labels, sorted by name: not empty, no
-// empty or duplicate names, valid UTF-8 (if checkUTF8: a 2.0 decoder
-// checks its symbols once instead), a non-empty __name__. ok is false when
-// they are invalid, with why. Every decoder validates labels with it.
+// validatePairs checks a series' labels, sorted by name, for every
+// decoder: not empty, no empty or duplicate names, valid UTF-8 if
+// checkUTF8 (2.0 checks its symbols once instead), a non-empty __name__.
 func validatePairs(pairs []labelPair, checkUTF8 bool) (reason InvalidReason, detail string, ok bool) {
 	if len(pairs) == 0 {
 		return invalidEmptyLabels, "no labels", false
@@ -112,7 +110,7 @@ func validatePairs(pairs []labelPair, checkUTF8 bool) (reason InvalidReason, det
 	return 0, "", true
 }
 
-// pairsLabels returns pairs as a label set, for messages.
+// pairsLabels returns pairs as sorted labels, for messages.
 func pairsLabels(pairs []labelPair) labels.Labels {
 	var sb labels.ScratchBuilder
 	for _, p := range pairs {
@@ -122,8 +120,7 @@ func pairsLabels(pairs []labelPair) labels.Labels {
 	return sb.Labels()
 }
 
-// refsValid reports whether refs are name/value pairs of indexes into a
-// symbols table of n entries.
+// refsValid reports whether refs are pairs of indexes into n symbols.
 func refsValid(refs []uint32, n int) bool {
 	if len(refs)%2 != 0 {
 		return false
@@ -137,15 +134,14 @@ func refsValid(refs []uint32, n int) bool {
 }
 
 // floatCountTolerance is the relative difference allowed between a float
-// histogram's count and the sum of its buckets: float sums are not exact.
+// histogram's count and its buckets' sum, which is not exact.
 const floatCountTolerance = 1e-6
 
-// ValidateHistogram checks that a native histogram's buckets add up to its
-// count: the spans cover exactly the deltas (integer) or counts (float), no
-// bucket is negative, and the buckets plus the zero bucket (none for custom
-// buckets) equal the count. A histogram whose sum is NaN may count more
-// than its buckets hold, as NaN observations land in no bucket. It returns
-// what is wrong, or "".
+// ValidateHistogram returns what is wrong with a native histogram, or "":
+// the spans must cover exactly the deltas or float counts, no bucket be
+// negative, and the buckets plus the zero bucket (none for custom buckets)
+// equal the count, or be fewer if the sum is NaN, as NaN observations land
+// in no bucket.
 func ValidateHistogram(h *Histogram) string {
 	// A count or zero count left unset takes the kind of the other.
 	_, countIsFloat := h.Count.(*writev2.Histogram_CountFloat)
@@ -226,8 +222,8 @@ func spanBuckets(spans []writev2.BucketSpan) uint64 {
 	return n
 }
 
-// sumDeltas returns the total of the absolute bucket counts that deltas
-// encode, or what is wrong with them.
+// sumDeltas returns the total of the bucket counts deltas encode, or what
+// is wrong with them.
 func sumDeltas(spans []writev2.BucketSpan, deltas []int64) (uint64, string) {
 	if n := spanBuckets(spans); n != uint64(len(deltas)) {
 		return 0, fmt.Sprintf("spans cover %d buckets, %d deltas sent", n, len(deltas))
@@ -244,8 +240,7 @@ func sumDeltas(spans []writev2.BucketSpan, deltas []int64) (uint64, string) {
 	return total, ""
 }
 
-// sumCounts returns the total of float bucket counts, or what is wrong with
-// them.
+// sumCounts returns the total of float bucket counts, or what is wrong.
 func sumCounts(spans []writev2.BucketSpan, counts []float64) (float64, string) {
 	if n := spanBuckets(spans); n != uint64(len(counts)) {
 		return 0, fmt.Sprintf("spans cover %d buckets, %d counts sent", n, len(counts))
