@@ -11,14 +11,10 @@ import (
 // Decoder turns one protocol's protobuf message into a validated Request
 // in the form (see AppendSeries). It is safe for concurrent use and pools
 // its per-request state.
-type Decoder interface {
-	// Decode reads and validates every series of msg; an error means msg
-	// is not a valid message. The state may point into msg, which must
-	// stay unchanged until Release.
-	Decode(msg []byte) (*Decoded, error)
-	// Release returns d, from Decode, to the pool: d is not to be used
-	// afterwards.
-	Release(d *Decoded)
+type Decoder struct {
+	proto  Protocol
+	pool   sync.Pool
+	decode func(d *Decoded, msg []byte) error
 }
 
 // Decoded is the pooled per-request state of a decoder.
@@ -45,19 +41,15 @@ type Decoded struct {
 }
 
 // NewV1Decoder returns the decoder of prometheus.WriteRequest.
-func NewV1Decoder() Decoder { return &decoder{proto: ProtoV1, decode: decodeV1} }
+func NewV1Decoder() *Decoder { return &Decoder{proto: ProtoV1, decode: decodeV1} }
 
 // NewV2Decoder returns the decoder of io.prometheus.write.v2.Request.
-func NewV2Decoder() Decoder { return &decoder{proto: ProtoV2, decode: decodeV2} }
+func NewV2Decoder() *Decoder { return &Decoder{proto: ProtoV2, decode: decodeV2} }
 
-// decoder pools the states of one protocol's decode function.
-type decoder struct {
-	proto  Protocol
-	pool   sync.Pool
-	decode func(d *Decoded, msg []byte) error
-}
-
-func (dec *decoder) Decode(msg []byte) (*Decoded, error) {
+// Decode reads and validates every series of msg; an error means msg is
+// not a valid message. The state may point into msg, which must stay
+// unchanged until Release.
+func (dec *Decoder) Decode(msg []byte) (*Decoded, error) {
 	d, _ := dec.pool.Get().(*Decoded)
 	if d == nil {
 		d = &Decoded{}
@@ -72,9 +64,10 @@ func (dec *decoder) Decode(msg []byte) (*Decoded, error) {
 	return d, nil
 }
 
-// Release resets d, keeping its buffers, and pools it unless it served an
-// outsized message (see MaxPooledBytes).
-func (dec *decoder) Release(d *Decoded) {
+// Release resets d, from Decode, keeping its buffers, and pools it unless
+// it served an outsized message (see MaxPooledBytes). d is not to be used
+// afterwards.
+func (dec *Decoder) Release(d *Decoded) {
 	if d.size > MaxPooledBytes {
 		return
 	}

@@ -79,7 +79,7 @@ type Handler struct {
 
 	// bufs holds *[]byte for compressed and decoded bodies.
 	bufs     sync.Pool
-	decoders [2]prw.Decoder // by prw.Protocol
+	decoders [2]*prw.Decoder // by prw.Protocol
 }
 
 // NewHandler returns a handler that decodes write requests and passes them
@@ -94,7 +94,7 @@ func NewHandler(logger *slog.Logger, metrics *registry.ReceiverMetrics, q Enqueu
 		metrics:  metrics,
 		rejected: make(map[string]prometheus.Counter, len(registry.RejectReasons)+1),
 		bufs:     sync.Pool{New: func() any { return new([]byte) }},
-		decoders: [2]prw.Decoder{prw.NewV1Decoder(), prw.NewV2Decoder()},
+		decoders: [2]*prw.Decoder{prw.NewV1Decoder(), prw.NewV2Decoder()},
 	}
 	h.SetOptions(opts)
 	for _, p := range []prw.Protocol{prw.ProtoV1, prw.ProtoV2} {
