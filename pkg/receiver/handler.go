@@ -168,13 +168,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	// DecodedLen reads the snappy header: an oversized claim is refused
-	// before anything is allocated.
+	// before anything is allocated, a malformed one by Decode.
 	n, err := snappy.DecodedLen(body)
-	if err != nil {
-		h.reject(w, http.StatusBadRequest, registry.ReasonSnappy, "decode snappy: "+err.Error(), err)
-		return
-	}
-	if int64(n) > opts.MaxDecodedBytes {
+	if err == nil && int64(n) > opts.MaxDecodedBytes {
 		h.reject(w, http.StatusBadRequest, registry.ReasonDecodedTooLarge,
 			fmt.Sprintf("decoded body of %d bytes is over the limit of %d bytes", n, opts.MaxDecodedBytes), nil)
 		return
