@@ -2,6 +2,7 @@ package prw
 
 import (
 	"bytes"
+	"cmp"
 	"fmt"
 	"math"
 	"strconv"
@@ -161,13 +162,10 @@ func ValidateHistogram(h *Histogram) string {
 		if len(h.PositiveDeltas) > 0 || len(h.NegativeDeltas) > 0 {
 			return "float histogram has integer bucket deltas"
 		}
-		pos, msg := sumCounts(h.PositiveSpans, h.PositiveCounts)
-		if msg != "" {
-			return "positive buckets: " + msg
-		}
-		neg, msg := sumCounts(h.NegativeSpans, h.NegativeCounts)
-		if msg != "" {
-			return "negative buckets: " + msg
+		pos, posErr := sumCounts("positive", h.PositiveSpans, h.PositiveCounts)
+		neg, negErr := sumCounts("negative", h.NegativeSpans, h.NegativeCounts)
+		if msg := cmp.Or(posErr, negErr); msg != "" {
+			return msg
 		}
 		total, count := pos+neg, h.GetCountFloat()
 		if !custom {
@@ -191,13 +189,10 @@ func ValidateHistogram(h *Histogram) string {
 	if len(h.PositiveCounts) > 0 || len(h.NegativeCounts) > 0 {
 		return "integer histogram has float bucket counts"
 	}
-	pos, msg := sumDeltas(h.PositiveSpans, h.PositiveDeltas)
-	if msg != "" {
-		return "positive buckets: " + msg
-	}
-	neg, msg := sumDeltas(h.NegativeSpans, h.NegativeDeltas)
-	if msg != "" {
-		return "negative buckets: " + msg
+	pos, posErr := sumDeltas("positive", h.PositiveSpans, h.PositiveDeltas)
+	neg, negErr := sumDeltas("negative", h.NegativeSpans, h.NegativeDeltas)
+	if msg := cmp.Or(posErr, negErr); msg != "" {
+		return msg
 	}
 	total, count := pos+neg, h.GetCountInt()
 	if !custom {
@@ -223,32 +218,33 @@ func spanBuckets(spans []writev2.BucketSpan) uint64 {
 }
 
 // sumDeltas returns the total of the bucket counts deltas encode, or what
-// is wrong with them.
-func sumDeltas(spans []writev2.BucketSpan, deltas []int64) (uint64, string) {
+// is wrong with the side's buckets.
+func sumDeltas(side string, spans []writev2.BucketSpan, deltas []int64) (uint64, string) {
 	if n := spanBuckets(spans); n != uint64(len(deltas)) {
-		return 0, fmt.Sprintf("spans cover %d buckets, %d deltas sent", n, len(deltas))
+		return 0, fmt.Sprintf("%s buckets: spans cover %d buckets, %d deltas sent", side, n, len(deltas))
 	}
 	var cur int64
 	var total uint64
 	for _, d := range deltas {
 		cur += d
 		if cur < 0 {
-			return 0, "negative bucket count"
+			return 0, side + " buckets: negative bucket count"
 		}
 		total += uint64(cur)
 	}
 	return total, ""
 }
 
-// sumCounts returns the total of float bucket counts, or what is wrong.
-func sumCounts(spans []writev2.BucketSpan, counts []float64) (float64, string) {
+// sumCounts returns the total of float bucket counts, or what is wrong
+// with the side's buckets.
+func sumCounts(side string, spans []writev2.BucketSpan, counts []float64) (float64, string) {
 	if n := spanBuckets(spans); n != uint64(len(counts)) {
-		return 0, fmt.Sprintf("spans cover %d buckets, %d counts sent", n, len(counts))
+		return 0, fmt.Sprintf("%s buckets: spans cover %d buckets, %d counts sent", side, n, len(counts))
 	}
 	var total float64
 	for _, c := range counts {
 		if c < 0 || math.IsNaN(c) {
-			return 0, "bucket count is negative or NaN"
+			return 0, side + " buckets: bucket count is negative or NaN"
 		}
 		total += c
 	}
