@@ -64,9 +64,8 @@ func (dec *Decoder) Decode(msg []byte) (*Decoded, error) {
 	return d, nil
 }
 
-// Release resets d, from Decode, keeping its buffers, and pools it unless
-// it served an outsized message (see MaxPooledBytes). d is not to be used
-// afterwards.
+// Release resets d, keeping its buffers, and pools it unless it served an
+// outsized message (see MaxPooledBytes). d is not to be used afterwards.
 func (dec *Decoder) Release(d *Decoded) {
 	if d.size > MaxPooledBytes {
 		return
@@ -82,11 +81,10 @@ func (dec *Decoder) Release(d *Decoded) {
 	dec.pool.Put(d)
 }
 
-// MaxPooledBytes bounds what the pools keep: a larger body buffer, or the
-// decode state of a larger message, is left to the garbage collector, as a
-// pooled entry lives until two collections pass without use and a burst
-// of outsized requests must not pin that much each. Prometheus's default
-// batches (2000 samples) are 100–300 KiB decoded, so they always reuse.
+// MaxPooledBytes bounds the body buffers and decode states pooled: a
+// pooled entry lives until two garbage collections pass without use, and a
+// burst of outsized requests must not pin that much. Prometheus's default
+// batches (2000 samples) are 100–300 KiB decoded.
 const MaxPooledBytes = 8 << 20
 
 // Truncate cuts s after n bytes, marked with …, and makes it valid UTF-8,

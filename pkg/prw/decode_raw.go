@@ -9,20 +9,16 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 )
 
-// The scan is the 1.0 decoder's fast path: one walk of the message that
-// allocates nothing and accepts a series only if it is valid and already
-// in the form: labels sorted with no duplicates, no empty names, valid
-// UTF-8, a non-empty __name__, at least one point, consistent histograms,
-// and nothing decoding would drop or read differently (unknown fields, a
-// repeated scalar field, a wrong wire type). decodeV1 does the rest.
-
-// scanV1Series checks one TimeSeries and returns its hash and counts; ok is
-// false if it is not valid in the form as it is.
+// scanV1Series is the 1.0 decoder's fast path, allocating nothing: it
+// returns the hash and counts of a TimeSeries that is valid and in the
+// form as it is, with nothing decoding would drop or read differently
+// (unknown fields, a repeated scalar field, a wrong wire type). ok is
+// false for the rest, which decodeV1 repairs.
 //
-// The labels Prometheus sends come first, canonical with short lengths
-// (SmallLabel): their bytes are checked for UTF-8 and hashed in one pass,
-// which is right as every byte between names and values is ASCII, never
-// part of a multi-byte sequence. Labels anywhere else are read one by one.
+// The labels Prometheus sends come first, as SmallLabel reads them: their
+// bytes are checked for UTF-8 and hashed in one pass, which is right as
+// every byte between names and values is ASCII, never part of a multi-byte
+// sequence. Labels anywhere else are read one by one.
 func scanV1Series(d *Decoded, ts []byte) (rs RawSeries, ok bool) {
 	var prev []byte
 	first, hasName := true, false
@@ -91,9 +87,8 @@ func scanV1Series(d *Decoded, ts []byte) (rs RawSeries, ok bool) {
 	return rs, true
 }
 
-// schema is what the scan accepts of a message: by field number, whether
-// it may appear, with which wire type, more than once, and the schema of
-// the message it holds.
+// schema is what the scan accepts of a message, by field number: whether,
+// with which wire type, repeated, holding a message of which schema.
 type schema [6]struct {
 	ok, repeated bool
 	typ          protowire.Type
@@ -135,9 +130,8 @@ func (s *schema) check(b []byte) (f1, f2 []byte, ok bool) {
 	return f1, f2, true
 }
 
-// scanV1Sample checks a Sample: at most one value (fixed64) and one
-// timestamp (varint). It is a schema check written out, as every sample
-// goes through it.
+// scanV1Sample checks a Sample: at most one value and one timestamp. It is
+// a schema check written out, as every sample goes through it.
 func scanV1Sample(b []byte) bool {
 	var seen [3]bool
 	for len(b) > 0 {
@@ -163,9 +157,8 @@ func scanV1Sample(b []byte) bool {
 	return true
 }
 
-// checkV1Histogram decodes a Histogram as 2.0's (1.0's plus a start
-// timestamp) and validates it, leaving one with anything 1.0 has not to
-// decodeV1. Histograms are rare next to samples: this allocates.
+// checkV1Histogram validates a Histogram, refusing anything 1.0 has not.
+// Histograms are rare next to samples: this allocates.
 func (d *Decoded) checkV1Histogram(b []byte) bool {
 	h := &d.hist
 	h.Reset()

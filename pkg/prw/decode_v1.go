@@ -8,10 +8,9 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 )
 
-// decodeV1 reads a prometheus.WriteRequest into d. A request whose fields
-// the scan accepts (scanV1Series, metadataSchema) is in the form as sent.
-// Otherwise the form is msg up to the first field the scan refuses, then
-// the series it accepts as they are and the others repaired (repairV1).
+// decodeV1 reads a prometheus.WriteRequest into d. The form is msg as
+// sent up to the first field the scan refuses, then the series it accepts
+// as they are and the others repaired.
 func decodeV1(d *Decoded, msg []byte) error {
 	raw := &d.raw
 	var b []byte // the form, once it is not msg
@@ -67,8 +66,7 @@ func decodeV1(d *Decoded, msg []byte) error {
 }
 
 // repairV1 decodes the TimeSeries ts, series number idx, with the
-// generated code and appends it to b in the form if valid, else counts it
-// refused. An error means ts is not a TimeSeries message.
+// generated code and appends it to b in the form or counts it refused.
 func (d *Decoded) repairV1(b []byte, idx int, ts []byte) ([]byte, error) {
 	m := &d.ts
 	m.Reset()

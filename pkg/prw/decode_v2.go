@@ -10,10 +10,8 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 )
 
-// decodeV2 reads an io.prometheus.write.v2.Request into d, writing every
-// valid series in the form: labels resolved and sorted, samples and
-// histograms as they are (the form's are 2.0's), exemplar labels resolved,
-// metadata in the extension. It allocates nothing once its buffers grew.
+// decodeV2 reads an io.prometheus.write.v2.Request into d, every valid
+// series in the form. It allocates nothing once its buffers grew.
 func decodeV2(d *Decoded, msg []byte) error {
 	syms, series := d.syms[:0], d.series[:0]
 	for f, err := range fields(msg) {
@@ -53,9 +51,9 @@ type metadataV2 struct {
 	help, unit uint64
 }
 
-// seriesV2 appends the 2.0 TimeSeries ts, series number idx, to b in the
-// form if valid, else counts it refused. An error means ts is not a
-// TimeSeries message.
+// seriesV2 appends the TimeSeries ts, series number idx, to b in the form
+// (labels resolved and sorted, samples and histograms as they are), or
+// counts it refused.
 func (d *Decoded) seriesV2(b []byte, idx int, ts []byte) ([]byte, error) {
 	refs := d.refs[:0]
 	d.pairs = d.pairs[:0] // the labels of a series refused, once they are read
@@ -253,9 +251,8 @@ func checkSampleV2(msg []byte) (start bool, err error) {
 	return start, nil
 }
 
-// appendExemplar appends a 2.0 Exemplar, its references checked, as the
-// form's 1.0 one: labels resolved and sorted, value and timestamp (the
-// same fields in both) as they are.
+// appendExemplar appends a checked 2.0 Exemplar as a 1.0 one: labels
+// resolved and sorted, value and timestamp (the same fields) as they are.
 func (d *Decoded) appendExemplar(b, msg []byte) []byte {
 	refs, _ := exemplarRefs(d.xrefs[:0], msg)
 	d.xrefs = refs

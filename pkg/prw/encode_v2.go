@@ -6,12 +6,9 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 )
 
-// V2Encoder builds a 2.0 request from series in the form (see
-// AppendSeries): samples and histograms are copied as they are, labels
-// become symbol references, the metadata extension 2.0 metadata.
-//
-// The symbols alias the series added, which must stay unchanged until
-// AppendRequest returns. Reuse one encoder, with Reset between requests;
+// V2Encoder builds a 2.0 request from series in the form, whose points
+// are 2.0's already. Its symbols alias the series added, which must stay
+// unchanged until AppendRequest. Reuse one, with Reset between requests;
 // it is not safe for concurrent use.
 type V2Encoder struct {
 	refs    map[string]uint32

@@ -1,13 +1,11 @@
 // Package prw is everything the gateway knows about remote-write bytes:
-// protocol constants, the 1.0 and 2.0 decoders and their validation (with
-// a zero-allocation scan of 1.0 requests), reading and hashing labels, and
-// the form of a request that the receiver decodes into and the forwarders
-// read. It imports no package of the gateway.
+// protocol constants, the 1.0 and 2.0 decoders with their validation,
+// reading and hashing labels, and the form of a request (see AppendSeries)
+// that the receiver decodes into and the forwarders read. It imports no
+// package of the gateway.
 //
-// Both protocols map onto it without loss: the model keeps the superset
-// (2.0 adds start timestamps and per-series metadata), so a request can be
-// re-encoded in either. Labels are resolved strings, not symbol
-// references, so relabeling and shard hashing ignore what the client sent.
+// The model is the superset of both protocols, so a request re-encodes in
+// either without loss; labels are resolved strings, not symbol references.
 package prw
 
 import (
@@ -55,9 +53,8 @@ func HistogramToV1(h Histogram) prompb.Histogram {
 	return out
 }
 
-// convertHistogram decodes the bytes of from into to. The 2.0 message is
-// the 1.0 one plus field 17, so every field carries over, and marshalling
-// and unmarshalling in memory cannot fail.
+// convertHistogram decodes the bytes of from into to: 2.0's Histogram is
+// 1.0's plus field 17, and an in-memory round trip cannot fail.
 func convertHistogram(from interface{ Marshal() ([]byte, error) }, to interface{ Unmarshal([]byte) error }) {
 	b, _ := from.Marshal()
 	_ = to.Unmarshal(b)
@@ -105,9 +102,8 @@ type Request struct {
 	// Metadata holds 1.0 family metadata (2.0 has it per series).
 	Metadata []FamilyMetadata
 
-	// Raw, if not nil, is the request in the form (see AppendSeries), as
-	// the decoders produce it. Series and Metadata are then empty until
-	// Materialize.
+	// Raw, if not nil, is the request in the form, as the decoders make
+	// it; Series and Metadata are then empty until Materialize.
 	Raw *RawV1
 	// lazy is set until Series and Metadata are decoded from Raw.
 	lazy bool
@@ -119,9 +115,9 @@ func (r *Request) SetRaw(raw *RawV1) {
 	r.Series, r.Metadata = r.Series[:0], r.Metadata[:0]
 }
 
-// Materialize fills Series and Metadata from Raw, if not done yet; call
-// it before using them. It is for the rare uses that need the points one
-// by one: the gateway forwards the form. Not safe for concurrent use.
+// Materialize fills Series and Metadata from Raw, once, for the rare uses
+// of single points (the gateway forwards the form); call it before using
+// them. Not safe for concurrent use.
 func (r *Request) Materialize() {
 	if !r.lazy {
 		return
@@ -181,7 +177,7 @@ func readSeries(ts []byte, sb *labels.ScratchBuilder) (s Series, err error) {
 // Lazy reports whether Series and Metadata await Materialize.
 func (r *Request) Lazy() bool { return r.lazy }
 
-// NumSeries returns the number of series, without materializing them.
+// NumSeries returns the number of series, without materializing.
 func (r *Request) NumSeries() int {
 	if r.lazy {
 		return len(r.Raw.Series)
@@ -189,8 +185,7 @@ func (r *Request) NumSeries() int {
 	return len(r.Series)
 }
 
-// NumMetadata returns the number of 1.0 family metadata entries, without
-// materializing them.
+// NumMetadata returns the number of family metadata, without materializing.
 func (r *Request) NumMetadata() int {
 	if r.lazy {
 		return len(r.Raw.Metadata)

@@ -19,8 +19,7 @@ const (
 
 // HTTP headers and content types of remote write, for both sides of it.
 const (
-	// ContentTypeV1 and ContentTypeV2 are each protocol's Content-Type, as
-	// Prometheus sends them.
+	// Each protocol's Content-Type, as Prometheus sends it.
 	ContentTypeV1 = "application/x-protobuf"
 	ContentTypeV2 = "application/x-protobuf;proto=" + MessageV2
 
@@ -35,8 +34,8 @@ const (
 	HeaderExemplarsWritten  = "X-Prometheus-Remote-Write-Exemplars-Written"
 )
 
-// pick returns v2 for ProtoV2 and v1 for any other Protocol (one read from
-// disk, say).
+// pick returns v2 for ProtoV2, else v1: any other value (read from disk,
+// say) is 1.0.
 func (p Protocol) pick(v1, v2 string) string {
 	if p == ProtoV2 {
 		return v2

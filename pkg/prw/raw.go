@@ -8,13 +8,10 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 )
 
-// RawV1 is a request in the form (see AppendSeries): a 1.0 WriteRequest
-// of valid series with sorted labels and nothing that would not be sent on
-// unchanged (unknown fields, repeated scalar fields).
-//
-// It aliases the receiver's pooled buffers: a consumer copies what it
-// keeps past Enqueue. Its slices hold no pointers but Msg and Compressed,
-// so the garbage collector does not scan per-series entries.
+// RawV1 is a request in the form (see AppendSeries). It aliases the
+// receiver's pooled buffers: a consumer copies what it keeps past Enqueue.
+// Only Msg and Compressed hold pointers, so the garbage collector does not
+// scan per-series entries.
 type RawV1 struct {
 	// Compressed, if set, is the snappy body the client sent: Msg compressed.
 	Compressed []byte
@@ -63,10 +60,9 @@ func (r *RawV1) Append(rs RawSeries) {
 	r.Ext = r.Ext || rs.Ext
 }
 
-// HashLabels returns the shard hash of a label set: the hash of their
-// canonical encoding (AppendLabels). HashSeries and the receiver's scan
-// hash the same bytes, so a series hashes the same whichever form it is
-// in. scratch is reused and returned.
+// HashLabels returns the shard hash of a label set, that of their
+// canonical encoding (AppendLabels), as HashSeries and the receiver's scan
+// have it too. scratch is reused and returned.
 func HashLabels(ls labels.Labels, scratch []byte) (uint64, []byte) {
 	b := AppendLabels(scratch[:0], ls)
 	return hashCanonical(b), b
@@ -110,10 +106,9 @@ func appendLabelEntry[S string | []byte](b []byte, name, value S) []byte {
 }
 
 // SmallLabel reads the TimeSeries labels field at the start of b if it is
-// canonical, with a non-empty name and every length under 128 (one byte,
-// so every byte outside name and value is ASCII): it returns the field's
-// length, name and value. Otherwise ok is false and the caller reads the
-// field the general way.
+// canonical, with a non-empty name and every length one byte (so every
+// byte outside name and value is ASCII): its length, name and value.
+// Otherwise ok is false, for the caller to read it the general way.
 func SmallLabel(b []byte) (n int, name, value []byte, ok bool) {
 	if len(b) < 4 || b[0] != 0x0a || b[1] >= 0x80 || b[2] != 0x0a || b[3] == 0 || b[3] >= 0x80 {
 		return 0, nil, nil, false
@@ -149,9 +144,8 @@ func SeriesPoints(ts []byte) (RawSeries, error) {
 	return rs, nil
 }
 
-// RangeRawLabels calls fn for each label of the 1.0 TimeSeries ts, in
-// order, or returns ErrRawSeries. Every part of the gateway reads labels
-// from bytes with it.
+// RangeRawLabels calls fn for each label of the TimeSeries ts, in order,
+// or returns ErrRawSeries.
 func RangeRawLabels(ts []byte, fn func(name, value []byte)) error {
 	for len(ts) > 0 {
 		if n, name, value, ok := SmallLabel(ts); ok {
@@ -176,12 +170,10 @@ func RangeRawLabels(ts []byte, fn func(name, value []byte)) error {
 	return nil
 }
 
-// Relabel passes each series' labels of raw through fn, which gets them in
-// a builder and reports whether to keep the series. A series dropped or
-// left without labels is left out, its points counted as dropped. If no
-// series changes it returns raw, else a new request with raw's metadata
-// and no compressed body. External labels, write relabeling and tenant
-// labels all relabel series in the form with it.
+// Relabel passes the labels of each series of raw through fn, which
+// reports whether to keep the series; one dropped or left without labels
+// counts its points dropped. It returns raw if no series changed, else a
+// new request with raw's metadata and no compressed body.
 func Relabel(raw *RawV1, lb *labels.Builder, fn func(*labels.Builder) bool) (out *RawV1, dropped int, err error) {
 	out = &RawV1{}
 	var (

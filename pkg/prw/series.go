@@ -13,21 +13,18 @@ import (
 
 // The form of an accepted series, from decoder to encoder, is its 1.0
 // TimeSeries message: labels (field 1, canonical and sorted, see
-// AppendLabels), samples (2), exemplars (3) and histograms (4). What 2.0
-// has and 1.0 has not goes in fields 1.0 receivers ignore, chosen so that
-// the point messages are already 2.0's:
+// AppendLabels), samples (2), exemplars (3) and histograms (4). What only
+// 2.0 has goes in fields 1.0 receivers ignore, chosen so that the point
+// messages are already 2.0's:
 //
 //   - a sample's start timestamp is Sample field 3, as in 2.0;
 //   - a histogram's start timestamp is Histogram field 17, as in 2.0;
 //   - the series' metadata is TimeSeries field 15, a 1.0 MetricMetadata
 //     without a family name (type 1, help 4, unit 5).
 //
-// A series with any of them has extensions (RawSeries.Ext), which AppendV1
-// leaves out for a 1.0 upstream. A 1.0 request the receiver's scan
-// accepted is already in the form, byte for byte.
-//
-// The form is validated when it is made (by a decoder, or AppendSeries);
-// a malformed message here is an error, never a panic.
+// These extensions (RawSeries.Ext) are left out for 1.0 upstreams
+// (AppendV1). A 1.0 request the scan accepted is in the form as sent. The
+// form is validated when made; malformed bytes are an error, not a panic.
 const (
 	fieldLabels     = 1
 	fieldSamples    = 2
@@ -46,9 +43,8 @@ const (
 // ErrMalformed is returned for bytes that are not a series in the form.
 var ErrMalformed = errors.New("malformed series")
 
-// AppendSeries appends s, valid with sorted labels, to b as a TimeSeries
-// field in the form, and returns b and the series' descriptor (Span in b).
-// scratch is reused and returned.
+// AppendSeries appends s, valid with sorted labels, to b in the form and
+// returns its descriptor (Span in b). scratch is reused and returned.
 func AppendSeries(b []byte, s *Series, scratch []byte) ([]byte, RawSeries, []byte) {
 	body := AppendLabels(scratch[:0], s.Labels)
 	rs := RawSeries{Hash: hashCanonical(body)}
@@ -120,12 +116,11 @@ func appendMetadataField[S string | []byte](b []byte, typ int64, help, unit S) [
 	return closeField(appendStringField(b, fieldMetadataUnit, unit), at)
 }
 
-// field is one field of a message: the bytes inside a length-delimited
-// one are v, the field with its tag is whole.
+// field is one field of a message, whole with its tag.
 type field struct {
 	num   protowire.Number
 	typ   protowire.Type
-	v     []byte
+	v     []byte // the value of a length-delimited field
 	whole []byte
 	u     uint64 // the value of a varint or fixed64 field
 }
@@ -155,9 +150,8 @@ func nextField(b []byte) (f field, rest []byte, err error) {
 	return f, b[n+m:], nil
 }
 
-// fields iterates over the fields of msg; a malformed one is yielded with
-// ErrMalformed and ends the walk. It is inlined into its loops, so walking
-// a message allocates nothing.
+// fields iterates over the fields of msg until a malformed one, yielded
+// with ErrMalformed. Inlined into its loops, it allocates nothing.
 func fields(msg []byte) iter.Seq2[field, error] {
 	return func(yield func(field, error) bool) {
 		for len(msg) > 0 {
@@ -197,15 +191,14 @@ func WithMetadata(b, ts []byte, md Metadata) ([]byte, Span, error) {
 	return b, Span{Off: uint32(len(b) - n), Len: uint32(n)}, nil
 }
 
-// openField appends the tag of field num and a byte for its length, and
-// returns where its message starts, to be measured by closeField.
+// openField starts field num with a one-byte length for closeField to set.
 func openField(b []byte, num protowire.Number) ([]byte, int) {
 	b = protowire.AppendTag(b, num, protowire.BytesType)
 	return append(b, 0), len(b) + 1
 }
 
-// closeField writes the length of the message from at (from openField),
-// moving a message of 128 bytes or more to make room for it.
+// closeField sets the length of the message from at, moving it if it
+// needs more than a byte.
 func closeField(b []byte, at int) []byte {
 	n := len(b) - at
 	size := protowire.SizeVarint(uint64(n))
@@ -264,8 +257,7 @@ func ReadMetadata(m []byte) Metadata {
 	return Metadata{Type: MetricType(typ), Help: string(help), Unit: string(unit)}
 }
 
-// readMetadata reads a metadata extension, pointing into m, up to its
-// first malformed field.
+// readMetadata reads a metadata extension up to any malformed field.
 func readMetadata(m []byte) (typ uint64, help, unit []byte, err error) {
 	for g, err := range fields(m) {
 		switch {
@@ -311,11 +303,10 @@ const (
 	KindExemplar
 )
 
-// FilterPoints appends ts, whose descriptor is rs, to b as a TimeSeries
-// field with only the points keep accepts, given each point's kind,
-// timestamp and index among the series' points. It returns b, the new
-// descriptor (Span in b, rs's Hash and Ext) and the number of points
-// dropped. scratch is reused and returned.
+// FilterPoints appends ts, whose descriptor is rs, to b with the points
+// keep accepts, given each one's kind, timestamp and index. It returns the
+// new descriptor (Span in b, rs's Hash and Ext) and the number dropped.
+// scratch is reused and returned.
 func FilterPoints(b, ts []byte, rs RawSeries, keep func(kind int, t int64, i int) bool, scratch []byte) ([]byte, RawSeries, int, []byte, error) {
 	out := rs
 	out.Samples, out.Histograms, out.Exemplars = 0, 0, 0
@@ -408,9 +399,8 @@ func metricName(ts []byte) []byte {
 	return name
 }
 
-// FamilyName returns the 1.0 family name of a series named name of type
-// typ: histograms' and summaries' _bucket, _count and _sum series belong
-// to the family without the suffix.
+// FamilyName returns the family of a series name of type typ: histograms'
+// and summaries' _bucket, _count and _sum series lose the suffix.
 func FamilyName[S string | []byte](name S, typ MetricType) S {
 	switch typ {
 	case writev2.Metadata_METRIC_TYPE_HISTOGRAM, writev2.Metadata_METRIC_TYPE_GAUGEHISTOGRAM, writev2.Metadata_METRIC_TYPE_SUMMARY:
@@ -430,9 +420,9 @@ func SeriesLabels(ts []byte, sb *labels.ScratchBuilder) (labels.Labels, error) {
 	return sb.Labels(), err
 }
 
-// ReplaceLabels appends ts, whose descriptor is rs, to b as a TimeSeries
-// field with its labels replaced by ls, sorted. It returns b, the new
-// descriptor (Span in b, Hash of ls) and scratch, reused.
+// ReplaceLabels appends ts, whose descriptor is rs, to b with its labels
+// replaced by ls, sorted, and returns the new descriptor. scratch is
+// reused and returned.
 func ReplaceLabels(b, ts []byte, rs RawSeries, ls labels.Labels, scratch []byte) ([]byte, RawSeries, []byte, error) {
 	body := AppendLabels(scratch[:0], ls)
 	rs.Hash = hashCanonical(body)

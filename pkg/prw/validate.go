@@ -46,7 +46,7 @@ var invalidReasonNames = [NumInvalidReasons]string{
 
 func (r InvalidReason) String() string { return invalidReasonNames[r] }
 
-// InvalidSeries tallies the series of one request that validation refused.
+// InvalidSeries tallies the refused series of one request.
 type InvalidSeries struct {
 	Count    int
 	ByReason [NumInvalidReasons]int
@@ -83,9 +83,9 @@ func ValidateLabels(ls labels.Labels, checkUTF8 bool) (reason InvalidReason, det
 	return validatePairs(pairs, checkUTF8)
 }
 
-// validatePairs checks a series' labels, sorted by name, for every
-// decoder: not empty, no empty or duplicate names, valid UTF-8 if
-// checkUTF8 (2.0 checks its symbols once instead), a non-empty __name__.
+// validatePairs checks a series' sorted labels: some, no empty or
+// duplicate names, valid UTF-8 if checkUTF8 (2.0 checks symbols once), a
+// non-empty __name__.
 func validatePairs(pairs []labelPair, checkUTF8 bool) (reason InvalidReason, detail string, ok bool) {
 	if len(pairs) == 0 {
 		return invalidEmptyLabels, "no labels", false
@@ -139,10 +139,9 @@ func refsValid(refs []uint32, n int) bool {
 const floatCountTolerance = 1e-6
 
 // ValidateHistogram returns what is wrong with a native histogram, or "":
-// the spans must cover exactly the deltas or float counts, no bucket be
-// negative, and the buckets plus the zero bucket (none for custom buckets)
-// equal the count, or be fewer if the sum is NaN, as NaN observations land
-// in no bucket.
+// the spans must cover the deltas or counts, no bucket be negative, and
+// the buckets plus the zero bucket (none for custom buckets) hold the
+// count, or fewer if the sum is NaN, as NaN observations land in none.
 func ValidateHistogram(h *Histogram) string {
 	// A count or zero count left unset takes the kind of the other.
 	_, countIsFloat := h.Count.(*writev2.Histogram_CountFloat)

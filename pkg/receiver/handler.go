@@ -1,7 +1,6 @@
-// Package receiver implements the gateway's remote-write endpoint: the HTTP
-// handler that checks a write request's headers, caps and decompresses its
-// body, decodes and validates remote write 1.0 or 2.0 into a prw.Request
-// and hands the valid series to an Enqueuer.
+// Package receiver implements the remote-write endpoint: an HTTP handler
+// that decodes and validates a remote write 1.0 or 2.0 request and hands
+// the valid series to an Enqueuer.
 //
 // It is written instead of client_golang's exp/api/remote.NewWriteHandler,
 // which reads every body with io.ReadAll into a fresh message, for pooled
@@ -11,10 +10,9 @@
 //
 // # Ownership
 //
-// Every request reaches the Enqueuer in the form (prw.Request.Raw, see
-// prw.AppendSeries), not decoded: an Enqueuer that reads Series or
-// Metadata calls req.Materialize first. The form is pooled memory reused
-// for later requests: an Enqueuer copies what it keeps past Enqueue.
+// Requests reach the Enqueuer in the form (prw.Request.Raw), not decoded:
+// an Enqueuer calls req.Materialize before it reads Series or Metadata.
+// The form is pooled memory: an Enqueuer copies what it keeps past Enqueue.
 package receiver
 
 import (
@@ -40,9 +38,8 @@ import (
 	"github.com/rwgateway/gateway/pkg/registry"
 )
 
-// Enqueuer takes a decoded, validated request, which it must not retain
-// (see the package documentation). Enqueue is called concurrently, with
-// the HTTP request's context; its error says how the handler answers (see
+// Enqueuer takes a validated request, which it must not retain. Enqueue is
+// called concurrently; its error says how the handler answers (see
 // enqueueStatus).
 type Enqueuer interface {
 	Enqueue(ctx context.Context, req *prw.Request) error
@@ -61,9 +58,8 @@ type Options struct {
 	MaxDecodedBytes int64
 }
 
-// Handler is the remote-write HTTP handler. It holds the buffer and
-// decoder pools: build one with NewHandler and serve every request with
-// it. It is safe for concurrent use.
+// Handler is the remote-write HTTP handler, holding the buffer and decoder
+// pools: build one and serve every request with it, concurrently.
 type Handler struct {
 	logger *slog.Logger
 	q      Enqueuer
@@ -112,8 +108,7 @@ func NewHandler(logger *slog.Logger, metrics *registry.ReceiverMetrics, q Enqueu
 	return h
 }
 
-// SetOptions changes the handler's limits for the requests that arrive
-// after it returns, for a configuration reload.
+// SetOptions changes the limits for requests from now on, on reload.
 func (h *Handler) SetOptions(opts Options) {
 	if opts.MaxRequestBytes <= 0 {
 		opts.MaxRequestBytes = defaultMaxBytes
@@ -256,11 +251,10 @@ func parseContentType(ct string) (prw.Protocol, error) {
 	}
 }
 
-// enqueueStatus maps an Enqueue error to the response status, reject reason
-// and Retry-After delay, which errors in its chain give through methods
-// StatusCode() int, Reason() string (one of registry.RejectReasons) and
-// RetryAfter() time.Duration. Without a status it is a 500; a 429 or 503
-// gets a Retry-After of at least a second.
+// enqueueStatus maps an Enqueue error to the status, reject reason and
+// Retry-After delay that errors in its chain give through StatusCode(),
+// Reason() (one of registry.RejectReasons) and RetryAfter() methods. The
+// default is a 500; a 429 or 503 gets a Retry-After of at least a second.
 func enqueueStatus(err error) (code int, reason string, retryAfter time.Duration) {
 	code, reason = http.StatusInternalServerError, registry.ReasonInternal
 	var (
@@ -316,9 +310,7 @@ func setWritten(w http.ResponseWriter, samples, histograms, exemplars int) {
 func (h *Handler) getBuf(n int) *[]byte {
 	p := h.bufs.Get().(*[]byte)
 	if cap(*p) < n {
-		// Dropping the smaller buffer lets the pool converge on the sizes
-		// requests need.
-		*p = make([]byte, 0, n)
+		*p = make([]byte, 0, n) // the pool converges on the sizes needed
 	}
 	return p
 }
