@@ -175,14 +175,7 @@ func ValidateHistogram(h *Histogram) string {
 			total += z
 		}
 		tol := floatCountTolerance * max(1, math.Abs(count))
-		if math.IsNaN(h.Sum) {
-			if !(total <= count+tol) {
-				return fmt.Sprintf("buckets hold %g observations, more than the count %g", total, count)
-			}
-		} else if !(math.Abs(total-count) <= tol) {
-			return fmt.Sprintf("buckets hold %g observations, count is %g", total, count)
-		}
-		return ""
+		return countMismatch(h, total, count, !(total <= count+tol), !(math.Abs(total-count) <= tol))
 	}
 
 	if len(h.PositiveCounts) > 0 || len(h.NegativeCounts) > 0 {
@@ -197,12 +190,17 @@ func ValidateHistogram(h *Histogram) string {
 	if !custom {
 		total += h.GetZeroCountInt()
 	}
-	if math.IsNaN(h.Sum) {
-		if total > count {
-			return fmt.Sprintf("buckets hold %d observations, more than the count %d", total, count)
-		}
-	} else if total != count {
-		return fmt.Sprintf("buckets hold %d observations, count is %d", total, count)
+	return countMismatch(h, total, count, total > count, total != count)
+}
+
+// countMismatch says what is wrong if the buckets' total is more than the
+// count, or, unless the sum is NaN, differs from it.
+func countMismatch[T uint64 | float64](h *Histogram, total, count T, more, differs bool) string {
+	switch {
+	case math.IsNaN(h.Sum) && more:
+		return fmt.Sprintf("buckets hold %v observations, more than the count %v", total, count)
+	case !math.IsNaN(h.Sum) && differs:
+		return fmt.Sprintf("buckets hold %v observations, count is %v", total, count)
 	}
 	return ""
 }
