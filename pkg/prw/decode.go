@@ -29,15 +29,15 @@ type Decoded struct {
 	raw  RawV1
 	form []byte
 	// Scratch of the decoders, reused from request to request.
-	scratch, ex []byte
-	pairs       []labelPair
-	refs, xrefs []uint32
-	syms        [][]byte
-	symOK       []bool
-	series      [][]byte
-	points      [3][][]byte // 2.0 samples, histograms, exemplars of a series
-	ts          prompb.TimeSeries
-	hist        writev2.Histogram
+	scratch, ex, exs []byte
+	pairs            []labelPair
+	refs, xrefs      []uint32
+	syms             [][]byte
+	symOK            []bool
+	series           [][]byte
+	points           [3][][]byte // 2.0 samples, histograms, exemplars of a series
+	ts               prompb.TimeSeries
+	hist             writev2.Histogram
 }
 
 // NewV1Decoder returns the decoder of prometheus.WriteRequest.

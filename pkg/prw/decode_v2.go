@@ -110,6 +110,7 @@ func (d *Decoded) seriesV2(b []byte, idx int, ts []byte) ([]byte, error) {
 	if md.help >= uint64(nsyms) || md.unit >= uint64(nsyms) {
 		return refuse(invalidMetadataRefs, fmt.Sprintf("metadata help ref %d or unit ref %d outside the %d symbols", md.help, md.unit, nsyms))
 	}
+	d.exs = d.exs[:0] // the exemplars in the form
 	for j, ex := range exemplars {
 		xrefs, err := exemplarRefs(d.xrefs[:0], ex)
 		if err != nil {
@@ -119,6 +120,7 @@ func (d *Decoded) seriesV2(b []byte, idx int, ts []byte) ([]byte, error) {
 		if !refsValid(xrefs, nsyms) {
 			return refuse(invalidExemplarLabelRefs, fmt.Sprintf("exemplar %d: %d label refs, odd or outside the %d symbols", j, len(xrefs), nsyms))
 		}
+		d.exs = d.appendExemplar(d.exs, ex, xrefs)
 	}
 	// The 2.0 draft after rc.4 allows series with only exemplars, as
 	// Prometheus sends, or only metadata (prometheus/docs#3085,
@@ -153,9 +155,7 @@ func (d *Decoded) seriesV2(b []byte, idx int, ts []byte) ([]byte, error) {
 		rs.Ext = rs.Ext || start
 		body, _ = appendField(body, fieldSamples, smp)
 	}
-	for _, ex := range exemplars {
-		body = d.appendExemplar(body, ex)
-	}
+	body = append(body, d.exs...)
 	for _, h := range histograms {
 		body, _ = appendField(body, fieldHistograms, h)
 	}
@@ -251,11 +251,10 @@ func checkSampleV2(msg []byte) (start bool, err error) {
 	return start, nil
 }
 
-// appendExemplar appends a checked 2.0 Exemplar as a 1.0 one: labels
-// resolved and sorted, value and timestamp (the same fields) as they are.
-func (d *Decoded) appendExemplar(b, msg []byte) []byte {
-	refs, _ := exemplarRefs(d.xrefs[:0], msg)
-	d.xrefs = refs
+// appendExemplar appends the 2.0 Exemplar msg, whose label references
+// refs are valid, as a 1.0 one: labels resolved and sorted, value and
+// timestamp (the same fields) as they are.
+func (d *Decoded) appendExemplar(b, msg []byte, refs []uint32) []byte {
 	pairs := d.pairs[len(d.pairs):]
 	for j := 0; j < len(refs); j += 2 {
 		pairs = append(pairs, labelPair{name: d.syms[refs[j]], value: d.syms[refs[j+1]]})
