@@ -215,8 +215,7 @@ func readMetadataV2(msg []byte, md *metadataV2) error {
 	return nil
 }
 
-// exemplarRefs appends the label references of a 2.0 Exemplar message and
-// checks its value and timestamp fields.
+// exemplarRefs checks a 2.0 Exemplar and appends its label references.
 func exemplarRefs(refs []uint32, msg []byte) ([]uint32, error) {
 	for f, err := range fields(msg) {
 		if err != nil {
@@ -234,8 +233,7 @@ func exemplarRefs(refs []uint32, msg []byte) ([]uint32, error) {
 	return refs, nil
 }
 
-// checkSampleV2 checks the fields of a 2.0 Sample and reports whether it
-// has a start timestamp.
+// checkSampleV2 checks a 2.0 Sample and reports if it has a start time.
 func checkSampleV2(msg []byte) (start bool, err error) {
 	for f, err := range fields(msg) {
 		if err != nil {

@@ -36,7 +36,6 @@ func (e *V2Encoder) Reset() {
 	e.series = e.series[:0]
 }
 
-// ref returns the symbol reference of s.
 func (e *V2Encoder) ref(s []byte) uint32 {
 	if r, ok := e.refs[string(s)]; ok {
 		return r

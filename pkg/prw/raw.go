@@ -76,7 +76,6 @@ func HashSeries(ts, scratch []byte) (uint64, []byte, error) {
 	return hashCanonical(b), b, err
 }
 
-// hashCanonical is the shard hash of canonically encoded labels.
 func hashCanonical(b []byte) uint64 { return xxhash.Sum64(b) }
 
 // AppendLabels appends ls to b as canonically encoded TimeSeries labels

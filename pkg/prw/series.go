@@ -109,7 +109,6 @@ func appendStringField[S string | []byte](b []byte, num protowire.Number, s S) [
 	return append(b, s...)
 }
 
-// appendMetadataField appends the form's metadata extension field.
 func appendMetadataField[S string | []byte](b []byte, typ int64, help, unit S) []byte {
 	b, at := openField(b, fieldMetadata)
 	b = appendStringField(appendVarintField(b, fieldMetadataType, typ), fieldMetadataHelp, help)
@@ -125,7 +124,6 @@ type field struct {
 	u     uint64 // the value of a varint or fixed64 field
 }
 
-// nextField reads the field at the start of b.
 func nextField(b []byte) (f field, rest []byte, err error) {
 	num, typ, n := protowire.ConsumeTag(b)
 	if n < 0 {
@@ -210,7 +208,6 @@ func closeField(b []byte, at int) []byte {
 	return b
 }
 
-// appendField appends msg as field num and returns its span in b.
 func appendField(b []byte, num protowire.Number, msg []byte) ([]byte, Span) {
 	b = protowire.AppendTag(b, num, protowire.BytesType)
 	b = protowire.AppendVarint(b, uint64(len(msg)))
@@ -348,7 +345,6 @@ func pointKind(f field) int {
 	return -1
 }
 
-// count counts a point of kind in rs.
 func (rs *RawSeries) count(kind int) {
 	switch kind {
 	case KindSample:
@@ -360,7 +356,6 @@ func (rs *RawSeries) count(kind int) {
 	}
 }
 
-// pointTime returns the timestamp of a point message of kind.
 func pointTime(kind int, msg []byte) (int64, error) {
 	num := [...]protowire.Number{KindSample: 2, KindHistogram: fieldHistogramTime, KindExemplar: 3}[kind]
 	var t int64

@@ -205,7 +205,6 @@ func countMismatch[T uint64 | float64](h *Histogram, total, count T, more, diffe
 	return ""
 }
 
-// spanBuckets returns the number of buckets spans cover.
 func spanBuckets(spans []writev2.BucketSpan) uint64 {
 	var n uint64
 	for _, s := range spans {
@@ -214,8 +213,7 @@ func spanBuckets(spans []writev2.BucketSpan) uint64 {
 	return n
 }
 
-// sumDeltas returns the total of the bucket counts deltas encode, or what
-// is wrong with the side's buckets.
+// sumDeltas totals the bucket counts deltas encode, or says what is wrong.
 func sumDeltas(side string, spans []writev2.BucketSpan, deltas []int64) (uint64, string) {
 	if n := spanBuckets(spans); n != uint64(len(deltas)) {
 		return 0, fmt.Sprintf("%s buckets: spans cover %d buckets, %d deltas sent", side, n, len(deltas))
@@ -232,8 +230,7 @@ func sumDeltas(side string, spans []writev2.BucketSpan, deltas []int64) (uint64,
 	return total, ""
 }
 
-// sumCounts returns the total of float bucket counts, or what is wrong
-// with the side's buckets.
+// sumCounts totals float bucket counts, or says what is wrong.
 func sumCounts(side string, spans []writev2.BucketSpan, counts []float64) (float64, string) {
 	if n := spanBuckets(spans); n != uint64(len(counts)) {
 		return 0, fmt.Sprintf("%s buckets: spans cover %d buckets, %d counts sent", side, n, len(counts))

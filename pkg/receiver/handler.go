@@ -298,7 +298,6 @@ func tooLargeMsg(opts *Options) string {
 	return fmt.Sprintf("request body is over the limit of %d bytes", opts.MaxRequestBytes)
 }
 
-// setWritten sets the 2.0 response headers of what was accepted.
 func setWritten(w http.ResponseWriter, samples, histograms, exemplars int) {
 	hdr := w.Header()
 	hdr.Set(prw.HeaderSamplesWritten, strconv.Itoa(samples))
@@ -306,7 +305,6 @@ func setWritten(w http.ResponseWriter, samples, histograms, exemplars int) {
 	hdr.Set(prw.HeaderExemplarsWritten, strconv.Itoa(exemplars))
 }
 
-// getBuf returns a pooled buffer with capacity at least n.
 func (h *Handler) getBuf(n int) *[]byte {
 	p := h.bufs.Get().(*[]byte)
 	if cap(*p) < n {
