@@ -47,8 +47,7 @@ func (e *V2Encoder) ref(s []byte) uint32 {
 	return r
 }
 
-// Add adds the series ts, in the form, with its metadata if withMeta, and
-// reports whether metadata was added.
+// Add adds the series ts, and its metadata if withMeta, reporting if any.
 func (e *V2Encoder) Add(ts []byte, withMeta bool) (metadata bool, err error) {
 	refs := e.lrefs[:0]
 	if err := RangeRawLabels(ts, func(name, value []byte) {
@@ -130,8 +129,7 @@ func appendRefs(b []byte, num protowire.Number, refs []uint32) []byte {
 	return closeField(b, at)
 }
 
-// AppendRequest appends the io.prometheus.write.v2.Request of the series
-// added since Reset.
+// AppendRequest appends the 2.0 Request of the series added since Reset.
 func (e *V2Encoder) AppendRequest(b []byte) []byte {
 	for _, s := range e.symbols {
 		b = protowire.AppendTag(b, 4, protowire.BytesType)

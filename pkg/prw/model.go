@@ -17,8 +17,7 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 )
 
-// Sample is one float sample. StartTimestamp is 2.0's start (created)
-// timestamp in milliseconds, 0 if unknown.
+// Sample is a float sample. StartTimestamp (2.0) is 0 if unknown.
 type Sample struct {
 	Value          float64
 	Timestamp      int64
@@ -36,16 +35,14 @@ type Exemplar struct {
 // plus StartTimestamp (see HistogramFromV1 and HistogramToV1).
 type Histogram = writev2.Histogram
 
-// HistogramFromV1 converts a 1.0 histogram to the model's form, whose
-// StartTimestamp is then 0.
+// HistogramFromV1 converts a 1.0 histogram to the model's.
 func HistogramFromV1(h prompb.Histogram) Histogram {
 	var out Histogram
 	convertHistogram(&h, &out)
 	return out
 }
 
-// HistogramToV1 converts a model histogram to 1.0, dropping its
-// StartTimestamp.
+// HistogramToV1 converts a histogram to 1.0, without its StartTimestamp.
 func HistogramToV1(h Histogram) prompb.Histogram {
 	h.StartTimestamp = 0
 	var out prompb.Histogram
@@ -60,8 +57,7 @@ func convertHistogram(from interface{ Marshal() ([]byte, error) }, to interface{
 	_ = to.Unmarshal(b)
 }
 
-// MetricType is the 2.0 metric type; the 1.0 enumeration has the same
-// values, so they convert directly.
+// MetricType is the 2.0 metric type, numbered as 1.0's.
 type MetricType = writev2.Metadata_MetricType
 
 // Metadata is a series' metric metadata; the zero value means none.

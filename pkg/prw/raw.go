@@ -78,8 +78,7 @@ func HashSeries(ts, scratch []byte) (uint64, []byte, error) {
 
 func hashCanonical(b []byte) uint64 { return xxhash.Sum64(b) }
 
-// AppendLabels appends ls to b as canonically encoded TimeSeries labels
-// fields.
+// AppendLabels appends ls to b as canonical TimeSeries labels fields.
 func AppendLabels(b []byte, ls labels.Labels) []byte {
 	ls.Range(func(l labels.Label) { b = appendLabelEntry(b, l.Name, l.Value) })
 	return b
@@ -127,8 +126,7 @@ func SmallLabel(b []byte) (n int, name, value []byte, ok bool) {
 	return 2 + l, name, rest[2:], true
 }
 
-// ErrRawSeries is returned for a message that is not a well-formed 1.0
-// TimeSeries.
+// ErrRawSeries is returned for bytes that are not a 1.0 TimeSeries.
 var ErrRawSeries = errors.New("malformed 1.0 time series")
 
 // SeriesPoints counts the points of the TimeSeries ts, in the form.
@@ -143,8 +141,7 @@ func SeriesPoints(ts []byte) (RawSeries, error) {
 	return rs, nil
 }
 
-// RangeRawLabels calls fn for each label of the TimeSeries ts, in order,
-// or returns ErrRawSeries.
+// RangeRawLabels calls fn for each label of the TimeSeries ts, in order.
 func RangeRawLabels(ts []byte, fn func(name, value []byte)) error {
 	for len(ts) > 0 {
 		if n, name, value, ok := SmallLabel(ts); ok {

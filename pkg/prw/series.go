@@ -195,8 +195,7 @@ func openField(b []byte, num protowire.Number) ([]byte, int) {
 	return append(b, 0), len(b) + 1
 }
 
-// closeField sets the length of the message from at, moving it if it
-// needs more than a byte.
+// closeField sets the length of the message from at, moving it if needed.
 func closeField(b []byte, at int) []byte {
 	n := len(b) - at
 	size := protowire.SizeVarint(uint64(n))

@@ -13,8 +13,7 @@ import (
 	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
 )
 
-// InvalidReason is why a series was refused: the reason label of
-// gateway_receiver_invalid_series_total.
+// InvalidReason is the reason label of gateway_receiver_invalid_series_total.
 type InvalidReason int
 
 const (
@@ -56,8 +55,7 @@ type InvalidSeries struct {
 	First string
 }
 
-// add records that series number idx, of size bytes, was refused; ls
-// holds its labels if known.
+// add records a refused series: number idx, size bytes, labels ls if known.
 func (v *InvalidSeries) add(reason InvalidReason, idx, size int, ls labels.Labels, detail string) {
 	if v.Count == 0 {
 		if ls.IsEmpty() {

@@ -78,8 +78,7 @@ type Handler struct {
 	decoders [2]*prw.Decoder // by prw.Protocol
 }
 
-// NewHandler returns a handler that decodes write requests and passes them
-// to q. A nil logger discards.
+// NewHandler returns a handler passing requests to q; a nil logger discards.
 func NewHandler(logger *slog.Logger, metrics *registry.ReceiverMetrics, q Enqueuer, opts Options) *Handler {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
@@ -282,8 +281,7 @@ func retryAfterSeconds(d time.Duration) int64 {
 	return max(1, int64(math.Ceil(d.Seconds())))
 }
 
-// reject answers with code and a plain-text message and counts reason; err
-// is the cause, if any, for the debug log.
+// reject answers with code and msg and counts reason; err is for the log.
 func (h *Handler) reject(w http.ResponseWriter, code int, reason, msg string, err error) {
 	c, ok := h.rejected[reason]
 	if !ok {
