@@ -8,9 +8,8 @@ import (
 	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
 )
 
-// Decoder turns one protocol's protobuf message into a validated Request
-// in the form (see AppendSeries). It is safe for concurrent use and pools
-// its per-request state.
+// Decoder decodes one protocol's messages into validated Requests in the
+// form (see AppendSeries), pooling its state; it is safe for concurrent use.
 type Decoder struct {
 	proto  Protocol
 	pool   sync.Pool
@@ -46,9 +45,8 @@ func NewV1Decoder() *Decoder { return &Decoder{proto: ProtoV1, decode: decodeV1}
 // NewV2Decoder returns the decoder of io.prometheus.write.v2.Request.
 func NewV2Decoder() *Decoder { return &Decoder{proto: ProtoV2, decode: decodeV2} }
 
-// Decode reads and validates every series of msg; an error means msg is
-// not a valid message. The state may point into msg, which must stay
-// unchanged until Release.
+// Decode reads and validates every series of msg, or says why msg is not a
+// valid message. The state may point into msg, unchanged until Release.
 func (dec *Decoder) Decode(msg []byte) (*Decoded, error) {
 	d, _ := dec.pool.Get().(*Decoded)
 	if d == nil {
@@ -81,10 +79,9 @@ func (dec *Decoder) Release(d *Decoded) {
 	dec.pool.Put(d)
 }
 
-// MaxPooledBytes bounds the body buffers and decode states pooled: a
-// pooled entry lives until two garbage collections pass without use, and a
-// burst of outsized requests must not pin that much. Prometheus's default
-// batches (2000 samples) are 100–300 KiB decoded.
+// MaxPooledBytes bounds the buffers and decode states pooled: an entry lives
+// until two garbage collections pass without use, and a burst of outsized
+// requests must not pin that much. Prometheus's batches are 100–300 KiB.
 const MaxPooledBytes = 8 << 20
 
 // Truncate cuts s after n bytes, marked with …, and makes it valid UTF-8,

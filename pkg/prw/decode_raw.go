@@ -10,15 +10,14 @@ import (
 )
 
 // scanV1Series is the 1.0 decoder's fast path, allocating nothing: it
-// returns the hash and counts of a TimeSeries that is valid and in the
-// form as it is, with nothing decoding would drop or read differently
-// (unknown fields, a repeated scalar field, a wrong wire type). ok is
-// false for the rest, which decodeV1 repairs.
+// returns the hash and counts of a TimeSeries that is valid and in the form
+// as it is, with nothing decoding would drop or read differently (unknown
+// fields, a repeated scalar, a wrong wire type); decodeV1 repairs the rest.
 //
 // The labels Prometheus sends come first, as SmallLabel reads them: their
-// bytes are checked for UTF-8 and hashed in one pass, which is right as
-// every byte between names and values is ASCII, never part of a multi-byte
-// sequence. Labels anywhere else are read one by one.
+// bytes are checked for UTF-8 and hashed in one pass, right as every byte
+// between names and values is ASCII, never inside a multi-byte sequence.
+// Others are read one by one.
 func scanV1Series(d *Decoded, ts []byte) (rs RawSeries, ok bool) {
 	var prev []byte
 	first, hasName := true, false

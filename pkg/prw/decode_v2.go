@@ -51,9 +51,8 @@ type metadataV2 struct {
 	help, unit uint64
 }
 
-// seriesV2 appends the TimeSeries ts, series number idx, to b in the form
-// (labels resolved and sorted, samples and histograms as they are), or
-// counts it refused.
+// seriesV2 appends the TimeSeries ts, series number idx, to b in the form,
+// labels resolved and sorted, or counts it refused.
 func (d *Decoded) seriesV2(b []byte, idx int, ts []byte) ([]byte, error) {
 	refs := d.refs[:0]
 	d.pairs = d.pairs[:0] // the labels of a series refused, once they are read

@@ -6,10 +6,9 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 )
 
-// V2Encoder builds a 2.0 request from series in the form, whose points
-// are 2.0's already. Its symbols alias the series added, which must stay
-// unchanged until AppendRequest. Reuse one, with Reset between requests;
-// it is not safe for concurrent use.
+// V2Encoder builds 2.0 requests from series in the form, whose points are
+// 2.0's. Its symbols alias the series added, unchanged until AppendRequest.
+// Reuse one, with Reset between requests; it is not safe for concurrent use.
 type V2Encoder struct {
 	refs    map[string]uint32
 	symbols []string

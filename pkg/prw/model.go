@@ -1,11 +1,8 @@
 // Package prw is everything the gateway knows about remote-write bytes:
-// protocol constants, the 1.0 and 2.0 decoders with their validation,
-// reading and hashing labels, and the form of a request (see AppendSeries)
-// that the receiver decodes into and the forwarders read. It imports no
-// package of the gateway.
-//
-// The model is the superset of both protocols, so a request re-encodes in
-// either without loss; labels are resolved strings, not symbol references.
+// the protocols' decoders and validation, labels, and the form of a request
+// (see AppendSeries) that the receiver makes and the forwarders read. The
+// model is the superset of 1.0 and 2.0, so a request re-encodes in either
+// without loss. It imports no package of the gateway.
 package prw
 
 import (
@@ -87,9 +84,8 @@ type FamilyMetadata struct {
 	Metadata
 }
 
-// Request is one decoded, validated write request. It may be backed by
-// buffers the receiver reuses once the handler returns: a consumer copies
-// what it keeps past Enqueue.
+// Request is one validated write request. It may be backed by buffers the
+// receiver reuses: a consumer copies what it keeps past Enqueue.
 type Request struct {
 	// Proto is the protocol the client spoke.
 	Proto Protocol
@@ -111,9 +107,8 @@ func (r *Request) SetRaw(raw *RawV1) {
 	r.Series, r.Metadata = r.Series[:0], r.Metadata[:0]
 }
 
-// Materialize fills Series and Metadata from Raw, once, for the rare uses
-// of single points (the gateway forwards the form); call it before using
-// them. Not safe for concurrent use.
+// Materialize fills Series and Metadata from Raw once, to be called before
+// using them (the gateway forwards the form). Not safe for concurrent use.
 func (r *Request) Materialize() {
 	if !r.lazy {
 		return
@@ -202,9 +197,8 @@ func (r *Request) Counts() (samples, histograms, exemplars int) {
 	return samples, histograms, exemplars
 }
 
-// EachLabel calls fn with each label of each series, in order, until fn
-// returns false; from Raw, without decoding, while r is lazy. The bytes
-// are valid during the call only and must not be changed.
+// EachLabel calls fn with each label of each series until fn returns false,
+// without materializing; the bytes are fn's to read during the call only.
 func (r *Request) EachLabel(fn func(series int, name, value []byte) bool) {
 	for i := range r.NumSeries() {
 		more := true

@@ -8,10 +8,8 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 )
 
-// RawV1 is a request in the form (see AppendSeries). It aliases the
-// receiver's pooled buffers: a consumer copies what it keeps past Enqueue.
-// Only Msg and Compressed hold pointers, so the garbage collector does not
-// scan per-series entries.
+// RawV1 is a request in the form (see AppendSeries), in pooled buffers. Only
+// Msg and Compressed hold pointers: the garbage collector skips the series.
 type RawV1 struct {
 	// Compressed, if set, is the snappy body the client sent: Msg compressed.
 	Compressed []byte
@@ -60,9 +58,8 @@ func (r *RawV1) Append(rs RawSeries) {
 	r.Ext = r.Ext || rs.Ext
 }
 
-// HashLabels returns the shard hash of a label set, that of their
-// canonical encoding (AppendLabels), as HashSeries and the receiver's scan
-// have it too. scratch is reused and returned.
+// HashLabels returns the shard hash of labels, that of AppendLabels' bytes
+// as HashSeries and the scan have it too. scratch is reused and returned.
 func HashLabels(ls labels.Labels, scratch []byte) (uint64, []byte) {
 	b := AppendLabels(scratch[:0], ls)
 	return hashCanonical(b), b
@@ -103,10 +100,9 @@ func appendLabelEntry[S string | []byte](b []byte, name, value S) []byte {
 	return closeField(appendStringField(appendStringField(b, 1, name), 2, value), at)
 }
 
-// SmallLabel reads the TimeSeries labels field at the start of b if it is
-// canonical, with a non-empty name and every length one byte (so every
-// byte outside name and value is ASCII): its length, name and value.
-// Otherwise ok is false, for the caller to read it the general way.
+// SmallLabel reads the labels field at the start of b if it is canonical,
+// with a non-empty name and one-byte lengths (every byte outside name and
+// value is ASCII). Otherwise ok is false: read it the general way.
 func SmallLabel(b []byte) (n int, name, value []byte, ok bool) {
 	if len(b) < 4 || b[0] != 0x0a || b[1] >= 0x80 || b[2] != 0x0a || b[3] == 0 || b[3] >= 0x80 {
 		return 0, nil, nil, false
@@ -166,10 +162,9 @@ func RangeRawLabels(ts []byte, fn func(name, value []byte)) error {
 	return nil
 }
 
-// Relabel passes the labels of each series of raw through fn, which
-// reports whether to keep the series; one dropped or left without labels
-// counts its points dropped. It returns raw if no series changed, else a
-// new request with raw's metadata and no compressed body.
+// Relabel passes each series' labels through fn, which reports whether to
+// keep it; one dropped or left without labels counts its points dropped.
+// It returns raw if nothing changed, else a new one (metadata, no Compressed).
 func Relabel(raw *RawV1, lb *labels.Builder, fn func(*labels.Builder) bool) (out *RawV1, dropped int, err error) {
 	out = &RawV1{}
 	var (

@@ -22,9 +22,9 @@ import (
 //   - the series' metadata is TimeSeries field 15, a 1.0 MetricMetadata
 //     without a family name (type 1, help 4, unit 5).
 //
-// These extensions (RawSeries.Ext) are left out for 1.0 upstreams
-// (AppendV1). A 1.0 request the scan accepted is in the form as sent. The
-// form is validated when made; malformed bytes are an error, not a panic.
+// AppendV1 leaves these extensions (RawSeries.Ext) out for 1.0; a 1.0
+// request the scan accepted is in the form as sent. The form is validated
+// when made: malformed bytes are an error, not a panic.
 const (
 	fieldLabels     = 1
 	fieldSamples    = 2
@@ -214,9 +214,8 @@ func appendField(b []byte, num protowire.Number, msg []byte) ([]byte, Span) {
 	return append(b, msg...), sp
 }
 
-// AppendV1 appends ts to b as a plain 1.0 TimeSeries field, without start
-// timestamps and metadata. md is the metadata extension's value, nil if
-// none (see ReadMetadata and SeriesFamily).
+// AppendV1 appends ts to b as a plain 1.0 TimeSeries field, returning its
+// metadata extension's value, if any, in md (see ReadMetadata).
 func AppendV1(b, ts, scratch []byte) (out, md, scratch2 []byte, err error) {
 	// The leading labels are copied as one block.
 	off := 0
@@ -299,10 +298,9 @@ const (
 	KindExemplar
 )
 
-// FilterPoints appends ts, whose descriptor is rs, to b with the points
-// keep accepts, given each one's kind, timestamp and index. It returns the
-// new descriptor (Span in b, rs's Hash and Ext) and the number dropped.
-// scratch is reused and returned.
+// FilterPoints appends ts, whose descriptor is rs, to b with the points keep
+// accepts, given each one's kind, time and index, and returns the new
+// descriptor (rs's Hash and Ext) and the number dropped. scratch is reused.
 func FilterPoints(b, ts []byte, rs RawSeries, keep func(kind int, t int64, i int) bool, scratch []byte) ([]byte, RawSeries, int, []byte, error) {
 	out := rs
 	out.Samples, out.Histograms, out.Exemplars = 0, 0, 0
@@ -414,9 +412,8 @@ func SeriesLabels(ts []byte, sb *labels.ScratchBuilder) (labels.Labels, error) {
 	return sb.Labels(), err
 }
 
-// ReplaceLabels appends ts, whose descriptor is rs, to b with its labels
-// replaced by ls, sorted, and returns the new descriptor. scratch is
-// reused and returned.
+// ReplaceLabels appends ts, whose descriptor is rs, to b with the sorted
+// labels ls, returning the new descriptor. scratch is reused and returned.
 func ReplaceLabels(b, ts []byte, rs RawSeries, ls labels.Labels, scratch []byte) ([]byte, RawSeries, []byte, error) {
 	body := AppendLabels(scratch[:0], ls)
 	rs.Hash = hashCanonical(body)

@@ -81,9 +81,8 @@ func ValidateLabels(ls labels.Labels, checkUTF8 bool) (reason InvalidReason, det
 	return validatePairs(pairs, checkUTF8)
 }
 
-// validatePairs checks a series' sorted labels: some, no empty or
-// duplicate names, valid UTF-8 if checkUTF8 (2.0 checks symbols once), a
-// non-empty __name__.
+// validatePairs checks sorted labels: some, no empty or duplicate names,
+// valid UTF-8 if checkUTF8 (2.0 checks symbols once), a non-empty __name__.
 func validatePairs(pairs []labelPair, checkUTF8 bool) (reason InvalidReason, detail string, ok bool) {
 	if len(pairs) == 0 {
 		return invalidEmptyLabels, "no labels", false
@@ -136,10 +135,9 @@ func refsValid(refs []uint32, n int) bool {
 // histogram's count and its buckets' sum, which is not exact.
 const floatCountTolerance = 1e-6
 
-// ValidateHistogram returns what is wrong with a native histogram, or "":
-// the spans must cover the deltas or counts, no bucket be negative, and
-// the buckets plus the zero bucket (none for custom buckets) hold the
-// count, or fewer if the sum is NaN, as NaN observations land in none.
+// ValidateHistogram says what is wrong with a native histogram, or "": its
+// spans must cover its buckets, none negative, which hold the count with the
+// zero bucket (none for custom buckets), or less if the sum is NaN.
 func ValidateHistogram(h *Histogram) string {
 	// A count or zero count left unset takes the kind of the other.
 	_, countIsFloat := h.Count.(*writev2.Histogram_CountFloat)

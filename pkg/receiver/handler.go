@@ -1,6 +1,5 @@
-// Package receiver implements the remote-write endpoint: an HTTP handler
-// that decodes and validates a remote write 1.0 or 2.0 request and hands
-// the valid series to an Enqueuer.
+// Package receiver is the remote-write endpoint: an HTTP handler that
+// validates 1.0 and 2.0 requests and hands the valid series to an Enqueuer.
 //
 // It is written instead of client_golang's exp/api/remote.NewWriteHandler,
 // which reads every body with io.ReadAll into a fresh message, for pooled
@@ -39,8 +38,7 @@ import (
 )
 
 // Enqueuer takes a validated request, which it must not retain. Enqueue is
-// called concurrently; its error says how the handler answers (see
-// enqueueStatus).
+// called concurrently; its error tells the answer (see enqueueStatus).
 type Enqueuer interface {
 	Enqueue(ctx context.Context, req *prw.Request) error
 }
@@ -250,10 +248,9 @@ func parseContentType(ct string) (prw.Protocol, error) {
 	}
 }
 
-// enqueueStatus maps an Enqueue error to the status, reject reason and
-// Retry-After delay that errors in its chain give through StatusCode(),
-// Reason() (one of registry.RejectReasons) and RetryAfter() methods. The
-// default is a 500; a 429 or 503 gets a Retry-After of at least a second.
+// enqueueStatus returns the status, reason (registry.RejectReasons) and
+// Retry-After that an Enqueue error's chain gives by StatusCode(), Reason()
+// and RetryAfter(): by default a 500; a 429 or 503 waits at least 1s.
 func enqueueStatus(err error) (code int, reason string, retryAfter time.Duration) {
 	code, reason = http.StatusInternalServerError, registry.ReasonInternal
 	var (
