@@ -65,9 +65,7 @@ type Metadata struct {
 }
 
 // Empty reports whether m carries nothing.
-func (m Metadata) Empty() bool {
-	return m.Type == writev2.Metadata_METRIC_TYPE_UNSPECIFIED && m.Help == "" && m.Unit == ""
-}
+func (m Metadata) Empty() bool { return m == Metadata{} }
 
 // Series is one time series with its data points.
 type Series struct {
