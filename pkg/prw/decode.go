@@ -84,8 +84,7 @@ func (dec *Decoder) Release(d *Decoded) {
 // requests must not pin that much. Prometheus's batches are 100–300 KiB.
 const MaxPooledBytes = 8 << 20
 
-// Truncate cuts s after n bytes, marked with …, and makes it valid UTF-8,
-// to echo client input in messages.
+// Truncate cuts s after n bytes, marked …, as valid UTF-8 for messages.
 func Truncate(s string, n int) string {
 	if len(s) > n {
 		s = s[:n] + "…"

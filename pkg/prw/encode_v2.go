@@ -92,8 +92,7 @@ func (e *V2Encoder) Add(ts []byte, withMeta bool) (metadata bool, err error) {
 	return metadata, nil
 }
 
-// appendExemplar appends a 1.0 Exemplar as a 2.0 one, its labels as
-// references; value and timestamp keep their field numbers.
+// appendExemplar appends a 1.0 Exemplar as 2.0's: labels become references.
 func (e *V2Encoder) appendExemplar(b, msg []byte) ([]byte, error) {
 	refs := e.xrefs[:0]
 	rest := e.ex[:0]

@@ -34,8 +34,7 @@ const (
 	HeaderExemplarsWritten  = "X-Prometheus-Remote-Write-Exemplars-Written"
 )
 
-// pick returns v2 for ProtoV2, else v1: any other value (read from disk,
-// say) is 1.0.
+// pick returns v2 for ProtoV2, else v1 (any other value, read from disk, say).
 func (p Protocol) pick(v1, v2 string) string {
 	if p == ProtoV2 {
 		return v2
