@@ -124,7 +124,7 @@ func rangeFamilies(raw *prw.RawV1, fn func(*prw.FamilyMetadata)) {
 		var md prompb.MetricMetadata
 		if md.Unmarshal(sp.Bytes(raw.Msg)) == nil {
 			fn(&prw.FamilyMetadata{MetricFamilyName: md.MetricFamilyName,
-				Metadata: prw.Metadata{Type: prw.MetricTypeFromV1(md.Type), Help: md.Help, Unit: md.Unit}})
+				Metadata: prw.Metadata{Type: prw.MetricType(md.Type), Help: md.Help, Unit: md.Unit}})
 		}
 	}
 }

@@ -210,7 +210,7 @@ func decodeRequest(h http.Header, body []byte) (*gotRequest, error) {
 	for _, md := range req.Metadata {
 		got.metadata = append(got.metadata, prw.FamilyMetadata{
 			MetricFamilyName: md.MetricFamilyName,
-			Metadata:         prw.Metadata{Type: prw.MetricTypeFromV1(md.Type), Help: md.Help, Unit: md.Unit},
+			Metadata:         prw.Metadata{Type: prw.MetricType(md.Type), Help: md.Help, Unit: md.Unit},
 		})
 	}
 	return got, nil

@@ -152,7 +152,7 @@ func (e *recordEncoder) encodeRaw(raw *prw.RawV1, withMeta bool, tenant string, 
 // goroutine of a forwarder owns one.
 type recordDecoder struct {
 	raw    []byte
-	v1, v2 prw.Decoder
+	v1, v2 *prw.Decoder
 	sb     labels.ScratchBuilder // for version 1 records
 	synth  synthesizer
 

@@ -103,7 +103,7 @@ func appendFamily(b []byte, raw *prw.RawV1, name string, m prw.Metadata) []byte 
 // appendMetadata appends 1.0 family metadata to b as a MetricMetadata field
 // of a WriteRequest, and returns the span of its message.
 func appendMetadata(b []byte, name string, m prw.Metadata) ([]byte, prw.Span) {
-	md := prompb.MetricMetadata{Type: prw.MetricTypeToV1(m.Type), MetricFamilyName: name, Help: m.Help, Unit: m.Unit}
+	md := prompb.MetricMetadata{Type: prompb.MetricMetadata_MetricType(m.Type), MetricFamilyName: name, Help: m.Help, Unit: m.Unit}
 	n := md.Size()
 	b = protowire.AppendVarint(protowire.AppendTag(b, 3, protowire.BytesType), uint64(n))
 	sp := prw.Span{Off: uint32(len(b)), Len: uint32(n)}

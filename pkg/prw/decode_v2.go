@@ -10,11 +10,8 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 )
 
-// decodeV2 reads an io.prometheus.write.v2.Request into d, writing every
-// valid series in the form: labels resolved and sorted, sample and
-// histogram messages copied as they are (the form's are 2.0's), exemplar
-// labels resolved, metadata in the form's extension. It walks the message
-// with protowire and allocates nothing once its buffers have grown.
+// decodeV2 reads an io.prometheus.write.v2.Request into d, every valid
+// series in the form. It allocates nothing once its buffers grew.
 func decodeV2(d *Decoded, msg []byte) error {
 	syms, series := d.syms[:0], d.series[:0]
 	for f, err := range fields(msg) {
@@ -54,9 +51,8 @@ type metadataV2 struct {
 	help, unit uint64
 }
 
-// seriesV2 validates the 2.0 TimeSeries ts, series number idx, and appends
-// it to b in the form, or counts it refused. An error means ts is not a
-// TimeSeries message.
+// seriesV2 appends the TimeSeries ts, series number idx, to b in the form,
+// labels resolved and sorted, or counts it refused.
 func (d *Decoded) seriesV2(b []byte, idx int, ts []byte) ([]byte, error) {
 	refs := d.refs[:0]
 	d.pairs = d.pairs[:0] // the labels of a series refused, once they are read
@@ -113,6 +109,7 @@ func (d *Decoded) seriesV2(b []byte, idx int, ts []byte) ([]byte, error) {
 	if md.help >= uint64(nsyms) || md.unit >= uint64(nsyms) {
 		return refuse(invalidMetadataRefs, fmt.Sprintf("metadata help ref %d or unit ref %d outside the %d symbols", md.help, md.unit, nsyms))
 	}
+	d.exs = d.exs[:0] // the exemplars in the form
 	for j, ex := range exemplars {
 		xrefs, err := exemplarRefs(d.xrefs[:0], ex)
 		if err != nil {
@@ -122,11 +119,11 @@ func (d *Decoded) seriesV2(b []byte, idx int, ts []byte) ([]byte, error) {
 		if !refsValid(xrefs, nsyms) {
 			return refuse(invalidExemplarLabelRefs, fmt.Sprintf("exemplar %d: %d label refs, odd or outside the %d symbols", j, len(xrefs), nsyms))
 		}
+		d.exs = d.appendExemplar(d.exs, ex, xrefs)
 	}
-	// The 2.0 specification's draft after rc.4 allows series with only
-	// exemplars, which Prometheus's own 2.0 sender sends, or only metadata
-	// (prometheus/docs#3085, prometheus/prometheus#17857): a series needs
-	// one of samples, histograms, exemplars or metadata.
+	// The 2.0 draft after rc.4 allows series with only exemplars, as
+	// Prometheus sends, or only metadata (prometheus/docs#3085,
+	// prometheus/prometheus#17857).
 	hasMeta := md.typ != 0 || len(d.syms[md.help]) > 0 || len(d.syms[md.unit]) > 0
 	if len(samples) == 0 && len(histograms) == 0 && len(exemplars) == 0 && !hasMeta {
 		return refuse(invalidNoSamples, "no samples, histograms, exemplars or metadata")
@@ -157,9 +154,7 @@ func (d *Decoded) seriesV2(b []byte, idx int, ts []byte) ([]byte, error) {
 		rs.Ext = rs.Ext || start
 		body, _ = appendField(body, fieldSamples, smp)
 	}
-	for _, ex := range exemplars {
-		body = d.appendExemplar(body, ex)
-	}
+	body = append(body, d.exs...)
 	for _, h := range histograms {
 		body, _ = appendField(body, fieldHistograms, h)
 	}
@@ -194,8 +189,8 @@ func readRefs(refs []uint32, f field) ([]uint32, error) {
 	return refs, fmt.Errorf("wrong wire type %d for labels_refs", f.typ)
 }
 
-// readMetadataV2 reads a 2.0 Metadata message into md; repeated
-// occurrences merge, as protobuf has it.
+// readMetadataV2 reads a 2.0 Metadata message into md, merging repeated
+// ones as protobuf does.
 func readMetadataV2(msg []byte, md *metadataV2) error {
 	for f, err := range fields(msg) {
 		if err != nil {
@@ -219,8 +214,7 @@ func readMetadataV2(msg []byte, md *metadataV2) error {
 	return nil
 }
 
-// exemplarRefs appends the label references of a 2.0 Exemplar message and
-// checks its value and timestamp fields.
+// exemplarRefs checks a 2.0 Exemplar and appends its label references.
 func exemplarRefs(refs []uint32, msg []byte) ([]uint32, error) {
 	for f, err := range fields(msg) {
 		if err != nil {
@@ -238,8 +232,7 @@ func exemplarRefs(refs []uint32, msg []byte) ([]uint32, error) {
 	return refs, nil
 }
 
-// checkSampleV2 checks the fields of a 2.0 Sample and reports whether it
-// has a start timestamp.
+// checkSampleV2 checks a 2.0 Sample and reports if it has a start time.
 func checkSampleV2(msg []byte) (start bool, err error) {
 	for f, err := range fields(msg) {
 		if err != nil {
@@ -255,12 +248,10 @@ func checkSampleV2(msg []byte) (start bool, err error) {
 	return start, nil
 }
 
-// appendExemplar appends a 2.0 Exemplar message, whose references were
-// checked, as the form's (1.0) Exemplar field: its labels resolved and
-// sorted, its value and timestamp (the same fields in both) as they are.
-func (d *Decoded) appendExemplar(b, msg []byte) []byte {
-	refs, _ := exemplarRefs(d.xrefs[:0], msg)
-	d.xrefs = refs
+// appendExemplar appends the 2.0 Exemplar msg, whose label references
+// refs are valid, as a 1.0 one: labels resolved and sorted, value and
+// timestamp (the same fields) as they are.
+func (d *Decoded) appendExemplar(b, msg []byte, refs []uint32) []byte {
 	pairs := d.pairs[len(d.pairs):]
 	for j := 0; j < len(refs); j += 2 {
 		pairs = append(pairs, labelPair{name: d.syms[refs[j]], value: d.syms[refs[j+1]]})

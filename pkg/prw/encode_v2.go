@@ -6,15 +6,9 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 )
 
-// V2Encoder builds a remote write 2.0 request from series in the form
-// (see AppendSeries). The form's points are already 2.0 messages: samples
-// and histograms are copied as they are, labels and exemplar labels become
-// references into the request's symbols, and the metadata extension
-// becomes the series' 2.0 metadata.
-//
-// The symbols alias the bytes of the series added, which must stay
-// unchanged until AppendRequest returns. Reuse one encoder, calling Reset
-// between requests; it is not safe for concurrent use.
+// V2Encoder builds 2.0 requests from series in the form, whose points are
+// 2.0's. Its symbols alias the series added, unchanged until AppendRequest.
+// Reuse one, with Reset between requests; it is not safe for concurrent use.
 type V2Encoder struct {
 	refs    map[string]uint32
 	symbols []string
@@ -41,7 +35,6 @@ func (e *V2Encoder) Reset() {
 	e.series = e.series[:0]
 }
 
-// ref returns the symbol reference of s.
 func (e *V2Encoder) ref(s []byte) uint32 {
 	if r, ok := e.refs[string(s)]; ok {
 		return r
@@ -53,8 +46,7 @@ func (e *V2Encoder) ref(s []byte) uint32 {
 	return r
 }
 
-// Add adds the series ts, in the form, with its metadata if withMeta, and
-// reports whether it carried metadata that was added.
+// Add adds the series ts, and its metadata if withMeta, reporting if any.
 func (e *V2Encoder) Add(ts []byte, withMeta bool) (metadata bool, err error) {
 	refs := e.lrefs[:0]
 	if err := RangeRawLabels(ts, func(name, value []byte) {
@@ -100,8 +92,7 @@ func (e *V2Encoder) Add(ts []byte, withMeta bool) (metadata bool, err error) {
 	return metadata, nil
 }
 
-// appendExemplar appends a 1.0 Exemplar message as a 2.0 one: its labels
-// as references; value (2) and timestamp (3) have the same numbers.
+// appendExemplar appends a 1.0 Exemplar as 2.0's: labels become references.
 func (e *V2Encoder) appendExemplar(b, msg []byte) ([]byte, error) {
 	refs := e.xrefs[:0]
 	rest := e.ex[:0]
@@ -136,8 +127,7 @@ func appendRefs(b []byte, num protowire.Number, refs []uint32) []byte {
 	return closeField(b, at)
 }
 
-// AppendRequest appends the io.prometheus.write.v2.Request of the series
-// added since Reset: the symbols, then the series.
+// AppendRequest appends the 2.0 Request of the series added since Reset.
 func (e *V2Encoder) AppendRequest(b []byte) []byte {
 	for _, s := range e.symbols {
 		b = protowire.AppendTag(b, 4, protowire.BytesType)

@@ -1,16 +1,8 @@
 // Package prw is everything the gateway knows about remote-write bytes:
-// the protocol constants, the decoders of remote write 1.0 and 2.0 and
-// their validation (a zero-allocation scan of 1.0 requests among them),
-// reading and hashing labels, and the in-memory form of one request that
-// the receiver decodes into and every forwarder reads. It sits at the
-// bottom of the import graph and imports no package of the gateway.
-//
-// Both wire protocols map onto it without loss. Remote write 1.0 and 2.0
-// carry the same data, except that 2.0 adds per-sample start timestamps,
-// per-series metadata and interned strings; the model keeps the superset, so
-// a request can be re-encoded in either protocol. Labels are resolved
-// strings (no symbol references), so relabeling and shard hashing work the
-// same whatever the client sent.
+// the protocols' decoders and validation, labels, and the form of a request
+// (see AppendSeries) that the receiver makes and the forwarders read. The
+// model is the superset of 1.0 and 2.0, so a request re-encodes in either
+// without loss. It imports no package of the gateway.
 package prw
 
 import (
@@ -19,10 +11,10 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/prompb"
 	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
+	"google.golang.org/protobuf/encoding/protowire"
 )
 
-// Sample is one float sample. StartTimestamp is the 2.0 start (created)
-// timestamp in milliseconds, 0 when unknown or when the client spoke 1.0.
+// Sample is a float sample. StartTimestamp (2.0) is 0 if unknown.
 type Sample struct {
 	Value          float64
 	Timestamp      int64
@@ -36,16 +28,36 @@ type Exemplar struct {
 	Timestamp int64
 }
 
-// Histogram is a native histogram sample. The 2.0 message is a superset of
-// the 1.0 one (it adds StartTimestamp), so the model uses it for both; see
-// HistogramFromV1 and HistogramToV1.
+// Histogram is a native histogram sample: the 2.0 message, the 1.0 one
+// plus StartTimestamp (see HistogramFromV1 and HistogramToV1).
 type Histogram = writev2.Histogram
 
-// MetricType is the metric type in the 2.0 enumeration; the 1.0 enumeration
-// has the same values.
+// HistogramFromV1 converts a 1.0 histogram to the model's.
+func HistogramFromV1(h prompb.Histogram) Histogram {
+	var out Histogram
+	convertHistogram(&h, &out)
+	return out
+}
+
+// HistogramToV1 converts a histogram to 1.0, without its StartTimestamp.
+func HistogramToV1(h Histogram) prompb.Histogram {
+	h.StartTimestamp = 0
+	var out prompb.Histogram
+	convertHistogram(&h, &out)
+	return out
+}
+
+// convertHistogram decodes the bytes of from into to: 2.0's Histogram is
+// 1.0's plus field 17, and an in-memory round trip cannot fail.
+func convertHistogram(from interface{ Marshal() ([]byte, error) }, to interface{ Unmarshal([]byte) error }) {
+	b, _ := from.Marshal()
+	_ = to.Unmarshal(b)
+}
+
+// MetricType is the 2.0 metric type, numbered as 1.0's.
 type MetricType = writev2.Metadata_MetricType
 
-// Metadata is a series' metric metadata. The zero value means none was sent.
+// Metadata is a series' metric metadata; the zero value means none.
 type Metadata struct {
 	Type MetricType
 	Help string
@@ -53,9 +65,7 @@ type Metadata struct {
 }
 
 // Empty reports whether m carries nothing.
-func (m Metadata) Empty() bool {
-	return m.Type == writev2.Metadata_METRIC_TYPE_UNSPECIFIED && m.Help == "" && m.Unit == ""
-}
+func (m Metadata) Empty() bool { return m == Metadata{} }
 
 // Series is one time series with its data points.
 type Series struct {
@@ -66,47 +76,37 @@ type Series struct {
 	Metadata   Metadata
 }
 
-// FamilyMetadata is 1.0 metadata, sent per metric family rather than per
-// series.
+// FamilyMetadata is 1.0 metadata, sent per metric family.
 type FamilyMetadata struct {
 	MetricFamilyName string
 	Metadata
 }
 
-// Request is one decoded, validated write request.
-//
-// A Request and everything it points to may be backed by buffers that the
-// receiver reuses once the handler returns: a consumer that keeps data past
-// its Enqueue call copies what it keeps.
+// Request is one validated write request. It may be backed by buffers the
+// receiver reuses: a consumer copies what it keeps past Enqueue.
 type Request struct {
 	// Proto is the protocol the client spoke.
 	Proto Protocol
 	// Series holds the accepted series, in the order they were sent.
 	Series []Series
-	// Metadata holds 1.0 family metadata; 2.0 clients send metadata inside
-	// each series instead.
+	// Metadata holds 1.0 family metadata (2.0 has it per series).
 	Metadata []FamilyMetadata
 
-	// Raw, when not nil, is the request in the form (see AppendSeries):
-	// what the decoders produce. Series and Metadata are then empty until
-	// Materialize decodes them from it.
+	// Raw, if not nil, is the request in the form, as the decoders make
+	// it; Series and Metadata are then empty until Materialize.
 	Raw *RawV1
-	// lazy is set while Series and Metadata are still to be decoded from
-	// Raw.
+	// lazy is set until Series and Metadata are decoded from Raw.
 	lazy bool
 }
 
-// SetRaw makes raw the request, in the form: Series and Metadata are
-// decoded from it on Materialize.
+// SetRaw sets the request to raw, in the form, for Materialize to decode.
 func (r *Request) SetRaw(raw *RawV1) {
 	r.Raw, r.lazy = raw, raw != nil
 	r.Series, r.Metadata = r.Series[:0], r.Metadata[:0]
 }
 
-// Materialize fills Series and Metadata from Raw if they were not yet.
-// Call it before reading or changing Series or Metadata; it is cheap once
-// done. It is for the rare uses that need a request's points one by one:
-// the gateway itself forwards the form. Not safe for concurrent use.
+// Materialize fills Series and Metadata from Raw once, to be called before
+// using them (the gateway forwards the form). Not safe for concurrent use.
 func (r *Request) Materialize() {
 	if !r.lazy {
 		return
@@ -124,7 +124,7 @@ func (r *Request) Materialize() {
 		var md prompb.MetricMetadata
 		if md.Unmarshal(sp.Bytes(raw.Msg)) == nil {
 			r.Metadata = append(r.Metadata, FamilyMetadata{MetricFamilyName: md.MetricFamilyName,
-				Metadata: Metadata{Type: MetricTypeFromV1(md.Type), Help: md.Help, Unit: md.Unit}})
+				Metadata: Metadata{Type: MetricType(md.Type), Help: md.Help, Unit: md.Unit}})
 		}
 	}
 }
@@ -132,9 +132,6 @@ func (r *Request) Materialize() {
 // readSeries decodes a series in the form, extensions included.
 func readSeries(ts []byte, sb *labels.ScratchBuilder) (s Series, err error) {
 	if s.Labels, err = SeriesLabels(ts, sb); err != nil {
-		return s, err
-	}
-	if s.Metadata, _, err = SeriesMetadata(ts); err != nil {
 		return s, err
 	}
 	for f, err := range fields(ts) {
@@ -154,6 +151,10 @@ func readSeries(ts []byte, sb *labels.ScratchBuilder) (s Series, err error) {
 			var e prompb.Exemplar
 			err = e.Unmarshal(f.v)
 			s.Exemplars = append(s.Exemplars, Exemplar{Labels: e.ToExemplar(sb, nil).Labels, Value: e.Value, Timestamp: e.Timestamp})
+		case fieldMetadata:
+			if f.typ == protowire.BytesType {
+				s.Metadata = ReadMetadata(f.v)
+			}
 		}
 		if err != nil {
 			return s, err
@@ -162,11 +163,10 @@ func readSeries(ts []byte, sb *labels.ScratchBuilder) (s Series, err error) {
 	return s, nil
 }
 
-// Lazy reports whether Series and Metadata are still to be filled by
-// Materialize: Raw holds the request.
+// Lazy reports whether Series and Metadata await Materialize.
 func (r *Request) Lazy() bool { return r.lazy }
 
-// NumSeries returns the number of series, without materializing them.
+// NumSeries returns the number of series, without materializing.
 func (r *Request) NumSeries() int {
 	if r.lazy {
 		return len(r.Raw.Series)
@@ -174,8 +174,7 @@ func (r *Request) NumSeries() int {
 	return len(r.Series)
 }
 
-// NumMetadata returns the number of 1.0 family metadata entries, without
-// materializing them.
+// NumMetadata returns the number of family metadata, without materializing.
 func (r *Request) NumMetadata() int {
 	if r.lazy {
 		return len(r.Raw.Metadata)
@@ -183,8 +182,7 @@ func (r *Request) NumMetadata() int {
 	return len(r.Metadata)
 }
 
-// Counts returns the number of float samples, histogram samples and
-// exemplars in r.
+// Counts returns the numbers of samples, histograms and exemplars in r.
 func (r *Request) Counts() (samples, histograms, exemplars int) {
 	if r.lazy {
 		return r.Raw.Samples, r.Raw.Histograms, r.Raw.Exemplars
@@ -197,10 +195,8 @@ func (r *Request) Counts() (samples, histograms, exemplars int) {
 	return samples, histograms, exemplars
 }
 
-// EachLabel calls fn for each label of each series of r, in order, with
-// the series' index: from Raw, without decoding it, while Series are not
-// materialized. The bytes are valid during the call only and must not be
-// changed. fn returns false to stop.
+// EachLabel calls fn with each label of each series until fn returns false,
+// without materializing; the bytes are fn's to read during the call only.
 func (r *Request) EachLabel(fn func(series int, name, value []byte) bool) {
 	for i := range r.NumSeries() {
 		more := true
@@ -216,8 +212,7 @@ func (r *Request) EachLabel(fn func(series int, name, value []byte) bool) {
 	}
 }
 
-// SeriesLabels returns the labels of series i of r, from Raw while Series
-// are not materialized.
+// SeriesLabels returns the labels of series i, from Raw while r is lazy.
 func (r *Request) SeriesLabels(i int) labels.Labels {
 	if r.lazy {
 		var sb labels.ScratchBuilder

@@ -10,8 +10,8 @@ const (
 	ProtoV2
 )
 
-// Protobuf message names, as they appear in the Content-Type proto parameter
-// and in the upstream protobuf_message setting.
+// Protobuf message names, as in the Content-Type proto parameter and the
+// upstream protobuf_message setting.
 const (
 	MessageV1 = "prometheus.WriteRequest"
 	MessageV2 = "io.prometheus.write.v2.Request"
@@ -19,13 +19,11 @@ const (
 
 // HTTP headers and content types of remote write, for both sides of it.
 const (
-	// ContentTypeV1 and ContentTypeV2 are the Content-Type of a request in
-	// each protocol, as Prometheus sends them.
+	// Each protocol's Content-Type, as Prometheus sends it.
 	ContentTypeV1 = "application/x-protobuf"
 	ContentTypeV2 = "application/x-protobuf;proto=" + MessageV2
 
-	// HeaderVersion carries the sender's remote-write version:
-	// VersionV1 or VersionV2.
+	// HeaderVersion carries the sender's version: VersionV1 or VersionV2.
 	HeaderVersion = "X-Prometheus-Remote-Write-Version"
 	VersionV1     = "0.1.0"
 	VersionV2     = "2.0.0"
@@ -36,25 +34,22 @@ const (
 	HeaderExemplarsWritten  = "X-Prometheus-Remote-Write-Exemplars-Written"
 )
 
-type protocolNames struct{ message, label, contentType, version string }
-
-// names returns the names of p. Any Protocol but ProtoV2 (one read from
-// disk, say) is 1.0.
-func (p Protocol) names() protocolNames {
+// pick returns v2 for ProtoV2, else v1 (any other value, read from disk, say).
+func (p Protocol) pick(v1, v2 string) string {
 	if p == ProtoV2 {
-		return protocolNames{MessageV2, "2.0", ContentTypeV2, VersionV2}
+		return v2
 	}
-	return protocolNames{MessageV1, "1.0", ContentTypeV1, VersionV1}
+	return v1
 }
 
 // String returns the protobuf message name of p.
-func (p Protocol) String() string { return p.names().message }
+func (p Protocol) String() string { return p.pick(MessageV1, MessageV2) }
 
 // Label returns the short form used as a metric label value: "1.0" or "2.0".
-func (p Protocol) Label() string { return p.names().label }
+func (p Protocol) Label() string { return p.pick("1.0", "2.0") }
 
 // ContentType returns the Content-Type of a request in p.
-func (p Protocol) ContentType() string { return p.names().contentType }
+func (p Protocol) ContentType() string { return p.pick(ContentTypeV1, ContentTypeV2) }
 
 // Version returns the HeaderVersion value of a request in p.
-func (p Protocol) Version() string { return p.names().version }
+func (p Protocol) Version() string { return p.pick(VersionV1, VersionV2) }

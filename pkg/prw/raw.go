@@ -8,33 +8,22 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 )
 
-// RawV1 is a remote write 1.0 request in its wire form, for the forwarders
-// that can send it on as it came: a 1.0 upstream whose labels need no
-// change. The receiver sets it only when every series of the request is
-// valid, has its labels sorted by name, and uses nothing of the wire format
-// that the receiver would not send on unchanged (unknown fields, repeated
-// scalar fields).
-//
-// Everything in it aliases the receiver's pooled buffers: a consumer copies
-// what it keeps past Enqueue. Its slices hold no pointers but Msg and
-// Compressed, so the garbage collector does not scan per-series entries.
+// RawV1 is a request in the form (see AppendSeries), in pooled buffers. Only
+// Msg and Compressed hold pointers: the garbage collector skips the series.
 type RawV1 struct {
-	// Compressed is the snappy-compressed body the client sent, whose
-	// decoded form is Msg.
+	// Compressed, if set, is the snappy body the client sent: Msg compressed.
 	Compressed []byte
-	// Msg is the decoded prometheus.WriteRequest.
+	// Msg is the prometheus.WriteRequest.
 	Msg []byte
-	// Series are the request's TimeSeries messages, in order.
-	Series []RawSeries
-	// Metadata are the request's MetricMetadata messages, in order.
+	// Series and Metadata are the request's TimeSeries and MetricMetadata
+	// messages, in order.
+	Series   []RawSeries
 	Metadata []Span
 	// Samples, Histograms and Exemplars are the request's totals.
 	Samples, Histograms, Exemplars int
-	// Ext reports whether a series has the form's 2.0 extensions (see
-	// AppendSeries).
+	// Ext reports whether a series has the form's 2.0 extensions.
 	Ext bool
-	// AsSent reports whether Msg is the message as the client sent it,
-	// whose compressed form is then Compressed.
+	// AsSent reports whether Msg is the message as the client sent it.
 	AsSent bool
 }
 
@@ -53,49 +42,49 @@ type RawSeries struct {
 	Hash uint64
 	// Samples, Histograms and Exemplars count the series' points.
 	Samples, Histograms, Exemplars uint32
-	// Ext reports whether the series has the form's 2.0 extensions (see
-	// AppendSeries): start timestamps or metadata.
+	// Ext reports whether the series has the form's 2.0 extensions.
 	Ext bool
 }
 
 // Points returns the series' samples, histograms and exemplars.
 func (s *RawSeries) Points() int { return int(s.Samples + s.Histograms + s.Exemplars) }
 
-// HashLabels returns the shard hash of a label set: the hash of the
-// labels' canonical encoding as the labels fields of a 1.0 TimeSeries
-// (AppendLabels). Every hash of a series is this one: HashSeries computes
-// it from a series' bytes, and the receiver's scan from the label bytes of
-// a canonically encoded series as they are, so a series hashes the same
-// whichever form it is in. scratch is reused and returned.
+// Append adds rs, whose message is in r.Msg, to r's series and totals.
+func (r *RawV1) Append(rs RawSeries) {
+	r.Series = append(r.Series, rs)
+	r.Samples += int(rs.Samples)
+	r.Histograms += int(rs.Histograms)
+	r.Exemplars += int(rs.Exemplars)
+	r.Ext = r.Ext || rs.Ext
+}
+
+// HashLabels returns the shard hash of labels, that of AppendLabels' bytes
+// as HashSeries and the scan have it too. scratch is reused and returned.
 func HashLabels(ls labels.Labels, scratch []byte) (uint64, []byte) {
 	b := AppendLabels(scratch[:0], ls)
 	return hashCanonical(b), b
 }
 
-// HashSeries returns HashLabels of the labels of the TimeSeries ts, in
-// the order they are in, whatever their encoding. scratch is reused and
-// returned.
+// HashSeries returns HashLabels of the labels of the TimeSeries ts, as
+// ordered there, however encoded. scratch is reused and returned.
 func HashSeries(ts, scratch []byte) (uint64, []byte, error) {
 	b := scratch[:0]
 	err := RangeRawLabels(ts, func(name, value []byte) { b = appendLabelEntry(b, name, value) })
 	return hashCanonical(b), b, err
 }
 
-// hashCanonical is the shard hash of canonically encoded labels.
 func hashCanonical(b []byte) uint64 { return xxhash.Sum64(b) }
 
-// AppendLabels appends ls to b as the labels fields of a 1.0 TimeSeries,
-// canonically encoded (see HashLabels, which hashes these bytes).
+// AppendLabels appends ls to b as canonical TimeSeries labels fields.
 func AppendLabels(b []byte, ls labels.Labels) []byte {
 	ls.Range(func(l labels.Label) { b = appendLabelEntry(b, l.Name, l.Value) })
 	return b
 }
 
-// appendLabelEntry appends the canonical encoding of one label as a
-// TimeSeries labels field.
+// appendLabelEntry appends one label as a canonical TimeSeries labels field.
 func appendLabelEntry[S string | []byte](b []byte, name, value S) []byte {
 	if len(name) < 0x80 && len(value) < 0x80 && len(name)+len(value) < 0x80-4 {
-		// Every length one byte: the common case, written directly.
+		// The common case, every length one byte, written directly.
 		b = append(b, 0x0a, 0)
 		at := len(b)
 		if len(name) > 0 {
@@ -111,12 +100,9 @@ func appendLabelEntry[S string | []byte](b []byte, name, value S) []byte {
 	return closeField(appendStringField(appendStringField(b, 1, name), 2, value), at)
 }
 
-// SmallLabel reads a TimeSeries labels field at the start of b if it is
-// canonically encoded with every length under 128 (so every length is one
-// byte and every byte of the field outside name and value is ASCII): it
-// returns the field's length, the label's name and value, and true. A
-// non-empty name is required. Otherwise ok is false and the caller reads
-// the field the general way.
+// SmallLabel reads the labels field at the start of b if it is canonical,
+// with a non-empty name and one-byte lengths (every byte outside name and
+// value is ASCII). Otherwise ok is false: read it the general way.
 func SmallLabel(b []byte) (n int, name, value []byte, ok bool) {
 	if len(b) < 4 || b[0] != 0x0a || b[1] >= 0x80 || b[2] != 0x0a || b[3] == 0 || b[3] >= 0x80 {
 		return 0, nil, nil, false
@@ -136,12 +122,10 @@ func SmallLabel(b []byte) (n int, name, value []byte, ok bool) {
 	return 2 + l, name, rest[2:], true
 }
 
-// ErrRawSeries is returned for a message that is not a well-formed 1.0
-// TimeSeries.
+// ErrRawSeries is returned for bytes that are not a 1.0 TimeSeries.
 var ErrRawSeries = errors.New("malformed 1.0 time series")
 
-// SeriesPoints returns the number of samples, histograms and exemplars of
-// the TimeSeries ts, which was validated before (a series in the form).
+// SeriesPoints counts the points of the TimeSeries ts, in the form.
 func SeriesPoints(ts []byte) (RawSeries, error) {
 	var rs RawSeries
 	for f, err := range fields(ts) {
@@ -153,9 +137,7 @@ func SeriesPoints(ts []byte) (RawSeries, error) {
 	return rs, nil
 }
 
-// RangeRawLabels calls fn for each label of the 1.0 TimeSeries ts, in the
-// order they are in. It returns ErrRawSeries if ts is malformed. This is
-// how every part of the gateway reads the labels of a series' bytes.
+// RangeRawLabels calls fn for each label of the TimeSeries ts, in order.
 func RangeRawLabels(ts []byte, fn func(name, value []byte)) error {
 	for len(ts) > 0 {
 		if n, name, value, ok := SmallLabel(ts); ok {
@@ -178,4 +160,53 @@ func RangeRawLabels(ts []byte, fn func(name, value []byte)) error {
 		fn(name, value)
 	}
 	return nil
+}
+
+// Relabel passes each series' labels through fn, which reports whether to
+// keep it; one dropped or left without labels counts its points dropped.
+// It returns raw if nothing changed, else a new one (metadata, no Compressed).
+func Relabel(raw *RawV1, lb *labels.Builder, fn func(*labels.Builder) bool) (out *RawV1, dropped int, err error) {
+	out = &RawV1{}
+	var (
+		b, scratch []byte
+		sb         labels.ScratchBuilder
+		changed    bool
+	)
+	for _, rs := range raw.Series {
+		ts := rs.Bytes(raw.Msg)
+		ls, err := SeriesLabels(ts, &sb)
+		if err != nil {
+			return raw, 0, err
+		}
+		lb.Reset(ls)
+		var next labels.Labels
+		if fn(lb) {
+			next = lb.Labels()
+		}
+		if next.IsEmpty() {
+			dropped += rs.Points()
+			changed = true
+			continue
+		}
+		cur := rs
+		if labels.Equal(ls, next) {
+			b, cur.Span = appendField(b, fieldLabels, ts)
+		} else {
+			if b, cur, scratch, err = ReplaceLabels(b, ts, rs, next, scratch); err != nil {
+				return raw, 0, err
+			}
+			changed = true
+		}
+		out.Append(cur)
+	}
+	if !changed {
+		return raw, 0, nil
+	}
+	for _, sp := range raw.Metadata {
+		var md Span
+		b, md = appendField(b, 3, sp.Bytes(raw.Msg))
+		out.Metadata = append(out.Metadata, md)
+	}
+	out.Msg = b
+	return out, dropped, nil
 }

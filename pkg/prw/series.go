@@ -11,27 +11,20 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 )
 
-// The form of an accepted series, from the decoder to the encoder, is its
-// remote write 1.0 TimeSeries message: labels (field 1, canonically encoded
-// and sorted, see AppendLabels), samples (2), exemplars (3) and histograms
-// (4). Remote write 2.0 carries three things 1.0 has no place for, and the
-// form keeps them in fields 1.0 receivers would ignore, chosen so that the
-// point messages are already what 2.0 sends:
+// The form of an accepted series, from decoder to encoder, is its 1.0
+// TimeSeries message: labels (field 1, canonical and sorted, see
+// AppendLabels), samples (2), exemplars (3) and histograms (4). What only
+// 2.0 has goes in fields 1.0 receivers ignore, chosen so that the point
+// messages are already 2.0's:
 //
-//   - a sample's start timestamp is Sample field 3, as in the 2.0 Sample;
-//   - a histogram's start timestamp is Histogram field 17, as in the 2.0
-//     Histogram (which is the 1.0 one with that field added);
+//   - a sample's start timestamp is Sample field 3, as in 2.0;
+//   - a histogram's start timestamp is Histogram field 17, as in 2.0;
 //   - the series' metadata is TimeSeries field 15, a 1.0 MetricMetadata
 //     without a family name (type 1, help 4, unit 5).
 //
-// A series with any of them has extensions (RawSeries.Ext): AppendV1 sends
-// it to a 1.0 upstream without them. A series without any is a plain 1.0
-// TimeSeries, sent as it is: a 1.0 request the receiver's scan accepted is
-// already in the form, byte for byte.
-//
-// Everything here reads bytes that were validated when they entered the
-// form (by a decoder, or by AppendSeries from a validated Series); a
-// malformed message is an error, never a panic.
+// AppendV1 leaves these extensions (RawSeries.Ext) out for 1.0; a 1.0
+// request the scan accepted is in the form as sent. The form is validated
+// when made: malformed bytes are an error, not a panic.
 const (
 	fieldLabels     = 1
 	fieldSamples    = 2
@@ -50,10 +43,8 @@ const (
 // ErrMalformed is returned for bytes that are not a series in the form.
 var ErrMalformed = errors.New("malformed series")
 
-// AppendSeries appends s, which is valid and has sorted labels, to b as a
-// TimeSeries field (tag, length, message) in the form, and returns b and
-// the series' descriptor: Span is where its message is in the returned b.
-// scratch is reused and returned.
+// AppendSeries appends s, valid with sorted labels, to b in the form and
+// returns its descriptor (Span in b). scratch is reused and returned.
 func AppendSeries(b []byte, s *Series, scratch []byte) ([]byte, RawSeries, []byte) {
 	body := AppendLabels(scratch[:0], s.Labels)
 	rs := RawSeries{Hash: hashCanonical(body)}
@@ -76,7 +67,7 @@ func AppendSeries(b []byte, s *Series, scratch []byte) ([]byte, RawSeries, []byt
 		body = protowire.AppendTag(body, fieldHistograms, protowire.BytesType)
 		body = protowire.AppendVarint(body, uint64(n))
 		body = append(body, make([]byte, n)...)
-		// Size was computed just above: MarshalToSizedBuffer cannot fail.
+		// Sized just above: MarshalToSizedBuffer cannot fail.
 		_, _ = h.MarshalToSizedBuffer(body[len(body)-n:])
 		rs.Ext = rs.Ext || h.StartTimestamp != 0
 	}
@@ -89,8 +80,8 @@ func AppendSeries(b []byte, s *Series, scratch []byte) ([]byte, RawSeries, []byt
 	return b, rs, body
 }
 
-// appendFloat appends a double field unless the bits of v are 0: -0 is
-// written, as the generated code does.
+// appendFloat appends a double field unless v's bits are 0 (-0 is
+// written), as the generated code does.
 func appendFloat(b []byte, num protowire.Number, v float64) []byte {
 	if math.Float64bits(v) == 0 {
 		return b
@@ -118,25 +109,21 @@ func appendStringField[S string | []byte](b []byte, num protowire.Number, s S) [
 	return append(b, s...)
 }
 
-// appendMetadataField appends the form's metadata extension field.
 func appendMetadataField[S string | []byte](b []byte, typ int64, help, unit S) []byte {
 	b, at := openField(b, fieldMetadata)
 	b = appendStringField(appendVarintField(b, fieldMetadataType, typ), fieldMetadataHelp, help)
 	return closeField(appendStringField(b, fieldMetadataUnit, unit), at)
 }
 
-// field is one field of a message: its number, wire type, value (for a
-// length-delimited field, the bytes inside) and the whole field, tag
-// included.
+// field is one field of a message, whole with its tag.
 type field struct {
 	num   protowire.Number
 	typ   protowire.Type
-	v     []byte
+	v     []byte // the value of a length-delimited field
 	whole []byte
 	u     uint64 // the value of a varint or fixed64 field
 }
 
-// nextField reads the field at the start of b.
 func nextField(b []byte) (f field, rest []byte, err error) {
 	num, typ, n := protowire.ConsumeTag(b)
 	if n < 0 {
@@ -161,9 +148,8 @@ func nextField(b []byte) (f field, rest []byte, err error) {
 	return f, b[n+m:], nil
 }
 
-// fields iterates over the fields of msg. A malformed field is yielded with
-// ErrMalformed and ends the walk. It is inlined into its loops: walking a
-// message this way allocates nothing.
+// fields iterates over the fields of msg until a malformed one, yielded
+// with ErrMalformed. Inlined into its loops, it allocates nothing.
 func fields(msg []byte) iter.Seq2[field, error] {
 	return func(yield func(field, error) bool) {
 		for len(msg) > 0 {
@@ -176,8 +162,7 @@ func fields(msg []byte) iter.Seq2[field, error] {
 	}
 }
 
-// SeriesMetadata returns the metadata the series ts carries in the form's
-// extension field, if any.
+// SeriesMetadata returns the series' metadata extension, if any.
 func SeriesMetadata(ts []byte) (md Metadata, ok bool, err error) {
 	for f, err := range fields(ts) {
 		if err != nil {
@@ -190,9 +175,8 @@ func SeriesMetadata(ts []byte) (md Metadata, ok bool, err error) {
 	return md, ok, nil
 }
 
-// WithMetadata appends to b the series ts with its metadata set to md (a
-// series that has some keeps its own), as a TimeSeries field, and returns
-// b and the new message's span in it.
+// WithMetadata appends ts to b as a TimeSeries field with metadata md,
+// unless it has its own, and returns b and the message's span in it.
 func WithMetadata(b, ts []byte, md Metadata) ([]byte, Span, error) {
 	if _, ok, err := SeriesMetadata(ts); err != nil || ok {
 		b, sp := appendField(b, fieldLabels, ts)
@@ -205,17 +189,13 @@ func WithMetadata(b, ts []byte, md Metadata) ([]byte, Span, error) {
 	return b, Span{Off: uint32(len(b) - n), Len: uint32(n)}, nil
 }
 
-// openField appends the tag of the length-delimited field num and a byte
-// for its length, and returns where its message is to start: messages are
-// written first and measured after, by closeField.
+// openField starts field num with a one-byte length for closeField to set.
 func openField(b []byte, num protowire.Number) ([]byte, int) {
 	b = protowire.AppendTag(b, num, protowire.BytesType)
 	return append(b, 0), len(b) + 1
 }
 
-// closeField writes the length of the message that starts at at, which
-// openField returned. A message of 128 bytes or more is moved to make room
-// for its longer length.
+// closeField sets the length of the message from at, moving it if needed.
 func closeField(b []byte, at int) []byte {
 	n := len(b) - at
 	size := protowire.SizeVarint(uint64(n))
@@ -227,7 +207,6 @@ func closeField(b []byte, at int) []byte {
 	return b
 }
 
-// appendField appends msg as field num and returns its span in b.
 func appendField(b []byte, num protowire.Number, msg []byte) ([]byte, Span) {
 	b = protowire.AppendTag(b, num, protowire.BytesType)
 	b = protowire.AppendVarint(b, uint64(len(msg)))
@@ -235,12 +214,10 @@ func appendField(b []byte, num protowire.Number, msg []byte) ([]byte, Span) {
 	return append(b, msg...), sp
 }
 
-// AppendV1 appends the series ts to b as a plain 1.0 TimeSeries field:
-// without start timestamps and metadata. It returns the value of the
-// metadata extension, nil when the series has none (see ReadMetadata and
-// SeriesFamily).
+// AppendV1 appends ts to b as a plain 1.0 TimeSeries field, returning its
+// metadata extension's value, if any, in md (see ReadMetadata).
 func AppendV1(b, ts, scratch []byte) (out, md, scratch2 []byte, err error) {
-	// The labels come first: copied as one block.
+	// The leading labels are copied as one block.
 	off := 0
 	for off < len(ts) {
 		n, _, _, ok := SmallLabel(ts[off:])
@@ -275,8 +252,7 @@ func ReadMetadata(m []byte) Metadata {
 	return Metadata{Type: MetricType(typ), Help: string(help), Unit: string(unit)}
 }
 
-// readMetadata reads the value of a series' metadata extension up to its
-// first malformed field, if any, pointing into m.
+// readMetadata reads a metadata extension up to any malformed field.
 func readMetadata(m []byte) (typ uint64, help, unit []byte, err error) {
 	for g, err := range fields(m) {
 		switch {
@@ -293,16 +269,14 @@ func readMetadata(m []byte) (typ uint64, help, unit []byte, err error) {
 	return typ, help, unit, nil
 }
 
-// SeriesFamily returns the 1.0 family name of the series ts whose metadata
-// extension holds md (see AppendV1), without allocating: it points into
-// ts.
+// SeriesFamily returns, pointing into ts, the 1.0 family name of the
+// series ts whose metadata extension is md (see AppendV1).
 func SeriesFamily(ts, md []byte) []byte {
 	typ, _, _, _ := readMetadata(md)
 	return FamilyName(metricName(ts), MetricType(typ))
 }
 
-// appendWithout appends the message field f as field num, without its
-// fields numbered drop.
+// appendWithout appends f's message as field num, without its field drop.
 func appendWithout(b []byte, num protowire.Number, f field, drop protowire.Number) []byte {
 	start := len(b)
 	b, at := openField(b, num)
@@ -324,12 +298,9 @@ const (
 	KindExemplar
 )
 
-// FilterPoints appends to b, as a TimeSeries field, the series ts with
-// only the points keep reports true for (called with each point's kind,
-// timestamp and index among the series' points, in the order they are in);
-// its labels and metadata stay. It returns b, the kept series' descriptor
-// (Span in b; Hash and Ext from rs, the descriptor of ts) and the number
-// of points left out. scratch is reused and returned.
+// FilterPoints appends ts, whose descriptor is rs, to b with the points keep
+// accepts, given each one's kind, time and index, and returns the new
+// descriptor (rs's Hash and Ext) and the number dropped. scratch is reused.
 func FilterPoints(b, ts []byte, rs RawSeries, keep func(kind int, t int64, i int) bool, scratch []byte) ([]byte, RawSeries, int, []byte, error) {
 	out := rs
 	out.Samples, out.Histograms, out.Exemplars = 0, 0, 0
@@ -371,7 +342,6 @@ func pointKind(f field) int {
 	return -1
 }
 
-// count counts a point of kind in rs.
 func (rs *RawSeries) count(kind int) {
 	switch kind {
 	case KindSample:
@@ -383,8 +353,6 @@ func (rs *RawSeries) count(kind int) {
 	}
 }
 
-// pointTime returns the timestamp of a sample, histogram or exemplar
-// message.
 func pointTime(kind int, msg []byte) (int64, error) {
 	num := [...]protowire.Number{KindSample: 2, KindHistogram: fieldHistogramTime, KindExemplar: 3}[kind]
 	var t int64
@@ -423,9 +391,8 @@ func metricName(ts []byte) []byte {
 	return name
 }
 
-// FamilyName returns the 1.0 metric family name of a series named name
-// whose metadata says typ: the _bucket, _count and _sum series of
-// histograms and summaries belong to the family without the suffix.
+// FamilyName returns the family of a series name of type typ: histograms'
+// and summaries' _bucket, _count and _sum series lose the suffix.
 func FamilyName[S string | []byte](name S, typ MetricType) S {
 	switch typ {
 	case writev2.Metadata_METRIC_TYPE_HISTOGRAM, writev2.Metadata_METRIC_TYPE_GAUGEHISTOGRAM, writev2.Metadata_METRIC_TYPE_SUMMARY:
@@ -438,18 +405,15 @@ func FamilyName[S string | []byte](name S, typ MetricType) S {
 	return name
 }
 
-// SeriesLabels returns the labels of the series ts, in the order they are
-// in (sorted, for a series in the form).
+// SeriesLabels returns the labels of the series ts, in order.
 func SeriesLabels(ts []byte, sb *labels.ScratchBuilder) (labels.Labels, error) {
 	sb.Reset()
 	err := RangeRawLabels(ts, func(name, value []byte) { sb.Add(string(name), string(value)) })
 	return sb.Labels(), err
 }
 
-// ReplaceLabels appends to b, as a TimeSeries field, the series ts (whose
-// descriptor is rs) with its labels replaced by ls, which are sorted. It
-// returns b, the new series' descriptor (Span in b, Hash of ls) and
-// scratch, reused.
+// ReplaceLabels appends ts, whose descriptor is rs, to b with the sorted
+// labels ls, returning the new descriptor. scratch is reused and returned.
 func ReplaceLabels(b, ts []byte, rs RawSeries, ls labels.Labels, scratch []byte) ([]byte, RawSeries, []byte, error) {
 	body := AppendLabels(scratch[:0], ls)
 	rs.Hash = hashCanonical(body)

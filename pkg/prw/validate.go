@@ -2,6 +2,7 @@ package prw
 
 import (
 	"bytes"
+	"cmp"
 	"fmt"
 	"math"
 	"strconv"
@@ -12,8 +13,7 @@ import (
 	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
 )
 
-// InvalidReason is why a series was refused: the reason label of
-// gateway_receiver_invalid_series_total.
+// InvalidReason is the reason label of gateway_receiver_invalid_series_total.
 type InvalidReason int
 
 const (
@@ -25,7 +25,7 @@ const (
 	invalidUTF8                                   // a label name or value that is not valid UTF-8
 	invalidDuplicateLabel                         // two labels with the same name
 	invalidMetricName                             // no __name__ label, or an empty one
-	invalidNoSamples                              // neither samples nor histograms (1.0: nor exemplars)
+	invalidNoSamples                              // no samples, histograms or exemplars (2.0: nor metadata)
 	invalidHistogram                              // a native histogram whose buckets do not add up
 	NumInvalidReasons
 )
@@ -45,7 +45,7 @@ var invalidReasonNames = [NumInvalidReasons]string{
 
 func (r InvalidReason) String() string { return invalidReasonNames[r] }
 
-// InvalidSeries tallies the series of one request that validation refused.
+// InvalidSeries tallies the refused series of one request.
 type InvalidSeries struct {
 	Count    int
 	ByReason [NumInvalidReasons]int
@@ -55,9 +55,7 @@ type InvalidSeries struct {
 	First string
 }
 
-// add records that series number idx (in request order), of size bytes on
-// the wire, was refused. ls holds its labels if they are known, else is
-// empty.
+// add records a refused series: number idx, size bytes, labels ls if known.
 func (v *InvalidSeries) add(reason InvalidReason, idx, size int, ls labels.Labels, detail string) {
 	if v.Count == 0 {
 		if ls.IsEmpty() {
@@ -83,10 +81,8 @@ func ValidateLabels(ls labels.Labels, checkUTF8 bool) (reason InvalidReason, det
 	return validatePairs(pairs, checkUTF8)
 }
 
-// validatePairs checks a series' labels, sorted by name: not empty, no
-// empty or duplicate names, valid UTF-8 (if checkUTF8: a 2.0 decoder
-// checks its symbols once instead), a non-empty __name__. ok is false when
-// they are invalid, with why. Every decoder validates labels with it.
+// validatePairs checks sorted labels: some, no empty or duplicate names,
+// valid UTF-8 if checkUTF8 (2.0 checks symbols once), a non-empty __name__.
 func validatePairs(pairs []labelPair, checkUTF8 bool) (reason InvalidReason, detail string, ok bool) {
 	if len(pairs) == 0 {
 		return invalidEmptyLabels, "no labels", false
@@ -112,7 +108,7 @@ func validatePairs(pairs []labelPair, checkUTF8 bool) (reason InvalidReason, det
 	return 0, "", true
 }
 
-// pairsLabels returns pairs as a label set, for messages.
+// pairsLabels returns pairs as sorted labels, for messages.
 func pairsLabels(pairs []labelPair) labels.Labels {
 	var sb labels.ScratchBuilder
 	for _, p := range pairs {
@@ -122,8 +118,7 @@ func pairsLabels(pairs []labelPair) labels.Labels {
 	return sb.Labels()
 }
 
-// refsValid reports whether refs are name/value pairs of indexes into a
-// symbols table of n entries.
+// refsValid reports whether refs are pairs of indexes into n symbols.
 func refsValid(refs []uint32, n int) bool {
 	if len(refs)%2 != 0 {
 		return false
@@ -137,27 +132,20 @@ func refsValid(refs []uint32, n int) bool {
 }
 
 // floatCountTolerance is the relative difference allowed between a float
-// histogram's count and the sum of its buckets: float sums are not exact.
+// histogram's count and its buckets' sum, which is not exact.
 const floatCountTolerance = 1e-6
 
-// ValidateHistogram checks that a native histogram's buckets add up to its
-// count: the spans cover exactly the deltas (integer) or counts (float), no
-// bucket is negative, and the buckets plus the zero bucket (none for custom
-// buckets) equal the count. A histogram whose sum is NaN may count more
-// than its buckets hold, as NaN observations land in no bucket. It returns
-// what is wrong, or "".
+// ValidateHistogram says what is wrong with a native histogram, or "": its
+// spans must cover its buckets, none negative, which hold the count with the
+// zero bucket (none for custom buckets), or less if the sum is NaN.
 func ValidateHistogram(h *Histogram) string {
-	var countIsFloat, zeroIsFloat bool
-	switch h.Count.(type) {
-	case *writev2.Histogram_CountFloat:
-		countIsFloat = true
-	case nil:
-		_, countIsFloat = h.ZeroCount.(*writev2.Histogram_ZeroCountFloat)
+	// A count or zero count left unset takes the kind of the other.
+	_, countIsFloat := h.Count.(*writev2.Histogram_CountFloat)
+	_, zeroIsFloat := h.ZeroCount.(*writev2.Histogram_ZeroCountFloat)
+	if h.Count == nil {
+		countIsFloat = zeroIsFloat
 	}
-	switch h.ZeroCount.(type) {
-	case *writev2.Histogram_ZeroCountFloat:
-		zeroIsFloat = true
-	case nil:
+	if h.ZeroCount == nil {
 		zeroIsFloat = countIsFloat
 	}
 	if countIsFloat != zeroIsFloat {
@@ -169,13 +157,10 @@ func ValidateHistogram(h *Histogram) string {
 		if len(h.PositiveDeltas) > 0 || len(h.NegativeDeltas) > 0 {
 			return "float histogram has integer bucket deltas"
 		}
-		pos, msg := sumCounts(h.PositiveSpans, h.PositiveCounts)
-		if msg != "" {
-			return "positive buckets: " + msg
-		}
-		neg, msg := sumCounts(h.NegativeSpans, h.NegativeCounts)
-		if msg != "" {
-			return "negative buckets: " + msg
+		pos, posErr := sumCounts("positive", h.PositiveSpans, h.PositiveCounts)
+		neg, negErr := sumCounts("negative", h.NegativeSpans, h.NegativeCounts)
+		if msg := cmp.Or(posErr, negErr); msg != "" {
+			return msg
 		}
 		total, count := pos+neg, h.GetCountFloat()
 		if !custom {
@@ -186,42 +171,36 @@ func ValidateHistogram(h *Histogram) string {
 			total += z
 		}
 		tol := floatCountTolerance * max(1, math.Abs(count))
-		if math.IsNaN(h.Sum) {
-			if !(total <= count+tol) {
-				return fmt.Sprintf("buckets hold %g observations, more than the count %g", total, count)
-			}
-		} else if !(math.Abs(total-count) <= tol) {
-			return fmt.Sprintf("buckets hold %g observations, count is %g", total, count)
-		}
-		return ""
+		return countMismatch(h, total, count, !(total <= count+tol), !(math.Abs(total-count) <= tol))
 	}
 
 	if len(h.PositiveCounts) > 0 || len(h.NegativeCounts) > 0 {
 		return "integer histogram has float bucket counts"
 	}
-	pos, msg := sumDeltas(h.PositiveSpans, h.PositiveDeltas)
-	if msg != "" {
-		return "positive buckets: " + msg
-	}
-	neg, msg := sumDeltas(h.NegativeSpans, h.NegativeDeltas)
-	if msg != "" {
-		return "negative buckets: " + msg
+	pos, posErr := sumDeltas("positive", h.PositiveSpans, h.PositiveDeltas)
+	neg, negErr := sumDeltas("negative", h.NegativeSpans, h.NegativeDeltas)
+	if msg := cmp.Or(posErr, negErr); msg != "" {
+		return msg
 	}
 	total, count := pos+neg, h.GetCountInt()
 	if !custom {
 		total += h.GetZeroCountInt()
 	}
-	if math.IsNaN(h.Sum) {
-		if total > count {
-			return fmt.Sprintf("buckets hold %d observations, more than the count %d", total, count)
-		}
-	} else if total != count {
-		return fmt.Sprintf("buckets hold %d observations, count is %d", total, count)
+	return countMismatch(h, total, count, total > count, total != count)
+}
+
+// countMismatch says what is wrong if the buckets' total is more than the
+// count, or, unless the sum is NaN, differs from it.
+func countMismatch[T uint64 | float64](h *Histogram, total, count T, more, differs bool) string {
+	switch {
+	case math.IsNaN(h.Sum) && more:
+		return fmt.Sprintf("buckets hold %v observations, more than the count %v", total, count)
+	case !math.IsNaN(h.Sum) && differs:
+		return fmt.Sprintf("buckets hold %v observations, count is %v", total, count)
 	}
 	return ""
 }
 
-// spanBuckets returns the number of buckets spans cover.
 func spanBuckets(spans []writev2.BucketSpan) uint64 {
 	var n uint64
 	for _, s := range spans {
@@ -230,34 +209,32 @@ func spanBuckets(spans []writev2.BucketSpan) uint64 {
 	return n
 }
 
-// sumDeltas returns the total of the absolute bucket counts that deltas
-// encode, or what is wrong with them.
-func sumDeltas(spans []writev2.BucketSpan, deltas []int64) (uint64, string) {
+// sumDeltas totals the bucket counts deltas encode, or says what is wrong.
+func sumDeltas(side string, spans []writev2.BucketSpan, deltas []int64) (uint64, string) {
 	if n := spanBuckets(spans); n != uint64(len(deltas)) {
-		return 0, fmt.Sprintf("spans cover %d buckets, %d deltas sent", n, len(deltas))
+		return 0, fmt.Sprintf("%s buckets: spans cover %d buckets, %d deltas sent", side, n, len(deltas))
 	}
 	var cur int64
 	var total uint64
 	for _, d := range deltas {
 		cur += d
 		if cur < 0 {
-			return 0, "negative bucket count"
+			return 0, side + " buckets: negative bucket count"
 		}
 		total += uint64(cur)
 	}
 	return total, ""
 }
 
-// sumCounts returns the total of float bucket counts, or what is wrong with
-// them.
-func sumCounts(spans []writev2.BucketSpan, counts []float64) (float64, string) {
+// sumCounts totals float bucket counts, or says what is wrong.
+func sumCounts(side string, spans []writev2.BucketSpan, counts []float64) (float64, string) {
 	if n := spanBuckets(spans); n != uint64(len(counts)) {
-		return 0, fmt.Sprintf("spans cover %d buckets, %d counts sent", n, len(counts))
+		return 0, fmt.Sprintf("%s buckets: spans cover %d buckets, %d counts sent", side, n, len(counts))
 	}
 	var total float64
 	for _, c := range counts {
 		if c < 0 || math.IsNaN(c) {
-			return 0, "bucket count is negative or NaN"
+			return 0, side + " buckets: bucket count is negative or NaN"
 		}
 		total += c
 	}

@@ -32,7 +32,7 @@ func TestDecodeAllocs(t *testing.T) {
 	v2.Symbols = st.Symbols()
 	for _, tc := range []struct {
 		name string
-		dec  prw.Decoder
+		dec  *prw.Decoder
 		msg  rwtest.Marshaler
 	}{
 		{"v1", prw.NewV1Decoder(), v1},

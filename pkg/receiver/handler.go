@@ -1,24 +1,17 @@
-// Package receiver implements the gateway's remote-write endpoint: the HTTP
-// handler that checks a write request's method and headers, caps and
-// decompresses its body, decodes remote write 1.0 or 2.0 into a
-// prw.Request, validates every series and hands what is valid to an
-// Enqueuer.
+// Package receiver is the remote-write endpoint: an HTTP handler that
+// validates 1.0 and 2.0 requests and hands the valid series to an Enqueuer.
 //
-// We write our own handler instead of using client_golang's
-// exp/api/remote.NewWriteHandler because we need pooled buffers and pooled,
-// reused protobuf messages on the hot path (that handler reads every body
-// with io.ReadAll and unmarshals into a fresh message), per-series partial
-// writes with exact Written headers for both protocols, and our own metrics
-// and status mapping (a full queue is 503 with Retry-After).
+// It is written instead of client_golang's exp/api/remote.NewWriteHandler,
+// which reads every body with io.ReadAll into a fresh message, for pooled
+// buffers and decode state on the hot path, per-series partial writes with
+// exact Written headers in both protocols, and our own metrics and status
+// mapping (a full queue is 503 with Retry-After).
 //
 // # Ownership
 //
-// Every request reaches the Enqueuer in the form (prw.Request.Raw, see
-// prw.AppendSeries), its Series and Metadata not decoded: an Enqueuer that
-// reads them calls req.Materialize first. The form is pooled memory that
-// the Handler reuses for later requests: an Enqueuer must not retain the
-// request or anything it points to after Enqueue returns; it copies what
-// it keeps.
+// Requests reach the Enqueuer in the form (prw.Request.Raw), not decoded:
+// an Enqueuer calls req.Materialize before it reads Series or Metadata.
+// The form is pooled memory: an Enqueuer copies what it keeps past Enqueue.
 package receiver
 
 import (
@@ -44,11 +37,8 @@ import (
 	"github.com/rwgateway/gateway/pkg/registry"
 )
 
-// Enqueuer takes a decoded, validated request. It must not retain req or
-// anything it points to after returning (the handler reuses the buffers);
-// see the package documentation for what may be kept. Enqueue is called
-// concurrently, with the HTTP request's context. Its error says how the
-// handler answers (see enqueueStatus).
+// Enqueuer takes a validated request, which it must not retain. Enqueue is
+// called concurrently; its error tells the answer (see enqueueStatus).
 type Enqueuer interface {
 	Enqueue(ctx context.Context, req *prw.Request) error
 }
@@ -57,20 +47,17 @@ type Enqueuer interface {
 // decoded-size limit of Prometheus's own write handler.
 const defaultMaxBytes = 32 << 20
 
-// Options are the Handler's limits. Zero fields mean the documented default.
+// Options are the Handler's limits; zero fields mean the default.
 type Options struct {
-	// MaxRequestBytes caps the compressed body; larger requests are answered
-	// with 413. Default 32 MiB.
+	// MaxRequestBytes caps the compressed body (413 beyond). Default 32 MiB.
 	MaxRequestBytes int64
-	// MaxDecodedBytes caps the snappy-decoded body, checked from the snappy
-	// header before anything is allocated; larger requests are answered with
-	// 400. Default 32 MiB.
+	// MaxDecodedBytes caps the snappy-decoded body, as its header claims
+	// (400 beyond). Default 32 MiB.
 	MaxDecodedBytes int64
 }
 
-// Handler is the remote-write HTTP handler. Build it once with NewHandler and
-// serve every request with it: it holds the buffer and message pools. It is
-// safe for concurrent use.
+// Handler is the remote-write HTTP handler, holding the buffer and decoder
+// pools: build one and serve every request with it, concurrently.
 type Handler struct {
 	logger *slog.Logger
 	q      Enqueuer
@@ -86,11 +73,10 @@ type Handler struct {
 
 	// bufs holds *[]byte for compressed and decoded bodies.
 	bufs     sync.Pool
-	decoders [2]prw.Decoder // by prw.Protocol
+	decoders [2]*prw.Decoder // by prw.Protocol
 }
 
-// NewHandler returns a handler that decodes write requests and passes them
-// to q. A nil logger discards.
+// NewHandler returns a handler passing requests to q; a nil logger discards.
 func NewHandler(logger *slog.Logger, metrics *registry.ReceiverMetrics, q Enqueuer, opts Options) *Handler {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
@@ -101,7 +87,7 @@ func NewHandler(logger *slog.Logger, metrics *registry.ReceiverMetrics, q Enqueu
 		metrics:  metrics,
 		rejected: make(map[string]prometheus.Counter, len(registry.RejectReasons)+1),
 		bufs:     sync.Pool{New: func() any { return new([]byte) }},
-		decoders: [2]prw.Decoder{prw.NewV1Decoder(), prw.NewV2Decoder()},
+		decoders: [2]*prw.Decoder{prw.NewV1Decoder(), prw.NewV2Decoder()},
 	}
 	h.SetOptions(opts)
 	for _, p := range []prw.Protocol{prw.ProtoV1, prw.ProtoV2} {
@@ -119,8 +105,7 @@ func NewHandler(logger *slog.Logger, metrics *registry.ReceiverMetrics, q Enqueu
 	return h
 }
 
-// SetOptions changes the handler's limits, for a configuration reload:
-// requests that arrive after it returns are held to the new ones.
+// SetOptions changes the limits for requests from now on, on reload.
 func (h *Handler) SetOptions(opts Options) {
 	if opts.MaxRequestBytes <= 0 {
 		opts.MaxRequestBytes = defaultMaxBytes
@@ -145,9 +130,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if proto == prw.ProtoV2 {
-		// Until something is accepted, nothing was written; every answer
-		// from here on carries the true counts.
-		setWritten(w, 0, 0, 0)
+		setWritten(w, 0, 0, 0) // every answer carries the true counts
 	}
 	if enc := r.Header.Get("Content-Encoding"); enc != "" && !strings.EqualFold(enc, "snappy") {
 		h.reject(w, http.StatusUnsupportedMediaType, registry.ReasonContentEncoding,
@@ -159,8 +142,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	// The compressed body.
-	bodyBuf := h.getBuf(initialBodyCap(r.ContentLength))
+	bufCap := 64 << 10 // a first guess when the length is unknown
+	if r.ContentLength >= 0 {
+		bufCap = int(r.ContentLength)
+	}
+	bodyBuf := h.getBuf(bufCap)
 	defer h.putBuf(bodyBuf)
 	body, err := readBody(http.MaxBytesReader(w, r.Body, opts.MaxRequestBytes), r.ContentLength, *bodyBuf)
 	*bodyBuf = body
@@ -173,14 +159,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	// The decoded body. DecodedLen reads the length from the snappy header,
-	// so an oversized claim is refused before anything is allocated.
+	// DecodedLen reads the snappy header: an oversized claim is refused
+	// before anything is allocated, a malformed one by Decode.
 	n, err := snappy.DecodedLen(body)
-	if err != nil {
-		h.reject(w, http.StatusBadRequest, registry.ReasonSnappy, "decode snappy: "+err.Error(), err)
-		return
-	}
-	if int64(n) > opts.MaxDecodedBytes {
+	if err == nil && int64(n) > opts.MaxDecodedBytes {
 		h.reject(w, http.StatusBadRequest, registry.ReasonDecodedTooLarge,
 			fmt.Sprintf("decoded body of %d bytes is over the limit of %d bytes", n, opts.MaxDecodedBytes), nil)
 		return
@@ -194,9 +176,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	h.metrics.DecodedBytes.Observe(float64(len(msg)))
 
-	// The message. Deferred calls run last in, first out: the decoded state
-	// goes back to its pool before msg's buffer does, so a decoder may point
-	// into msg.
+	// The decoded state, which may point into msg, is released (deferred
+	// last in, first out) before msg's buffer.
 	dec := h.decoders[proto]
 	d, err := dec.Decode(msg)
 	if err != nil {
@@ -242,10 +223,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // parseContentType returns the protocol a Content-Type names. An empty
-// Content-Type is 1.0, as Prometheus's write handler has it.
+// Content-Type is 1.0, as in Prometheus's write handler.
 func parseContentType(ct string) (prw.Protocol, error) {
-	// Fast path: what Prometheus senders set.
-	switch ct {
+	switch ct { // fast path: what Prometheus sends
 	case "", prw.ContentTypeV1:
 		return prw.ProtoV1, nil
 	case prw.ContentTypeV2:
@@ -268,12 +248,9 @@ func parseContentType(ct string) (prw.Protocol, error) {
 	}
 }
 
-// enqueueStatus maps an Enqueue error to the response status, the reject
-// reason and the delay to put in Retry-After. The error says them itself,
-// through methods of any error in its chain: StatusCode() int, Reason()
-// string (a value of registry.RejectReasons) and RetryAfter()
-// time.Duration. An error without a status is a 500; a 429 or 503 always
-// gets a Retry-After of at least a second.
+// enqueueStatus returns the status, reason (registry.RejectReasons) and
+// Retry-After that an Enqueue error's chain gives by StatusCode(), Reason()
+// and RetryAfter(): by default a 500; a 429 or 503 waits at least 1s.
 func enqueueStatus(err error) (code int, reason string, retryAfter time.Duration) {
 	code, reason = http.StatusInternalServerError, registry.ReasonInternal
 	var (
@@ -301,8 +278,7 @@ func retryAfterSeconds(d time.Duration) int64 {
 	return max(1, int64(math.Ceil(d.Seconds())))
 }
 
-// reject answers with code and a plain-text message, and counts reason. err,
-// if any, is the cause, for the debug log.
+// reject answers with code and msg and counts reason; err is for the log.
 func (h *Handler) reject(w http.ResponseWriter, code int, reason, msg string, err error) {
 	c, ok := h.rejected[reason]
 	if !ok {
@@ -317,8 +293,6 @@ func tooLargeMsg(opts *Options) string {
 	return fmt.Sprintf("request body is over the limit of %d bytes", opts.MaxRequestBytes)
 }
 
-// setWritten sets the 2.0 response headers that tell the client how much of
-// its request was accepted.
 func setWritten(w http.ResponseWriter, samples, histograms, exemplars int) {
 	hdr := w.Header()
 	hdr.Set(prw.HeaderSamplesWritten, strconv.Itoa(samples))
@@ -326,22 +300,10 @@ func setWritten(w http.ResponseWriter, samples, histograms, exemplars int) {
 	hdr.Set(prw.HeaderExemplarsWritten, strconv.Itoa(exemplars))
 }
 
-// initialBodyCap is the buffer to start reading a body of contentLength
-// (-1 when unknown) into.
-func initialBodyCap(contentLength int64) int {
-	if contentLength >= 0 {
-		return int(contentLength)
-	}
-	return 64 << 10
-}
-
-// getBuf returns a pooled buffer with capacity at least n.
 func (h *Handler) getBuf(n int) *[]byte {
 	p := h.bufs.Get().(*[]byte)
 	if cap(*p) < n {
-		// A smaller pooled buffer is dropped: the pool converges on the
-		// sizes requests need.
-		*p = make([]byte, 0, n)
+		*p = make([]byte, 0, n) // the pool converges on the sizes needed
 	}
 	return p
 }
@@ -355,9 +317,8 @@ func (h *Handler) putBuf(p *[]byte) {
 	h.bufs.Put(p)
 }
 
-// readBody reads r into buf and returns the body. A known contentLength,
-// which buf has room for (getBuf), is read in one go; otherwise buf grows
-// as needed.
+// readBody reads r into buf, in one go when contentLength is known (buf
+// has room for it), else growing buf as needed.
 func readBody(r io.Reader, contentLength int64, buf []byte) ([]byte, error) {
 	if contentLength < 0 {
 		w := bytes.NewBuffer(buf[:0])

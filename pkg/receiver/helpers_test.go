@@ -62,7 +62,7 @@ func buildV1(series []tseries, md []prw.FamilyMetadata) *prompb.WriteRequest {
 	}
 	for _, m := range md {
 		wr.Metadata = append(wr.Metadata, prompb.MetricMetadata{
-			Type: prw.MetricTypeToV1(m.Type), MetricFamilyName: m.MetricFamilyName, Help: m.Help, Unit: m.Unit,
+			Type: prompb.MetricMetadata_MetricType(m.Type), MetricFamilyName: m.MetricFamilyName, Help: m.Help, Unit: m.Unit,
 		})
 	}
 	return wr
