@@ -72,7 +72,7 @@ func (e *encoder) encode(proto prw.Protocol, items []item, meta bool) ([]byte, b
 		st.histograms += int(items[i].histograms)
 		st.exemplars += int(items[i].exemplars)
 	}
-	if len(items) == 1 && items[0].whole != nil && proto == prw.ProtoV1 {
+	if len(items) == 1 && items[0].whole != nil && items[0].whole.proto == proto {
 		return items[0].whole.wire, st, nil // a client's request, sent as it came
 	}
 	var err error

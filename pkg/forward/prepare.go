@@ -75,10 +75,16 @@ func (f *forwarder) prepare(r *request, p *prepared) {
 	var items []item
 	var shardOf []int
 	whole, isWhole := item{}, false
-	if raw == view && !v2 && f.layout.shards() == 1 {
+	if raw == view && f.layout.shards() == 1 && (!v2 || meta) {
 		// Only one shard sends a whole item (see whole.go); with more, the
-		// request is cut as it is prepared, not copied whole first.
-		whole, isWhole = r.wholeFor(raw, q.MaxSamplesPerSend, q.MaxBytesPerSend)
+		// request is cut as it is prepared, not copied whole first. A 2.0
+		// one carries its series' metadata, so it goes whole only where
+		// metadata is sent.
+		proto := prw.ProtoV1
+		if v2 {
+			proto = prw.ProtoV2
+		}
+		whole, isWhole = r.wholeFor(raw, proto, q.MaxSamplesPerSend, q.MaxBytesPerSend)
 	}
 	switch {
 	case isWhole && f.dq != nil:

@@ -113,7 +113,7 @@ func (e *recordEncoder) encode(items []item, p prw.Protocol, meta bool, appended
 // The client's compressed body is the record when it holds exactly that.
 func (e *recordEncoder) encodeRaw(raw *prw.RawV1, withMeta bool, tenant string, appended time.Time) ([][]byte, int64) {
 	e.out, e.offs = e.out[:0], e.offs[:0]
-	if (withMeta || len(raw.Metadata) == 0) && len(raw.Msg) <= maxRecordItemBytes && raw.Compressed != nil {
+	if (withMeta || len(raw.Metadata) == 0) && len(raw.Msg) <= maxRecordItemBytes && raw.AsSent && raw.Compressed != nil {
 		e.header(prw.ProtoV1, tenant, appended)
 		e.out = append(e.out, raw.Compressed...)
 		return e.records()
@@ -259,11 +259,11 @@ func (d *recordDecoder) decodeBody(p prw.Protocol, msg, compressed []byte) ([]it
 		return nil, 0, err
 	}
 	defer dec.Release(dd)
-	if raw := dd.Req.Raw; compressed != nil && p == prw.ProtoV1 && raw != nil && raw.AsSent && dd.Invalid.Bytes == 0 {
+	if raw := dd.Req.Raw; compressed != nil && raw != nil && (raw.AsSent || p == prw.ProtoV2) && dd.Invalid.Count == 0 {
 		// The record is what the upstream is sent, valid as it is: sent
 		// as it is, as a whole item (see whole.go).
 		raw.Compressed = compressed
-		if it, ok := wholeItem(raw, d.maxN, d.maxB); ok {
+		if it, ok := wholeItem(raw, p, d.maxN, d.maxB); ok {
 			return []item{it}, 0, nil
 		}
 	}

@@ -32,9 +32,10 @@ type request struct {
 	// hasExternal is whether every series has every external label; set
 	// on first use.
 	hasExternal *bool
-	// whole is the request as a whole item (see whole.go), built on first
-	// use and shared read-only; its whole is nil if it cannot be one.
-	whole *item
+	// wholes are the request as a whole item (see whole.go) to send in
+	// 1.0 and 2.0, built on first use and shared read-only; an item's whole
+	// is nil if it cannot be one.
+	wholes [2]*item
 }
 
 type chunkLayout struct {
@@ -140,16 +141,17 @@ func (r *request) chunksFor(f *forwarder, raw *prw.RawV1) ([]item, []int) {
 	return key.items, key.shardOf
 }
 
-// wholeFor returns raw, the request's 1.0 view, as a whole item for an
-// upstream of batch limits maxN and maxB, if it can be one. The caller
+// wholeFor returns raw, the request's view for proto, as a whole item for
+// an upstream of batch limits maxN and maxB, if it can be one. The caller
 // must not modify what it points to.
-func (r *request) wholeFor(raw *prw.RawV1, maxN, maxB int) (item, bool) {
-	if r.whole == nil {
-		it, _ := wholeItem(raw, math.MaxInt, math.MaxInt)
-		r.whole = &it
+func (r *request) wholeFor(raw *prw.RawV1, proto prw.Protocol, maxN, maxB int) (item, bool) {
+	w := &r.wholes[proto]
+	if *w == nil {
+		it, _ := wholeItem(raw, proto, math.MaxInt, math.MaxInt)
+		*w = &it
 	}
-	if r.whole.whole == nil || r.whole.count() > maxN || r.whole.size > maxB {
+	if (*w).whole == nil || (*w).count() > maxN || (*w).size > maxB {
 		return item{}, false
 	}
-	return *r.whole, true
+	return **w, true
 }

@@ -303,6 +303,51 @@ func TestWholeRequestSentAsItCame(t *testing.T) {
 	}
 }
 
+// TestWholeV2RequestSentAsItCame: a 2.0 request, every series of it
+// accepted, leaves for a 2.0 upstream as it came (also when read back from
+// disk), and converted for a 1.0 upstream.
+func TestWholeV2RequestSentAsItCame(t *testing.T) {
+	for _, disk := range []bool{false, true} {
+		t.Run(map[bool]string{false: "memory", true: "disk"}[disk], func(t *testing.T) {
+			testDisk = disk
+			defer func() { testDisk = false }()
+			up2, up1 := newFakeUpstream(t, nil), newFakeUpstream(t, nil)
+			rec2, url2 := recordBodies(t, up2, nil)
+			rec1, url1 := recordBodies(t, up1, nil)
+			m, _, _ := newTestManager(t, testConfig(testUpstream(t, "v2", url2, true), testUpstream(t, "v1", url1, false)))
+			var sent [][]byte
+			for i := range 3 {
+				req := rwtest.V2Request(20, i+1)
+				for j := range req.Timeseries {
+					for k := range req.Timeseries[j].Samples {
+						req.Timeseries[j].Samples[k].Timestamp += int64(100 * i)
+					}
+				}
+				msg, err := req.Marshal()
+				require.NoError(t, err)
+				body := literalSnappy(msg)
+				sent = append(sent, body)
+				dec := prw.NewV2Decoder()
+				d, err := dec.Decode(msg)
+				require.NoError(t, err)
+				require.Zero(t, d.Invalid.Count)
+				d.Req.Raw.Compressed = body // as the write handler does
+				require.NoError(t, m.Enqueue(t.Context(), &d.Req, "", nil))
+				dec.Release(d)
+			}
+			const want = 20 * (1 + 2 + 3)
+			require.Eventually(t, func() bool { return up2.samples() == want && up1.samples() == want }, waitFor, tick)
+			require.Equal(t, sent, rec2.get(), "sent to the 2.0 upstream as it came")
+			for _, b := range rec1.get() {
+				require.NotContains(t, sent, b, "converted for the 1.0 upstream")
+			}
+			for _, s := range up2.series() {
+				require.False(t, s.Metadata.Empty(), "metadata kept")
+			}
+		})
+	}
+}
+
 // literalSnappy returns msg as a valid snappy block of literals only, as
 // no encoder here writes it: bytes sent unchanged are told apart from
 // bytes compressed again.

@@ -9,8 +9,9 @@ import (
 	"github.com/rwgateway/gateway/pkg/prw"
 )
 
-// A request that an upstream takes unchanged (same protocol, nothing
-// relabeled, within the batch limits) is already a batch its sender built:
+// A request that an upstream takes unchanged (same protocol, 1.0 or 2.0,
+// nothing relabeled, within the batch limits) is already a batch its
+// sender built:
 // it is queued as one item that keeps the client's compressed body, and
 // sent as it came, without being cut, copied into a batch and compressed
 // again. That is only right while one shard sends everything (see
@@ -20,22 +21,29 @@ import (
 // limit, a fallback to another protocol) works on its chunk, raw, as on
 // any other, and the result is not whole.
 
-// wholeRequest is the client's compressed body of a whole item, and the
-// spans of its series in the item's raw, to cut it into chunks.
+// wholeRequest is the client's compressed body of a whole item, in
+// protocol proto, and the spans of its series in the item's raw, to cut it
+// into chunks.
 type wholeRequest struct {
 	wire   []byte
+	proto  prw.Protocol
 	series []prw.RawSeries
 }
 
-// wholeItem returns raw, a 1.0 request, as one whole item, and true; false
-// when it is not the client's request as it came, has metadata or the
-// form's extensions, or exceeds maxN points or maxB bytes. The item owns
-// copies of the request's bytes.
-func wholeItem(raw *prw.RawV1, maxN, maxB int) (item, bool) {
-	if !raw.AsSent || raw.Compressed == nil || raw.Ext || len(raw.Metadata) > 0 || len(raw.Series) == 0 || len(raw.Msg) > maxB {
+// wholeItem returns raw, a request in the form, as one whole item to send
+// in proto, and true; false when raw.Compressed is not the client's
+// request in proto holding just what raw holds, or it has 1.0 family
+// metadata, or exceeds maxN points or maxB bytes. The item owns copies of
+// the request's bytes.
+func wholeItem(raw *prw.RawV1, proto prw.Protocol, maxN, maxB int) (item, bool) {
+	ok := raw.AsSent && !raw.Ext // a 1.0 body as it came
+	if proto == prw.ProtoV2 {
+		ok = !raw.AsSent // a 2.0 body, whose form is raw
+	}
+	if !ok || raw.Compressed == nil || len(raw.Metadata) > 0 || len(raw.Series) == 0 || len(raw.Msg) > maxB {
 		return item{}, false
 	}
-	var it item
+	it := item{ext: raw.Ext}
 	n := 0
 	for i := range raw.Series {
 		rs := &raw.Series[i]
@@ -48,7 +56,7 @@ func wholeItem(raw *prw.RawV1, maxN, maxB int) (item, bool) {
 		return item{}, false
 	}
 	it.raw, it.size = slices.Clone(raw.Msg), len(raw.Msg)
-	it.whole = &wholeRequest{wire: slices.Clone(raw.Compressed), series: slices.Clone(raw.Series)}
+	it.whole = &wholeRequest{wire: slices.Clone(raw.Compressed), proto: proto, series: slices.Clone(raw.Series)}
 	return it, true
 }
 

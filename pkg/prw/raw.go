@@ -11,7 +11,9 @@ import (
 // RawV1 is a request in the form (see AppendSeries), in pooled buffers. Only
 // Msg and Compressed hold pointers: the garbage collector skips the series.
 type RawV1 struct {
-	// Compressed, if set, is the snappy body the client sent: Msg compressed.
+	// Compressed, if set, is the snappy body the client sent, which the form
+	// holds all of: Msg compressed if AsSent (1.0), else the 2.0 message
+	// the form was decoded from, every series of it accepted.
 	Compressed []byte
 	// Msg is the prometheus.WriteRequest.
 	Msg []byte

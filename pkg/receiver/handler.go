@@ -193,8 +193,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	req := &d.Req
-	if req.Raw.AsSent {
-		req.Raw.Compressed = body
+	if req.Raw.AsSent || (req.Proto == prw.ProtoV2 && d.Invalid.Count == 0) {
+		req.Raw.Compressed = body // the client's body holds no more than the form
 	}
 	if req.NumSeries() > 0 || req.NumMetadata() > 0 {
 		if err := h.q.Enqueue(r.Context(), req); err != nil {

@@ -2,11 +2,13 @@ package receiver
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"math"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -514,4 +516,40 @@ func TestTruncate(t *testing.T) {
 	require.Equal(t, "ab…", prw.Truncate("abc", 2))
 	require.True(t, strings.HasSuffix(prw.Truncate("a\xffb", 5), "b"))
 	require.Equal(t, "a\uFFFDb", prw.Truncate("a\xffb", 5))
+}
+
+// bodyQueue records the client body handed on with each request.
+type bodyQueue struct{ compressed [][]byte }
+
+func (q *bodyQueue) Enqueue(_ context.Context, req *prw.Request) error {
+	q.compressed = append(q.compressed, slices.Clone(req.Raw.Compressed))
+	return nil
+}
+
+// TestClientBodyHandedOn: the client's body goes with the form when the
+// form holds all of it, so an upstream of the same protocol can be sent it
+// as it came; not when a series was refused.
+func TestClientBodyHandedOn(t *testing.T) {
+	v1 := rwtest.Encode(rwtest.V1Request(3, 2))
+	v2 := rwtest.Encode(rwtest.V2Request(3, 2))
+	bad := rwtest.V2Request(3, 2)
+	bad.Timeseries[1].LabelsRefs = bad.Timeseries[1].LabelsRefs[:3]
+	for _, tc := range []struct {
+		name  string
+		proto prw.Protocol
+		body  []byte
+		want  []byte
+	}{
+		{"1.0", prw.ProtoV1, v1, v1},
+		{"2.0", prw.ProtoV2, v2, v2},
+		{"2.0 with a refused series", prw.ProtoV2, rwtest.Encode(bad), nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			q := &bodyQueue{}
+			h, _, _ := newTestHandler(t, q, Options{})
+			serve(h, rwtest.NewHTTPRequest(tc.proto, tc.body))
+			require.Len(t, q.compressed, 1, "the valid series are queued")
+			require.Equal(t, tc.want, q.compressed[0])
+		})
+	}
 }
