@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/rwgateway/gateway/pkg/prw"
 	"github.com/rwgateway/gateway/pkg/receiver/rwtest"
 )
 
@@ -81,12 +83,26 @@ func TestSinkDelay(t *testing.T) {
 func TestCountWriteRequest(t *testing.T) {
 	raw, err := rwtest.V1Request(123, 3).Marshal()
 	require.NoError(t, err)
-	samples, hists, err := countWriteRequest(raw)
+	samples, hists, err := countRequest(raw, fieldTimeseries, fieldHistograms)
 	require.NoError(t, err)
 	require.Equal(t, int64(369), samples)
 	require.Zero(t, hists)
-	_, _, err = countWriteRequest([]byte{0x0a, 0xff})
+	_, _, err = countRequest([]byte{0x0a, 0xff}, fieldTimeseries, fieldHistograms)
 	require.Error(t, err)
+}
+
+// TestSinkTakesV2: a 2.0 request is counted and answered with the Written
+// headers, so a 2.0 sender does not take the sink for a 1.0 receiver.
+func TestSinkTakesV2(t *testing.T) {
+	s := &sink{}
+	_, c := s.register("/v2", 0)
+	r := rwtest.NewHTTPRequest(prw.ProtoV2, rwtest.Encode(rwtest.V2Request(7, 3)))
+	r.URL.Path = "/v2"
+	rec := httptest.NewRecorder()
+	s.ServeHTTP(rec, r)
+	require.Equal(t, http.StatusNoContent, rec.Code, rec.Body.String())
+	require.Equal(t, "21", rec.Header().Get(prw.HeaderSamplesWritten))
+	require.Equal(t, int64(21), c.samples.Load())
 }
 
 func TestParseStatCPU(t *testing.T) {
@@ -237,10 +253,15 @@ func TestScenarioList(t *testing.T) {
 	require.Equal(t, "1.0", protocolOf(v2, sysGatewayV1).String())
 	require.Equal(t, "2.0", protocolOf(v2, sysVMAgentNewest).String())
 	for _, sc := range list {
-		if sc.key != scV2Input {
+		if sc.key != scV2Input && sc.key != scV2Upstream {
 			require.NotContains(t, sc.systems, sysGatewayV1, sc.key)
 		}
+		require.Equal(t, sc.key == scV2Upstream, sc.upstreamV2, sc.key)
 	}
+	v2up := byKey[scV2Upstream]
+	require.Equal(t, []string{sysGateway, sysGatewayV1}, v2up.systems, "gateways only")
+	require.Contains(t, gatewayConfig([]string{"http://127.0.0.1:1/a"}, queueSettings{upstreamV2: true}),
+		"    protobuf_message: io.prometheus.write.v2.Request\n")
 
 	// Without the gateway there is no 1.0 reference.
 	o.systems = "vmagent"

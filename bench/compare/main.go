@@ -46,11 +46,12 @@ const (
 	scTwoUpstreams = "2up"
 	scLargeSeries  = "1m"
 	scV2Input      = "v2"
+	scV2Upstream   = "v2up"
 	scSlowUpstream = "slow"
 )
 
 // allScenarios are the scenarios in their default order.
-var allScenarios = []string{scClosedLoop, scOneUpstream, scTwoUpstreams, scLargeSeries, scV2Input, scSlowUpstream}
+var allScenarios = []string{scClosedLoop, scOneUpstream, scTwoUpstreams, scLargeSeries, scV2Input, scV2Upstream, scSlowUpstream}
 
 // defaultVMAgentNewest is where `make vmagent-newest` links the newest
 // vmagent it built (.cache/bin/vmagent-<version>/vmagent).
@@ -107,7 +108,10 @@ type scenario struct {
 	// probe drops a system from later rounds when its first run delivered
 	// (almost) nothing: a peer that does not speak the protocol.
 	probe bool
-	notes []string
+	// upstreamV2 configures the gateway fed protocol (not gateway-rw1) to
+	// send remote write 2.0, which the sink takes.
+	upstreamV2 bool
+	notes      []string
 }
 
 // measurement is one run of one system.
@@ -324,12 +328,18 @@ func (o *options) scenarioList() []scenario {
 			sc.title = fmt.Sprintf("1 upstream, %s series, remote write 1.0", count(o.largeSeries))
 			sc.notes = append(sc.notes, fmt.Sprintf("%d round(s) of %v to fit the time budget. At %s samples/s one round of %s series takes %.1fs, so the window holds only a few samples per series: this scenario measures the cost of many new series (memory), not steady state.",
 				o.largeRounds, o.largeDuration, count(int(o.rate)), count(o.largeSeries), float64(o.largeSeries)/o.rate))
-		case scV2Input:
+		case scV2Input, scV2Upstream:
 			sc.protocol = loadgen.ProtoV2
 			sc.probe = true
 			sc.title = fmt.Sprintf("remote write 2.0 input, 1 upstream (sent as 1.0), %s series", count(o.series))
-			if i := slices.Index(systems, sysGateway); i >= 0 {
-				sc.systems = slices.Insert(slices.Clone(systems), i+1, sysGatewayV1)
+			if key == scV2Upstream {
+				sc.upstreamV2 = true
+				sc.systems = slices.DeleteFunc(slices.Clone(systems), func(s string) bool { return !isGateway(s) })
+				sc.title = fmt.Sprintf("remote write 2.0 end to end: 2.0 input, 1 upstream taking 2.0, %s series", count(o.series))
+				sc.notes = append(sc.notes, "The gateway's upstream is configured with `protobuf_message: io.prometheus.write.v2.Request`; the sink decodes 2.0 and answers with the Written headers. The reference gateway-rw1 runs 1.0 end to end: 1.0 input, 1.0 upstream. Peers are left out: none takes 2.0 (see the v2 scenario).")
+			}
+			if i := slices.Index(sc.systems, sysGateway); i >= 0 {
+				sc.systems = slices.Insert(slices.Clone(sc.systems), i+1, sysGatewayV1)
 				sc.notes = append(sc.notes, fmt.Sprintf("%s is the same gateway, started the same way, fed the same series as remote write 1.0 right after %s in every round: the reference for the gateway's cost of 2.0 input.", sysGatewayV1, sysGateway))
 			}
 			sc.notes = append(sc.notes, "No peer is known to take remote write 2.0: vmagent 1.79.5 and Prometheus 2.42 predate it, and the newest vmagent decodes Prometheus's 1.0 and its own protocol. Each peer runs once as a probe: if it answers 2xx to nothing, or delivers (almost) nothing of what it answered 2xx to, it is dropped from later rounds and has no ratio.")
@@ -552,7 +562,9 @@ func (b *bench) runOne(ctx context.Context, sc scenario, round int, sys string, 
 	}()
 	strayBefore := b.sink.stray.samples.Load()
 
-	spec, err := b.o.bins.spec(sys, dir, urls, b.o.q)
+	q := b.o.q
+	q.upstreamV2 = sc.upstreamV2 && sys != sysGatewayV1
+	spec, err := b.o.bins.spec(sys, dir, urls, q)
 	if err != nil {
 		m.Err = err.Error()
 		return m

@@ -6,19 +6,26 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/golang/snappy"
 	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/rwgateway/gateway/pkg/prw"
 )
 
-// Field numbers of prometheus.WriteRequest that the sink counts.
+// Field numbers of prometheus.WriteRequest and io.prometheus.write.v2.Request
+// that the sink counts.
 const (
-	fieldTimeseries = 1 // WriteRequest.timeseries
-	fieldSamples    = 2 // TimeSeries.samples
-	fieldHistograms = 4 // TimeSeries.histograms
+	fieldTimeseries   = 1 // WriteRequest.timeseries
+	fieldSamples      = 2 // TimeSeries.samples, in both
+	fieldHistograms   = 4 // TimeSeries.histograms
+	fieldTimeseriesV2 = 5 // v2.Request.timeseries
+	fieldHistogramsV2 = 3 // v2.TimeSeries.histograms
 )
 
 // maxSinkBody bounds one request body, compressed and decoded.
@@ -35,9 +42,10 @@ type counter struct {
 	delay time.Duration
 }
 
-// sink is an HTTP server that decodes remote write 1.0 (snappy-compressed
-// prometheus.WriteRequest) and counts series' samples per URL path, without
-// unmarshalling into structs. Paths are registered per run so that late
+// sink is an HTTP server that decodes remote write 1.0 and 2.0
+// (snappy-compressed prometheus.WriteRequest or io.prometheus.write.v2.Request,
+// answered with the Written headers) and counts series' samples per URL
+// path, without unmarshalling into structs. Paths are registered per run so that late
 // requests of an earlier run are counted apart (stray) and not mistaken for
 // deliveries. A path may answer after a delay, like a distant or loaded
 // upstream. Safe for concurrent use.
@@ -103,7 +111,8 @@ func (s *sink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "read body", http.StatusBadRequest)
 		return
 	}
-	samples, hists, err := s.count(body)
+	v2 := strings.Contains(r.Header.Get("Content-Type"), "io.prometheus.write.v2.Request")
+	samples, hists, err := s.count(body, v2)
 	if err != nil {
 		c.bad.Add(1)
 		http.Error(w, err.Error(), http.StatusBadRequest)
@@ -122,6 +131,11 @@ func (s *sink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c.requests.Add(1)
 	c.samples.Add(samples)
 	c.histograms.Add(hists)
+	if v2 {
+		w.Header().Set(prw.HeaderSamplesWritten, strconv.FormatInt(samples, 10))
+		w.Header().Set(prw.HeaderHistogramsWritten, strconv.FormatInt(hists, 10))
+		w.Header().Set(prw.HeaderExemplarsWritten, "0")
+	}
 	w.WriteHeader(http.StatusNoContent)
 }
 
@@ -133,9 +147,9 @@ func (s *sink) getBuf() *[]byte {
 	return &b
 }
 
-// count decodes a snappy-compressed WriteRequest and counts its samples and
-// histogram samples.
-func (s *sink) count(body []byte) (samples, hists int64, err error) {
+// count decodes a snappy-compressed WriteRequest (v2: a v2.Request) and
+// counts its samples and histogram samples.
+func (s *sink) count(body []byte, v2 bool) (samples, hists int64, err error) {
 	n, err := snappy.DecodedLen(body)
 	if err != nil {
 		return 0, 0, fmt.Errorf("snappy: %w", err)
@@ -152,21 +166,25 @@ func (s *sink) count(body []byte) (samples, hists int64, err error) {
 	if err != nil {
 		return 0, 0, fmt.Errorf("snappy: %w", err)
 	}
-	return countWriteRequest(raw)
+	if v2 {
+		return countRequest(raw, fieldTimeseriesV2, fieldHistogramsV2)
+	}
+	return countRequest(raw, fieldTimeseries, fieldHistograms)
 }
 
-// countWriteRequest counts the samples and histograms of the series of a
-// marshalled prometheus.WriteRequest.
-func countWriteRequest(raw []byte) (samples, hists int64, err error) {
+// countRequest counts the samples and histograms of the series of a
+// marshalled request whose series are field series and have their
+// histograms in field histograms.
+func countRequest(raw []byte, series, histograms protowire.Number) (samples, hists int64, err error) {
 	err = fields(raw, func(num protowire.Number, typ protowire.Type, v []byte) error {
-		if num != fieldTimeseries || typ != protowire.BytesType {
+		if num != series || typ != protowire.BytesType {
 			return nil
 		}
 		return fields(v, func(num protowire.Number, typ protowire.Type, _ []byte) error {
 			switch {
 			case num == fieldSamples && typ == protowire.BytesType:
 				samples++
-			case num == fieldHistograms && typ == protowire.BytesType:
+			case num == histograms && typ == protowire.BytesType:
 				hists++
 			}
 			return nil

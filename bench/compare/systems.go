@@ -54,6 +54,8 @@ const (
 // queueSettings are the forwarding settings every system gets, as far as it
 // has them, when tuned; at defaults (the default) none of them is set.
 type queueSettings struct {
+	// upstreamV2: the gateway sends remote write 2.0 (the v2up scenario).
+	upstreamV2 bool
 	// tuned: set what follows; false: every system at its defaults.
 	tuned bool
 	// shards is max_shards of the gateway and min_shards = max_shards of
@@ -192,19 +194,25 @@ func gatewayConfig(sinks []string, q queueSettings) string {
 	var b strings.Builder
 	b.WriteString("upstreams:\n")
 	for i, u := range sinks {
+		msg := ""
+		if q.upstreamV2 {
+			msg = "    protobuf_message: io.prometheus.write.v2.Request\n"
+		}
 		if !q.tuned {
-			fmt.Fprintf(&b, "  - name: sink%d\n    url: %s\n", i, u)
+			fmt.Fprintf(&b, "  - name: sink%d\n    url: %s\n%s", i, u, msg)
 			continue
+		}
+		if msg == "" {
+			msg = "    protobuf_message: prometheus.WriteRequest\n"
 		}
 		fmt.Fprintf(&b, `  - name: sink%d
     url: %s
-    protobuf_message: prometheus.WriteRequest
-    queue_config:
+%s    queue_config:
       capacity: %d
       max_shards: %d
       max_samples_per_send: %d
       batch_send_deadline: 1s
-`, i, u, q.capacity, q.shards, q.batch)
+`, i, u, msg, q.capacity, q.shards, q.batch)
 	}
 	return b.String()
 }
