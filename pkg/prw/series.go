@@ -163,22 +163,28 @@ func fields(msg []byte) iter.Seq2[field, error] {
 }
 
 // SeriesMetadata returns the series' metadata extension, if any.
-func SeriesMetadata(ts []byte) (md Metadata, ok bool, err error) {
+func SeriesMetadata(ts []byte) (Metadata, bool, error) {
+	m, ok, err := metadataExt(ts)
+	return ReadMetadata(m), ok, err
+}
+
+// metadataExt returns the value of the series' metadata extension, if any.
+func metadataExt(ts []byte) (m []byte, ok bool, err error) {
 	for f, err := range fields(ts) {
 		if err != nil {
-			return md, false, err
+			return m, false, err
 		}
 		if f.num == fieldMetadata && f.typ == protowire.BytesType {
-			md, ok = ReadMetadata(f.v), true
+			m, ok = f.v, true
 		}
 	}
-	return md, ok, nil
+	return m, ok, nil
 }
 
 // WithMetadata appends ts to b as a TimeSeries field with metadata md,
 // unless it has its own, and returns b and the message's span in it.
 func WithMetadata(b, ts []byte, md Metadata) ([]byte, Span, error) {
-	if _, ok, err := SeriesMetadata(ts); err != nil || ok {
+	if _, ok, err := metadataExt(ts); err != nil || ok {
 		b, sp := appendField(b, fieldLabels, ts)
 		return b, sp, err
 	}
