@@ -225,11 +225,7 @@ func appendField(b []byte, num protowire.Number, msg []byte) ([]byte, Span) {
 func AppendV1(b, ts, scratch []byte) (out, md, scratch2 []byte, err error) {
 	// The leading labels are copied as one block.
 	off := 0
-	for off < len(ts) {
-		n, _, _, ok := SmallLabel(ts[off:])
-		if !ok {
-			break
-		}
+	for n, _, _, ok := SmallLabel(ts); ok; n, _, _, ok = SmallLabel(ts[off:]) {
 		off += n
 	}
 	body := append(scratch[:0], ts[:off]...)
@@ -239,9 +235,9 @@ func AppendV1(b, ts, scratch []byte) (out, md, scratch2 []byte, err error) {
 		}
 		switch {
 		case f.num == fieldSamples && f.typ == protowire.BytesType:
-			body = appendWithout(body, fieldSamples, f, fieldSampleStart)
+			body = appendWithout(body, f, fieldSampleStart)
 		case f.num == fieldHistograms && f.typ == protowire.BytesType:
-			body = appendWithout(body, fieldHistograms, f, fieldHistogramStart)
+			body = appendWithout(body, f, fieldHistogramStart)
 		case f.num == fieldMetadata && f.typ == protowire.BytesType:
 			md = f.v
 		default:
@@ -282,10 +278,10 @@ func SeriesFamily(ts, md []byte) []byte {
 	return FamilyName(metricName(ts), MetricType(typ))
 }
 
-// appendWithout appends f's message as field num, without its field drop.
-func appendWithout(b []byte, num protowire.Number, f field, drop protowire.Number) []byte {
+// appendWithout appends the field f without its message's field drop.
+func appendWithout(b []byte, f field, drop protowire.Number) []byte {
 	start := len(b)
-	b, at := openField(b, num)
+	b, at := openField(b, f.num)
 	for g, err := range fields(f.v) {
 		if err != nil {
 			return append(b[:start], f.whole...)
