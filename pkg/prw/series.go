@@ -304,10 +304,8 @@ const (
 // accepts, given each one's kind, time and index, and returns the new
 // descriptor (rs's Hash and Ext) and the number dropped. scratch is reused.
 func FilterPoints(b, ts []byte, rs RawSeries, keep func(kind int, t int64, i int) bool, scratch []byte) ([]byte, RawSeries, int, []byte, error) {
-	out := rs
-	out.Samples, out.Histograms, out.Exemplars = 0, 0, 0
-	body := scratch[:0]
-	dropped, i := 0, 0
+	out := RawSeries{Hash: rs.Hash, Ext: rs.Ext}
+	body, i := scratch[:0], 0 // i counts the points seen
 	for f, err := range fields(ts) {
 		if err != nil {
 			return b, rs, 0, body, err
@@ -318,7 +316,6 @@ func FilterPoints(b, ts []byte, rs RawSeries, keep func(kind int, t int64, i int
 				return b, rs, 0, body, err
 			}
 			if i++; !keep(kind, t, i-1) {
-				dropped++
 				continue
 			}
 			out.count(kind)
@@ -326,7 +323,7 @@ func FilterPoints(b, ts []byte, rs RawSeries, keep func(kind int, t int64, i int
 		body = append(body, f.whole...)
 	}
 	b, out.Span = appendField(b, fieldLabels, body)
-	return b, out, dropped, body, nil
+	return b, out, i - out.Points(), body, nil
 }
 
 // pointKind returns the kind of point the TimeSeries field f holds, or -1.
