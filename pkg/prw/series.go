@@ -163,22 +163,28 @@ func fields(msg []byte) iter.Seq2[field, error] {
 }
 
 // SeriesMetadata returns the series' metadata extension, if any.
-func SeriesMetadata(ts []byte) (md Metadata, ok bool, err error) {
+func SeriesMetadata(ts []byte) (Metadata, bool, error) {
+	m, ok, err := metadataExt(ts)
+	return ReadMetadata(m), ok, err
+}
+
+// metadataExt returns the value of the series' metadata extension, if any.
+func metadataExt(ts []byte) (m []byte, ok bool, err error) {
 	for f, err := range fields(ts) {
 		if err != nil {
-			return md, false, err
+			return m, false, err
 		}
 		if f.num == fieldMetadata && f.typ == protowire.BytesType {
-			md, ok = ReadMetadata(f.v), true
+			m, ok = f.v, true
 		}
 	}
-	return md, ok, nil
+	return m, ok, nil
 }
 
 // WithMetadata appends ts to b as a TimeSeries field with metadata md,
 // unless it has its own, and returns b and the message's span in it.
 func WithMetadata(b, ts []byte, md Metadata) ([]byte, Span, error) {
-	if _, ok, err := SeriesMetadata(ts); err != nil || ok {
+	if _, ok, err := metadataExt(ts); err != nil || ok {
 		b, sp := appendField(b, fieldLabels, ts)
 		return b, sp, err
 	}
@@ -219,11 +225,7 @@ func appendField(b []byte, num protowire.Number, msg []byte) ([]byte, Span) {
 func AppendV1(b, ts, scratch []byte) (out, md, scratch2 []byte, err error) {
 	// The leading labels are copied as one block.
 	off := 0
-	for off < len(ts) {
-		n, _, _, ok := SmallLabel(ts[off:])
-		if !ok {
-			break
-		}
+	for n, _, _, ok := SmallLabel(ts); ok; n, _, _, ok = SmallLabel(ts[off:]) {
 		off += n
 	}
 	body := append(scratch[:0], ts[:off]...)
@@ -233,9 +235,9 @@ func AppendV1(b, ts, scratch []byte) (out, md, scratch2 []byte, err error) {
 		}
 		switch {
 		case f.num == fieldSamples && f.typ == protowire.BytesType:
-			body = appendWithout(body, fieldSamples, f, fieldSampleStart)
+			body = appendWithout(body, f, fieldSampleStart)
 		case f.num == fieldHistograms && f.typ == protowire.BytesType:
-			body = appendWithout(body, fieldHistograms, f, fieldHistogramStart)
+			body = appendWithout(body, f, fieldHistogramStart)
 		case f.num == fieldMetadata && f.typ == protowire.BytesType:
 			md = f.v
 		default:
@@ -276,10 +278,10 @@ func SeriesFamily(ts, md []byte) []byte {
 	return FamilyName(metricName(ts), MetricType(typ))
 }
 
-// appendWithout appends f's message as field num, without its field drop.
-func appendWithout(b []byte, num protowire.Number, f field, drop protowire.Number) []byte {
+// appendWithout appends the field f without its message's field drop.
+func appendWithout(b []byte, f field, drop protowire.Number) []byte {
 	start := len(b)
-	b, at := openField(b, num)
+	b, at := openField(b, f.num)
 	for g, err := range fields(f.v) {
 		if err != nil {
 			return append(b[:start], f.whole...)
@@ -302,10 +304,8 @@ const (
 // accepts, given each one's kind, time and index, and returns the new
 // descriptor (rs's Hash and Ext) and the number dropped. scratch is reused.
 func FilterPoints(b, ts []byte, rs RawSeries, keep func(kind int, t int64, i int) bool, scratch []byte) ([]byte, RawSeries, int, []byte, error) {
-	out := rs
-	out.Samples, out.Histograms, out.Exemplars = 0, 0, 0
-	body := scratch[:0]
-	dropped, i := 0, 0
+	out := RawSeries{Hash: rs.Hash, Ext: rs.Ext}
+	body, i := scratch[:0], 0 // i counts the points seen
 	for f, err := range fields(ts) {
 		if err != nil {
 			return b, rs, 0, body, err
@@ -316,7 +316,6 @@ func FilterPoints(b, ts []byte, rs RawSeries, keep func(kind int, t int64, i int
 				return b, rs, 0, body, err
 			}
 			if i++; !keep(kind, t, i-1) {
-				dropped++
 				continue
 			}
 			out.count(kind)
@@ -324,7 +323,7 @@ func FilterPoints(b, ts []byte, rs RawSeries, keep func(kind int, t int64, i int
 		body = append(body, f.whole...)
 	}
 	b, out.Span = appendField(b, fieldLabels, body)
-	return b, out, dropped, body, nil
+	return b, out, i - out.Points(), body, nil
 }
 
 // pointKind returns the kind of point the TimeSeries field f holds, or -1.

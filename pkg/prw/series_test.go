@@ -259,3 +259,35 @@ func TestReplaceLabels(t *testing.T) {
 	wantB, wantRS, _ := AppendSeries(nil, &want, nil)
 	require.Equal(t, wantRS.Bytes(wantB), rs.Bytes(b), "as if the series had come with those labels")
 }
+
+// The rewriters allocate nothing once their buffers have grown.
+func TestRewritersAllocations(t *testing.T) {
+	ss := formSeries()
+	msg, rss := appendForm(t, ss)
+	ls := labels.FromStrings("__name__", "requests_total", "env", "prod")
+	md := Metadata{Type: writev2.Metadata_METRIC_TYPE_GAUGE, Help: "Up."}
+	keep := func(_ int, ts int64, _ int) bool { return ts >= 1000 }
+	var b, scratch []byte
+	allocs := testing.AllocsPerRun(10, func() {
+		b = b[:0]
+		for i, rs := range rss {
+			ts := rs.Bytes(msg)
+			b, _, scratch = AppendSeries(b, &ss[i], scratch)
+			b, _, scratch, _ = AppendV1(b, ts, scratch)
+			b, _, _, scratch, _ = FilterPoints(b, ts, rs, keep, scratch)
+			b, _, scratch, _ = ReplaceLabels(b, ts, rs, ls, scratch)
+			b, _, _ = WithMetadata(b, ts, md)
+		}
+	})
+	require.Zero(t, allocs)
+}
+
+// Malformed bytes are an error, the series then appended as it is.
+func TestWithMetadataMalformed(t *testing.T) {
+	ts := []byte{0x12, 0x05, 0x01}
+	b, sp, err := WithMetadata([]byte("x"), ts, Metadata{Help: "h"})
+	require.ErrorIs(t, err, ErrMalformed)
+	require.Equal(t, ts, sp.Bytes(b))
+	_, _, err = SeriesMetadata(ts)
+	require.ErrorIs(t, err, ErrMalformed)
+}

@@ -1,0 +1,137 @@
+package prw
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/prometheus/prometheus/model/labels"
+	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
+)
+
+// benchForm returns node_exporter-like series in the form, with 2.0
+// extensions, and the series of formSeries.
+func benchForm(b *testing.B) ([]byte, []RawSeries) {
+	ss := formSeries()
+	for i := range 200 {
+		s := Series{
+			Labels: labels.FromStrings(
+				"__name__", "node_cpu_seconds_total",
+				"cluster", "prod-eu-1",
+				"cpu", fmt.Sprint(i/8),
+				"instance", fmt.Sprintf("ip-10-0-%d-%d.eu-west-1.compute.internal:9100", i/250, i%250),
+				"job", "node",
+				"mode", fmt.Sprint("mode", i%8),
+			),
+			Samples:  []Sample{{Value: float64(i), Timestamp: 2000, StartTimestamp: 1000}, {Value: float64(i) + 1, Timestamp: 3000, StartTimestamp: 1000}},
+			Metadata: Metadata{Type: writev2.Metadata_METRIC_TYPE_COUNTER, Help: "CPU time."},
+		}
+		if i%4 == 0 {
+			s.Exemplars = []Exemplar{{Labels: labels.FromStrings("trace_id", "abc"), Value: 1, Timestamp: 2500}}
+		}
+		ss = append(ss, s)
+	}
+	var (
+		msg, scratch []byte
+		rss          []RawSeries
+	)
+	for i := range ss {
+		var rs RawSeries
+		msg, rs, scratch = AppendSeries(msg, &ss[i], scratch)
+		rss = append(rss, rs)
+	}
+	return msg, rss
+}
+
+func BenchmarkAppendSeries(b *testing.B) {
+	msg, rss := benchForm(b)
+	var sb labels.ScratchBuilder
+	ss := make([]Series, len(rss))
+	for i, rs := range rss {
+		s, err := readSeries(rs.Bytes(msg), &sb)
+		if err != nil {
+			b.Fatal(err)
+		}
+		ss[i] = s
+	}
+	var out, scratch []byte
+	b.ReportAllocs()
+	for b.Loop() {
+		out = out[:0]
+		for i := range ss {
+			out, _, scratch = AppendSeries(out, &ss[i], scratch)
+		}
+	}
+}
+
+func BenchmarkAppendV1(b *testing.B) {
+	msg, rss := benchForm(b)
+	var out, scratch []byte
+	var err error
+	b.ReportAllocs()
+	for b.Loop() {
+		out = out[:0]
+		for _, rs := range rss {
+			if out, _, scratch, err = AppendV1(out, rs.Bytes(msg), scratch); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+}
+
+func BenchmarkFilterPoints(b *testing.B) {
+	msg, rss := benchForm(b)
+	keep := func(kind int, t int64, _ int) bool { return kind != KindExemplar && t >= 2000 }
+	var out, scratch []byte
+	var err error
+	b.ReportAllocs()
+	for b.Loop() {
+		out = out[:0]
+		for _, rs := range rss {
+			if out, _, _, scratch, err = FilterPoints(out, rs.Bytes(msg), rs, keep, scratch); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+}
+
+func BenchmarkReplaceLabels(b *testing.B) {
+	msg, rss := benchForm(b)
+	var sb labels.ScratchBuilder
+	lss := make([]labels.Labels, len(rss))
+	for i, rs := range rss {
+		ls, err := SeriesLabels(rs.Bytes(msg), &sb)
+		if err != nil {
+			b.Fatal(err)
+		}
+		lb := labels.NewBuilder(ls)
+		lb.Set("env", "prod")
+		lss[i] = lb.Labels()
+	}
+	var out, scratch []byte
+	var err error
+	b.ReportAllocs()
+	for b.Loop() {
+		out = out[:0]
+		for i, rs := range rss {
+			if out, _, scratch, err = ReplaceLabels(out, rs.Bytes(msg), rs, lss[i], scratch); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+}
+
+func BenchmarkWithMetadata(b *testing.B) {
+	msg, rss := benchForm(b)
+	md := Metadata{Type: writev2.Metadata_METRIC_TYPE_GAUGE, Help: "Up."}
+	var out []byte
+	var err error
+	b.ReportAllocs()
+	for b.Loop() {
+		out = out[:0]
+		for _, rs := range rss {
+			if out, _, err = WithMetadata(out, rs.Bytes(msg), md); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+}
