@@ -126,28 +126,19 @@ const (
 	outcomeFallback                // 2.0 sent, and the upstream speaks 1.0 only: 415, or 2xx without Written headers
 )
 
-// recoverableError is a failed attempt worth retrying, with the delay the
-// upstream asked for (0 when it did not say).
-type recoverableError struct {
-	err        error
-	retryAfter time.Duration
-}
-
-func (e *recoverableError) Error() string { return e.err.Error() }
-func (e *recoverableError) Unwrap() error { return e.err }
-
 // attemptResult is the outcome of one HTTP request.
 type attemptResult struct {
-	outcome outcome
-	err     error  // set unless outcomeOK
-	body    []byte // start of the body of a refusal, for the log
+	outcome    outcome
+	err        error         // set unless outcomeOK
+	body       []byte        // start of the body of a refusal, for the log
+	retryAfter time.Duration // what the upstream asked to wait before a retry, if anything
 }
 
 // post sends one encoded batch, of tenant's data if it is not "" (then in
 // the upstream's tenant_header), and drains and closes the response. retry
 // is the Retry-Attempt number, 0 on the first attempt.
 func (f *forwarder) post(ctx context.Context, data []byte, proto prw.Protocol, tenant string, retry int, points int) attemptResult {
-	ctx, cancel := context.WithTimeout(ctx, f.timeout)
+	ctx, cancel := context.WithTimeout(ctx, time.Duration(f.cfg.RemoteTimeout))
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, f.url, bytes.NewReader(data))
 	if err != nil {
@@ -173,15 +164,15 @@ func (f *forwarder) post(ctx context.Context, data []byte, proto prw.Protocol, t
 	resp, err := f.client.Do(req)
 	f.m.sendDuration.Observe(time.Since(start).Seconds())
 	if err != nil {
-		f.requests(statusLabelNetworkFailed).Inc()
-		return attemptResult{outcome: outcomeRetry, err: &recoverableError{err: fmt.Errorf("send: %w", err)}}
+		f.metrics.Requests.WithLabelValues(f.name, statusLabelNetworkFailed).Inc()
+		return attemptResult{outcome: outcomeRetry, err: fmt.Errorf("send: %w", err)}
 	}
 	defer func() {
 		_, _ = io.CopyN(io.Discard, resp.Body, drainBytes)
 		_ = resp.Body.Close()
 	}()
 	code := resp.StatusCode
-	f.requests(strconv.Itoa(code)).Inc()
+	f.metrics.Requests.WithLabelValues(f.name, strconv.Itoa(code)).Inc()
 
 	switch {
 	case code/100 == 2:
@@ -195,10 +186,8 @@ func (f *forwarder) post(ctx context.Context, data []byte, proto prw.Protocol, t
 	case code == http.StatusUnsupportedMediaType && proto == prw.ProtoV2:
 		return attemptResult{outcome: outcomeFallback, err: fmt.Errorf("upstream answered %s to remote write 2.0", resp.Status)}
 	case code/100 == 5 || (code == http.StatusTooManyRequests && f.cfg.QueueConfig.RetryOnRateLimit):
-		return attemptResult{outcome: outcomeRetry, err: &recoverableError{
-			err:        fmt.Errorf("upstream answered %s", resp.Status),
-			retryAfter: parseRetryAfter(resp.Header.Get(headerRetryAfter), time.Now()),
-		}}
+		return attemptResult{outcome: outcomeRetry, err: fmt.Errorf("upstream answered %s", resp.Status),
+			retryAfter: parseRetryAfter(resp.Header.Get(headerRetryAfter), time.Now())}
 	}
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, logBodyBytes))
 	err = fmt.Errorf("upstream answered %s", resp.Status)

@@ -58,7 +58,8 @@ func (f *forwarder) full() error {
 	f.m.queueFull.Inc()
 	f.refused.Store(true)
 	e := ErrQueueFull.withMsg(fmt.Sprintf("upstream %q: %s", f.name, ErrQueueFull.msg))
-	e.retryAfter = f.retryAfter()
+	// The client waits as long as a retry does now, at least a second.
+	e.retryAfter = min(max(time.Duration(f.backoffHint.Load()), time.Second), time.Minute)
 	return e
 }
 

@@ -33,14 +33,12 @@ type forwarder struct {
 	client    *http.Client
 	url       string
 	userAgent string
-	timeout   time.Duration
 	metrics   *registry.ForwardMetrics
 	m         upstreamMetrics
 	shards    []*shard
 	layout    *layout
 	mem       *budget
 	rates     shardRates
-	capacity  int // per shard
 	encoders  encoderPool
 
 	// fellBack is when a 2.0 upstream last showed that it speaks 1.0 only
@@ -132,9 +130,7 @@ func newForwarder(logger *slog.Logger, metrics *registry.ForwardMetrics, u *conf
 		client:    client,
 		url:       u.URL.String(),
 		userAgent: userAgent,
-		timeout:   time.Duration(u.RemoteTimeout),
 		metrics:   metrics,
-		capacity:  q.Capacity,
 
 		probeInterval: probeInterval,
 		ready:         ready,
@@ -177,7 +173,7 @@ func newForwarder(logger *slog.Logger, metrics *registry.ForwardMetrics, u *conf
 	f.m.queueCapacity.Set(float64(active * q.Capacity))
 	f.shards = make([]*shard, q.MaxShards)
 	for i := range f.shards {
-		f.shards[i] = newShard(f)
+		f.shards[i] = &shard{f: f, points: newBudget(int64(q.Capacity), nil), notify: make(chan struct{}, 1)}
 	}
 	if dq != nil {
 		f.dq = dq
@@ -285,10 +281,6 @@ func (f *forwarder) acceptedV2() {
 	}
 }
 
-func (f *forwarder) requests(code string) prometheus.Counter {
-	return f.metrics.Requests.WithLabelValues(f.name, code)
-}
-
 func (f *forwarder) drop(reason string, n int) {
 	if n > 0 {
 		f.m.dropped[reason].Add(float64(n))
@@ -332,12 +324,6 @@ func (f *forwarder) abandon(n int) {
 	if f.dq == nil {
 		f.drop(registry.DropShutdown, n)
 	}
-}
-
-// retryAfter is the delay suggested to a client whose request did not fit
-// in this upstream's queue: the current retry backoff, at least a second.
-func (f *forwarder) retryAfter() time.Duration {
-	return min(max(time.Duration(f.backoffHint.Load()), time.Second), time.Minute)
 }
 
 // logLimiter lets one message through per logInterval.

@@ -258,5 +258,5 @@ func (f *forwarder) setShards(cur, n int) {
 		s.wake() // what the previous epoch left is sent now (see shard.state)
 	}
 	f.m.shards.Set(float64(n))
-	f.m.queueCapacity.Set(float64(n * f.capacity))
+	f.m.queueCapacity.Set(float64(n * f.cfg.QueueConfig.Capacity))
 }

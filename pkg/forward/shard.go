@@ -2,7 +2,6 @@ package forward
 
 import (
 	"context"
-	"errors"
 	"math/rand/v2"
 	"sync"
 	"time"
@@ -45,10 +44,6 @@ type fifo struct {
 	items         []item
 	head, n, size int
 	wholes        int // whole items (see whole.go): each a batch, ready to send
-}
-
-func newShard(f *forwarder) *shard {
-	return &shard{f: f, points: newBudget(int64(f.capacity), nil), notify: make(chan struct{}, 1)}
 }
 
 // release gives back the room of n points of epoch, and their bytes, that
@@ -381,9 +376,8 @@ func (s *shard) send(ctx context.Context, items []item) bool {
 				f.logger.Warn("send batch, retrying", "err", res.err, "retry", retry+1)
 			}
 			sleep := jitter(backoff, time.Duration(q.MaxBackoff))
-			var re *recoverableError
-			if errors.As(res.err, &re) && re.retryAfter > 0 {
-				sleep = re.retryAfter
+			if res.retryAfter > 0 {
+				sleep = res.retryAfter
 			}
 			backoff = min(backoff*2, time.Duration(q.MaxBackoff))
 			f.backoffHint.Store(int64(sleep))
