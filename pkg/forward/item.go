@@ -88,9 +88,14 @@ func countPoints(items []item) int {
 func (it *item) split(n int) (head, tail item, err error) {
 	head = it.like(nil)
 	cut := 0
-	err = rangeChunk(it.raw, func(_ []byte, rs prw.RawSeries, end int) bool {
+	var first []byte // the first series' TimeSeries message
+	var firstRS prw.RawSeries
+	err = rangeChunk(it.raw, func(ts []byte, rs prw.RawSeries, end int) bool {
 		if cut > 0 && head.count()+weight(rs) > n {
 			return false
+		}
+		if cut == 0 {
+			first, firstRS = ts, rs
 		}
 		cut = end
 		head.add(&rs)
@@ -99,37 +104,22 @@ func (it *item) split(n int) (head, tail item, err error) {
 	if err != nil {
 		return *it, item{}, err
 	}
-	if head.count() > n {
-		// One series over n: cut it by its points.
-		return it.splitPoints(n)
+	if head.count() <= n {
+		head.raw, head.size = it.raw[:cut:cut], cut
+		return head, it.rest(&head, it.raw[cut:]), nil
 	}
-	head.raw, head.size = it.raw[:cut:cut], cut
-	return head, it.rest(&head, it.raw[cut:]), nil
-}
-
-// splitPoints cuts the first series of it after its first n points: head
-// is those, tail the rest of that series and the chunk's other series.
-func (it *item) splitPoints(n int) (head, tail item, err error) {
-	var ts []byte
-	var rs prw.RawSeries
-	var end int
-	if err := rangeChunk(it.raw, func(b []byte, r prw.RawSeries, e int) bool {
-		ts, rs, end = b, r, e
-		return false
-	}); err != nil {
-		return *it, item{}, err
-	}
-	h, hrs, _, scratch, err := prw.FilterPoints(nil, ts, rs, func(_ int, _ int64, i int) bool { return i < n }, nil)
+	// Only the first series, over n: cut it by its points.
+	h, hrs, _, scratch, err := prw.FilterPoints(nil, first, firstRS, func(_ int, _ int64, i int) bool { return i < n }, nil)
 	if err != nil {
 		return *it, item{}, err
 	}
-	t, _, _, _, err := prw.FilterPoints(nil, ts, rs, func(_ int, _ int64, i int) bool { return i >= n }, scratch)
+	t, _, _, _, err := prw.FilterPoints(nil, first, firstRS, func(_ int, _ int64, i int) bool { return i >= n }, scratch)
 	if err != nil {
 		return *it, item{}, err
 	}
 	head = it.like(h)
 	head.add(&hrs)
-	return head, it.rest(&head, append(t, it.raw[end:]...)), nil
+	return head, it.rest(&head, append(t, it.raw[cut:]...)), nil
 }
 
 // like returns an item of the chunk raw with it's shard, tenant, record

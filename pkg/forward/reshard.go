@@ -81,7 +81,11 @@ func (l *layout) release(epoch uint32, n int) {
 	defer l.mu.Unlock()
 	l.outstanding[epoch&1] -= n
 	if epoch != l.epoch && l.outstanding[epoch&1] <= 0 {
-		closeOnce(l.drained)
+		select {
+		case <-l.drained:
+		default:
+			close(l.drained)
+		}
 	}
 }
 
@@ -125,14 +129,6 @@ func (l *layout) shards() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.active
-}
-
-func closeOnce(c chan struct{}) {
-	select {
-	case <-c:
-	default:
-		close(c)
-	}
 }
 
 // ewmaRate is an exponentially weighted moving average of a rate per

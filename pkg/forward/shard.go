@@ -128,57 +128,47 @@ func (q *fifo) take(b []item, maxN, maxB int) ([]item, int) {
 			break // a batch holds one tenant's data
 		}
 		c := it.count()
-		if n+c <= maxN && size+it.size <= maxB {
-			if it.whole != nil {
-				q.wholes--
-			}
-			b = append(b, *it)
-			n += c
-			size += it.size
-			q.n -= c
-			q.size -= it.size
-			*it = item{}
-			q.head++
-			continue
-		}
-		if len(b) > 0 {
+		fits := n+c <= maxN && size+it.size <= maxB
+		if !fits && len(b) > 0 {
 			break
 		}
-		// The first item alone is too large: send the part that fits.
 		// Cut or not, a whole item leaves the queue as one.
 		if it.whole != nil {
 			q.wholes--
 		}
-		k := maxN
-		if it.size > maxB {
-			k = min(k, max(maxB/max(it.size/c, 1), 1))
+		if !fits {
+			// The first item alone is too large: send the part that fits.
+			k := maxN
+			if it.size > maxB {
+				k = min(k, max(maxB/max(it.size/c, 1), 1))
+			}
+			if k < c {
+				if head, tail, err := it.split(k); err == nil {
+					b = append(b, head)
+					n = head.count()
+					q.n -= n
+					q.size += tail.size - it.size
+					*it = tail
+					if tail.count() == 0 {
+						*it = item{}
+						q.head++
+					}
+					break
+				}
+				// Not a chunk that can be cut: sent whole, for the
+				// upstream to take or refuse.
+			}
 		}
-		if k >= c {
-			b = append(b, *it)
-			n = c
-			q.n -= c
-			q.size -= it.size
-			*it = item{}
-			q.head++
+		b = append(b, *it)
+		n += c
+		size += it.size
+		q.n -= c
+		q.size -= it.size
+		*it = item{}
+		q.head++
+		if !fits {
 			break
 		}
-		head, tail, err := it.split(k)
-		if err != nil {
-			// Not a chunk that can be cut: sent whole, for the upstream
-			// to take or refuse.
-			head, tail = *it, item{}
-		}
-		b = append(b, head)
-		n = head.count()
-		q.n -= n
-		q.size += tail.size - it.size
-		if tail.count() == 0 {
-			*it = item{}
-			q.head++
-			break
-		}
-		*it = tail
-		break
 	}
 	if q.head == len(q.items) {
 		q.items = q.items[:0]
@@ -483,23 +473,16 @@ func (s *shard) dropTooOld(items []item) []item {
 	dropped := 0
 	for i := range items {
 		it := &items[i]
-		if it.family != nil {
+		kept, d, err := it.keepPoints(recent) // a family item, without points, is kept
+		if err == nil && d == 0 {
 			if out != nil {
 				out = append(out, *it)
 			}
 			continue
 		}
-		kept, d, err := it.keepPoints(recent)
 		if err != nil {
-			kept, d = item{}, it.points() // malformed: nothing of it can be sent
-			s.f.drop(registry.DropEncode, d)
-			d = 0
-		}
-		if d == 0 && err == nil {
-			if out != nil {
-				out = append(out, *it)
-			}
-			continue
+			kept = item{} // malformed: nothing of it can be sent
+			s.f.drop(registry.DropEncode, it.points())
 		}
 		if out == nil {
 			out = append(make([]item, 0, len(items)), items[:i]...)
