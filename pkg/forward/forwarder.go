@@ -256,11 +256,16 @@ func (f *forwarder) batchLimits() (maxN, maxB int) {
 	return maxN, maxB
 }
 
-// accepted records that the upstream took a batch of n points and b
-// bytes: after a 413, the largest such batch is its learned limit.
-func (f *forwarder) accepted(n, b int) {
+// accepted records that the upstream took the batch items: after a 413,
+// the largest batch it took, in points (see item.count) and bytes, is its
+// learned limit.
+func (f *forwarder) accepted(items []item) {
 	if !f.refusedLarge.Load() {
 		return
+	}
+	n, b := 0, itemsSize(items)
+	for i := range items {
+		n += items[i].count()
 	}
 	first := f.learnedN.Load() == 0
 	for cur := f.learnedN.Load(); int64(n) > cur && !f.learnedN.CompareAndSwap(cur, int64(n)); cur = f.learnedN.Load() {

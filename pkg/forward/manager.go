@@ -81,10 +81,9 @@ type Options struct {
 // ApplyConfig sets and later swaps the set of upstreams. All methods are
 // safe for concurrent use.
 type Manager struct {
-	logger       *slog.Logger
-	metrics      *registry.ForwardMetrics
-	queueMetrics *queue.Metrics
-	opts         Options
+	logger  *slog.Logger
+	metrics *registry.ForwardMetrics
+	opts    Options
 
 	// reloadMu serializes ApplyConfig and Stop, and guards the fields up to
 	// mu.
@@ -117,6 +116,12 @@ type upstreamSet struct {
 	external labels.Labels
 }
 
+// onDisk reports whether upstream name has a disk queue in s.
+func (s *upstreamSet) onDisk(name string) bool {
+	f := s.byName[name]
+	return f != nil && f.dq != nil
+}
+
 // NewManager returns a Manager with no upstreams; call ApplyConfig.
 func NewManager(logger *slog.Logger, metrics *registry.ForwardMetrics, opts Options) *Manager {
 	if logger == nil {
@@ -129,18 +134,16 @@ func NewManager(logger *slog.Logger, metrics *registry.ForwardMetrics, opts Opti
 	if opts.ProbeInterval <= 0 {
 		opts.ProbeInterval = DefaultProbeInterval
 	}
-	qm := opts.QueueMetrics
-	if qm == nil {
-		qm = queue.NewMetrics(nil)
+	if opts.QueueMetrics == nil {
+		opts.QueueMetrics = queue.NewMetrics(nil)
 	}
 	m := &Manager{
-		logger:       logger.With("component", "forward"),
-		metrics:      metrics,
-		queueMetrics: qm,
-		opts:         opts,
-		queues:       map[string]diskQueue{},
-		builders:     sync.Pool{New: func() any { return labels.NewBuilder(labels.EmptyLabels()) }},
-		encoders:     sync.Pool{New: func() any { return newRecordEncoder() }},
+		logger:   logger.With("component", "forward"),
+		metrics:  metrics,
+		opts:     opts,
+		queues:   map[string]diskQueue{},
+		builders: sync.Pool{New: func() any { return labels.NewBuilder(labels.EmptyLabels()) }},
+		encoders: sync.Pool{New: func() any { return newRecordEncoder() }},
 	}
 	m.stopping, m.stop = context.WithCancel(context.Background())
 	return m
@@ -196,7 +199,7 @@ func (m *Manager) ApplyConfig(cfg *config.Config) error {
 			if err := q.Close(); err != nil {
 				m.logger.Error("close disk queue", "upstream", n, "err", err)
 			}
-			m.queueMetrics.DeleteUpstream(n)
+			m.opts.QueueMetrics.DeleteUpstream(n)
 		}
 		return fmt.Errorf("upstream %q: %w", name, err)
 	}
@@ -224,7 +227,7 @@ func (m *Manager) ApplyConfig(cfg *config.Config) error {
 				opened[u.Name] = dq
 			}
 		}
-		f, err := newForwarder(m.logger, m.metrics, u, m.opts.UserAgent, m.opts.ProbeInterval, ready, dq, m.queueMetrics)
+		f, err := newForwarder(m.logger, m.metrics, u, m.opts.UserAgent, m.opts.ProbeInterval, ready, dq, m.opts.QueueMetrics)
 		if err != nil {
 			return fail(u.Name, err)
 		}
@@ -255,14 +258,8 @@ func (m *Manager) ApplyConfig(cfg *config.Config) error {
 		}
 		m.logger.Info("upstream started", "upstream", f.name, "protocol", f.proto().Label(), "shards", len(f.shards), "queue", kind)
 	}
-	diskNames := map[string]bool{}
-	for _, f := range next.fwds {
-		if f.dq != nil {
-			diskNames[f.name] = true
-		}
-	}
 	if m.opts.StoragePath != "" {
-		m.scanOrphans(diskNames)
+		m.scanOrphans(next)
 	}
 	// Stop ends the drain: a shutdown is bounded by its own deadline, not
 	// by a reload's.
@@ -270,7 +267,7 @@ func (m *Manager) ApplyConfig(cfg *config.Config) error {
 	defer cancel()
 	stopAll(ctx, append(replaced, removed...))
 	for _, f := range append(replaced, removed...) {
-		if f.dq != nil && !diskNames[f.name] {
+		if f.dq != nil && !next.onDisk(f.name) {
 			m.closeQueue(f.name)
 		}
 	}

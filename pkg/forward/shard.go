@@ -319,7 +319,7 @@ func (s *shard) send(ctx context.Context, items []item) bool {
 			if proto == prw.ProtoV2 && st.points() > 0 {
 				f.acceptedV2()
 			}
-			f.accepted(countWeight(items), itemsSize(items))
+			f.accepted(items)
 			return true
 
 		case outcomeFallback:
@@ -392,16 +392,7 @@ func (s *shard) send(ctx context.Context, items []item) bool {
 	}
 }
 
-// countWeight and itemsSize are what a batch of items weighs against the
-// batch limits: points (see item.count) and estimated bytes.
-func countWeight(items []item) int {
-	n := 0
-	for i := range items {
-		n += items[i].count()
-	}
-	return n
-}
-
+// itemsSize returns the estimated bytes of items.
 func itemsSize(items []item) int {
 	n := 0
 	for i := range items {

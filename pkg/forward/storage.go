@@ -55,7 +55,7 @@ func (m *Manager) openQueue(u *config.UpstreamConfig) (diskQueue, error) {
 		Fsync:         m.opts.Fsync,
 		SyncInterval:  m.opts.SyncInterval,
 		Logger:        m.logger.With("upstream", u.Name, "component", "queue"),
-		Metrics:       m.queueMetrics,
+		Metrics:       m.opts.QueueMetrics,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open disk queue: %w", err)
@@ -66,10 +66,10 @@ func (m *Manager) openQueue(u *config.UpstreamConfig) (diskQueue, error) {
 	return q, nil
 }
 
-// scanOrphans finds the queue directories of upstreams that are not
-// configured with a disk queue, exports their number and size, and logs
-// them once.
-func (m *Manager) scanOrphans(diskNames map[string]bool) {
+// scanOrphans finds the queue directories of upstreams that set does not
+// configure with a disk queue, exports their number and size, and logs
+// them.
+func (m *Manager) scanOrphans(set *upstreamSet) {
 	dir := filepath.Join(m.opts.StoragePath, queuesDir)
 	entries, err := os.ReadDir(dir)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -81,7 +81,7 @@ func (m *Manager) scanOrphans(diskNames map[string]bool) {
 		bytes int64
 	)
 	for _, e := range entries {
-		if !e.IsDir() || diskNames[e.Name()] {
+		if !e.IsDir() || set.onDisk(e.Name()) {
 			continue
 		}
 		names = append(names, e.Name())
@@ -131,6 +131,6 @@ func (m *Manager) closeQueue(name string) {
 	if err := q.Close(); err != nil {
 		m.logger.Error("close disk queue", "upstream", name, "err", err)
 	}
-	m.queueMetrics.DeleteUpstream(name)
+	m.opts.QueueMetrics.DeleteUpstream(name)
 	m.metrics.QueueLag.DeleteLabelValues(name)
 }
