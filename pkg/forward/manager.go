@@ -48,9 +48,9 @@ import (
 // changed upstream's queue to drain.
 const DefaultFlushDeadline = time.Minute
 
-// DefaultProbeInterval is how long an upstream configured for remote write
-// 2.0 that answered as a 1.0 receiver (415, or 2xx without the Written
-// headers) is sent 1.0 before 2.0 is tried again.
+// DefaultProbeInterval is how long a 2.0 upstream that answered as a 1.0
+// receiver (415, or 2xx without the Written headers) is sent 1.0 before 2.0
+// is tried again.
 const DefaultProbeInterval = 10 * time.Minute
 
 // Options configure a Manager. Zero fields mean the documented defaults.
@@ -62,9 +62,8 @@ type Options struct {
 	FlushDeadline time.Duration
 	// ProbeInterval: see DefaultProbeInterval, the default.
 	ProbeInterval time.Duration
-	// StoragePath is --storage.path: disk queues live in
-	// StoragePath/queues/<upstream>, and the Manager locks the directory
-	// at the first ApplyConfig. Empty keeps every queue in memory.
+	// StoragePath is --storage.path, locked at the first ApplyConfig: disk
+	// queues live in StoragePath/queues/<upstream>. Empty: all in memory.
 	StoragePath string
 	// Fsync and SyncInterval are the disk queues' fsync policy; default
 	// queue.FsyncInterval every queue.DefaultSyncInterval.
@@ -86,14 +85,12 @@ type Manager struct {
 	opts    Options
 
 	// reloadMu serializes ApplyConfig and Stop, and guards the fields up to
-	// mu.
+	// mu. queues are the open disk queues by upstream name: the Manager
+	// opens and closes them, a forwarder uses its upstream's.
 	reloadMu sync.Mutex
 	stopped  bool
-	// unlock releases the lock on Options.StoragePath.
-	unlock func() error
-	// queues are the open disk queues by upstream name. A forwarder uses
-	// its upstream's; the Manager opens and closes them.
-	queues map[string]diskQueue
+	unlock   func() error // releases the lock on Options.StoragePath
+	queues   map[string]diskQueue
 
 	// mu guards set: Enqueue holds it for reading while it reserves and
 	// appends, so a forwarder taken out of the set receives nothing after.
@@ -149,20 +146,19 @@ func NewManager(logger *slog.Logger, metrics *registry.ForwardMetrics, opts Opti
 	return m
 }
 
-// ApplyConfig sets the upstreams. New upstreams start; removed ones are
-// drained (for at most Options.FlushDeadline), stopped, and their metric
-// series deleted; changed ones are replaced, the new forwarder sending only
-// once the old one has drained; unchanged ones keep their queue and
-// connections. External labels apply to every request enqueued after it
-// returns. On error nothing changes.
+// ApplyConfig sets the upstreams. New ones start; removed ones are drained
+// (for at most Options.FlushDeadline), stopped and their series deleted;
+// changed ones are replaced, the new forwarder sending once the old one
+// drained; unchanged ones keep their queue and connections. External
+// labels apply to requests enqueued after it returns. On error nothing
+// changes.
 //
-// Disk queues: the first call locks Options.StoragePath. A changed upstream
-// keeps its disk queue (its new max_bytes and full_policy apply at once)
-// and its new forwarder reads again what the old one had read and not sent.
-// A removed upstream, or one switched to memory, has its in-memory part
-// flushed like any other and its queue closed: what is left stays in its
-// directory, unsent, until the upstream is configured again. Such
-// directories are logged and counted as orphaned at every call.
+// A changed upstream keeps its disk queue (new max_bytes and full_policy
+// apply at once), and its new forwarder reads again what the old one read
+// and did not send. A removed upstream, or one switched to memory, is
+// flushed and its queue closed: the rest stays in its directory, unsent,
+// until the upstream is configured again, and is reported as orphaned at
+// every call.
 func (m *Manager) ApplyConfig(cfg *config.Config) error {
 	m.reloadMu.Lock()
 	defer m.reloadMu.Unlock()
@@ -183,8 +179,7 @@ func (m *Manager) ApplyConfig(cfg *config.Config) error {
 	var (
 		created, replaced []*forwarder
 		opened            = map[string]diskQueue{}
-		// handedOver: disk queues that pass from a replaced forwarder to
-		// its successor, with the successor's limits.
+		// disk queues passed from a replaced forwarder to its successor
 		handedOver = map[string]*config.UpstreamConfig{}
 	)
 	// fail undoes what the loop below did, and returns err for upstream name.
@@ -279,21 +274,18 @@ func (m *Manager) ApplyConfig(cfg *config.Config) error {
 }
 
 // Enqueue appends req, the data of tenant ("" for none), to the queue of
-// every upstream that routes reports true for (every upstream when routes
-// is nil). An upstream with a tenant_header sends it in requests of that
-// tenant's data only, with the tenant's id in the header. It returns once the data
-// is queued everywhere (for a disk queue: written to its file), or nothing
-// is queued anywhere: an error wrapping ErrQueueFull (with a RetryAfter
-// method) when an upstream lacks room, ErrStopped after Stop. Every error
-// says how a write handler answers it (see StatusError). Enqueue copies
-// what it keeps: the caller may reuse req and everything it points to once
-// Enqueue returns.
+// every upstream routes reports true for (all when routes is nil); an
+// upstream with a tenant_header sends each tenant's data apart, its id in
+// the header. It returns once the data is queued everywhere (on disk:
+// written to the file), or nothing is queued: ErrQueueFull when an
+// upstream lacks room, ErrStopped after Stop; see StatusError. Enqueue
+// copies what it keeps: the caller may reuse req once it returns.
 //
-// All or nothing holds across disk queues as far as it can: every disk
-// queue is checked for room before anything is appended, but an append can
-// still fail after that (the disk fills up, or a concurrent request took
-// the room). The upstreams appended to before keep the request, and the
-// client's retry sends it to them again: duplicates, never loss.
+// Across disk queues all or nothing holds as far as it can: all are checked
+// for room before any append, but an append can still fail (the disk fills
+// up, a concurrent request took the room). The queues appended to before
+// keep the request and the client's retry duplicates it there: duplicates,
+// never loss.
 func (m *Manager) Enqueue(ctx context.Context, req *prw.Request, tenant string, routes func(upstream string) bool) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -374,8 +366,7 @@ func (m *Manager) Enqueue(ctx context.Context, req *prw.Request, tenant string, 
 			for j := range preps {
 				preps[j].unreserve()
 			}
-			// The disk queues appended to before keep the request: it is
-			// theirs to send (the client's retry duplicates it there).
+			// The disk queues appended to before keep the request.
 			for j := range i {
 				if preps[j].f.dq != nil && len(preps[j].recs) > 0 {
 					preps[j].commit()
@@ -402,10 +393,10 @@ func (m *Manager) Enqueue(ctx context.Context, req *prw.Request, tenant string, 
 	return nil
 }
 
-// Stop flushes every queue until ctx is done, then cancels in-flight sends.
-// In memory mode what is left is counted dropped; disk queues keep it,
-// unacknowledged, and are closed, and the storage path is unlocked. Enqueue
-// returns ErrStopped after. Stop is idempotent.
+// Stop flushes every queue until ctx is done, then cancels in-flight sends:
+// what is left is counted dropped in memory, kept unacknowledged on disk.
+// It closes the disk queues and unlocks the storage path; Enqueue returns
+// ErrStopped after. Stop is idempotent.
 func (m *Manager) Stop(ctx context.Context) {
 	m.stop() // a reload draining upstreams ends its drain now
 	m.reloadMu.Lock()

@@ -69,25 +69,23 @@ func (f *forwarder) readLoop() {
 				}
 			}
 		}
+		pr := &pendingRecord{pos: pos, appended: appended}
+		var s, h, e int
+		for i := range items {
+			it := &items[i]
+			it.rec = pr
+			pr.left += it.count()
+			s, h, e = s+int(it.samples), h+int(it.histograms), e+int(it.exemplars)
+		}
 		if !ok && pos.Before(f.dq.Opened()) {
 			// A backlog written before this process: handed now.
-			var s, h, e int
-			for i := range items {
-				s, h, e = s+int(items[i].samples), h+int(items[i].histograms), e+int(items[i].exemplars)
-			}
 			tenant := ""
 			if len(items) > 0 {
 				tenant = items[0].tenant
 			}
 			f.handed(tenant, s, h, e)
 		}
-		pr := &pendingRecord{pos: pos, appended: appended}
-		points := 0
-		for i := range items {
-			items[i].rec = pr
-			points += items[i].count()
-		}
-		pr.left = points
+		points := pr.left
 		f.acker.add(pr)
 		if len(items) == 0 {
 			f.acker.complete(pr, 0)

@@ -375,16 +375,12 @@ func (s *shard) send(ctx context.Context, items []item) bool {
 				f.abandon(st.points())
 				return false
 			}
-			if q.SampleAgeLimit > 0 {
-				kept := s.dropTooOld(items)
-				if len(kept) == 0 {
+			if kept := s.dropTooOld(items); len(kept) == 0 {
+				return true
+			} else if len(kept) != len(items) || countPoints(kept) != countPoints(items) {
+				items = kept
+				if !encode() {
 					return true
-				}
-				if len(kept) != len(items) || countPoints(kept) != countPoints(items) {
-					items = kept
-					if !encode() {
-						return true
-					}
 				}
 			}
 			f.m.retried.Add(float64(st.points()))
