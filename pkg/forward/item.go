@@ -4,50 +4,37 @@ import (
 	"github.com/rwgateway/gateway/pkg/prw"
 )
 
-// item is one queued entry: a chunk, a run of series in the form (see
-// prw.AppendSeries) as consecutive TimeSeries fields of a 1.0
-// WriteRequest, all of one shard; or, when family is set, one 1.0 family
-// metadata entry.
+// item is one queued entry: a chunk, a run of series of one shard in the
+// form (see prw.AppendSeries) as consecutive TimeSeries fields of a 1.0
+// WriteRequest; or, when family is set, one 1.0 family metadata entry.
 //
-// A chunk holds at most max_samples_per_send points and
-// max_bytes_per_send bytes, so that a batch is whole chunks; a series over
-// either limit alone is a chunk of its own, which take splits by points.
-// Its bytes are read-only and may be shared by the items of several
-// upstreams.
+// A chunk holds at most max_samples_per_send points and max_bytes_per_send
+// bytes, so that a batch is whole chunks; a series over either limit alone
+// is a chunk of its own, which take splits by points. Its bytes are
+// read-only and may be shared by the items of several upstreams.
 type item struct {
 	raw []byte
 	// samples, histograms and exemplars count the chunk's points; empty its
 	// series that have none (2.0 series of metadata only).
 	samples, histograms, exemplars, empty uint32
-	// ext is set when a series of the chunk may have the form's 2.0
-	// extensions, which a 1.0 encoding leaves out.
-	ext bool
-	// epoch is the shard layout's epoch the item was queued in.
-	epoch uint32
+	// ext is set when a series may have the form's 2.0 extensions, which a
+	// 1.0 encoding leaves out.
+	ext   bool
+	epoch uint32 // the shard layout's epoch the item was queued in
 	// shard is the chunk's virtual shard: its series' hash modulo
 	// max_shards (see reshard.go).
-	shard int
-	// tenant is the id of the tenant whose data it is, for an upstream
-	// with a tenant_header; "" otherwise.
-	tenant string
-
+	shard  int
+	tenant string // the tenant's id, for an upstream with a tenant_header
 	family *prw.FamilyMetadata
-
-	// size is the encoded size in bytes, estimated for a family.
-	size int
-
-	// rec is the disk queue record the item was read from, nil in memory
-	// mode.
-	rec *pendingRecord
-
+	size   int            // encoded bytes, estimated for a family
+	rec    *pendingRecord // the disk queue record it was read from
 	// whole is set when the chunk is a client's whole 1.0 request, sent as
 	// it came (see whole.go).
 	whole *wholeRequest
 }
 
-// count is what the item weighs in the queue: its samples, histograms and
-// exemplars, and 1 for each series that has none and for a family metadata
-// entry.
+// count is what the item weighs in the queue: its points, plus 1 for each
+// series without any; 1 for a family metadata entry.
 func (it *item) count() int {
 	if it.family != nil {
 		return 1
@@ -76,6 +63,15 @@ func countPoints(items []item) int {
 	n := 0
 	for i := range items {
 		n += items[i].points()
+	}
+	return n
+}
+
+// itemsSize returns the estimated bytes of items.
+func itemsSize(items []item) int {
+	n := 0
+	for i := range items {
+		n += items[i].size
 	}
 	return n
 }
@@ -122,8 +118,7 @@ func (it *item) split(n int) (head, tail item, err error) {
 	return head, it.rest(&head, append(t, it.raw[cut:]...)), nil
 }
 
-// like returns an item of the chunk raw with it's shard, tenant, record
-// and epoch, and no points counted yet.
+// like returns an item of the chunk raw like it, with no points counted.
 func (it *item) like(raw []byte) item {
 	return item{raw: raw, size: len(raw), shard: it.shard, ext: it.ext, tenant: it.tenant, rec: it.rec, epoch: it.epoch}
 }
@@ -139,8 +134,7 @@ func (it *item) add(rs *prw.RawSeries) {
 	}
 }
 
-// rest returns the item of the chunk raw that holds what it holds besides
-// head.
+// rest returns the item of the chunk raw: what it holds besides head.
 func (it *item) rest(head *item, raw []byte) item {
 	t := it.like(raw)
 	t.samples, t.histograms = it.samples-head.samples, it.histograms-head.histograms
@@ -150,7 +144,7 @@ func (it *item) rest(head *item, raw []byte) item {
 
 // keepPoints returns the chunk it with only the points keep reports true
 // for (see prw.FilterPoints), and the number left out; it itself when none
-// is. The result is a chunk of its own: queued chunks are never modified.
+// is, else a chunk of its own: queued chunks are never modified.
 func (it *item) keepPoints(keep func(kind int, t int64, i int) bool) (item, int, error) {
 	out := it.like(nil)
 	var (

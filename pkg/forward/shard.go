@@ -15,12 +15,10 @@ const maxIdleQueueCap = 4096
 
 // shard is one of an upstream's parallel senders: a bounded FIFO of items
 // and the goroutine that cuts it into batches and sends them one after the
-// other, so a series (always hashed to the same shard within an epoch, see
-// reshard.go) arrives in order.
-//
-// Capacity counts samples, histograms and exemplars (and 1 per family
-// metadata entry) from the moment room is reserved until their batch is
-// acknowledged or dropped, so it bounds the batch in flight too.
+// other, so a series (hashed to the same shard within an epoch, see
+// reshard.go) arrives in order. Capacity counts points (see item.count)
+// from their reservation until their batch is sent or dropped, so it
+// bounds the batch in flight too.
 type shard struct {
 	f *forwarder
 
@@ -29,14 +27,12 @@ type shard struct {
 	// epoch&1: the previous epoch's are taken first, so they never wait
 	// behind items that wait for them.
 	fifos [2]fifo
-	// points are the points reserved, queued or in flight, against the
-	// shard's capacity; the disk queue's reader waits on it for room.
+	// points are reserved, queued or in flight, against the capacity; the
+	// disk queue's reader waits on it for room.
 	points *budget
-	// notify is signalled when items are appended.
-	notify chan struct{}
+	notify chan struct{} // signalled when items are appended
 
-	// Owned by the shard's goroutine.
-	batch []item
+	batch []item // owned by the shard's goroutine
 }
 
 // fifo is a queue of items with its points and estimated bytes.
@@ -46,8 +42,7 @@ type fifo struct {
 	wholes        int // whole items (see whole.go): each a batch, ready to send
 }
 
-// release gives back the room of n points of epoch, and their bytes, that
-// were sent or dropped.
+// release gives back the room of n points of epoch, and of their bytes.
 func (s *shard) release(epoch uint32, n, bytes int) {
 	s.f.mem.give(bytes)
 	if n == 0 {
@@ -186,8 +181,8 @@ func (q *fifo) take(b []item, maxN, maxB int) ([]item, int) {
 }
 
 // run is the shard's goroutine: it sends a batch when one is full or when
-// the oldest queued item has waited batch_send_deadline, and flushes the
-// queue when the forwarder stops.
+// the oldest queued item has waited batch_send_deadline, and on quit
+// flushes the queue until ctx is done (the rest is abandoned).
 func (s *shard) run() {
 	f := s.f
 	ctx := f.ctx
@@ -218,25 +213,17 @@ func (s *shard) run() {
 			s.sendNext(ctx)
 		case <-f.quit:
 			timer.Stop()
-			s.flush(ctx)
+			for _, pending := s.state(); pending; _, pending = s.state() {
+				s.sendNext(ctx)
+			}
 			return
 		}
 	}
 }
 
-// flush sends everything queued until ctx is done; the rest is abandoned.
-func (s *shard) flush(ctx context.Context) {
-	for {
-		if _, pending := s.state(); !pending {
-			return
-		}
-		s.sendNext(ctx)
-	}
-}
-
-// sendNext takes one batch and sends it. In disk mode a batch that was
-// sent or dropped is done for its queue records; one abandoned at shutdown
-// is not, and is read from the disk queue again after a restart.
+// sendNext takes one batch and sends it. In disk mode a batch sent or
+// dropped is done for its queue records; one abandoned at shutdown is read
+// again after a restart.
 func (s *shard) sendNext(ctx context.Context) {
 	b, n, bytes := s.take()
 	if n == 0 {
@@ -388,21 +375,10 @@ func (s *shard) send(ctx context.Context, items []item) bool {
 	}
 }
 
-// itemsSize returns the estimated bytes of items.
-func itemsSize(items []item) int {
-	n := 0
-	for i := range items {
-		n += items[i].size
-	}
-	return n
-}
-
-// splitBatch cuts a batch an upstream refused as too large into two halves
-// of about the same number of points, at series boundaries where it can:
-// whole items when there are several, the series of a chunk, and the
-// points of a single series last (its head is sent first, so its points
-// stay in order). ok is false for a batch of one point, which cannot be
-// split.
+// splitBatch cuts a batch refused as too large into two halves: between
+// items if there are several, else between a chunk's series, else within a
+// series (its head is sent first, so its points stay in order). ok is false
+// for a batch of one point.
 func splitBatch(items []item) (head, tail []item, ok bool) {
 	if len(items) > 1 {
 		mid := len(items) / 2
@@ -423,10 +399,8 @@ func splitBatch(items []item) (head, tail []item, ok bool) {
 	return []item{h}, []item{t}, true
 }
 
-// jitter returns a delay in [d, 1.25d], at most ceiling. The backoff d
-// doubles from one retry to the next, so a wait is never shorter than the
-// one before: jitter spreads the retries of many shards without undoing
-// the backoff.
+// jitter returns a delay in [d, 1.25d], at most ceiling: as d doubles per
+// retry, it spreads many shards' retries without ever shortening a wait.
 func jitter(d, ceiling time.Duration) time.Duration {
 	if d >= ceiling {
 		return ceiling
@@ -447,8 +421,8 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 }
 
 // dropTooOld removes points older than sample_age_limit, counting them. It
-// returns items itself when nothing is too old, else a new slice: queued
-// items are shared and never modified.
+// returns items itself if nothing is too old, else a new slice: queued items
+// are shared and never modified.
 func (s *shard) dropTooOld(items []item) []item {
 	limit := time.Duration(s.f.cfg.QueueConfig.SampleAgeLimit)
 	if limit <= 0 {
