@@ -9,17 +9,17 @@ import (
 )
 
 // pendingRecord is a record read from the disk queue whose points are in
-// the shards. Its position is acknowledged once every point of it and of
-// every earlier record is sent or dropped.
+// the shards: acknowledged once every point of it and of every earlier
+// record is sent or dropped.
 type pendingRecord struct {
 	pos      queue.Position
 	appended time.Time
 	left     int // points not yet done; guarded by acker.mu
 }
 
-// acker tracks the records a forwarder read and acknowledges the longest
-// fully delivered prefix: the contiguous watermark. Its methods are safe
-// for concurrent use: shards complete points, the reader adds records.
+// acker acknowledges the longest fully delivered prefix of the records a
+// forwarder read: the contiguous watermark. The reader adds records and
+// shards complete points, concurrently.
 type acker struct {
 	f *forwarder
 

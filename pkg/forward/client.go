@@ -25,27 +25,23 @@ const (
 	// reuses a connection the far end has just closed.
 	idleConnTimeout = 50 * time.Second
 	// connSlack is how many connections an upstream may open beyond one per
-	// shard: room for a connection being torn down while its replacement
-	// dials.
+	// shard: room for one being torn down while its replacement dials.
 	connSlack = 2
-	// drainBytes bounds how much of a response body is read so that the
-	// connection can be reused; a longer body closes the connection.
-	drainBytes = 4096
-	// logBodyBytes is how much of a refusing upstream's body is logged.
-	logBodyBytes = 256
-	// maxRetryAfter caps an upstream's Retry-After.
-	maxRetryAfter = 5 * time.Minute
+	// drainBytes is how much of a response body is read so that the
+	// connection can be reused; a longer body closes it.
+	drainBytes    = 4096
+	logBodyBytes  = 256             // how much of a refusal's body is logged
+	maxRetryAfter = 5 * time.Minute // caps an upstream's Retry-After
 
 	headerRetryAttempt       = "Retry-Attempt"
 	headerRetryAfter         = "Retry-After"
 	statusLabelNetworkFailed = "error" // the status label of a request without an answer
 )
 
-// newClient returns the upstream's one long-lived HTTP client. Its
-// connections are bounded: at most maxConns are open at once (the limit is
-// enforced in the dialer, since prometheus/common builds the transport
-// itself and offers no MaxConnsPerHost option); shards send sequentially, so
-// maxConns = shards + connSlack never makes a shard wait in practice.
+// newClient returns the upstream's one long-lived HTTP client, with at most
+// maxConns connections open (enforced in the dialer, as prometheus/common
+// builds the transport and offers no MaxConnsPerHost). Shards send
+// sequentially, so shards + connSlack never makes one wait in practice.
 func newClient(u *config.UpstreamConfig, maxConns int) (*http.Client, error) {
 	l := &connLimiter{
 		sem:    make(chan struct{}, maxConns),
@@ -68,9 +64,8 @@ func newClient(u *config.UpstreamConfig, maxConns int) (*http.Client, error) {
 	return c, nil
 }
 
-// signingTransport is a signing round tripper that closes the idle
-// connections of the transport under it, which the client's
-// CloseIdleConnections would not reach otherwise.
+// signingTransport is a signing round tripper that passes the client's
+// CloseIdleConnections on to the transport under it.
 type signingTransport struct {
 	http.RoundTripper
 	inner http.RoundTripper
@@ -82,8 +77,8 @@ func (t signingTransport) CloseIdleConnections() {
 	}
 }
 
-// connLimiter bounds the number of open connections of one client. A slot is
-// taken when a connection is dialed and given back when it is closed.
+// connLimiter bounds the open connections of one client: a slot is taken
+// when one is dialed, given back when it is closed.
 type connLimiter struct {
 	sem    chan struct{}
 	dialer net.Dialer
@@ -134,9 +129,9 @@ type attemptResult struct {
 	retryAfter time.Duration // what the upstream asked to wait before a retry, if anything
 }
 
-// post sends one encoded batch, of tenant's data if it is not "" (then in
-// the upstream's tenant_header), and drains and closes the response. retry
-// is the Retry-Attempt number, 0 on the first attempt.
+// post sends one encoded batch, of tenant's data if not "" (named in the
+// tenant_header), and drains and closes the response. retry is the
+// Retry-Attempt number, 0 on the first attempt.
 func (f *forwarder) post(ctx context.Context, data []byte, proto prw.Protocol, tenant string, retry int, points int) attemptResult {
 	ctx, cancel := context.WithTimeout(ctx, time.Duration(f.cfg.RemoteTimeout))
 	defer cancel()

@@ -8,12 +8,8 @@ import (
 )
 
 const (
-	// lagInterval is how often gateway_upstream_queue_lag_seconds is
-	// updated.
-	lagInterval = time.Second
-	// readRetryInterval is the pause after a read error other than a
-	// shutdown.
-	readRetryInterval = time.Second
+	lagInterval       = time.Second // how often the queue lag gauge is updated
+	readRetryInterval = time.Second // the pause after a read error
 	// corruptUndecodable is the kind label of gateway_queue_corrupt_bytes_total
 	// for records that passed the queue's checksums but could not be decoded.
 	corruptUndecodable = "undecodable"
@@ -31,8 +27,8 @@ func (f *forwarder) readLoop() {
 			return
 		}
 	}
-	// Records the forwarder of the previous configuration read and did not
-	// get acknowledged are read again.
+	// What the previous configuration's forwarder read and did not get
+	// acknowledged is read again.
 	if f.prev != nil {
 		f.m.pendingG.Set(float64(f.pending.Add(f.prev.pending.Swap(0))))
 		f.prev = nil
@@ -126,7 +122,8 @@ func shardsOf(items []item, n int) []int {
 	return out
 }
 
-// lagLoop updates the lag gauge until the forwarder stops.
+// lagLoop updates the lag gauge until the forwarder stops. When records
+// wait on disk and none read is unacknowledged, it keeps its last value.
 func (f *forwarder) lagLoop() {
 	t := time.NewTicker(lagInterval)
 	defer t.Stop()
@@ -135,19 +132,11 @@ func (f *forwarder) lagLoop() {
 		case <-f.quit:
 			return
 		case <-t.C:
-			f.updateLag(time.Now())
+			if oldest, ok := f.acker.oldest(); ok {
+				f.lag.Set(max(time.Since(oldest).Seconds(), 0))
+			} else if records, _ := f.dq.Len(); records == 0 {
+				f.lag.Set(0)
+			}
 		}
 	}
-}
-
-func (f *forwarder) updateLag(now time.Time) {
-	if oldest, ok := f.acker.oldest(); ok {
-		f.lag.Set(max(now.Sub(oldest).Seconds(), 0))
-		return
-	}
-	if records, _ := f.dq.Len(); records == 0 {
-		f.lag.Set(0)
-	}
-	// Otherwise records wait on disk and the reader is about to take
-	// them: keep the last value.
 }
