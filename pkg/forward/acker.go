@@ -34,8 +34,7 @@ func (a *acker) add(r *pendingRecord) {
 	a.mu.Unlock()
 }
 
-// complete marks n points of r done and acknowledges what became
-// contiguous.
+// complete marks n points of r done and acknowledges what became contiguous.
 func (a *acker) complete(r *pendingRecord, n int) {
 	a.mu.Lock()
 	r.left -= n
@@ -73,8 +72,7 @@ func (a *acker) oldest() (time.Time, bool) {
 	return a.pending[a.head].appended, true
 }
 
-// completeItems marks the points of a finished batch done, a run of items
-// of the same record at a time.
+// completeItems marks the points of a finished batch done, record by record.
 func (f *forwarder) completeItems(items []item) {
 	if f.acker == nil {
 		return

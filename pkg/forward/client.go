@@ -64,8 +64,7 @@ func newClient(u *config.UpstreamConfig, maxConns int) (*http.Client, error) {
 	return c, nil
 }
 
-// signingTransport is a signing round tripper that passes the client's
-// CloseIdleConnections on to the transport under it.
+// signingTransport signs requests, and passes CloseIdleConnections on.
 type signingTransport struct {
 	http.RoundTripper
 	inner http.RoundTripper
@@ -77,8 +76,7 @@ func (t signingTransport) CloseIdleConnections() {
 	}
 }
 
-// connLimiter bounds the open connections of one client: a slot is taken
-// when one is dialed, given back when it is closed.
+// connLimiter bounds a client's open connections, one slot per connection.
 type connLimiter struct {
 	sem    chan struct{}
 	dialer net.Dialer
@@ -192,8 +190,7 @@ func (f *forwarder) post(ctx context.Context, data []byte, proto prw.Protocol, t
 	return attemptResult{outcome: outcomeDrop, err: err, body: body}
 }
 
-// parseRetryAfter reads a Retry-After value, in seconds or as an HTTP date.
-// It returns 0 when v is empty or invalid, and caps the delay.
+// parseRetryAfter reads Retry-After (seconds or a date): 0 if invalid, capped.
 func parseRetryAfter(v string, now time.Time) time.Duration {
 	if v == "" {
 		return 0

@@ -49,8 +49,7 @@ var (
 	ErrNotConfigured = errors.New("no upstreams configured")
 )
 
-// full counts a request refused for the upstream's full queue, and returns
-// the error for it.
+// full counts a request refused for a full queue, and returns its error.
 func (f *forwarder) full() error {
 	f.m.queueFull.Inc()
 	f.refused.Store(true)

@@ -90,8 +90,7 @@ type forwarder struct {
 	stopOnce sync.Once
 }
 
-// upstreamMetrics are the upstream's children of the shared vectors, looked
-// up once.
+// upstreamMetrics are the upstream's children of the shared vectors.
 type upstreamMetrics struct {
 	sentSamples, sentHistograms, sentExemplars, sentMetadata prometheus.Counter
 	sentBatches, sentBytes, failed, retried, queueFull       prometheus.Counter
@@ -205,8 +204,7 @@ func (f *forwarder) stop(ctx context.Context) {
 	})
 }
 
-// proto is the protocol batches are encoded in now: the configured one,
-// but 1.0 for probeInterval after a 2.0 upstream answered as a 1.0 one.
+// proto is the protocol batches are encoded in now (see fellBack).
 func (f *forwarder) proto() prw.Protocol {
 	if !f.cfg.SendsV2() {
 		return prw.ProtoV1

@@ -60,8 +60,7 @@ func (h *handoff) put(pos queue.Position, items []item, appended time.Time, n in
 	return true
 }
 
-// take returns the items of the record at pos if they were put, and
-// forgets every entry up to pos.
+// take returns the items put for pos, and forgets every entry up to pos.
 func (h *handoff) take(pos queue.Position) ([]item, time.Time, bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()

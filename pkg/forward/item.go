@@ -123,8 +123,7 @@ func (it *item) like(raw []byte) item {
 	return item{raw: raw, size: len(raw), shard: it.shard, ext: it.ext, tenant: it.tenant, rec: it.rec, epoch: it.epoch}
 }
 
-// add counts the points of the series rs, or the series itself if it has
-// none (see count).
+// add counts the points of the series rs (see count).
 func (it *item) add(rs *prw.RawSeries) {
 	it.samples += rs.Samples
 	it.histograms += rs.Histograms

@@ -44,8 +44,7 @@ import (
 	"github.com/rwgateway/gateway/pkg/registry"
 )
 
-// DefaultFlushDeadline bounds how long a reload waits for a removed or
-// changed upstream's queue to drain.
+// DefaultFlushDeadline bounds a reload's wait for an old queue to drain.
 const DefaultFlushDeadline = time.Minute
 
 // DefaultProbeInterval is how long a 2.0 upstream that answered as a 1.0
@@ -105,8 +104,7 @@ type Manager struct {
 	stop     context.CancelFunc
 }
 
-// upstreamSet is one configuration's forwarders; never modified once
-// published.
+// upstreamSet is one configuration's forwarders; never modified once published.
 type upstreamSet struct {
 	fwds     []*forwarder
 	byName   map[string]*forwarder

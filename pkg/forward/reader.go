@@ -110,8 +110,7 @@ func (f *forwarder) readLoop() {
 	}
 }
 
-// shardsOf returns the shard of every item: a chunk's own, 0 for family
-// metadata.
+// shardsOf returns the shard of every item, 0 for family metadata.
 func shardsOf(items []item, n int) []int {
 	out := make([]int, len(items))
 	for i := range items {

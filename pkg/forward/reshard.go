@@ -82,8 +82,7 @@ func (l *layout) release(epoch uint32, n int) {
 	}
 }
 
-// gate returns what a batch of epoch waits for before it is sent: nil if
-// nothing.
+// gate returns what a batch of epoch waits for before it is sent, or nil.
 func (l *layout) gate(epoch uint32) <-chan struct{} {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -124,8 +123,7 @@ func (l *layout) shards() int {
 	return l.active
 }
 
-// ewmaRate is an exponentially weighted moving average of a rate per
-// second, updated every shardUpdateInterval.
+// ewmaRate is an exponentially weighted moving average of a rate per second.
 type ewmaRate struct {
 	events atomic.Int64
 	rate   float64
@@ -167,8 +165,7 @@ func desiredShards(cur, lo, hi int, inRate, outRate, busyRate float64, pending i
 	return min(max(n, lo), hi)
 }
 
-// reshardLoop updates the number of shards every shardUpdateInterval until
-// the forwarder stops.
+// reshardLoop adjusts the number of shards until the forwarder stops.
 func (f *forwarder) reshardLoop() {
 	q := &f.cfg.QueueConfig
 	if q.MinShards >= q.MaxShards {
@@ -236,8 +233,7 @@ func (f *forwarder) updateShards(interval time.Duration) {
 	}
 }
 
-// setShards starts an epoch with n shards, unless the previous one has
-// points outstanding.
+// setShards starts an epoch with n shards, if layout.set allows.
 func (f *forwarder) setShards(cur, n int) {
 	if !f.layout.set(n) {
 		return

@@ -113,8 +113,7 @@ func (s *shard) take() ([]item, int, int) {
 	return b, n, size - q.size
 }
 
-// take appends the next batch of q to b. A whole item is a batch of its
-// own.
+// take appends the next batch of q to b; a whole item is a batch of its own.
 func (q *fifo) take(b []item, maxN, maxB int) ([]item, int) {
 	n, size := 0, 0
 	for q.head < len(q.items) {

@@ -19,8 +19,7 @@ const (
 	quarantineDir = "quarantine"
 )
 
-// diskQueue is what a forwarder uses of pkg/queue. Tests wrap the real
-// queue to inject errors such as a full disk.
+// diskQueue is what a forwarder uses of pkg/queue; tests wrap it.
 type diskQueue interface {
 	AppendAt(recs ...[]byte) (queue.Position, error)
 	HasRoom(n int, payloadBytes int64) bool
@@ -120,8 +119,7 @@ func (m *Manager) lockStorage() error {
 	return nil
 }
 
-// closeQueue closes the disk queue of upstream name and deletes its series.
-// reloadMu is held.
+// closeQueue closes upstream name's disk queue; reloadMu is held.
 func (m *Manager) closeQueue(name string) {
 	q := m.queues[name]
 	if q == nil {

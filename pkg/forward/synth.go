@@ -23,8 +23,7 @@ type synthesizer struct {
 	pending  []pendingFamily
 }
 
-// pendingFamily is a series with metadata, and that metadata, whose family
-// strip has yet to see.
+// pendingFamily is a series' metadata, whose family strip has yet to see.
 type pendingFamily struct{ series, md []byte }
 
 var synthesizers = sync.Pool{New: func() any { return &synthesizer{families: map[string]struct{}{}} }}
@@ -113,8 +112,7 @@ func appendMetadata(b []byte, name string, m prw.Metadata) ([]byte, prw.Span) {
 	return b, sp
 }
 
-// fieldSpan returns the span of the message of the length-delimited field
-// that starts at b[start:] and ends b.
+// fieldSpan returns the span of the message of the field b[start:].
 func fieldSpan(b []byte, start int) prw.Span {
 	_, _, k := protowire.ConsumeTag(b[start:])
 	_, m := protowire.ConsumeVarint(b[start+k:])
