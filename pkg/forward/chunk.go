@@ -76,10 +76,9 @@ func chunkRaw(msg []byte, series []prw.RawSeries, nShards, maxN, maxB int) (item
 	return items, shardOf
 }
 
-// rangeChunk calls fn for each series of the chunk raw, in order, with its
-// TimeSeries message, its points and the offset just past its field, until
-// fn returns false. Chunks hold validated series, but a malformed one ends
-// the walk with an error rather than a panic.
+// rangeChunk calls fn with each series of the chunk raw (its TimeSeries
+// message, points and end offset) until fn returns false. Chunks hold
+// validated series, but a malformed one is an error, not a panic.
 func rangeChunk(raw []byte, fn func(ts []byte, rs prw.RawSeries, end int) bool) error {
 	for off := 0; off < len(raw); {
 		_, _, k := protowire.ConsumeTag(raw[off:])
@@ -101,9 +100,8 @@ func rangeChunk(raw []byte, fn func(ts []byte, rs prw.RawSeries, end int) bool) 
 
 var errMalformedChunk = errors.New("malformed chunk")
 
-// rawItems returns the chunks of raw's series and, if withMeta, the items
-// of its 1.0 family metadata (shard 0), which own their memory, and the
-// shard of each.
+// rawItems returns the chunks of raw's series and, if withMeta, of its 1.0
+// family metadata (shard 0), owning their memory, and the shard of each.
 func rawItems(raw *prw.RawV1, shards, maxN, maxB int, withMeta bool) ([]item, []int) {
 	items, shardOf := chunkRaw(raw.Msg, raw.Series, shards, maxN, maxB)
 	if withMeta {

@@ -34,7 +34,6 @@ const (
 	maxRetryAfter = 5 * time.Minute // caps an upstream's Retry-After
 
 	headerRetryAttempt       = "Retry-Attempt"
-	headerRetryAfter         = "Retry-After"
 	statusLabelNetworkFailed = "error" // the status label of a request without an answer
 )
 
@@ -180,7 +179,7 @@ func (f *forwarder) post(ctx context.Context, data []byte, proto prw.Protocol, t
 		return attemptResult{outcome: outcomeFallback, err: fmt.Errorf("upstream answered %s to remote write 2.0", resp.Status)}
 	case code/100 == 5 || (code == http.StatusTooManyRequests && f.cfg.QueueConfig.RetryOnRateLimit):
 		return attemptResult{outcome: outcomeRetry, err: fmt.Errorf("upstream answered %s", resp.Status),
-			retryAfter: parseRetryAfter(resp.Header.Get(headerRetryAfter), time.Now())}
+			retryAfter: parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())}
 	}
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, logBodyBytes))
 	err = fmt.Errorf("upstream answered %s", resp.Status)

@@ -76,11 +76,9 @@ func itemsSize(items []item) int {
 	return n
 }
 
-// split returns the first n points of the chunk it, 0 < n < it.count(), as
-// head and the rest as tail: the longest run of its first series with at
-// most n points, or, when the first series alone has more than n, that
-// series' first n points (samples first, then exemplars and histograms, in
-// the order the series holds them).
+// split cuts the chunk it, 0 < n < it.count(), into head, its longest run
+// of first series with at most n points (or the first n points of a first
+// series with more, in the order the series holds them), and tail.
 func (it *item) split(n int) (head, tail item, err error) {
 	head = it.like(nil)
 	cut := 0

@@ -2,26 +2,24 @@
 // upstream.
 //
 // The Manager (manager.go) owns one forwarder (forwarder.go) per upstream.
-// Enqueue takes a request in the form every series keeps from here to the
-// wire (see prw.AppendSeries; request.go, synth.go), prepares it for each
-// upstream it is routed to (prepare.go: external labels, write relabeling,
-// send_* settings) as chunks of series (chunk.go, item.go), and appends it
-// to every upstream's queue, all or nothing.
+// Enqueue takes a request in the form every series keeps up to the wire
+// (prw.AppendSeries; request.go, synth.go), prepares it for each upstream
+// it is routed to (prepare.go: external labels, write relabeling, send_*
+// settings) as chunks of series (chunk.go, item.go), and appends it to
+// every upstream's queue, all or nothing.
 //
-// A queue is in memory, or on disk (storage.go) with Options.StoragePath
-// set and queue_config.storage "disk": Enqueue then appends one record per
-// request (record.go) and returns once it is written; a reader (reader.go)
-// takes the records back in order and feeds the shards (handoff.go spares
-// it decoding what Enqueue just wrote), and a record is acknowledged
-// (acker.go) once its points and those of every earlier record were sent
-// or dropped.
+// A disk queue (storage.go; Options.StoragePath and queue_config.storage
+// "disk") is appended one record per request (record.go) before Enqueue
+// returns; a reader (reader.go) feeds the records in order to the shards
+// (handoff.go spares it decoding what Enqueue just wrote), and a record is
+// acknowledged (acker.go) once its points and all earlier ones were sent or
+// dropped.
 //
 // A series always goes to the same shard (shard.go; their number follows
-// the load, reshard.go), whose goroutine cuts batches, encodes them
-// (encode.go) and sends them one after the other (client.go), so each
-// series arrives in order. Batches are retried with backoff on network
-// errors, 5xx and 429, split on 413, and dropped (and counted) on other
-// 4xx.
+// the load, reshard.go), whose goroutine cuts, encodes (encode.go) and
+// sends (client.go) batches one after the other, so each series arrives in
+// order. Batches are retried with backoff on network errors, 5xx and 429,
+// split on 413, and dropped (and counted) on other 4xx.
 package forward
 
 import (
@@ -48,19 +46,16 @@ import (
 const DefaultFlushDeadline = time.Minute
 
 // DefaultProbeInterval is how long a 2.0 upstream that answered as a 1.0
-// receiver (415, or 2xx without the Written headers) is sent 1.0 before 2.0
-// is tried again.
+// one (415, or 2xx without Written headers) is sent 1.0.
 const DefaultProbeInterval = 10 * time.Minute
 
 // Options configure a Manager. Zero fields mean the documented defaults.
 type Options struct {
 	// UserAgent is sent to upstreams; default "rw-gateway/<version>".
 	UserAgent string
-	// FlushDeadline bounds the drain of an upstream that a reload removes or
-	// changes; default DefaultFlushDeadline.
-	FlushDeadline time.Duration
-	// ProbeInterval: see DefaultProbeInterval, the default.
-	ProbeInterval time.Duration
+	// FlushDeadline and ProbeInterval: see their defaults, DefaultFlushDeadline
+	// and DefaultProbeInterval.
+	FlushDeadline, ProbeInterval time.Duration
 	// StoragePath is --storage.path, locked at the first ApplyConfig: disk
 	// queues live in StoragePath/queues/<upstream>. Empty: all in memory.
 	StoragePath string
@@ -75,9 +70,8 @@ type Options struct {
 	wrapQueue func(diskQueue) diskQueue
 }
 
-// Manager owns one forwarder per upstream. It is built once at start;
-// ApplyConfig sets and later swaps the set of upstreams. All methods are
-// safe for concurrent use.
+// Manager owns one forwarder per upstream, swapped by ApplyConfig. All its
+// methods are safe for concurrent use.
 type Manager struct {
 	logger  *slog.Logger
 	metrics *registry.ForwardMetrics

@@ -188,10 +188,9 @@ func (f *forwarder) reshardLoop() {
 }
 
 // checkBacklog doubles the shards, at most every 500 ms, while they fall
-// further behind: a memory queue refused a request, or a disk queue's
-// reader is behind half of the handoff, and more is pending than at the
-// last check. Waiting for the rates would let a disk backlog outgrow the
-// handoff, and decoding its records again costs the CPU sending needs.
+// further behind (a full memory queue, or a reader behind half the handoff,
+// and more pending than at the last check): waiting for the rates would let
+// a disk backlog outgrow the handoff, and decoding it costs sending CPU.
 func (f *forwarder) checkBacklog() {
 	backlog := f.refused.Swap(false) || (f.handoff != nil && f.handoff.behind())
 	if !backlog {

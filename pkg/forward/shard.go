@@ -70,9 +70,8 @@ func (s *shard) appendItems(items []item, n int, epoch uint32) {
 	s.wake()
 }
 
-// state reports whether a batch is ready to send (full, a whole item, or
-// left by a previous epoch, which the current one waits for), and whether
-// anything is waiting.
+// state reports whether a batch is ready (full, whole, or of a previous
+// epoch, which the current one waits for), and whether anything waits.
 func (s *shard) state() (ready, any bool) {
 	maxN, maxB := s.f.batchLimits()
 	cur := s.f.layout.current.Load()
@@ -94,11 +93,10 @@ func (s *shard) wake() {
 	}
 }
 
-// take removes the next batch from the queue: items up to
-// max_samples_per_send points and max_bytes_per_send estimated bytes, all
-// of one epoch, the older first, splitting an item that alone exceeds them.
-// It returns the batch (valid until the next take), its number of points,
-// and the bytes it took off the queue (see budget).
+// take removes the next batch, of one epoch (the older first) and within
+// the batch limits, splitting an item that alone exceeds them. It returns
+// the batch (valid until the next take), its points, and the bytes it took
+// off the queue.
 func (s *shard) take() ([]item, int, int) {
 	maxN, maxB := s.f.batchLimits()
 	s.mu.Lock()
@@ -220,9 +218,8 @@ func (s *shard) run() {
 	}
 }
 
-// sendNext takes one batch and sends it. In disk mode a batch sent or
-// dropped is done for its queue records; one abandoned at shutdown is read
-// again after a restart.
+// sendNext takes one batch and sends it. In disk mode a batch abandoned at
+// shutdown is not done for its records, so it is read again after a restart.
 func (s *shard) sendNext(ctx context.Context) {
 	b, n, bytes := s.take()
 	if n == 0 {
@@ -244,10 +241,9 @@ func (s *shard) sendNext(ctx context.Context) {
 	s.release(epoch, n, bytes)
 }
 
-// send delivers one batch: it retries recoverable failures with backoff
-// until success or until ctx is done, splits it on 413, and drops it on
-// other 4xx. Everything it drops is counted. It reports false when it gave
-// up on some of the batch because ctx ended (see forwarder.abandon).
+// send delivers one batch: it retries with backoff until success or ctx is
+// done, splits it on 413, and drops (and counts) it on other 4xx. It reports
+// false if it gave up on some of it because ctx ended (see abandon).
 func (s *shard) send(ctx context.Context, items []item) bool {
 	f := s.f
 	q := &f.cfg.QueueConfig
