@@ -11,10 +11,9 @@ import (
 )
 
 // Chunks: a request's series are queued as one item per shard and batch,
-// a chunk of the shard's series as consecutive TimeSeries fields of a 1.0
-// WriteRequest, copied once into one pointer-free buffer per request. It
-// goes into a batch with one copy, and costs the shard queue, the disk
-// reader and the garbage collector one item instead of hundreds.
+// consecutive TimeSeries fields of a 1.0 WriteRequest copied once into one
+// pointer-free buffer per request: a batch copies it once, and the queue,
+// the reader and the garbage collector see one item instead of hundreds.
 
 // chunkRaw copies the series of msg (series in the form) into chunks for
 // nShards shards of at most maxN points and maxB bytes; a series over

@@ -13,17 +13,14 @@ import (
 // not reached yet; past it, records are decoded from disk.
 const maxHandoffBytes = 16 << 20
 
-// handoff passes the items of a disk queue record from Enqueue, which has
-// them decoded, to the reader, which would decode them again from the
-// record (a snappy decode and a scan of every series: a third of the CPU
-// per sample when the reader keeps up). The record is still written, read
+// handoff passes the items of a disk queue record from Enqueue to the
+// reader, which would decode them again (a snappy decode and a scan of every
+// series: a third of the CPU per sample). The record is still written, read
 // and acknowledged, so durability does not change; a record without an
 // entry (written before a restart, or read before its entry was put) is
-// decoded as always.
-//
-// Entries are keyed by queue position. An entry put after the reader passed
-// its position is refused rather than kept forever, and taking a position
-// discards the entries before it (records drop_oldest dropped unread).
+// decoded. Entries are keyed by queue position: one put after the reader
+// passed it is refused, and taking a position discards the entries before
+// it (records drop_oldest dropped unread).
 type handoff struct {
 	mu      sync.Mutex
 	read    queue.Position // the last position the reader took

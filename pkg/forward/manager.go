@@ -138,19 +138,16 @@ func NewManager(logger *slog.Logger, metrics *registry.ForwardMetrics, opts Opti
 	return m
 }
 
-// ApplyConfig sets the upstreams. New ones start; removed ones are drained
+// ApplyConfig sets the upstreams: new ones start; removed ones are drained
 // (for at most Options.FlushDeadline), stopped and their series deleted;
 // changed ones are replaced, the new forwarder sending once the old one
-// drained; unchanged ones keep their queue and connections. External
-// labels apply to requests enqueued after it returns. On error nothing
-// changes.
+// drained; unchanged ones keep their queue and connections. External labels
+// apply to requests enqueued after it returns. On error nothing changes.
 //
-// A changed upstream keeps its disk queue (new max_bytes and full_policy
-// apply at once), and its new forwarder reads again what the old one read
-// and did not send. A removed upstream, or one switched to memory, is
-// flushed and its queue closed: the rest stays in its directory, unsent,
-// until the upstream is configured again, and is reported as orphaned at
-// every call.
+// A changed upstream keeps its disk queue (with its new limits), and its new
+// forwarder reads again what the old one did not send. A removed upstream,
+// or one switched to memory, is flushed and its queue closed: the rest stays
+// on disk, unsent, and is reported as orphaned until the upstream is back.
 func (m *Manager) ApplyConfig(cfg *config.Config) error {
 	m.reloadMu.Lock()
 	defer m.reloadMu.Unlock()
@@ -266,18 +263,16 @@ func (m *Manager) ApplyConfig(cfg *config.Config) error {
 }
 
 // Enqueue appends req, the data of tenant ("" for none), to the queue of
-// every upstream routes reports true for (all when routes is nil); an
-// upstream with a tenant_header sends each tenant's data apart, its id in
-// the header. It returns once the data is queued everywhere (on disk:
-// written to the file), or nothing is queued: ErrQueueFull when an
-// upstream lacks room, ErrStopped after Stop; see StatusError. Enqueue
-// copies what it keeps: the caller may reuse req once it returns.
+// every upstream routes reports true for (all if routes is nil); one with a
+// tenant_header sends each tenant's data apart, its id in the header. It
+// returns once the data is queued everywhere (on disk: written), or nowhere,
+// with an error (see StatusError): ErrQueueFull when an upstream lacks room,
+// ErrStopped after Stop. The caller may reuse req once it returns.
 //
 // Across disk queues all or nothing holds as far as it can: all are checked
-// for room before any append, but an append can still fail (the disk fills
-// up, a concurrent request took the room). The queues appended to before
-// keep the request and the client's retry duplicates it there: duplicates,
-// never loss.
+// for room first, but an append can still fail (a full disk, a concurrent
+// request took the room). The queues appended to before keep the request,
+// and the client's retry duplicates it there: duplicates, never loss.
 func (m *Manager) Enqueue(ctx context.Context, req *prw.Request, tenant string, routes func(upstream string) bool) error {
 	if err := ctx.Err(); err != nil {
 		return err

@@ -7,11 +7,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// budget bounds what is reserved of a limit: a shard's points against its
-// capacity, or the bytes an upstream's shards hold (max_memory_bytes).
-// Room is taken when items are placed in the shards and given back when
-// their batch is sent or dropped. Safe for concurrent use; one goroutine at
-// a time may wait (the disk queue's reader).
+// budget bounds what is reserved of a limit (a shard's points, or the bytes
+// an upstream's shards hold, max_memory_bytes) from placement in the shards
+// until sent or dropped. Safe for concurrent use; one goroutine at a time
+// may wait (the disk queue's reader).
 type budget struct {
 	limit int64
 	used  atomic.Int64

@@ -311,7 +311,6 @@ func (s *shard) send(ctx context.Context, items []item) bool {
 			if !encode() {
 				return true
 			}
-			continue
 
 		case outcomeTooLarge:
 			f.refusedLarge.Store(true)

@@ -7,7 +7,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"slices"
 
 	"github.com/rwgateway/gateway/config"
 	"github.com/rwgateway/gateway/pkg/queue"
@@ -75,10 +74,8 @@ func (m *Manager) scanOrphans(set *upstreamSet) {
 		m.logger.Warn("list queue directories; orphaned queues are not reported", "dir", dir, "err", err)
 		return
 	}
-	var (
-		names []string
-		bytes int64
-	)
+	var names []string // sorted, as ReadDir sorts its entries
+	var bytes int64
 	for _, e := range entries {
 		if !e.IsDir() || set.onDisk(e.Name()) {
 			continue
@@ -93,7 +90,6 @@ func (m *Manager) scanOrphans(set *upstreamSet) {
 			return nil
 		})
 	}
-	slices.Sort(names)
 	m.metrics.OrphanedDirectories.Set(float64(len(names)))
 	m.metrics.OrphanedBytes.Set(float64(bytes))
 	if len(names) > 0 {
