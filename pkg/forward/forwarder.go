@@ -100,8 +100,8 @@ type upstreamMetrics struct {
 	dropped                                                  map[string]prometheus.Counter
 }
 
-// newForwarder builds the forwarder of u. With dq set it runs in disk mode:
-// Enqueue appends records to dq, and a reader feeds the shards from it.
+// newForwarder builds the forwarder of u, in disk mode with dq set: Enqueue
+// appends records to dq, and a reader feeds the shards from it.
 func newForwarder(logger *slog.Logger, metrics *registry.ForwardMetrics, u *config.UpstreamConfig, userAgent string, probeInterval time.Duration, ready <-chan struct{}, dq diskQueue, qm *queue.Metrics) (*forwarder, error) {
 	q := u.QueueConfig
 	client, err := newClient(u, q.MaxShards+connSlack)

@@ -17,20 +17,15 @@ type item struct {
 	// samples, histograms and exemplars count the chunk's points; empty its
 	// series that have none (2.0 series of metadata only).
 	samples, histograms, exemplars, empty uint32
-	// ext is set when a series may have the form's 2.0 extensions, which a
-	// 1.0 encoding leaves out.
-	ext   bool
-	epoch uint32 // the shard layout's epoch the item was queued in
-	// shard is the chunk's virtual shard: its series' hash modulo
-	// max_shards (see reshard.go).
-	shard  int
+
+	ext    bool   // a series may have the form's 2.0 extensions
+	epoch  uint32 // the shard layout's epoch the item was queued in
+	shard  int    // the virtual shard: the series' hash % max_shards
 	tenant string // the tenant's id, for an upstream with a tenant_header
 	family *prw.FamilyMetadata
 	size   int            // encoded bytes, estimated for a family
 	rec    *pendingRecord // the disk queue record it was read from
-	// whole is set when the chunk is a client's whole 1.0 request, sent as
-	// it came (see whole.go).
-	whole *wholeRequest
+	whole  *wholeRequest  // a client's whole 1.0 request, sent as is (whole.go)
 }
 
 // count is what the item weighs in the queue: its points, plus 1 for each

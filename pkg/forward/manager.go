@@ -53,8 +53,7 @@ const DefaultProbeInterval = 10 * time.Minute
 type Options struct {
 	// UserAgent is sent to upstreams; default "rw-gateway/<version>".
 	UserAgent string
-	// FlushDeadline and ProbeInterval: see their defaults, DefaultFlushDeadline
-	// and DefaultProbeInterval.
+	// See DefaultFlushDeadline and DefaultProbeInterval, their defaults.
 	FlushDeadline, ProbeInterval time.Duration
 	// StoragePath is --storage.path, locked at the first ApplyConfig: disk
 	// queues live in StoragePath/queues/<upstream>. Empty: all in memory.
@@ -66,8 +65,7 @@ type Options struct {
 	// QueueMetrics are the disk queues' collectors; default unregistered.
 	QueueMetrics *queue.Metrics
 
-	// wrapQueue lets tests substitute a queue's operations.
-	wrapQueue func(diskQueue) diskQueue
+	wrapQueue func(diskQueue) diskQueue // lets tests substitute a queue's operations
 }
 
 // Manager owns one forwarder per upstream, swapped by ApplyConfig. All its
@@ -93,8 +91,7 @@ type Manager struct {
 	builders sync.Pool
 	encoders sync.Pool
 
-	// stopping is cancelled when Stop begins.
-	stopping context.Context
+	stopping context.Context // cancelled when Stop begins
 	stop     context.CancelFunc
 }
 
@@ -157,10 +154,7 @@ func (m *Manager) ApplyConfig(cfg *config.Config) error {
 	if err := m.lockStorage(); err != nil {
 		return err
 	}
-	old := m.set
-	if old == nil {
-		old = &upstreamSet{}
-	}
+	old := cmp.Or(m.set, &upstreamSet{})
 	next := &upstreamSet{
 		byName:   make(map[string]*forwarder, len(cfg.Upstreams)),
 		external: cfg.Global.ExternalLabels.Copy(),

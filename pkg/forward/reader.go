@@ -91,7 +91,13 @@ func (f *forwarder) readLoop() {
 		if active > 1 {
 			items = f.cutWhole(items)
 		}
-		sorted, ranges, total := groupByShard(items, shardsOf(items, len(f.shards)), len(f.shards))
+		shardOf := make([]int, len(items)) // 0 for family metadata
+		for i := range items {
+			if items[i].family == nil {
+				shardOf[i] = items[i].shard % len(f.shards)
+			}
+		}
+		sorted, ranges, total := groupByShard(items, shardOf, len(f.shards))
 		if !f.mem.wait(ctx, itemsSize(items)) {
 			f.layout.release(epoch, total)
 			return // stopping: the record stays unacknowledged on disk
@@ -108,17 +114,6 @@ func (f *forwarder) readLoop() {
 			s.appendItems(sorted[r.lo:r.hi], r.count, epoch)
 		}
 	}
-}
-
-// shardsOf returns the shard of every item, 0 for family metadata.
-func shardsOf(items []item, n int) []int {
-	out := make([]int, len(items))
-	for i := range items {
-		if items[i].family == nil {
-			out[i] = items[i].shard % n
-		}
-	}
-	return out
 }
 
 // lagLoop updates the lag gauge until the forwarder stops. When records

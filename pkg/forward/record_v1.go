@@ -111,8 +111,6 @@ func (r *recordReader) span() (lo, hi int) {
 	return r.off - n, r.off
 }
 
-func (r *recordReader) bytes() []byte { lo, hi := r.span(); return r.buf[lo:hi] }
-
 func (r *recordReader) string() string { lo, hi := r.span(); return r.str[lo:hi] }
 
 func (r *recordReader) labels() labels.Labels {
@@ -156,7 +154,8 @@ func (r *recordReader) body() (req *prw.Request, appended time.Time, skipped int
 			if k := r.count(1); k > 0 {
 				s.Histograms = make([]prw.Histogram, k)
 				for j := range s.Histograms {
-					if err := s.Histograms[j].Unmarshal(r.bytes()); err != nil {
+					lo, hi := r.span()
+					if err := s.Histograms[j].Unmarshal(r.buf[lo:hi]); err != nil {
 						r.fail(fmt.Errorf("unmarshal histogram: %w", err))
 					}
 				}

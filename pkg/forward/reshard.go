@@ -7,26 +7,23 @@ import (
 	"time"
 )
 
-// Dynamic resharding, after Prometheus: an upstream starts with
-// min_shards senders, and every shardUpdateInterval their number, between
-// min_shards and max_shards, follows the time a point takes to send
-// (encoding and latency included) times the rate points come in, plus a
-// share of what is pending. A fast upstream at a low rate is sent by one
-// shard, so a request of a few series leaves as one request, and memory
-// holds one shard's queue, not max_shards'.
+// Dynamic resharding, after Prometheus: every shardUpdateInterval the
+// number of shards, between min_shards and max_shards, follows the time a
+// point takes to send (encoding and latency included) times the rate points
+// come in, plus a share of what is pending. A fast upstream at a low rate
+// is sent by one shard: a small request leaves as one, and memory holds one
+// shard's queue.
 //
 // Unlike Prometheus, which reads its WAL at its own pace, the gateway takes
-// writes as they come, so it follows them faster: it looks every second,
-// not every 10, and adds shards as soon as the ones in use cannot keep up,
-// but removes them only below the current number less shardTolerance, so
-// the number does not swing between two neighbours.
+// writes as they come, so it looks every second, not every 10, and adds
+// shards as soon as those in use cannot keep up, but removes them only
+// below the current number less shardTolerance, so as not to swing.
 //
 // Series are hashed to max_shards virtual shards, which chunks and records
-// keep, so nothing is cut again when the number changes: virtual shard v is
-// sent by shard v % active. A reshard starts a new epoch, in which a series
-// may move to another shard, so every point of the previous epoch is sent
-// (or dropped) before any batch of the new one: per-series order holds, and
-// enqueueing never waits.
+// keep, so nothing is cut again on a change: virtual shard v is sent by
+// shard v % active. A reshard starts an epoch, in which a series may move,
+// so every point of the previous epoch is sent (or dropped) before any
+// batch of the new one: per-series order holds, and enqueueing never waits.
 
 const (
 	shardUpdateInterval  = time.Second

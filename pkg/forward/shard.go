@@ -23,9 +23,8 @@ type shard struct {
 	f *forwarder
 
 	mu sync.Mutex
-	// fifos holds the items of the current and the previous epoch, by
-	// epoch&1: the previous epoch's are taken first, so they never wait
-	// behind items that wait for them.
+	// fifos holds the current and the previous epoch's items, by epoch&1:
+	// the previous epoch's go first, never behind items that wait for them.
 	fifos [2]fifo
 	// points are reserved, queued or in flight, against the capacity; the
 	// disk queue's reader waits on it for room.
