@@ -70,28 +70,30 @@ func (l *layout) release(epoch uint32, n int) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.outstanding[epoch&1] -= n
-	if epoch != l.epoch && l.outstanding[epoch&1] <= 0 {
-		select {
-		case <-l.drained:
-		default:
-			close(l.drained)
-		}
+	if epoch != l.epoch && l.outstanding[epoch&1] <= 0 && !l.isDrained() {
+		close(l.drained)
 	}
 }
 
-// gate returns what a batch of epoch waits for before it is sent, or nil.
+// isDrained reports whether drained is closed; l.mu is held.
+func (l *layout) isDrained() bool {
+	select {
+	case <-l.drained:
+		return true
+	default:
+		return false
+	}
+}
+
+// gate returns what a batch of epoch waits for before it is sent: nil for
+// the previous epoch, which goes first, or once that is drained.
 func (l *layout) gate(epoch uint32) <-chan struct{} {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if epoch != l.epoch {
-		return nil // the previous epoch: sent first
-	}
-	select {
-	case <-l.drained:
+	if epoch != l.epoch || l.isDrained() {
 		return nil
-	default:
-		return l.drained
 	}
+	return l.drained
 }
 
 // set starts an epoch with n shards. It reports false, changing nothing,
@@ -99,9 +101,7 @@ func (l *layout) gate(epoch uint32) <-chan struct{} {
 func (l *layout) set(n int) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	select {
-	case <-l.drained:
-	default:
+	if !l.isDrained() {
 		return false
 	}
 	l.epoch++
