@@ -67,19 +67,16 @@ func (f *forwarder) readLoop() {
 		}
 		pr := &pendingRecord{pos: pos, appended: appended}
 		var s, h, e int
+		tenant := ""
 		for i := range items {
 			it := &items[i]
 			it.rec = pr
 			pr.left += it.count()
 			s, h, e = s+int(it.samples), h+int(it.histograms), e+int(it.exemplars)
+			tenant = it.tenant // a record holds one tenant's data
 		}
 		if !ok && pos.Before(f.dq.Opened()) {
-			// A backlog written before this process: handed now.
-			tenant := ""
-			if len(items) > 0 {
-				tenant = items[0].tenant
-			}
-			f.handed(tenant, s, h, e)
+			f.handed(tenant, s, h, e) // a backlog written before this process
 		}
 		points := pr.left
 		f.acker.add(pr)

@@ -189,9 +189,8 @@ func (f *forwarder) reshardLoop() {
 // and more pending than at the last check): waiting for the rates would let
 // a disk backlog outgrow the handoff, and decoding it costs sending CPU.
 func (f *forwarder) checkBacklog() {
-	backlog := f.refused.Swap(false) || (f.handoff != nil && f.handoff.behind())
-	if !backlog {
-		return
+	if !f.refused.Swap(false) && (f.handoff == nil || !f.handoff.behind()) {
+		return // no backlog
 	}
 	f.backlogAt.Store(time.Now().UnixNano())
 	q := &f.cfg.QueueConfig
