@@ -9,17 +9,17 @@ import (
 )
 
 // pendingRecord is a record read from the disk queue whose points are in
-// the shards. Its position is acknowledged once every point of it and of
-// every earlier record is sent or dropped.
+// the shards: acknowledged once every point of it and of every earlier
+// record is sent or dropped.
 type pendingRecord struct {
 	pos      queue.Position
 	appended time.Time
 	left     int // points not yet done; guarded by acker.mu
 }
 
-// acker tracks the records a forwarder read and acknowledges the longest
-// fully delivered prefix: the contiguous watermark. Its methods are safe
-// for concurrent use: shards complete points, the reader adds records.
+// acker acknowledges the longest fully delivered prefix of the records a
+// forwarder read: the contiguous watermark. The reader adds records and
+// shards complete points, concurrently.
 type acker struct {
 	f *forwarder
 
@@ -34,8 +34,7 @@ func (a *acker) add(r *pendingRecord) {
 	a.mu.Unlock()
 }
 
-// complete marks n points of r done and acknowledges what became
-// contiguous.
+// complete marks n points of r done and acknowledges what became contiguous.
 func (a *acker) complete(r *pendingRecord, n int) {
 	a.mu.Lock()
 	r.left -= n
@@ -73,8 +72,7 @@ func (a *acker) oldest() (time.Time, bool) {
 	return a.pending[a.head].appended, true
 }
 
-// completeItems marks the points of a finished batch done, a run of items
-// of the same record at a time.
+// completeItems marks the points of a finished batch done, record by record.
 func (f *forwarder) completeItems(items []item) {
 	if f.acker == nil {
 		return

@@ -10,17 +10,15 @@ import (
 	"github.com/rwgateway/gateway/pkg/prw"
 )
 
-// Chunks: a request's series are queued not one item per series but one
-// item per shard and batch, a chunk, whose raw is the shard's series as
-// consecutive TimeSeries fields of a 1.0 WriteRequest, copied once into a
-// single pointer-free buffer per request. A chunk goes into a batch with
-// one copy and costs the shard queue, the disk reader and the garbage
-// collector one item instead of hundreds.
+// Chunks: a request's series are queued as one item per shard and batch,
+// consecutive TimeSeries fields of a 1.0 WriteRequest copied once into one
+// pointer-free buffer per request: a batch copies it once, and the queue,
+// the reader and the garbage collector see one item instead of hundreds.
 
-// chunkRaw copies the series of msg (spans described by series, all of
-// them in the form) into chunks for nShards shards of at most maxN points
-// and maxB bytes each; a series over either limit alone is a chunk of its
-// own. It returns the items, each shard's in order, and the shard of each.
+// chunkRaw copies the series of msg (series in the form) into chunks for
+// nShards shards of at most maxN points and maxB bytes; a series over
+// either limit is a chunk of its own. It returns the items, each shard's in
+// order, and the shard of each.
 func chunkRaw(msg []byte, series []prw.RawSeries, nShards, maxN, maxB int) (items []item, shardOf []int) {
 	if len(series) == 0 {
 		return nil, nil
@@ -77,11 +75,9 @@ func chunkRaw(msg []byte, series []prw.RawSeries, nShards, maxN, maxB int) (item
 	return items, shardOf
 }
 
-// rangeChunk calls fn for each series of the chunk raw, in order: its
-// TimeSeries message, its points (prw.SeriesPoints), and the offset in raw
-// just past its field. fn returns false to stop. Chunks are built
-// from validated series only, but a malformed one ends the walk with an
-// error rather than a panic.
+// rangeChunk calls fn with each series of the chunk raw (its TimeSeries
+// message, points and end offset) until fn returns false. Chunks hold
+// validated series, but a malformed one is an error, not a panic.
 func rangeChunk(raw []byte, fn func(ts []byte, rs prw.RawSeries, end int) bool) error {
 	for off := 0; off < len(raw); {
 		_, _, k := protowire.ConsumeTag(raw[off:])
@@ -103,9 +99,8 @@ func rangeChunk(raw []byte, fn func(ts []byte, rs prw.RawSeries, end int) bool) 
 
 var errMalformedChunk = errors.New("malformed chunk")
 
-// rawItems returns the chunks of raw's series and, if withMeta, the items
-// of its 1.0 family metadata (in shard 0), all owning their memory, and
-// each one's shard.
+// rawItems returns the chunks of raw's series and, if withMeta, of its 1.0
+// family metadata (shard 0), owning their memory, and the shard of each.
 func rawItems(raw *prw.RawV1, shards, maxN, maxB int, withMeta bool) ([]item, []int) {
 	items, shardOf := chunkRaw(raw.Msg, raw.Series, shards, maxN, maxB)
 	if withMeta {
@@ -117,8 +112,7 @@ func rawItems(raw *prw.RawV1, shards, maxN, maxB int, withMeta bool) ([]item, []
 	return items, shardOf
 }
 
-// rangeFamilies calls fn with each 1.0 family metadata entry of raw, but
-// for those that do not unmarshal: the receiver checked them.
+// rangeFamilies calls fn with each valid 1.0 family metadata entry of raw.
 func rangeFamilies(raw *prw.RawV1, fn func(*prw.FamilyMetadata)) {
 	for _, sp := range raw.Metadata {
 		var md prompb.MetricMetadata

@@ -25,27 +25,22 @@ const (
 	// reuses a connection the far end has just closed.
 	idleConnTimeout = 50 * time.Second
 	// connSlack is how many connections an upstream may open beyond one per
-	// shard: room for a connection being torn down while its replacement
-	// dials.
+	// shard: room for one being torn down while its replacement dials.
 	connSlack = 2
-	// drainBytes bounds how much of a response body is read so that the
-	// connection can be reused; a longer body closes the connection.
-	drainBytes = 4096
-	// logBodyBytes is how much of a refusing upstream's body is logged.
-	logBodyBytes = 256
-	// maxRetryAfter caps an upstream's Retry-After.
-	maxRetryAfter = 5 * time.Minute
+	// drainBytes is how much of a response body is read so that the
+	// connection can be reused; a longer body closes it.
+	drainBytes    = 4096
+	logBodyBytes  = 256             // how much of a refusal's body is logged
+	maxRetryAfter = 5 * time.Minute // caps an upstream's Retry-After
 
 	headerRetryAttempt       = "Retry-Attempt"
-	headerRetryAfter         = "Retry-After"
 	statusLabelNetworkFailed = "error" // the status label of a request without an answer
 )
 
-// newClient returns the upstream's one long-lived HTTP client. Its
-// connections are bounded: at most maxConns are open at once (the limit is
-// enforced in the dialer, since prometheus/common builds the transport
-// itself and offers no MaxConnsPerHost option); shards send sequentially, so
-// maxConns = shards + connSlack never makes a shard wait in practice.
+// newClient returns the upstream's one long-lived HTTP client, with at most
+// maxConns connections open (enforced in the dialer, as prometheus/common
+// builds the transport and offers no MaxConnsPerHost). Shards send
+// sequentially, so shards + connSlack never makes one wait in practice.
 func newClient(u *config.UpstreamConfig, maxConns int) (*http.Client, error) {
 	l := &connLimiter{
 		sem:    make(chan struct{}, maxConns),
@@ -68,9 +63,7 @@ func newClient(u *config.UpstreamConfig, maxConns int) (*http.Client, error) {
 	return c, nil
 }
 
-// signingTransport is a signing round tripper that closes the idle
-// connections of the transport under it, which the client's
-// CloseIdleConnections would not reach otherwise.
+// signingTransport signs requests, and passes CloseIdleConnections on.
 type signingTransport struct {
 	http.RoundTripper
 	inner http.RoundTripper
@@ -82,8 +75,7 @@ func (t signingTransport) CloseIdleConnections() {
 	}
 }
 
-// connLimiter bounds the number of open connections of one client. A slot is
-// taken when a connection is dialed and given back when it is closed.
+// connLimiter bounds a client's open connections, one slot per connection.
 type connLimiter struct {
 	sem    chan struct{}
 	dialer net.Dialer
@@ -126,28 +118,19 @@ const (
 	outcomeFallback                // 2.0 sent, and the upstream speaks 1.0 only: 415, or 2xx without Written headers
 )
 
-// recoverableError is a failed attempt worth retrying, with the delay the
-// upstream asked for (0 when it did not say).
-type recoverableError struct {
-	err        error
-	retryAfter time.Duration
-}
-
-func (e *recoverableError) Error() string { return e.err.Error() }
-func (e *recoverableError) Unwrap() error { return e.err }
-
 // attemptResult is the outcome of one HTTP request.
 type attemptResult struct {
-	outcome outcome
-	err     error  // set unless outcomeOK
-	body    []byte // start of the body of a refusal, for the log
+	outcome    outcome
+	err        error         // set unless outcomeOK
+	body       []byte        // start of the body of a refusal, for the log
+	retryAfter time.Duration // what the upstream asked to wait before a retry, if anything
 }
 
-// post sends one encoded batch, of tenant's data if it is not "" (then in
-// the upstream's tenant_header), and drains and closes the response. retry
-// is the Retry-Attempt number, 0 on the first attempt.
+// post sends one encoded batch, of tenant's data if not "" (named in the
+// tenant_header), and drains and closes the response. retry is the
+// Retry-Attempt number, 0 on the first attempt.
 func (f *forwarder) post(ctx context.Context, data []byte, proto prw.Protocol, tenant string, retry int, points int) attemptResult {
-	ctx, cancel := context.WithTimeout(ctx, f.timeout)
+	ctx, cancel := context.WithTimeout(ctx, time.Duration(f.cfg.RemoteTimeout))
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, f.url, bytes.NewReader(data))
 	if err != nil {
@@ -173,15 +156,15 @@ func (f *forwarder) post(ctx context.Context, data []byte, proto prw.Protocol, t
 	resp, err := f.client.Do(req)
 	f.m.sendDuration.Observe(time.Since(start).Seconds())
 	if err != nil {
-		f.requests(statusLabelNetworkFailed).Inc()
-		return attemptResult{outcome: outcomeRetry, err: &recoverableError{err: fmt.Errorf("send: %w", err)}}
+		f.metrics.Requests.WithLabelValues(f.name, statusLabelNetworkFailed).Inc()
+		return attemptResult{outcome: outcomeRetry, err: fmt.Errorf("send: %w", err)}
 	}
 	defer func() {
 		_, _ = io.CopyN(io.Discard, resp.Body, drainBytes)
 		_ = resp.Body.Close()
 	}()
 	code := resp.StatusCode
-	f.requests(strconv.Itoa(code)).Inc()
+	f.metrics.Requests.WithLabelValues(f.name, strconv.Itoa(code)).Inc()
 
 	switch {
 	case code/100 == 2:
@@ -195,10 +178,8 @@ func (f *forwarder) post(ctx context.Context, data []byte, proto prw.Protocol, t
 	case code == http.StatusUnsupportedMediaType && proto == prw.ProtoV2:
 		return attemptResult{outcome: outcomeFallback, err: fmt.Errorf("upstream answered %s to remote write 2.0", resp.Status)}
 	case code/100 == 5 || (code == http.StatusTooManyRequests && f.cfg.QueueConfig.RetryOnRateLimit):
-		return attemptResult{outcome: outcomeRetry, err: &recoverableError{
-			err:        fmt.Errorf("upstream answered %s", resp.Status),
-			retryAfter: parseRetryAfter(resp.Header.Get(headerRetryAfter), time.Now()),
-		}}
+		return attemptResult{outcome: outcomeRetry, err: fmt.Errorf("upstream answered %s", resp.Status),
+			retryAfter: parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())}
 	}
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, logBodyBytes))
 	err = fmt.Errorf("upstream answered %s", resp.Status)
@@ -208,8 +189,7 @@ func (f *forwarder) post(ctx context.Context, data []byte, proto prw.Protocol, t
 	return attemptResult{outcome: outcomeDrop, err: err, body: body}
 }
 
-// parseRetryAfter reads a Retry-After value, in seconds or as an HTTP date.
-// It returns 0 when v is empty or invalid, and caps the delay.
+// parseRetryAfter reads Retry-After (seconds or a date): 0 if invalid, capped.
 func parseRetryAfter(v string, now time.Time) time.Duration {
 	if v == "" {
 		return 0

@@ -16,16 +16,14 @@ import (
 	"github.com/rwgateway/gateway/pkg/registry"
 )
 
-// logInterval is the least time between two warnings of one kind for one
-// upstream.
+// logInterval is the least time between two warnings of one kind.
 const logInterval = 10 * time.Second
 
-// forwarder sends to one upstream. It owns max_shards shards, each with a
-// bounded queue and one sending goroutine, of which layout says how many
-// are in use (see reshard.go), and one HTTP client.
-//
-// reserve, release and appendItems are safe for concurrent use; start and
-// stop are called by the Manager only, once each.
+// forwarder sends to one upstream with one HTTP client and max_shards
+// shards, each a bounded queue and a sending goroutine, of which layout
+// says how many are in use (see reshard.go). reserve, release and
+// appendItems are safe for concurrent use; the Manager calls start and
+// stop, once each.
 type forwarder struct {
 	name      string
 	cfg       *config.UpstreamConfig
@@ -33,56 +31,45 @@ type forwarder struct {
 	client    *http.Client
 	url       string
 	userAgent string
-	timeout   time.Duration
 	metrics   *registry.ForwardMetrics
 	m         upstreamMetrics
 	shards    []*shard
 	layout    *layout
 	mem       *budget
 	rates     shardRates
-	capacity  int // per shard
 	encoders  encoderPool
 
-	// fellBack is when a 2.0 upstream last showed that it speaks 1.0 only
-	// (Unix nanoseconds; 0: it speaks 2.0 as configured). It is sent 1.0
-	// until probeInterval has passed, then 2.0 again.
+	// fellBack is when a 2.0 upstream last answered as a 1.0 one (Unix ns;
+	// 0: never since it took 2.0): it is sent 1.0 for probeInterval.
 	fellBack      atomic.Int64
 	probeInterval time.Duration
 
-	// pending is what the upstream was handed and is neither sent nor
-	// dropped yet (see handed and settled). prev, when set, is the
-	// forwarder of the previous configuration whose disk queue this one
-	// took over: what it left pending is this one's once it stopped.
-	pending atomic.Int64
-	prev    *forwarder
-	// handedBy holds the handed counters of each tenant seen: tenant id
-	// -> *handedCounters.
-	handedBy sync.Map
+	// pending is what was handed and is neither sent nor dropped yet. prev
+	// is the forwarder whose disk queue this one took over: what it left
+	// pending is this one's once it stopped.
+	pending  atomic.Int64
+	prev     *forwarder
+	handedBy sync.Map // tenant id -> *handedCounters
 
-	// refusedLarge is set once the upstream refused a batch as too large
-	// (413); learnedN and learnedB are then the largest batch it accepted
-	// since, in points and bytes, and batches are cut to them.
+	// After a 413 (refusedLarge), batches are cut to learnedN points and
+	// learnedB bytes, the largest batch the upstream took since.
 	refusedLarge       atomic.Bool
 	learnedN, learnedB atomic.Int64
-	// backoffHint is the last retry delay, in nanoseconds, 0 after a success:
-	// what a client refused for a full queue is told to wait.
+	// backoffHint is the last retry delay (ns; 0 after a success), which a
+	// client refused for a full queue is told to wait.
 	backoffHint atomic.Int64
-	// lastSend is when the upstream last took a batch, backlogAt when the
-	// shards last fell behind (Unix nanoseconds); refused is set when a
-	// request was refused for a full queue (see checkBacklog).
-	lastSend, backlogAt atomic.Int64
-	refused             atomic.Bool
-	// reshardAt is when the shards last changed (Unix nanoseconds),
-	// pendingAt what was pending at the last backlog check (reshardLoop's).
-	reshardAt atomic.Int64
-	pendingAt int64
+	// For resharding (Unix ns): when the upstream last took a batch, the
+	// shards last fell behind, and they last changed; refused is set by a
+	// request refused for a full queue, pendingAt is reshardLoop's.
+	lastSend, backlogAt, reshardAt atomic.Int64
+	refused                        atomic.Bool
+	pendingAt                      int64
 
 	warnLog, oldReceiverLog, retryLog logLimiter
 
-	// dq is the upstream's disk queue, nil in memory mode. The Manager
-	// opens and closes it; a reload may hand it to the forwarder of the new
-	// configuration. acker, readCtx and the lag gauge exist in disk mode
-	// only.
+	// dq is the disk queue, nil in memory mode; the fields after it serve
+	// disk mode only. The Manager opens and closes it; a reload may hand it
+	// over.
 	dq          diskQueue
 	acker       *acker
 	handoff     *handoff
@@ -92,10 +79,9 @@ type forwarder struct {
 	lag         prometheus.Gauge
 	undecodable prometheus.Counter
 
-	// ready, when not nil, is closed when the forwarder this one replaces
-	// has stopped: shards send nothing before, and the reader of a disk
-	// queue reads nothing before, so per-series order holds across a
-	// reload.
+	// ready, if not nil, is closed when the forwarder this one replaces has
+	// stopped: shards send and the reader reads nothing before, so
+	// per-series order holds across a reload.
 	ready    <-chan struct{}
 	quit     chan struct{}
 	done     chan struct{}
@@ -105,8 +91,7 @@ type forwarder struct {
 	stopOnce sync.Once
 }
 
-// upstreamMetrics are the upstream's children of the shared vectors, looked
-// up once.
+// upstreamMetrics are the upstream's children of the shared vectors.
 type upstreamMetrics struct {
 	sentSamples, sentHistograms, sentExemplars, sentMetadata prometheus.Counter
 	sentBatches, sentBytes, failed, retried, queueFull       prometheus.Counter
@@ -116,8 +101,8 @@ type upstreamMetrics struct {
 	dropped                                                  map[string]prometheus.Counter
 }
 
-// newForwarder builds the forwarder of u. With dq set it runs in disk mode:
-// Enqueue appends records to dq, and a reader feeds the shards from it.
+// newForwarder builds the forwarder of u, in disk mode with dq set: Enqueue
+// appends records to dq, and a reader feeds the shards from it.
 func newForwarder(logger *slog.Logger, metrics *registry.ForwardMetrics, u *config.UpstreamConfig, userAgent string, probeInterval time.Duration, ready <-chan struct{}, dq diskQueue, qm *queue.Metrics) (*forwarder, error) {
 	q := u.QueueConfig
 	client, err := newClient(u, q.MaxShards+connSlack)
@@ -132,9 +117,7 @@ func newForwarder(logger *slog.Logger, metrics *registry.ForwardMetrics, u *conf
 		client:    client,
 		url:       u.URL.String(),
 		userAgent: userAgent,
-		timeout:   time.Duration(u.RemoteTimeout),
 		metrics:   metrics,
-		capacity:  q.Capacity,
 
 		probeInterval: probeInterval,
 		ready:         ready,
@@ -177,7 +160,7 @@ func newForwarder(logger *slog.Logger, metrics *registry.ForwardMetrics, u *conf
 	f.m.queueCapacity.Set(float64(active * q.Capacity))
 	f.shards = make([]*shard, q.MaxShards)
 	for i := range f.shards {
-		f.shards[i] = newShard(f)
+		f.shards[i] = &shard{f: f, points: newBudget(int64(q.Capacity), nil), notify: make(chan struct{}, 1)}
 	}
 	if dq != nil {
 		f.dq = dq
@@ -202,15 +185,13 @@ func (f *forwarder) start() {
 	}
 }
 
-// stop flushes the shards until ctx is done, then cancels in-flight sends.
-// In memory mode what is left is counted dropped; in disk mode it stays
-// unacknowledged in the disk queue, which the Manager closes. Safe to call
-// more than once; later calls wait for the first.
+// stop flushes the shards until ctx is done, then cancels in-flight sends:
+// what is left is counted dropped in memory mode, left unacknowledged in
+// disk mode. Later calls wait for the first.
 func (f *forwarder) stop(ctx context.Context) {
 	f.stopOnce.Do(func() {
 		if f.dq != nil {
-			// The reader stops first, so that nothing is added to the
-			// shards once they flush.
+			// The reader stops first: nothing is added once shards flush.
 			f.readCancel()
 			f.readWG.Wait()
 		}
@@ -224,8 +205,7 @@ func (f *forwarder) stop(ctx context.Context) {
 	})
 }
 
-// proto is the protocol batches are encoded in now: the configured one,
-// but 1.0 for probeInterval after a 2.0 upstream answered as a 1.0 one.
+// proto is the protocol batches are encoded in now (see fellBack).
 func (f *forwarder) proto() prw.Protocol {
 	if !f.cfg.SendsV2() {
 		return prw.ProtoV1
@@ -245,9 +225,8 @@ func (f *forwarder) fallBack(err error) {
 	}
 }
 
-// batchLimits are the points and bytes a batch holds at most: the
-// configured max_samples_per_send and max_bytes_per_send, or what the
-// upstream was seen to accept after refusing a batch as too large.
+// batchLimits are the points and bytes a batch holds at most:
+// max_samples_per_send and max_bytes_per_send, or the learned limits.
 func (f *forwarder) batchLimits() (maxN, maxB int) {
 	q := &f.cfg.QueueConfig
 	maxN, maxB = q.MaxSamplesPerSend, q.MaxBytesPerSend
@@ -260,11 +239,16 @@ func (f *forwarder) batchLimits() (maxN, maxB int) {
 	return maxN, maxB
 }
 
-// accepted records that the upstream took a batch of n points and b
-// bytes: after a 413, the largest such batch is its learned limit.
-func (f *forwarder) accepted(n, b int) {
+// accepted records that the upstream took the batch items: after a 413,
+// the largest batch it took, in points (see item.count) and bytes, is its
+// learned limit.
+func (f *forwarder) accepted(items []item) {
 	if !f.refusedLarge.Load() {
 		return
+	}
+	n, b := 0, itemsSize(items)
+	for i := range items {
+		n += items[i].count()
 	}
 	first := f.learnedN.Load() == 0
 	for cur := f.learnedN.Load(); int64(n) > cur && !f.learnedN.CompareAndSwap(cur, int64(n)); cur = f.learnedN.Load() {
@@ -285,10 +269,6 @@ func (f *forwarder) acceptedV2() {
 	}
 }
 
-func (f *forwarder) requests(code string) prometheus.Counter {
-	return f.metrics.Requests.WithLabelValues(f.name, code)
-}
-
 func (f *forwarder) drop(reason string, n int) {
 	if n > 0 {
 		f.m.dropped[reason].Add(float64(n))
@@ -297,9 +277,8 @@ func (f *forwarder) drop(reason string, n int) {
 }
 
 // handed counts what the upstream was handed: a request's data after
-// routing and before relabeling, or a record of a backlog read from disk.
-// Everything handed is, in the end, sent (settled), dropped (drop) or
-// still pending.
+// routing and before relabeling, or a backlog record read from disk. All
+// of it ends up sent (settled) or dropped (drop), or is still pending.
 func (f *forwarder) handed(tenant string, samples, histograms, exemplars int) {
 	c, ok := f.handedBy.Load(tenant)
 	if !ok {
@@ -326,18 +305,12 @@ func (f *forwarder) settled(n int) {
 	f.rates.out.add(int64(n))
 }
 
-// abandon gives up on n points because the forwarder is stopping: dropped
-// (and counted) in memory mode, left in the disk queue in disk mode.
+// abandon gives up on n points as the forwarder stops: dropped in memory
+// mode, left in the disk queue in disk mode.
 func (f *forwarder) abandon(n int) {
 	if f.dq == nil {
 		f.drop(registry.DropShutdown, n)
 	}
-}
-
-// retryAfter is the delay suggested to a client whose request did not fit
-// in this upstream's queue: the current retry backoff, at least a second.
-func (f *forwarder) retryAfter() time.Duration {
-	return min(max(time.Duration(f.backoffHint.Load()), time.Second), time.Minute)
 }
 
 // logLimiter lets one message through per logInterval.

@@ -9,32 +9,25 @@ import (
 	"github.com/rwgateway/gateway/pkg/queue"
 )
 
-// maxHandoffBytes bounds the memory a disk-mode forwarder's handoff holds
-// for records its reader has not reached yet. Past it, records are decoded
-// from disk as after a restart.
+// maxHandoffBytes bounds what a handoff holds for records its reader has
+// not reached yet; past it, records are decoded from disk.
 const maxHandoffBytes = 16 << 20
 
-// handoff passes the items of a disk queue record from Enqueue, which has
-// them decoded already, to the forwarder's reader, which would otherwise
-// decode them again from the record it reads back: a snappy decode and a
-// scan of every series, about a third of the gateway's CPU per sample when
-// the reader keeps up. The record is still written, read and acknowledged
-// as before, so durability does not change: the handoff only saves the
-// decoding, and a record without an entry (written before a restart, or
-// read before its entry was put) is decoded as always.
-//
-// Entries are keyed by the record's queue position. The reader records the
-// last position it read, so an entry put after the reader passed its record
-// is refused rather than kept forever, and taking a position discards the
-// entries of earlier ones (records dropped unread by drop_oldest).
+// handoff passes the items of a disk queue record from Enqueue to the
+// reader, which would decode them again (a snappy decode and a scan of every
+// series: a third of the CPU per sample). The record is still written, read
+// and acknowledged, so durability does not change; a record without an
+// entry (written before a restart, or read before its entry was put) is
+// decoded. Entries are keyed by queue position: one put after the reader
+// passed it is refused, and taking a position discards the entries before
+// it (records drop_oldest dropped unread).
 type handoff struct {
 	mu      sync.Mutex
 	read    queue.Position // the last position the reader took
 	entries []handoffEntry // usually zero or one
 	bytes   int
 
-	// hits and misses count taken and decoded records, for tests.
-	hits, misses int
+	hits, misses int // records taken and decoded, for tests
 }
 
 type handoffEntry struct {
@@ -44,8 +37,7 @@ type handoffEntry struct {
 	bytes    int
 }
 
-// wants reports whether an entry of n bytes would be kept now: the caller
-// skips preparing one otherwise.
+// wants reports whether an entry of n bytes would be kept now.
 func (h *handoff) wants(n int) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -53,8 +45,7 @@ func (h *handoff) wants(n int) bool {
 }
 
 // put offers the items of the record at pos, appended at appended, which
-// hold n bytes that nothing else keeps alive. It reports whether it kept
-// them.
+// hold n bytes; it reports whether it kept them.
 func (h *handoff) put(pos queue.Position, items []item, appended time.Time, n int) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -66,8 +57,7 @@ func (h *handoff) put(pos queue.Position, items []item, appended time.Time, n in
 	return true
 }
 
-// take returns the items of the record at pos if they were put, and
-// forgets every entry up to pos.
+// take returns the items put for pos, and forgets every entry up to pos.
 func (h *handoff) take(pos queue.Position) ([]item, time.Time, bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -103,8 +93,7 @@ func handoffBytes(items []item) int {
 	return n
 }
 
-// behind reports whether the reader is behind more than half of what the
-// handoff holds at most: beyond it, records are decoded again from disk.
+// behind reports whether the handoff holds more than half its maximum.
 func (h *handoff) behind() bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()

@@ -4,50 +4,32 @@ import (
 	"github.com/rwgateway/gateway/pkg/prw"
 )
 
-// item is one queued entry: a chunk, a run of series in the form (see
-// prw.AppendSeries) as consecutive TimeSeries fields of a 1.0
-// WriteRequest, all of one shard; or, when family is set, one 1.0 family
-// metadata entry.
+// item is one queued entry: a chunk, a run of series of one shard in the
+// form (see prw.AppendSeries) as consecutive TimeSeries fields of a 1.0
+// WriteRequest; or, when family is set, one 1.0 family metadata entry.
 //
-// A chunk holds at most max_samples_per_send points and
-// max_bytes_per_send bytes, so that a batch is whole chunks; a series over
-// either limit alone is a chunk of its own, which take splits by points.
-// Its bytes are read-only and may be shared by the items of several
-// upstreams.
+// A chunk holds at most max_samples_per_send points and max_bytes_per_send
+// bytes, so that a batch is whole chunks; a series over either limit alone
+// is a chunk of its own, which take splits by points. Its bytes are
+// read-only and may be shared by the items of several upstreams.
 type item struct {
 	raw []byte
 	// samples, histograms and exemplars count the chunk's points; empty its
 	// series that have none (2.0 series of metadata only).
 	samples, histograms, exemplars, empty uint32
-	// ext is set when a series of the chunk may have the form's 2.0
-	// extensions, which a 1.0 encoding leaves out.
-	ext bool
-	// epoch is the shard layout's epoch the item was queued in.
-	epoch uint32
-	// shard is the chunk's virtual shard: its series' hash modulo
-	// max_shards (see reshard.go).
-	shard int
-	// tenant is the id of the tenant whose data it is, for an upstream
-	// with a tenant_header; "" otherwise.
-	tenant string
 
+	ext    bool   // a series may have the form's 2.0 extensions
+	epoch  uint32 // the shard layout's epoch the item was queued in
+	shard  int    // the virtual shard: the series' hash % max_shards
+	tenant string // the tenant's id, for an upstream with a tenant_header
 	family *prw.FamilyMetadata
-
-	// size is the encoded size in bytes, estimated for a family.
-	size int
-
-	// rec is the disk queue record the item was read from, nil in memory
-	// mode.
-	rec *pendingRecord
-
-	// whole is set when the chunk is a client's whole 1.0 request, sent as
-	// it came (see whole.go).
-	whole *wholeRequest
+	size   int            // encoded bytes, estimated for a family
+	rec    *pendingRecord // the disk queue record it was read from
+	whole  *wholeRequest  // a client's whole 1.0 request, sent as is (whole.go)
 }
 
-// count is what the item weighs in the queue: its samples, histograms and
-// exemplars, and 1 for each series that has none and for a family metadata
-// entry.
+// count is what the item weighs in the queue: its points, plus 1 for each
+// series without any; 1 for a family metadata entry.
 func (it *item) count() int {
 	if it.family != nil {
 		return 1
@@ -80,17 +62,29 @@ func countPoints(items []item) int {
 	return n
 }
 
-// split returns the first n points of the chunk it, 0 < n < it.count(), as
-// head and the rest as tail: the longest run of its first series with at
-// most n points, or, when the first series alone has more than n, that
-// series' first n points (samples first, then exemplars and histograms, in
-// the order the series holds them).
+// itemsSize returns the estimated bytes of items.
+func itemsSize(items []item) int {
+	n := 0
+	for i := range items {
+		n += items[i].size
+	}
+	return n
+}
+
+// split cuts the chunk it, 0 < n < it.count(), into head, its longest run
+// of first series with at most n points (or the first n points of a first
+// series with more, in the order the series holds them), and tail.
 func (it *item) split(n int) (head, tail item, err error) {
 	head = it.like(nil)
 	cut := 0
-	err = rangeChunk(it.raw, func(_ []byte, rs prw.RawSeries, end int) bool {
+	var first []byte // the first series' TimeSeries message
+	var firstRS prw.RawSeries
+	err = rangeChunk(it.raw, func(ts []byte, rs prw.RawSeries, end int) bool {
 		if cut > 0 && head.count()+weight(rs) > n {
 			return false
+		}
+		if cut == 0 {
+			first, firstRS = ts, rs
 		}
 		cut = end
 		head.add(&rs)
@@ -99,47 +93,30 @@ func (it *item) split(n int) (head, tail item, err error) {
 	if err != nil {
 		return *it, item{}, err
 	}
-	if head.count() > n {
-		// One series over n: cut it by its points.
-		return it.splitPoints(n)
+	if head.count() <= n {
+		head.raw, head.size = it.raw[:cut:cut], cut
+		return head, it.rest(&head, it.raw[cut:]), nil
 	}
-	head.raw, head.size = it.raw[:cut:cut], cut
-	return head, it.rest(&head, it.raw[cut:]), nil
-}
-
-// splitPoints cuts the first series of it after its first n points: head
-// is those, tail the rest of that series and the chunk's other series.
-func (it *item) splitPoints(n int) (head, tail item, err error) {
-	var ts []byte
-	var rs prw.RawSeries
-	var end int
-	if err := rangeChunk(it.raw, func(b []byte, r prw.RawSeries, e int) bool {
-		ts, rs, end = b, r, e
-		return false
-	}); err != nil {
-		return *it, item{}, err
-	}
-	h, hrs, _, scratch, err := prw.FilterPoints(nil, ts, rs, func(_ int, _ int64, i int) bool { return i < n }, nil)
+	// Only the first series, over n: cut it by its points.
+	h, hrs, _, scratch, err := prw.FilterPoints(nil, first, firstRS, func(_ int, _ int64, i int) bool { return i < n }, nil)
 	if err != nil {
 		return *it, item{}, err
 	}
-	t, _, _, _, err := prw.FilterPoints(nil, ts, rs, func(_ int, _ int64, i int) bool { return i >= n }, scratch)
+	t, _, _, _, err := prw.FilterPoints(nil, first, firstRS, func(_ int, _ int64, i int) bool { return i >= n }, scratch)
 	if err != nil {
 		return *it, item{}, err
 	}
 	head = it.like(h)
 	head.add(&hrs)
-	return head, it.rest(&head, append(t, it.raw[end:]...)), nil
+	return head, it.rest(&head, append(t, it.raw[cut:]...)), nil
 }
 
-// like returns an item of the chunk raw with it's shard, tenant, record
-// and epoch, and no points counted yet.
+// like returns an item of the chunk raw like it, with no points counted.
 func (it *item) like(raw []byte) item {
 	return item{raw: raw, size: len(raw), shard: it.shard, ext: it.ext, tenant: it.tenant, rec: it.rec, epoch: it.epoch}
 }
 
-// add counts the points of the series rs, or the series itself if it has
-// none (see count).
+// add counts the points of the series rs (see count).
 func (it *item) add(rs *prw.RawSeries) {
 	it.samples += rs.Samples
 	it.histograms += rs.Histograms
@@ -149,8 +126,7 @@ func (it *item) add(rs *prw.RawSeries) {
 	}
 }
 
-// rest returns the item of the chunk raw that holds what it holds besides
-// head.
+// rest returns the item of the chunk raw: what it holds besides head.
 func (it *item) rest(head *item, raw []byte) item {
 	t := it.like(raw)
 	t.samples, t.histograms = it.samples-head.samples, it.histograms-head.histograms
@@ -160,7 +136,7 @@ func (it *item) rest(head *item, raw []byte) item {
 
 // keepPoints returns the chunk it with only the points keep reports true
 // for (see prw.FilterPoints), and the number left out; it itself when none
-// is. The result is a chunk of its own: queued chunks are never modified.
+// is, else a chunk of its own: queued chunks are never modified.
 func (it *item) keepPoints(keep func(kind int, t int64, i int) bool) (item, int, error) {
 	out := it.like(nil)
 	var (

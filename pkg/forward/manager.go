@@ -2,26 +2,24 @@
 // upstream.
 //
 // The Manager (manager.go) owns one forwarder (forwarder.go) per upstream.
-// Enqueue takes a request in the form every series keeps from here to the
-// wire (see prw.AppendSeries; request.go, synth.go), prepares it for each
-// upstream it is routed to (prepare.go: external labels, write relabeling,
-// send_* settings) as chunks of series (chunk.go, item.go), and appends it
-// to every upstream's queue, all or nothing.
+// Enqueue takes a request in the form every series keeps up to the wire
+// (prw.AppendSeries; request.go, synth.go), prepares it for each upstream
+// it is routed to (prepare.go: external labels, write relabeling, send_*
+// settings) as chunks of series (chunk.go, item.go), and appends it to
+// every upstream's queue, all or nothing.
 //
-// A queue is in memory, or on disk (storage.go) with Options.StoragePath
-// set and queue_config.storage "disk": Enqueue then appends one record per
-// request (record.go) and returns once it is written; a reader (reader.go)
-// takes the records back in order and feeds the shards (handoff.go spares
-// it decoding what Enqueue just wrote), and a record is acknowledged
-// (acker.go) once its points and those of every earlier record were sent
-// or dropped.
+// A disk queue (storage.go; Options.StoragePath and queue_config.storage
+// "disk") is appended one record per request (record.go) before Enqueue
+// returns; a reader (reader.go) feeds the records in order to the shards
+// (handoff.go spares it decoding what Enqueue just wrote), and a record is
+// acknowledged (acker.go) once its points and all earlier ones were sent or
+// dropped.
 //
 // A series always goes to the same shard (shard.go; their number follows
-// the load, reshard.go), whose goroutine cuts batches, encodes them
-// (encode.go) and sends them one after the other (client.go), so each
-// series arrives in order. Batches are retried with backoff on network
-// errors, 5xx and 429, split on 413, and dropped (and counted) on other
-// 4xx.
+// the load, reshard.go), whose goroutine cuts, encodes (encode.go) and
+// sends (client.go) batches one after the other, so each series arrives in
+// order. Batches are retried with backoff on network errors, 5xx and 429,
+// split on 413, and dropped (and counted) on other 4xx.
 package forward
 
 import (
@@ -44,27 +42,21 @@ import (
 	"github.com/rwgateway/gateway/pkg/registry"
 )
 
-// DefaultFlushDeadline bounds how long a reload waits for a removed or
-// changed upstream's queue to drain.
+// DefaultFlushDeadline bounds a reload's wait for an old queue to drain.
 const DefaultFlushDeadline = time.Minute
 
-// DefaultProbeInterval is how long an upstream configured for remote write
-// 2.0 that answered as a 1.0 receiver (415, or 2xx without the Written
-// headers) is sent 1.0 before 2.0 is tried again.
+// DefaultProbeInterval is how long a 2.0 upstream that answered as a 1.0
+// one (415, or 2xx without Written headers) is sent 1.0.
 const DefaultProbeInterval = 10 * time.Minute
 
 // Options configure a Manager. Zero fields mean the documented defaults.
 type Options struct {
 	// UserAgent is sent to upstreams; default "rw-gateway/<version>".
 	UserAgent string
-	// FlushDeadline bounds the drain of an upstream that a reload removes or
-	// changes; default DefaultFlushDeadline.
-	FlushDeadline time.Duration
-	// ProbeInterval: see DefaultProbeInterval, the default.
-	ProbeInterval time.Duration
-	// StoragePath is --storage.path: disk queues live in
-	// StoragePath/queues/<upstream>, and the Manager locks the directory
-	// at the first ApplyConfig. Empty keeps every queue in memory.
+	// See DefaultFlushDeadline and DefaultProbeInterval, their defaults.
+	FlushDeadline, ProbeInterval time.Duration
+	// StoragePath is --storage.path, locked at the first ApplyConfig: disk
+	// queues live in StoragePath/queues/<upstream>. Empty: all in memory.
 	StoragePath string
 	// Fsync and SyncInterval are the disk queues' fsync policy; default
 	// queue.FsyncInterval every queue.DefaultSyncInterval.
@@ -73,28 +65,23 @@ type Options struct {
 	// QueueMetrics are the disk queues' collectors; default unregistered.
 	QueueMetrics *queue.Metrics
 
-	// wrapQueue lets tests substitute a queue's operations.
-	wrapQueue func(diskQueue) diskQueue
+	wrapQueue func(diskQueue) diskQueue // lets tests substitute a queue's operations
 }
 
-// Manager owns one forwarder per upstream. It is built once at start;
-// ApplyConfig sets and later swaps the set of upstreams. All methods are
-// safe for concurrent use.
+// Manager owns one forwarder per upstream, swapped by ApplyConfig. All its
+// methods are safe for concurrent use.
 type Manager struct {
-	logger       *slog.Logger
-	metrics      *registry.ForwardMetrics
-	queueMetrics *queue.Metrics
-	opts         Options
+	logger  *slog.Logger
+	metrics *registry.ForwardMetrics
+	opts    Options
 
 	// reloadMu serializes ApplyConfig and Stop, and guards the fields up to
-	// mu.
+	// mu. queues are the open disk queues by upstream name: the Manager
+	// opens and closes them, a forwarder uses its upstream's.
 	reloadMu sync.Mutex
 	stopped  bool
-	// unlock releases the lock on Options.StoragePath.
-	unlock func() error
-	// queues are the open disk queues by upstream name. A forwarder uses
-	// its upstream's; the Manager opens and closes them.
-	queues map[string]diskQueue
+	unlock   func() error // releases the lock on Options.StoragePath
+	queues   map[string]diskQueue
 
 	// mu guards set: Enqueue holds it for reading while it reserves and
 	// appends, so a forwarder taken out of the set receives nothing after.
@@ -104,17 +91,21 @@ type Manager struct {
 	builders sync.Pool
 	encoders sync.Pool
 
-	// stopping is cancelled when Stop begins.
-	stopping context.Context
+	stopping context.Context // cancelled when Stop begins
 	stop     context.CancelFunc
 }
 
-// upstreamSet is one configuration's forwarders; never modified once
-// published.
+// upstreamSet is one configuration's forwarders; never modified once published.
 type upstreamSet struct {
 	fwds     []*forwarder
 	byName   map[string]*forwarder
 	external labels.Labels
+}
+
+// onDisk reports whether upstream name has a disk queue in s.
+func (s *upstreamSet) onDisk(name string) bool {
+	f := s.byName[name]
+	return f != nil && f.dq != nil
 }
 
 // NewManager returns a Manager with no upstreams; call ApplyConfig.
@@ -129,37 +120,31 @@ func NewManager(logger *slog.Logger, metrics *registry.ForwardMetrics, opts Opti
 	if opts.ProbeInterval <= 0 {
 		opts.ProbeInterval = DefaultProbeInterval
 	}
-	qm := opts.QueueMetrics
-	if qm == nil {
-		qm = queue.NewMetrics(nil)
+	if opts.QueueMetrics == nil {
+		opts.QueueMetrics = queue.NewMetrics(nil)
 	}
 	m := &Manager{
-		logger:       logger.With("component", "forward"),
-		metrics:      metrics,
-		queueMetrics: qm,
-		opts:         opts,
-		queues:       map[string]diskQueue{},
-		builders:     sync.Pool{New: func() any { return labels.NewBuilder(labels.EmptyLabels()) }},
-		encoders:     sync.Pool{New: func() any { return newRecordEncoder() }},
+		logger:   logger.With("component", "forward"),
+		metrics:  metrics,
+		opts:     opts,
+		queues:   map[string]diskQueue{},
+		builders: sync.Pool{New: func() any { return labels.NewBuilder(labels.EmptyLabels()) }},
+		encoders: sync.Pool{New: func() any { return newRecordEncoder() }},
 	}
 	m.stopping, m.stop = context.WithCancel(context.Background())
 	return m
 }
 
-// ApplyConfig sets the upstreams. New upstreams start; removed ones are
-// drained (for at most Options.FlushDeadline), stopped, and their metric
-// series deleted; changed ones are replaced, the new forwarder sending only
-// once the old one has drained; unchanged ones keep their queue and
-// connections. External labels apply to every request enqueued after it
-// returns. On error nothing changes.
+// ApplyConfig sets the upstreams: new ones start; removed ones are drained
+// (for at most Options.FlushDeadline), stopped and their series deleted;
+// changed ones are replaced, the new forwarder sending once the old one
+// drained; unchanged ones keep their queue and connections. External labels
+// apply to requests enqueued after it returns. On error nothing changes.
 //
-// Disk queues: the first call locks Options.StoragePath. A changed upstream
-// keeps its disk queue (its new max_bytes and full_policy apply at once)
-// and its new forwarder reads again what the old one had read and not sent.
-// A removed upstream, or one switched to memory, has its in-memory part
-// flushed like any other and its queue closed: what is left stays in its
-// directory, unsent, until the upstream is configured again. Such
-// directories are logged and counted as orphaned at every call.
+// A changed upstream keeps its disk queue (with its new limits), and its new
+// forwarder reads again what the old one did not send. A removed upstream,
+// or one switched to memory, is flushed and its queue closed: the rest stays
+// on disk, unsent, and is reported as orphaned until the upstream is back.
 func (m *Manager) ApplyConfig(cfg *config.Config) error {
 	m.reloadMu.Lock()
 	defer m.reloadMu.Unlock()
@@ -169,10 +154,7 @@ func (m *Manager) ApplyConfig(cfg *config.Config) error {
 	if err := m.lockStorage(); err != nil {
 		return err
 	}
-	old := m.set
-	if old == nil {
-		old = &upstreamSet{}
-	}
+	old := cmp.Or(m.set, &upstreamSet{})
 	next := &upstreamSet{
 		byName:   make(map[string]*forwarder, len(cfg.Upstreams)),
 		external: cfg.Global.ExternalLabels.Copy(),
@@ -180,8 +162,7 @@ func (m *Manager) ApplyConfig(cfg *config.Config) error {
 	var (
 		created, replaced []*forwarder
 		opened            = map[string]diskQueue{}
-		// handedOver: disk queues that pass from a replaced forwarder to
-		// its successor, with the successor's limits.
+		// disk queues passed from a replaced forwarder to its successor
 		handedOver = map[string]*config.UpstreamConfig{}
 	)
 	// fail undoes what the loop below did, and returns err for upstream name.
@@ -196,7 +177,7 @@ func (m *Manager) ApplyConfig(cfg *config.Config) error {
 			if err := q.Close(); err != nil {
 				m.logger.Error("close disk queue", "upstream", n, "err", err)
 			}
-			m.queueMetrics.DeleteUpstream(n)
+			m.opts.QueueMetrics.DeleteUpstream(n)
 		}
 		return fmt.Errorf("upstream %q: %w", name, err)
 	}
@@ -224,7 +205,7 @@ func (m *Manager) ApplyConfig(cfg *config.Config) error {
 				opened[u.Name] = dq
 			}
 		}
-		f, err := newForwarder(m.logger, m.metrics, u, m.opts.UserAgent, m.opts.ProbeInterval, ready, dq, m.queueMetrics)
+		f, err := newForwarder(m.logger, m.metrics, u, m.opts.UserAgent, m.opts.ProbeInterval, ready, dq, m.opts.QueueMetrics)
 		if err != nil {
 			return fail(u.Name, err)
 		}
@@ -255,14 +236,8 @@ func (m *Manager) ApplyConfig(cfg *config.Config) error {
 		}
 		m.logger.Info("upstream started", "upstream", f.name, "protocol", f.proto().Label(), "shards", len(f.shards), "queue", kind)
 	}
-	diskNames := map[string]bool{}
-	for _, f := range next.fwds {
-		if f.dq != nil {
-			diskNames[f.name] = true
-		}
-	}
 	if m.opts.StoragePath != "" {
-		m.scanOrphans(diskNames)
+		m.scanOrphans(next)
 	}
 	// Stop ends the drain: a shutdown is bounded by its own deadline, not
 	// by a reload's.
@@ -270,7 +245,7 @@ func (m *Manager) ApplyConfig(cfg *config.Config) error {
 	defer cancel()
 	stopAll(ctx, append(replaced, removed...))
 	for _, f := range append(replaced, removed...) {
-		if f.dq != nil && !diskNames[f.name] {
+		if f.dq != nil && !next.onDisk(f.name) {
 			m.closeQueue(f.name)
 		}
 	}
@@ -282,21 +257,16 @@ func (m *Manager) ApplyConfig(cfg *config.Config) error {
 }
 
 // Enqueue appends req, the data of tenant ("" for none), to the queue of
-// every upstream that routes reports true for (every upstream when routes
-// is nil). An upstream with a tenant_header sends it in requests of that
-// tenant's data only, with the tenant's id in the header. It returns once the data
-// is queued everywhere (for a disk queue: written to its file), or nothing
-// is queued anywhere: an error wrapping ErrQueueFull (with a RetryAfter
-// method) when an upstream lacks room, ErrStopped after Stop. Every error
-// says how a write handler answers it (see StatusError). Enqueue copies
-// what it keeps: the caller may reuse req and everything it points to once
-// Enqueue returns.
+// every upstream routes reports true for (all if routes is nil); one with a
+// tenant_header sends each tenant's data apart, its id in the header. It
+// returns once the data is queued everywhere (on disk: written), or nowhere,
+// with an error (see StatusError): ErrQueueFull when an upstream lacks room,
+// ErrStopped after Stop. The caller may reuse req once it returns.
 //
-// All or nothing holds across disk queues as far as it can: every disk
-// queue is checked for room before anything is appended, but an append can
-// still fail after that (the disk fills up, or a concurrent request took
-// the room). The upstreams appended to before keep the request, and the
-// client's retry sends it to them again: duplicates, never loss.
+// Across disk queues all or nothing holds as far as it can: all are checked
+// for room first, but an append can still fail (a full disk, a concurrent
+// request took the room). The queues appended to before keep the request,
+// and the client's retry duplicates it there: duplicates, never loss.
 func (m *Manager) Enqueue(ctx context.Context, req *prw.Request, tenant string, routes func(upstream string) bool) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -377,8 +347,7 @@ func (m *Manager) Enqueue(ctx context.Context, req *prw.Request, tenant string, 
 			for j := range preps {
 				preps[j].unreserve()
 			}
-			// The disk queues appended to before keep the request: it is
-			// theirs to send (the client's retry duplicates it there).
+			// The disk queues appended to before keep the request.
 			for j := range i {
 				if preps[j].f.dq != nil && len(preps[j].recs) > 0 {
 					preps[j].commit()
@@ -405,10 +374,10 @@ func (m *Manager) Enqueue(ctx context.Context, req *prw.Request, tenant string, 
 	return nil
 }
 
-// Stop flushes every queue until ctx is done, then cancels in-flight sends.
-// In memory mode what is left is counted dropped; disk queues keep it,
-// unacknowledged, and are closed, and the storage path is unlocked. Enqueue
-// returns ErrStopped after. Stop is idempotent.
+// Stop flushes every queue until ctx is done, then cancels in-flight sends:
+// what is left is counted dropped in memory, kept unacknowledged on disk.
+// It closes the disk queues and unlocks the storage path; Enqueue returns
+// ErrStopped after. Stop is idempotent.
 func (m *Manager) Stop(ctx context.Context) {
 	m.stop() // a reload draining upstreams ends its drain now
 	m.reloadMu.Lock()

@@ -7,12 +7,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// budget bounds what is reserved of a limit: the points of a shard's
-// queue against its capacity, and the bytes of queued data an upstream
-// holds in memory (queue_config.max_memory_bytes), whatever the number of
-// shards. Room is taken when items are placed in the shards and given back
-// when their batch is sent or dropped. Its methods are safe for concurrent
-// use; one goroutine at a time may wait (the disk queue's reader).
+// budget bounds what is reserved of a limit (a shard's points, or the bytes
+// an upstream's shards hold, max_memory_bytes) from placement in the shards
+// until sent or dropped. Safe for concurrent use; one goroutine at a time
+// may wait (the disk queue's reader).
 type budget struct {
 	limit int64
 	used  atomic.Int64
@@ -25,7 +23,7 @@ func newBudget(limit int64, gauge prometheus.Gauge) *budget {
 }
 
 // take takes room for n. With nothing held it admits any n, so that a
-// request larger than the limit is not refused forever.
+// request over the limit is not refused forever.
 func (b *budget) take(n int) bool {
 	for {
 		cur := b.used.Load()
@@ -41,8 +39,7 @@ func (b *budget) take(n int) bool {
 	}
 }
 
-// wait takes room for n, waiting for it; it reports false if ctx ended
-// first.
+// wait takes room for n when there is; it reports false if ctx ended first.
 func (b *budget) wait(ctx context.Context, n int) bool {
 	for !b.take(n) {
 		select {

@@ -8,12 +8,8 @@ import (
 )
 
 const (
-	// lagInterval is how often gateway_upstream_queue_lag_seconds is
-	// updated.
-	lagInterval = time.Second
-	// readRetryInterval is the pause after a read error other than a
-	// shutdown.
-	readRetryInterval = time.Second
+	lagInterval       = time.Second // how often the queue lag gauge is updated
+	readRetryInterval = time.Second // the pause after a read error
 	// corruptUndecodable is the kind label of gateway_queue_corrupt_bytes_total
 	// for records that passed the queue's checksums but could not be decoded.
 	corruptUndecodable = "undecodable"
@@ -31,8 +27,8 @@ func (f *forwarder) readLoop() {
 			return
 		}
 	}
-	// Records the forwarder of the previous configuration read and did not
-	// get acknowledged are read again.
+	// What the previous configuration's forwarder read and did not get
+	// acknowledged is read again.
 	if f.prev != nil {
 		f.m.pendingG.Set(float64(f.pending.Add(f.prev.pending.Swap(0))))
 		f.prev = nil
@@ -69,25 +65,20 @@ func (f *forwarder) readLoop() {
 				}
 			}
 		}
-		if !ok && pos.Before(f.dq.Opened()) {
-			// A backlog written before this process: handed now.
-			var s, h, e int
-			for i := range items {
-				s, h, e = s+int(items[i].samples), h+int(items[i].histograms), e+int(items[i].exemplars)
-			}
-			tenant := ""
-			if len(items) > 0 {
-				tenant = items[0].tenant
-			}
-			f.handed(tenant, s, h, e)
-		}
 		pr := &pendingRecord{pos: pos, appended: appended}
-		points := 0
+		var s, h, e int
+		tenant := ""
 		for i := range items {
-			items[i].rec = pr
-			points += items[i].count()
+			it := &items[i]
+			it.rec = pr
+			pr.left += it.count()
+			s, h, e = s+int(it.samples), h+int(it.histograms), e+int(it.exemplars)
+			tenant = it.tenant // a record holds one tenant's data
 		}
-		pr.left = points
+		if !ok && pos.Before(f.dq.Opened()) {
+			f.handed(tenant, s, h, e) // a backlog written before this process
+		}
+		points := pr.left
 		f.acker.add(pr)
 		if len(items) == 0 {
 			f.acker.complete(pr, 0)
@@ -97,7 +88,13 @@ func (f *forwarder) readLoop() {
 		if active > 1 {
 			items = f.cutWhole(items)
 		}
-		sorted, ranges, total := groupByShard(items, shardsOf(items, len(f.shards)), len(f.shards))
+		shardOf := make([]int, len(items)) // 0 for family metadata
+		for i := range items {
+			if items[i].family == nil {
+				shardOf[i] = items[i].shard % len(f.shards)
+			}
+		}
+		sorted, ranges, total := groupByShard(items, shardOf, len(f.shards))
 		if !f.mem.wait(ctx, itemsSize(items)) {
 			f.layout.release(epoch, total)
 			return // stopping: the record stays unacknowledged on disk
@@ -116,19 +113,8 @@ func (f *forwarder) readLoop() {
 	}
 }
 
-// shardsOf returns the shard of every item: a chunk's own, 0 for family
-// metadata.
-func shardsOf(items []item, n int) []int {
-	out := make([]int, len(items))
-	for i := range items {
-		if items[i].family == nil {
-			out[i] = items[i].shard % n
-		}
-	}
-	return out
-}
-
-// lagLoop updates the lag gauge until the forwarder stops.
+// lagLoop updates the lag gauge until the forwarder stops. When records
+// wait on disk and none read is unacknowledged, it keeps its last value.
 func (f *forwarder) lagLoop() {
 	t := time.NewTicker(lagInterval)
 	defer t.Stop()
@@ -137,19 +123,11 @@ func (f *forwarder) lagLoop() {
 		case <-f.quit:
 			return
 		case <-t.C:
-			f.updateLag(time.Now())
+			if oldest, ok := f.acker.oldest(); ok {
+				f.lag.Set(max(time.Since(oldest).Seconds(), 0))
+			} else if records, _ := f.dq.Len(); records == 0 {
+				f.lag.Set(0)
+			}
 		}
 	}
-}
-
-func (f *forwarder) updateLag(now time.Time) {
-	if oldest, ok := f.acker.oldest(); ok {
-		f.lag.Set(max(now.Sub(oldest).Seconds(), 0))
-		return
-	}
-	if records, _ := f.dq.Len(); records == 0 {
-		f.lag.Set(0)
-	}
-	// Otherwise records wait on disk and the reader is about to take
-	// them: keep the last value.
 }

@@ -47,10 +47,7 @@ func (d *recordDecoder) decodeV1(b []byte) ([]item, time.Time, int, error) {
 
 // validSeries reports whether the write handler would accept s as it is.
 func validSeries(s *prw.Series) bool {
-	if _, _, ok := prw.ValidateLabels(s.Labels, true); !ok {
-		return false
-	}
-	if len(s.Samples)+len(s.Histograms)+len(s.Exemplars) == 0 {
+	if _, _, ok := prw.ValidateLabels(s.Labels, true); !ok || len(s.Samples)+len(s.Histograms)+len(s.Exemplars) == 0 {
 		return false
 	}
 	for i := range s.Histograms {
@@ -61,8 +58,8 @@ func validSeries(s *prw.Series) bool {
 	return true
 }
 
-// recordReader parses a version 1 body. str is the body as one string, so
-// that strings are substrings of it rather than allocations of their own.
+// recordReader parses a version 1 body. Its strings are substrings of str,
+// the body as one string, not allocations of their own.
 type recordReader struct {
 	buf []byte
 	str string
@@ -86,8 +83,8 @@ func (r *recordReader) fixed64() float64 {
 	return math.Float64frombits(r.advance(protowire.ConsumeFixed64(r.buf[r.off:])))
 }
 
-// advance moves past a value of n bytes, or fails when n is not positive,
-// as decoding functions report a truncated or overflowing value.
+// advance moves past a value of n bytes, or fails if n <= 0 (truncated or
+// overflowing, as the decoding functions report it).
 func (r *recordReader) advance(v uint64, n int) uint64 {
 	if n <= 0 {
 		r.fail(errRecordTruncated)
@@ -113,8 +110,6 @@ func (r *recordReader) span() (lo, hi int) {
 	r.off += n
 	return r.off - n, r.off
 }
-
-func (r *recordReader) bytes() []byte { lo, hi := r.span(); return r.buf[lo:hi] }
 
 func (r *recordReader) string() string { lo, hi := r.span(); return r.str[lo:hi] }
 
@@ -159,7 +154,8 @@ func (r *recordReader) body() (req *prw.Request, appended time.Time, skipped int
 			if k := r.count(1); k > 0 {
 				s.Histograms = make([]prw.Histogram, k)
 				for j := range s.Histograms {
-					if err := s.Histograms[j].Unmarshal(r.bytes()); err != nil {
+					lo, hi := r.span()
+					if err := s.Histograms[j].Unmarshal(r.buf[lo:hi]); err != nil {
 						r.fail(fmt.Errorf("unmarshal histogram: %w", err))
 					}
 				}

@@ -7,57 +7,47 @@ import (
 	"time"
 )
 
-// Dynamic resharding, after Prometheus: an upstream starts with
-// min_shards senders, and every shardUpdateInterval their number follows
-// what sending takes: the time a point takes to send (encoding and the
-// upstream's latency included) times the rate points come in, plus a share
-// of what is pending, between min_shards and max_shards. A fast upstream at
-// a low rate is sent by one shard, so a sender's request of a few series
-// leaves as one request, and memory holds one shard's queue, not
-// max_shards'.
+// Dynamic resharding, after Prometheus: every shardUpdateInterval the
+// number of shards, between min_shards and max_shards, follows the time a
+// point takes to send (encoding and latency included) times the rate points
+// come in, plus a share of what is pending. A fast upstream at a low rate
+// is sent by one shard: a small request leaves as one, and memory holds one
+// shard's queue.
 //
-// Unlike Prometheus, which reads its own WAL at its own pace, the gateway
-// takes writes as they come, so it follows them faster: it looks every
-// second, not every 10, and adds shards as soon as the ones in use cannot
-// keep up (the desired number above the current one), while it removes
-// them only below the current number less shardTolerance, keeping that
-// much headroom, so the number does not swing between two neighbours.
+// Unlike Prometheus, which reads its WAL at its own pace, the gateway takes
+// writes as they come, so it looks every second, not every 10, and adds
+// shards as soon as those in use cannot keep up, but removes them only
+// below the current number less shardTolerance, so as not to swing.
 //
-// Series are hashed to max_shards virtual shards: chunks are cut per
-// virtual shard and records keep them, so nothing is cut again when the
-// number changes. Virtual shard v is sent by shard v % active. A reshard
-// starts a new epoch; a series may then move to another shard, so the
-// points placed in the previous epoch are all sent (or dropped) before any
+// Series are hashed to max_shards virtual shards, which chunks and records
+// keep, so nothing is cut again on a change: virtual shard v is sent by
+// shard v % active. A reshard starts an epoch, in which a series may move,
+// so every point of the previous epoch is sent (or dropped) before any
 // batch of the new one: per-series order holds, and enqueueing never waits.
 
 const (
-	shardUpdateInterval = time.Second
-	// backlogCheckInterval is how often a backlog is looked for (see
-	// checkBacklog).
-	backlogCheckInterval = 250 * time.Millisecond
-	// backlogHold is how long after a backlog no shard is removed.
-	backlogHold = 10 * time.Second
-	// shardTolerance is the headroom kept when shards are removed.
-	shardTolerance = 0.3
+	shardUpdateInterval  = time.Second
+	backlogCheckInterval = 250 * time.Millisecond // see checkBacklog
+	backlogHold          = 10 * time.Second       // no shard is removed this long after a backlog
+	shardTolerance       = 0.3                    // the headroom kept when shards are removed
 	// integralGain is the share of pending points, per second, the desired
-	// number of shards also sends: a backlog is caught up in about 5 s of
-	// sending (Prometheus: 0.1 per 10 s, as its WAL is its backlog).
+	// number of shards also sends: a backlog is caught up in about 5 s
+	// (Prometheus: 0.1 per 10 s, as its WAL is its backlog).
 	integralGain = 0.2
 	ewmaWeight   = 0.2
 )
 
 // layout is the number of shards in use and its epoch. Points are placed
-// in the current epoch when they are routed to a shard and released once
-// sent or dropped; only the current and the previous epoch ever have
-// points outstanding, as a reshard waits for the previous one to drain.
+// in the current epoch when routed to a shard and released once sent or
+// dropped; only the current and the previous epoch ever have points
+// outstanding, as a reshard waits for the previous one to drain.
 type layout struct {
 	mu          sync.Mutex
 	epoch       uint32
 	current     atomic.Uint32 // epoch, read without mu
 	active      int
-	outstanding [2]int // by epoch&1
-	// drained is closed once the previous epoch has nothing outstanding.
-	drained chan struct{}
+	outstanding [2]int        // by epoch&1
+	drained     chan struct{} // closed once the previous epoch has nothing outstanding
 }
 
 func newLayout(active int) *layout {
@@ -80,25 +70,30 @@ func (l *layout) release(epoch uint32, n int) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.outstanding[epoch&1] -= n
-	if epoch != l.epoch && l.outstanding[epoch&1] <= 0 {
-		closeOnce(l.drained)
+	if epoch != l.epoch && l.outstanding[epoch&1] <= 0 && !l.isDrained() {
+		close(l.drained)
 	}
 }
 
-// gate returns what a batch of epoch waits for before it is sent: nil if
-// nothing.
+// isDrained reports whether drained is closed; l.mu is held.
+func (l *layout) isDrained() bool {
+	select {
+	case <-l.drained:
+		return true
+	default:
+		return false
+	}
+}
+
+// gate returns what a batch of epoch waits for before it is sent: nil for
+// the previous epoch, which goes first, or once that is drained.
 func (l *layout) gate(epoch uint32) <-chan struct{} {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if epoch != l.epoch {
-		return nil // the previous epoch: sent first
-	}
-	select {
-	case <-l.drained:
+	if epoch != l.epoch || l.isDrained() {
 		return nil
-	default:
-		return l.drained
 	}
+	return l.drained
 }
 
 // set starts an epoch with n shards. It reports false, changing nothing,
@@ -106,9 +101,7 @@ func (l *layout) gate(epoch uint32) <-chan struct{} {
 func (l *layout) set(n int) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	select {
-	case <-l.drained:
-	default:
+	if !l.isDrained() {
 		return false
 	}
 	l.epoch++
@@ -127,16 +120,7 @@ func (l *layout) shards() int {
 	return l.active
 }
 
-func closeOnce(c chan struct{}) {
-	select {
-	case <-c:
-	default:
-		close(c)
-	}
-}
-
-// ewmaRate is an exponentially weighted moving average of a rate per
-// second, updated every shardUpdateInterval.
+// ewmaRate is an exponentially weighted moving average of a rate per second.
 type ewmaRate struct {
 	events atomic.Int64
 	rate   float64
@@ -178,8 +162,7 @@ func desiredShards(cur, lo, hi int, inRate, outRate, busyRate float64, pending i
 	return min(max(n, lo), hi)
 }
 
-// reshardLoop updates the number of shards every shardUpdateInterval until
-// the forwarder stops.
+// reshardLoop adjusts the number of shards until the forwarder stops.
 func (f *forwarder) reshardLoop() {
 	q := &f.cfg.QueueConfig
 	if q.MinShards >= q.MaxShards {
@@ -201,16 +184,13 @@ func (f *forwarder) reshardLoop() {
 	}
 }
 
-// checkBacklog doubles the shards, at most every 500 ms, while the shards
-// in use fall further behind: a memory queue refused a request, or a disk
-// queue's reader is behind half of the handoff, and more is pending than at
-// the last check. Waiting for the rates to show it would
-// let a disk backlog outgrow the handoff, and the records it then decodes
-// again cost the CPU that sending needs.
+// checkBacklog doubles the shards, at most every 500 ms, while they fall
+// further behind (a full memory queue, or a reader behind half the handoff,
+// and more pending than at the last check): waiting for the rates would let
+// a disk backlog outgrow the handoff, and decoding it costs sending CPU.
 func (f *forwarder) checkBacklog() {
-	backlog := f.refused.Swap(false) || (f.handoff != nil && f.handoff.behind())
-	if !backlog {
-		return
+	if !f.refused.Swap(false) && (f.handoff == nil || !f.handoff.behind()) {
+		return // no backlog
 	}
 	f.backlogAt.Store(time.Now().UnixNano())
 	q := &f.cfg.QueueConfig
@@ -228,6 +208,8 @@ func (f *forwarder) checkBacklog() {
 	}
 	f.setShards(cur, min(2*cur, q.MaxShards))
 }
+
+// updateShards sets the shards to the desired number for the last interval.
 func (f *forwarder) updateShards(interval time.Duration) {
 	q := &f.cfg.QueueConfig
 	in, out, busy := f.rates.in.tick(interval), f.rates.out.tick(interval), f.rates.busy.tick(interval)
@@ -246,8 +228,7 @@ func (f *forwarder) updateShards(interval time.Duration) {
 	}
 }
 
-// setShards starts an epoch with n shards, unless the previous one has
-// points outstanding.
+// setShards starts an epoch with n shards, if layout.set allows.
 func (f *forwarder) setShards(cur, n int) {
 	if !f.layout.set(n) {
 		return
@@ -258,5 +239,5 @@ func (f *forwarder) setShards(cur, n int) {
 		s.wake() // what the previous epoch left is sent now (see shard.state)
 	}
 	f.m.shards.Set(float64(n))
-	f.m.queueCapacity.Set(float64(n * f.capacity))
+	f.m.queueCapacity.Set(float64(n * f.cfg.QueueConfig.Capacity))
 }

@@ -2,7 +2,6 @@ package forward
 
 import (
 	"context"
-	"errors"
 	"math/rand/v2"
 	"sync"
 	"time"
@@ -16,28 +15,23 @@ const maxIdleQueueCap = 4096
 
 // shard is one of an upstream's parallel senders: a bounded FIFO of items
 // and the goroutine that cuts it into batches and sends them one after the
-// other, so a series (always hashed to the same shard within an epoch, see
-// reshard.go) arrives in order.
-//
-// Capacity counts samples, histograms and exemplars (and 1 per family
-// metadata entry) from the moment room is reserved until their batch is
-// acknowledged or dropped, so it bounds the batch in flight too.
+// other, so a series (hashed to the same shard within an epoch, see
+// reshard.go) arrives in order. Capacity counts points (see item.count)
+// from their reservation until their batch is sent or dropped, so it
+// bounds the batch in flight too.
 type shard struct {
 	f *forwarder
 
 	mu sync.Mutex
-	// fifos holds the items of the current and the previous epoch, by
-	// epoch&1: the previous epoch's are taken first, so they never wait
-	// behind items that wait for them.
+	// fifos holds the current and the previous epoch's items, by epoch&1:
+	// the previous epoch's go first, never behind items that wait for them.
 	fifos [2]fifo
-	// points are the points reserved, queued or in flight, against the
-	// shard's capacity; the disk queue's reader waits on it for room.
+	// points are reserved, queued or in flight, against the capacity; the
+	// disk queue's reader waits on it for room.
 	points *budget
-	// notify is signalled when items are appended.
-	notify chan struct{}
+	notify chan struct{} // signalled when items are appended
 
-	// Owned by the shard's goroutine.
-	batch []item
+	batch []item // owned by the shard's goroutine
 }
 
 // fifo is a queue of items with its points and estimated bytes.
@@ -47,12 +41,7 @@ type fifo struct {
 	wholes        int // whole items (see whole.go): each a batch, ready to send
 }
 
-func newShard(f *forwarder) *shard {
-	return &shard{f: f, points: newBudget(int64(f.capacity), nil), notify: make(chan struct{}, 1)}
-}
-
-// release gives back the room of n points of epoch, and their bytes, that
-// were sent or dropped.
+// release gives back the room of n points of epoch, and of their bytes.
 func (s *shard) release(epoch uint32, n, bytes int) {
 	s.f.mem.give(bytes)
 	if n == 0 {
@@ -80,9 +69,8 @@ func (s *shard) appendItems(items []item, n int, epoch uint32) {
 	s.wake()
 }
 
-// state reports whether a batch is ready to send (full, a whole item, or
-// left by a previous epoch, which the current one waits for), and whether
-// anything is waiting.
+// state reports whether a batch is ready (full, whole, or of a previous
+// epoch, which the current one waits for), and whether anything waits.
 func (s *shard) state() (ready, any bool) {
 	maxN, maxB := s.f.batchLimits()
 	cur := s.f.layout.current.Load()
@@ -104,11 +92,10 @@ func (s *shard) wake() {
 	}
 }
 
-// take removes the next batch from the queue: items up to
-// max_samples_per_send points and max_bytes_per_send estimated bytes, all
-// of one epoch, the older first, splitting an item that alone exceeds them.
-// It returns the batch (valid until the next take), its number of points,
-// and the bytes it took off the queue (see budget).
+// take removes the next batch, of one epoch (the older first) and within
+// the batch limits, splitting an item that alone exceeds them. It returns
+// the batch (valid until the next take), its points, and the bytes it took
+// off the queue.
 func (s *shard) take() ([]item, int, int) {
 	maxN, maxB := s.f.batchLimits()
 	s.mu.Lock()
@@ -123,8 +110,7 @@ func (s *shard) take() ([]item, int, int) {
 	return b, n, size - q.size
 }
 
-// take appends the next batch of q to b. A whole item is a batch of its
-// own.
+// take appends the next batch of q to b; a whole item is a batch of its own.
 func (q *fifo) take(b []item, maxN, maxB int) ([]item, int) {
 	n, size := 0, 0
 	for q.head < len(q.items) {
@@ -133,57 +119,47 @@ func (q *fifo) take(b []item, maxN, maxB int) ([]item, int) {
 			break // a batch holds one tenant's data
 		}
 		c := it.count()
-		if n+c <= maxN && size+it.size <= maxB {
-			if it.whole != nil {
-				q.wholes--
-			}
-			b = append(b, *it)
-			n += c
-			size += it.size
-			q.n -= c
-			q.size -= it.size
-			*it = item{}
-			q.head++
-			continue
-		}
-		if len(b) > 0 {
+		fits := n+c <= maxN && size+it.size <= maxB
+		if !fits && len(b) > 0 {
 			break
 		}
-		// The first item alone is too large: send the part that fits.
 		// Cut or not, a whole item leaves the queue as one.
 		if it.whole != nil {
 			q.wholes--
 		}
-		k := maxN
-		if it.size > maxB {
-			k = min(k, max(maxB/max(it.size/c, 1), 1))
+		if !fits {
+			// The first item alone is too large: send the part that fits.
+			k := maxN
+			if it.size > maxB {
+				k = min(k, max(maxB/max(it.size/c, 1), 1))
+			}
+			if k < c {
+				if head, tail, err := it.split(k); err == nil {
+					b = append(b, head)
+					n = head.count()
+					q.n -= n
+					q.size += tail.size - it.size
+					*it = tail
+					if tail.count() == 0 {
+						*it = item{}
+						q.head++
+					}
+					break
+				}
+				// Not a chunk that can be cut: sent whole, for the
+				// upstream to take or refuse.
+			}
 		}
-		if k >= c {
-			b = append(b, *it)
-			n = c
-			q.n -= c
-			q.size -= it.size
-			*it = item{}
-			q.head++
+		b = append(b, *it)
+		n += c
+		size += it.size
+		q.n -= c
+		q.size -= it.size
+		*it = item{}
+		q.head++
+		if !fits {
 			break
 		}
-		head, tail, err := it.split(k)
-		if err != nil {
-			// Not a chunk that can be cut: sent whole, for the upstream
-			// to take or refuse.
-			head, tail = *it, item{}
-		}
-		b = append(b, head)
-		n = head.count()
-		q.n -= n
-		q.size += tail.size - it.size
-		if tail.count() == 0 {
-			*it = item{}
-			q.head++
-			break
-		}
-		*it = tail
-		break
 	}
 	if q.head == len(q.items) {
 		q.items = q.items[:0]
@@ -201,8 +177,8 @@ func (q *fifo) take(b []item, maxN, maxB int) ([]item, int) {
 }
 
 // run is the shard's goroutine: it sends a batch when one is full or when
-// the oldest queued item has waited batch_send_deadline, and flushes the
-// queue when the forwarder stops.
+// the oldest queued item has waited batch_send_deadline, and on quit
+// flushes the queue until ctx is done (the rest is abandoned).
 func (s *shard) run() {
 	f := s.f
 	ctx := f.ctx
@@ -233,25 +209,16 @@ func (s *shard) run() {
 			s.sendNext(ctx)
 		case <-f.quit:
 			timer.Stop()
-			s.flush(ctx)
+			for _, pending := s.state(); pending; _, pending = s.state() {
+				s.sendNext(ctx)
+			}
 			return
 		}
 	}
 }
 
-// flush sends everything queued until ctx is done; the rest is abandoned.
-func (s *shard) flush(ctx context.Context) {
-	for {
-		if _, pending := s.state(); !pending {
-			return
-		}
-		s.sendNext(ctx)
-	}
-}
-
-// sendNext takes one batch and sends it. In disk mode a batch that was
-// sent or dropped is done for its queue records; one abandoned at shutdown
-// is not, and is read from the disk queue again after a restart.
+// sendNext takes one batch and sends it. In disk mode a batch abandoned at
+// shutdown is not done for its records, so it is read again after a restart.
 func (s *shard) sendNext(ctx context.Context) {
 	b, n, bytes := s.take()
 	if n == 0 {
@@ -273,10 +240,9 @@ func (s *shard) sendNext(ctx context.Context) {
 	s.release(epoch, n, bytes)
 }
 
-// send delivers one batch: it retries recoverable failures with backoff
-// until success or until ctx is done, splits it on 413, and drops it on
-// other 4xx. Everything it drops is counted. It reports false when it gave
-// up on some of the batch because ctx ended (see forwarder.abandon).
+// send delivers one batch: it retries with backoff until success or ctx is
+// done, splits it on 413, and drops (and counts) it on other 4xx. It reports
+// false if it gave up on some of it because ctx ended (see abandon).
 func (s *shard) send(ctx context.Context, items []item) bool {
 	f := s.f
 	q := &f.cfg.QueueConfig
@@ -334,7 +300,7 @@ func (s *shard) send(ctx context.Context, items []item) bool {
 			if proto == prw.ProtoV2 && st.points() > 0 {
 				f.acceptedV2()
 			}
-			f.accepted(countWeight(items), itemsSize(items))
+			f.accepted(items)
 			return true
 
 		case outcomeFallback:
@@ -344,7 +310,6 @@ func (s *shard) send(ctx context.Context, items []item) bool {
 			if !encode() {
 				return true
 			}
-			continue
 
 		case outcomeTooLarge:
 			f.refusedLarge.Store(true)
@@ -381,9 +346,8 @@ func (s *shard) send(ctx context.Context, items []item) bool {
 				f.logger.Warn("send batch, retrying", "err", res.err, "retry", retry+1)
 			}
 			sleep := jitter(backoff, time.Duration(q.MaxBackoff))
-			var re *recoverableError
-			if errors.As(res.err, &re) && re.retryAfter > 0 {
-				sleep = re.retryAfter
+			if res.retryAfter > 0 {
+				sleep = res.retryAfter
 			}
 			backoff = min(backoff*2, time.Duration(q.MaxBackoff))
 			f.backoffHint.Store(int64(sleep))
@@ -391,16 +355,12 @@ func (s *shard) send(ctx context.Context, items []item) bool {
 				f.abandon(st.points())
 				return false
 			}
-			if q.SampleAgeLimit > 0 {
-				kept := s.dropTooOld(items)
-				if len(kept) == 0 {
+			if kept := s.dropTooOld(items); len(kept) == 0 {
+				return true
+			} else if len(kept) != len(items) || countPoints(kept) != countPoints(items) {
+				items = kept
+				if !encode() {
 					return true
-				}
-				if len(kept) != len(items) || countPoints(kept) != countPoints(items) {
-					items = kept
-					if !encode() {
-						return true
-					}
 				}
 			}
 			f.m.retried.Add(float64(st.points()))
@@ -408,30 +368,10 @@ func (s *shard) send(ctx context.Context, items []item) bool {
 	}
 }
 
-// countWeight and itemsSize are what a batch of items weighs against the
-// batch limits: points (see item.count) and estimated bytes.
-func countWeight(items []item) int {
-	n := 0
-	for i := range items {
-		n += items[i].count()
-	}
-	return n
-}
-
-func itemsSize(items []item) int {
-	n := 0
-	for i := range items {
-		n += items[i].size
-	}
-	return n
-}
-
-// splitBatch cuts a batch an upstream refused as too large into two halves
-// of about the same number of points, at series boundaries where it can:
-// whole items when there are several, the series of a chunk, and the
-// points of a single series last (its head is sent first, so its points
-// stay in order). ok is false for a batch of one point, which cannot be
-// split.
+// splitBatch cuts a batch refused as too large into two halves: between
+// items if there are several, else between a chunk's series, else within a
+// series (its head is sent first, so its points stay in order). ok is false
+// for a batch of one point.
 func splitBatch(items []item) (head, tail []item, ok bool) {
 	if len(items) > 1 {
 		mid := len(items) / 2
@@ -452,10 +392,8 @@ func splitBatch(items []item) (head, tail []item, ok bool) {
 	return []item{h}, []item{t}, true
 }
 
-// jitter returns a delay in [d, 1.25d], at most ceiling. The backoff d
-// doubles from one retry to the next, so a wait is never shorter than the
-// one before: jitter spreads the retries of many shards without undoing
-// the backoff.
+// jitter returns a delay in [d, 1.25d], at most ceiling: as d doubles per
+// retry, it spreads many shards' retries without ever shortening a wait.
 func jitter(d, ceiling time.Duration) time.Duration {
 	if d >= ceiling {
 		return ceiling
@@ -476,8 +414,8 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 }
 
 // dropTooOld removes points older than sample_age_limit, counting them. It
-// returns items itself when nothing is too old, else a new slice: queued
-// items are shared and never modified.
+// returns items itself if nothing is too old, else a new slice: queued items
+// are shared and never modified.
 func (s *shard) dropTooOld(items []item) []item {
 	limit := time.Duration(s.f.cfg.QueueConfig.SampleAgeLimit)
 	if limit <= 0 {
@@ -489,23 +427,16 @@ func (s *shard) dropTooOld(items []item) []item {
 	dropped := 0
 	for i := range items {
 		it := &items[i]
-		if it.family != nil {
+		kept, d, err := it.keepPoints(recent) // a family item, without points, is kept
+		if err == nil && d == 0 {
 			if out != nil {
 				out = append(out, *it)
 			}
 			continue
 		}
-		kept, d, err := it.keepPoints(recent)
 		if err != nil {
-			kept, d = item{}, it.points() // malformed: nothing of it can be sent
-			s.f.drop(registry.DropEncode, d)
-			d = 0
-		}
-		if d == 0 && err == nil {
-			if out != nil {
-				out = append(out, *it)
-			}
-			continue
+			kept = item{} // malformed: nothing of it can be sent
+			s.f.drop(registry.DropEncode, it.points())
 		}
 		if out == nil {
 			out = append(make([]item, 0, len(items)), items[:i]...)

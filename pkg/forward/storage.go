@@ -7,7 +7,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"slices"
 
 	"github.com/rwgateway/gateway/config"
 	"github.com/rwgateway/gateway/pkg/queue"
@@ -19,8 +18,7 @@ const (
 	quarantineDir = "quarantine"
 )
 
-// diskQueue is what a forwarder uses of pkg/queue. Tests wrap the real
-// queue to inject errors such as a full disk.
+// diskQueue is what a forwarder uses of pkg/queue; tests wrap it.
 type diskQueue interface {
 	AppendAt(recs ...[]byte) (queue.Position, error)
 	HasRoom(n int, payloadBytes int64) bool
@@ -55,7 +53,7 @@ func (m *Manager) openQueue(u *config.UpstreamConfig) (diskQueue, error) {
 		Fsync:         m.opts.Fsync,
 		SyncInterval:  m.opts.SyncInterval,
 		Logger:        m.logger.With("upstream", u.Name, "component", "queue"),
-		Metrics:       m.queueMetrics,
+		Metrics:       m.opts.QueueMetrics,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open disk queue: %w", err)
@@ -66,22 +64,20 @@ func (m *Manager) openQueue(u *config.UpstreamConfig) (diskQueue, error) {
 	return q, nil
 }
 
-// scanOrphans finds the queue directories of upstreams that are not
-// configured with a disk queue, exports their number and size, and logs
-// them once.
-func (m *Manager) scanOrphans(diskNames map[string]bool) {
+// scanOrphans finds the queue directories of upstreams that set does not
+// configure with a disk queue, exports their number and size, and logs
+// them.
+func (m *Manager) scanOrphans(set *upstreamSet) {
 	dir := filepath.Join(m.opts.StoragePath, queuesDir)
 	entries, err := os.ReadDir(dir)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		m.logger.Warn("list queue directories; orphaned queues are not reported", "dir", dir, "err", err)
 		return
 	}
-	var (
-		names []string
-		bytes int64
-	)
+	var names []string // sorted, as ReadDir sorts its entries
+	var bytes int64
 	for _, e := range entries {
-		if !e.IsDir() || diskNames[e.Name()] {
+		if !e.IsDir() || set.onDisk(e.Name()) {
 			continue
 		}
 		names = append(names, e.Name())
@@ -94,7 +90,6 @@ func (m *Manager) scanOrphans(diskNames map[string]bool) {
 			return nil
 		})
 	}
-	slices.Sort(names)
 	m.metrics.OrphanedDirectories.Set(float64(len(names)))
 	m.metrics.OrphanedBytes.Set(float64(bytes))
 	if len(names) > 0 {
@@ -120,8 +115,7 @@ func (m *Manager) lockStorage() error {
 	return nil
 }
 
-// closeQueue closes the disk queue of upstream name and deletes its series.
-// reloadMu is held.
+// closeQueue closes upstream name's disk queue; reloadMu is held.
 func (m *Manager) closeQueue(name string) {
 	q := m.queues[name]
 	if q == nil {
@@ -131,6 +125,6 @@ func (m *Manager) closeQueue(name string) {
 	if err := q.Close(); err != nil {
 		m.logger.Error("close disk queue", "upstream", name, "err", err)
 	}
-	m.queueMetrics.DeleteUpstream(name)
+	m.opts.QueueMetrics.DeleteUpstream(name)
 	m.metrics.QueueLag.DeleteLabelValues(name)
 }

@@ -10,12 +10,10 @@ import (
 	"github.com/rwgateway/gateway/pkg/prw"
 )
 
-// synthesizer writes a request of decoded series (prw.Request.Series, as
-// tests and version 1 queue records make them) in the form (see
-// prw.AppendSeries), and strips the form's extensions for 1.0 upstreams.
-// It holds the buffers of one request's form. The Manager pools them: a
-// synthesized RawV1 is valid until the synthesizer is put back, and
-// everything that outlives Enqueue is copied from it.
+// synthesizer writes a request of decoded series (as tests and version 1
+// queue records make them) in the form (see prw.AppendSeries), and strips
+// the form's extensions for 1.0 upstreams. The RawV1 it returns is valid
+// until it is put back in the pool; what outlives Enqueue is copied.
 type synthesizer struct {
 	raw      prw.RawV1
 	scratch  []byte
@@ -23,8 +21,7 @@ type synthesizer struct {
 	pending  []pendingFamily
 }
 
-// pendingFamily is a series with metadata, and that metadata, whose family
-// strip has yet to see.
+// pendingFamily is a series' metadata, whose family strip has yet to see.
 type pendingFamily struct{ series, md []byte }
 
 var synthesizers = sync.Pool{New: func() any { return &synthesizer{families: map[string]struct{}{}} }}
@@ -41,15 +38,16 @@ func (sy *synthesizer) synthesize(req *prw.Request) *prw.RawV1 {
 		raw.Append(rs)
 	}
 	for _, fm := range req.Metadata {
-		b = appendFamily(b, raw, fm.MetricFamilyName, fm.Metadata)
+		var sp prw.Span
+		b, sp = appendMetadata(b, fm.MetricFamilyName, fm.Metadata)
+		raw.Metadata = append(raw.Metadata, sp)
 	}
 	raw.Msg = b
 	return raw
 }
 
-// strip returns raw, a request in the form, as 1.0 upstreams are sent it:
-// without the form's extensions, its series' metadata as 1.0 family
-// metadata, one entry per family, after the request's own.
+// strip returns raw, in the form, as 1.0 upstreams take it: without the
+// extensions, series metadata as 1.0 family metadata after the request's.
 func (sy *synthesizer) strip(raw *prw.RawV1) *prw.RawV1 {
 	out := &sy.raw
 	*out = prw.RawV1{Msg: out.Msg[:0], Series: out.Series[:0], Metadata: out.Metadata[:0]}
@@ -85,19 +83,13 @@ func (sy *synthesizer) strip(raw *prw.RawV1) *prw.RawV1 {
 		name := prw.SeriesFamily(p.series, p.md)
 		if _, ok := sy.families[string(name)]; !ok {
 			sy.families[string(name)] = struct{}{}
-			b = appendFamily(b, out, string(name), prw.ReadMetadata(p.md))
+			var sp prw.Span
+			b, sp = appendMetadata(b, string(name), prw.ReadMetadata(p.md))
+			out.Metadata = append(out.Metadata, sp)
 		}
 	}
 	out.Msg = b
 	return out
-}
-
-// appendFamily appends 1.0 family metadata to b as a MetricMetadata field
-// of raw.
-func appendFamily(b []byte, raw *prw.RawV1, name string, m prw.Metadata) []byte {
-	b, sp := appendMetadata(b, name, m)
-	raw.Metadata = append(raw.Metadata, sp)
-	return b
 }
 
 // appendMetadata appends 1.0 family metadata to b as a MetricMetadata field
@@ -113,8 +105,7 @@ func appendMetadata(b []byte, name string, m prw.Metadata) ([]byte, prw.Span) {
 	return b, sp
 }
 
-// fieldSpan returns the span of the message of the length-delimited field
-// that starts at b[start:] and ends b.
+// fieldSpan returns the span of the message of the field b[start:].
 func fieldSpan(b []byte, start int) prw.Span {
 	_, _, k := protowire.ConsumeTag(b[start:])
 	_, m := protowire.ConsumeVarint(b[start+k:])
