@@ -28,7 +28,7 @@ func (s batchStats) points() int { return s.samples + s.histograms + s.exemplars
 type encoder struct {
 	v2       *prw.V2Encoder
 	families map[string]struct{}
-	mdbuf    []byte // MetricMetadata fields, which follow the series
+	md       prw.RawV1 // MetricMetadata fields, which follow the series
 	scratch  []byte
 	pbuf     []byte // marshaled protobuf
 	pieces   []piece
@@ -145,13 +145,13 @@ const minPieceBytes = 16 << 10
 // the number of families.
 func (e *encoder) marshalV1(items []item, meta bool) (int, error) {
 	clear(e.families)
-	e.mdbuf = e.mdbuf[:0]
+	e.md = prw.RawV1{Msg: e.md.Msg[:0], Metadata: e.md.Metadata[:0]}
 	addFamily := func(name string, m prw.Metadata) {
 		if _, ok := e.families[name]; ok || !meta {
 			return
 		}
 		e.families[name] = struct{}{}
-		e.mdbuf, _ = appendMetadata(e.mdbuf, name, m)
+		appendMetadata(&e.md, name, m)
 	}
 	b, run := e.pbuf[:0], 0 // run: where the pieces copied into b start
 	for i := range items {
@@ -196,8 +196,8 @@ func (e *encoder) marshalV1(items []item, meta bool) (int, error) {
 	}
 	e.pbuf = b
 	e.addPiece(run)
-	if len(e.mdbuf) > 0 {
-		e.pieces = append(e.pieces, piece{raw: e.mdbuf})
+	if len(e.md.Msg) > 0 {
+		e.pieces = append(e.pieces, piece{raw: e.md.Msg})
 	}
 	return len(e.families), nil
 }

@@ -31,18 +31,14 @@ var synthesizers = sync.Pool{New: func() any { return &synthesizer{families: map
 func (sy *synthesizer) synthesize(req *prw.Request) *prw.RawV1 {
 	raw := &sy.raw
 	*raw = prw.RawV1{Msg: raw.Msg[:0], Series: raw.Series[:0], Metadata: raw.Metadata[:0]}
-	b := raw.Msg
 	for i := range req.Series {
 		var rs prw.RawSeries
-		b, rs, sy.scratch = prw.AppendSeries(b, &req.Series[i], sy.scratch)
+		raw.Msg, rs, sy.scratch = prw.AppendSeries(raw.Msg, &req.Series[i], sy.scratch)
 		raw.Append(rs)
 	}
 	for _, fm := range req.Metadata {
-		var sp prw.Span
-		b, sp = appendMetadata(b, fm.MetricFamilyName, fm.Metadata)
-		raw.Metadata = append(raw.Metadata, sp)
+		appendMetadata(raw, fm.MetricFamilyName, fm.Metadata)
 	}
-	raw.Msg = b
 	return raw
 }
 
@@ -78,31 +74,28 @@ func (sy *synthesizer) strip(raw *prw.RawV1) *prw.RawV1 {
 		b = protowire.AppendBytes(protowire.AppendTag(b, 3, protowire.BytesType), sp.Bytes(raw.Msg))
 		out.Metadata = append(out.Metadata, fieldSpan(b, start))
 	}
+	out.Msg = b
 	rangeFamilies(raw, func(fm *prw.FamilyMetadata) { sy.families[fm.MetricFamilyName] = struct{}{} })
 	for _, p := range sy.pending {
 		name := prw.SeriesFamily(p.series, p.md)
 		if _, ok := sy.families[string(name)]; !ok {
 			sy.families[string(name)] = struct{}{}
-			var sp prw.Span
-			b, sp = appendMetadata(b, string(name), prw.ReadMetadata(p.md))
-			out.Metadata = append(out.Metadata, sp)
+			appendMetadata(out, string(name), prw.ReadMetadata(p.md))
 		}
 	}
-	out.Msg = b
 	return out
 }
 
-// appendMetadata appends 1.0 family metadata to b as a MetricMetadata field
-// of a WriteRequest, and returns the span of its message.
-func appendMetadata(b []byte, name string, m prw.Metadata) ([]byte, prw.Span) {
+// appendMetadata appends 1.0 family metadata to raw as a MetricMetadata
+// field of its WriteRequest.
+func appendMetadata(raw *prw.RawV1, name string, m prw.Metadata) {
 	md := prompb.MetricMetadata{Type: prompb.MetricMetadata_MetricType(m.Type), MetricFamilyName: name, Help: m.Help, Unit: m.Unit}
 	n := md.Size()
-	b = protowire.AppendVarint(protowire.AppendTag(b, 3, protowire.BytesType), uint64(n))
-	sp := prw.Span{Off: uint32(len(b)), Len: uint32(n)}
-	b = slices.Grow(b, n)[:len(b)+n]
+	b := protowire.AppendVarint(protowire.AppendTag(raw.Msg, 3, protowire.BytesType), uint64(n))
+	raw.Metadata = append(raw.Metadata, prw.Span{Off: uint32(len(b)), Len: uint32(n)})
+	raw.Msg = slices.Grow(b, n)[:len(b)+n]
 	// Size was computed just above: MarshalToSizedBuffer cannot fail.
-	_, _ = md.MarshalToSizedBuffer(b[sp.Off:])
-	return b, sp
+	_, _ = md.MarshalToSizedBuffer(raw.Msg[len(b):])
 }
 
 // fieldSpan returns the span of the message of the field b[start:].
