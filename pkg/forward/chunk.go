@@ -18,10 +18,10 @@ import (
 // chunkRaw copies the series of msg (series in the form) into chunks for
 // nShards shards of at most maxN points and maxB bytes; a series over
 // either limit is a chunk of its own. It returns the items, each shard's in
-// order, and the shard of each.
-func chunkRaw(msg []byte, series []prw.RawSeries, nShards, maxN, maxB int) (items []item, shardOf []int) {
+// order.
+func chunkRaw(msg []byte, series []prw.RawSeries, nShards, maxN, maxB int) (items []item) {
 	if len(series) == 0 {
-		return nil, nil
+		return nil
 	}
 	entry := func(rs *prw.RawSeries) int { return 1 + protowire.SizeBytes(int(rs.Len)) }
 	// Each shard writes its series into its own region of buf, so that a
@@ -42,7 +42,6 @@ func chunkRaw(msg []byte, series []prw.RawSeries, nShards, maxN, maxB int) (item
 	}
 	buf := make([]byte, total)
 	items = make([]item, 0, nShards+total/max(maxB, 1))
-	shardOf = make([]int, 0, cap(items))
 	emit := func(sh int) {
 		o := &shards[sh]
 		if o.pos == o.start {
@@ -50,7 +49,7 @@ func chunkRaw(msg []byte, series []prw.RawSeries, nShards, maxN, maxB int) (item
 		}
 		o.it.raw = buf[o.start:o.pos:o.pos]
 		o.it.size = len(o.it.raw)
-		items, shardOf = append(items, o.it), append(shardOf, sh)
+		items = append(items, o.it)
 		o.start, o.it = o.pos, item{shard: sh}
 	}
 	for i := range series {
@@ -72,7 +71,7 @@ func chunkRaw(msg []byte, series []prw.RawSeries, nShards, maxN, maxB int) (item
 	for sh := range shards {
 		emit(sh)
 	}
-	return items, shardOf
+	return items
 }
 
 // rangeChunk calls fn with each series of the chunk raw (its TimeSeries
@@ -100,16 +99,13 @@ func rangeChunk(raw []byte, fn func(ts []byte, rs prw.RawSeries, end int) bool) 
 var errMalformedChunk = errors.New("malformed chunk")
 
 // rawItems returns the chunks of raw's series and, if withMeta, of its 1.0
-// family metadata (shard 0), owning their memory, and the shard of each.
-func rawItems(raw *prw.RawV1, shards, maxN, maxB int, withMeta bool) ([]item, []int) {
-	items, shardOf := chunkRaw(raw.Msg, raw.Series, shards, maxN, maxB)
+// family metadata (shard 0), owning their memory.
+func rawItems(raw *prw.RawV1, shards, maxN, maxB int, withMeta bool) []item {
+	items := chunkRaw(raw.Msg, raw.Series, shards, maxN, maxB)
 	if withMeta {
-		rangeFamilies(raw, func(fm *prw.FamilyMetadata) {
-			items = append(items, familyItem(fm))
-			shardOf = append(shardOf, 0)
-		})
+		rangeFamilies(raw, func(fm *prw.FamilyMetadata) { items = append(items, familyItem(fm)) })
 	}
-	return items, shardOf
+	return items
 }
 
 // rangeFamilies calls fn with each valid 1.0 family metadata entry of raw.

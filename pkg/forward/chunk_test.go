@@ -75,8 +75,7 @@ func TestChunkRaw(t *testing.T) {
 	const shards, maxN, maxB = 3, 20, 2048
 	wr := unevenRequest(200)
 	msg, series := rawRequest(t, wr)
-	items, shardOf := chunkRaw(msg, series, shards, maxN, maxB)
-	require.Len(t, shardOf, len(items))
+	items := chunkRaw(msg, series, shards, maxN, maxB)
 
 	want := make([][][]byte, shards)
 	wantPoints := 0
@@ -89,9 +88,8 @@ func TestChunkRaw(t *testing.T) {
 	points, singles := 0, 0
 	for i := range items {
 		it := &items[i]
-		got[shardOf[i]] = append(got[shardOf[i]], *it)
+		got[it.shard] = append(got[it.shard], *it)
 		points += it.count()
-		require.Equal(t, shardOf[i], it.shard)
 		require.Equal(t, len(it.raw), it.size)
 		if it.count() > maxN {
 			singles++
@@ -121,7 +119,7 @@ func TestSplitChunk(t *testing.T) {
 	wr := unevenRequest(30)
 	wr.Timeseries = slices.Delete(wr.Timeseries, 15, 16) // no oversized one
 	msg, series := rawRequest(t, wr)
-	items, _ := chunkRaw(msg, series, 1, 1000, 1<<20)
+	items := chunkRaw(msg, series, 1, 1000, 1<<20)
 	require.Len(t, items, 1)
 	c := items[0]
 	all := seriesOf(t, items)
@@ -158,8 +156,7 @@ func TestSplitChunk(t *testing.T) {
 func TestChunkEncode(t *testing.T) {
 	wr := unevenRequest(60)
 	msg, series := rawRequest(t, wr)
-	items, shardOf := chunkRaw(msg, series, 2, 25, 4096)
-	sorted, _, _ := groupByShard(items, shardOf, 2)
+	sorted, _, _ := groupByShard(chunkRaw(msg, series, 2, 25, 4096), 2)
 
 	data, st, err := newEncoder().encode(prw.ProtoV1, sorted, true)
 	require.NoError(t, err)
@@ -238,9 +235,9 @@ func TestSharedChunks(t *testing.T) {
 	}
 	a, b, c := fwd(4, 100), fwd(4, 100), fwd(2, 100)
 	var r request
-	ia, _ := r.chunksFor(a, raw)
-	ib, _ := r.chunksFor(b, raw)
-	ic, _ := r.chunksFor(c, raw)
+	ia := r.chunksFor(a, raw)
+	ib := r.chunksFor(b, raw)
+	ic := r.chunksFor(c, raw)
 	require.Same(t, &ia[0], &ib[0], "same layout, same chunks")
 	require.NotSame(t, &ia[0].raw[0], &ic[0].raw[0])
 	require.Len(t, r.chunks, 2)

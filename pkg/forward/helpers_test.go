@@ -337,6 +337,5 @@ func (a allUpstreams) Enqueue(ctx context.Context, req *prw.Request) error {
 // metadata.
 func formItems(req *prw.Request, shards, maxN, maxB int) []item {
 	var sy synthesizer
-	items, _ := rawItems(sy.synthesize(req), shards, maxN, maxB, true)
-	return items
+	return rawItems(sy.synthesize(req), shards, maxN, maxB, true)
 }

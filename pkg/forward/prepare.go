@@ -73,7 +73,6 @@ func (f *forwarder) prepare(r *request, p *prepared) {
 	}
 	q := &cfg.QueueConfig
 	var items []item
-	var shardOf []int
 	whole, isWhole := item{}, false
 	if raw == view && f.layout.shards() == 1 && (!v2 || meta) {
 		// Only one shard sends a whole item (see whole.go); with more, the
@@ -90,9 +89,9 @@ func (f *forwarder) prepare(r *request, p *prepared) {
 	case isWhole && f.dq != nil:
 		items = []item{whole} // the reader cuts it if more than one shard sends
 	case raw == view:
-		items, shardOf = r.chunksFor(f, raw)
+		items = r.chunksFor(f, raw)
 	default:
-		items, shardOf = rawItems(raw, len(f.shards), q.MaxSamplesPerSend, q.MaxBytesPerSend, meta && !v2)
+		items = rawItems(raw, len(f.shards), q.MaxSamplesPerSend, q.MaxBytesPerSend, meta && !v2)
 	}
 	if f.cfg.TenantHeader != "" && r.tenant != "" {
 		// The items carry the tenant to the batches: copies of their own,
@@ -116,7 +115,7 @@ func (f *forwarder) prepare(r *request, p *prepared) {
 		}
 		return
 	}
-	p.items, p.ranges, p.total = groupByShard(items, shardOf, len(f.shards))
+	p.items, p.ranges, p.total = groupByShard(items, len(f.shards))
 	if isWhole {
 		p.whole = whole
 	}
@@ -200,36 +199,36 @@ func appendSpan(b []byte, num protowire.Number, msg []byte) ([]byte, prw.Span) {
 	return append(b, msg...), sp
 }
 
-// groupByShard orders items by shard, stably, so that per-series order
-// holds, and returns each shard's range of them.
-func groupByShard(items []item, shardOf []int, nShards int) (sorted []item, ranges []shardRange, total int) {
-	counts := make([]int, nShards+1)
-	for _, sh := range shardOf {
-		counts[sh+1]++
+// groupByShard orders items by shard (their shard modulo nShards; 0 for
+// family metadata), stably, so that per-series order holds, and returns
+// each shard's range of them.
+func groupByShard(items []item, nShards int) (sorted []item, ranges []shardRange, total int) {
+	// pos[sh] is where shard sh's items start in sorted, then, as they are
+	// placed, where they end.
+	pos := make([]int, nShards+1)
+	for i := range items {
+		pos[items[i].shard%nShards+1]++
 	}
-	for i := 1; i < len(counts); i++ {
-		counts[i] += counts[i-1]
+	for sh := range nShards {
+		pos[sh+1] += pos[sh]
 	}
 	sorted = make([]item, len(items))
-	pos := counts[:nShards]
-	starts := make([]int, len(pos))
-	copy(starts, pos)
 	for i := range items {
-		sh := shardOf[i]
+		sh := items[i].shard % nShards
 		sorted[pos[sh]] = items[i]
 		pos[sh]++
 	}
-	for sh := range starts {
-		lo, hi := starts[sh], pos[sh]
-		if lo == hi {
-			continue
+	lo := 0
+	for sh, hi := range pos[:nShards] {
+		if lo < hi {
+			c := 0
+			for j := lo; j < hi; j++ {
+				c += sorted[j].count()
+			}
+			ranges = append(ranges, shardRange{shard: sh, lo: lo, hi: hi, count: c})
+			total += c
 		}
-		c := 0
-		for j := lo; j < hi; j++ {
-			c += sorted[j].count()
-		}
-		ranges = append(ranges, shardRange{shard: sh, lo: lo, hi: hi, count: c})
-		total += c
+		lo = hi
 	}
 	return sorted, ranges, total
 }

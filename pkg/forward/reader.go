@@ -88,13 +88,7 @@ func (f *forwarder) readLoop() {
 		if active > 1 {
 			items = f.cutWhole(items)
 		}
-		shardOf := make([]int, len(items)) // 0 for family metadata
-		for i := range items {
-			if items[i].family == nil {
-				shardOf[i] = items[i].shard % len(f.shards)
-			}
-		}
-		sorted, ranges, total := groupByShard(items, shardOf, len(f.shards))
+		sorted, ranges, total := groupByShard(items, len(f.shards))
 		if !f.mem.wait(ctx, itemsSize(items)) {
 			f.layout.release(epoch, total)
 			return // stopping: the record stays unacknowledged on disk

@@ -278,8 +278,7 @@ func (d *recordDecoder) items(req *prw.Request) []item {
 		req.Materialize()
 		raw = d.synth.synthesize(req)
 	}
-	items, _ := rawItems(raw, d.shards, d.maxN, d.maxB, true)
-	return items
+	return rawItems(raw, d.shards, d.maxN, d.maxB, true)
 }
 
 // salvage decodes a body that is not a valid message as a whole one

@@ -39,11 +39,14 @@ type request struct {
 }
 
 type chunkLayout struct {
+	key   chunkKey
+	items []item
+}
+
+type chunkKey struct {
 	raw                *prw.RawV1
 	shards, maxN, maxB int
 	meta               bool
-	items              []item
-	shardOf            []int
 }
 
 // view returns the request in the form (v2), or as 1.0 upstreams take
@@ -124,21 +127,20 @@ func (r *request) family(raw *prw.RawV1, name string) (prw.Metadata, bool) {
 	return prw.Metadata{}, false
 }
 
-// chunksFor returns the chunks of raw, a view of the request, for f, and
-// each one's shard. The caller must not modify them.
-func (r *request) chunksFor(f *forwarder, raw *prw.RawV1) ([]item, []int) {
+// chunksFor returns the chunks of raw, a view of the request, for f. The
+// caller must not modify them.
+func (r *request) chunksFor(f *forwarder, raw *prw.RawV1) []item {
 	q := &f.cfg.QueueConfig
-	key := chunkLayout{raw: raw, shards: len(f.shards), maxN: q.MaxSamplesPerSend, maxB: q.MaxBytesPerSend,
+	key := chunkKey{raw: raw, shards: len(f.shards), maxN: q.MaxSamplesPerSend, maxB: q.MaxBytesPerSend,
 		meta: f.cfg.MetadataConfig.Send && f.proto() == prw.ProtoV1}
-	for i := range r.chunks {
-		l := &r.chunks[i]
-		if l.raw == key.raw && l.shards == key.shards && l.maxN == key.maxN && l.maxB == key.maxB && l.meta == key.meta {
-			return l.items, l.shardOf
+	for _, l := range r.chunks {
+		if l.key == key {
+			return l.items
 		}
 	}
-	key.items, key.shardOf = rawItems(raw, key.shards, key.maxN, key.maxB, key.meta)
-	r.chunks = append(r.chunks, key)
-	return key.items, key.shardOf
+	items := rawItems(raw, key.shards, key.maxN, key.maxB, key.meta)
+	r.chunks = append(r.chunks, chunkLayout{key, items})
+	return items
 }
 
 // wholeFor returns raw, the request's view for proto, as a whole item for

@@ -74,7 +74,7 @@ func (f *forwarder) cutWhole(items []item) []item {
 			out = append(out, it)
 			continue
 		}
-		chunks, _ := chunkRaw(it.raw, it.whole.series, len(f.shards), q.MaxSamplesPerSend, q.MaxBytesPerSend)
+		chunks := chunkRaw(it.raw, it.whole.series, len(f.shards), q.MaxSamplesPerSend, q.MaxBytesPerSend)
 		for _, c := range chunks {
 			c.tenant, c.rec, c.epoch = it.tenant, it.rec, it.epoch
 			out = append(out, c)
