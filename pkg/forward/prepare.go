@@ -18,30 +18,29 @@ type prepared struct {
 	items  []item
 	ranges []shardRange
 	total  int
-	// Memory mode: the layout epoch and number of shards p was placed
-	// with, whether it holds room in the shards and how many bytes of the
-	// memory budget, and the request as a whole item, placed instead of
-	// its chunks when one shard sends.
+	// Memory mode: the layout epoch and shard count p was placed with,
+	// whether it holds room in the shards, its bytes of the memory budget,
+	// and the request as a whole item, placed instead of its chunks when
+	// one shard sends.
 	epoch    uint32
 	active   int
 	reserved bool
 	bytes    int
 	whole    item
-	// Disk mode: the records, their size, and the encoder that holds them.
+	// Disk mode: the records, their size and the encoder holding them; the
+	// request to write as records, whether its metadata goes with it, and
+	// its tenant if sent; the items for the reader (see handoff), if it is
+	// written as one record.
 	recs     [][]byte
 	recBytes int64
 	enc      *recordEncoder
-	// Disk mode: the request for this upstream, to be written as records,
-	// whether its metadata goes with it, and its tenant, if it is sent.
-	raw    *prw.RawV1
-	meta   bool
-	tenant string
-	// handoff are the items of raw for the reader (see handoff), if the
-	// request is written as one record.
-	handoff []item
+	raw      *prw.RawV1
+	meta     bool
+	tenant   string
+	handoff  []item
 	// What the upstream is handed (before relabeling), and the points
-	// dropped by relabeling or because the upstream does not take them;
-	// counted once the request is accepted.
+	// dropped by relabeling or as the upstream does not take them; counted
+	// once the request is accepted.
 	handedS, handedH, handedE    int
 	handedBy                     string // the tenant
 	dropRelabel, dropUnsupported int
@@ -59,7 +58,8 @@ func (f *forwarder) prepare(r *request, p *prepared) {
 	*p = prepared{f: f}
 	cfg := f.cfg
 	meta := cfg.MetadataConfig.Send
-	v2 := f.proto() == prw.ProtoV2
+	proto := f.proto()
+	v2 := proto == prw.ProtoV2
 	view := r.view(v2)
 	raw := view
 	if len(raw.Series) == 0 && (!meta || len(raw.Metadata) == 0) {
@@ -73,52 +73,40 @@ func (f *forwarder) prepare(r *request, p *prepared) {
 	}
 	q := &cfg.QueueConfig
 	var items []item
-	whole, isWhole := item{}, false
+	var whole item // its whole is nil if the request cannot go whole
 	if raw == view && f.layout.shards() == 1 && (!v2 || meta) {
 		// Only one shard sends a whole item (see whole.go); with more, the
 		// request is cut as it is prepared, not copied whole first. A 2.0
 		// one carries its series' metadata, so it goes whole only where
 		// metadata is sent.
-		proto := prw.ProtoV1
-		if v2 {
-			proto = prw.ProtoV2
-		}
-		whole, isWhole = r.wholeFor(raw, proto, q.MaxSamplesPerSend, q.MaxBytesPerSend)
+		whole = r.wholeFor(raw, proto, q.MaxSamplesPerSend, q.MaxBytesPerSend)
 	}
 	switch {
-	case isWhole && f.dq != nil:
+	case whole.whole != nil && f.dq != nil:
 		items = []item{whole} // the reader cuts it if more than one shard sends
 	case raw == view:
 		items = r.chunksFor(f, raw)
 	default:
 		items = rawItems(raw, len(f.shards), q.MaxSamplesPerSend, q.MaxBytesPerSend, meta && !v2)
 	}
-	if f.cfg.TenantHeader != "" && r.tenant != "" {
+	if cfg.TenantHeader != "" && r.tenant != "" {
 		// The items carry the tenant to the batches: copies of their own,
 		// as the request's chunks are shared.
 		items = slices.Clone(items)
 		for i := range items {
 			items[i].tenant = r.tenant
 		}
-		whole.tenant = r.tenant
-		p.tenant = r.tenant
+		whole.tenant, p.tenant = r.tenant, r.tenant
 	}
 	if f.dq != nil {
-		p.raw, p.meta = raw, meta && !v2
-		for i := range items {
-			p.total += items[i].count()
-		}
-		p.items = items
+		p.raw, p.meta, p.items = raw, meta && !v2, items
 		if f.handoff.wants(len(raw.Msg)) {
-			// The reader sets each item's record: a copy of its own.
-			p.handoff = slices.Clone(items)
+			p.handoff = slices.Clone(items) // the reader sets each one's record
 		}
 		return
 	}
 	p.items, p.ranges, p.total = groupByShard(items, len(f.shards))
-	if isWhole {
-		p.whole = whole
-	}
+	p.whole = whole
 }
 
 // transform returns in, a view of r's request, as f is to be sent it:
@@ -248,32 +236,26 @@ func (p *prepared) reserve() bool {
 		p.f.layout.release(p.epoch, p.total)
 		return false
 	}
+	p.reserved = true
 	for i, r := range p.ranges {
 		if !p.f.shards[r.shard%p.active].points.take(r.count) {
-			p.releaseFirst(i)
-			p.f.layout.release(p.epoch, p.total)
-			p.f.mem.give(p.bytes)
+			p.ranges = p.ranges[:i] // the ranges that took room
+			p.unreserve()
 			return false
 		}
 	}
-	p.reserved = true
 	return true
 }
 
 // unreserve gives back what reserve took.
 func (p *prepared) unreserve() {
 	if p.reserved {
-		p.releaseFirst(len(p.ranges))
+		for _, r := range p.ranges {
+			p.f.shards[r.shard%p.active].points.give(r.count)
+		}
 		p.f.layout.release(p.epoch, p.total)
 		p.f.mem.give(p.bytes)
 		p.reserved = false
-	}
-}
-
-// releaseFirst gives back the room of p's first n ranges.
-func (p *prepared) releaseFirst(n int) {
-	for _, r := range p.ranges[:n] {
-		p.f.shards[r.shard%p.active].points.give(r.count)
 	}
 }
 

@@ -144,16 +144,16 @@ func (r *request) chunksFor(f *forwarder, raw *prw.RawV1) []item {
 }
 
 // wholeFor returns raw, the request's view for proto, as a whole item for
-// an upstream of batch limits maxN and maxB, if it can be one. The caller
-// must not modify what it points to.
-func (r *request) wholeFor(raw *prw.RawV1, proto prw.Protocol, maxN, maxB int) (item, bool) {
+// an upstream of batch limits maxN and maxB, or an item of nil whole if it
+// cannot be one. The caller must not modify what it points to.
+func (r *request) wholeFor(raw *prw.RawV1, proto prw.Protocol, maxN, maxB int) item {
 	w := &r.wholes[proto]
 	if *w == nil {
 		it, _ := wholeItem(raw, proto, math.MaxInt, math.MaxInt)
 		*w = &it
 	}
 	if (*w).whole == nil || (*w).count() > maxN || (*w).size > maxB {
-		return item{}, false
+		return item{}
 	}
-	return **w, true
+	return **w
 }
