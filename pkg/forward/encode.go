@@ -116,14 +116,19 @@ func (e *encoder) compress() []byte {
 	}
 	out := binary.AppendUvarint(e.sbuf[:0], uint64(total))
 	for i := range e.pieces {
-		src := e.pbufOr(&e.pieces[i])
 		start := len(out)
-		out = slices.Grow(out, s2.MaxEncodedLen(len(src)))
-		block := s2.EncodeSnappy(out[start:cap(out)], src)
-		_, h := binary.Uvarint(block) // the piece's own length, left out
-		out = out[:start+copy(out[start:cap(out)], block[h:])]
+		out = appendSnappy(out, e.pbufOr(&e.pieces[i]))
+		_, h := binary.Uvarint(out[start:]) // the piece's own length, left out
+		out = out[:start+copy(out[start:], out[start+h:])]
 	}
 	return out
+}
+
+// appendSnappy appends src to dst as a snappy block, compressed in place.
+func appendSnappy(dst, src []byte) []byte {
+	start := len(dst)
+	dst = slices.Grow(dst, s2.MaxEncodedLen(len(src)))
+	return dst[:start+len(s2.EncodeSnappy(dst[start:cap(dst)], src))]
 }
 
 func (e *encoder) pbufOr(p *piece) []byte {

@@ -5,11 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"slices"
 	"time"
 
 	"github.com/golang/snappy"
-	"github.com/klauspost/compress/s2"
 	"github.com/prometheus/prometheus/model/labels"
 	"google.golang.org/protobuf/encoding/protowire"
 
@@ -118,21 +116,16 @@ func (e *recordEncoder) encodeRaw(raw *prw.RawV1, withMeta bool, tenant string, 
 		e.out = append(e.out, raw.Compressed...)
 		return e.records()
 	}
+	e.raw = e.raw[:0]
 	flush := func() {
 		e.header(prw.ProtoV1, tenant, appended)
-		start := len(e.out)
-		e.out = slices.Grow(e.out, s2.MaxEncodedLen(len(e.raw)))
-		enc := s2.EncodeSnappy(e.out[start:cap(e.out)], e.raw)
-		e.out = e.out[:start+len(enc)]
-		e.raw = e.raw[:0]
+		e.out, e.raw = appendSnappy(e.out, e.raw), e.raw[:0]
 	}
-	e.raw = e.raw[:0]
 	add := func(num protowire.Number, m []byte) {
 		if len(e.raw) > 0 && len(e.raw)+len(m) > maxRecordItemBytes {
 			flush()
 		}
-		e.raw = protowire.AppendTag(e.raw, num, protowire.BytesType)
-		e.raw = protowire.AppendBytes(e.raw, m)
+		e.raw = protowire.AppendBytes(protowire.AppendTag(e.raw, num, protowire.BytesType), m)
 	}
 	for _, rs := range raw.Series {
 		add(1, rs.Bytes(raw.Msg))
