@@ -61,16 +61,11 @@ func (f *forwarder) prepare(r *request, p *prepared) {
 	proto := f.proto()
 	v2 := proto == prw.ProtoV2
 	view := r.view(v2)
-	raw := view
-	if len(raw.Series) == 0 && (!meta || len(raw.Metadata) == 0) {
+	if len(view.Series) == 0 && (!meta || len(view.Metadata) == 0) {
 		return
 	}
 	p.handedS, p.handedH, p.handedE, p.handedBy = view.Samples, view.Histograms, view.Exemplars, r.tenant
-	if len(cfg.WriteRelabelConfigs) > 0 || !r.externalPresent(raw) ||
-		(raw.Histograms > 0 && !cfg.SendNativeHistograms) || (raw.Exemplars > 0 && !cfg.SendExemplars) ||
-		(v2 && meta && len(raw.Metadata) > 0) {
-		raw = f.transform(r, raw, p)
-	}
+	raw := f.transform(r, view, v2, p)
 	q := &cfg.QueueConfig
 	var items []item
 	var whole item // its whole is nil if the request cannot go whole
@@ -112,10 +107,10 @@ func (f *forwarder) prepare(r *request, p *prepared) {
 // transform returns in, a view of r's request, as f is to be sent it:
 // external labels added and write relabeling applied (prw.Relabel), the
 // histograms and exemplars f does not take left out, and, for a 2.0
-// upstream, 1.0 family metadata attached to the series of the family.
+// upstream (v2), 1.0 family metadata attached to the series of the family.
 // What is left out is counted in p. A request that needs any of it is a
-// copy of its own.
-func (f *forwarder) transform(r *request, in *prw.RawV1, p *prepared) *prw.RawV1 {
+// copy of its own; one that needs none is in itself.
+func (f *forwarder) transform(r *request, in *prw.RawV1, v2 bool, p *prepared) *prw.RawV1 {
 	cfg := f.cfg
 	out := in
 	if len(cfg.WriteRelabelConfigs) > 0 || !r.externalPresent(in) {
@@ -136,7 +131,7 @@ func (f *forwarder) transform(r *request, in *prw.RawV1, p *prepared) *prw.RawV1
 		}
 	}
 	filter := (out.Histograms > 0 && !cfg.SendNativeHistograms) || (out.Exemplars > 0 && !cfg.SendExemplars)
-	attach := f.proto() == prw.ProtoV2 && cfg.MetadataConfig.Send && len(in.Metadata) > 0
+	attach := v2 && cfg.MetadataConfig.Send && len(in.Metadata) > 0
 	if !filter && !attach {
 		return out
 	}
