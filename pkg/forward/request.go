@@ -13,28 +13,23 @@ import (
 // for 2.0 upstreams, and the form without its extensions, for 1.0
 // upstreams (with 2.0 metadata as 1.0 family metadata). A 1.0 request the
 // receiver's scan accepted is both as it came; a decoded request is
-// written in each on first use.
+// written in each on first use. The fields after lb are built on first
+// use too.
 type request struct {
 	req      *prw.Request
 	form, v1 *prw.RawV1
 	synths   []*synthesizer
 	tenant   string
 	external labels.Labels
-	// lb is the labels builder relabeling reuses.
-	lb *labels.Builder
-	// chunks are raw's chunks, built on first use for each chunk layout
-	// and shared read-only by the upstreams of that layout: fanning out
-	// copies the request once, not once per upstream.
-	chunks []chunkLayout
-	// families maps 1.0 family names to their metadata, for 2.0
-	// upstreams; built on first use.
-	families map[string]prw.Metadata
-	// hasExternal is whether every series has every external label; set
-	// on first use.
-	hasExternal *bool
-	// wholes are the request as a whole item (see whole.go) to send in
-	// 1.0 and 2.0, built on first use and shared read-only; an item's whole
-	// is nil if it cannot be one.
+	lb       *labels.Builder // reused by relabeling
+	// chunks are a view's chunks for each chunk layout, shared read-only
+	// by the upstreams of that layout: fanning out copies the request
+	// once, not once per upstream.
+	chunks      []chunkLayout
+	families    map[string]prw.Metadata // 1.0 family metadata by name, for 2.0 upstreams
+	hasExternal *bool                   // whether every series has every external label
+	// wholes are the request as a whole item (see whole.go) in 1.0 and
+	// 2.0, shared read-only; an item's whole is nil if it cannot be one.
 	wholes [2]*item
 }
 
@@ -147,13 +142,12 @@ func (r *request) chunksFor(f *forwarder, raw *prw.RawV1) []item {
 // an upstream of batch limits maxN and maxB, or an item of nil whole if it
 // cannot be one. The caller must not modify what it points to.
 func (r *request) wholeFor(raw *prw.RawV1, proto prw.Protocol, maxN, maxB int) item {
-	w := &r.wholes[proto]
-	if *w == nil {
+	if r.wholes[proto] == nil {
 		it, _ := wholeItem(raw, proto, math.MaxInt, math.MaxInt)
-		*w = &it
+		r.wholes[proto] = &it
 	}
-	if (*w).whole == nil || (*w).count() > maxN || (*w).size > maxB {
-		return item{}
+	if w := r.wholes[proto]; w.whole != nil && w.count() <= maxN && w.size <= maxB {
+		return *w
 	}
-	return **w
+	return item{}
 }

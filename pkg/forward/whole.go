@@ -9,21 +9,18 @@ import (
 	"github.com/rwgateway/gateway/pkg/prw"
 )
 
-// A request that an upstream takes unchanged (same protocol, 1.0 or 2.0,
-// nothing relabeled, within the batch limits) is already a batch its
-// sender built:
+// A request that an upstream takes unchanged (same protocol, nothing
+// relabeled, within the batch limits) is already a batch its sender built:
 // it is queued as one item that keeps the client's compressed body, and
-// sent as it came, without being cut, copied into a batch and compressed
-// again. That is only right while one shard sends everything (see
-// reshard.go), as its series would otherwise belong to several shards, so
-// it is placed whole only then, and cut into the chunks of its series'
-// shards otherwise. Anything that changes it (a split after a 413, the age
-// limit, a fallback to another protocol) works on its chunk, raw, as on
+// sent as it came, not cut, copied and compressed again. That is only
+// right while one shard sends everything (see reshard.go), as its series
+// would otherwise belong to several shards; otherwise it is cut into the
+// chunks of its series' shards. Anything that changes it (a split after a
+// 413, the age limit, a protocol fallback) works on its chunk, raw, as on
 // any other, and the result is not whole.
 
-// wholeRequest is the client's compressed body of a whole item, in
-// protocol proto, and the spans of its series in the item's raw, to cut it
-// into chunks.
+// wholeRequest is a whole item's compressed body, in proto, and the spans
+// of its series in the item's raw, to cut it into chunks.
 type wholeRequest struct {
 	wire   []byte
 	proto  prw.Protocol
@@ -31,10 +28,9 @@ type wholeRequest struct {
 }
 
 // wholeItem returns raw, a request in the form, as one whole item to send
-// in proto, and true; false when raw.Compressed is not the client's
-// request in proto holding just what raw holds, or it has 1.0 family
-// metadata, or exceeds maxN points or maxB bytes. The item owns copies of
-// the request's bytes.
+// in proto; false when raw.Compressed is not the client's request in proto
+// holding just what raw holds, or it has 1.0 family metadata, or exceeds
+// maxN points or maxB bytes. The item owns copies of the request's bytes.
 func wholeItem(raw *prw.RawV1, proto prw.Protocol, maxN, maxB int) (item, bool) {
 	ok := raw.AsSent && !raw.Ext // a 1.0 body as it came
 	if proto == prw.ProtoV2 {
@@ -43,8 +39,7 @@ func wholeItem(raw *prw.RawV1, proto prw.Protocol, maxN, maxB int) (item, bool) 
 	if !ok || raw.Compressed == nil || len(raw.Metadata) > 0 || len(raw.Series) == 0 || len(raw.Msg) > maxB {
 		return item{}, false
 	}
-	it := item{ext: raw.Ext}
-	n := 0
+	it, n := item{ext: raw.Ext}, 0
 	for i := range raw.Series {
 		rs := &raw.Series[i]
 		n += 1 + protowire.SizeVarint(uint64(rs.Len)) + int(rs.Len)
@@ -61,7 +56,7 @@ func wholeItem(raw *prw.RawV1, proto prw.Protocol, maxN, maxB int) (item, bool) 
 }
 
 // cutWhole returns items with each whole item cut into the chunks of its
-// series' shards, for nShards shards and f's batch limits.
+// series' shards, for f's shards and batch limits.
 func (f *forwarder) cutWhole(items []item) []item {
 	i := slices.IndexFunc(items, func(it item) bool { return it.whole != nil })
 	if i < 0 {
@@ -74,8 +69,7 @@ func (f *forwarder) cutWhole(items []item) []item {
 			out = append(out, it)
 			continue
 		}
-		chunks := chunkRaw(it.raw, it.whole.series, len(f.shards), q.MaxSamplesPerSend, q.MaxBytesPerSend)
-		for _, c := range chunks {
+		for _, c := range chunkRaw(it.raw, it.whole.series, len(f.shards), q.MaxSamplesPerSend, q.MaxBytesPerSend) {
 			c.tenant, c.rec, c.epoch = it.tenant, it.rec, it.epoch
 			out = append(out, c)
 		}
