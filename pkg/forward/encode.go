@@ -54,10 +54,9 @@ func (p *encoderPool) get() *encoder {
 // put gives e back, unless an outsized batch grew its buffers past
 // maxPooledEncoderBytes.
 func (p *encoderPool) put(e *encoder) {
-	if cap(e.pbuf)+cap(e.sbuf) > maxPooledEncoderBytes {
-		return
+	if cap(e.pbuf)+cap(e.sbuf) <= maxPooledEncoderBytes {
+		p.pool.Put(e)
 	}
-	p.pool.Put(e)
 }
 
 // maxPooledEncoderBytes bounds the buffers an idle pooled encoder keeps.
@@ -90,16 +89,17 @@ func (e *encoder) encode(proto prw.Protocol, items []item, meta bool) ([]byte, b
 }
 
 // piece is a part of the message being encoded: raw, a chunk's bytes used
-// as they are, or e.pbuf[lo:hi] when raw is nil.
+// as they are, or, until compress sets raw, e.pbuf[lo:hi] (e.pbuf may yet
+// grow while it is marshaled).
 type piece struct {
 	raw    []byte
 	lo, hi int
 }
 
-// addPiece appends e.pbuf[lo:] to the message.
-func (e *encoder) addPiece(lo int) {
-	if lo < len(e.pbuf) {
-		e.pieces = append(e.pieces, piece{lo: lo, hi: len(e.pbuf)})
+// addPiece appends e.pbuf[lo:hi] to the message.
+func (e *encoder) addPiece(lo, hi int) {
+	if lo < hi {
+		e.pieces = append(e.pieces, piece{lo: lo, hi: hi})
 	}
 }
 
@@ -112,12 +112,15 @@ func (e *encoder) addPiece(lo int) {
 func (e *encoder) compress() []byte {
 	total := 0
 	for i := range e.pieces {
-		total += len(e.pbufOr(&e.pieces[i]))
+		if p := &e.pieces[i]; p.raw == nil {
+			p.raw = e.pbuf[p.lo:p.hi]
+		}
+		total += len(e.pieces[i].raw)
 	}
 	out := binary.AppendUvarint(e.sbuf[:0], uint64(total))
 	for i := range e.pieces {
 		start := len(out)
-		out = appendSnappy(out, e.pbufOr(&e.pieces[i]))
+		out = appendSnappy(out, e.pieces[i].raw)
 		_, h := binary.Uvarint(out[start:]) // the piece's own length, left out
 		out = out[:start+copy(out[start:], out[start+h:])]
 	}
@@ -129,13 +132,6 @@ func appendSnappy(dst, src []byte) []byte {
 	start := len(dst)
 	dst = slices.Grow(dst, s2.MaxEncodedLen(len(src)))
 	return dst[:start+len(s2.EncodeSnappy(dst[start:cap(dst)], src))]
-}
-
-func (e *encoder) pbufOr(p *piece) []byte {
-	if p.raw != nil {
-		return p.raw
-	}
-	return e.pbuf[p.lo:p.hi]
 }
 
 // minPieceBytes is the least size of a chunk compressed where it lies;
@@ -165,15 +161,14 @@ func (e *encoder) marshalV1(items []item, meta bool) (int, error) {
 			addFamily(it.family.MetricFamilyName, it.family.Metadata)
 			continue
 		}
-		if !it.ext && len(it.raw) >= minPieceBytes {
-			e.pbuf = b
-			e.addPiece(run)
-			e.pieces = append(e.pieces, piece{raw: it.raw})
-			run = len(b)
-			continue
-		}
 		if !it.ext {
-			b = append(b, it.raw...)
+			if len(it.raw) < minPieceBytes {
+				b = append(b, it.raw...)
+			} else {
+				e.addPiece(run, len(b))
+				e.pieces = append(e.pieces, piece{raw: it.raw})
+				run = len(b)
+			}
 			continue
 		}
 		var err error
@@ -200,7 +195,7 @@ func (e *encoder) marshalV1(items []item, meta bool) (int, error) {
 		}
 	}
 	e.pbuf = b
-	e.addPiece(run)
+	e.addPiece(run, len(b))
 	if len(e.md.Msg) > 0 {
 		e.pieces = append(e.pieces, piece{raw: e.md.Msg})
 	}
@@ -229,6 +224,6 @@ func (e *encoder) marshalV2(items []item, meta bool) (metadata int, err error) {
 		}
 	}
 	e.pbuf = e.v2.AppendRequest(e.pbuf[:0])
-	e.addPiece(0)
+	e.addPiece(0, len(e.pbuf))
 	return metadata, nil
 }

@@ -237,7 +237,7 @@ func TestEncodeCompressesPiecesAsOneBlock(t *testing.T) {
 	require.NoError(t, err)
 	var want []byte
 	for i := range enc.pieces {
-		want = append(want, enc.pbufOr(&enc.pieces[i])...)
+		want = append(want, enc.pieces[i].raw...)
 	}
 	require.Equal(t, want, msg)
 	require.Greater(t, len(msg), 4<<16)
