@@ -144,10 +144,10 @@ func (e *recordEncoder) encodeRaw(raw *prw.RawV1, withMeta bool, tenant string, 
 // recordDecoder reads records back. Not safe for concurrent use: the reader
 // goroutine of a forwarder owns one.
 type recordDecoder struct {
-	raw    []byte
-	v1, v2 *prw.Decoder
-	sb     labels.ScratchBuilder // for version 1 records
-	synth  synthesizer
+	raw   []byte
+	decs  [2]*prw.Decoder       // by protocol
+	sb    labels.ScratchBuilder // for version 1 records
+	synth synthesizer
 
 	// 1.0 series become chunks (see chunkRaw) for shards shards of at most
 	// maxN points and maxB bytes; the zero value means one shard and no
@@ -162,7 +162,7 @@ func newRecordDecoder(shards, maxN, maxB int) *recordDecoder {
 	if maxB <= 0 {
 		maxB = math.MaxInt
 	}
-	return &recordDecoder{v1: prw.NewV1Decoder(), v2: prw.NewV2Decoder(), shards: max(shards, 1), maxN: maxN, maxB: maxB}
+	return &recordDecoder{decs: [2]*prw.Decoder{prw.NewV1Decoder(), prw.NewV2Decoder()}, shards: max(shards, 1), maxN: maxN, maxB: maxB}
 }
 
 // decode returns the items of rec, which own their memory, and the time
@@ -173,29 +173,27 @@ func (d *recordDecoder) decode(rec []byte) (items []item, appended time.Time, sk
 	if len(rec) == 0 {
 		return nil, time.Time{}, 0, errRecordTruncated
 	}
-	var (
-		proto     prw.Protocol
-		hasTenant bool
-		tenant    []byte
-	)
+	pb := byte(1) // the protocol byte: version 2's is 1.0, no tenant
 	switch rec[0] {
 	case recordV1:
 		return d.decodeV1(rec[1:])
 	case recordV2:
-		proto, rec = prw.ProtoV1, rec[1:]
+		rec = rec[1:]
 	case recordV3:
 		if len(rec) < 2 || (rec[1]&^recordTenant != 1 && rec[1]&^recordTenant != 2) {
 			return nil, time.Time{}, 0, errors.New("record of an unknown protocol")
 		}
-		proto, hasTenant, rec = prw.Protocol(rec[1]&^recordTenant-1), rec[1]&recordTenant != 0, rec[2:]
+		pb, rec = rec[1], rec[2:]
 	default:
 		return nil, time.Time{}, 0, fmt.Errorf("unknown record version %d", rec[0])
 	}
+	proto := prw.Protocol(pb&^recordTenant - 1)
 	ms, k := binary.Uvarint(rec)
 	if k <= 0 {
 		return nil, time.Time{}, 0, errRecordTruncated
 	}
-	if hasTenant {
+	var tenant []byte
+	if pb&recordTenant != 0 {
 		t, m := protowire.ConsumeBytes(rec[k:])
 		if m < 0 {
 			return nil, time.Time{}, 0, errRecordTruncated
@@ -243,10 +241,7 @@ func (d *recordDecoder) snappy(b []byte) ([]byte, error) {
 // handler does, and returns its valid series as items and the size of the
 // invalid ones. compressed, if not nil, is msg as the record holds it.
 func (d *recordDecoder) decodeBody(p prw.Protocol, msg, compressed []byte) ([]item, int, error) {
-	dec := d.v1
-	if p == prw.ProtoV2 {
-		dec = d.v2
-	}
+	dec := d.decs[p]
 	dd, err := dec.Decode(msg)
 	if err != nil {
 		return nil, 0, err
