@@ -22,9 +22,9 @@ type batchStats struct {
 func (s batchStats) points() int { return s.samples + s.histograms + s.exemplars }
 
 // encoder turns a batch of items into a snappy-compressed remote-write
-// request. A send takes one from its forwarder's encoderPool and puts it
-// back when the batch is sent or given up on; it is not safe for
-// concurrent use. The bytes encode returns stay valid until the next call.
+// request. A send takes one from its forwarder's encoderPool until the
+// batch is sent or given up on; not safe for concurrent use. The bytes
+// encode returns stay valid until the next call.
 type encoder struct {
 	v2       *prw.V2Encoder
 	families map[string]struct{}
@@ -104,11 +104,10 @@ func (e *encoder) addPiece(lo, hi int) {
 }
 
 // compress returns the message of e.pieces as one snappy block, with s2's
-// snappy-compatible encoder (1.45x the speed of golang/snappy's on
-// remote-write bodies). A block is its uncompressed length and a run of
-// elements whose copies point back into the block, so the elements of the
-// pieces, each compressed on its own, follow one another: chunks are
-// compressed where they lie, not copied into one message first.
+// snappy-compatible encoder (1.45x golang/snappy's speed on remote-write
+// bodies). A block is its uncompressed length and elements whose copies
+// point back into it, so the pieces' elements, each compressed alone, can
+// follow one another: chunks are not copied into one message first.
 func (e *encoder) compress() []byte {
 	total := 0
 	for i := range e.pieces {
@@ -208,11 +207,10 @@ func (e *encoder) marshalV1(items []item, meta bool) (int, error) {
 func (e *encoder) marshalV2(items []item, meta bool) (metadata int, err error) {
 	e.v2.Reset()
 	for i := range items {
-		it := &items[i]
-		if it.family != nil {
+		if items[i].family != nil {
 			continue
 		}
-		walkErr := rangeChunk(it.raw, func(ts []byte, _ prw.RawSeries, _ int) bool {
+		walkErr := rangeChunk(items[i].raw, func(ts []byte, _ prw.RawSeries, _ int) bool {
 			var hasMeta bool
 			if hasMeta, err = e.v2.Add(ts, meta); hasMeta {
 				metadata++

@@ -19,18 +19,16 @@ type prepared struct {
 	ranges []shardRange
 	total  int
 	// Memory mode: the layout epoch and shard count p was placed with,
-	// whether it holds room in the shards, its bytes of the memory budget,
-	// and the request as a whole item, placed instead of its chunks when
-	// one shard sends.
+	// whether it holds room, its bytes of the memory budget, and the whole
+	// item placed instead of its chunks when one shard sends.
 	epoch    uint32
 	active   int
 	reserved bool
 	bytes    int
 	whole    item
 	// Disk mode: the records, their size and the encoder holding them; the
-	// request to write as records, whether its metadata goes with it, and
-	// its tenant if sent; the items for the reader (see handoff), if it is
-	// written as one record.
+	// request to write, whether with its metadata, and its tenant if sent;
+	// the items for the reader (see handoff) if it is one record.
 	recs     [][]byte
 	recBytes int64
 	enc      *recordEncoder
@@ -38,9 +36,8 @@ type prepared struct {
 	meta     bool
 	tenant   string
 	handoff  []item
-	// What the upstream is handed (before relabeling), and the points
-	// dropped by relabeling or as the upstream does not take them; counted
-	// once the request is accepted.
+	// What the upstream is handed (before relabeling) and the points
+	// dropped, counted once the request is accepted.
 	handedS, handedH, handedE    int
 	handedBy                     string // the tenant
 	dropRelabel, dropUnsupported int
@@ -105,11 +102,10 @@ func (f *forwarder) prepare(r *request, p *prepared) {
 }
 
 // transform returns in, a view of r's request, as f is to be sent it:
-// external labels added and write relabeling applied (prw.Relabel), the
-// histograms and exemplars f does not take left out, and, for a 2.0
-// upstream (v2), 1.0 family metadata attached to the series of the family.
-// What is left out is counted in p. A request that needs any of it is a
-// copy of its own; one that needs none is in itself.
+// external labels added and write relabeling applied, the histograms and
+// exemplars f does not take left out (counted in p), and, for a 2.0
+// upstream (v2), 1.0 family metadata attached to the family's series. If
+// any of it changes in, the result is a copy of its own.
 func (f *forwarder) transform(r *request, in *prw.RawV1, v2 bool, p *prepared) *prw.RawV1 {
 	cfg := f.cfg
 	out := in
@@ -186,8 +182,7 @@ func appendSpan(b []byte, num protowire.Number, msg []byte) ([]byte, prw.Span) {
 // family metadata), stably, so that per-series order holds, and returns
 // each shard's range of them.
 func groupByShard(items []item, nShards int) (sorted []item, ranges []shardRange, total int) {
-	// pos[sh] is where shard sh's items start in sorted, then, as they are
-	// placed, where they end.
+	// pos[sh] is where shard sh's items start in sorted, then end.
 	pos := make([]int, nShards+1)
 	for i := range items {
 		pos[items[i].shard%nShards+1]++
@@ -255,8 +250,7 @@ func (p *prepared) unreserve() {
 }
 
 // commit appends p's items to the shards it reserved room in (in disk mode
-// its records were appended to the disk queue already) and counts what was
-// dropped.
+// its records are on disk already) and counts what was dropped.
 func (p *prepared) commit() {
 	f := p.f
 	f.handed(p.handedBy, p.handedS, p.handedH, p.handedE)
@@ -265,9 +259,7 @@ func (p *prepared) commit() {
 	if f.dq != nil {
 		return
 	}
-	if p.total > 0 {
-		f.m.queueLength.Add(float64(p.total))
-	}
+	f.m.queueLength.Add(float64(p.total))
 	for _, r := range p.ranges {
 		f.shards[r.shard%p.active].appendItems(p.items[r.lo:r.hi], r.count, p.epoch)
 	}

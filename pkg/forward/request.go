@@ -77,8 +77,8 @@ func (r *request) release() {
 }
 
 // externalPresent reports whether every series of raw, a view of the
-// request, has every external label with a non-empty value, so that
-// adding them changes nothing. The views have the same labels.
+// request (both have the same labels), has every external label with a
+// non-empty value, so that adding them changes nothing.
 func (r *request) externalPresent(raw *prw.RawV1) bool {
 	if r.external.IsEmpty() {
 		return true
