@@ -17,8 +17,7 @@ type batchStats struct {
 	samples, histograms, exemplars, metadata int
 }
 
-// points is what the dropped and failed counters count: samples,
-// histograms and exemplars.
+// points is what the dropped and failed counters count.
 func (s batchStats) points() int { return s.samples + s.histograms + s.exemplars }
 
 // encoder turns a batch of items into a snappy-compressed remote-write

@@ -135,7 +135,7 @@ func (f *forwarder) transform(r *request, in *prw.RawV1, v2 bool, p *prepared) *
 		return (kind != prw.KindHistogram || cfg.SendNativeHistograms) && (kind != prw.KindExemplar || cfg.SendExemplars)
 	}
 	res := &prw.RawV1{}
-	var b, tmp, scratch []byte
+	var tmp, scratch []byte
 	for _, rs := range out.Series {
 		ts, cur := rs.Bytes(out.Msg), rs
 		if filter {
@@ -153,19 +153,18 @@ func (f *forwarder) transform(r *request, in *prw.RawV1, v2 bool, p *prepared) *
 			md, ok = r.family(in, prw.MetricName(ts))
 		}
 		if ok {
-			b, cur.Span, _ = prw.WithMetadata(b, ts, md)
+			res.Msg, cur.Span, _ = prw.WithMetadata(res.Msg, ts, md)
 			cur.Ext = true
 		} else {
-			b, cur.Span = appendSpan(b, 1, ts)
+			res.Msg, cur.Span = appendSpan(res.Msg, 1, ts)
 		}
 		res.Append(cur)
 	}
 	for _, sp := range out.Metadata {
 		var md prw.Span
-		b, md = appendSpan(b, 3, sp.Bytes(out.Msg))
+		res.Msg, md = appendSpan(res.Msg, 3, sp.Bytes(out.Msg))
 		res.Metadata = append(res.Metadata, md)
 	}
-	res.Msg = b
 	return res
 }
 

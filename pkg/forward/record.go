@@ -32,6 +32,8 @@ const (
 	recordV1 = 1 // items in the gateway's own layout; read only (record_v1.go)
 	recordV2 = 2 // uvarint time + snappy 1.0 body; read only
 	recordV3 = 3
+	// recordTenant flags a version 3 protocol byte: a tenant follows.
+	recordTenant = 0x80
 
 	// maxRecordItemBytes is where a request's items are cut into several
 	// records (appended together, all or nothing), by estimated size: a
@@ -55,10 +57,6 @@ type recordEncoder struct {
 }
 
 func newRecordEncoder() *recordEncoder { return &recordEncoder{enc: newEncoder()} }
-
-// recordTenant flags, in a version 3 record's protocol byte, that a tenant
-// follows the append time.
-const recordTenant = 0x80
 
 // header starts a record of protocol p, of tenant's data ("" for none), in
 // e.out.
@@ -248,8 +246,7 @@ func (d *recordDecoder) decodeBody(p prw.Protocol, msg, compressed []byte) ([]it
 	}
 	defer dec.Release(dd)
 	if raw := dd.Req.Raw; compressed != nil && raw != nil && (raw.AsSent || p == prw.ProtoV2) && dd.Invalid.Count == 0 {
-		// The record is what the upstream is sent, valid as it is: sent
-		// as it is, as a whole item (see whole.go).
+		// The record, valid as it is, is sent as it is: a whole item.
 		raw.Compressed = compressed
 		if it, ok := wholeItem(raw, p, d.maxN, d.maxB); ok {
 			return []item{it}, 0, nil
