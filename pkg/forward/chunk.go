@@ -103,7 +103,9 @@ var errMalformedChunk = errors.New("malformed chunk")
 func rawItems(raw *prw.RawV1, shards, maxN, maxB int, withMeta bool) []item {
 	items := chunkRaw(raw.Msg, raw.Series, shards, maxN, maxB)
 	if withMeta {
-		rangeFamilies(raw, func(fm *prw.FamilyMetadata) { items = append(items, familyItem(fm)) })
+		rangeFamilies(raw, func(fm *prw.FamilyMetadata) {
+			items = append(items, item{family: fm, size: 8 + len(fm.MetricFamilyName) + len(fm.Help) + len(fm.Unit)})
+		})
 	}
 	return items
 }

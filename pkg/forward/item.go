@@ -48,11 +48,6 @@ func (it *item) points() int {
 // weight is what a series weighs in the queue (see item.count).
 func weight(rs prw.RawSeries) int { return max(rs.Points(), 1) }
 
-// familyItem returns the item of 1.0 family metadata fm.
-func familyItem(fm *prw.FamilyMetadata) item {
-	return item{family: fm, size: 8 + len(fm.MetricFamilyName) + len(fm.Help) + len(fm.Unit)}
-}
-
 // countPoints returns the samples, histograms and exemplars of items.
 func countPoints(items []item) int {
 	n := 0
