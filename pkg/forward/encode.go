@@ -21,9 +21,8 @@ type batchStats struct {
 func (s batchStats) points() int { return s.samples + s.histograms + s.exemplars }
 
 // encoder turns a batch of items into a snappy-compressed remote-write
-// request. A send takes one from its forwarder's encoderPool until the
-// batch is sent or given up on; not safe for concurrent use. The bytes
-// encode returns stay valid until the next call.
+// request, valid until its next use. Sends take one from their forwarder's
+// encoderPool; not safe for concurrent use.
 type encoder struct {
 	v2       *prw.V2Encoder
 	families map[string]struct{}
@@ -87,9 +86,8 @@ func (e *encoder) encode(proto prw.Protocol, items []item, meta bool) ([]byte, b
 	return e.sbuf, st, nil
 }
 
-// piece is a part of the message being encoded: raw, a chunk's bytes used
-// as they are, or, until compress sets raw, e.pbuf[lo:hi] (e.pbuf may yet
-// grow while it is marshaled).
+// piece is a part of the message being encoded: raw, a chunk's bytes as
+// they are, or e.pbuf[lo:hi] until compress sets raw (e.pbuf may grow).
 type piece struct {
 	raw    []byte
 	lo, hi int
@@ -133,15 +131,13 @@ func appendSnappy(dst, src []byte) []byte {
 }
 
 // minPieceBytes is the least size of a chunk compressed where it lies;
-// smaller ones are copied together first, as compressing each alone would
-// miss what they repeat of each other.
+// smaller ones are copied together, so that what they repeat compresses.
 const minPieceBytes = 16 << 10
 
 // marshalV1 writes items as the pieces of a prometheus.WriteRequest: the
-// chunks' bytes as they are, or, for a chunk with the form's 2.0
-// extensions, each series without them; then the family metadata, once per
-// family, from the family items and the series' own metadata. It returns
-// the number of families.
+// chunks' bytes as they are, or each series without the form's 2.0
+// extensions; then the family metadata, once per family, of the family
+// items and the series' own metadata. It returns the number of families.
 func (e *encoder) marshalV1(items []item, meta bool) (int, error) {
 	clear(e.families)
 	e.md = prw.RawV1{Msg: e.md.Msg[:0], Metadata: e.md.Metadata[:0]}

@@ -177,9 +177,8 @@ func appendSpan(b []byte, num protowire.Number, msg []byte) ([]byte, prw.Span) {
 	return append(b, msg...), sp
 }
 
-// groupByShard orders items by shard (their shard modulo nShards; 0 for
-// family metadata), stably, so that per-series order holds, and returns
-// each shard's range of them.
+// groupByShard orders items by shard (their shard modulo nShards), stably,
+// so that per-series order holds, and returns each shard's range of them.
 func groupByShard(items []item, nShards int) (sorted []item, ranges []shardRange, total int) {
 	// pos[sh] is where shard sh's items start in sorted, then end.
 	pos := make([]int, nShards+1)

@@ -45,9 +45,9 @@ const (
 
 var errRecordTruncated = errors.New("record truncated")
 
-// recordEncoder turns items into queue records. It reuses its buffers: the
-// records it returns are valid until its next use. Not safe for concurrent
-// use; the Manager pools them.
+// recordEncoder turns items into queue records, valid until its next use
+// (it reuses its buffers). Not safe for concurrent use; the Manager pools
+// them.
 type recordEncoder struct {
 	enc  *encoder
 	raw  []byte
@@ -163,10 +163,10 @@ func newRecordDecoder(shards, maxN, maxB int) *recordDecoder {
 	return &recordDecoder{decs: [2]*prw.Decoder{prw.NewV1Decoder(), prw.NewV2Decoder()}, shards: max(shards, 1), maxN: maxN, maxB: maxB}
 }
 
-// decode returns the items of rec, which own their memory, and the time
-// the record was appended. A record that is not one at all is an error; in
-// one that is, what does not pass the write handler's validation is left
-// out and its size returned as skipped. Both are the caller's to count.
+// decode returns the items of rec, owning their memory, and its append
+// time. A record that is not one is an error; in one that is, what fails
+// the write handler's validation is left out and its size returned as
+// skipped. Both are the caller's to count.
 func (d *recordDecoder) decode(rec []byte) (items []item, appended time.Time, skipped int, err error) {
 	if len(rec) == 0 {
 		return nil, time.Time{}, 0, errRecordTruncated
@@ -266,10 +266,10 @@ func (d *recordDecoder) items(req *prw.Request) []item {
 	return rawItems(raw, d.shards, d.maxN, d.maxB, true)
 }
 
-// salvage decodes a body that is not a valid message as a whole one
-// message at a time: every series (with the symbols, in 2.0) and metadata
-// entry that decodes and validates on its own is kept; the rest, up to the
-// end of msg when its framing breaks, is skipped.
+// salvage decodes a body that is not a valid message one message at a
+// time, keeping every series (with the symbols, in 2.0) and metadata entry
+// valid alone; the rest, up to the end of msg if its framing breaks, is
+// skipped.
 func (d *recordDecoder) salvage(p prw.Protocol, msg []byte) (items []item, skipped int) {
 	var fields [][]byte // whole fields, tags included
 	var symbols []byte

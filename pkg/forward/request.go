@@ -13,8 +13,7 @@ import (
 // for 2.0 upstreams, and the form without its extensions, for 1.0
 // upstreams (with 2.0 metadata as 1.0 family metadata). A 1.0 request the
 // receiver's scan accepted is both as it came; a decoded request is
-// written in each on first use. The fields after lb are built on first
-// use too.
+// written in each on first use, as are the fields after lb.
 type request struct {
 	req      *prw.Request
 	form, v1 *prw.RawV1
