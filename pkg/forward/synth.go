@@ -47,34 +47,32 @@ func (sy *synthesizer) synthesize(req *prw.Request) *prw.RawV1 {
 func (sy *synthesizer) strip(raw *prw.RawV1) *prw.RawV1 {
 	out := &sy.raw
 	*out = prw.RawV1{Msg: out.Msg[:0], Series: out.Series[:0], Metadata: out.Metadata[:0]}
-	b := out.Msg
 	clear(sy.families)
 	sy.pending = sy.pending[:0]
 	for _, rs := range raw.Series {
 		ts := rs.Bytes(raw.Msg)
-		start := len(b)
+		start := len(out.Msg)
 		var md []byte
 		var err error
-		if b, md, sy.scratch, err = prw.AppendV1(b, ts, sy.scratch); err != nil {
-			b = b[:start] // the form was validated: not reached
+		if out.Msg, md, sy.scratch, err = prw.AppendV1(out.Msg, ts, sy.scratch); err != nil {
+			out.Msg = out.Msg[:start] // the form was validated: not reached
 			continue
 		}
 		if rs.Points() > 0 {
-			rs.Span, rs.Ext = fieldSpan(b, start), false
+			rs.Span, rs.Ext = fieldSpan(out.Msg, start), false
 			out.Append(rs)
 		} else {
-			b = b[:start] // metadata only: a family metadata entry in 1.0
+			out.Msg = out.Msg[:start] // metadata only: a family metadata entry in 1.0
 		}
 		if md != nil {
 			sy.pending = append(sy.pending, pendingFamily{series: ts, md: md})
 		}
 	}
 	for _, sp := range raw.Metadata {
-		start := len(b)
-		b = protowire.AppendBytes(protowire.AppendTag(b, 3, protowire.BytesType), sp.Bytes(raw.Msg))
-		out.Metadata = append(out.Metadata, fieldSpan(b, start))
+		var md prw.Span
+		out.Msg, md = appendSpan(out.Msg, 3, sp.Bytes(raw.Msg))
+		out.Metadata = append(out.Metadata, md)
 	}
-	out.Msg = b
 	rangeFamilies(raw, func(fm *prw.FamilyMetadata) { sy.families[fm.MetricFamilyName] = struct{}{} })
 	for _, p := range sy.pending {
 		name := prw.SeriesFamily(p.series, p.md)
