@@ -13,9 +13,7 @@ import (
 )
 
 // batchStats counts what one encoded batch carries.
-type batchStats struct {
-	samples, histograms, exemplars, metadata int
-}
+type batchStats struct{ samples, histograms, exemplars, metadata int }
 
 // points is what the dropped and failed counters count.
 func (s batchStats) points() int { return s.samples + s.histograms + s.exemplars }

@@ -43,9 +43,8 @@ type prepared struct {
 	dropRelabel, dropUnsupported int
 }
 
-type shardRange struct {
-	shard, lo, hi, count int
-}
+// shardRange is a shard's items, prepared.items[lo:hi], and their count.
+type shardRange struct{ shard, lo, hi, count int }
 
 // prepare makes r ready for f: external labels, write relabeling and the
 // send_* settings applied, chunks cut for f's shards and batch limits.
