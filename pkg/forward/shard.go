@@ -262,27 +262,22 @@ func (s *shard) send(ctx context.Context, items []item) bool {
 	enc := f.encoders.get()
 	defer f.encoders.put(enc)
 	var (
-		data []byte
+		data []byte // nil: items are to be encoded (again) in proto
 		st   batchStats
 	)
-	// encode encodes items in proto; on an error it drops them.
-	encode := func() bool {
-		var err error
-		if data, st, err = enc.encode(proto, items, f.cfg.MetadataConfig.Send); err != nil {
-			f.drop(registry.DropEncode, countPoints(items))
-			f.logger.Error("encode batch, dropped it", "err", err)
-			return false
-		}
-		return true
-	}
-	if !encode() {
-		return true
-	}
 	backoff := time.Duration(q.MinBackoff)
 	for retry := 0; ; retry++ {
 		if ctx.Err() != nil {
-			f.abandon(st.points())
+			f.abandon(countPoints(items))
 			return false
+		}
+		if data == nil {
+			var err error
+			if data, st, err = enc.encode(proto, items, f.cfg.MetadataConfig.Send); err != nil {
+				f.drop(registry.DropEncode, countPoints(items))
+				f.logger.Error("encode batch, dropped it", "err", err)
+				return true
+			}
 		}
 		res := f.post(ctx, data, proto, items[0].tenant, retry, st.points())
 		switch res.outcome {
@@ -306,10 +301,7 @@ func (s *shard) send(ctx context.Context, items []item) bool {
 		case outcomeFallback:
 			f.m.failed.Add(float64(st.points()))
 			f.fallBack(res.err)
-			proto, resentV1 = prw.ProtoV1, true
-			if !encode() {
-				return true
-			}
+			proto, resentV1, data = prw.ProtoV1, true, nil
 
 		case outcomeTooLarge:
 			f.refusedLarge.Store(true)
@@ -338,8 +330,7 @@ func (s *shard) send(ctx context.Context, items []item) bool {
 
 		case outcomeRetry:
 			if ctx.Err() != nil {
-				f.abandon(st.points())
-				return false
+				continue // abandoned above, not failed
 			}
 			f.m.failed.Add(float64(st.points()))
 			if f.retryLog.allow() {
@@ -352,18 +343,16 @@ func (s *shard) send(ctx context.Context, items []item) bool {
 			backoff = min(backoff*2, time.Duration(q.MaxBackoff))
 			f.backoffHint.Store(int64(sleep))
 			if !sleepCtx(ctx, sleep) {
-				f.abandon(st.points())
-				return false
+				continue
 			}
-			if kept := s.dropTooOld(items); len(kept) == 0 {
+			kept := s.dropTooOld(items)
+			if len(kept) == 0 {
 				return true
-			} else if len(kept) != len(items) || countPoints(kept) != countPoints(items) {
-				items = kept
-				if !encode() {
-					return true
-				}
 			}
-			f.m.retried.Add(float64(st.points()))
+			if len(kept) != len(items) || countPoints(kept) != countPoints(items) {
+				items, data = kept, nil
+			}
+			f.m.retried.Add(float64(countPoints(items)))
 		}
 	}
 }
@@ -428,21 +417,15 @@ func (s *shard) dropTooOld(items []item) []item {
 	for i := range items {
 		it := &items[i]
 		kept, d, err := it.keepPoints(recent) // a family item, without points, is kept
-		if err == nil && d == 0 {
-			if out != nil {
-				out = append(out, *it)
-			}
-			continue
-		}
 		if err != nil {
 			kept = item{} // malformed: nothing of it can be sent
 			s.f.drop(registry.DropEncode, it.points())
 		}
-		if out == nil {
+		if out == nil && (err != nil || d > 0) {
 			out = append(make([]item, 0, len(items)), items[:i]...)
 		}
 		dropped += d
-		if kept.count() > 0 {
+		if out != nil && kept.count() > 0 {
 			out = append(out, kept)
 		}
 	}
