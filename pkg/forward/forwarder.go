@@ -262,13 +262,6 @@ func (f *forwarder) accepted(items []item) {
 	}
 }
 
-// acceptedV2 records that the upstream took a 2.0 batch.
-func (f *forwarder) acceptedV2() {
-	if f.fellBack.Swap(0) != 0 {
-		f.logger.Info("upstream accepts remote write 2.0 again: sending 2.0")
-	}
-}
-
 func (f *forwarder) drop(reason string, n int) {
 	if n > 0 {
 		f.m.dropped[reason].Add(float64(n))

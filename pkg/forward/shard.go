@@ -3,6 +3,7 @@ package forward
 import (
 	"context"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"time"
 
@@ -161,17 +162,11 @@ func (q *fifo) take(b []item, maxN, maxB int) ([]item, int) {
 			break
 		}
 	}
-	if q.head == len(q.items) {
-		q.items = q.items[:0]
-		if cap(q.items) > maxIdleQueueCap {
+	if q.head == len(q.items) || (q.head > 1024 && q.head > len(q.items)/2) {
+		q.items, q.head = slices.Delete(q.items, 0, q.head), 0
+		if len(q.items) == 0 && cap(q.items) > maxIdleQueueCap {
 			q.items = nil // let a burst's backing array go
 		}
-		q.head = 0
-	} else if q.head > 1024 && q.head > len(q.items)/2 {
-		m := copy(q.items, q.items[q.head:])
-		clear(q.items[m:])
-		q.items = q.items[:m]
-		q.head = 0
 	}
 	return b, n
 }
@@ -292,8 +287,8 @@ func (s *shard) send(ctx context.Context, items []item) bool {
 			f.m.lastSuccess.SetToCurrentTime()
 			f.lastSend.Store(time.Now().UnixNano())
 			f.backoffHint.Store(0)
-			if proto == prw.ProtoV2 && st.points() > 0 {
-				f.acceptedV2()
+			if proto == prw.ProtoV2 && st.points() > 0 && f.fellBack.Swap(0) != 0 {
+				f.logger.Info("upstream accepts remote write 2.0 again: sending 2.0")
 			}
 			f.accepted(items)
 			return true
