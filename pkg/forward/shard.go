@@ -42,17 +42,6 @@ type fifo struct {
 	wholes        int // whole items (see whole.go): each a batch, ready to send
 }
 
-// release gives back the room of n points of epoch, and of their bytes.
-func (s *shard) release(epoch uint32, n, bytes int) {
-	s.f.mem.give(bytes)
-	if n == 0 {
-		return
-	}
-	s.points.give(n)
-	s.f.layout.release(epoch, n)
-	s.f.m.queueLength.Sub(float64(n))
-}
-
 // appendItems queues items of epoch, whose n points have been reserved.
 func (s *shard) appendItems(items []item, n int, epoch uint32) {
 	s.mu.Lock()
@@ -212,8 +201,9 @@ func (s *shard) run() {
 	}
 }
 
-// sendNext takes one batch and sends it. In disk mode a batch abandoned at
-// shutdown is not done for its records, so it is read again after a restart.
+// sendNext takes one batch, sends it and gives its room back. In disk mode
+// a batch abandoned at shutdown is not done for its records, so it is read
+// again after a restart.
 func (s *shard) sendNext(ctx context.Context) {
 	b, n, bytes := s.take()
 	if n == 0 {
@@ -232,7 +222,10 @@ func (s *shard) sendNext(ctx context.Context) {
 	}
 	s.f.rates.busy.add(int64(time.Since(start)))
 	clear(b)
-	s.release(epoch, n, bytes)
+	s.f.mem.give(bytes)
+	s.points.give(n)
+	s.f.layout.release(epoch, n)
+	s.f.m.queueLength.Sub(float64(n))
 }
 
 // send delivers one batch: it retries with backoff until success or ctx is
