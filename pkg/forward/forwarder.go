@@ -20,10 +20,9 @@ import (
 const logInterval = 10 * time.Second
 
 // forwarder sends to one upstream with one HTTP client and max_shards
-// shards, each a bounded queue and a sending goroutine, of which layout
-// says how many are in use (see reshard.go). reserve, release and
-// appendItems are safe for concurrent use; the Manager calls start and
-// stop, once each.
+// shards (a bounded queue, safe for concurrent use, and a sending goroutine
+// each), layout saying how many are in use (see reshard.go). The Manager
+// calls start and stop, once each.
 type forwarder struct {
 	name      string
 	cfg       *config.UpstreamConfig
