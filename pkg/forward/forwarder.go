@@ -20,10 +20,9 @@ import (
 const logInterval = 10 * time.Second
 
 // forwarder sends to one upstream with one HTTP client and max_shards
-// shards, each a bounded queue and a sending goroutine, of which layout
-// says how many are in use (see reshard.go). reserve, release and
-// appendItems are safe for concurrent use; the Manager calls start and
-// stop, once each.
+// shards (a bounded queue, safe for concurrent use, and a sending goroutine
+// each), layout saying how many are in use (see reshard.go). The Manager
+// calls start and stop, once each.
 type forwarder struct {
 	name      string
 	cfg       *config.UpstreamConfig
@@ -259,13 +258,6 @@ func (f *forwarder) accepted(items []item) {
 	f.m.learnedB.Set(float64(f.learnedB.Load()))
 	if first {
 		f.logger.Warn("upstream refused a batch as too large: cutting batches to the largest it accepted", "max_samples", n, "max_bytes", b)
-	}
-}
-
-// acceptedV2 records that the upstream took a 2.0 batch.
-func (f *forwarder) acceptedV2() {
-	if f.fellBack.Swap(0) != 0 {
-		f.logger.Info("upstream accepts remote write 2.0 again: sending 2.0")
 	}
 }
 

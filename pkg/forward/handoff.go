@@ -6,6 +6,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/rwgateway/gateway/pkg/prw"
 	"github.com/rwgateway/gateway/pkg/queue"
 )
 
@@ -88,7 +89,10 @@ func (h *handoff) take(pos queue.Position) ([]item, time.Time, bool) {
 func handoffBytes(items []item) int {
 	n := len(items) * int(unsafe.Sizeof(item{}))
 	for i := range items {
-		n += len(items[i].raw) + items[i].whole.bytes()
+		n += len(items[i].raw)
+		if w := items[i].whole; w != nil {
+			n += len(w.wire) + len(w.series)*int(unsafe.Sizeof(prw.RawSeries{}))
+		}
 	}
 	return n
 }

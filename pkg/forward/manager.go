@@ -162,8 +162,6 @@ func (m *Manager) ApplyConfig(cfg *config.Config) error {
 	var (
 		created, replaced []*forwarder
 		opened            = map[string]diskQueue{}
-		// disk queues passed from a replaced forwarder to its successor
-		handedOver = map[string]*config.UpstreamConfig{}
 	)
 	// fail undoes what the loop below did, and returns err for upstream name.
 	fail := func(name string, err error) error {
@@ -195,9 +193,7 @@ func (m *Manager) ApplyConfig(cfg *config.Config) error {
 		}
 		var dq diskQueue
 		if m.opts.StoragePath != "" && u.QueueConfig.OnDisk() {
-			if dq = m.queues[u.Name]; dq != nil {
-				handedOver[u.Name] = u
-			} else {
+			if dq = m.queues[u.Name]; dq == nil {
 				var err error
 				if dq, err = m.openQueue(u); err != nil {
 					return fail(u.Name, err)
@@ -217,11 +213,11 @@ func (m *Manager) ApplyConfig(cfg *config.Config) error {
 		next.byName[u.Name] = f
 	}
 	removed := slices.DeleteFunc(slices.Clone(old.fwds), func(f *forwarder) bool { return next.byName[f.name] != nil })
-	for name, u := range handedOver {
-		m.queues[name].SetLimits(u.QueueConfig.MaxBytes, fullPolicy(&u.QueueConfig))
-	}
 	maps.Copy(m.queues, opened)
 	for _, f := range created {
+		if q := &f.cfg.QueueConfig; f.dq != nil && opened[f.name] == nil {
+			f.dq.SetLimits(q.MaxBytes, fullPolicy(q)) // handed over by the forwarder it replaces
+		}
 		f.start()
 	}
 

@@ -159,11 +159,7 @@ func (f *forwarder) transform(r *request, in *prw.RawV1, v2 bool, p *prepared) *
 		}
 		res.Append(cur)
 	}
-	for _, sp := range out.Metadata {
-		var md prw.Span
-		res.Msg, md = appendSpan(res.Msg, 3, sp.Bytes(out.Msg))
-		res.Metadata = append(res.Metadata, md)
-	}
+	copyMetadata(res, out)
 	return res
 }
 

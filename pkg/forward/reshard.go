@@ -43,8 +43,7 @@ const (
 // outstanding, as a reshard waits for the previous one to drain.
 type layout struct {
 	mu          sync.Mutex
-	epoch       uint32
-	current     atomic.Uint32 // epoch, read without mu
+	current     atomic.Uint32 // the epoch: written under mu, read without it
 	active      int
 	outstanding [2]int        // by epoch&1
 	drained     chan struct{} // closed once the previous epoch has nothing outstanding
@@ -61,8 +60,9 @@ func newLayout(active int) *layout {
 func (l *layout) place(n int) (epoch uint32, active int) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.outstanding[l.epoch&1] += n
-	return l.epoch, l.active
+	epoch = l.current.Load()
+	l.outstanding[epoch&1] += n
+	return epoch, l.active
 }
 
 // release counts n points of epoch sent, dropped or never queued.
@@ -70,7 +70,7 @@ func (l *layout) release(epoch uint32, n int) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.outstanding[epoch&1] -= n
-	if epoch != l.epoch && l.outstanding[epoch&1] <= 0 && !l.isDrained() {
+	if epoch != l.current.Load() && l.outstanding[epoch&1] <= 0 && !l.isDrained() {
 		close(l.drained)
 	}
 }
@@ -90,7 +90,7 @@ func (l *layout) isDrained() bool {
 func (l *layout) gate(epoch uint32) <-chan struct{} {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if epoch != l.epoch || l.isDrained() {
+	if epoch != l.current.Load() || l.isDrained() {
 		return nil
 	}
 	return l.drained
@@ -104,11 +104,10 @@ func (l *layout) set(n int) bool {
 	if !l.isDrained() {
 		return false
 	}
-	l.epoch++
-	l.current.Store(l.epoch)
+	prev := l.current.Add(1) - 1
 	l.active = n
 	l.drained = make(chan struct{})
-	if l.outstanding[(l.epoch-1)&1] <= 0 {
+	if l.outstanding[prev&1] <= 0 {
 		close(l.drained)
 	}
 	return true

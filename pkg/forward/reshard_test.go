@@ -51,7 +51,7 @@ func TestLayoutEpochs(t *testing.T) {
 	}
 	require.Nil(t, l.gate(1))
 	require.True(t, l.set(2))
-	require.Equal(t, uint32(2), l.epoch)
+	require.Equal(t, uint32(2), l.current.Load())
 	l.release(1, 5)
 	require.Nil(t, l.gate(2))
 	require.True(t, l.set(3), "a drained epoch does not hold back the next reshard")

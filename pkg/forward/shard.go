@@ -3,6 +3,7 @@ package forward
 import (
 	"context"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"time"
 
@@ -39,17 +40,6 @@ type fifo struct {
 	items         []item
 	head, n, size int
 	wholes        int // whole items (see whole.go): each a batch, ready to send
-}
-
-// release gives back the room of n points of epoch, and of their bytes.
-func (s *shard) release(epoch uint32, n, bytes int) {
-	s.f.mem.give(bytes)
-	if n == 0 {
-		return
-	}
-	s.points.give(n)
-	s.f.layout.release(epoch, n)
-	s.f.m.queueLength.Sub(float64(n))
 }
 
 // appendItems queues items of epoch, whose n points have been reserved.
@@ -161,17 +151,11 @@ func (q *fifo) take(b []item, maxN, maxB int) ([]item, int) {
 			break
 		}
 	}
-	if q.head == len(q.items) {
-		q.items = q.items[:0]
-		if cap(q.items) > maxIdleQueueCap {
+	if q.head == len(q.items) || (q.head > 1024 && q.head > len(q.items)/2) {
+		q.items, q.head = slices.Delete(q.items, 0, q.head), 0
+		if len(q.items) == 0 && cap(q.items) > maxIdleQueueCap {
 			q.items = nil // let a burst's backing array go
 		}
-		q.head = 0
-	} else if q.head > 1024 && q.head > len(q.items)/2 {
-		m := copy(q.items, q.items[q.head:])
-		clear(q.items[m:])
-		q.items = q.items[:m]
-		q.head = 0
 	}
 	return b, n
 }
@@ -217,8 +201,9 @@ func (s *shard) run() {
 	}
 }
 
-// sendNext takes one batch and sends it. In disk mode a batch abandoned at
-// shutdown is not done for its records, so it is read again after a restart.
+// sendNext takes one batch, sends it and gives its room back. In disk mode
+// a batch abandoned at shutdown is not done for its records, so it is read
+// again after a restart.
 func (s *shard) sendNext(ctx context.Context) {
 	b, n, bytes := s.take()
 	if n == 0 {
@@ -237,7 +222,10 @@ func (s *shard) sendNext(ctx context.Context) {
 	}
 	s.f.rates.busy.add(int64(time.Since(start)))
 	clear(b)
-	s.release(epoch, n, bytes)
+	s.f.mem.give(bytes)
+	s.points.give(n)
+	s.f.layout.release(epoch, n)
+	s.f.m.queueLength.Sub(float64(n))
 }
 
 // send delivers one batch: it retries with backoff until success or ctx is
@@ -262,27 +250,22 @@ func (s *shard) send(ctx context.Context, items []item) bool {
 	enc := f.encoders.get()
 	defer f.encoders.put(enc)
 	var (
-		data []byte
+		data []byte // nil: items are to be encoded (again) in proto
 		st   batchStats
 	)
-	// encode encodes items in proto; on an error it drops them.
-	encode := func() bool {
-		var err error
-		if data, st, err = enc.encode(proto, items, f.cfg.MetadataConfig.Send); err != nil {
-			f.drop(registry.DropEncode, countPoints(items))
-			f.logger.Error("encode batch, dropped it", "err", err)
-			return false
-		}
-		return true
-	}
-	if !encode() {
-		return true
-	}
 	backoff := time.Duration(q.MinBackoff)
 	for retry := 0; ; retry++ {
 		if ctx.Err() != nil {
-			f.abandon(st.points())
+			f.abandon(countPoints(items))
 			return false
+		}
+		if data == nil {
+			var err error
+			if data, st, err = enc.encode(proto, items, f.cfg.MetadataConfig.Send); err != nil {
+				f.drop(registry.DropEncode, countPoints(items))
+				f.logger.Error("encode batch, dropped it", "err", err)
+				return true
+			}
 		}
 		res := f.post(ctx, data, proto, items[0].tenant, retry, st.points())
 		switch res.outcome {
@@ -297,8 +280,8 @@ func (s *shard) send(ctx context.Context, items []item) bool {
 			f.m.lastSuccess.SetToCurrentTime()
 			f.lastSend.Store(time.Now().UnixNano())
 			f.backoffHint.Store(0)
-			if proto == prw.ProtoV2 && st.points() > 0 {
-				f.acceptedV2()
+			if proto == prw.ProtoV2 && st.points() > 0 && f.fellBack.Swap(0) != 0 {
+				f.logger.Info("upstream accepts remote write 2.0 again: sending 2.0")
 			}
 			f.accepted(items)
 			return true
@@ -306,10 +289,7 @@ func (s *shard) send(ctx context.Context, items []item) bool {
 		case outcomeFallback:
 			f.m.failed.Add(float64(st.points()))
 			f.fallBack(res.err)
-			proto, resentV1 = prw.ProtoV1, true
-			if !encode() {
-				return true
-			}
+			proto, resentV1, data = prw.ProtoV1, true, nil
 
 		case outcomeTooLarge:
 			f.refusedLarge.Store(true)
@@ -338,8 +318,7 @@ func (s *shard) send(ctx context.Context, items []item) bool {
 
 		case outcomeRetry:
 			if ctx.Err() != nil {
-				f.abandon(st.points())
-				return false
+				continue // abandoned above, not failed
 			}
 			f.m.failed.Add(float64(st.points()))
 			if f.retryLog.allow() {
@@ -352,18 +331,16 @@ func (s *shard) send(ctx context.Context, items []item) bool {
 			backoff = min(backoff*2, time.Duration(q.MaxBackoff))
 			f.backoffHint.Store(int64(sleep))
 			if !sleepCtx(ctx, sleep) {
-				f.abandon(st.points())
-				return false
+				continue
 			}
-			if kept := s.dropTooOld(items); len(kept) == 0 {
+			kept := s.dropTooOld(items)
+			if len(kept) == 0 {
 				return true
-			} else if len(kept) != len(items) || countPoints(kept) != countPoints(items) {
-				items = kept
-				if !encode() {
-					return true
-				}
 			}
-			f.m.retried.Add(float64(st.points()))
+			if len(kept) != len(items) || countPoints(kept) != countPoints(items) {
+				items, data = kept, nil
+			}
+			f.m.retried.Add(float64(countPoints(items)))
 		}
 	}
 }
@@ -428,21 +405,15 @@ func (s *shard) dropTooOld(items []item) []item {
 	for i := range items {
 		it := &items[i]
 		kept, d, err := it.keepPoints(recent) // a family item, without points, is kept
-		if err == nil && d == 0 {
-			if out != nil {
-				out = append(out, *it)
-			}
-			continue
-		}
 		if err != nil {
 			kept = item{} // malformed: nothing of it can be sent
 			s.f.drop(registry.DropEncode, it.points())
 		}
-		if out == nil {
+		if out == nil && (err != nil || d > 0) {
 			out = append(make([]item, 0, len(items)), items[:i]...)
 		}
 		dropped += d
-		if kept.count() > 0 {
+		if out != nil && kept.count() > 0 {
 			out = append(out, kept)
 		}
 	}

@@ -68,11 +68,7 @@ func (sy *synthesizer) strip(raw *prw.RawV1) *prw.RawV1 {
 			sy.pending = append(sy.pending, pendingFamily{series: ts, md: md})
 		}
 	}
-	for _, sp := range raw.Metadata {
-		var md prw.Span
-		out.Msg, md = appendSpan(out.Msg, 3, sp.Bytes(raw.Msg))
-		out.Metadata = append(out.Metadata, md)
-	}
+	copyMetadata(out, raw)
 	rangeFamilies(raw, func(fm *prw.FamilyMetadata) { sy.families[fm.MetricFamilyName] = struct{}{} })
 	for _, p := range sy.pending {
 		name := prw.SeriesFamily(p.series, p.md)
@@ -94,6 +90,15 @@ func appendMetadata(raw *prw.RawV1, name string, m prw.Metadata) {
 	raw.Msg = slices.Grow(b, n)[:len(b)+n]
 	// Size was computed just above: MarshalToSizedBuffer cannot fail.
 	_, _ = md.MarshalToSizedBuffer(raw.Msg[len(b):])
+}
+
+// copyMetadata appends the MetricMetadata fields of src to dst.
+func copyMetadata(dst, src *prw.RawV1) {
+	for _, sp := range src.Metadata {
+		var md prw.Span
+		dst.Msg, md = appendSpan(dst.Msg, 3, sp.Bytes(src.Msg))
+		dst.Metadata = append(dst.Metadata, md)
+	}
 }
 
 // fieldSpan returns the span of the message of the field b[start:].

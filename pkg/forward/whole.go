@@ -2,7 +2,6 @@ package forward
 
 import (
 	"slices"
-	"unsafe"
 
 	"google.golang.org/protobuf/encoding/protowire"
 
@@ -75,12 +74,4 @@ func (f *forwarder) cutWhole(items []item) []item {
 		}
 	}
 	return out
-}
-
-// bytes is the memory a whole item holds besides its raw.
-func (w *wholeRequest) bytes() int {
-	if w == nil {
-		return 0
-	}
-	return len(w.wire) + len(w.series)*int(unsafe.Sizeof(prw.RawSeries{}))
 }
