@@ -308,7 +308,7 @@ func (m *Manager) Enqueue(ctx context.Context, req *prw.Request, tenant string, 
 			continue
 		}
 		p.enc = m.encoders.Get().(*recordEncoder)
-		if proto := p.f.proto(); proto == prw.ProtoV1 && !p.raw.Ext {
+		if proto := p.proto; proto == prw.ProtoV1 && !p.raw.Ext { // as prepared, whatever a fallback since
 			p.recs, p.recBytes = p.enc.encodeRaw(p.raw, p.meta, p.tenant, now)
 		} else {
 			var err error

@@ -27,12 +27,14 @@ type prepared struct {
 	bytes    int
 	whole    item
 	// Disk mode: the records, their size and the encoder holding them; the
-	// request to write, whether with its metadata, and its tenant if sent;
-	// the items for the reader (see handoff) if it is one record.
+	// request to write, in which protocol, whether with its metadata, and
+	// its tenant if sent; the items for the reader (see handoff) if it is
+	// one record.
 	recs     [][]byte
 	recBytes int64
 	enc      *recordEncoder
 	raw      *prw.RawV1
+	proto    prw.Protocol
 	meta     bool
 	tenant   string
 	handoff  []item
@@ -90,7 +92,7 @@ func (f *forwarder) prepare(r *request, p *prepared) {
 		whole.tenant, p.tenant = r.tenant, r.tenant
 	}
 	if f.dq != nil {
-		p.raw, p.meta, p.items = raw, meta && !v2, items
+		p.raw, p.proto, p.meta, p.items = raw, proto, meta && !v2, items
 		if f.handoff.wants(len(raw.Msg)) {
 			p.handoff = slices.Clone(items) // the reader sets each one's record
 		}
