@@ -196,7 +196,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if req.Raw.AsSent || (req.Proto == prw.ProtoV2 && d.Invalid.Count == 0) {
 		req.Raw.Compressed = body // the client's body holds no more than the form
 	}
-	if req.NumSeries() > 0 || req.NumMetadata() > 0 {
+	if len(req.Raw.Series) > 0 || len(req.Raw.Metadata) > 0 {
 		if err := h.q.Enqueue(r.Context(), req); err != nil {
 			code, reason, retryAfter := enqueueStatus(err)
 			if retryAfter > 0 {
