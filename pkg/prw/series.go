@@ -40,7 +40,7 @@ const (
 	fieldMetadataUnit   = 5
 )
 
-// ErrMalformed is returned for bytes that are not a series in the form.
+// ErrMalformed is returned for bytes that are not a well-formed message.
 var ErrMalformed = errors.New("malformed series")
 
 // AppendSeries appends s, valid with sorted labels, to b in the form and
