@@ -162,12 +162,6 @@ func fields(msg []byte) iter.Seq2[field, error] {
 	}
 }
 
-// SeriesMetadata returns the series' metadata extension, if any.
-func SeriesMetadata(ts []byte) (Metadata, bool, error) {
-	m, ok, err := metadataExt(ts)
-	return ReadMetadata(m), ok, err
-}
-
 // metadataExt returns the value of the series' metadata extension, if any.
 func metadataExt(ts []byte) (m []byte, ok bool, err error) {
 	for f, err := range fields(ts) {
