@@ -134,11 +134,7 @@ func scanV1Series(d *Decoded, ts []byte) (rs RawSeries, ok bool) {
 		return true
 	}
 	off := 0
-	for off < len(ts) {
-		n, name, value, ok := SmallLabel(ts[off:])
-		if !ok {
-			break
-		}
+	for n, name, value, ok := SmallLabel(ts); ok; n, name, value, ok = SmallLabel(ts[off:]) {
 		if !label(name, value) {
 			return rs, false
 		}

@@ -365,15 +365,12 @@ func MetricName(ts []byte) string { return string(metricName(ts)) }
 
 func metricName(ts []byte) []byte {
 	// Sorted labels have __name__ first, or nearly.
-	for b := ts; len(b) > 0; {
-		n, name, value, ok := SmallLabel(b)
-		if !ok {
-			break
-		}
+	off := 0
+	for n, name, value, ok := SmallLabel(ts); ok; n, name, value, ok = SmallLabel(ts[off:]) {
 		if string(name) == labels.MetricName {
 			return value
 		}
-		b = b[n:]
+		off += n
 	}
 	var name []byte
 	_ = RangeRawLabels(ts, func(n, v []byte) {
