@@ -14,6 +14,7 @@ import (
 // series in the form. It allocates nothing once its buffers grew.
 func decodeV2(d *Decoded, msg []byte) error {
 	syms, series := d.syms[:0], d.series[:0]
+	d.symOK = d.symOK[:0] // symbols are shared between series: each is checked once
 	for f, err := range fields(msg) {
 		if err != nil {
 			return err
@@ -24,16 +25,12 @@ func decodeV2(d *Decoded, msg []byte) error {
 		switch f.num {
 		case 4: // symbols
 			syms = append(syms, f.v)
+			d.symOK = append(d.symOK, utf8.Valid(f.v))
 		case 5: // timeseries
 			series = append(series, f.v)
 		}
 	}
 	d.syms, d.series = syms, series
-	// Symbols are shared between series: each is checked once.
-	d.symOK = d.symOK[:0]
-	for _, s := range syms {
-		d.symOK = append(d.symOK, utf8.Valid(s))
-	}
 	b := d.form[:0]
 	for i, ts := range series {
 		var err error
