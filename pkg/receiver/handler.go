@@ -63,13 +63,11 @@ type Handler struct {
 	q      Enqueuer
 	opts   atomic.Pointer[Options] // see SetOptions
 
-	metrics    *registry.ReceiverMetrics
-	requests   [2]prometheus.Counter // by prw.Protocol
-	samples    [2]prometheus.Counter
-	histograms [2]prometheus.Counter
-	exemplars  [2]prometheus.Counter
-	rejected   map[string]prometheus.Counter
-	invalid    [prw.NumInvalidReasons]prometheus.Counter
+	metrics  *registry.ReceiverMetrics
+	rejected map[string]prometheus.Counter
+	invalid  [prw.NumInvalidReasons]prometheus.Counter
+	// By prw.Protocol, as decoders.
+	requests, samples, histograms, exemplars [2]prometheus.Counter
 
 	// bufs holds *[]byte for compressed and decoded bodies.
 	bufs     sync.Pool
