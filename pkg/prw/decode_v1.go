@@ -32,8 +32,7 @@ func decodeV1(d *Decoded, msg []byte) error {
 			rs, ok = scanV1Series(d, f.v)
 		case 3: // metadata
 			if _, _, ok = metadataSchema.check(f.v); !ok {
-				var md prompb.MetricMetadata
-				if err := md.Unmarshal(f.v); err != nil {
+				if err := new(prompb.MetricMetadata).Unmarshal(f.v); err != nil {
 					return fmt.Errorf("metadata %d: %w", len(raw.Metadata), err)
 				}
 			}

@@ -193,18 +193,15 @@ func readMetadataV2(msg []byte, md *metadataV2) error {
 		if err != nil {
 			return err
 		}
-		if f.num != 1 && f.num != 3 && f.num != 4 {
-			continue
-		}
-		if f.typ != protowire.VarintType {
+		switch {
+		case f.num != 1 && f.num != 3 && f.num != 4: // skipped
+		case f.typ != protowire.VarintType:
 			return fmt.Errorf("metadata: wrong wire type %d for field %d", f.typ, f.num)
-		}
-		switch f.num {
-		case 1:
+		case f.num == 1:
 			md.typ = f.u
-		case 3:
+		case f.num == 3:
 			md.help = f.u
-		case 4:
+		default:
 			md.unit = f.u
 		}
 	}
