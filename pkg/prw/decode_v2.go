@@ -43,10 +43,7 @@ func decodeV2(d *Decoded, msg []byte) error {
 }
 
 // metadataV2 is a series' 2.0 metadata: type and symbol references.
-type metadataV2 struct {
-	typ        uint64
-	help, unit uint64
-}
+type metadataV2 struct{ typ, help, unit uint64 }
 
 // seriesV2 appends the TimeSeries ts, series number idx, to b in the form,
 // labels resolved and sorted, or counts it refused.
