@@ -13,8 +13,8 @@ import (
 // decodeV2 reads an io.prometheus.write.v2.Request into d, every valid
 // series in the form. It allocates nothing once its buffers grew.
 func decodeV2(d *Decoded, msg []byte) error {
-	syms, series := d.syms[:0], d.series[:0]
-	d.symOK = d.symOK[:0] // symbols are shared between series: each is checked once
+	// Symbols are shared between series: each is checked once.
+	syms, symOK, series := d.syms[:0], d.symOK[:0], d.series[:0]
 	for f, err := range fields(msg) {
 		if err != nil {
 			return err
@@ -25,12 +25,12 @@ func decodeV2(d *Decoded, msg []byte) error {
 		switch f.num {
 		case 4: // symbols
 			syms = append(syms, f.v)
-			d.symOK = append(d.symOK, utf8.Valid(f.v))
+			symOK = append(symOK, utf8.Valid(f.v))
 		case 5: // timeseries
 			series = append(series, f.v)
 		}
 	}
-	d.syms, d.series = syms, series
+	d.syms, d.symOK, d.series = syms, symOK, series
 	b := d.form[:0]
 	for i, ts := range series {
 		var err error
@@ -190,15 +190,18 @@ func readMetadataV2(msg []byte, md *metadataV2) error {
 		if err != nil {
 			return err
 		}
-		switch {
-		case f.num != 1 && f.num != 3 && f.num != 4: // skipped
-		case f.typ != protowire.VarintType:
+		if f.num != 1 && f.num != 3 && f.num != 4 {
+			continue
+		}
+		if f.typ != protowire.VarintType {
 			return fmt.Errorf("metadata: wrong wire type %d for field %d", f.typ, f.num)
-		case f.num == 1:
+		}
+		switch f.num {
+		case 1:
 			md.typ = f.u
-		case f.num == 3:
+		case 3:
 			md.help = f.u
-		default:
+		case 4:
 			md.unit = f.u
 		}
 	}
