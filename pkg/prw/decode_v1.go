@@ -3,6 +3,7 @@ package prw
 import (
 	"bytes"
 	"fmt"
+	"slices"
 	"unicode/utf8"
 
 	"github.com/prometheus/prometheus/model/labels"
@@ -32,8 +33,7 @@ func decodeV1(d *Decoded, msg []byte) error {
 			rs, ok = scanV1Series(d, f.v)
 		case 3: // metadata
 			if _, _, ok = metadataSchema.check(f.v); !ok {
-				var md prompb.MetricMetadata
-				if err := md.Unmarshal(f.v); err != nil {
+				if err := new(prompb.MetricMetadata).Unmarshal(f.v); err != nil {
 					return fmt.Errorf("metadata %d: %w", len(raw.Metadata), err)
 				}
 			}
@@ -134,18 +134,13 @@ func scanV1Series(d *Decoded, ts []byte) (rs RawSeries, ok bool) {
 		return true
 	}
 	off := 0
-	for off < len(ts) {
-		n, name, value, ok := SmallLabel(ts[off:])
-		if !ok {
-			break
-		}
+	for n, name, value, ok := SmallLabel(ts); ok; n, name, value, ok = SmallLabel(ts[off:]) {
 		if !label(name, value) {
 			return rs, false
 		}
 		off += n
 	}
-	head := ts[:off]
-	if !utf8.Valid(head) {
+	if !utf8.Valid(ts[:off]) {
 		return rs, false
 	}
 	direct := true
@@ -175,7 +170,7 @@ func scanV1Series(d *Decoded, ts []byte) (rs RawSeries, ok bool) {
 		return rs, false
 	}
 	if direct {
-		rs.Hash = hashCanonical(head)
+		rs.Hash = hashCanonical(ts[:off])
 		return rs, true
 	}
 	var err error
@@ -260,15 +255,10 @@ func scanV1Sample(b []byte) bool {
 func (d *Decoded) checkV1Histogram(b []byte) bool {
 	h := &d.hist
 	h.Reset()
-	if err := h.Unmarshal(b); err != nil || len(h.XXX_unrecognized) > 0 || h.StartTimestamp != 0 {
+	unknown := func(s writev2.BucketSpan) bool { return len(s.XXX_unrecognized) > 0 }
+	if err := h.Unmarshal(b); err != nil || len(h.XXX_unrecognized) > 0 || h.StartTimestamp != 0 ||
+		slices.ContainsFunc(h.NegativeSpans, unknown) || slices.ContainsFunc(h.PositiveSpans, unknown) {
 		return false
-	}
-	for _, spans := range [2][]writev2.BucketSpan{h.NegativeSpans, h.PositiveSpans} {
-		for _, s := range spans {
-			if len(s.XXX_unrecognized) > 0 {
-				return false
-			}
-		}
 	}
 	return ValidateHistogram(h) == ""
 }

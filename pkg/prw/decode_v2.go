@@ -13,7 +13,8 @@ import (
 // decodeV2 reads an io.prometheus.write.v2.Request into d, every valid
 // series in the form. It allocates nothing once its buffers grew.
 func decodeV2(d *Decoded, msg []byte) error {
-	syms, series := d.syms[:0], d.series[:0]
+	// Symbols are shared between series: each is checked once.
+	syms, symOK, series := d.syms[:0], d.symOK[:0], d.series[:0]
 	for f, err := range fields(msg) {
 		if err != nil {
 			return err
@@ -24,16 +25,12 @@ func decodeV2(d *Decoded, msg []byte) error {
 		switch f.num {
 		case 4: // symbols
 			syms = append(syms, f.v)
+			symOK = append(symOK, utf8.Valid(f.v))
 		case 5: // timeseries
 			series = append(series, f.v)
 		}
 	}
-	d.syms, d.series = syms, series
-	// Symbols are shared between series: each is checked once.
-	d.symOK = d.symOK[:0]
-	for _, s := range syms {
-		d.symOK = append(d.symOK, utf8.Valid(s))
-	}
+	d.syms, d.symOK, d.series = syms, symOK, series
 	b := d.form[:0]
 	for i, ts := range series {
 		var err error
@@ -46,10 +43,7 @@ func decodeV2(d *Decoded, msg []byte) error {
 }
 
 // metadataV2 is a series' 2.0 metadata: type and symbol references.
-type metadataV2 struct {
-	typ        uint64
-	help, unit uint64
-}
+type metadataV2 struct{ typ, help, unit uint64 }
 
 // seriesV2 appends the TimeSeries ts, series number idx, to b in the form,
 // labels resolved and sorted, or counts it refused.

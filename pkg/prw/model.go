@@ -174,14 +174,6 @@ func (r *Request) NumSeries() int {
 	return len(r.Series)
 }
 
-// NumMetadata returns the number of family metadata, without materializing.
-func (r *Request) NumMetadata() int {
-	if r.lazy {
-		return len(r.Raw.Metadata)
-	}
-	return len(r.Metadata)
-}
-
 // Counts returns the numbers of samples, histograms and exemplars in r.
 func (r *Request) Counts() (samples, histograms, exemplars int) {
 	if r.lazy {

@@ -23,10 +23,8 @@ const (
 	ContentTypeV1 = "application/x-protobuf"
 	ContentTypeV2 = "application/x-protobuf;proto=" + MessageV2
 
-	// HeaderVersion carries the sender's version: VersionV1 or VersionV2.
+	// HeaderVersion carries the sender's version (see Protocol.Version).
 	HeaderVersion = "X-Prometheus-Remote-Write-Version"
-	VersionV1     = "0.1.0"
-	VersionV2     = "2.0.0"
 
 	// The 2.0 response headers that tell a sender what was written.
 	HeaderSamplesWritten    = "X-Prometheus-Remote-Write-Samples-Written"
@@ -52,4 +50,4 @@ func (p Protocol) Label() string { return p.pick("1.0", "2.0") }
 func (p Protocol) ContentType() string { return p.pick(ContentTypeV1, ContentTypeV2) }
 
 // Version returns the HeaderVersion value of a request in p.
-func (p Protocol) Version() string { return p.pick(VersionV1, VersionV2) }
+func (p Protocol) Version() string { return p.pick("0.1.0", "2.0.0") }

@@ -1,8 +1,6 @@
 package prw
 
 import (
-	"errors"
-
 	"github.com/cespare/xxhash/v2"
 	"github.com/prometheus/prometheus/model/labels"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -124,15 +122,12 @@ func SmallLabel(b []byte) (n int, name, value []byte, ok bool) {
 	return 2 + l, name, rest[2:], true
 }
 
-// ErrRawSeries is returned for bytes that are not a 1.0 TimeSeries.
-var ErrRawSeries = errors.New("malformed 1.0 time series")
-
 // SeriesPoints counts the points of the TimeSeries ts, in the form.
 func SeriesPoints(ts []byte) (RawSeries, error) {
 	var rs RawSeries
 	for f, err := range fields(ts) {
 		if err != nil {
-			return rs, ErrRawSeries
+			return rs, err
 		}
 		rs.count(pointKind(f))
 	}
@@ -149,7 +144,7 @@ func RangeRawLabels(ts []byte, fn func(name, value []byte)) error {
 		}
 		f, rest, err := nextField(ts)
 		if err != nil {
-			return ErrRawSeries
+			return err
 		}
 		ts = rest
 		if f.num != fieldLabels || f.typ != protowire.BytesType {
@@ -157,7 +152,7 @@ func RangeRawLabels(ts []byte, fn func(name, value []byte)) error {
 		}
 		name, value, ok := labelSchema.check(f.v)
 		if !ok {
-			return ErrRawSeries
+			return ErrMalformed
 		}
 		fn(name, value)
 	}

@@ -40,7 +40,7 @@ const (
 	fieldMetadataUnit   = 5
 )
 
-// ErrMalformed is returned for bytes that are not a series in the form.
+// ErrMalformed is returned for bytes that are not a well-formed message.
 var ErrMalformed = errors.New("malformed series")
 
 // AppendSeries appends s, valid with sorted labels, to b in the form and
@@ -160,12 +160,6 @@ func fields(msg []byte) iter.Seq2[field, error] {
 			msg = rest
 		}
 	}
-}
-
-// SeriesMetadata returns the series' metadata extension, if any.
-func SeriesMetadata(ts []byte) (Metadata, bool, error) {
-	m, ok, err := metadataExt(ts)
-	return ReadMetadata(m), ok, err
 }
 
 // metadataExt returns the value of the series' metadata extension, if any.
@@ -371,15 +365,12 @@ func MetricName(ts []byte) string { return string(metricName(ts)) }
 
 func metricName(ts []byte) []byte {
 	// Sorted labels have __name__ first, or nearly.
-	for b := ts; len(b) > 0; {
-		n, name, value, ok := SmallLabel(b)
-		if !ok {
-			break
-		}
+	off := 0
+	for n, name, value, ok := SmallLabel(ts); ok; n, name, value, ok = SmallLabel(ts[off:]) {
 		if string(name) == labels.MetricName {
 			return value
 		}
-		b = b[n:]
+		off += n
 	}
 	var name []byte
 	_ = RangeRawLabels(ts, func(n, v []byte) {

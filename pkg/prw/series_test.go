@@ -194,7 +194,7 @@ func TestFilterPoints(t *testing.T) {
 	var ts prompb.TimeSeries
 	require.NoError(t, ts.Unmarshal(rs.Bytes(b)))
 	require.Len(t, ts.Samples, 2)
-	md, ok, err := SeriesMetadata(rs.Bytes(b))
+	md, ok, err := seriesMetadata(rs.Bytes(b))
 	require.NoError(t, err)
 	require.True(t, ok)
 	require.Equal(t, ss[1].Metadata, md)
@@ -216,7 +216,7 @@ func TestWithMetadata(t *testing.T) {
 	md := Metadata{Type: writev2.Metadata_METRIC_TYPE_GAUGE, Help: "Up."}
 	b, sp, err := WithMetadata(nil, rss[0].Bytes(msg), md)
 	require.NoError(t, err)
-	got, ok, err := SeriesMetadata(sp.Bytes(b))
+	got, ok, err := seriesMetadata(sp.Bytes(b))
 	require.NoError(t, err)
 	require.True(t, ok)
 	require.Equal(t, md, got)
@@ -226,7 +226,7 @@ func TestWithMetadata(t *testing.T) {
 	// A series with metadata of its own keeps it.
 	b, sp, err = WithMetadata(nil, rss[1].Bytes(msg), md)
 	require.NoError(t, err)
-	got, _, err = SeriesMetadata(sp.Bytes(b))
+	got, _, err = seriesMetadata(sp.Bytes(b))
 	require.NoError(t, err)
 	require.Equal(t, ss[1].Metadata, got)
 }
@@ -288,6 +288,12 @@ func TestWithMetadataMalformed(t *testing.T) {
 	b, sp, err := WithMetadata([]byte("x"), ts, Metadata{Help: "h"})
 	require.ErrorIs(t, err, ErrMalformed)
 	require.Equal(t, ts, sp.Bytes(b))
-	_, _, err = SeriesMetadata(ts)
+	_, _, err = seriesMetadata(ts)
 	require.ErrorIs(t, err, ErrMalformed)
+}
+
+// seriesMetadata returns the series' metadata extension, if any.
+func seriesMetadata(ts []byte) (Metadata, bool, error) {
+	m, ok, err := metadataExt(ts)
+	return ReadMetadata(m), ok, err
 }

@@ -63,13 +63,11 @@ type Handler struct {
 	q      Enqueuer
 	opts   atomic.Pointer[Options] // see SetOptions
 
-	metrics    *registry.ReceiverMetrics
-	requests   [2]prometheus.Counter // by prw.Protocol
-	samples    [2]prometheus.Counter
-	histograms [2]prometheus.Counter
-	exemplars  [2]prometheus.Counter
-	rejected   map[string]prometheus.Counter
-	invalid    [prw.NumInvalidReasons]prometheus.Counter
+	metrics  *registry.ReceiverMetrics
+	rejected map[string]prometheus.Counter
+	invalid  [prw.NumInvalidReasons]prometheus.Counter
+	// By prw.Protocol, as decoders.
+	requests, samples, histograms, exemplars [2]prometheus.Counter
 
 	// bufs holds *[]byte for compressed and decoded bodies.
 	bufs     sync.Pool
@@ -196,7 +194,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if req.Raw.AsSent || (req.Proto == prw.ProtoV2 && d.Invalid.Count == 0) {
 		req.Raw.Compressed = body // the client's body holds no more than the form
 	}
-	if req.NumSeries() > 0 || req.NumMetadata() > 0 {
+	if len(req.Raw.Series) > 0 || len(req.Raw.Metadata) > 0 {
 		if err := h.q.Enqueue(r.Context(), req); err != nil {
 			code, reason, retryAfter := enqueueStatus(err)
 			if retryAfter > 0 {
