@@ -22,6 +22,9 @@ type Decoded struct {
 	Req Request
 	// Invalid tallies the refused series.
 	Invalid InvalidSeries
+	// Sorted reports that a 2.0 series' labels came out of order and were
+	// sorted: the form then says more than the message in that order.
+	Sorted bool
 
 	size int // of the message, for MaxPooledBytes
 	// raw is Req.Raw; form holds it when it is not the message as sent.
@@ -70,7 +73,7 @@ func (dec *Decoder) Release(d *Decoded) {
 	}
 	d.Req = Request{Series: d.Req.Series[:0], Metadata: d.Req.Metadata[:0]}
 	d.raw = RawV1{Series: d.raw.Series[:0], Metadata: d.raw.Metadata[:0]}
-	d.Invalid = InvalidSeries{}
+	d.Invalid, d.Sorted = InvalidSeries{}, false
 	clear(d.syms)
 	clear(d.series)
 	for i := range d.points {

@@ -89,6 +89,7 @@ func (d *Decoded) seriesV2(b []byte, idx int, ts []byte) ([]byte, error) {
 	}
 	if !slices.IsSortedFunc(pairs, comparePairs) {
 		slices.SortStableFunc(pairs, comparePairs)
+		d.Sorted = true
 	}
 	d.pairs = pairs
 	for j, r := range refs {

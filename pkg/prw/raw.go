@@ -11,7 +11,8 @@ import (
 type RawV1 struct {
 	// Compressed, if set, is the snappy body the client sent, which the form
 	// holds all of: Msg compressed if AsSent (1.0), else the 2.0 message
-	// the form was decoded from, every series of it accepted.
+	// the form was decoded from, every series of it accepted, its labels in
+	// order.
 	Compressed []byte
 	// Msg is the prometheus.WriteRequest.
 	Msg []byte

@@ -191,8 +191,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	req := &d.Req
-	if req.Raw.AsSent || (req.Proto == prw.ProtoV2 && d.Invalid.Count == 0) {
-		req.Raw.Compressed = body // the client's body holds no more than the form
+	if req.Raw.AsSent || (req.Proto == prw.ProtoV2 && d.Invalid.Count == 0 && !d.Sorted) {
+		req.Raw.Compressed = body // the client's body says just what the form says
 	}
 	if len(req.Raw.Series) > 0 || len(req.Raw.Metadata) > 0 {
 		if err := h.q.Enqueue(r.Context(), req); err != nil {

@@ -534,6 +534,9 @@ func TestClientBodyHandedOn(t *testing.T) {
 	v2 := rwtest.Encode(rwtest.V2Request(3, 2))
 	bad := rwtest.V2Request(3, 2)
 	bad.Timeseries[1].LabelsRefs = bad.Timeseries[1].LabelsRefs[:3]
+	unsorted := rwtest.V2Request(3, 2)
+	refs := unsorted.Timeseries[1].LabelsRefs
+	refs[0], refs[1], refs[2], refs[3] = refs[2], refs[3], refs[0], refs[1] // accepted, and sorted in the form
 	for _, tc := range []struct {
 		name  string
 		proto prw.Protocol
@@ -543,6 +546,7 @@ func TestClientBodyHandedOn(t *testing.T) {
 		{"1.0", prw.ProtoV1, v1, v1},
 		{"2.0", prw.ProtoV2, v2, v2},
 		{"2.0 with a refused series", prw.ProtoV2, rwtest.Encode(bad), nil},
+		{"2.0 with labels out of order", prw.ProtoV2, rwtest.Encode(unsorted), nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			q := &bodyQueue{}
