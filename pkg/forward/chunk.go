@@ -32,7 +32,7 @@ func chunkRaw(msg []byte, series []prw.RawSeries, nShards, maxN, maxB int) (item
 	}
 	shards := make([]open, nShards)
 	for i := range series {
-		shards[series[i].Hash%uint64(nShards)].pos += entry(&series[i])
+		shards[series[i].ShardHash(msg)%uint64(nShards)].pos += entry(&series[i])
 	}
 	total := 0
 	for sh := range shards {
@@ -54,7 +54,7 @@ func chunkRaw(msg []byte, series []prw.RawSeries, nShards, maxN, maxB int) (item
 	}
 	for i := range series {
 		rs := &series[i]
-		sh := int(rs.Hash % uint64(nShards))
+		sh := int(rs.Hash % uint64(nShards)) // computed by the loop above
 		o := &shards[sh]
 		es, p := entry(rs), weight(*rs)
 		if o.pos > o.start && (o.it.count()+p > maxN || o.pos-o.start+es > maxB) {

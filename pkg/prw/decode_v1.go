@@ -170,7 +170,7 @@ func scanV1Series(d *Decoded, ts []byte) (rs RawSeries, ok bool) {
 		return rs, false
 	}
 	if direct {
-		rs.Hash = hashCanonical(ts[:off])
+		rs.labels = uint32(off) // hashed by ShardHash when needed
 		return rs, true
 	}
 	var err error

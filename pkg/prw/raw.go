@@ -39,12 +39,26 @@ func (s Span) Bytes(msg []byte) []byte { return msg[s.Off : s.Off+s.Len : s.Off+
 // RawSeries is one TimeSeries message of a RawV1.
 type RawSeries struct {
 	Span
-	// Hash is HashLabels of the series' labels.
+	// Hash is HashLabels of the series' labels, or 0 until ShardHash
+	// computes it: the 1.0 scan leaves it to the first that needs it, as a
+	// request sent whole by one shard never does.
 	Hash uint64
+	// labels is the length of the series' leading labels fields, canonical,
+	// that ShardHash hashes.
+	labels uint32
 	// Samples, Histograms and Exemplars count the series' points.
 	Samples, Histograms, Exemplars uint32
 	// Ext reports whether the series has the form's 2.0 extensions.
 	Ext bool
+}
+
+// ShardHash returns Hash, computed first if it is not yet; msg is the
+// message rs spans.
+func (rs *RawSeries) ShardHash(msg []byte) uint64 {
+	if rs.Hash == 0 {
+		rs.Hash = hashCanonical(rs.Bytes(msg)[:rs.labels])
+	}
+	return rs.Hash
 }
 
 // Points returns the series' samples, histograms and exemplars.

@@ -298,7 +298,7 @@ const (
 // accepts, given each one's kind, time and index, and returns the new
 // descriptor (rs's Hash and Ext) and the number dropped. scratch is reused.
 func FilterPoints(b, ts []byte, rs RawSeries, keep func(kind int, t int64, i int) bool, scratch []byte) ([]byte, RawSeries, int, []byte, error) {
-	out := RawSeries{Hash: rs.Hash, Ext: rs.Ext}
+	out := RawSeries{Hash: rs.Hash, labels: rs.labels, Ext: rs.Ext}
 	body, i := scratch[:0], 0 // i counts the points seen
 	for f, err := range fields(ts) {
 		if err != nil {

@@ -304,7 +304,7 @@ func checkRawMatches(t testing.TB, req *prw.Request) {
 		want, _ := prw.HashLabels(s.Labels, nil)
 		hash, _, err := prw.HashSeries(rs.Bytes(raw.Msg), nil)
 		got, perr := prw.SeriesPoints(rs.Bytes(raw.Msg))
-		if err != nil || perr != nil || rs.Hash != want || hash != want ||
+		if err != nil || perr != nil || rs.ShardHash(raw.Msg) != want || hash != want ||
 			int(rs.Samples) != len(s.Samples) || int(rs.Histograms) != len(s.Histograms) || int(rs.Exemplars) != len(s.Exemplars) ||
 			got.Samples != rs.Samples || got.Histograms != rs.Histograms || got.Exemplars != rs.Exemplars {
 			t.Errorf("raw series %d (%s) does not match: %+v, rescanned %+v (err %v)", i, s.Labels, rs, got, err)
