@@ -160,15 +160,8 @@ func TestReshardKeepsSeriesOrder(t *testing.T) {
 			require.True(t, f.layout.set(4))
 			require.NoError(t, m.Enqueue(t.Context(), req(2), "", nil))
 			require.Eventually(t, func() bool { return up.samples() == 2*series }, waitFor, tick)
-			last := map[string]int64{}
-			for _, s := range up.series() {
-				key := s.Labels.String()
-				for _, x := range s.Samples {
-					require.Greater(t, x.Timestamp, last[key], "series %s out of order", key)
-					last[key] = x.Timestamp
-				}
-			}
-			require.Len(t, last, series)
+			n, _ := requireSeriesInOrder(t, up.series())
+			require.Equal(t, series, n)
 		})
 	}
 }
@@ -288,15 +281,7 @@ func TestWholeRequestSentAsItCame(t *testing.T) {
 					require.Zero(t, same, "cut by shard")
 				}
 				// Every sample once, each series in order.
-				seen := map[string]int64{}
-				n := 0
-				for _, s := range up.series() {
-					for _, x := range s.Samples {
-						require.Greater(t, x.Timestamp, seen[s.Labels.String()])
-						seen[s.Labels.String()] = x.Timestamp
-						n++
-					}
-				}
+				_, n := requireSeriesInOrder(t, up.series())
 				require.Equal(t, want, n)
 			})
 		}
@@ -346,6 +331,23 @@ func TestWholeV2RequestSentAsItCame(t *testing.T) {
 			}
 		})
 	}
+}
+
+// requireSeriesInOrder checks that every series' samples arrived in
+// timestamp order, each once, and returns the number of series and of
+// samples.
+func requireSeriesInOrder(t *testing.T, got []prw.Series) (series, samples int) {
+	t.Helper()
+	last := map[string]int64{}
+	for _, s := range got {
+		key := s.Labels.String()
+		for _, x := range s.Samples {
+			require.Greater(t, x.Timestamp, last[key], "series %s out of order", key)
+			last[key] = x.Timestamp
+			samples++
+		}
+	}
+	return len(last), samples
 }
 
 // literalSnappy returns msg as a valid snappy block of literals only, as
