@@ -27,11 +27,11 @@ const benchBatch = 2000
 // nodeExporterRequest returns n node_exporter-like series of 10 labels with
 // one sample each.
 func nodeExporterRequest(n int) *prw.Request {
-	req := &prw.Request{}
+	var ss []prw.Series
 	ts := time.Now().UnixMilli()
 	modes := []string{"idle", "iowait", "irq", "nice", "softirq", "steal", "system", "user"}
 	for i := range n {
-		req.Series = append(req.Series, prw.Series{
+		ss = append(ss, prw.Series{
 			Labels: labels.FromStrings(
 				"__name__", "node_cpu_seconds_total",
 				"az", "eu-west-1b",
@@ -47,7 +47,7 @@ func nodeExporterRequest(n int) *prw.Request {
 			Samples: []prw.Sample{{Value: float64(i) * 1.5, Timestamp: ts}},
 		})
 	}
-	return req
+	return prw.NewRequest(prw.ProtoV1, ss, nil)
 }
 
 // benchItems returns n node_exporter-like series, one chunk each.

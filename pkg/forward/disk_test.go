@@ -75,7 +75,7 @@ func sampleSet(ss []prw.Series) map[string]int {
 }
 
 func seriesRequest(i, n int) *prw.Request {
-	return &prw.Request{Series: []prw.Series{floatSeries(int64(i*n), n, "__name__", "x", "r", fmt.Sprint(i%7))}}
+	return prw.NewRequest(prw.ProtoV1, []prw.Series{floatSeries(int64(i*n), n, "__name__", "x", "r", fmt.Sprint(i%7))}, nil)
 }
 
 // TestDiskRestartResumes: what an upstream acknowledged before a stop is not
@@ -131,15 +131,15 @@ func TestDiskRestartResumes(t *testing.T) {
 func fillRequest(i int) *prw.Request {
 	rng := rand.New(rand.NewPCG(uint64(i), 1))
 	pad := make([]byte, 400)
-	req := &prw.Request{}
+	var ss []prw.Series
 	for j := range 200 {
 		for k := range pad {
 			pad[k] = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"[rng.IntN(62)]
 		}
-		req.Series = append(req.Series, floatSeries(int64(i), 1, "__name__", "fill",
+		ss = append(ss, floatSeries(int64(i), 1, "__name__", "fill",
 			"id", fmt.Sprintf("%d-%d-", i, j), "pad", string(pad)))
 	}
-	return req
+	return prw.NewRequest(prw.ProtoV1, ss, nil)
 }
 
 func TestDiskFullBlocks(t *testing.T) {

@@ -144,7 +144,7 @@ func (e *encoder) marshalV1(items []item, meta bool) (int, error) {
 			return
 		}
 		e.families[name] = struct{}{}
-		appendMetadata(&e.md, name, m)
+		e.md.AppendFamily(name, m)
 	}
 	b, run := e.pbuf[:0], 0 // run: where the pieces copied into b start
 	for i := range items {

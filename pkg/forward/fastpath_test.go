@@ -228,7 +228,7 @@ func TestTooLargeSplitsAtSeriesBoundaries(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			refused := atomic.Int64{}
 			u := newFakeUpstream(t, func(_ http.ResponseWriter, _ *http.Request, got *gotRequest, _ int) int {
-				s, h, e := (&prw.Request{Series: got.series}).Counts()
+				s, h, e := pointCounts(got.series)
 				if s+h+e > limit {
 					refused.Add(1)
 					return http.StatusRequestEntityTooLarge
@@ -259,7 +259,7 @@ func TestTooLargeSplitsAtSeriesBoundaries(t *testing.T) {
 			require.LessOrEqual(t, learned, float64(limit))
 			require.Zero(t, testutil.ToFloat64(metrics.DroppedSamples.WithLabelValues("u", registry.DropTooLarge)))
 			for _, r := range u.requests() {
-				s, _, _ := (&prw.Request{Series: r.series}).Counts()
+				s, _, _ := pointCounts(r.series)
 				require.LessOrEqual(t, s, limit)
 			}
 		})

@@ -100,7 +100,7 @@ func (u *fakeUpstream) serve(w http.ResponseWriter, r *http.Request) {
 		u.reqs = append(u.reqs, got)
 		u.mu.Unlock()
 		if got.proto == prw.ProtoV2 && w.Header().Get(prw.HeaderSamplesWritten) == "" {
-			s, h, e := (&prw.Request{Series: got.series}).Counts()
+			s, h, e := pointCounts(got.series)
 			w.Header().Set(prw.HeaderSamplesWritten, strconv.Itoa(s))
 			w.Header().Set(prw.HeaderHistogramsWritten, strconv.Itoa(h))
 			w.Header().Set(prw.HeaderExemplarsWritten, strconv.Itoa(e))
@@ -336,6 +336,16 @@ func (a allUpstreams) Enqueue(ctx context.Context, req *prw.Request) error {
 // shards shards and batch limits maxN and maxB does, with its family
 // metadata.
 func formItems(req *prw.Request, shards, maxN, maxB int) []item {
-	var sy synthesizer
-	return rawItems(sy.synthesize(req), shards, maxN, maxB, true)
+	return rawItems(req.Raw, shards, maxN, maxB, true)
+}
+
+// pointCounts returns the numbers of samples, histograms and exemplars of
+// ss.
+func pointCounts(ss []prw.Series) (samples, histograms, exemplars int) {
+	for i := range ss {
+		samples += len(ss[i].Samples)
+		histograms += len(ss[i].Histograms)
+		exemplars += len(ss[i].Exemplars)
+	}
+	return samples, histograms, exemplars
 }

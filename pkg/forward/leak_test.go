@@ -98,10 +98,11 @@ func TestNoConnectionOrFDLeak(t *testing.T) {
 	m, _, metrics := newTestManager(t, testConfig(cfg))
 
 	for i := range batches / 10 {
-		req := &prw.Request{}
+		var ss []prw.Series
 		for j := range 10 {
-			req.Series = append(req.Series, floatSeries(int64(i), 1, "__name__", "x", "j", intString(j)))
+			ss = append(ss, floatSeries(int64(i), 1, "__name__", "x", "j", intString(j)))
 		}
+		req := prw.NewRequest(prw.ProtoV1, ss, nil)
 		require.NoError(t, m.Enqueue(t.Context(), req, "", nil))
 	}
 	done := func() float64 {

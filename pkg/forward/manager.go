@@ -3,7 +3,7 @@
 //
 // The Manager (manager.go) owns one forwarder (forwarder.go) per upstream.
 // Enqueue takes a request in the form every series keeps up to the wire
-// (prw.AppendSeries; request.go, synth.go), prepares it for each upstream
+// (prw.AppendSeries; request.go), prepares it for each upstream
 // it is routed to (prepare.go: external labels, write relabeling, send_*
 // settings) as chunks of series (chunk.go, item.go), and appends it to
 // every upstream's queue, all or nothing.
@@ -280,12 +280,7 @@ func (m *Manager) Enqueue(ctx context.Context, req *prw.Request, tenant string, 
 	if routes != nil {
 		fwds = slices.DeleteFunc(slices.Clone(fwds), func(f *forwarder) bool { return !routes(f.name) })
 	}
-	// Every upstream is prepared from the request in the form: as the
-	// receiver's scan found it, or written in it once, here.
 	r := request{req: req, form: req.Raw, tenant: tenant, external: set.external, lb: m.builders.Get().(*labels.Builder)}
-	if req.Raw == nil {
-		req.Materialize()
-	}
 	preps := make([]prepared, len(fwds))
 	defer func() {
 		m.builders.Put(r.lb)

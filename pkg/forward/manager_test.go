@@ -11,7 +11,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-	"unsafe"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/prometheus/prometheus/model/labels"
@@ -82,10 +81,8 @@ func TestFanOut(t *testing.T) {
 	u2 := testUpstream(t, "v2", v2.srv.URL, true)
 	m, _, metrics := newTestManager(t, testConfig(u1, u2))
 
-	helpBuf := []byte("Total requests.")
-	help := unsafe.String(&helpBuf[0], len(helpBuf)) // aliases a buffer the "receiver" reuses
 	staleNaN := math.Float64frombits(value.StaleNaN)
-	req1 := &prw.Request{Proto: prw.ProtoV2, Series: []prw.Series{
+	req1 := prw.NewRequest(prw.ProtoV2, []prw.Series{
 		{
 			Labels: labels.FromStrings("__name__", "http_requests_total", "job", "api"),
 			Samples: []prw.Sample{
@@ -93,29 +90,24 @@ func TestFanOut(t *testing.T) {
 				{Value: staleNaN, Timestamp: 2000, StartTimestamp: 500},
 			},
 			Exemplars: []prw.Exemplar{{Labels: labels.FromStrings("trace_id", "abc"), Value: 1.5, Timestamp: 1000}},
-			Metadata:  prw.Metadata{Type: writev2.Metadata_METRIC_TYPE_COUNTER, Help: help},
+			Metadata:  prw.Metadata{Type: writev2.Metadata_METRIC_TYPE_COUNTER, Help: "Total requests."},
 		},
 		{
 			Labels:     labels.FromStrings("__name__", "latency_seconds", "job", "api"),
 			Histograms: []prw.Histogram{intHistogram(1000, 400), floatHistogram(2000)},
 			Metadata:   prw.Metadata{Type: writev2.Metadata_METRIC_TYPE_HISTOGRAM, Help: "Latency.", Unit: "seconds"},
 		},
-	}}
-	req2 := &prw.Request{Proto: prw.ProtoV1,
-		Series: []prw.Series{floatSeries(3000, 2, "__name__", "temp_celsius", "room", "a")},
-		Metadata: []prw.FamilyMetadata{{MetricFamilyName: "temp_celsius",
-			Metadata: prw.Metadata{Type: writev2.Metadata_METRIC_TYPE_GAUGE, Help: "Temperature.", Unit: "celsius"}}},
-	}
-	wantReq1 := &prw.Request{Series: slices.Clone(req1.Series)}
-	wantReq1.Series[0].Samples = slices.Clone(req1.Series[0].Samples)
-	wantReq1.Series[0].Metadata.Help = "Total requests."
+	}, nil)
+
+	req2 := prw.NewRequest(prw.ProtoV1, []prw.Series{floatSeries(3000, 2, "__name__", "temp_celsius", "room", "a")},
+		[]prw.FamilyMetadata{{MetricFamilyName: "temp_celsius",
+			Metadata: prw.Metadata{Type: writev2.Metadata_METRIC_TYPE_GAUGE, Help: "Temperature.", Unit: "celsius"}}})
 
 	require.NoError(t, m.Enqueue(t.Context(), req1, "", nil))
 	require.NoError(t, m.Enqueue(t.Context(), req2, "", nil))
 	// The receiver reuses its buffers once Enqueue returns.
-	req1.Series[0].Samples[0].Value = 999
-	req1.Series[1].Histograms[0].PositiveDeltas[0] = 77
-	copy(helpBuf, "XXXXXXXXXXXXXXX")
+	clear(req1.Raw.Msg)
+	clear(req2.Raw.Msg)
 
 	require.Eventually(t, func() bool { return len(bySeries(v1.series())) == 3 && len(bySeries(v2.series())) == 3 }, waitFor, tick)
 	require.Eventually(t, func() bool {
@@ -133,7 +125,7 @@ func TestFanOut(t *testing.T) {
 		c := got[counter]
 		require.Equal(t, []prw.Sample{{Value: 1, Timestamp: 1000}, {Value: 0, Timestamp: 2000}}, noNaN(c.Samples))
 		require.Equal(t, value.StaleNaN, math.Float64bits(c.Samples[1].Value), "stale marker bits")
-		require.Equal(t, wantReq1.Series[0].Exemplars[0].Labels.String(), c.Exemplars[0].Labels.String())
+		require.Equal(t, `{trace_id="abc"}`, c.Exemplars[0].Labels.String())
 		require.Equal(t, 1.5, c.Exemplars[0].Value)
 
 		var want []prw.Histogram
@@ -168,7 +160,7 @@ func TestFanOut(t *testing.T) {
 		require.Equal(t, []prw.Sample{{Value: 1, Timestamp: 1000, StartTimestamp: 500}, {Value: 0, Timestamp: 2000, StartTimestamp: 500}}, noNaN(c.Samples))
 		require.Equal(t, value.StaleNaN, math.Float64bits(c.Samples[1].Value), "stale marker bits")
 		require.Equal(t, `{trace_id="abc"}`, c.Exemplars[0].Labels.String())
-		require.Equal(t, wantReq1.Series[0].Metadata, c.Metadata)
+		require.Equal(t, prw.Metadata{Type: writev2.Metadata_METRIC_TYPE_COUNTER, Help: "Total requests."}, c.Metadata)
 		require.Equal(t, wantHist, got[latency].Histograms)
 		require.Equal(t, int64(400), got[latency].Histograms[0].StartTimestamp)
 		require.Equal(t, prw.Metadata{Type: writev2.Metadata_METRIC_TYPE_GAUGE, Help: "Temperature.", Unit: "celsius"}, got[temp].Metadata,
@@ -224,10 +216,12 @@ func TestWriteRelabelAndExternalLabels(t *testing.T) {
 	cfg.Global.ExternalLabels = labels.FromStrings("cluster", "c1", "env", "prod")
 	m, _, metrics := newTestManager(t, cfg)
 
-	require.NoError(t, m.Enqueue(t.Context(), &prw.Request{Series: []prw.Series{
+	require.NoError(t, m.Enqueue(t.Context(), prw.NewRequest(prw.ProtoV1, []prw.Series{
 		floatSeries(1, 3, "__name__", "keep_me", "env", "dev"),
 		floatSeries(1, 2, "__name__", "drop_me"),
-	}}, "", nil))
+	}, nil),
+
+		"", nil))
 
 	require.Eventually(t, func() bool { return a.samples() == 3 && b.samples() == 5 }, waitFor, tick)
 	ga, gb := bySeries(a.series()), bySeries(b.series())
@@ -248,7 +242,7 @@ func TestSendUnsupportedDropped(t *testing.T) {
 	s := floatSeries(1, 2, "__name__", "x")
 	s.Exemplars = []prw.Exemplar{{Labels: labels.FromStrings("a", "b"), Value: 1, Timestamp: 1}}
 	h := prw.Series{Labels: labels.FromStrings("__name__", "h"), Histograms: []prw.Histogram{intHistogram(1, 0)}}
-	require.NoError(t, m.Enqueue(t.Context(), &prw.Request{Series: []prw.Series{s, h}}, "", nil))
+	require.NoError(t, m.Enqueue(t.Context(), prw.NewRequest(prw.ProtoV1, []prw.Series{s, h}, nil), "", nil))
 	require.Eventually(t, func() bool { return u.samples() == 2 }, waitFor, tick)
 	require.Equal(t, 2.0, testutil.ToFloat64(metrics.DroppedSamples.WithLabelValues("u", registry.DropUnsupported)))
 	for _, got := range u.series() {
@@ -267,7 +261,7 @@ func TestRetryOn5xx(t *testing.T) {
 	cfg := testUpstream(t, "u", u.srv.URL, false)
 	cfg.QueueConfig.MaxShards = 1
 	m, _, metrics := newTestManager(t, testConfig(cfg))
-	require.NoError(t, m.Enqueue(t.Context(), &prw.Request{Series: []prw.Series{floatSeries(1, 10, "__name__", "x")}}, "", nil))
+	require.NoError(t, m.Enqueue(t.Context(), prw.NewRequest(prw.ProtoV1, []prw.Series{floatSeries(1, 10, "__name__", "x")}, nil), "", nil))
 
 	require.Eventually(t, func() bool { return u.samples() == 10 }, waitFor, tick)
 	require.Equal(t, "2", u.requests()[0].header.Get(headerRetryAttempt))
@@ -310,7 +304,7 @@ func TestNonRetryable4xxDropsOneBatch(t *testing.T) {
 			cfg.QueueConfig.RetryOnRateLimit = false
 			m, _, metrics := newTestManager(t, testConfig(cfg))
 			for _, name := range []string{"good1", "bad", "good2"} {
-				require.NoError(t, m.Enqueue(t.Context(), &prw.Request{Series: []prw.Series{floatSeries(1, 5, "__name__", name)}}, "", nil))
+				require.NoError(t, m.Enqueue(t.Context(), prw.NewRequest(prw.ProtoV1, []prw.Series{floatSeries(1, 5, "__name__", name)}, nil), "", nil))
 			}
 			require.Eventually(t, func() bool { return u.samples() == 10 }, waitFor, tick)
 			got := bySeries(u.series())
@@ -336,7 +330,7 @@ func TestRetryAfterOn429(t *testing.T) {
 	cfg.QueueConfig.MaxShards = 1
 	m, _, metrics := newTestManager(t, testConfig(cfg))
 	start := time.Now()
-	require.NoError(t, m.Enqueue(t.Context(), &prw.Request{Series: []prw.Series{floatSeries(1, 3, "__name__", "x")}}, "", nil))
+	require.NoError(t, m.Enqueue(t.Context(), prw.NewRequest(prw.ProtoV1, []prw.Series{floatSeries(1, 3, "__name__", "x")}, nil), "", nil))
 	require.Eventually(t, func() bool { return u.samples() == 3 }, waitFor, tick)
 	require.GreaterOrEqual(t, time.Since(start), 950*time.Millisecond, "Retry-After honoured over max_backoff")
 	require.Equal(t, 1.0, testutil.ToFloat64(metrics.Requests.WithLabelValues("u", "429")))
@@ -353,10 +347,11 @@ func TestTooLargeSplits(t *testing.T) {
 	cfg := testUpstream(t, "u", u.srv.URL, true)
 	cfg.QueueConfig.MaxShards = 1
 	m, _, metrics := newTestManager(t, testConfig(cfg))
-	req := &prw.Request{}
+	var ss []prw.Series
 	for _, name := range []string{"a", "b", "c", "huge", "d"} {
-		req.Series = append(req.Series, floatSeries(1, 2, "__name__", name))
+		ss = append(ss, floatSeries(1, 2, "__name__", name))
 	}
+	req := prw.NewRequest(prw.ProtoV1, ss, nil)
 	require.NoError(t, m.Enqueue(t.Context(), req, "", nil))
 	require.Eventually(t, func() bool { return u.samples() == 8 }, waitFor, tick)
 	for _, r := range u.requests() {
@@ -381,9 +376,9 @@ func TestOldReceiverResentAsV1(t *testing.T) {
 	cfg.QueueConfig.MaxShards = 1
 	m, _, metrics := newTestManager(t, testConfig(cfg))
 
-	require.NoError(t, m.Enqueue(t.Context(), &prw.Request{Series: []prw.Series{floatSeries(1, 3, "__name__", "x")}}, "", nil))
+	require.NoError(t, m.Enqueue(t.Context(), prw.NewRequest(prw.ProtoV1, []prw.Series{floatSeries(1, 3, "__name__", "x")}, nil), "", nil))
 	require.Eventually(t, func() bool { return u.samples() == 3 }, waitFor, tick)
-	require.NoError(t, m.Enqueue(t.Context(), &prw.Request{Series: []prw.Series{floatSeries(10, 3, "__name__", "x")}}, "", nil))
+	require.NoError(t, m.Enqueue(t.Context(), prw.NewRequest(prw.ProtoV1, []prw.Series{floatSeries(10, 3, "__name__", "x")}, nil), "", nil))
 	require.Eventually(t, func() bool { return u.samples() == 6 }, waitFor, tick)
 
 	for _, r := range u.requests() {
@@ -415,7 +410,7 @@ func TestQueueFullIsAllOrNothing(t *testing.T) {
 	defer close(release)
 
 	enqueue := func(ts int64) error {
-		return m.Enqueue(t.Context(), &prw.Request{Series: []prw.Series{floatSeries(ts, 5, "__name__", "x")}}, "", nil)
+		return m.Enqueue(t.Context(), prw.NewRequest(prw.ProtoV1, []prw.Series{floatSeries(ts, 5, "__name__", "x")}, nil), "", nil)
 	}
 	require.NoError(t, enqueue(0))
 	require.NoError(t, enqueue(5))
@@ -450,10 +445,11 @@ func TestPerSeriesOrder(t *testing.T) {
 	names := []string{"a", "b", "c", "d", "e"}
 	const calls, per = 200, 5
 	for i := range calls {
-		req := &prw.Request{}
+		var ss []prw.Series
 		for _, n := range names {
-			req.Series = append(req.Series, floatSeries(int64(i*per), per, "__name__", n))
+			ss = append(ss, floatSeries(int64(i*per), per, "__name__", n))
 		}
+		req := prw.NewRequest(prw.ProtoV1, ss, nil)
 		require.NoError(t, m.Enqueue(t.Context(), req, "", nil))
 	}
 	require.Eventually(t, func() bool { return u.samples() == calls*per*len(names) }, waitFor, tick)
@@ -476,7 +472,7 @@ func TestStopFlushesQueued(t *testing.T) {
 	cfg.QueueConfig.BatchSendDeadline = 1e12 // never: only Stop sends
 	m, _, metrics := newTestManager(t, testConfig(cfg))
 	for i := range 10 {
-		require.NoError(t, m.Enqueue(t.Context(), &prw.Request{Series: []prw.Series{floatSeries(int64(i*5), 5, "__name__", "x", "i", string(rune('a'+i)))}}, "", nil))
+		require.NoError(t, m.Enqueue(t.Context(), prw.NewRequest(prw.ProtoV1, []prw.Series{floatSeries(int64(i*5), 5, "__name__", "x", "i", string(rune('a'+i)))}, nil), "", nil))
 	}
 	require.Equal(t, 0, u.samples())
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
@@ -485,7 +481,7 @@ func TestStopFlushesQueued(t *testing.T) {
 	m.Stop(ctx) // idempotent
 	require.Equal(t, 50, u.samples())
 	require.Equal(t, 0.0, testutil.ToFloat64(metrics.QueueLength.WithLabelValues("u")))
-	require.ErrorIs(t, m.Enqueue(t.Context(), &prw.Request{}, "", nil), ErrStopped)
+	require.ErrorIs(t, m.Enqueue(t.Context(), prw.NewRequest(prw.ProtoV1, nil, nil), "", nil), ErrStopped)
 	require.ErrorIs(t, m.ApplyConfig(testConfig(cfg)), ErrStopped)
 }
 
@@ -499,7 +495,7 @@ func TestStopDeadlineDropsTheRest(t *testing.T) {
 	cfg.QueueConfig.MaxSamplesPerSend = 5
 	m, _, metrics := newTestManager(t, testConfig(cfg))
 	for i := range 4 {
-		require.NoError(t, m.Enqueue(t.Context(), &prw.Request{Series: []prw.Series{floatSeries(int64(i*5), 5, "__name__", "x")}}, "", nil))
+		require.NoError(t, m.Enqueue(t.Context(), prw.NewRequest(prw.ProtoV1, []prw.Series{floatSeries(int64(i*5), 5, "__name__", "x")}, nil), "", nil))
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
 	defer cancel()
@@ -521,7 +517,7 @@ func TestStopEndsReloadDrain(t *testing.T) {
 	gone.QueueConfig.MaxShards = 1
 	kept := testUpstream(t, "kept", "http://127.0.0.1:1/", false)
 	m, _, _, _ := newTestManagerOpts(t, testConfig(gone, kept), Options{FlushDeadline: time.Hour})
-	require.NoError(t, m.Enqueue(t.Context(), &prw.Request{Series: []prw.Series{floatSeries(0, 5, "__name__", "x")}}, "", nil))
+	require.NoError(t, m.Enqueue(t.Context(), prw.NewRequest(prw.ProtoV1, []prw.Series{floatSeries(0, 5, "__name__", "x")}, nil), "", nil))
 	reloaded := make(chan error, 1)
 	go func() { reloaded <- m.ApplyConfig(testConfig(kept)) }() // drains "gone" for up to an hour
 	require.Eventually(t, func() bool { return u.calls.Load() > 0 }, waitFor, tick, "the drain is sending")
@@ -545,9 +541,9 @@ func TestStopEndsReloadDrain(t *testing.T) {
 
 func TestEnqueueBeforeConfig(t *testing.T) {
 	m := NewManager(nil, registry.NewForwardMetrics(nil), Options{})
-	require.ErrorIs(t, m.Enqueue(t.Context(), &prw.Request{}, "", nil), ErrNotConfigured)
+	require.ErrorIs(t, m.Enqueue(t.Context(), prw.NewRequest(prw.ProtoV1, nil, nil), "", nil), ErrNotConfigured)
 	m.Stop(t.Context())
-	require.True(t, errors.Is(m.Enqueue(t.Context(), &prw.Request{}, "", nil), ErrStopped))
+	require.True(t, errors.Is(m.Enqueue(t.Context(), prw.NewRequest(prw.ProtoV1, nil, nil), "", nil), ErrStopped))
 }
 
 // TestRoutes: Enqueue sends a request only to the upstreams its routes
@@ -557,8 +553,8 @@ func TestRoutes(t *testing.T) {
 	b := newFakeUpstream(t, nil)
 	m, _, _ := newTestManager(t, testConfig(testUpstream(t, "a", a.srv.URL, false), testUpstream(t, "b", b.srv.URL, false)))
 	onlyB := func(u string) bool { return u == "b" }
-	require.NoError(t, m.Enqueue(t.Context(), &prw.Request{Series: []prw.Series{floatSeries(1000, 3, "__name__", "routed")}}, "", onlyB))
-	require.NoError(t, m.Enqueue(t.Context(), &prw.Request{Series: []prw.Series{floatSeries(5000, 2, "__name__", "everywhere")}}, "", nil))
+	require.NoError(t, m.Enqueue(t.Context(), prw.NewRequest(prw.ProtoV1, []prw.Series{floatSeries(1000, 3, "__name__", "routed")}, nil), "", onlyB))
+	require.NoError(t, m.Enqueue(t.Context(), prw.NewRequest(prw.ProtoV1, []prw.Series{floatSeries(5000, 2, "__name__", "everywhere")}, nil), "", nil))
 	require.Eventually(t, func() bool { return b.samples() == 5 && a.samples() == 2 }, 10*time.Second, 10*time.Millisecond)
 	for _, s := range a.series() {
 		require.Equal(t, "everywhere", s.Labels.Get("__name__"), "a got data routed to b only")
@@ -585,7 +581,7 @@ func TestUnsupportedMediaTypeFallsBackAndProbes(t *testing.T) {
 	const probe = 300 * time.Millisecond
 	m, _, metrics, _ := newTestManagerOpts(t, testConfig(cfg), Options{ProbeInterval: probe})
 	send := func(ts int64) {
-		require.NoError(t, m.Enqueue(t.Context(), &prw.Request{Series: []prw.Series{floatSeries(ts, 2, "__name__", "x")}}, "", nil))
+		require.NoError(t, m.Enqueue(t.Context(), prw.NewRequest(prw.ProtoV1, []prw.Series{floatSeries(ts, 2, "__name__", "x")}, nil), "", nil))
 	}
 	lastProto := func() prw.Protocol { r := u.requests(); return r[len(r)-1].proto }
 
@@ -636,10 +632,11 @@ func TestTenantHeader(t *testing.T) {
 			const rounds, per = 5, 4
 			for i := range rounds {
 				for _, tn := range tenants {
-					req := &prw.Request{}
+					var ss []prw.Series
 					for j := range per {
-						req.Series = append(req.Series, floatSeries(int64(i*10), 2, "__name__", "x", "t", tn, "j", intString(j)))
+						ss = append(ss, floatSeries(int64(i*10), 2, "__name__", "x", "t", tn, "j", intString(j)))
 					}
+					req := prw.NewRequest(prw.ProtoV1, ss, nil)
 					require.NoError(t, m.Enqueue(t.Context(), req, tn, nil))
 				}
 			}
@@ -714,12 +711,14 @@ func TestAccountingIdentity(t *testing.T) {
 			for i, tn := range []string{"team-a", "team-b", "team-c"} {
 				ex := floatSeries(int64(i*100), 3, "__name__", "ex", "t", tn)
 				ex.Exemplars = []prw.Exemplar{{Labels: labels.FromStrings("trace_id", tn), Value: 1, Timestamp: int64(i * 100)}}
-				require.NoError(t, m.Enqueue(t.Context(), &prw.Request{Series: []prw.Series{
+				require.NoError(t, m.Enqueue(t.Context(), prw.NewRequest(prw.ProtoV1, []prw.Series{
 					floatSeries(int64(i*100), 4, "__name__", "x", "t", tn),
 					floatSeries(int64(i*100), 2, "__name__", "dropme", "t", tn),
 					ex,
-				}}, tn, nil))
-				require.NoError(t, m.Enqueue(t.Context(), &prw.Request{Series: []prw.Series{floatSeries(int64(i*100), 5, "__name__", "bad", "t", tn)}}, tn, nil))
+				}, nil),
+
+					tn, nil))
+				require.NoError(t, m.Enqueue(t.Context(), prw.NewRequest(prw.ProtoV1, []prw.Series{floatSeries(int64(i*100), 5, "__name__", "bad", "t", tn)}, nil), tn, nil))
 			}
 			require.Eventually(t, func() bool {
 				_, _, _, pa := points(reg, "a")

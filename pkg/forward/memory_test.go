@@ -49,10 +49,11 @@ func TestMemoryBudget(t *testing.T) {
 			}()
 			accepted := 0
 			for i := range 200 {
-				r := &prw.Request{}
+				var ss []prw.Series
 				for j := range 10 {
-					r.Series = append(r.Series, floatSeries(int64(i), 1, "__name__", "node_network_receive_bytes_total", "instance", "host-"+intString(j)+".example.com:9100", "device", "eth0"))
+					ss = append(ss, floatSeries(int64(i), 1, "__name__", "node_network_receive_bytes_total", "instance", "host-"+intString(j)+".example.com:9100", "device", "eth0"))
 				}
+				r := prw.NewRequest(prw.ProtoV1, ss, nil)
 				err := m.Enqueue(t.Context(), r, "", nil)
 				if disk {
 					require.NoError(t, err, "a disk queue takes what memory does not hold")

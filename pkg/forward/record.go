@@ -142,10 +142,9 @@ func (e *recordEncoder) encodeRaw(raw *prw.RawV1, withMeta bool, tenant string, 
 // recordDecoder reads records back. Not safe for concurrent use: the reader
 // goroutine of a forwarder owns one.
 type recordDecoder struct {
-	raw   []byte
-	decs  [2]*prw.Decoder       // by protocol
-	sb    labels.ScratchBuilder // for version 1 records
-	synth synthesizer
+	raw  []byte
+	decs [2]*prw.Decoder       // by protocol
+	sb   labels.ScratchBuilder // for version 1 records
 
 	// 1.0 series become chunks (see chunkRaw) for shards shards of at most
 	// maxN points and maxB bytes; the zero value means one shard and no
@@ -252,17 +251,12 @@ func (d *recordDecoder) decodeBody(p prw.Protocol, msg, compressed []byte) ([]it
 			return []item{it}, 0, nil
 		}
 	}
-	return d.items(&dd.Req), dd.Invalid.Bytes, nil
+	return d.items(dd.Req.Raw), dd.Invalid.Bytes, nil
 }
 
-// items returns the items of a decoded request: its chunks, which own
+// items returns the items of a request in the form: its chunks, which own
 // their memory, and its 1.0 family metadata.
-func (d *recordDecoder) items(req *prw.Request) []item {
-	raw := req.Raw
-	if raw == nil {
-		req.Materialize()
-		raw = d.synth.synthesize(req)
-	}
+func (d *recordDecoder) items(raw *prw.RawV1) []item {
 	return rawItems(raw, d.shards, d.maxN, d.maxB, true)
 }
 

@@ -23,25 +23,22 @@ import (
 // series and family metadata.
 func recordRequest() *prw.Request {
 	stale := math.Float64frombits(value.StaleNaN)
-	return &prw.Request{
-		Series: []prw.Series{
-			{
-				Labels: labels.FromStrings("__name__", "x", "job", "j"),
-				Samples: []prw.Sample{
-					{Value: 1.5, Timestamp: 1000, StartTimestamp: 900},
-					{Value: stale, Timestamp: 2000},
-					{Value: math.Float64frombits(0x7ff8000000000abc), Timestamp: -5},
-				},
-				Metadata: prw.Metadata{Type: prw.MetricType(2), Help: "help", Unit: "seconds"},
+	return prw.NewRequest(prw.ProtoV1, []prw.Series{
+		{
+			Labels: labels.FromStrings("__name__", "x", "job", "j"),
+			Samples: []prw.Sample{
+				{Value: 1.5, Timestamp: 1000, StartTimestamp: 900},
+				{Value: stale, Timestamp: 2000},
+				{Value: math.Float64frombits(0x7ff8000000000abc), Timestamp: -5},
 			},
-			{
-				Labels:     labels.FromStrings("__name__", "h"),
-				Histograms: []prw.Histogram{intHistogram(3000, 2500), floatHistogram(4000)},
-				Exemplars:  []prw.Exemplar{{Labels: labels.FromStrings("trace_id", "abc"), Value: 2, Timestamp: 3000}},
-			},
+			Metadata: prw.Metadata{Type: prw.MetricType(2), Help: "help", Unit: "seconds"},
 		},
-		Metadata: []prw.FamilyMetadata{{MetricFamilyName: "x", Metadata: prw.Metadata{Type: prw.MetricType(1), Help: "h"}}},
-	}
+		{
+			Labels:     labels.FromStrings("__name__", "h"),
+			Histograms: []prw.Histogram{intHistogram(3000, 2500), floatHistogram(4000)},
+			Exemplars:  []prw.Exemplar{{Labels: labels.FromStrings("trace_id", "abc"), Value: 2, Timestamp: 3000}},
+		},
+	}, []prw.FamilyMetadata{{MetricFamilyName: "x", Metadata: prw.Metadata{Type: prw.MetricType(1), Help: "h"}}})
 }
 
 // recordItems are recordRequest's items, as one shard queues them.

@@ -39,8 +39,8 @@ func (d *recordDecoder) decodeV1(b []byte) ([]item, time.Time, int, error) {
 		return nil, time.Time{}, 0, err
 	}
 	r := recordReader{buf: raw, str: string(raw), sb: &d.sb}
-	if req, appended, skipped := r.body(); r.err == nil {
-		return d.items(req), appended, skipped, nil
+	if raw, appended, skipped := r.body(); r.err == nil {
+		return d.items(raw), appended, skipped, nil
 	}
 	return nil, time.Time{}, 0, r.err
 }
@@ -127,8 +127,12 @@ func (r *recordReader) metadata() prw.Metadata {
 	return prw.Metadata{Type: prw.MetricType(r.uvarint()), Help: r.string(), Unit: r.string()}
 }
 
-func (r *recordReader) body() (req *prw.Request, appended time.Time, skipped int) {
-	req = &prw.Request{}
+// body returns the record's valid series and family metadata in the form.
+func (r *recordReader) body() (raw *prw.RawV1, appended time.Time, skipped int) {
+	var (
+		series []prw.Series
+		fams   []prw.FamilyMetadata
+	)
 	appended = time.UnixMilli(int64(r.uvarint()))
 	n := r.count(2)
 	for range n {
@@ -141,7 +145,7 @@ func (r *recordReader) body() (req *prw.Request, appended time.Time, skipped int
 		r.off++
 		switch kind {
 		case itemFamily:
-			req.Metadata = append(req.Metadata, prw.FamilyMetadata{MetricFamilyName: r.string(), Metadata: r.metadata()})
+			fams = append(fams, prw.FamilyMetadata{MetricFamilyName: r.string(), Metadata: r.metadata()})
 		case itemSeries:
 			var s prw.Series
 			s.Labels = r.labels()
@@ -171,7 +175,7 @@ func (r *recordReader) body() (req *prw.Request, appended time.Time, skipped int
 				skipped += r.off - start
 				continue
 			}
-			req.Series = append(req.Series, s)
+			series = append(series, s)
 		default:
 			r.fail(fmt.Errorf("unknown item kind %d", kind))
 		}
@@ -182,5 +186,5 @@ func (r *recordReader) body() (req *prw.Request, appended time.Time, skipped int
 	if r.err == nil && r.off != len(r.buf) {
 		r.fail(fmt.Errorf("%d bytes after the last item", len(r.buf)-r.off))
 	}
-	return req, appended, skipped
+	return prw.NewRequest(prw.ProtoV1, series, fams).Raw, appended, skipped
 }

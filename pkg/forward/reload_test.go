@@ -55,7 +55,7 @@ func TestApplyConfigReload(t *testing.T) {
 	}
 	m, reg, _ := newTestManager(t, cfgFor("a", "b", "c"))
 	send := func(ts int64) {
-		require.NoError(t, m.Enqueue(t.Context(), &prw.Request{Series: []prw.Series{floatSeries(ts, 2, "__name__", "x")}}, "", nil))
+		require.NoError(t, m.Enqueue(t.Context(), prw.NewRequest(prw.ProtoV1, []prw.Series{floatSeries(ts, 2, "__name__", "x")}, nil), "", nil))
 	}
 	send(0)
 	for _, n := range []string{"a", "b", "c"} {
@@ -119,7 +119,7 @@ func TestApplyConfigConcurrent(t *testing.T) {
 	for g := range 4 {
 		wg.Go(func() {
 			for i := 0; !stop.Load(); i++ {
-				req := &prw.Request{Series: []prw.Series{floatSeries(int64(i), 1, "__name__", "x", "g", fmt.Sprint(g))}}
+				req := prw.NewRequest(prw.ProtoV1, []prw.Series{floatSeries(int64(i), 1, "__name__", "x", "g", fmt.Sprint(g))}, nil)
 				err := m.Enqueue(context.Background(), req, "", nil)
 				if err != nil && !errors.Is(err, ErrQueueFull) {
 					t.Errorf("enqueue: %v", err)

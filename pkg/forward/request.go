@@ -11,13 +11,13 @@ import (
 // request is one request in the form (see prw.AppendSeries), shared by the
 // preparation of every upstream it goes to. It has two views: the form,
 // for 2.0 upstreams, and the form without its extensions, for 1.0
-// upstreams (with 2.0 metadata as 1.0 family metadata). A 1.0 request the
-// receiver's scan accepted is both as it came; a decoded request is
-// written in each on first use, as are the fields after lb.
+// upstreams (with 2.0 metadata as 1.0 family metadata), made on first use
+// as are the fields after lb. A 1.0 request the receiver's scan accepted is
+// both as it came.
 type request struct {
 	req      *prw.Request
 	form, v1 *prw.RawV1
-	synths   []*synthesizer
+	strip    *stripper // that made v1
 	tenant   string
 	external labels.Labels
 	lb       *labels.Builder // reused by relabeling
@@ -46,32 +46,20 @@ type chunkKey struct {
 // view returns the request in the form (v2), or as 1.0 upstreams take
 // it: without the form's extensions, which only 2.0 data has.
 func (r *request) view(v2 bool) *prw.RawV1 {
-	if r.form == nil {
-		r.form = r.synthesizer().synthesize(r.req)
-	}
-	if v2 {
+	if v2 || !r.form.Ext {
 		return r.form
 	}
 	if r.v1 == nil {
-		r.v1 = r.form
-		if r.form.Ext {
-			r.v1 = r.synthesizer().strip(r.form)
-		}
+		r.strip = strippers.Get().(*stripper)
+		r.v1 = r.strip.strip(r.form)
 	}
 	return r.v1
 }
 
-// synthesizer returns a pooled synthesizer that release gives back.
-func (r *request) synthesizer() *synthesizer {
-	sy := synthesizers.Get().(*synthesizer)
-	r.synths = append(r.synths, sy)
-	return sy
-}
-
-// release gives back the buffers of the views.
+// release gives back the buffers of the 1.0 view.
 func (r *request) release() {
-	for _, sy := range r.synths {
-		synthesizers.Put(sy)
+	if r.strip != nil {
+		strippers.Put(r.strip)
 	}
 }
 

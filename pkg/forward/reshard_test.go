@@ -143,11 +143,11 @@ func TestReshardKeepsSeriesOrder(t *testing.T) {
 			f := m.set.byName["u"]
 			const series = 64
 			req := func(ts int64) *prw.Request {
-				r := &prw.Request{}
+				var ss []prw.Series
 				for i := range series {
-					r.Series = append(r.Series, floatSeries(ts, 1, "__name__", "m", "i", intString(i)))
+					ss = append(ss, floatSeries(ts, 1, "__name__", "m", "i", intString(i)))
 				}
-				return r
+				return prw.NewRequest(prw.ProtoV1, ss, nil)
 			}
 			require.NoError(t, m.Enqueue(t.Context(), req(1), "", nil))
 			// Once the first request is queued in the one shard's layout:
@@ -180,10 +180,11 @@ func TestLowRateRequestLeavesWhole(t *testing.T) {
 			u.QueueConfig.BatchSendDeadline = pmodel.Duration(50 * time.Millisecond)
 			m, _, _ := newTestManager(t, testConfig(u))
 			for round := range 3 {
-				r := &prw.Request{}
+				var ss []prw.Series
 				for i := range 6 {
-					r.Series = append(r.Series, floatSeries(int64(round+1), 1, "__name__", "node_load1", "instance", "host-"+intString(i)))
+					ss = append(ss, floatSeries(int64(round+1), 1, "__name__", "node_load1", "instance", "host-"+intString(i)))
 				}
+				r := prw.NewRequest(prw.ProtoV1, ss, nil)
 				require.NoError(t, m.Enqueue(t.Context(), r, "", nil))
 				require.Eventually(t, func() bool { return up.samples() == 6*(round+1) }, waitFor, tick)
 				require.Len(t, up.requests(), round+1, "each request of 6 series leaves as one")
@@ -409,10 +410,11 @@ func TestReshardSendsWhatThePreviousEpochLeft(t *testing.T) {
 	u.QueueConfig.BatchSendDeadline = pmodel.Duration(time.Minute)
 	m, _, _ := newTestManager(t, testConfig(u))
 	f := m.set.byName["u"]
-	r := &prw.Request{}
+	var ss []prw.Series
 	for i := range 10 {
-		r.Series = append(r.Series, floatSeries(1, 1, "__name__", "m", "i", intString(i)))
+		ss = append(ss, floatSeries(1, 1, "__name__", "m", "i", intString(i)))
 	}
+	r := prw.NewRequest(prw.ProtoV1, ss, nil)
 	require.NoError(t, m.Enqueue(t.Context(), r, "", nil))
 	time.Sleep(50 * time.Millisecond)
 	require.Zero(t, up.samples(), "a batch that is not full waits for the deadline")

@@ -35,7 +35,7 @@ func TestSigV4(t *testing.T) {
 	u := testUpstream(t, "amp", srv.URL+"/workspaces/ws-1/api/v1/remote_write", false)
 	u.SigV4Config = &sigv4.SigV4Config{Region: "eu-west-1", AccessKey: creds.AccessKeyID, SecretKey: commoncfg.Secret(creds.SecretAccessKey)}
 	m, _, _ := newTestManager(t, testConfig(u))
-	require.NoError(t, m.Enqueue(t.Context(), &prw.Request{Series: []prw.Series{floatSeries(1000, 3, "__name__", "up")}}, "", nil))
+	require.NoError(t, m.Enqueue(t.Context(), prw.NewRequest(prw.ProtoV1, []prw.Series{floatSeries(1000, 3, "__name__", "up")}, nil), "", nil))
 	select {
 	case err := <-checked:
 		require.NoError(t, err)

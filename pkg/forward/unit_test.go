@@ -58,12 +58,11 @@ func TestFamilyName(t *testing.T) {
 	}
 	// A 2.0 upstream finds a series' 1.0 family metadata by its name, or
 	// by its name without a suffix.
-	var sy synthesizer
 	gauge := prw.Metadata{Type: writev2.Metadata_METRIC_TYPE_GAUGE, Help: "g"}
 	counter := prw.Metadata{Type: writev2.Metadata_METRIC_TYPE_COUNTER, Help: "c"}
-	raw := sy.synthesize(&prw.Request{Metadata: []prw.FamilyMetadata{
+	raw := prw.NewRequest(prw.ProtoV1, nil, []prw.FamilyMetadata{
 		{MetricFamilyName: "up", Metadata: gauge}, {MetricFamilyName: "requests", Metadata: counter},
-	}})
+	}).Raw
 	var r request
 	for name, want := range map[string]prw.Metadata{"up": gauge, "requests_total": counter, "requests": counter, "up_total": gauge, "down": {}} {
 		got, ok := r.family(raw, name)
@@ -73,7 +72,7 @@ func TestFamilyName(t *testing.T) {
 }
 
 // seriesRequest returns a request of the given series.
-func seriesRequest1(ss ...prw.Series) *prw.Request { return &prw.Request{Series: ss} }
+func seriesRequest1(ss ...prw.Series) *prw.Request { return prw.NewRequest(prw.ProtoV1, ss, nil) }
 
 // decodeChunk returns the series of a chunk.
 func decodeChunk(t *testing.T, it *item) []prompb.TimeSeries {
@@ -127,10 +126,11 @@ func TestTakeCutsBatches(t *testing.T) {
 	t.Run("by bytes", func(t *testing.T) {
 		const maxBytes = 2048
 		s := newTestShard(t, func(q *config.QueueConfig) { q.MaxBytesPerSend = maxBytes })
-		req := &prw.Request{}
+		var ss []prw.Series
 		for i := range 100 {
-			req.Series = append(req.Series, floatSeries(0, 3, "__name__", "node_cpu_seconds_total", "instance", "host-0123456789.example.com:9100", "i", intString(i)))
+			ss = append(ss, floatSeries(0, 3, "__name__", "node_cpu_seconds_total", "instance", "host-0123456789.example.com:9100", "i", intString(i)))
 		}
+		req := prw.NewRequest(prw.ProtoV1, ss, nil)
 		items := formItems(req, 1, 3, math.MaxInt) // a chunk per series
 		require.True(t, s.points.take(300))
 		s.appendItems(items, 300, 0)
@@ -218,14 +218,15 @@ func TestDefaultUserAgent(t *testing.T) {
 // other, in place, are one snappy block of the batch's message, whatever
 // their size (over snappy's 64 KiB fragments too) and kind.
 func TestEncodeCompressesPiecesAsOneBlock(t *testing.T) {
-	req := &prw.Request{Metadata: []prw.FamilyMetadata{{MetricFamilyName: "fam", Metadata: prw.Metadata{Type: writev2.Metadata_METRIC_TYPE_GAUGE, Help: "h"}}}}
+	var series []prw.Series
 	for i := range 3000 {
 		s := floatSeries(int64(i), 1+i%4, "__name__", "node_cpu_seconds_total", "instance", "host-"+intString(i%7)+".example.com:9100", "i", intString(i))
 		if i%500 == 0 {
 			s.Metadata = prw.Metadata{Type: writev2.Metadata_METRIC_TYPE_COUNTER, Help: "with 2.0 metadata"}
 		}
-		req.Series = append(req.Series, s)
+		series = append(series, s)
 	}
+	req := prw.NewRequest(prw.ProtoV1, series, []prw.FamilyMetadata{{MetricFamilyName: "fam", Metadata: prw.Metadata{Type: writev2.Metadata_METRIC_TYPE_GAUGE, Help: "h"}}})
 	items := formItems(req, 3, 1000, math.MaxInt)
 	require.Greater(t, len(items), 6)
 	ext := slices.ContainsFunc(items, func(it item) bool { return it.ext })

@@ -60,8 +60,7 @@ func (dec *Decoder) Decode(msg []byte) (*Decoded, error) {
 		dec.Release(d)
 		return nil, err
 	}
-	d.Req.SetRaw(&d.raw)
-	d.Req.Proto = dec.proto
+	d.Req = Request{Proto: dec.proto, Raw: &d.raw}
 	return d, nil
 }
 
@@ -71,7 +70,7 @@ func (dec *Decoder) Release(d *Decoded) {
 	if d.size > MaxPooledBytes {
 		return
 	}
-	d.Req = Request{Series: d.Req.Series[:0], Metadata: d.Req.Metadata[:0]}
+	d.Req = Request{}
 	d.raw = RawV1{Series: d.raw.Series[:0], Metadata: d.raw.Metadata[:0]}
 	d.Invalid, d.Sorted = InvalidSeries{}, false
 	clear(d.syms)

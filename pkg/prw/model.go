@@ -11,7 +11,6 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/prompb"
 	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
-	"google.golang.org/protobuf/encoding/protowire"
 )
 
 // Sample is a float sample. StartTimestamp (2.0) is 0 if unknown.
@@ -82,136 +81,29 @@ type FamilyMetadata struct {
 	Metadata
 }
 
-// Request is one validated write request. It may be backed by buffers the
-// receiver reuses: a consumer copies what it keeps past Enqueue.
+// Request is one validated write request, in the form. It may be backed by
+// buffers the receiver reuses: a consumer copies what it keeps past Enqueue.
 type Request struct {
 	// Proto is the protocol the client spoke.
 	Proto Protocol
-	// Series holds the accepted series, in the order they were sent.
-	Series []Series
-	// Metadata holds 1.0 family metadata (2.0 has it per series).
-	Metadata []FamilyMetadata
-
-	// Raw, if not nil, is the request in the form, as the decoders make
-	// it; Series and Metadata are then empty until Materialize.
+	// Raw is the request in the form, as the decoders make it.
 	Raw *RawV1
-	// lazy is set until Series and Metadata are decoded from Raw.
-	lazy bool
 }
 
-// SetRaw sets the request to raw, in the form, for Materialize to decode.
-func (r *Request) SetRaw(raw *RawV1) {
-	r.Raw, r.lazy = raw, raw != nil
-	r.Series, r.Metadata = r.Series[:0], r.Metadata[:0]
-}
-
-// Materialize fills Series and Metadata from Raw once, to be called before
-// using them (the gateway forwards the form). Not safe for concurrent use.
-func (r *Request) Materialize() {
-	if !r.lazy {
-		return
+// NewRequest writes series, valid with sorted labels, and 1.0 family
+// metadata in the form, as version 1 queue records hold them.
+func NewRequest(p Protocol, series []Series, md []FamilyMetadata) *Request {
+	raw := &RawV1{}
+	var scratch []byte
+	for i := range series {
+		var rs RawSeries
+		raw.Msg, rs, scratch = AppendSeries(raw.Msg, &series[i], scratch)
+		raw.Append(rs)
 	}
-	r.lazy = false
-	raw := r.Raw
-	var sb labels.ScratchBuilder
-	for _, rs := range raw.Series {
-		s, err := readSeries(rs.Bytes(raw.Msg), &sb)
-		if err == nil { // the form was validated: always
-			r.Series = append(r.Series, s)
-		}
+	for _, fm := range md {
+		raw.AppendFamily(fm.MetricFamilyName, fm.Metadata)
 	}
-	for _, sp := range raw.Metadata {
-		var md prompb.MetricMetadata
-		if md.Unmarshal(sp.Bytes(raw.Msg)) == nil {
-			r.Metadata = append(r.Metadata, FamilyMetadata{MetricFamilyName: md.MetricFamilyName,
-				Metadata: Metadata{Type: MetricType(md.Type), Help: md.Help, Unit: md.Unit}})
-		}
-	}
-}
-
-// readSeries decodes a series in the form, extensions included.
-func readSeries(ts []byte, sb *labels.ScratchBuilder) (s Series, err error) {
-	if s.Labels, err = SeriesLabels(ts, sb); err != nil {
-		return s, err
-	}
-	for f, err := range fields(ts) {
-		if err != nil {
-			return s, err
-		}
-		switch f.num {
-		case fieldSamples:
-			var x writev2.Sample
-			err = x.Unmarshal(f.v)
-			s.Samples = append(s.Samples, Sample{Value: x.Value, Timestamp: x.Timestamp, StartTimestamp: x.StartTimestamp})
-		case fieldHistograms:
-			var h Histogram
-			err = h.Unmarshal(f.v)
-			s.Histograms = append(s.Histograms, h)
-		case fieldExemplars:
-			var e prompb.Exemplar
-			err = e.Unmarshal(f.v)
-			s.Exemplars = append(s.Exemplars, Exemplar{Labels: e.ToExemplar(sb, nil).Labels, Value: e.Value, Timestamp: e.Timestamp})
-		case fieldMetadata:
-			if f.typ == protowire.BytesType {
-				s.Metadata = ReadMetadata(f.v)
-			}
-		}
-		if err != nil {
-			return s, err
-		}
-	}
-	return s, nil
-}
-
-// Lazy reports whether Series and Metadata await Materialize.
-func (r *Request) Lazy() bool { return r.lazy }
-
-// NumSeries returns the number of series, without materializing.
-func (r *Request) NumSeries() int {
-	if r.lazy {
-		return len(r.Raw.Series)
-	}
-	return len(r.Series)
-}
-
-// Counts returns the numbers of samples, histograms and exemplars in r.
-func (r *Request) Counts() (samples, histograms, exemplars int) {
-	if r.lazy {
-		return r.Raw.Samples, r.Raw.Histograms, r.Raw.Exemplars
-	}
-	for i := range r.Series {
-		samples += len(r.Series[i].Samples)
-		histograms += len(r.Series[i].Histograms)
-		exemplars += len(r.Series[i].Exemplars)
-	}
-	return samples, histograms, exemplars
-}
-
-// EachLabel calls fn with each label of each series until fn returns false,
-// without materializing; the bytes are fn's to read during the call only.
-func (r *Request) EachLabel(fn func(series int, name, value []byte) bool) {
-	for i := range r.NumSeries() {
-		more := true
-		each := func(name, value []byte) { more = more && fn(i, name, value) }
-		if r.lazy {
-			_ = RangeRawLabels(r.Raw.Series[i].Bytes(r.Raw.Msg), each)
-		} else {
-			r.Series[i].Labels.Range(func(l labels.Label) { each(stringBytes(l.Name), stringBytes(l.Value)) })
-		}
-		if !more {
-			return
-		}
-	}
-}
-
-// SeriesLabels returns the labels of series i, from Raw while r is lazy.
-func (r *Request) SeriesLabels(i int) labels.Labels {
-	if r.lazy {
-		var sb labels.ScratchBuilder
-		ls, _ := SeriesLabels(r.Raw.Series[i].Bytes(r.Raw.Msg), &sb)
-		return ls
-	}
-	return r.Series[i].Labels
+	return &Request{Proto: p, Raw: raw}
 }
 
 // stringBytes returns s's bytes without copying; they must not be changed.

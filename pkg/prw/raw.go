@@ -1,8 +1,11 @@
 package prw
 
 import (
+	"slices"
+
 	"github.com/cespare/xxhash/v2"
 	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/prompb"
 	"google.golang.org/protobuf/encoding/protowire"
 )
 
@@ -71,6 +74,18 @@ func (r *RawV1) Append(rs RawSeries) {
 	r.Histograms += int(rs.Histograms)
 	r.Exemplars += int(rs.Exemplars)
 	r.Ext = r.Ext || rs.Ext
+}
+
+// AppendFamily appends 1.0 family metadata to r as a MetricMetadata field
+// of its WriteRequest.
+func (r *RawV1) AppendFamily(name string, m Metadata) {
+	md := prompb.MetricMetadata{Type: prompb.MetricMetadata_MetricType(m.Type), MetricFamilyName: name, Help: m.Help, Unit: m.Unit}
+	n := md.Size()
+	b := protowire.AppendVarint(protowire.AppendTag(r.Msg, 3, protowire.BytesType), uint64(n))
+	r.Metadata = append(r.Metadata, Span{Off: uint32(len(b)), Len: uint32(n)})
+	r.Msg = slices.Grow(b, n)[:len(b)+n]
+	// Size was computed just above: MarshalToSizedBuffer cannot fail.
+	_, _ = md.MarshalToSizedBuffer(r.Msg[len(b):])
 }
 
 // HashLabels returns the shard hash of labels, that of AppendLabels' bytes

@@ -10,7 +10,7 @@ import (
 
 // benchForm returns node_exporter-like series in the form, with 2.0
 // extensions, and the series of formSeries.
-func benchForm(b *testing.B) ([]byte, []RawSeries) {
+func benchForm(b *testing.B) ([]byte, []RawSeries, []Series) {
 	ss := formSeries()
 	for i := range 200 {
 		s := Series{
@@ -39,20 +39,11 @@ func benchForm(b *testing.B) ([]byte, []RawSeries) {
 		msg, rs, scratch = AppendSeries(msg, &ss[i], scratch)
 		rss = append(rss, rs)
 	}
-	return msg, rss
+	return msg, rss, ss
 }
 
 func BenchmarkAppendSeries(b *testing.B) {
-	msg, rss := benchForm(b)
-	var sb labels.ScratchBuilder
-	ss := make([]Series, len(rss))
-	for i, rs := range rss {
-		s, err := readSeries(rs.Bytes(msg), &sb)
-		if err != nil {
-			b.Fatal(err)
-		}
-		ss[i] = s
-	}
+	_, _, ss := benchForm(b)
 	var out, scratch []byte
 	b.ReportAllocs()
 	for b.Loop() {
@@ -64,7 +55,7 @@ func BenchmarkAppendSeries(b *testing.B) {
 }
 
 func BenchmarkAppendV1(b *testing.B) {
-	msg, rss := benchForm(b)
+	msg, rss, _ := benchForm(b)
 	var out, scratch []byte
 	var err error
 	b.ReportAllocs()
@@ -79,7 +70,7 @@ func BenchmarkAppendV1(b *testing.B) {
 }
 
 func BenchmarkFilterPoints(b *testing.B) {
-	msg, rss := benchForm(b)
+	msg, rss, _ := benchForm(b)
 	keep := func(kind int, t int64, _ int) bool { return kind != KindExemplar && t >= 2000 }
 	var out, scratch []byte
 	var err error
@@ -95,7 +86,7 @@ func BenchmarkFilterPoints(b *testing.B) {
 }
 
 func BenchmarkReplaceLabels(b *testing.B) {
-	msg, rss := benchForm(b)
+	msg, rss, _ := benchForm(b)
 	var sb labels.ScratchBuilder
 	lss := make([]labels.Labels, len(rss))
 	for i, rs := range rss {
@@ -121,7 +112,7 @@ func BenchmarkReplaceLabels(b *testing.B) {
 }
 
 func BenchmarkWithMetadata(b *testing.B) {
-	msg, rss := benchForm(b)
+	msg, rss, _ := benchForm(b)
 	md := Metadata{Type: writev2.Metadata_METRIC_TYPE_GAUGE, Help: "Up."}
 	var out []byte
 	var err error

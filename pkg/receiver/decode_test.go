@@ -73,8 +73,7 @@ func TestDecodeV1Mixed(t *testing.T) {
 			for i, sp := range raw.Metadata {
 				require.Equal(t, tc.metadata[i], sp.Bytes(raw.Msg))
 			}
-			d.Req.Materialize()
-			checkRawMatches(t, &d.Req)
+			copyRequest(t, &d.Req)
 		})
 	}
 }

@@ -62,12 +62,7 @@ func fuzzSeeds(p prw.Protocol) [][]byte {
 type acceptingQueue struct{ t *testing.T }
 
 func (q acceptingQueue) Enqueue(_ context.Context, req *prw.Request) error {
-	raw := req.Raw
-	req.Materialize()
-	if raw != nil {
-		checkRawMatches(q.t, req)
-	}
-	for _, s := range req.Series {
+	for _, s := range copyRequest(q.t, req).Series {
 		if _, detail, ok := prw.ValidateLabels(s.Labels, true); !ok {
 			q.t.Errorf("enqueued a series with invalid labels %s: %s", s.Labels, detail)
 		}

@@ -9,8 +9,7 @@
 //
 // # Ownership
 //
-// Requests reach the Enqueuer in the form (prw.Request.Raw), not decoded:
-// an Enqueuer calls req.Materialize before it reads Series or Metadata.
+// Requests reach the Enqueuer in the form (prw.Request.Raw), not decoded.
 // The form is pooled memory: an Enqueuer copies what it keeps past Enqueue.
 package receiver
 
@@ -203,7 +202,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			h.reject(w, code, reason, http.StatusText(code)+": "+err.Error(), err)
 			return
 		}
-		samples, histograms, exemplars := req.Counts()
+		samples, histograms, exemplars := req.Raw.Samples, req.Raw.Histograms, req.Raw.Exemplars
 		h.samples[proto].Add(float64(samples))
 		h.histograms[proto].Add(float64(histograms))
 		h.exemplars[proto].Add(float64(exemplars))
@@ -214,7 +213,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if d.Invalid.Count > 0 {
 		h.reject(w, http.StatusBadRequest, registry.ReasonInvalidSeries,
 			fmt.Sprintf("%d of %d series refused, the rest were accepted; first: %s",
-				d.Invalid.Count, d.Invalid.Count+req.NumSeries(), d.Invalid.First), nil)
+				d.Invalid.Count, d.Invalid.Count+len(req.Raw.Series), d.Invalid.First), nil)
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)

@@ -279,7 +279,7 @@ func runStatusCase(t *testing.T, p prw.Protocol, tc statusCase) {
 	if tc.request != nil {
 		tc.request(r)
 	}
-	q := &fakeQueue{err: tc.enqErr}
+	q := &fakeQueue{t: t, err: tc.enqErr}
 	h, m, _ := newTestHandler(t, q, tc.opts)
 
 	rec := serve(h, r)
@@ -319,7 +319,7 @@ func runStatusCase(t *testing.T, p prw.Protocol, tc statusCase) {
 	// What was accepted: all of the enqueued request, unless Enqueue failed.
 	var samples, histograms, exemplars int
 	if tc.wantAccepted > 0 && tc.enqErr == nil {
-		samples, histograms, exemplars = q.got[0].Counts()
+		samples, histograms, exemplars = q.got[0].counts()
 	}
 	if p == prw.ProtoV2 && tc.wantReason != registry.ReasonContentType && tc.wantReason != registry.ReasonMethod {
 		require.Equal(t, fmt.Sprint(samples), rec.Header().Get(prw.HeaderSamplesWritten))
@@ -361,7 +361,7 @@ func TestHandlerPartialWrite(t *testing.T) {
 			noName := tseries{labels: []string{"job", "x"}, samples: []prw.Sample{{Value: 3, Timestamp: 1}}}
 			series := []tseries{good1, bad, good2, noName}
 
-			q := &fakeQueue{}
+			q := &fakeQueue{t: t}
 			h, m, _ := newTestHandler(t, q, Options{})
 			rec := serve(h, rwtest.NewHTTPRequest(p, encode(p, series, nil)))
 
@@ -388,7 +388,7 @@ func TestHandlerPartialWrite(t *testing.T) {
 func TestHandlerQueueFull(t *testing.T) {
 	for _, p := range protos {
 		t.Run(p.Label(), func(t *testing.T) {
-			q := &fakeQueue{err: fmt.Errorf("forward: %w", retryAfterErr{d: 4200 * time.Millisecond})}
+			q := &fakeQueue{t: t, err: fmt.Errorf("forward: %w", retryAfterErr{d: 4200 * time.Millisecond})}
 			h, m, _ := newTestHandler(t, q, Options{})
 			rec := serve(h, rwtest.NewHTTPRequest(p, encode(p, []tseries{validSeries("a", 1)}, nil)))
 
@@ -416,7 +416,7 @@ func TestRetryAfterSeconds(t *testing.T) {
 }
 
 func TestHandlerMetrics(t *testing.T) {
-	q := &fakeQueue{}
+	q := &fakeQueue{t: t}
 	h, m, reg := newTestHandler(t, q, Options{})
 	series := []tseries{
 		{labels: []string{"__name__", "a"}, samples: []prw.Sample{{Value: 1, Timestamp: 1}, {Value: 2, Timestamp: 2}},
@@ -488,14 +488,14 @@ func TestParseContentType(t *testing.T) {
 }
 
 func TestNewHandlerDefaults(t *testing.T) {
-	h, _, _ := newTestHandler(t, &fakeQueue{}, Options{})
+	h, _, _ := newTestHandler(t, &fakeQueue{t: t}, Options{})
 	require.Equal(t, Options{MaxRequestBytes: 32 << 20, MaxDecodedBytes: 32 << 20}, *h.opts.Load())
 	require.NotNil(t, h.logger)
 }
 
 // SetOptions changes the limits for the requests that come after it.
 func TestSetOptions(t *testing.T) {
-	h, _, _ := newTestHandler(t, &fakeQueue{}, Options{})
+	h, _, _ := newTestHandler(t, &fakeQueue{t: t}, Options{})
 	body := rwtest.Encode(rwtest.V1Request(100, 1))
 	serve := func() int {
 		rec := httptest.NewRecorder()

@@ -100,8 +100,8 @@ func encode(p prw.Protocol, series []tseries, md []prw.FamilyMetadata) []byte {
 }
 
 // expected returns what the Enqueuer should receive for series sent in p.
-func expected(p prw.Protocol, series []tseries, md []prw.FamilyMetadata) prw.Request {
-	req := prw.Request{Proto: p}
+func expected(p prw.Protocol, series []tseries, md []prw.FamilyMetadata) decodedRequest {
+	req := decodedRequest{Proto: p}
 	for _, s := range series {
 		out := prw.Series{
 			Labels:     labels.FromStrings(s.labels...),
@@ -124,17 +124,41 @@ func expected(p prw.Protocol, series []tseries, md []prw.FamilyMetadata) prw.Req
 	if p == prw.ProtoV1 {
 		req.Metadata = md
 	}
-	return copyRequest(&req)
+	return normalize(req)
 }
 
-// copyRequest deep-copies r, with empty slices as nil so that requests
-// compare equal whatever buffers they came from.
-func copyRequest(r *prw.Request) prw.Request {
-	if r.Raw != nil && r.Lazy() {
-		r.Materialize()
-	}
+// decodedRequest is a request as tests compare it: decoded from the form.
+type decodedRequest struct {
+	Proto    prw.Protocol
+	Series   []prw.Series
+	Metadata []prw.FamilyMetadata
+}
 
-	out := prw.Request{Proto: r.Proto}
+// counts returns the numbers of samples, histograms and exemplars of r.
+func (r decodedRequest) counts() (samples, histograms, exemplars int) {
+	for _, s := range r.Series {
+		samples, histograms, exemplars = samples+len(s.Samples), histograms+len(s.Histograms), exemplars+len(s.Exemplars)
+	}
+	return samples, histograms, exemplars
+}
+
+// copyRequest decodes r from the form, which it checks (see
+// checkRawMatches); a test fails on a form that does not decode.
+func copyRequest(t testing.TB, r *prw.Request) decodedRequest {
+	t.Helper()
+	series, md, err := rwtest.Decode(r)
+	if err != nil {
+		t.Errorf("the form does not decode: %v", err)
+	}
+	out := decodedRequest{Proto: r.Proto, Series: series, Metadata: md}
+	checkRawMatches(t, r, out)
+	return normalize(out)
+}
+
+// normalize deep-copies r, with empty slices as nil so that requests
+// compare equal whatever buffers they came from.
+func normalize(r decodedRequest) decodedRequest {
+	out := decodedRequest{Proto: r.Proto}
 	for _, s := range r.Series {
 		c := prw.Series{Labels: s.Labels.Copy(), Metadata: s.Metadata, Samples: cloneOrNil(s.Samples)}
 		for _, h := range s.Histograms {
@@ -189,14 +213,15 @@ func cloneOrNil[S ~[]E, E any](s S) S {
 type fakeQueue struct {
 	err error // returned by every Enqueue
 
+	t   testing.TB
 	mu  sync.Mutex
-	got []prw.Request
+	got []decodedRequest
 }
 
 func (q *fakeQueue) Enqueue(_ context.Context, req *prw.Request) error {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	q.got = append(q.got, copyRequest(req))
+	q.got = append(q.got, copyRequest(q.t, req))
 	return q.err
 }
 
@@ -286,16 +311,13 @@ func testutilSum(cs ...prometheus.Collector) float64 {
 	return sum
 }
 
-// checkRawMatches checks that req's raw form, if any, describes the same
-// series as its materialized Series.
-func checkRawMatches(t testing.TB, req *prw.Request) {
+// checkRawMatches checks that the descriptors of req's form describe the
+// series decoded from it.
+func checkRawMatches(t testing.TB, r *prw.Request, req decodedRequest) {
 	t.Helper()
-	raw := req.Raw
-	if raw == nil {
-		return
-	}
+	raw := r.Raw
 	if len(raw.Series) != len(req.Series) || len(raw.Metadata) != len(req.Metadata) {
-		t.Errorf("raw form has %d series and %d metadata, materialized %d and %d",
+		t.Errorf("raw form has %d series and %d metadata, decoded %d and %d",
 			len(raw.Series), len(raw.Metadata), len(req.Series), len(req.Metadata))
 		return
 	}
@@ -310,8 +332,8 @@ func checkRawMatches(t testing.TB, req *prw.Request) {
 			t.Errorf("raw series %d (%s) does not match: %+v, rescanned %+v (err %v)", i, s.Labels, rs, got, err)
 		}
 	}
-	samples, histograms, exemplars := req.Counts()
+	samples, histograms, exemplars := req.counts()
 	if raw.Samples != samples || raw.Histograms != histograms || raw.Exemplars != exemplars {
-		t.Errorf("raw totals %d/%d/%d, materialized %d/%d/%d", raw.Samples, raw.Histograms, raw.Exemplars, samples, histograms, exemplars)
+		t.Errorf("raw totals %d/%d/%d, decoded %d/%d/%d", raw.Samples, raw.Histograms, raw.Exemplars, samples, histograms, exemplars)
 	}
 }

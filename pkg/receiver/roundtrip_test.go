@@ -62,7 +62,7 @@ func TestRoundTrip(t *testing.T) {
 	}
 	for _, p := range protos {
 		t.Run(p.Label(), func(t *testing.T) {
-			q := &fakeQueue{}
+			q := &fakeQueue{t: t}
 			h, _, _ := newTestHandler(t, q, Options{})
 			series := roundTripSeries()
 			// Twice, so the second request decodes into reused state.
@@ -87,7 +87,7 @@ func TestRoundTrip(t *testing.T) {
 func TestRoundTripReuse(t *testing.T) {
 	for _, p := range protos {
 		t.Run(p.Label(), func(t *testing.T) {
-			q := &fakeQueue{}
+			q := &fakeQueue{t: t}
 			h, _, _ := newTestHandler(t, q, Options{})
 			all := roundTripSeries()
 			shapes := [][]tseries{
@@ -132,7 +132,7 @@ func TestRoundTripStaleMarkers(t *testing.T) {
 	}
 	for _, p := range protos {
 		t.Run(p.Label(), func(t *testing.T) {
-			q := &fakeQueue{}
+			q := &fakeQueue{t: t}
 			h, _, _ := newTestHandler(t, q, Options{})
 			rec := serve(h, rwtest.NewHTTPRequest(p, encode(p, series, nil)))
 			require.Equal(t, http.StatusNoContent, rec.Code, rec.Body.String())
@@ -149,7 +149,7 @@ func TestRoundTripStaleMarkers(t *testing.T) {
 
 // TestRoundTripRWTest checks that rwtest's payloads arrive as generated.
 func TestRoundTripRWTest(t *testing.T) {
-	q := &fakeQueue{}
+	q := &fakeQueue{t: t}
 	h, _, _ := newTestHandler(t, q, Options{})
 
 	rec := serve(h, rwtest.NewHTTPRequest(prw.ProtoV1, rwtest.Encode(rwtest.V1Request(600, 2))))
@@ -183,12 +183,12 @@ type wantKey struct{}
 
 // checkingQueue compares each request with the one its HTTP request's
 // context says was sent.
-type checkingQueue struct{}
+type checkingQueue struct{ t testing.TB }
 
-func (checkingQueue) Enqueue(ctx context.Context, req *prw.Request) error {
-	want := ctx.Value(wantKey{}).(prw.Request)
+func (q checkingQueue) Enqueue(ctx context.Context, req *prw.Request) error {
+	want := ctx.Value(wantKey{}).(decodedRequest)
 	runtime.Gosched() // let other requests run while this one is held
-	got := copyRequest(req)
+	got := copyRequest(q.t, req)
 	if !requestsEqual(want, got) {
 		return fmt.Errorf("request mismatch: want %d series (first %s), got %d series (first %s)",
 			len(want.Series), want.Series[0].Labels, len(got.Series), got.Series[0].Labels)
@@ -196,7 +196,7 @@ func (checkingQueue) Enqueue(ctx context.Context, req *prw.Request) error {
 	return nil
 }
 
-func requestsEqual(a, b prw.Request) bool {
+func requestsEqual(a, b decodedRequest) bool {
 	if a.Proto != b.Proto || len(a.Series) != len(b.Series) {
 		return false
 	}
@@ -220,7 +220,7 @@ func requestsEqual(a, b prw.Request) bool {
 // -race.
 func TestHandlerConcurrent(t *testing.T) {
 	const goroutines, requests = 8, 500
-	h, m, _ := newTestHandler(t, checkingQueue{}, Options{})
+	h, m, _ := newTestHandler(t, checkingQueue{t}, Options{})
 	var wg sync.WaitGroup
 	for g := range goroutines {
 		wg.Go(func() {

@@ -118,8 +118,7 @@ func (g *Guard) Enqueue(ctx context.Context, req *prw.Request) error {
 	if err := g.checkShape(t, req); err != nil {
 		return err
 	}
-	samples, histograms, exemplars := req.Counts()
-	n := samples + histograms + exemplars
+	n := req.Raw.Samples + req.Raw.Histograms + req.Raw.Exemplars
 	if l := t.state.limiter.Load(); l != nil && n > 0 {
 		now := g.now()
 		res := l.ReserveN(now, n)
@@ -136,7 +135,9 @@ func (g *Guard) Enqueue(ctx context.Context, req *prw.Request) error {
 		}
 	}
 	if !t.extraLabels.IsEmpty() {
-		setLabels(req, t.extraLabels)
+		if err := setLabels(req, t.extraLabels); err != nil {
+			return err
+		}
 	}
 	var routes func(string) bool
 	if t.upstreams != nil {
@@ -156,55 +157,50 @@ func (g *Guard) checkShape(t *Tenant, req *prw.Request) error {
 		g.metrics.Rejected.WithLabelValues(t.ID, reason).Inc()
 		return &limitError{code: http.StatusBadRequest, msg: msg}
 	}
-	if n := req.NumSeries(); l.MaxSeriesPerRequest > 0 && n > l.MaxSeriesPerRequest {
+	if n := len(req.Raw.Series); l.MaxSeriesPerRequest > 0 && n > l.MaxSeriesPerRequest {
 		return reject(registry.TenantSeries, fmt.Sprintf("%d series in one request, over the limit of %d", n, l.MaxSeriesPerRequest))
 	}
 	if l.MaxLabelsPerSeries == 0 && l.MaxLabelNameLength == 0 && l.MaxLabelValueLength == 0 {
 		return nil
 	}
-	// The limits are checked on the labels as they came: a request the
-	// receiver's scan accepted is not decoded for it.
-	var err error
-	n, last := 0, -1
-	series := func(i int) string { return truncate(req.SeriesLabels(i).String()) }
-	req.EachLabel(func(i int, name, value []byte) bool {
-		if i != last {
-			n, last = 0, i
+	// The limits are checked on the form's labels, without decoding them.
+	var sb labels.ScratchBuilder
+	for _, rs := range req.Raw.Series {
+		ts := rs.Bytes(req.Raw.Msg)
+		series := func() string { ls, _ := prw.SeriesLabels(ts, &sb); return truncate(ls.String()) }
+		var err error
+		n := 0
+		_ = prw.RangeRawLabels(ts, func(name, value []byte) {
+			n++
+			switch {
+			case err != nil:
+			case l.MaxLabelNameLength > 0 && len(name) > l.MaxLabelNameLength:
+				err = reject(registry.TenantLabelName, "label name "+strconv.Quote(truncate(string(name)))+" of series "+series()+" is over the length limit of "+strconv.Itoa(l.MaxLabelNameLength))
+			case l.MaxLabelValueLength > 0 && len(value) > l.MaxLabelValueLength:
+				err = reject(registry.TenantLabelValue, "value of label "+strconv.Quote(string(name))+" of series "+series()+" is over the length limit of "+strconv.Itoa(l.MaxLabelValueLength))
+			}
+		})
+		if err == nil && l.MaxLabelsPerSeries > 0 && n > l.MaxLabelsPerSeries {
+			err = reject(registry.TenantLabels, fmt.Sprintf("series %s has %d labels, over the limit of %d", series(), n, l.MaxLabelsPerSeries))
 		}
-		n++
-		switch {
-		case l.MaxLabelsPerSeries > 0 && n > l.MaxLabelsPerSeries:
-			err = reject(registry.TenantLabels, fmt.Sprintf("series %s has %d labels, over the limit of %d", series(i), req.SeriesLabels(i).Len(), l.MaxLabelsPerSeries))
-		case l.MaxLabelNameLength > 0 && len(name) > l.MaxLabelNameLength:
-			err = reject(registry.TenantLabelName, "label name "+strconv.Quote(truncate(string(name)))+" of series "+series(i)+" is over the length limit of "+strconv.Itoa(l.MaxLabelNameLength))
-		case l.MaxLabelValueLength > 0 && len(value) > l.MaxLabelValueLength:
-			err = reject(registry.TenantLabelValue, "value of label "+strconv.Quote(string(name))+" of series "+series(i)+" is over the length limit of "+strconv.Itoa(l.MaxLabelValueLength))
+		if err != nil {
+			return err
 		}
-		return err == nil
-	})
-	return err
+	}
+	return nil
 }
 
-// setLabels sets extra on every series of req, replacing same-named labels:
-// on the request's form (prw.Relabel) when the receiver's scan accepted it,
-// so that it keeps its fast path, else on its decoded series.
-func setLabels(req *prw.Request, extra labels.Labels) {
+// setLabels sets extra on every series of req, replacing same-named
+// labels.
+func setLabels(req *prw.Request, extra labels.Labels) error {
 	lb := labels.NewBuilder(labels.EmptyLabels())
-	set := func(lb *labels.Builder) bool {
+	raw, _, err := prw.Relabel(req.Raw, lb, func(lb *labels.Builder) bool {
 		extra.Range(func(l labels.Label) { lb.Set(l.Name, l.Value) })
 		return true
+	})
+	if err != nil {
+		return fmt.Errorf("set the tenant's labels: %w", err)
 	}
-	if req.Raw != nil && req.Lazy() {
-		if raw, _, err := prw.Relabel(req.Raw, lb, set); err == nil {
-			req.SetRaw(raw)
-			return
-		}
-	}
-	req.Materialize()
-	req.Raw = nil
-	for i := range req.Series {
-		lb.Reset(req.Series[i].Labels)
-		set(lb)
-		req.Series[i].Labels = lb.Labels()
-	}
+	req.Raw = raw
+	return nil
 }

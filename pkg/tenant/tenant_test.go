@@ -165,8 +165,8 @@ tenants:
 
 	// The Guard hands the tenant's routing to the forwarder with the data.
 	g, rec, _ := newGuard(t, cfg)
-	require.NoError(t, g.Enqueue(NewContext(t.Context(), a), &prw.Request{Series: []prw.Series{series("x", 1)}}))
-	require.NoError(t, g.Enqueue(t.Context(), &prw.Request{Series: []prw.Series{series("x", 1)}}))
+	require.NoError(t, g.Enqueue(NewContext(t.Context(), a), prw.NewRequest(prw.ProtoV1, []prw.Series{series("x", 1)}, nil)))
+	require.NoError(t, g.Enqueue(t.Context(), prw.NewRequest(prw.ProtoV1, []prw.Series{series("x", 1)}, nil)))
 	require.Equal(t, []string{"shared", "all"}, rec.got)
 	require.Equal(t, []string{"a", ""}, rec.tenants, "the tenant's id goes with its data")
 	none, _, err := s.Resolve(withHeader("X", "y"))
@@ -260,10 +260,10 @@ tenants:
 		reason   string
 		tenant   string
 	}{
-		{"too many series", ctxA, prw.Request{Series: []prw.Series{series("x", 1), series("y", 1), series("z", 1)}}, 400, registry.TenantSeries, "a"},
-		{"too many labels (global limit, tenant inherits)", ctxA, prw.Request{Series: []prw.Series{series("x", 1, "a", "1", "b", "2", "c", "3", "d", "4")}}, 400, registry.TenantLabels, "a"},
-		{"label value too long", context.Background(), prw.Request{Series: []prw.Series{series("x", 1, "a", "01234567890")}}, 400, registry.TenantLabelValue, ""},
-		{"over the burst", ctxA, prw.Request{Series: []prw.Series{series("x", 21)}}, 429, registry.TenantRateLimited, "a"},
+		{"too many series", ctxA, *prw.NewRequest(prw.ProtoV1, []prw.Series{series("x", 1), series("y", 1), series("z", 1)}, nil), 400, registry.TenantSeries, "a"},
+		{"too many labels (global limit, tenant inherits)", ctxA, *prw.NewRequest(prw.ProtoV1, []prw.Series{series("x", 1, "a", "1", "b", "2", "c", "3", "d", "4")}, nil), 400, registry.TenantLabels, "a"},
+		{"label value too long", context.Background(), *prw.NewRequest(prw.ProtoV1, []prw.Series{series("x", 1, "a", "01234567890")}, nil), 400, registry.TenantLabelValue, ""},
+		{"over the burst", ctxA, *prw.NewRequest(prw.ProtoV1, []prw.Series{series("x", 21)}, nil), 429, registry.TenantRateLimited, "a"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := testutil.ToFloat64(m.Rejected.WithLabelValues(tc.tenant, tc.reason))
@@ -278,20 +278,20 @@ tenants:
 	require.Empty(t, rec.got, "nothing refused reached the forwarder")
 
 	// Rate: 20 samples of burst pass, the next 10 wait one second.
-	require.NoError(t, g.Enqueue(ctxA, &prw.Request{Series: []prw.Series{series("x", 20)}}))
-	err := g.Enqueue(ctxA, &prw.Request{Series: []prw.Series{series("x", 10)}})
+	require.NoError(t, g.Enqueue(ctxA, prw.NewRequest(prw.ProtoV1, []prw.Series{series("x", 20)}, nil)))
+	err := g.Enqueue(ctxA, prw.NewRequest(prw.ProtoV1, []prw.Series{series("x", 10)}, nil))
 	ra, ok := errors.AsType[*limitError](err)
 	require.True(t, ok)
 	require.Equal(t, time.Second, ra.RetryAfter())
 	require.Equal(t, 429, ra.StatusCode())
 	now = now.Add(time.Second)
-	require.NoError(t, g.Enqueue(ctxA, &prw.Request{Series: []prw.Series{series("x", 10)}}))
+	require.NoError(t, g.Enqueue(ctxA, prw.NewRequest(prw.ProtoV1, []prw.Series{series("x", 10)}, nil)))
 	require.Equal(t, 30.0, testutil.ToFloat64(m.Samples.WithLabelValues("a")))
 
 	// Extra labels replace what the client sent under those names.
-	require.NoError(t, g.Enqueue(ctxA, &prw.Request{Series: []prw.Series{series("x", 0, "tenant", "forged")}}))
+	require.NoError(t, g.Enqueue(ctxA, prw.NewRequest(prw.ProtoV1, []prw.Series{series("x", 0, "tenant", "forged")}, nil)))
 	last := rec.reqs[len(rec.reqs)-1]
-	require.Equal(t, labels.FromStrings("__name__", "x", "env", "prod", "tenant", "a"), last.Series[0].Labels)
+	require.Equal(t, labels.FromStrings("__name__", "x", "env", "prod", "tenant", "a"), seriesLabels(t, &last)[0])
 	require.Equal(t, []string{"all", "all", "all"}, rec.got, "tenant a reaches every upstream")
 }
 
@@ -301,19 +301,31 @@ func TestReloadKeepsState(t *testing.T) {
 	now := time.Unix(1000, 0)
 	g.now = func() time.Time { return now }
 	ctx := NewContext(context.Background(), g.Set().byID["a"])
-	require.NoError(t, g.Enqueue(ctx, &prw.Request{Series: []prw.Series{series("x", 5)}}))
+	require.NoError(t, g.Enqueue(ctx, prw.NewRequest(prw.ProtoV1, []prw.Series{series("x", 5)}, nil)))
 
 	next, err := NewSet(loadConfig(t, upstreams+"tenants:\n  tenants: [{id: a, limits: {samples_per_second: 1, burst: 5}}]\n"), g.Set())
 	require.NoError(t, err)
 	g.Apply(next)
 	ctx = NewContext(context.Background(), g.Set().byID["a"])
-	require.Error(t, g.Enqueue(ctx, &prw.Request{Series: []prw.Series{series("x", 1)}}), "a reload does not refill the bucket")
+	require.Error(t, g.Enqueue(ctx, prw.NewRequest(prw.ProtoV1, []prw.Series{series("x", 1)}, nil)), "a reload does not refill the bucket")
 
 	require.Equal(t, 2, testutil.CollectAndCount(m.Samples, "gateway_tenant_samples_total"), "the removed tenant's series are deleted; \"\" and a remain")
 }
 
-// decodedV1 returns wr as the receiver hands it on: decoded by the raw
-// scan, its series not materialized.
+// seriesLabels returns the labels of each series of req.
+func seriesLabels(t *testing.T, req *prw.Request) []labels.Labels {
+	t.Helper()
+	series, _, err := rwtest.Decode(req)
+	require.NoError(t, err)
+	var out []labels.Labels
+	for _, s := range series {
+		out = append(out, s.Labels)
+	}
+	return out
+}
+
+// decodedV1 returns wr as the receiver hands it on: scanned, in the form
+// as it came.
 func decodedV1(t *testing.T, wr *prompb.WriteRequest) *prw.Request {
 	t.Helper()
 	msg, err := wr.Marshal()
@@ -322,13 +334,12 @@ func decodedV1(t *testing.T, wr *prompb.WriteRequest) *prw.Request {
 	d, err := dec.Decode(msg)
 	require.NoError(t, err)
 	t.Cleanup(func() { dec.Release(d) })
-	require.True(t, d.Req.Lazy(), "the scan accepted it")
+	require.True(t, d.Req.Raw.AsSent, "the scan accepted it")
 	return &d.Req
 }
 
-// A tenant with label limits and extra labels keeps the fast path: the
-// limits are checked and the labels set on the request as it came, and
-// what is passed on is what the decoded request would be.
+// A tenant's label limits and extra labels work on the request as it
+// came, in the form.
 func TestTenantKeepsFastPath(t *testing.T) {
 	cfg := loadConfig(t, upstreams+`
 limits: {max_labels_per_series: 11, max_label_name_length: 10, max_label_value_length: 40}
@@ -343,16 +354,13 @@ tenants:
 
 	req := decodedV1(t, rwtest.V1Request(3, 2))
 	require.NoError(t, g.Enqueue(ctx, req))
-	require.True(t, req.Lazy(), "limits and labels did not decode the request")
 	require.Nil(t, req.Raw.Compressed, "the client's body no longer holds the labels")
 	got := rec.reqs[len(rec.reqs)-1]
+	gotLabels := seriesLabels(t, &got)
+	require.Len(t, gotLabels, 3)
 	for i := range 3 {
 		want := labels.NewBuilder(rwtest.SeriesLabels(i)).Set("tenant", "a").Set("cluster", "forced").Labels()
-		require.Equal(t, want, got.SeriesLabels(i))
-	}
-	req.Materialize()
-	for i := range 3 {
-		require.Equal(t, got.SeriesLabels(i), req.Series[i].Labels, "materialized as it is forwarded")
+		require.Equal(t, want, gotLabels[i])
 	}
 
 	// Every limit, on the request as it came.
@@ -371,7 +379,6 @@ tenants:
 		require.True(t, ok, "%s: %v", tc.limits, err)
 		require.Equal(t, 400, le.StatusCode())
 		require.Contains(t, le.Error(), "node_cpu_seconds_total")
-		require.True(t, req.Lazy())
 		require.Empty(t, rec.reqs)
 		require.Equal(t, 1.0, testutil.ToFloat64(m.Rejected.WithLabelValues("", tc.reason)), tc.limits)
 	}

@@ -109,7 +109,7 @@ func TestSynthesizedV2(t *testing.T) {
 			want := 2*n + 1 + 1 // samples, the histogram, the exemplar
 			for _, u := range []*fakeUpstream{fast, general} {
 				require.Eventually(t, func() bool {
-					s, h, e := (&prw.Request{Series: u.series()}).Counts()
+					s, h, e := pointCounts(u.series())
 					return s+h+e >= want
 				}, waitFor, time.Millisecond)
 			}
@@ -131,25 +131,22 @@ func TestSynthesizedV2(t *testing.T) {
 	}
 }
 
-// The synthesized form of a request is the 1.0 message of its series, with
-// the shard hash of their labels.
-func TestSynthesizeSpans(t *testing.T) {
-	req := &prw.Request{Proto: prw.ProtoV2}
+// A request of series written in the form is the 1.0 message of its
+// series, with the shard hash of their labels.
+func TestNewRequestSpans(t *testing.T) {
+	var series []prw.Series
 	odd := []prw.Sample{
 		{Value: 0, Timestamp: 0}, {Value: math.Copysign(0, -1), Timestamp: -5},
 		{Value: math.Float64frombits(value.StaleNaN), Timestamp: math.MaxInt64},
 		{Value: -1e300, Timestamp: 1}, {Value: 1, Timestamp: 1 << 40},
 	}
 	for i := range 5 {
-		req.Series = append(req.Series, prw.Series{
+		series = append(series, prw.Series{
 			Labels:  rwtest.SeriesLabels(i),
 			Samples: []prw.Sample{{Value: float64(i), Timestamp: 1000, StartTimestamp: 1}, odd[i]},
 		})
 	}
-	sy := synthesizers.Get().(*synthesizer)
-	defer synthesizers.Put(sy)
-	raw := sy.synthesize(req)
-	require.NotNil(t, raw)
+	raw := prw.NewRequest(prw.ProtoV2, series, nil).Raw
 	require.Len(t, raw.Series, 5)
 	require.Equal(t, 10, raw.Samples)
 	for i, rs := range raw.Series {
@@ -162,19 +159,14 @@ func TestSynthesizeSpans(t *testing.T) {
 		require.Equal(t, want, hash)
 		require.Equal(t, uint32(2), scanned.Samples)
 		require.True(t, rs.Ext, "start timestamps are extensions")
-		requireV1Series(t, &req.Series[i], rs.Bytes(raw.Msg))
+		requireV1Series(t, &series[i], rs.Bytes(raw.Msg))
 	}
-	// Reused: a second request starts from scratch.
-	req.Series = req.Series[:2]
-	raw = sy.synthesize(req)
-	require.Len(t, raw.Series, 2)
-	require.Equal(t, 4, raw.Samples)
 }
 
 // Float series of random label sets and values (any bit pattern, any
-// timestamp) are synthesized byte for byte as the generated code marshals
+// timestamp) are written in the form byte for byte as the generated code marshals
 // them, and hash as their labels.
-func TestSynthesizeRandomFloatSeries(t *testing.T) {
+func TestNewRequestRandomFloatSeries(t *testing.T) {
 	rnd := rand.New(rand.NewPCG(3, 4))
 	str := func(n int) string {
 		b := make([]byte, n)
@@ -183,10 +175,8 @@ func TestSynthesizeRandomFloatSeries(t *testing.T) {
 		}
 		return string(b)
 	}
-	sy := synthesizers.Get().(*synthesizer)
-	defer synthesizers.Put(sy)
 	for range 300 {
-		req := &prw.Request{Proto: prw.ProtoV2}
+		var series []prw.Series
 		for range 1 + rnd.IntN(20) {
 			sb := labels.NewScratchBuilder(0)
 			sb.Add(labels.MetricName, str(1+rnd.IntN(200)))
@@ -204,13 +194,12 @@ func TestSynthesizeRandomFloatSeries(t *testing.T) {
 				// Timestamps of every sign and size, 0 and -1 included.
 				s.Samples = append(s.Samples, prw.Sample{Value: v, Timestamp: int64(rnd.Uint64()) >> rnd.IntN(64)})
 			}
-			req.Series = append(req.Series, s)
+			series = append(series, s)
 		}
-		raw := sy.synthesize(req)
-		require.NotNil(t, raw)
-		require.Len(t, raw.Series, len(req.Series))
+		raw := prw.NewRequest(prw.ProtoV2, series, nil).Raw
+		require.Len(t, raw.Series, len(series))
 		for i, rs := range raw.Series {
-			s := &req.Series[i]
+			s := &series[i]
 			requireV1Series(t, s, rs.Bytes(raw.Msg))
 			h, _ := prw.HashLabels(s.Labels, nil)
 			require.Equal(t, h, rs.Hash)
