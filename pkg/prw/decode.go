@@ -33,6 +33,11 @@ type Decoded struct {
 	// Scratch of the decoders, reused from request to request.
 	scratch, ex, exs []byte
 	pairs            []labelPair
+	order            [][2]uint32
+	names            []uint32 // see sameNames
+	nameAt           int
+	metaBytes        []byte // a series' metadata message, read into meta
+	meta             metadataV2
 	refs, xrefs      []uint32
 	syms             [][]byte
 	symOK            []bool

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"unicode/utf8"
 
+	"github.com/prometheus/prometheus/model/labels"
 	"google.golang.org/protobuf/encoding/protowire"
 )
 
@@ -31,6 +32,7 @@ func decodeV2(d *Decoded, msg []byte) error {
 		}
 	}
 	d.syms, d.symOK, d.series = syms, symOK, series
+	d.names, d.metaBytes = d.names[:0], nil // of this request's symbols
 	b := d.form[:0]
 	for i, ts := range series {
 		var err error
@@ -49,7 +51,6 @@ type metadataV2 struct{ typ, help, unit uint64 }
 // labels resolved and sorted, or counts it refused.
 func (d *Decoded) seriesV2(b []byte, idx int, ts []byte) ([]byte, error) {
 	refs := d.refs[:0]
-	d.pairs = d.pairs[:0] // the labels of a series refused, once they are read
 	for i := range d.points {
 		d.points[i] = d.points[i][:0]
 	}
@@ -66,8 +67,18 @@ func (d *Decoded) seriesV2(b []byte, idx int, ts []byte) ([]byte, error) {
 		case f.num >= 2 && f.num <= 4 && f.typ == protowire.BytesType:
 			d.points[f.num-2] = append(d.points[f.num-2], f.v)
 		case f.num == 5 && f.typ == protowire.BytesType:
+			// A sender's series of one metric share their metadata's
+			// bytes: those read from none before are read once.
+			if md == (metadataV2{}) && d.metaBytes != nil && bytes.Equal(f.v, d.metaBytes) {
+				md = d.meta
+				break
+			}
+			fresh := md == (metadataV2{})
 			if err := readMetadataV2(f.v, &md); err != nil {
 				return b, err
+			}
+			if fresh {
+				d.metaBytes, d.meta = f.v, md
 			}
 		case f.num >= 2 && f.num <= 5:
 			return b, fmt.Errorf("wrong wire type %d for field %d", f.typ, f.num)
@@ -77,29 +88,26 @@ func (d *Decoded) seriesV2(b []byte, idx int, ts []byte) ([]byte, error) {
 	samples, histograms, exemplars := d.points[0], d.points[1], d.points[2]
 	nsyms := len(d.syms)
 	refuse := func(reason InvalidReason, detail string) ([]byte, error) {
-		d.Invalid.add(reason, idx, len(ts), pairsLabels(d.pairs), detail)
+		var ls labels.Labels
+		if refsValid(refs, nsyms) {
+			ls = d.refsLabels(refs)
+		}
+		d.Invalid.add(reason, idx, len(ts), ls, detail)
 		return b, nil
 	}
 	if !refsValid(refs, nsyms) {
 		return refuse(invalidLabelRefs, fmt.Sprintf("%d label refs, odd or outside the %d symbols", len(refs), nsyms))
 	}
-	pairs := d.pairs[:0]
-	for j := 0; j < len(refs); j += 2 {
-		pairs = append(pairs, labelPair{name: d.syms[refs[j]], value: d.syms[refs[j+1]]})
-	}
-	if !slices.IsSortedFunc(pairs, comparePairs) {
-		slices.SortStableFunc(pairs, comparePairs)
-		d.Sorted = true
-	}
-	d.pairs = pairs
 	for j, r := range refs {
 		if !d.symOK[r] {
 			what := [2]string{"label name ", "label value "}[j%2]
 			return refuse(invalidUTF8, what+strconv.Quote(string(d.syms[r]))+" is not valid UTF-8")
 		}
 	}
-	if reason, detail, ok := validatePairs(pairs, false); !ok {
-		return refuse(reason, detail)
+	if !d.sameNames(refs) {
+		if reason, detail, ok := d.checkNames(refs); !ok {
+			return refuse(reason, detail)
+		}
 	}
 	if md.help >= uint64(nsyms) || md.unit >= uint64(nsyms) {
 		return refuse(invalidMetadataRefs, fmt.Sprintf("metadata help ref %d or unit ref %d outside the %d symbols", md.help, md.unit, nsyms))
@@ -137,10 +145,10 @@ func (d *Decoded) seriesV2(b []byte, idx int, ts []byte) ([]byte, error) {
 
 	// The series in the form.
 	body := d.scratch[:0]
-	for _, p := range pairs {
-		body = appendLabelEntry(body, p.name, p.value)
+	for j := 0; j < len(refs); j += 2 {
+		body = appendLabelEntry(body, d.syms[refs[j]], d.syms[refs[j+1]])
 	}
-	rs.Hash = hashCanonical(body)
+	rs.labels = uint32(len(body)) // hashed when a request is cut (ShardHash)
 	for _, smp := range samples {
 		start, err := checkSampleV2(smp)
 		if err != nil {
@@ -165,6 +173,67 @@ func (d *Decoded) seriesV2(b []byte, idx int, ts []byte) ([]byte, error) {
 
 func comparePairs(a, b labelPair) int { return bytes.Compare(a.name, b.name) }
 
+// sameNames reports whether refs name the labels of the last series
+// checkNames passed, in its order: a sender's series of one metric do. Its
+// names are then sorted, distinct and not empty, and validatePairs would
+// pass refs too if __name__'s value is not empty.
+func (d *Decoded) sameNames(refs []uint32) bool {
+	if len(d.names) == 0 || len(refs) != 2*len(d.names) || len(d.syms[refs[2*d.nameAt+1]]) == 0 {
+		return false
+	}
+	for j, r := range d.names {
+		if refs[2*j] != r {
+			return false
+		}
+	}
+	return true
+}
+
+// checkNames sorts the label references refs by name if they are not
+// (noting it in Sorted), and validates the labels, as validatePairs does.
+// It remembers the names of valid ones for sameNames.
+func (d *Decoded) checkNames(refs []uint32) (InvalidReason, string, bool) {
+	pairs := d.pairs[:0]
+	for j := 0; j < len(refs); j += 2 {
+		pairs = append(pairs, labelPair{name: d.syms[refs[j]], value: d.syms[refs[j+1]]})
+	}
+	if !slices.IsSortedFunc(pairs, comparePairs) {
+		order := d.order[:0]
+		for j := 0; j < len(refs); j += 2 {
+			order = append(order, [2]uint32{refs[j], refs[j+1]})
+		}
+		slices.SortStableFunc(order, func(a, b [2]uint32) int { return bytes.Compare(d.syms[a[0]], d.syms[b[0]]) })
+		for j, p := range order {
+			refs[2*j], refs[2*j+1] = p[0], p[1]
+			pairs[j] = labelPair{name: d.syms[p[0]], value: d.syms[p[1]]}
+		}
+		d.order = order
+		d.Sorted = true
+	}
+	d.pairs = pairs
+	reason, detail, ok := validatePairs(pairs, false)
+	d.names = d.names[:0]
+	if ok {
+		for j, p := range pairs {
+			d.names = append(d.names, refs[2*j])
+			if string(p.name) == labels.MetricName {
+				d.nameAt = j
+			}
+		}
+	}
+	return reason, detail, ok
+}
+
+// refsLabels returns the labels refs name, sorted, for messages.
+func (d *Decoded) refsLabels(refs []uint32) labels.Labels {
+	var sb labels.ScratchBuilder
+	for j := 0; j+1 < len(refs); j += 2 {
+		sb.Add(string(d.syms[refs[j]]), string(d.syms[refs[j+1]]))
+	}
+	sb.Sort()
+	return sb.Labels()
+}
+
 // readRefs appends the references of a labels_refs field, packed or not.
 func readRefs(refs []uint32, f field) ([]uint32, error) {
 	switch f.typ {
@@ -172,6 +241,10 @@ func readRefs(refs []uint32, f field) ([]uint32, error) {
 		return append(refs, uint32(f.u)), nil
 	case protowire.BytesType:
 		for p := f.v; len(p) > 0; {
+			if p[0] < 0x80 { // most references are under 128
+				refs, p = append(refs, uint32(p[0])), p[1:]
+				continue
+			}
 			v, n := protowire.ConsumeVarint(p)
 			if n < 0 {
 				return refs, fmt.Errorf("labels_refs: %w", protowire.ParseError(n))

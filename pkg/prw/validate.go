@@ -108,16 +108,6 @@ func validatePairs(pairs []labelPair, checkUTF8 bool) (reason InvalidReason, det
 	return 0, "", true
 }
 
-// pairsLabels returns pairs as sorted labels, for messages.
-func pairsLabels(pairs []labelPair) labels.Labels {
-	var sb labels.ScratchBuilder
-	for _, p := range pairs {
-		sb.Add(string(p.name), string(p.value))
-	}
-	sb.Sort()
-	return sb.Labels()
-}
-
 // refsValid reports whether refs are pairs of indexes into n symbols.
 func refsValid(refs []uint32, n int) bool {
 	if len(refs)%2 != 0 {
