@@ -34,9 +34,8 @@ type Decoded struct {
 	scratch, ex, exs []byte
 	pairs            []labelPair
 	order            [][2]uint32
-	names            []uint32 // see sameNames
-	nameAt           int
-	metaBytes        []byte // a series' metadata message, read into meta
+	knownNames       [32]knownNames // see sameNames
+	metaBytes        []byte         // a series' metadata message, read into meta
 	meta             metadataV2
 	refs, xrefs      []uint32
 	syms             [][]byte

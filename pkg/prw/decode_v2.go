@@ -32,7 +32,10 @@ func decodeV2(d *Decoded, msg []byte) error {
 		}
 	}
 	d.syms, d.symOK, d.series = syms, symOK, series
-	d.names, d.metaBytes = d.names[:0], nil // of this request's symbols
+	for i := range d.knownNames { // of the last request's symbols
+		d.knownNames[i].names = d.knownNames[i].names[:0]
+	}
+	d.metaBytes = nil
 	b := d.form[:0]
 	for i, ts := range series {
 		var err error
@@ -173,15 +176,33 @@ func (d *Decoded) seriesV2(b []byte, idx int, ts []byte) ([]byte, error) {
 
 func comparePairs(a, b labelPair) int { return bytes.Compare(a.name, b.name) }
 
-// sameNames reports whether refs name the labels of the last series
-// checkNames passed, in its order: a sender's series of one metric do. Its
-// names are then sorted, distinct and not empty, and validatePairs would
-// pass refs too if __name__'s value is not empty.
+// knownNames is a label name sequence that checkNames passed, and the
+// index of __name__ in it.
+type knownNames struct {
+	names  []uint32
+	nameAt int
+}
+
+// known returns the slot of d.known for the label names of refs: a
+// sender's series of one metric share them, in order, and a request holds
+// a few such runs, interleaved.
+func (d *Decoded) known(refs []uint32) *knownNames {
+	h := uint32(len(refs))
+	for j := 0; j < len(refs); j += 2 {
+		h = h*31 + refs[j]
+	}
+	return &d.knownNames[h%uint32(len(d.knownNames))]
+}
+
+// sameNames reports whether refs name the labels of a series checkNames
+// passed, in its order. They are then sorted, distinct and not empty, and
+// validatePairs would pass refs too if __name__'s value is not empty.
 func (d *Decoded) sameNames(refs []uint32) bool {
-	if len(d.names) == 0 || len(refs) != 2*len(d.names) || len(d.syms[refs[2*d.nameAt+1]]) == 0 {
+	k := d.known(refs)
+	if len(k.names) == 0 || len(refs) != 2*len(k.names) || len(d.syms[refs[2*k.nameAt+1]]) == 0 {
 		return false
 	}
-	for j, r := range d.names {
+	for j, r := range k.names {
 		if refs[2*j] != r {
 			return false
 		}
@@ -193,32 +214,30 @@ func (d *Decoded) sameNames(refs []uint32) bool {
 // (noting it in Sorted), and validates the labels, as validatePairs does.
 // It remembers the names of valid ones for sameNames.
 func (d *Decoded) checkNames(refs []uint32) (InvalidReason, string, bool) {
-	pairs := d.pairs[:0]
+	byName := func(a, b [2]uint32) int { return bytes.Compare(d.syms[a[0]], d.syms[b[0]]) }
+	order := d.order[:0]
 	for j := 0; j < len(refs); j += 2 {
-		pairs = append(pairs, labelPair{name: d.syms[refs[j]], value: d.syms[refs[j+1]]})
+		order = append(order, [2]uint32{refs[j], refs[j+1]})
 	}
-	if !slices.IsSortedFunc(pairs, comparePairs) {
-		order := d.order[:0]
-		for j := 0; j < len(refs); j += 2 {
-			order = append(order, [2]uint32{refs[j], refs[j+1]})
-		}
-		slices.SortStableFunc(order, func(a, b [2]uint32) int { return bytes.Compare(d.syms[a[0]], d.syms[b[0]]) })
-		for j, p := range order {
-			refs[2*j], refs[2*j+1] = p[0], p[1]
-			pairs[j] = labelPair{name: d.syms[p[0]], value: d.syms[p[1]]}
-		}
-		d.order = order
+	if !slices.IsSortedFunc(order, byName) {
+		slices.SortStableFunc(order, byName)
 		d.Sorted = true
 	}
-	d.pairs = pairs
+	pairs, nameAt := d.pairs[:0], 0
+	for j, p := range order {
+		refs[2*j], refs[2*j+1] = p[0], p[1]
+		pairs = append(pairs, labelPair{name: d.syms[p[0]], value: d.syms[p[1]]})
+		if string(d.syms[p[0]]) == labels.MetricName {
+			nameAt = j
+		}
+	}
+	d.order, d.pairs = order, pairs
 	reason, detail, ok := validatePairs(pairs, false)
-	d.names = d.names[:0]
 	if ok {
-		for j, p := range pairs {
-			d.names = append(d.names, refs[2*j])
-			if string(p.name) == labels.MetricName {
-				d.nameAt = j
-			}
+		k := d.known(refs)
+		k.names, k.nameAt = k.names[:0], nameAt
+		for j := 0; j < len(refs); j += 2 {
+			k.names = append(k.names, refs[j])
 		}
 	}
 	return reason, detail, ok
