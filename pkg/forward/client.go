@@ -154,7 +154,7 @@ func (f *forwarder) post(ctx context.Context, data []byte, proto prw.Protocol, t
 
 	start := time.Now()
 	resp, err := f.client.Do(req)
-	f.m.sendDuration.Observe(time.Since(start).Seconds())
+	f.m.SendDuration.Observe(time.Since(start).Seconds())
 	if err != nil {
 		f.metrics.Requests.WithLabelValues(f.name, statusLabelNetworkFailed).Inc()
 		return attemptResult{outcome: outcomeRetry, err: fmt.Errorf("send: %w", err)}

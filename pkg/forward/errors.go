@@ -51,7 +51,7 @@ var (
 
 // full counts a request refused for a full queue, and returns its error.
 func (f *forwarder) full() error {
-	f.m.queueFull.Inc()
+	f.m.QueueFull.Inc()
 	f.refused.Store(true)
 	e := ErrQueueFull.withMsg(fmt.Sprintf("upstream %q: %s", f.name, ErrQueueFull.msg))
 	// The client waits as long as a retry does now, at least a second.

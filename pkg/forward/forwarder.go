@@ -31,7 +31,7 @@ type forwarder struct {
 	url       string
 	userAgent string
 	metrics   *registry.ForwardMetrics
-	m         upstreamMetrics
+	m         registry.UpstreamMetrics
 	shards    []*shard
 	layout    *layout
 	mem       *budget
@@ -90,16 +90,6 @@ type forwarder struct {
 	stopOnce sync.Once
 }
 
-// upstreamMetrics are the upstream's children of the shared vectors.
-type upstreamMetrics struct {
-	sentSamples, sentHistograms, sentExemplars, sentMetadata prometheus.Counter
-	sentBatches, sentBytes, failed, retried, queueFull       prometheus.Counter
-	queueLength, lastSuccess, learnedN, learnedB, pendingG   prometheus.Gauge
-	shards, desiredShards, queueCapacity                     prometheus.Gauge
-	sendDuration                                             prometheus.Observer
-	dropped                                                  map[string]prometheus.Counter
-}
-
 // newForwarder builds the forwarder of u, in disk mode with dq set: Enqueue
 // appends records to dq, and a reader feeds the shards from it.
 func newForwarder(logger *slog.Logger, metrics *registry.ForwardMetrics, u *config.UpstreamConfig, userAgent string, probeInterval time.Duration, ready <-chan struct{}, dq diskQueue, qm *queue.Metrics) (*forwarder, error) {
@@ -125,38 +115,13 @@ func newForwarder(logger *slog.Logger, metrics *registry.ForwardMetrics, u *conf
 		ctx:           ctx,
 		cancel:        cancel,
 	}
-	metrics.InitUpstream(u.Name)
-	n := u.Name
-	f.m = upstreamMetrics{
-		sentSamples:    metrics.SentSamples.WithLabelValues(n),
-		sentHistograms: metrics.SentHistograms.WithLabelValues(n),
-		sentExemplars:  metrics.SentExemplars.WithLabelValues(n),
-		sentMetadata:   metrics.SentMetadata.WithLabelValues(n),
-		sentBatches:    metrics.SentBatches.WithLabelValues(n),
-		sentBytes:      metrics.SentBytes.WithLabelValues(n),
-		failed:         metrics.FailedSamples.WithLabelValues(n),
-		retried:        metrics.RetriedSamples.WithLabelValues(n),
-		queueFull:      metrics.QueueFull.WithLabelValues(n),
-		queueLength:    metrics.QueueLength.WithLabelValues(n),
-		learnedN:       metrics.LearnedMaxSamples.WithLabelValues(n),
-		pendingG:       metrics.PendingSamples.WithLabelValues(n),
-		learnedB:       metrics.LearnedMaxBytes.WithLabelValues(n),
-		lastSuccess:    metrics.LastSendSuccess.WithLabelValues(n),
-		sendDuration:   metrics.SendDuration.WithLabelValues(n),
-		shards:         metrics.Shards.WithLabelValues(n),
-		desiredShards:  metrics.ShardsDesired.WithLabelValues(n),
-		queueCapacity:  metrics.QueueCapacity.WithLabelValues(n),
-		dropped:        map[string]prometheus.Counter{},
-	}
-	for _, r := range registry.DropReasons {
-		f.m.dropped[r] = metrics.DroppedSamples.WithLabelValues(n, r)
-	}
+	f.m = metrics.Upstream(u.Name)
 	active := min(max(q.MinShards, 1), q.MaxShards)
 	f.layout = newLayout(active)
-	f.mem = newBudget(q.MaxMemoryBytes, metrics.QueueMemory.WithLabelValues(n))
-	f.m.shards.Set(float64(active))
-	f.m.desiredShards.Set(float64(active))
-	f.m.queueCapacity.Set(float64(active * q.Capacity))
+	f.mem = newBudget(q.MaxMemoryBytes, f.m.QueueMemory)
+	f.m.Shards.Set(float64(active))
+	f.m.DesiredShards.Set(float64(active))
+	f.m.QueueCapacity.Set(float64(active * q.Capacity))
 	f.shards = make([]*shard, q.MaxShards)
 	for i := range f.shards {
 		f.shards[i] = &shard{f: f, points: newBudget(int64(q.Capacity), nil), notify: make(chan struct{}, 1)}
@@ -166,8 +131,8 @@ func newForwarder(logger *slog.Logger, metrics *registry.ForwardMetrics, u *conf
 		f.acker = &acker{f: f}
 		f.handoff = &handoff{}
 		f.readCtx, f.readCancel = context.WithCancel(context.Background())
-		f.lag = metrics.QueueLag.WithLabelValues(n)
-		f.undecodable = qm.CorruptBytes.WithLabelValues(n, corruptUndecodable)
+		f.lag = metrics.QueueLag.WithLabelValues(u.Name)
+		f.undecodable = qm.CorruptBytes.WithLabelValues(u.Name, corruptUndecodable)
 	}
 	return f, nil
 }
@@ -254,8 +219,8 @@ func (f *forwarder) accepted(items []item) {
 	}
 	for cur := f.learnedB.Load(); int64(b) > cur && !f.learnedB.CompareAndSwap(cur, int64(b)); cur = f.learnedB.Load() {
 	}
-	f.m.learnedN.Set(float64(f.learnedN.Load()))
-	f.m.learnedB.Set(float64(f.learnedB.Load()))
+	f.m.LearnedN.Set(float64(f.learnedN.Load()))
+	f.m.LearnedB.Set(float64(f.learnedB.Load()))
 	if first {
 		f.logger.Warn("upstream refused a batch as too large: cutting batches to the largest it accepted", "max_samples", n, "max_bytes", b)
 	}
@@ -263,7 +228,7 @@ func (f *forwarder) accepted(items []item) {
 
 func (f *forwarder) drop(reason string, n int) {
 	if n > 0 {
-		f.m.dropped[reason].Add(float64(n))
+		f.m.Dropped[reason].Add(float64(n))
 		f.settled(n)
 	}
 }
@@ -284,7 +249,7 @@ func (f *forwarder) handed(tenant string, samples, histograms, exemplars int) {
 	hc.samples.Add(float64(samples))
 	hc.histograms.Add(float64(histograms))
 	hc.exemplars.Add(float64(exemplars))
-	f.m.pendingG.Set(float64(f.pending.Add(int64(samples + histograms + exemplars))))
+	f.m.Pending.Set(float64(f.pending.Add(int64(samples + histograms + exemplars))))
 	f.rates.in.add(int64(samples + histograms + exemplars))
 }
 
@@ -293,7 +258,7 @@ type handedCounters struct{ samples, histograms, exemplars prometheus.Counter }
 
 // settled takes n points that were sent or dropped off what is pending.
 func (f *forwarder) settled(n int) {
-	f.m.pendingG.Set(float64(f.pending.Add(-int64(n))))
+	f.m.Pending.Set(float64(f.pending.Add(-int64(n))))
 	f.rates.out.add(int64(n))
 }
 

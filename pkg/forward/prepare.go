@@ -5,7 +5,6 @@ import (
 
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/relabel"
-	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/rwgateway/gateway/pkg/prw"
 	"github.com/rwgateway/gateway/pkg/registry"
@@ -157,30 +156,23 @@ func (f *forwarder) transform(r *request, in *prw.RawV1, v2 bool, p *prepared) *
 			res.Msg, cur.Span, _ = prw.WithMetadata(res.Msg, ts, md)
 			cur.Ext = true
 		} else {
-			res.Msg, cur.Span = appendSpan(res.Msg, 1, ts)
+			res.Msg, cur.Span = prw.AppendField(res.Msg, 1, ts)
 		}
 		res.Append(cur)
 	}
-	copyMetadata(res, out)
+	res.CopyMetadata(out)
 	return res
-}
-
-// appendSpan appends msg to b as field num of a WriteRequest (1 a series,
-// 3 metadata) and returns its span in b.
-func appendSpan(b []byte, num protowire.Number, msg []byte) ([]byte, prw.Span) {
-	b = protowire.AppendTag(b, num, protowire.BytesType)
-	b = protowire.AppendVarint(b, uint64(len(msg)))
-	sp := prw.Span{Off: uint32(len(b)), Len: uint32(len(msg))}
-	return append(b, msg...), sp
 }
 
 // groupByShard orders items by shard (their shard modulo nShards), stably,
 // so that per-series order holds, and returns each shard's range of them.
 func groupByShard(items []item, nShards int) (sorted []item, ranges []shardRange, total int) {
 	// pos[sh] is where shard sh's items start in sorted, then end.
-	pos := make([]int, nShards+1)
+	pos, counts := make([]int, nShards+1), make([]int, nShards)
 	for i := range items {
-		pos[items[i].shard%nShards+1]++
+		sh := items[i].shard % nShards
+		pos[sh+1]++
+		counts[sh] += items[i].count()
 	}
 	for sh := range nShards {
 		pos[sh+1] += pos[sh]
@@ -194,12 +186,8 @@ func groupByShard(items []item, nShards int) (sorted []item, ranges []shardRange
 	lo := 0
 	for sh, hi := range pos[:nShards] {
 		if lo < hi {
-			c := 0
-			for j := lo; j < hi; j++ {
-				c += sorted[j].count()
-			}
-			ranges = append(ranges, shardRange{shard: sh, lo: lo, hi: hi, count: c})
-			total += c
+			ranges = append(ranges, shardRange{shard: sh, lo: lo, hi: hi, count: counts[sh]})
+			total += counts[sh]
 		}
 		lo = hi
 	}
@@ -254,7 +242,7 @@ func (p *prepared) commit() {
 	if f.dq != nil {
 		return
 	}
-	f.m.queueLength.Add(float64(p.total))
+	f.m.QueueLength.Add(float64(p.total))
 	for _, r := range p.ranges {
 		f.shards[r.shard%p.active].appendItems(p.items[r.lo:r.hi], r.count, p.epoch)
 	}

@@ -30,7 +30,7 @@ func (f *forwarder) readLoop() {
 	// What the previous configuration's forwarder read and did not get
 	// acknowledged is read again.
 	if f.prev != nil {
-		f.m.pendingG.Set(float64(f.pending.Add(f.prev.pending.Swap(0))))
+		f.m.Pending.Set(float64(f.pending.Add(f.prev.pending.Swap(0))))
 		f.prev = nil
 	}
 	if err := f.dq.Rewind(); err != nil {
@@ -101,7 +101,7 @@ func (f *forwarder) readLoop() {
 				return
 			}
 			total -= r.count
-			f.m.queueLength.Add(float64(r.count))
+			f.m.QueueLength.Add(float64(r.count))
 			s.appendItems(sorted[r.lo:r.hi], r.count, epoch)
 		}
 	}

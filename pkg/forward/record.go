@@ -251,13 +251,7 @@ func (d *recordDecoder) decodeBody(p prw.Protocol, msg, compressed []byte) ([]it
 			return []item{it}, 0, nil
 		}
 	}
-	return d.items(dd.Req.Raw), dd.Invalid.Bytes, nil
-}
-
-// items returns the items of a request in the form: its chunks, which own
-// their memory, and its 1.0 family metadata.
-func (d *recordDecoder) items(raw *prw.RawV1) []item {
-	return rawItems(raw, d.shards, d.maxN, d.maxB, true)
+	return rawItems(dd.Req.Raw, d.shards, d.maxN, d.maxB, true), dd.Invalid.Bytes, nil
 }
 
 // salvage decodes a body that is not a valid message one message at a

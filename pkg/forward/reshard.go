@@ -221,7 +221,7 @@ func (f *forwarder) updateShards(interval time.Duration) {
 	if n < cur && time.Since(time.Unix(0, f.backlogAt.Load())) < backlogHold {
 		n = cur // not fewer shards soon after they fell behind
 	}
-	f.m.desiredShards.Set(float64(n))
+	f.m.DesiredShards.Set(float64(n))
 	if n != cur {
 		f.setShards(cur, n)
 	}
@@ -237,6 +237,6 @@ func (f *forwarder) setShards(cur, n int) {
 	for _, s := range f.shards {
 		s.wake() // what the previous epoch left is sent now (see shard.state)
 	}
-	f.m.shards.Set(float64(n))
-	f.m.queueCapacity.Set(float64(n * f.cfg.QueueConfig.Capacity))
+	f.m.Shards.Set(float64(n))
+	f.m.QueueCapacity.Set(float64(n * f.cfg.QueueConfig.Capacity))
 }

@@ -102,7 +102,7 @@ func TestUpdateShardsFollowsRates(t *testing.T) {
 	require.Equal(t, 1, f.layout.shards())
 	feed(100_000, 3500*time.Millisecond) // 3.5 senders busy
 	require.Equal(t, 4, f.layout.shards())
-	require.Equal(t, 4.0, testutil.ToFloat64(f.m.shards))
+	require.Equal(t, 4.0, testutil.ToFloat64(f.m.Shards))
 	// The previous epoch has nothing outstanding: the next update may
 	// reshard again. The rates are averages, so it takes a few intervals
 	// to come down to one shard.

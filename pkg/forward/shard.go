@@ -225,7 +225,7 @@ func (s *shard) sendNext(ctx context.Context) {
 	s.f.mem.give(bytes)
 	s.points.give(n)
 	s.f.layout.release(epoch, n)
-	s.f.m.queueLength.Sub(float64(n))
+	s.f.m.QueueLength.Sub(float64(n))
 }
 
 // send delivers one batch: it retries with backoff until success or ctx is
@@ -271,13 +271,13 @@ func (s *shard) send(ctx context.Context, items []item) bool {
 		switch res.outcome {
 		case outcomeOK:
 			f.settled(st.points())
-			f.m.sentSamples.Add(float64(st.samples))
-			f.m.sentHistograms.Add(float64(st.histograms))
-			f.m.sentExemplars.Add(float64(st.exemplars))
-			f.m.sentMetadata.Add(float64(st.metadata))
-			f.m.sentBatches.Inc()
-			f.m.sentBytes.Add(float64(len(data)))
-			f.m.lastSuccess.SetToCurrentTime()
+			f.m.SentSamples.Add(float64(st.samples))
+			f.m.SentHistograms.Add(float64(st.histograms))
+			f.m.SentExemplars.Add(float64(st.exemplars))
+			f.m.SentMetadata.Add(float64(st.metadata))
+			f.m.SentBatches.Inc()
+			f.m.SentBytes.Add(float64(len(data)))
+			f.m.LastSuccess.SetToCurrentTime()
 			f.lastSend.Store(time.Now().UnixNano())
 			f.backoffHint.Store(0)
 			if proto == prw.ProtoV2 && st.points() > 0 && f.fellBack.Swap(0) != 0 {
@@ -287,7 +287,7 @@ func (s *shard) send(ctx context.Context, items []item) bool {
 			return true
 
 		case outcomeFallback:
-			f.m.failed.Add(float64(st.points()))
+			f.m.Failed.Add(float64(st.points()))
 			f.fallBack(res.err)
 			proto, resentV1, data = prw.ProtoV1, true, nil
 
@@ -320,7 +320,7 @@ func (s *shard) send(ctx context.Context, items []item) bool {
 			if ctx.Err() != nil {
 				continue // abandoned above, not failed
 			}
-			f.m.failed.Add(float64(st.points()))
+			f.m.Failed.Add(float64(st.points()))
 			if f.retryLog.allow() {
 				f.logger.Warn("send batch, retrying", "err", res.err, "retry", retry+1)
 			}
@@ -340,7 +340,7 @@ func (s *shard) send(ctx context.Context, items []item) bool {
 			if len(kept) != len(items) || countPoints(kept) != countPoints(items) {
 				items, data = kept, nil
 			}
-			f.m.retried.Add(float64(countPoints(items)))
+			f.m.Retried.Add(float64(countPoints(items)))
 		}
 	}
 }

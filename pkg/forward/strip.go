@@ -49,7 +49,7 @@ func (sy *stripper) strip(raw *prw.RawV1) *prw.RawV1 {
 			sy.pending = append(sy.pending, pendingFamily{series: ts, md: md})
 		}
 	}
-	copyMetadata(out, raw)
+	out.CopyMetadata(raw)
 	rangeFamilies(raw, func(fm *prw.FamilyMetadata) { sy.families[fm.MetricFamilyName] = struct{}{} })
 	for _, p := range sy.pending {
 		name := prw.SeriesFamily(p.series, p.md)
@@ -59,15 +59,6 @@ func (sy *stripper) strip(raw *prw.RawV1) *prw.RawV1 {
 		}
 	}
 	return out
-}
-
-// copyMetadata appends the MetricMetadata fields of src to dst.
-func copyMetadata(dst, src *prw.RawV1) {
-	for _, sp := range src.Metadata {
-		var md prw.Span
-		dst.Msg, md = appendSpan(dst.Msg, 3, sp.Bytes(src.Msg))
-		dst.Metadata = append(dst.Metadata, md)
-	}
 }
 
 // fieldSpan returns the span of the message of the field b[start:].

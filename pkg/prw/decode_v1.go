@@ -45,7 +45,7 @@ func decodeV1(d *Decoded, msg []byte) error {
 		sp := Span{Off: uint32(off + len(f.whole) - len(f.v)), Len: uint32(len(f.v))}
 		off += len(f.whole)
 		if !asSent && (ok || f.num == 3) {
-			b, sp = appendField(b, f.num, f.v)
+			b, sp = AppendField(b, f.num, f.v)
 		}
 		switch {
 		case f.num == 3:

@@ -158,18 +158,18 @@ func (d *Decoded) seriesV2(b []byte, idx int, ts []byte) ([]byte, error) {
 			return b, err
 		}
 		rs.Ext = rs.Ext || start
-		body, _ = appendField(body, fieldSamples, smp)
+		body, _ = AppendField(body, fieldSamples, smp)
 	}
 	body = append(body, d.exs...)
 	for _, h := range histograms {
-		body, _ = appendField(body, fieldHistograms, h)
+		body, _ = AppendField(body, fieldHistograms, h)
 	}
 	if hasMeta {
 		body = appendMetadataField(body, int64(md.typ), d.syms[md.help], d.syms[md.unit])
 		rs.Ext = true
 	}
 	d.scratch = body
-	b, rs.Span = appendField(b, fieldLabels, body)
+	b, rs.Span = AppendField(b, fieldLabels, body)
 	d.raw.Append(rs)
 	return b, nil
 }
@@ -354,6 +354,6 @@ func (d *Decoded) appendExemplar(b, msg []byte, refs []uint32) []byte {
 		}
 	}
 	d.ex = ex
-	b, _ = appendField(b, fieldExemplars, ex)
+	b, _ = AppendField(b, fieldExemplars, ex)
 	return b
 }

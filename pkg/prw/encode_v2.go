@@ -67,7 +67,7 @@ func (e *V2Encoder) Add(ts []byte, withMeta bool) (metadata bool, err error) {
 		case fieldSamples: // 2.0 field 2 too
 			body = append(body, f.whole...)
 		case fieldHistograms: // 2.0 field 3
-			body, _ = appendField(body, 3, f.v)
+			body, _ = AppendField(body, 3, f.v)
 		case fieldExemplars: // 2.0 field 4
 			if body, err = e.appendExemplar(body, f.v); err != nil {
 				return false, err
@@ -88,7 +88,7 @@ func (e *V2Encoder) Add(ts []byte, withMeta bool) (metadata bool, err error) {
 		}
 	}
 	e.body = body
-	e.series, _ = appendField(e.series, 5, body)
+	e.series, _ = AppendField(e.series, 5, body)
 	return metadata, nil
 }
 

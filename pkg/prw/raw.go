@@ -76,6 +76,15 @@ func (r *RawV1) Append(rs RawSeries) {
 	r.Ext = r.Ext || rs.Ext
 }
 
+// CopyMetadata appends the MetricMetadata fields of src to r.
+func (r *RawV1) CopyMetadata(src *RawV1) {
+	for _, sp := range src.Metadata {
+		var md Span
+		r.Msg, md = AppendField(r.Msg, 3, sp.Bytes(src.Msg))
+		r.Metadata = append(r.Metadata, md)
+	}
+}
+
 // AppendFamily appends 1.0 family metadata to r as a MetricMetadata field
 // of its WriteRequest.
 func (r *RawV1) AppendFamily(name string, m Metadata) {
@@ -217,7 +226,7 @@ func Relabel(raw *RawV1, lb *labels.Builder, fn func(*labels.Builder) bool) (out
 		}
 		cur := rs
 		if labels.Equal(ls, next) {
-			b, cur.Span = appendField(b, fieldLabels, ts)
+			b, cur.Span = AppendField(b, fieldLabels, ts)
 		} else {
 			if b, cur, scratch, err = ReplaceLabels(b, ts, rs, next, scratch); err != nil {
 				return raw, 0, err
@@ -229,11 +238,7 @@ func Relabel(raw *RawV1, lb *labels.Builder, fn func(*labels.Builder) bool) (out
 	if !changed {
 		return raw, 0, nil
 	}
-	for _, sp := range raw.Metadata {
-		var md Span
-		b, md = appendField(b, 3, sp.Bytes(raw.Msg))
-		out.Metadata = append(out.Metadata, md)
-	}
 	out.Msg = b
+	out.CopyMetadata(raw)
 	return out, dropped, nil
 }

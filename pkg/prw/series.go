@@ -76,7 +76,7 @@ func AppendSeries(b []byte, s *Series, scratch []byte) ([]byte, RawSeries, []byt
 		rs.Ext = true
 	}
 	rs.Samples, rs.Exemplars, rs.Histograms = uint32(len(s.Samples)), uint32(len(s.Exemplars)), uint32(len(s.Histograms))
-	b, rs.Span = appendField(b, fieldLabels, body)
+	b, rs.Span = AppendField(b, fieldLabels, body)
 	return b, rs, body
 }
 
@@ -179,7 +179,7 @@ func metadataExt(ts []byte) (m []byte, ok bool, err error) {
 // unless it has its own, and returns b and the message's span in it.
 func WithMetadata(b, ts []byte, md Metadata) ([]byte, Span, error) {
 	if _, ok, err := metadataExt(ts); err != nil || ok {
-		b, sp := appendField(b, fieldLabels, ts)
+		b, sp := AppendField(b, fieldLabels, ts)
 		return b, sp, err
 	}
 	b, at := openField(b, fieldLabels)
@@ -207,7 +207,9 @@ func closeField(b []byte, at int) []byte {
 	return b
 }
 
-func appendField(b []byte, num protowire.Number, msg []byte) ([]byte, Span) {
+// AppendField appends msg to b as field num (of a WriteRequest: 1 a series,
+// 3 metadata) and returns its span in b.
+func AppendField(b []byte, num protowire.Number, msg []byte) ([]byte, Span) {
 	b = protowire.AppendTag(b, num, protowire.BytesType)
 	b = protowire.AppendVarint(b, uint64(len(msg)))
 	sp := Span{Off: uint32(len(b)), Len: uint32(len(msg))}
@@ -238,7 +240,7 @@ func AppendV1(b, ts, scratch []byte) (out, md, scratch2 []byte, err error) {
 			body = append(body, f.whole...)
 		}
 	}
-	b, _ = appendField(b, fieldLabels, body)
+	b, _ = AppendField(b, fieldLabels, body)
 	return b, md, body, nil
 }
 
@@ -316,7 +318,7 @@ func FilterPoints(b, ts []byte, rs RawSeries, keep func(kind int, t int64, i int
 		}
 		body = append(body, f.whole...)
 	}
-	b, out.Span = appendField(b, fieldLabels, body)
+	b, out.Span = AppendField(b, fieldLabels, body)
 	return b, out, i - out.Points(), body, nil
 }
 
@@ -415,6 +417,6 @@ func ReplaceLabels(b, ts []byte, rs RawSeries, ls labels.Labels, scratch []byte)
 			body = append(body, f.whole...)
 		}
 	}
-	b, rs.Span = appendField(b, fieldLabels, body)
+	b, rs.Span = AppendField(b, fieldLabels, body)
 	return b, rs, body, nil
 }

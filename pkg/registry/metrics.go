@@ -243,19 +243,45 @@ func NewForwardMetrics(reg prometheus.Registerer) *ForwardMetrics {
 	}
 }
 
-// InitUpstream creates the series of upstream so that they read 0 before
-// anything happens.
-func (m *ForwardMetrics) InitUpstream(upstream string) {
-	for _, v := range []*prometheus.CounterVec{m.SentSamples, m.SentHistograms, m.SentExemplars, m.SentMetadata, m.SentBatches, m.SentBytes, m.FailedSamples, m.RetriedSamples, m.QueueFull} {
-		v.WithLabelValues(upstream)
+// UpstreamMetrics are one upstream's children of the forward vectors.
+type UpstreamMetrics struct {
+	SentSamples, SentHistograms, SentExemplars, SentMetadata prometheus.Counter
+	SentBatches, SentBytes, Failed, Retried, QueueFull       prometheus.Counter
+	QueueLength, QueueCapacity, QueueMemory, Pending         prometheus.Gauge
+	Shards, DesiredShards, LastSuccess, LearnedN, LearnedB   prometheus.Gauge
+	SendDuration                                             prometheus.Observer
+	Dropped                                                  map[string]prometheus.Counter // by DropReasons
+}
+
+// Upstream returns the children of upstream, creating its series so that
+// they read 0 before anything happens.
+func (m *ForwardMetrics) Upstream(upstream string) UpstreamMetrics {
+	u := UpstreamMetrics{
+		SentSamples:    m.SentSamples.WithLabelValues(upstream),
+		SentHistograms: m.SentHistograms.WithLabelValues(upstream),
+		SentExemplars:  m.SentExemplars.WithLabelValues(upstream),
+		SentMetadata:   m.SentMetadata.WithLabelValues(upstream),
+		SentBatches:    m.SentBatches.WithLabelValues(upstream),
+		SentBytes:      m.SentBytes.WithLabelValues(upstream),
+		Failed:         m.FailedSamples.WithLabelValues(upstream),
+		Retried:        m.RetriedSamples.WithLabelValues(upstream),
+		QueueFull:      m.QueueFull.WithLabelValues(upstream),
+		QueueLength:    m.QueueLength.WithLabelValues(upstream),
+		QueueCapacity:  m.QueueCapacity.WithLabelValues(upstream),
+		QueueMemory:    m.QueueMemory.WithLabelValues(upstream),
+		Pending:        m.PendingSamples.WithLabelValues(upstream),
+		Shards:         m.Shards.WithLabelValues(upstream),
+		DesiredShards:  m.ShardsDesired.WithLabelValues(upstream),
+		LastSuccess:    m.LastSendSuccess.WithLabelValues(upstream),
+		LearnedN:       m.LearnedMaxSamples.WithLabelValues(upstream),
+		LearnedB:       m.LearnedMaxBytes.WithLabelValues(upstream),
+		SendDuration:   m.SendDuration.WithLabelValues(upstream),
+		Dropped:        map[string]prometheus.Counter{},
 	}
 	for _, r := range DropReasons {
-		m.DroppedSamples.WithLabelValues(upstream, r)
+		u.Dropped[r] = m.DroppedSamples.WithLabelValues(upstream, r)
 	}
-	for _, v := range []*prometheus.GaugeVec{m.QueueLength, m.QueueCapacity, m.QueueMemory, m.Shards, m.ShardsDesired, m.LastSendSuccess, m.LearnedMaxSamples, m.LearnedMaxBytes, m.PendingSamples} {
-		v.WithLabelValues(upstream)
-	}
-	m.SendDuration.WithLabelValues(upstream)
+	return u
 }
 
 // DeleteUpstream removes every series of upstream, for an upstream that a
