@@ -152,7 +152,7 @@ func TestFastPathDiskToV2(t *testing.T) {
 func TestHashLabelsMatchesRaw(t *testing.T) {
 	wr := rwtest.V1Request(20, 1)
 	for i, b := range marshalledSeries(t, wr) {
-		want, _ := prw.HashLabels(rwtest.SeriesLabels(i), nil)
+		want := rwtest.HashLabels(rwtest.SeriesLabels(i))
 		got, _, err := prw.HashSeries(b, nil)
 		require.NoError(t, err)
 		require.Equal(t, want, got)

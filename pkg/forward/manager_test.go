@@ -21,6 +21,7 @@ import (
 	"go.yaml.in/yaml/v2"
 
 	"github.com/rwgateway/gateway/pkg/prw"
+	"github.com/rwgateway/gateway/pkg/receiver/rwtest"
 	"github.com/rwgateway/gateway/pkg/registry"
 )
 
@@ -130,7 +131,7 @@ func TestFanOut(t *testing.T) {
 
 		var want []prw.Histogram
 		for _, h := range wantHist {
-			want = append(want, prw.HistogramFromV1(prw.HistogramToV1(h))) // start timestamp dropped
+			want = append(want, prw.HistogramFromV1(rwtest.HistogramToV1(h))) // start timestamp dropped
 		}
 		require.Equal(t, want, got[latency].Histograms)
 		require.Zero(t, got[latency].Histograms[0].StartTimestamp)

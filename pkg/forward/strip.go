@@ -3,8 +3,6 @@ package forward
 import (
 	"sync"
 
-	"google.golang.org/protobuf/encoding/protowire"
-
 	"github.com/rwgateway/gateway/pkg/prw"
 )
 
@@ -40,7 +38,8 @@ func (sy *stripper) strip(raw *prw.RawV1) *prw.RawV1 {
 			continue
 		}
 		if rs.Points() > 0 {
-			rs.Span, rs.Ext = fieldSpan(out.Msg, start), false
+			n := len(sy.scratch) // the message, at the end of out.Msg
+			rs.Span, rs.Ext = prw.Span{Off: uint32(len(out.Msg) - n), Len: uint32(n)}, false
 			out.Append(rs)
 		} else {
 			out.Msg = out.Msg[:start] // metadata only: a family metadata entry in 1.0
@@ -59,11 +58,4 @@ func (sy *stripper) strip(raw *prw.RawV1) *prw.RawV1 {
 		}
 	}
 	return out
-}
-
-// fieldSpan returns the span of the message of the field b[start:].
-func fieldSpan(b []byte, start int) prw.Span {
-	_, _, k := protowire.ConsumeTag(b[start:])
-	_, m := protowire.ConsumeVarint(b[start+k:])
-	return prw.Span{Off: uint32(start + k + m), Len: uint32(len(b) - start - k - m)}
 }

@@ -152,7 +152,7 @@ func TestNewRequestSpans(t *testing.T) {
 	for i, rs := range raw.Series {
 		scanned, err := prw.SeriesPoints(rs.Bytes(raw.Msg))
 		require.NoError(t, err)
-		want, _ := prw.HashLabels(rwtest.SeriesLabels(i), nil)
+		want := rwtest.HashLabels(rwtest.SeriesLabels(i))
 		require.Equal(t, want, rs.Hash)
 		hash, _, err := prw.HashSeries(rs.Bytes(raw.Msg), nil)
 		require.NoError(t, err)
@@ -201,7 +201,7 @@ func TestNewRequestRandomFloatSeries(t *testing.T) {
 		for i, rs := range raw.Series {
 			s := &series[i]
 			requireV1Series(t, s, rs.Bytes(raw.Msg))
-			h, _ := prw.HashLabels(s.Labels, nil)
+			h := rwtest.HashLabels(s.Labels)
 			require.Equal(t, h, rs.Hash)
 			require.Equal(t, uint32(len(s.Samples)), rs.Samples)
 		}

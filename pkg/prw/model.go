@@ -28,20 +28,12 @@ type Exemplar struct {
 }
 
 // Histogram is a native histogram sample: the 2.0 message, the 1.0 one
-// plus StartTimestamp (see HistogramFromV1 and HistogramToV1).
+// plus StartTimestamp (see HistogramFromV1).
 type Histogram = writev2.Histogram
 
 // HistogramFromV1 converts a 1.0 histogram to the model's.
 func HistogramFromV1(h prompb.Histogram) Histogram {
 	var out Histogram
-	convertHistogram(&h, &out)
-	return out
-}
-
-// HistogramToV1 converts a histogram to 1.0, without its StartTimestamp.
-func HistogramToV1(h Histogram) prompb.Histogram {
-	h.StartTimestamp = 0
-	var out prompb.Histogram
 	convertHistogram(&h, &out)
 	return out
 }

@@ -42,9 +42,9 @@ func (s Span) Bytes(msg []byte) []byte { return msg[s.Off : s.Off+s.Len : s.Off+
 // RawSeries is one TimeSeries message of a RawV1.
 type RawSeries struct {
 	Span
-	// Hash is HashLabels of the series' labels, or 0 until ShardHash
-	// computes it: the 1.0 scan leaves it to the first that needs it, as a
-	// request sent whole by one shard never does.
+	// Hash is the shard hash of the series' labels (see HashSeries), or 0
+	// until ShardHash computes it: the decoders leave it to the first that
+	// needs it, as a request sent whole by one shard never does.
 	Hash uint64
 	// labels is the length of the series' leading labels fields, canonical,
 	// that ShardHash hashes.
@@ -97,15 +97,9 @@ func (r *RawV1) AppendFamily(name string, m Metadata) {
 	_, _ = md.MarshalToSizedBuffer(r.Msg[len(b):])
 }
 
-// HashLabels returns the shard hash of labels, that of AppendLabels' bytes
-// as HashSeries and the scan have it too. scratch is reused and returned.
-func HashLabels(ls labels.Labels, scratch []byte) (uint64, []byte) {
-	b := AppendLabels(scratch[:0], ls)
-	return hashCanonical(b), b
-}
-
-// HashSeries returns HashLabels of the labels of the TimeSeries ts, as
-// ordered there, however encoded. scratch is reused and returned.
+// HashSeries returns the shard hash of the labels of the TimeSeries ts,
+// as ordered there, however encoded: that of their canonical AppendLabels
+// bytes. scratch is reused and returned.
 func HashSeries(ts, scratch []byte) (uint64, []byte, error) {
 	b := scratch[:0]
 	err := RangeRawLabels(ts, func(name, value []byte) { b = appendLabelEntry(b, name, value) })

@@ -217,7 +217,8 @@ func AppendField(b []byte, num protowire.Number, msg []byte) ([]byte, Span) {
 }
 
 // AppendV1 appends ts to b as a plain 1.0 TimeSeries field, returning its
-// metadata extension's value, if any, in md (see ReadMetadata).
+// metadata extension's value, if any, in md (see ReadMetadata), and in
+// scratch2 (scratch reused) the message, as it ends b.
 func AppendV1(b, ts, scratch []byte) (out, md, scratch2 []byte, err error) {
 	// The leading labels are copied as one block.
 	off := 0

@@ -74,7 +74,7 @@ func appendForm(t *testing.T, ss []Series) ([]byte, []RawSeries) {
 	for i := range ss {
 		var rs RawSeries
 		b, rs, scratch = AppendSeries(b, &ss[i], scratch)
-		h, _ := HashLabels(ss[i].Labels, nil)
+		h := hashCanonical(AppendLabels(nil, ss[i].Labels))
 		require.Equal(t, h, rs.Hash, "the form's hash is the shard hash of the labels")
 		rss = append(rss, rs)
 	}
@@ -128,7 +128,10 @@ func TestFormRoundTrip(t *testing.T) {
 			require.Empty(t, h.XXX_unrecognized)
 			want := ss[i].Histograms[j]
 			want.StartTimestamp = 0
-			require.Equal(t, HistogramToV1(want), h)
+			var v1 prompb.Histogram
+			want.StartTimestamp = 0
+			convertHistogram(&want, &v1)
+			require.Equal(t, v1, h)
 		}
 		require.Len(t, ts.Exemplars, len(ss[i].Exemplars))
 	}
@@ -252,7 +255,7 @@ func TestReplaceLabels(t *testing.T) {
 	got, err := SeriesLabels(rs.Bytes(b), &sb)
 	require.NoError(t, err)
 	require.Equal(t, ls, got)
-	h, _ := HashLabels(ls, nil)
+	h := hashCanonical(AppendLabels(nil, ls))
 	require.Equal(t, h, rs.Hash)
 	want := ss[1]
 	want.Labels = ls

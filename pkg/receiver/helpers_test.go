@@ -53,7 +53,7 @@ func buildV1(series []tseries, md []prw.FamilyMetadata) *prompb.WriteRequest {
 			ts.Samples = append(ts.Samples, prompb.Sample{Value: smp.Value, Timestamp: smp.Timestamp})
 		}
 		for _, h := range s.histograms {
-			ts.Histograms = append(ts.Histograms, prw.HistogramToV1(h))
+			ts.Histograms = append(ts.Histograms, rwtest.HistogramToV1(h))
 		}
 		for _, e := range s.exemplars {
 			ts.Exemplars = append(ts.Exemplars, prompb.Exemplar{Labels: prompb.FromLabels(e.Labels, nil), Value: e.Value, Timestamp: e.Timestamp})
@@ -114,7 +114,7 @@ func expected(p prw.Protocol, series []tseries, md []prw.FamilyMetadata) decoded
 				out.Samples[i].StartTimestamp = 0
 			}
 			for i := range out.Histograms {
-				out.Histograms[i] = prw.HistogramFromV1(prw.HistogramToV1(out.Histograms[i]))
+				out.Histograms[i] = prw.HistogramFromV1(rwtest.HistogramToV1(out.Histograms[i]))
 			}
 		} else {
 			out.Metadata = s.meta
@@ -323,7 +323,7 @@ func checkRawMatches(t testing.TB, r *prw.Request, req decodedRequest) {
 	}
 	for i, rs := range raw.Series {
 		s := &req.Series[i]
-		want, _ := prw.HashLabels(s.Labels, nil)
+		want := rwtest.HashLabels(s.Labels)
 		hash, _, err := prw.HashSeries(rs.Bytes(raw.Msg), nil)
 		got, perr := prw.SeriesPoints(rs.Bytes(raw.Msg))
 		if err != nil || perr != nil || rs.ShardHash(raw.Msg) != want || hash != want ||

@@ -1,6 +1,7 @@
 package rwtest
 
 import (
+	"github.com/cespare/xxhash/v2"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/prompb"
 	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
@@ -75,4 +76,22 @@ func readSeries(ts []byte, sb *labels.ScratchBuilder) (s prw.Series, err error) 
 		}
 	}
 	return s, nil
+}
+
+// HashLabels returns the shard hash of labels: that of their canonical
+// TimeSeries labels fields, as prw.HashSeries has it.
+func HashLabels(ls labels.Labels) uint64 { return xxhash.Sum64(prw.AppendLabels(nil, ls)) }
+
+// HistogramToV1 converts a histogram to 1.0, without its StartTimestamp.
+func HistogramToV1(h prw.Histogram) prompb.Histogram {
+	h.StartTimestamp = 0
+	b, err := h.Marshal()
+	var out prompb.Histogram
+	if err == nil {
+		err = out.Unmarshal(b)
+	}
+	if err != nil {
+		panic(err) // a histogram's 2.0 and 1.0 messages differ by field 17 only
+	}
+	return out
 }
