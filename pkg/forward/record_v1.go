@@ -39,8 +39,8 @@ func (d *recordDecoder) decodeV1(b []byte) ([]item, time.Time, int, error) {
 		return nil, time.Time{}, 0, err
 	}
 	r := recordReader{buf: raw, str: string(raw), sb: &d.sb}
-	if raw, appended, skipped := r.body(); r.err == nil {
-		return rawItems(raw, d.shards, d.maxN, d.maxB, true), appended, skipped, nil
+	if form, appended, skipped := r.body(); r.err == nil {
+		return rawItems(form, d.shards, d.maxN, d.maxB, true), appended, skipped, nil
 	}
 	return nil, time.Time{}, 0, r.err
 }

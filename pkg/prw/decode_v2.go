@@ -183,7 +183,7 @@ type knownNames struct {
 	nameAt int
 }
 
-// known returns the slot of d.known for the label names of refs: a
+// known returns the slot of d.knownNames for the label names of refs: a
 // sender's series of one metric share them, in order, and a request holds
 // a few such runs, interleaved.
 func (d *Decoded) known(refs []uint32) *knownNames {

@@ -164,22 +164,26 @@ func (g *Guard) checkShape(t *Tenant, req *prw.Request) error {
 		return nil
 	}
 	// The limits are checked on the form's labels, without decoding them.
-	var sb labels.ScratchBuilder
+	var (
+		sb  labels.ScratchBuilder
+		ts  []byte
+		n   int
+		err error
+	)
+	series := func() string { ls, _ := prw.SeriesLabels(ts, &sb); return truncate(ls.String()) }
+	check := func(name, value []byte) {
+		n++
+		switch {
+		case err != nil:
+		case l.MaxLabelNameLength > 0 && len(name) > l.MaxLabelNameLength:
+			err = reject(registry.TenantLabelName, "label name "+strconv.Quote(truncate(string(name)))+" of series "+series()+" is over the length limit of "+strconv.Itoa(l.MaxLabelNameLength))
+		case l.MaxLabelValueLength > 0 && len(value) > l.MaxLabelValueLength:
+			err = reject(registry.TenantLabelValue, "value of label "+strconv.Quote(string(name))+" of series "+series()+" is over the length limit of "+strconv.Itoa(l.MaxLabelValueLength))
+		}
+	}
 	for _, rs := range req.Raw.Series {
-		ts := rs.Bytes(req.Raw.Msg)
-		series := func() string { ls, _ := prw.SeriesLabels(ts, &sb); return truncate(ls.String()) }
-		var err error
-		n := 0
-		_ = prw.RangeRawLabels(ts, func(name, value []byte) {
-			n++
-			switch {
-			case err != nil:
-			case l.MaxLabelNameLength > 0 && len(name) > l.MaxLabelNameLength:
-				err = reject(registry.TenantLabelName, "label name "+strconv.Quote(truncate(string(name)))+" of series "+series()+" is over the length limit of "+strconv.Itoa(l.MaxLabelNameLength))
-			case l.MaxLabelValueLength > 0 && len(value) > l.MaxLabelValueLength:
-				err = reject(registry.TenantLabelValue, "value of label "+strconv.Quote(string(name))+" of series "+series()+" is over the length limit of "+strconv.Itoa(l.MaxLabelValueLength))
-			}
-		})
+		ts, n = rs.Bytes(req.Raw.Msg), 0
+		_ = prw.RangeRawLabels(ts, check)
 		if err == nil && l.MaxLabelsPerSeries > 0 && n > l.MaxLabelsPerSeries {
 			err = reject(registry.TenantLabels, fmt.Sprintf("series %s has %d labels, over the limit of %d", series(), n, l.MaxLabelsPerSeries))
 		}
