@@ -30,6 +30,11 @@ const (
 	backlogCheckInterval = 250 * time.Millisecond // see checkBacklog
 	backlogHold          = 10 * time.Second       // no shard is removed this long after a backlog
 	shardTolerance       = 0.3                    // the headroom kept when shards are removed
+	// backlogGrowth multiplies the shards while they fall further behind
+	// (see checkBacklog): one step from 1 to 8 shards, where doubling
+	// took three, a second and a half in which a closed loop's backlog
+	// outgrew the handoff and was decoded from disk again.
+	backlogGrowth = 8
 	// integralGain is the share of pending points, per second, the desired
 	// number of shards also sends: a backlog is caught up in about 5 s
 	// (Prometheus: 0.1 per 10 s, as its WAL is its backlog).
@@ -183,8 +188,8 @@ func (f *forwarder) reshardLoop() {
 	}
 }
 
-// checkBacklog doubles the shards, at most every 500 ms, while they fall
-// further behind (a full memory queue, or a reader behind half the handoff,
+// checkBacklog multiplies the shards by backlogGrowth, at most every
+// 500 ms, while they fall further behind (a full memory queue, or a reader behind half the handoff,
 // and more pending than at the last check): waiting for the rates would let
 // a disk backlog outgrow the handoff, and decoding it costs sending CPU.
 func (f *forwarder) checkBacklog() {
@@ -205,7 +210,7 @@ func (f *forwarder) checkBacklog() {
 	if time.Since(time.Unix(0, f.reshardAt.Load())) < 500*time.Millisecond || pending <= was {
 		return // the last reshard has yet to show, or the shards catch up
 	}
-	f.setShards(cur, min(2*cur, q.MaxShards))
+	f.setShards(cur, min(backlogGrowth*cur, q.MaxShards))
 }
 
 // updateShards sets the shards to the desired number for the last interval.

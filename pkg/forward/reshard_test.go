@@ -422,10 +422,11 @@ func TestReshardSendsWhatThePreviousEpochLeft(t *testing.T) {
 	require.Eventually(t, func() bool { return up.samples() == 10 }, 5*time.Second, tick)
 }
 
-// TestBacklogDoublesShards: shards that fall further behind (here: a
+// TestBacklogMultipliesShards: shards that fall further behind (here: a
 // memory queue refused a request and more is pending than before) are
-// doubled at once, at most every 500 ms, and none is removed soon after.
-func TestBacklogDoublesShards(t *testing.T) {
+// multiplied by backlogGrowth at once, at most every 500 ms, and none is
+// removed soon after.
+func TestBacklogMultipliesShards(t *testing.T) {
 	u := testUpstream(t, "u", "http://example.invalid/", false)
 	u.QueueConfig.MinShards, u.QueueConfig.MaxShards = 1, 8
 	f, err := newForwarder(discardLogger(), registry.NewForwardMetrics(nil), u, "ua", time.Minute, nil, nil, nil)
@@ -437,23 +438,24 @@ func TestBacklogDoublesShards(t *testing.T) {
 		f.checkBacklog()
 	}
 	behind(1000)
-	require.Equal(t, 2, f.layout.shards())
+	require.Equal(t, 8, f.layout.shards(), "multiplied by backlogGrowth")
+	f.setShards(8, 2)
 	behind(2000)
-	require.Equal(t, 2, f.layout.shards(), "at most one doubling every 500 ms")
+	require.Equal(t, 2, f.layout.shards(), "at most one step every 500 ms")
 	f.reshardAt.Store(time.Now().Add(-time.Second).UnixNano())
 	behind(1500)
 	require.Equal(t, 2, f.layout.shards(), "catching up: kept")
 	behind(3000)
-	require.Equal(t, 4, f.layout.shards())
+	require.Equal(t, 8, f.layout.shards(), "up to max_shards")
 	f.checkBacklog()
-	require.Equal(t, 4, f.layout.shards(), "no backlog, no change")
+	require.Equal(t, 8, f.layout.shards(), "no backlog, no change")
 
 	// The rates call for one shard, but the shards fell behind just now.
 	f.rates.in.add(1000)
 	f.rates.out.add(1000)
 	f.rates.busy.add(int64(time.Millisecond))
 	f.updateShards(shardUpdateInterval)
-	require.Equal(t, 4, f.layout.shards())
+	require.Equal(t, 8, f.layout.shards())
 	f.backlogAt.Store(time.Now().Add(-backlogHold).UnixNano())
 	f.updateShards(shardUpdateInterval)
 	require.Equal(t, 1, f.layout.shards())
