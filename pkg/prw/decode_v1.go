@@ -144,27 +144,35 @@ func scanV1Series(d *Decoded, ts []byte) (rs RawSeries, ok bool) {
 		return rs, false
 	}
 	direct := true
-	for f, err := range fields(ts[off:]) {
-		if err != nil || f.typ != protowire.BytesType {
+	// Every field here is length-delimited: read as such, not through
+	// nextField, as this loop is a fifth of the 1.0 handler.
+	for b := ts[off:]; len(b) > 0; {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 || typ != protowire.BytesType {
 			return rs, false
 		}
+		v, m := protowire.ConsumeBytes(b[n:])
+		if m < 0 {
+			return rs, false
+		}
+		b = b[n+m:]
 		ok := false
-		switch f.num {
+		switch num {
 		case fieldLabels:
-			name, value, valid := labelSchema.check(f.v)
+			name, value, valid := labelSchema.check(v)
 			ok = valid && len(name) > 0 && utf8.Valid(name) && utf8.Valid(value) && label(name, value)
 			direct = false
 		case fieldSamples:
-			ok = scanV1Sample(f.v)
+			ok, rs.Samples = scanV1Sample(v), rs.Samples+1
 		case fieldExemplars:
-			_, _, ok = exemplarSchema.check(f.v)
+			_, _, ok = exemplarSchema.check(v)
+			rs.Exemplars++
 		case fieldHistograms:
-			ok = d.checkV1Histogram(f.v)
+			ok, rs.Histograms = d.checkV1Histogram(v), rs.Histograms+1
 		}
 		if !ok {
 			return rs, false
 		}
-		rs.count(pointKind(f))
 	}
 	if !hasName || rs.Points() == 0 {
 		return rs, false
