@@ -153,6 +153,8 @@ func (f *forwarder) transform(r *request, in *prw.RawV1, v2 bool, p *prepared) *
 			md, ok = r.family(in, prw.MetricName(ts))
 		}
 		if ok {
+			// On the validated form WithMetadata does not fail; if it did,
+			// ts would be appended as it is, without the family's metadata.
 			res.Msg, cur.Span, _ = prw.WithMetadata(res.Msg, ts, md)
 			cur.Ext = true
 		} else {

@@ -54,35 +54,38 @@ func BenchmarkAppendSeries(b *testing.B) {
 	}
 }
 
-func BenchmarkAppendV1(b *testing.B) {
+// benchRewrite times rewrite, which appends series i (ts, described by
+// rs) to out, over every series of benchForm.
+func benchRewrite(b *testing.B, rewrite func(out, ts []byte, rs RawSeries, i int) ([]byte, error)) {
 	msg, rss, _ := benchForm(b)
-	var out, scratch []byte
+	var out []byte
 	var err error
 	b.ReportAllocs()
 	for b.Loop() {
 		out = out[:0]
-		for _, rs := range rss {
-			if out, _, scratch, err = AppendV1(out, rs.Bytes(msg), scratch); err != nil {
+		for i, rs := range rss {
+			if out, err = rewrite(out, rs.Bytes(msg), rs, i); err != nil {
 				b.Fatal(err)
 			}
 		}
 	}
 }
 
+func BenchmarkAppendV1(b *testing.B) {
+	var scratch []byte
+	benchRewrite(b, func(out, ts []byte, _ RawSeries, _ int) (o []byte, err error) {
+		o, _, scratch, err = AppendV1(out, ts, scratch)
+		return o, err
+	})
+}
+
 func BenchmarkFilterPoints(b *testing.B) {
-	msg, rss, _ := benchForm(b)
 	keep := func(kind int, t int64, _ int) bool { return kind != KindExemplar && t >= 2000 }
-	var out, scratch []byte
-	var err error
-	b.ReportAllocs()
-	for b.Loop() {
-		out = out[:0]
-		for _, rs := range rss {
-			if out, _, _, scratch, err = FilterPoints(out, rs.Bytes(msg), rs, keep, scratch); err != nil {
-				b.Fatal(err)
-			}
-		}
-	}
+	var scratch []byte
+	benchRewrite(b, func(out, ts []byte, rs RawSeries, _ int) (o []byte, err error) {
+		o, _, _, scratch, err = FilterPoints(out, ts, rs, keep, scratch)
+		return o, err
+	})
 }
 
 func BenchmarkReplaceLabels(b *testing.B) {
@@ -98,31 +101,17 @@ func BenchmarkReplaceLabels(b *testing.B) {
 		lb.Set("env", "prod")
 		lss[i] = lb.Labels()
 	}
-	var out, scratch []byte
-	var err error
-	b.ReportAllocs()
-	for b.Loop() {
-		out = out[:0]
-		for i, rs := range rss {
-			if out, _, scratch, err = ReplaceLabels(out, rs.Bytes(msg), rs, lss[i], scratch); err != nil {
-				b.Fatal(err)
-			}
-		}
-	}
+	var scratch []byte
+	benchRewrite(b, func(out, ts []byte, rs RawSeries, i int) (o []byte, err error) {
+		o, _, scratch, err = ReplaceLabels(out, ts, rs, lss[i], scratch)
+		return o, err
+	})
 }
 
 func BenchmarkWithMetadata(b *testing.B) {
-	msg, rss, _ := benchForm(b)
 	md := Metadata{Type: writev2.Metadata_METRIC_TYPE_GAUGE, Help: "Up."}
-	var out []byte
-	var err error
-	b.ReportAllocs()
-	for b.Loop() {
-		out = out[:0]
-		for _, rs := range rss {
-			if out, _, err = WithMetadata(out, rs.Bytes(msg), md); err != nil {
-				b.Fatal(err)
-			}
-		}
-	}
+	benchRewrite(b, func(out, ts []byte, _ RawSeries, _ int) (o []byte, err error) {
+		o, _, err = WithMetadata(out, ts, md)
+		return o, err
+	})
 }

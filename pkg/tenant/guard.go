@@ -183,7 +183,7 @@ func (g *Guard) checkShape(t *Tenant, req *prw.Request) error {
 	}
 	for _, rs := range req.Raw.Series {
 		ts, n = rs.Bytes(req.Raw.Msg), 0
-		_ = prw.RangeRawLabels(ts, check)
+		_ = prw.RangeRawLabels(ts, check) // the form was validated: its labels read
 		if err == nil && l.MaxLabelsPerSeries > 0 && n > l.MaxLabelsPerSeries {
 			err = reject(registry.TenantLabels, fmt.Sprintf("series %s has %d labels, over the limit of %d", series(), n, l.MaxLabelsPerSeries))
 		}
