@@ -100,10 +100,9 @@ func BenchmarkEnqueue(b *testing.B) {
 			b.Fatal(err)
 		}
 		for _, s := range f.shards {
-			s.fifos = [2]fifo{}
+			s.fifo = fifo{}
 			s.points.used.Store(0)
 		}
-		f.layout.outstanding = [2]int{}
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*benchBatch), "ns/sample")
 }

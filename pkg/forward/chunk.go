@@ -26,21 +26,24 @@ func chunkRaw(msg []byte, series []prw.RawSeries, nShards, maxN, maxB int) (item
 	entry := func(rs *prw.RawSeries) int { return 1 + protowire.SizeBytes(int(rs.Len)) }
 	// Each shard writes its series into its own region of buf, so that a
 	// chunk is contiguous.
+	// Their series' hashes (see order) likewise go into regions of hs.
 	type open struct {
-		start, pos int
-		it         item
+		start, pos, hstart, hpos int
+		it                       item
 	}
 	shards := make([]open, nShards)
 	for i := range series {
-		shards[series[i].ShardHash(msg)%uint64(nShards)].pos += entry(&series[i])
+		o := &shards[series[i].ShardHash(msg)%uint64(nShards)]
+		o.pos += entry(&series[i])
+		o.hpos++
 	}
-	total := 0
+	total, htotal := 0, 0
 	for sh := range shards {
-		n := shards[sh].pos
-		shards[sh] = open{start: total, pos: total, it: item{shard: sh}}
-		total += n
+		n, hn := shards[sh].pos, shards[sh].hpos
+		shards[sh] = open{start: total, pos: total, hstart: htotal, hpos: htotal, it: item{shard: sh}}
+		total, htotal = total+n, htotal+hn
 	}
-	buf := make([]byte, total)
+	buf, hs := make([]byte, total), make([]uint64, htotal)
 	items = make([]item, 0, nShards+total/max(maxB, 1))
 	emit := func(sh int) {
 		o := &shards[sh]
@@ -49,8 +52,9 @@ func chunkRaw(msg []byte, series []prw.RawSeries, nShards, maxN, maxB int) (item
 		}
 		o.it.raw = buf[o.start:o.pos:o.pos]
 		o.it.size = len(o.it.raw)
+		o.it.hashes = hs[o.hstart:o.hpos:o.hpos]
 		items = append(items, o.it)
-		o.start, o.it = o.pos, item{shard: sh}
+		o.start, o.hstart, o.it = o.pos, o.hpos, item{shard: sh}
 	}
 	for i := range series {
 		rs := &series[i]
@@ -62,6 +66,8 @@ func chunkRaw(msg []byte, series []prw.RawSeries, nShards, maxN, maxB int) (item
 		}
 		protowire.AppendBytes(append(buf[o.pos:o.pos], 0x0a), rs.Bytes(msg)) // field 1, in place
 		o.pos += es
+		hs[o.hpos] = rs.Hash
+		o.hpos++
 		o.it.add(rs)
 		o.it.ext = o.it.ext || rs.Ext
 		if p > maxN || es > maxB {

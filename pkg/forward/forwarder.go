@@ -21,7 +21,7 @@ const logInterval = 10 * time.Second
 
 // forwarder sends to one upstream with one HTTP client and max_shards
 // shards (a bounded queue, safe for concurrent use, and a sending goroutine
-// each), layout saying how many are in use (see reshard.go). The Manager
+// each), active saying how many are in use (see reshard.go). The Manager
 // calls start and stop, once each.
 type forwarder struct {
 	name      string
@@ -33,7 +33,8 @@ type forwarder struct {
 	metrics   *registry.ForwardMetrics
 	m         registry.UpstreamMetrics
 	shards    []*shard
-	layout    *layout
+	active    atomic.Int32 // the shards in use (see reshard.go)
+	order     *order
 	mem       *budget
 	rates     shardRates
 	encoders  encoderPool
@@ -117,14 +118,15 @@ func newForwarder(logger *slog.Logger, metrics *registry.ForwardMetrics, u *conf
 	}
 	f.m = metrics.Upstream(u.Name)
 	active := min(max(q.MinShards, 1), q.MaxShards)
-	f.layout = newLayout(active)
+	f.active.Store(int32(active))
+	f.order = newOrder(q.MaxShards)
 	f.mem = newBudget(q.MaxMemoryBytes, f.m.QueueMemory)
 	f.m.Shards.Set(float64(active))
 	f.m.DesiredShards.Set(float64(active))
 	f.m.QueueCapacity.Set(float64(active * q.Capacity))
 	f.shards = make([]*shard, q.MaxShards)
 	for i := range f.shards {
-		f.shards[i] = &shard{f: f, points: newBudget(int64(q.Capacity), nil), notify: make(chan struct{}, 1)}
+		f.shards[i] = &shard{f: f, idx: i, points: newBudget(int64(q.Capacity), nil), notify: make(chan struct{}, 1)}
 	}
 	if dq != nil {
 		f.dq = dq

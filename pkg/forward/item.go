@@ -19,13 +19,18 @@ type item struct {
 	samples, histograms, exemplars, empty uint32
 
 	ext    bool   // a series may have the form's 2.0 extensions
-	epoch  uint32 // the shard layout's epoch the item was queued in
 	shard  int    // the virtual shard: the series' hash % max_shards
 	tenant string // the tenant's id, for an upstream with a tenant_header
 	family *prw.FamilyMetadata
 	size   int            // encoded bytes, estimated for a family
 	rec    *pendingRecord // the disk queue record it was read from
-	whole  *wholeRequest  // a client's whole 1.0 request, sent as is (whole.go)
+	whole  *wholeRequest  // a client's whole request, sent as is (whole.go)
+	// hashes are the shard hashes of its series (read-only, shared); seq
+	// and gate are its number and the earlier items it waits for, set as
+	// it is queued (see order).
+	hashes []uint64
+	seq    uint64
+	gate   []mark
 }
 
 // count is what the item weighs in the queue: its points, plus 1 for each
@@ -108,7 +113,7 @@ func (it *item) split(n int) (head, tail item, err error) {
 
 // like returns an item of the chunk raw like it, with no points counted.
 func (it *item) like(raw []byte) item {
-	return item{raw: raw, size: len(raw), shard: it.shard, ext: it.ext, tenant: it.tenant, rec: it.rec, epoch: it.epoch}
+	return item{raw: raw, size: len(raw), shard: it.shard, ext: it.ext, tenant: it.tenant, rec: it.rec, seq: it.seq, gate: it.gate}
 }
 
 // add counts the points of the series rs (see count).

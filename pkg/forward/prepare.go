@@ -17,10 +17,9 @@ type prepared struct {
 	items  []item
 	ranges []shardRange
 	total  int
-	// Memory mode: the layout epoch and shard count p was placed with,
-	// whether it holds room, its bytes of the memory budget, and the whole
-	// item placed instead of its chunks when one shard sends.
-	epoch    uint32
+	// Memory mode: the shard count p was placed with, whether it holds
+	// room, its bytes of the memory budget, and the whole item placed
+	// instead of its chunks when one shard sends.
 	active   int
 	reserved bool
 	bytes    int
@@ -66,7 +65,7 @@ func (f *forwarder) prepare(r *request, p *prepared) {
 	q := &cfg.QueueConfig
 	var items []item
 	var whole item // its whole is nil if the request cannot go whole
-	if raw == view && f.layout.shards() == 1 && (!v2 || meta) {
+	if raw == view && f.activeShards() == 1 && (!v2 || meta) {
 		// Only one shard sends a whole item (see whole.go); with more, the
 		// request is cut as it is prepared, not copied whole first. A 2.0
 		// one carries its series' metadata, so it goes whole only where
@@ -196,19 +195,18 @@ func groupByShard(items []item, nShards int) (sorted []item, ranges []shardRange
 	return sorted, ranges, total
 }
 
-// reserve places p in the shard layout and takes room for it in every
+// reserve places p in the shards in use and takes room for it in every
 // shard it touches, all or nothing.
 func (p *prepared) reserve() bool {
 	if len(p.ranges) == 0 {
 		return true
 	}
-	p.epoch, p.active = p.f.layout.place(p.total)
+	p.active = p.f.activeShards()
 	if p.active == 1 && p.whole.whole != nil {
 		p.items, p.ranges = []item{p.whole}, []shardRange{{hi: 1, count: p.total}}
 	}
 	p.bytes = itemsSize(p.items)
 	if !p.f.mem.take(p.bytes) {
-		p.f.layout.release(p.epoch, p.total)
 		return false
 	}
 	p.reserved = true
@@ -228,7 +226,6 @@ func (p *prepared) unreserve() {
 		for _, r := range p.ranges {
 			p.f.shards[r.shard%p.active].points.give(r.count)
 		}
-		p.f.layout.release(p.epoch, p.total)
 		p.f.mem.give(p.bytes)
 		p.reserved = false
 	}
@@ -246,6 +243,6 @@ func (p *prepared) commit() {
 	}
 	f.m.QueueLength.Add(float64(p.total))
 	for _, r := range p.ranges {
-		f.shards[r.shard%p.active].appendItems(p.items[r.lo:r.hi], r.count, p.epoch)
+		f.shards[r.shard%p.active].appendItems(p.items[r.lo:r.hi], r.count)
 	}
 }

@@ -78,31 +78,27 @@ func (f *forwarder) readLoop() {
 		if !ok && pos.Before(f.dq.Opened()) {
 			f.handed(tenant, s, h, e) // a backlog written before this process
 		}
-		points := pr.left
 		f.acker.add(pr)
 		if len(items) == 0 {
 			f.acker.complete(pr, 0)
 			continue
 		}
-		epoch, active := f.layout.place(points)
+		active := f.activeShards()
 		if active > 1 {
 			items = f.cutWhole(items)
 		}
-		sorted, ranges, total := groupByShard(items, len(f.shards))
+		sorted, ranges, _ := groupByShard(items, len(f.shards))
 		if !f.mem.wait(ctx, itemsSize(items)) {
-			f.layout.release(epoch, total)
 			return // stopping: the record stays unacknowledged on disk
 		}
 		for _, r := range ranges {
 			s := f.shards[r.shard%active]
 			if !s.points.wait(ctx, r.count) {
-				f.layout.release(epoch, total)
 				f.mem.give(itemsSize(sorted[r.lo:]))
 				return
 			}
-			total -= r.count
 			f.m.QueueLength.Add(float64(r.count))
-			s.appendItems(sorted[r.lo:r.hi], r.count, epoch)
+			s.appendItems(sorted[r.lo:r.hi], r.count)
 		}
 	}
 }

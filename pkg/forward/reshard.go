@@ -2,7 +2,6 @@ package forward
 
 import (
 	"math"
-	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -21,9 +20,9 @@ import (
 //
 // Series are hashed to max_shards virtual shards, which chunks and records
 // keep, so nothing is cut again on a change: virtual shard v is sent by
-// shard v % active. A reshard starts an epoch, in which a series may move,
-// so every point of the previous epoch is sent (or dropped) before any
-// batch of the new one: per-series order holds, and enqueueing never waits.
+// shard v % active. A series that moves to another shard waits there for
+// its earlier items in the old one (see order.go): per-series order holds,
+// and neither enqueueing nor resharding ever waits.
 
 const (
 	shardUpdateInterval  = time.Second
@@ -41,88 +40,6 @@ const (
 	integralGain = 0.2
 	ewmaWeight   = 0.2
 )
-
-// layout is the number of shards in use and its epoch. Points are placed
-// in the current epoch when routed to a shard and released once sent or
-// dropped; only the current and the previous epoch ever have points
-// outstanding, as a reshard waits for the previous one to drain.
-type layout struct {
-	mu          sync.Mutex
-	current     atomic.Uint32 // the epoch: written under mu, read without it
-	active      int
-	outstanding [2]int        // by epoch&1
-	drained     chan struct{} // closed once the previous epoch has nothing outstanding
-}
-
-func newLayout(active int) *layout {
-	l := &layout{active: active, drained: make(chan struct{})}
-	close(l.drained)
-	return l
-}
-
-// place counts n points routed now, and returns the epoch and the number
-// of shards to route them with.
-func (l *layout) place(n int) (epoch uint32, active int) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	epoch = l.current.Load()
-	l.outstanding[epoch&1] += n
-	return epoch, l.active
-}
-
-// release counts n points of epoch sent, dropped or never queued.
-func (l *layout) release(epoch uint32, n int) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.outstanding[epoch&1] -= n
-	if epoch != l.current.Load() && l.outstanding[epoch&1] <= 0 && !l.isDrained() {
-		close(l.drained)
-	}
-}
-
-// isDrained reports whether drained is closed; l.mu is held.
-func (l *layout) isDrained() bool {
-	select {
-	case <-l.drained:
-		return true
-	default:
-		return false
-	}
-}
-
-// gate returns what a batch of epoch waits for before it is sent: nil for
-// the previous epoch, which goes first, or once that is drained.
-func (l *layout) gate(epoch uint32) <-chan struct{} {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if epoch != l.current.Load() || l.isDrained() {
-		return nil
-	}
-	return l.drained
-}
-
-// set starts an epoch with n shards. It reports false, changing nothing,
-// while the previous epoch has points outstanding.
-func (l *layout) set(n int) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if !l.isDrained() {
-		return false
-	}
-	prev := l.current.Add(1) - 1
-	l.active = n
-	l.drained = make(chan struct{})
-	if l.outstanding[prev&1] <= 0 {
-		close(l.drained)
-	}
-	return true
-}
-
-func (l *layout) shards() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.active
-}
 
 // ewmaRate is an exponentially weighted moving average of a rate per second.
 type ewmaRate struct {
@@ -198,7 +115,7 @@ func (f *forwarder) checkBacklog() {
 	}
 	f.backlogAt.Store(time.Now().UnixNano())
 	q := &f.cfg.QueueConfig
-	cur := f.layout.shards()
+	cur := f.activeShards()
 	if cur >= q.MaxShards {
 		return
 	}
@@ -217,7 +134,7 @@ func (f *forwarder) checkBacklog() {
 func (f *forwarder) updateShards(interval time.Duration) {
 	q := &f.cfg.QueueConfig
 	in, out, busy := f.rates.in.tick(interval), f.rates.out.tick(interval), f.rates.busy.tick(interval)
-	cur := f.layout.shards()
+	cur := f.activeShards()
 	// As Prometheus: no resharding while the upstream takes nothing.
 	if last := f.lastSend.Load(); last == 0 || time.Since(time.Unix(0, last)) > 2*time.Duration(q.BatchSendDeadline)+interval {
 		return
@@ -232,16 +149,14 @@ func (f *forwarder) updateShards(interval time.Duration) {
 	}
 }
 
-// setShards starts an epoch with n shards, if layout.set allows.
+// activeShards is the number of shards in use.
+func (f *forwarder) activeShards() int { return int(f.active.Load()) }
+
+// setShards changes the number of shards in use from cur to n.
 func (f *forwarder) setShards(cur, n int) {
-	if !f.layout.set(n) {
-		return
-	}
+	f.active.Store(int32(n))
 	f.reshardAt.Store(time.Now().UnixNano())
 	f.logger.Info("resharding", "from", cur, "to", n)
-	for _, s := range f.shards {
-		s.wake() // what the previous epoch left is sent now (see shard.state)
-	}
 	f.m.Shards.Set(float64(n))
 	f.m.QueueCapacity.Set(float64(n * f.cfg.QueueConfig.Capacity))
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	pmodel "github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/prompb"
 	"github.com/stretchr/testify/require"
 
@@ -24,37 +25,58 @@ import (
 	"github.com/rwgateway/gateway/pkg/registry"
 )
 
-func TestLayoutEpochs(t *testing.T) {
-	l := newLayout(4)
-	require.Nil(t, l.gate(0), "the first epoch waits for nothing")
-	ep, n := l.place(10)
-	require.Equal(t, uint32(0), ep)
-	require.Equal(t, 4, n)
-
-	require.True(t, l.set(1))
-	require.Equal(t, 1, l.shards())
-	require.Nil(t, l.gate(0), "the previous epoch is sent first")
-	ep, n = l.place(5)
-	require.Equal(t, uint32(1), ep)
-	require.Equal(t, 1, n)
-	g := l.gate(1)
-	require.NotNil(t, g, "the new epoch waits while the previous one has points outstanding")
-	require.False(t, l.set(2), "no reshard before the previous epoch drained")
-
-	l.release(0, 4)
-	require.NotNil(t, l.gate(1))
-	l.release(0, 6)
-	select {
-	case <-g:
-	default:
-		t.Fatal("the gate did not open when the previous epoch drained")
+// TestOrderGates: an item waits for the latest earlier item of each other
+// shard that holds one of its series and is not sent, and for nothing once
+// those are done; a sweep forgets series whose last item was sent.
+func TestOrderGates(t *testing.T) {
+	o := newOrder(3)
+	queue := func(shard int, hashes ...uint64) item {
+		o.mu.Lock()
+		defer o.mu.Unlock()
+		it := item{hashes: hashes}
+		o.queue(&it, shard)
+		return it
 	}
-	require.Nil(t, l.gate(1))
-	require.True(t, l.set(2))
-	require.Equal(t, uint32(2), l.current.Load())
-	l.release(1, 5)
-	require.Nil(t, l.gate(2))
-	require.True(t, l.set(3), "a drained epoch does not hold back the next reshard")
+	a := queue(0, 1, 2)          // seq 1
+	b := queue(1, 3)             // seq 2
+	c := queue(0, 2, 4)          // seq 3: same shard as 1 and 2's last item
+	d := queue(2, 1, 2, 3, 4, 5) // seq 4
+	require.Nil(t, a.gate)
+	require.Nil(t, b.gate)
+	require.Nil(t, c.gate, "a series' earlier item in the same shard is sent first anyway")
+	require.Equal(t, []mark{{seq: 3, shard: 0}, {seq: 2, shard: 1}}, d.gate, "the latest item per shard")
+	require.False(t, o.ready(d.gate))
+
+	o.done(0, 1)
+	require.False(t, o.ready(d.gate), "seq 3 of shard 0 is still pending")
+	o.done(0, 3)
+	o.done(1, 2)
+	require.True(t, o.ready(d.gate))
+	ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+	defer cancel()
+	o.wait(ctx, d.gate)
+	require.NoError(t, ctx.Err(), "wait returns at once when ready")
+
+	e := queue(1, 5) // seq 5: 5 is pending in shard 2
+	require.Equal(t, []mark{{seq: 4, shard: 2}}, e.gate)
+	waited := make(chan struct{})
+	go func() { o.wait(t.Context(), e.gate); close(waited) }()
+	select {
+	case <-waited:
+		t.Fatal("wait returned before the item it waits for was sent")
+	case <-time.After(50 * time.Millisecond):
+	}
+	o.done(2, 4)
+	select {
+	case <-waited:
+	case <-time.After(5 * time.Second):
+		t.Fatal("wait did not return once the item was sent")
+	}
+
+	o.mu.Lock()
+	o.sweep()
+	require.Equal(t, map[uint64]mark{5: {seq: 5, shard: 1}}, o.last, "only the series of the pending item are kept")
+	o.mu.Unlock()
 }
 
 func TestDesiredShards(t *testing.T) {
@@ -99,17 +121,16 @@ func TestUpdateShardsFollowsRates(t *testing.T) {
 		f.lastSend.Store(time.Now().UnixNano())
 		f.updateShards(interval)
 	}
-	require.Equal(t, 1, f.layout.shards())
+	require.Equal(t, 1, f.activeShards())
 	feed(100_000, 3500*time.Millisecond) // 3.5 senders busy
-	require.Equal(t, 4, f.layout.shards())
+	require.Equal(t, 4, f.activeShards())
 	require.Equal(t, 4.0, testutil.ToFloat64(f.m.Shards))
-	// The previous epoch has nothing outstanding: the next update may
-	// reshard again. The rates are averages, so it takes a few intervals
-	// to come down to one shard.
+	// The rates are averages, so it takes a few intervals to come down to
+	// one shard.
 	for range 20 {
 		feed(1_000, 10*time.Millisecond)
 	}
-	require.Equal(t, 1, f.layout.shards())
+	require.Equal(t, 1, f.activeShards())
 
 	// An upstream that took nothing recently is not resharded for.
 	f.rates.in.add(1_000_000)
@@ -117,7 +138,7 @@ func TestUpdateShardsFollowsRates(t *testing.T) {
 	f.rates.busy.add(int64(100 * time.Second))
 	f.lastSend.Store(time.Now().Add(-time.Hour).UnixNano())
 	f.updateShards(interval)
-	require.Equal(t, 1, f.layout.shards())
+	require.Equal(t, 1, f.activeShards())
 }
 
 // TestReshardKeepsSeriesOrder reshards from one shard to four while the
@@ -150,14 +171,10 @@ func TestReshardKeepsSeriesOrder(t *testing.T) {
 				return prw.NewRequest(prw.ProtoV1, ss, nil)
 			}
 			require.NoError(t, m.Enqueue(t.Context(), req(1), "", nil))
-			// Once the first request is queued in the one shard's layout:
-			// four shards from now on.
-			require.Eventually(t, func() bool {
-				f.layout.mu.Lock()
-				defer f.layout.mu.Unlock()
-				return f.layout.outstanding[0] == series
-			}, waitFor, tick)
-			require.True(t, f.layout.set(4))
+			// Once the first request is queued in the one shard: four shards
+			// from now on.
+			require.Eventually(t, func() bool { return f.shards[0].points.used.Load() == series }, waitFor, tick)
+			f.setShards(1, 4)
 			require.NoError(t, m.Enqueue(t.Context(), req(2), "", nil))
 			require.Eventually(t, func() bool { return up.samples() == 2*series }, waitFor, tick)
 			n, _ := requireSeriesInOrder(t, up.series())
@@ -399,27 +416,43 @@ func TestBacklogSentAsItCame(t *testing.T) {
 	require.Equal(t, sent, rec.get(), "each record sent as the client's bytes, in order")
 }
 
-// TestReshardSendsWhatThePreviousEpochLeft: a batch that is not full and
-// would wait for batch_send_deadline is sent at once when a reshard
-// leaves it in the previous epoch, which the new one waits for.
-func TestReshardSendsWhatThePreviousEpochLeft(t *testing.T) {
+// TestWaitedForBatchIsSentAtOnce: a batch that is not full waits for
+// batch_send_deadline, unless another shard's batch waits for it (its
+// series moved there in a reshard): then both are sent at once.
+func TestWaitedForBatchIsSentAtOnce(t *testing.T) {
 	up := newFakeUpstream(t, nil)
 	u := testUpstream(t, "u", up.srv.URL, false)
 	u.QueueConfig.MinShards, u.QueueConfig.MaxShards = 1, 4
-	u.QueueConfig.MaxSamplesPerSend = 1000
+	u.QueueConfig.MaxSamplesPerSend = 100
 	u.QueueConfig.BatchSendDeadline = pmodel.Duration(time.Minute)
 	m, _, _ := newTestManager(t, testConfig(u))
 	f := m.set.byName["u"]
-	var ss []prw.Series
-	for i := range 10 {
-		ss = append(ss, floatSeries(1, 1, "__name__", "m", "i", intString(i)))
+	// 10 series, none of which stays in shard 0 when 4 shards send.
+	var moved []labels.Labels
+	for i := 0; len(moved) < 10; i++ {
+		ls := labels.FromStrings("__name__", "m", "i", intString(i))
+		raw := prw.NewRequest(prw.ProtoV1, []prw.Series{{Labels: ls}}, nil).Raw
+		if raw.Series[0].ShardHash(raw.Msg)%4 != 0 {
+			moved = append(moved, ls)
+		}
 	}
-	r := prw.NewRequest(prw.ProtoV1, ss, nil)
-	require.NoError(t, m.Enqueue(t.Context(), r, "", nil))
+	req := func(ts int64, n int) *prw.Request {
+		var ss []prw.Series
+		for _, ls := range moved {
+			ss = append(ss, floatSeries(ts, n, "__name__", "m", "i", ls.Get("i")))
+		}
+		return prw.NewRequest(prw.ProtoV1, ss, nil)
+	}
+	require.NoError(t, m.Enqueue(t.Context(), req(1, 1), "", nil))
 	time.Sleep(50 * time.Millisecond)
 	require.Zero(t, up.samples(), "a batch that is not full waits for the deadline")
 	f.setShards(1, 4)
-	require.Eventually(t, func() bool { return up.samples() == 10 }, 5*time.Second, tick)
+	// Their next samples go to shards 1 to 3, as full batches (a series of
+	// 100 samples each) that wait for shard 0's.
+	require.NoError(t, m.Enqueue(t.Context(), req(2, 100), "", nil))
+	require.Eventually(t, func() bool { return up.samples() == 1010 }, 5*time.Second, tick)
+	n, _ := requireSeriesInOrder(t, up.series())
+	require.Equal(t, 10, n)
 }
 
 // TestBacklogMultipliesShards: shards that fall further behind (here: a
@@ -438,27 +471,27 @@ func TestBacklogMultipliesShards(t *testing.T) {
 		f.checkBacklog()
 	}
 	behind(1000)
-	require.Equal(t, 8, f.layout.shards(), "multiplied by backlogGrowth")
+	require.Equal(t, 8, f.activeShards(), "multiplied by backlogGrowth")
 	f.setShards(8, 2)
 	behind(2000)
-	require.Equal(t, 2, f.layout.shards(), "at most one step every 500 ms")
+	require.Equal(t, 2, f.activeShards(), "at most one step every 500 ms")
 	f.reshardAt.Store(time.Now().Add(-time.Second).UnixNano())
 	behind(1500)
-	require.Equal(t, 2, f.layout.shards(), "catching up: kept")
+	require.Equal(t, 2, f.activeShards(), "catching up: kept")
 	behind(3000)
-	require.Equal(t, 8, f.layout.shards(), "up to max_shards")
+	require.Equal(t, 8, f.activeShards(), "up to max_shards")
 	f.checkBacklog()
-	require.Equal(t, 8, f.layout.shards(), "no backlog, no change")
+	require.Equal(t, 8, f.activeShards(), "no backlog, no change")
 
 	// The rates call for one shard, but the shards fell behind just now.
 	f.rates.in.add(1000)
 	f.rates.out.add(1000)
 	f.rates.busy.add(int64(time.Millisecond))
 	f.updateShards(shardUpdateInterval)
-	require.Equal(t, 8, f.layout.shards())
+	require.Equal(t, 8, f.activeShards())
 	f.backlogAt.Store(time.Now().Add(-backlogHold).UnixNano())
 	f.updateShards(shardUpdateInterval)
-	require.Equal(t, 1, f.layout.shards())
+	require.Equal(t, 1, f.activeShards())
 }
 
 // bodyRecorder keeps the bodies of the requests an upstream received, as

@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rwgateway/gateway/pkg/prw"
@@ -16,21 +17,23 @@ const maxIdleQueueCap = 4096
 
 // shard is one of an upstream's parallel senders: a bounded FIFO of items
 // and the goroutine that cuts it into batches and sends them one after the
-// other, so a series (hashed to the same shard within an epoch, see
-// reshard.go) arrives in order. Capacity counts points (see item.count)
-// from their reservation until their batch is sent or dropped, so it
-// bounds the batch in flight too.
+// other, each once the earlier items of its series in other shards are
+// sent (see order.go), so a series arrives in order. Capacity counts points
+// (see item.count) from their reservation until their batch is sent or
+// dropped, so it bounds the batch in flight too.
 type shard struct {
-	f *forwarder
+	f   *forwarder
+	idx int
 
-	mu sync.Mutex
-	// fifos holds the current and the previous epoch's items, by epoch&1:
-	// the previous epoch's go first, never behind items that wait for them.
-	fifos [2]fifo
+	mu   sync.Mutex
+	fifo fifo
 	// points are reserved, queued or in flight, against the capacity; the
 	// disk queue's reader waits on it for room.
 	points *budget
 	notify chan struct{} // signalled when items are appended
+	// urgent is the number of the last item another shard's batch waits
+	// for (see order): up to it, batches are sent without waiting to fill.
+	urgent atomic.Uint64
 
 	batch []item // owned by the shard's goroutine
 }
@@ -42,12 +45,16 @@ type fifo struct {
 	wholes        int // whole items (see whole.go): each a batch, ready to send
 }
 
-// appendItems queues items of epoch, whose n points have been reserved.
-func (s *shard) appendItems(items []item, n int, epoch uint32) {
+// appendItems queues items, whose n points have been reserved, numbering
+// them (see order.queue).
+func (s *shard) appendItems(items []item, n int) {
+	o := s.f.order
+	o.mu.Lock()
+	defer o.mu.Unlock()
 	s.mu.Lock()
-	q := &s.fifos[epoch&1]
+	q := &s.fifo
 	for _, it := range items {
-		it.epoch = epoch
+		o.queue(&it, s.idx)
 		q.items = append(q.items, it)
 		q.size += it.size
 		if it.whole != nil {
@@ -59,19 +66,26 @@ func (s *shard) appendItems(items []item, n int, epoch uint32) {
 	s.wake()
 }
 
-// state reports whether a batch is ready (full, whole, or of a previous
-// epoch, which the current one waits for), and whether anything waits.
+// state reports whether a batch is ready (full, whole, or waited for by
+// another shard), and whether anything waits.
 func (s *shard) state() (ready, any bool) {
 	maxN, maxB := s.f.batchLimits()
-	cur := s.f.layout.current.Load()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, q := range s.fifos {
-		old := q.head < len(q.items) && q.items[q.head].epoch != cur
-		ready = ready || q.n >= maxN || q.size >= maxB || q.wholes > 0 || old
-		any = any || q.n > 0
+	q := &s.fifo
+	urgent := q.head < len(q.items) && q.items[q.head].seq <= s.urgent.Load()
+	return q.n >= maxN || q.size >= maxB || q.wholes > 0 || urgent, q.n > 0
+}
+
+// urge has the shard send its items up to seq without waiting to fill a
+// batch: another shard waits for them.
+func (s *shard) urge(seq uint64) {
+	for cur := s.urgent.Load(); seq > cur; cur = s.urgent.Load() {
+		if s.urgent.CompareAndSwap(cur, seq) {
+			s.wake()
+			return
+		}
 	}
-	return ready, any
 }
 
 // wake makes the shard's goroutine look at its queue again.
@@ -82,31 +96,36 @@ func (s *shard) wake() {
 	}
 }
 
-// take removes the next batch, of one epoch (the older first) and within
-// the batch limits, splitting an item that alone exceeds them. It returns
-// the batch (valid until the next take), its points, and the bytes it took
-// off the queue.
-func (s *shard) take() ([]item, int, int) {
+// take removes the next batch, within the batch limits, splitting an item
+// that alone exceeds them. It returns the batch (valid until the next
+// take), its points, the bytes it took off the queue, and the number of the
+// last item it completes (see order).
+func (s *shard) take() ([]item, int, int, uint64) {
 	maxN, maxB := s.f.batchLimits()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	q := &s.fifos[0]
-	if o := &s.fifos[1]; q.head == len(q.items) || (o.head < len(o.items) && o.items[o.head].epoch < q.items[q.head].epoch) {
-		q = o
-	}
+	q := &s.fifo
 	size := q.size
-	b, n := q.take(s.batch[:0], maxN, maxB)
+	b, n := q.take(s.batch[:0], maxN, maxB, s.f.order)
 	s.batch = b
-	return b, n, size - q.size
+	var done uint64
+	if len(b) > 0 {
+		if done = b[len(b)-1].seq; q.head < len(q.items) && q.items[q.head].seq == done {
+			done-- // the rest of its last item is still queued
+		}
+	}
+	return b, n, size - q.size, done
 }
 
-// take appends the next batch of q to b; a whole item is a batch of its own.
-func (q *fifo) take(b []item, maxN, maxB int) ([]item, int) {
+// take appends the next batch of q to b. A whole item is a batch of its
+// own, and an item that waits for others (see order) is the first of its
+// batch, so that a batch waits only for what its first item waits for.
+func (q *fifo) take(b []item, maxN, maxB int, o *order) ([]item, int) {
 	n, size := 0, 0
 	for q.head < len(q.items) {
 		it := &q.items[q.head]
-		if len(b) > 0 && (it.tenant != b[0].tenant || it.whole != nil || b[0].whole != nil) {
-			break // a batch holds one tenant's data
+		if len(b) > 0 && (it.tenant != b[0].tenant || it.whole != nil || b[0].whole != nil || !o.ready(it.gate)) {
+			break // one tenant per batch, and only its first item waits
 		}
 		c := it.count()
 		fits := n+c <= maxN && size+it.size <= maxB
@@ -205,16 +224,15 @@ func (s *shard) run() {
 // a batch abandoned at shutdown is not done for its records, so it is read
 // again after a restart.
 func (s *shard) sendNext(ctx context.Context) {
-	b, n, bytes := s.take()
+	b, n, bytes, done := s.take()
 	if n == 0 {
 		return
 	}
-	epoch := b[0].epoch
-	if g := s.f.layout.gate(epoch); g != nil {
-		select {
-		case <-g: // the previous epoch is sent
-		case <-ctx.Done(): // send abandons the batch
+	if gate := b[0].gate; gate != nil {
+		for _, m := range gate {
+			s.f.shards[m.shard].urge(m.seq)
 		}
+		s.f.order.wait(ctx, gate) // if ctx ends, send abandons the batch
 	}
 	start := time.Now()
 	if s.send(ctx, b) {
@@ -224,7 +242,7 @@ func (s *shard) sendNext(ctx context.Context) {
 	clear(b)
 	s.f.mem.give(bytes)
 	s.points.give(n)
-	s.f.layout.release(epoch, n)
+	s.f.order.done(s.idx, done)
 	s.f.m.QueueLength.Sub(float64(n))
 }
 

@@ -104,10 +104,10 @@ func TestTakeCutsBatches(t *testing.T) {
 		items := formItems(seriesRequest1(floatSeries(0, 25, "__name__", "x")), 1, math.MaxInt, math.MaxInt)
 		require.Len(t, items, 1)
 		require.True(t, s.points.take(25))
-		s.appendItems(items, 25, 0)
+		s.appendItems(items, 25)
 		var got []int64
 		for {
-			b, n, _ := s.take()
+			b, n, _, _ := s.take()
 			if n == 0 {
 				break
 			}
@@ -133,12 +133,12 @@ func TestTakeCutsBatches(t *testing.T) {
 		req := prw.NewRequest(prw.ProtoV1, ss, nil)
 		items := formItems(req, 1, 3, math.MaxInt) // a chunk per series
 		require.True(t, s.points.take(300))
-		s.appendItems(items, 300, 0)
+		s.appendItems(items, 300)
 		enc := newEncoder()
 		total := 0
 		var sizes []int
 		for {
-			b, n, _ := s.take()
+			b, n, _, _ := s.take()
 			if n == 0 {
 				break
 			}

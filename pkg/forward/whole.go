@@ -38,11 +38,12 @@ func wholeItem(raw *prw.RawV1, proto prw.Protocol, maxN, maxB int) (item, bool) 
 	if !ok || raw.Compressed == nil || len(raw.Metadata) > 0 || len(raw.Series) == 0 || len(raw.Msg) > maxB {
 		return item{}, false
 	}
-	it, n := item{ext: raw.Ext}, 0
+	it, n := item{ext: raw.Ext, hashes: make([]uint64, len(raw.Series))}, 0
 	for i := range raw.Series {
 		rs := &raw.Series[i]
 		n += 1 + protowire.SizeVarint(uint64(rs.Len)) + int(rs.Len)
 		it.add(rs)
+		it.hashes[i] = rs.ShardHash(raw.Msg)
 	}
 	// The message must be its series fields and nothing else, so that it
 	// is a chunk as it is.
@@ -69,7 +70,7 @@ func (f *forwarder) cutWhole(items []item) []item {
 			continue
 		}
 		for _, c := range chunkRaw(it.raw, it.whole.series, len(f.shards), q.MaxSamplesPerSend, q.MaxBytesPerSend) {
-			c.tenant, c.rec, c.epoch = it.tenant, it.rec, it.epoch
+			c.tenant, c.rec = it.tenant, it.rec
 			out = append(out, c)
 		}
 	}
