@@ -153,18 +153,21 @@ func (e *encoder) marshalV1(items []item, meta bool) (int, error) {
 			addFamily(it.family.MetricFamilyName, it.family.Metadata)
 			continue
 		}
+		raw, err := it.chunk()
+		if err != nil {
+			return 0, err
+		}
 		if !it.ext {
-			if len(it.raw) < minPieceBytes {
-				b = append(b, it.raw...)
+			if len(raw) < minPieceBytes {
+				b = append(b, raw...)
 			} else {
 				e.addPiece(run, len(b))
-				e.pieces = append(e.pieces, piece{raw: it.raw})
+				e.pieces = append(e.pieces, piece{raw: raw})
 				run = len(b)
 			}
 			continue
 		}
-		var err error
-		walkErr := rangeChunk(it.raw, func(ts []byte, rs prw.RawSeries, _ int) bool {
+		walkErr := rangeChunk(raw, func(ts []byte, rs prw.RawSeries, _ int) bool {
 			var md []byte
 			start := len(b)
 			if b, md, e.scratch, err = prw.AppendV1(b, ts, e.scratch); err != nil {
@@ -203,7 +206,11 @@ func (e *encoder) marshalV2(items []item, meta bool) (metadata int, err error) {
 		if items[i].family != nil {
 			continue
 		}
-		walkErr := rangeChunk(items[i].raw, func(ts []byte, _ prw.RawSeries, _ int) bool {
+		raw, err := items[i].chunk()
+		if err != nil {
+			return 0, err
+		}
+		walkErr := rangeChunk(raw, func(ts []byte, _ prw.RawSeries, _ int) bool {
 			var hasMeta bool
 			if hasMeta, err = e.v2.Add(ts, meta); hasMeta {
 				metadata++

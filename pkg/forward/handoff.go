@@ -6,7 +6,6 @@ import (
 	"time"
 	"unsafe"
 
-	"github.com/rwgateway/gateway/pkg/prw"
 	"github.com/rwgateway/gateway/pkg/queue"
 )
 
@@ -89,9 +88,9 @@ func (h *handoff) take(pos queue.Position) ([]item, time.Time, bool) {
 func handoffBytes(items []item) int {
 	n := len(items) * int(unsafe.Sizeof(item{}))
 	for i := range items {
-		n += len(items[i].raw)
+		n += len(items[i].raw) + 8*len(items[i].hashes)
 		if w := items[i].whole; w != nil {
-			n += len(w.wire) + len(w.series)*int(unsafe.Sizeof(prw.RawSeries{}))
+			n += len(w.wire)
 		}
 	}
 	return n

@@ -75,11 +75,15 @@ func itemsSize(items []item) int {
 // of first series with at most n points (or the first n points of a first
 // series with more, in the order the series holds them), and tail.
 func (it *item) split(n int) (head, tail item, err error) {
+	raw, err := it.chunk()
+	if err != nil {
+		return *it, item{}, err
+	}
 	head = it.like(nil)
 	cut := 0
 	var first []byte // the first series' TimeSeries message
 	var firstRS prw.RawSeries
-	err = rangeChunk(it.raw, func(ts []byte, rs prw.RawSeries, end int) bool {
+	err = rangeChunk(raw, func(ts []byte, rs prw.RawSeries, end int) bool {
 		if cut > 0 && head.count()+weight(rs) > n {
 			return false
 		}
@@ -94,8 +98,8 @@ func (it *item) split(n int) (head, tail item, err error) {
 		return *it, item{}, err
 	}
 	if head.count() <= n {
-		head.raw, head.size = it.raw[:cut:cut], cut
-		return head, it.rest(&head, it.raw[cut:]), nil
+		head.raw, head.size = raw[:cut:cut], cut
+		return head, it.rest(&head, raw[cut:]), nil
 	}
 	// Only the first series, over n: cut it by its points.
 	h, hrs, _, scratch, err := prw.FilterPoints(nil, first, firstRS, func(_ int, _ int64, i int) bool { return i < n }, nil)
@@ -108,7 +112,7 @@ func (it *item) split(n int) (head, tail item, err error) {
 	}
 	head = it.like(h)
 	head.add(&hrs)
-	return head, it.rest(&head, append(t, it.raw[cut:]...)), nil
+	return head, it.rest(&head, append(t, raw[cut:]...)), nil
 }
 
 // like returns an item of the chunk raw like it, with no points counted.
@@ -144,7 +148,11 @@ func (it *item) keepPoints(keep func(kind int, t int64, i int) bool) (item, int,
 		dropped    int
 		ferr       error
 	)
-	err := rangeChunk(it.raw, func(ts []byte, rs prw.RawSeries, _ int) bool {
+	raw, err := it.chunk()
+	if err != nil {
+		return *it, 0, err
+	}
+	err = rangeChunk(raw, func(ts []byte, rs prw.RawSeries, _ int) bool {
 		var kept prw.RawSeries
 		var d int
 		mark := len(b)

@@ -2,6 +2,7 @@ package forward
 
 import (
 	"context"
+	"math/bits"
 	"sync"
 	"sync/atomic"
 )
@@ -24,9 +25,10 @@ import (
 // for concurrent use.
 type order struct {
 	mu   sync.Mutex
-	last map[uint64]mark // series hash -> the last item queued with it
-	seq  uint64          // the number of the last item queued
-	kept int             // len(last) after the last sweep
+	last markTable // series hash -> the last item queued with it
+	seq  uint64    // the number of the last item queued
+	next int       // where route starts looking for the least loaded shard
+	idx  []int     // placeWhole's scratch
 
 	sent []atomic.Uint64 // by shard
 
@@ -34,18 +36,15 @@ type order struct {
 	wake chan struct{} // closed when a shard has sent, if something waits
 }
 
-// mark is where an item was queued: its number and shard.
+// mark is where an item was queued: its number and shard. The zero mark
+// is no item.
 type mark struct {
 	seq   uint64
 	shard int32
 }
 
-// minSweep is the least number of series tracked before a sweep forgets
-// those whose last item was sent.
-const minSweep = 1 << 16
-
 func newOrder(shards int) *order {
-	return &order{last: map[uint64]mark{}, sent: make([]atomic.Uint64, shards)}
+	return &order{last: newMarkTable(minMarkTable), sent: make([]atomic.Uint64, shards)}
 }
 
 // pending reports whether the item m is neither sent nor dropped.
@@ -55,28 +54,106 @@ func (o *order) pending(m mark) bool { return m.seq > o.sent[m.shard].Load() }
 // records it as the last item of its series. The caller holds o.mu, and
 // appends the items it numbers to each shard in the order of their numbers.
 func (o *order) queue(it *item, shard int) {
+	o.reserve(len(it.hashes))
 	o.seq++
 	it.seq, it.gate = o.seq, nil
 	me := mark{seq: o.seq, shard: int32(shard)}
 	for _, h := range it.hashes {
-		if m, ok := o.last[h]; ok && m.shard != me.shard && o.pending(m) {
-			it.gate = addDep(it.gate, m)
+		m := o.last.find(h)
+		if m.seq != 0 && m.shard != me.shard && o.pending(*m) {
+			it.gate = addDep(it.gate, *m)
 		}
-		o.last[h] = me
-	}
-	if len(o.last) >= max(2*o.kept, minSweep) {
-		o.sweep()
+		*m = me
 	}
 }
 
-// sweep forgets the series whose last item was sent.
-func (o *order) sweep() {
-	for h, m := range o.last {
-		if !o.pending(m) {
-			delete(o.last, h)
+// placeWhole routes it, an item that may go to any shard (a whole request,
+// see whole.go), and numbers it as queue does, looking each of its series
+// up once: it goes to the shard of the latest of its series' items not
+// sent yet, behind which it would wait anyway, or else to the one of the
+// active shards with the fewest points held (load reports them). The
+// caller appends it to that shard before it numbers anything else.
+func (o *order) placeWhole(it *item, active int, load func(shard int) int64) int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.reserve(len(it.hashes)) // no rebuild below: the indexes stay valid
+	o.idx = o.idx[:0]
+	var latest mark
+	for _, h := range it.hashes {
+		i := o.last.index(h)
+		o.idx = append(o.idx, i)
+		if m := o.last.entries[i].mark; m.seq > latest.seq && int(m.shard) < active && o.pending(m) {
+			latest = m
 		}
 	}
-	o.kept = len(o.last)
+	shard := int(latest.shard)
+	if latest.seq == 0 {
+		shard = o.leastLoaded(active, load)
+	}
+	o.seq++
+	it.seq, it.gate = o.seq, nil
+	me := mark{seq: o.seq, shard: int32(shard)}
+	for _, i := range o.idx {
+		m := &o.last.entries[i].mark
+		if m.seq != 0 && m.shard != me.shard && o.pending(*m) {
+			it.gate = addDep(it.gate, *m)
+		}
+		*m = me
+	}
+	return shard
+}
+
+// route returns the shard placeWhole would, without numbering anything:
+// the memory queues' reservation, which numbers at commit (see queue).
+func (o *order) route(hashes []uint64, active int, load func(shard int) int64) int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	var latest mark
+	for _, h := range hashes {
+		if m, ok := o.last.get(h); ok && m.seq > latest.seq && int(m.shard) < active && o.pending(m) {
+			latest = m
+		}
+	}
+	if latest.seq > 0 {
+		return int(latest.shard)
+	}
+	return o.leastLoaded(active, load)
+}
+
+// leastLoaded returns the active shard holding the fewest points, the one
+// after the last chosen on a tie. The caller holds o.mu.
+func (o *order) leastLoaded(active int, load func(shard int) int64) int {
+	best, least := 0, int64(-1)
+	for i := range active {
+		sh := (o.next + i) % active
+		if l := load(sh); least < 0 || l < least {
+			best, least = sh, l
+		}
+	}
+	o.next = best + 1
+	return best
+}
+
+// reserve makes room in o.last for n more series, forgetting those whose
+// last item was sent (a sweep) when it is full. The caller holds o.mu.
+func (o *order) reserve(n int) {
+	t := &o.last
+	if (t.n+n)*4 <= len(t.entries)*3 {
+		return
+	}
+	kept := 0
+	for _, e := range t.entries {
+		if e.key != 0 && o.pending(e.mark) {
+			kept++
+		}
+	}
+	nt := newMarkTable(max(minMarkTable, 1<<bits.Len(uint((kept+n)*2))))
+	for _, e := range t.entries {
+		if e.key != 0 && o.pending(e.mark) {
+			nt.entries[nt.index(e.key)].mark = e.mark
+		}
+	}
+	o.last = nt
 }
 
 // addDep adds the item m to gate, which keeps the latest item per shard:
@@ -135,4 +212,65 @@ func (o *order) done(shard int, seq uint64) {
 		o.wake = nil
 	}
 	o.wmu.Unlock()
+}
+
+// markTable maps series hashes to marks: open addressing with linear
+// probing over pointer-free entries. Hand-written because each series is
+// looked up once per item and its mark updated in place, where a Go map
+// takes a second lookup to store; at millions of series a second this is a
+// visible share of the CPU. Entries are only added; order.reserve rebuilds
+// the table without the series whose last item was sent.
+type markTable struct {
+	entries []markEntry
+	n       int
+}
+
+// markEntry is a slot: key 0 is empty (a hash of 0 is stored as 1, see
+// key), so that a new table is all empty slots.
+type markEntry struct {
+	key  uint64
+	mark mark
+}
+
+// minMarkTable is the least number of slots of a markTable.
+const minMarkTable = 1 << 12
+
+func newMarkTable(size int) markTable { return markTable{entries: make([]markEntry, size)} }
+
+// key is the table's key for the series hash h. Two series of the same key
+// share one mark, which only makes an item wait for more than it must.
+func key(h uint64) uint64 { return max(h, 1) }
+
+// index returns the slot of h, taking an empty one (of the zero mark) if
+// h has none; the table must have room (see order.reserve).
+func (t *markTable) index(h uint64) int {
+	k := key(h)
+	mask := len(t.entries) - 1
+	for i := int(k>>32^k) & mask; ; i = (i + 1) & mask {
+		switch t.entries[i].key {
+		case k:
+			return i
+		case 0:
+			t.entries[i].key = k
+			t.n++
+			return i
+		}
+	}
+}
+
+// find returns h's mark, for the caller to update (see index).
+func (t *markTable) find(h uint64) *mark { return &t.entries[t.index(h)].mark }
+
+// get returns h's mark, if it has one.
+func (t *markTable) get(h uint64) (mark, bool) {
+	k := key(h)
+	mask := len(t.entries) - 1
+	for i := int(k>>32^k) & mask; ; i = (i + 1) & mask {
+		switch t.entries[i].key {
+		case k:
+			return t.entries[i].mark, true
+		case 0:
+			return mark{}, false
+		}
+	}
 }

@@ -18,12 +18,10 @@ type prepared struct {
 	ranges []shardRange
 	total  int
 	// Memory mode: the shard count p was placed with, whether it holds
-	// room, its bytes of the memory budget, and the whole item placed
-	// instead of its chunks when one shard sends.
+	// room, and its bytes of the memory budget.
 	active   int
 	reserved bool
 	bytes    int
-	whole    item
 	// Disk mode: the records, their size and the encoder holding them; the
 	// request to write, in which protocol, whether with its metadata, and
 	// its tenant if sent; the items for the reader (see handoff) if it is
@@ -65,16 +63,14 @@ func (f *forwarder) prepare(r *request, p *prepared) {
 	q := &cfg.QueueConfig
 	var items []item
 	var whole item // its whole is nil if the request cannot go whole
-	if raw == view && f.activeShards() == 1 && (!v2 || meta) {
-		// Only one shard sends a whole item (see whole.go); with more, the
-		// request is cut as it is prepared, not copied whole first. A 2.0
-		// one carries its series' metadata, so it goes whole only where
-		// metadata is sent.
+	if raw == view && (!v2 || meta) {
+		// A 2.0 request carries its series' metadata, so it goes whole
+		// only where metadata is sent.
 		whole = r.wholeFor(raw, proto, q.MaxSamplesPerSend, q.MaxBytesPerSend)
 	}
 	switch {
-	case whole.whole != nil && f.dq != nil:
-		items = []item{whole} // the reader cuts it if more than one shard sends
+	case whole.whole != nil:
+		items = []item{whole} // routed to a shard when placed (see order.route)
 	case raw == view:
 		items = r.chunksFor(f, raw)
 	default:
@@ -87,7 +83,7 @@ func (f *forwarder) prepare(r *request, p *prepared) {
 		for i := range items {
 			items[i].tenant = r.tenant
 		}
-		whole.tenant, p.tenant = r.tenant, r.tenant
+		p.tenant = r.tenant
 	}
 	if f.dq != nil {
 		p.raw, p.proto, p.meta, p.items = raw, proto, meta && !v2, items
@@ -97,7 +93,6 @@ func (f *forwarder) prepare(r *request, p *prepared) {
 		return
 	}
 	p.items, p.ranges, p.total = groupByShard(items, len(f.shards))
-	p.whole = whole
 }
 
 // transform returns in, a view of r's request, as f is to be sent it:
@@ -165,6 +160,9 @@ func (f *forwarder) transform(r *request, in *prw.RawV1, v2 bool, p *prepared) *
 	return res
 }
 
+// load is what the shard sh holds, in points: what order routes by.
+func (f *forwarder) load(sh int) int64 { return f.shards[sh].points.used.Load() }
+
 // groupByShard orders items by shard (their shard modulo nShards), stably,
 // so that per-series order holds, and returns each shard's range of them.
 func groupByShard(items []item, nShards int) (sorted []item, ranges []shardRange, total int) {
@@ -202,8 +200,9 @@ func (p *prepared) reserve() bool {
 		return true
 	}
 	p.active = p.f.activeShards()
-	if p.active == 1 && p.whole.whole != nil {
-		p.items, p.ranges = []item{p.whole}, []shardRange{{hi: 1, count: p.total}}
+	if w := &p.items[0]; w.whole != nil {
+		w.shard = p.f.order.route(w.hashes, p.active, p.f.load)
+		p.ranges[0].shard = w.shard
 	}
 	p.bytes = itemsSize(p.items)
 	if !p.f.mem.take(p.bytes) {

@@ -84,15 +84,17 @@ func (f *forwarder) readLoop() {
 			continue
 		}
 		active := f.activeShards()
-		if active > 1 {
-			items = f.cutWhole(items)
+		for i := range items {
+			if it := &items[i]; it.whole != nil {
+				it.shard = f.order.placeWhole(it, active, f.load)
+			}
 		}
-		sorted, ranges, _ := groupByShard(items, len(f.shards))
+		sorted, ranges, _ := groupByShard(items, active)
 		if !f.mem.wait(ctx, itemsSize(items)) {
 			return // stopping: the record stays unacknowledged on disk
 		}
 		for _, r := range ranges {
-			s := f.shards[r.shard%active]
+			s := f.shards[r.shard]
 			if !s.points.wait(ctx, r.count) {
 				f.mem.give(itemsSize(sorted[r.lo:]))
 				return

@@ -74,9 +74,27 @@ func TestOrderGates(t *testing.T) {
 	}
 
 	o.mu.Lock()
-	o.sweep()
-	require.Equal(t, map[uint64]mark{5: {seq: 5, shard: 1}}, o.last, "only the series of the pending item are kept")
+	o.reserve(len(o.last.entries)) // a rebuild
+	require.Equal(t, 1, o.last.n, "only the series of the pending item are kept")
+	m, ok := o.last.get(5)
+	require.True(t, ok)
+	require.Equal(t, mark{seq: 5, shard: 1}, m)
 	o.mu.Unlock()
+
+	// A whole item goes to the shard of the latest pending item of its
+	// series, waiting for the others; with none pending, to the least
+	// loaded shard.
+	load := func(sh int) int64 { return []int64{5, 1, 3}[sh] }
+	queue(0, 7) // seq 6
+	w := item{hashes: []uint64{7, 5, 8}}
+	require.Equal(t, 0, o.route(w.hashes, 3, load), "seq 6 is the latest")
+	require.Equal(t, 0, o.placeWhole(&w, 3, load))
+	require.Equal(t, uint64(7), w.seq)
+	require.Equal(t, []mark{{seq: 5, shard: 1}}, w.gate)
+	require.Equal(t, 0, o.route([]uint64{7}, 1, load), "the latest item of its series")
+	o.done(0, 7)
+	require.Equal(t, 1, o.route([]uint64{7}, 3, load), "none pending: the least loaded")
+	require.Equal(t, 0, o.route([]uint64{5}, 1, load), "not to a shard no longer in use (seq 5 is in shard 1)")
 }
 
 func TestDesiredShards(t *testing.T) {
@@ -224,10 +242,10 @@ func clientRequest(t *testing.T, body []byte) *prw.Request {
 	return &d.Req
 }
 
-// TestWholeRequestSentAsItCame: while one shard sends, a request the
-// upstream takes unchanged leaves with the client's own bytes; with more
-// shards it is cut by shard and still arrives whole; cut after a 413, all
-// of it arrives.
+// TestWholeRequestSentAsItCame: a request the upstream takes unchanged
+// leaves with the client's own bytes, whatever the number of shards, and
+// its series arrive in order across requests; cut after a 413, all of it
+// arrives.
 func TestWholeRequestSentAsItCame(t *testing.T) {
 	for _, disk := range []bool{false, true} {
 		for _, tc := range []struct {
@@ -238,7 +256,7 @@ func TestWholeRequestSentAsItCame(t *testing.T) {
 			wantMinBatches int
 		}{
 			{"one shard", 1, 0, true, 3},
-			{"four shards", 4, 0, false, 4},
+			{"four shards", 4, 0, true, 3},
 			{"one shard, 413", 1, 40, false, 6},
 		} {
 			t.Run(map[bool]string{false: "memory", true: "disk"}[disk]+"/"+tc.name, func(t *testing.T) {
@@ -293,16 +311,61 @@ func TestWholeRequestSentAsItCame(t *testing.T) {
 				case tc.wantSameBytes:
 					require.Len(t, bodies, len(sent))
 					require.Equal(t, len(sent), same, "each request sent as it came")
-				case tc.limit > 0:
-					require.Equal(t, 1, same, "only the first attempt, refused, is the client's bytes")
 				default:
-					require.Zero(t, same, "cut by shard")
+					require.Equal(t, 1, same, "only the first attempt, refused, is the client's bytes")
 				}
 				// Every sample once, each series in order.
 				_, n := requireSeriesInOrder(t, up.series())
 				require.Equal(t, want, n)
 			})
 		}
+	}
+}
+
+// TestWholeRequestWaitsForItsSeries: requests sent whole go to different
+// shards; one holding series of two earlier ones, still being sent by two
+// shards, waits for both, so its series arrive in order, and still leaves
+// as it came.
+func TestWholeRequestWaitsForItsSeries(t *testing.T) {
+	for _, disk := range []bool{false, true} {
+		t.Run(map[bool]string{false: "memory", true: "disk"}[disk], func(t *testing.T) {
+			testDisk = disk
+			defer func() { testDisk = false }()
+			up := newFakeUpstream(t, func(_ http.ResponseWriter, _ *http.Request, got *gotRequest, _ int) int {
+				switch got.series[0].Samples[0].Timestamp {
+				case 1:
+					time.Sleep(400 * time.Millisecond)
+				case 2:
+					time.Sleep(100 * time.Millisecond)
+				}
+				return http.StatusNoContent
+			})
+			rec, url := recordBodies(t, up, nil)
+			u := testUpstream(t, "u", url, false)
+			u.QueueConfig.MinShards, u.QueueConfig.MaxShards = 4, 4
+			m, _, _ := newTestManager(t, testConfig(u))
+			body := func(ts int64, lo, hi int) []byte {
+				req := &prompb.WriteRequest{}
+				for s := lo; s < hi; s++ {
+					req.Timeseries = append(req.Timeseries, prompb.TimeSeries{Labels: prompb.FromLabels(rwtest.SeriesLabels(s), nil),
+						Samples: []prompb.Sample{{Timestamp: ts, Value: 1}}})
+				}
+				msg, err := req.Marshal()
+				require.NoError(t, err)
+				return literalSnappy(msg)
+			}
+			// Series 0-9 at 1, 10-19 at 2 (each its own shard, as the
+			// least loaded), then 0-19 at 3.
+			bodies := [][]byte{body(1, 0, 10), body(2, 10, 20), body(3, 0, 20)}
+			for _, b := range bodies {
+				require.NoError(t, m.Enqueue(t.Context(), clientRequest(t, b), "", nil))
+				time.Sleep(20 * time.Millisecond) // placed before the next comes
+			}
+			require.Eventually(t, func() bool { return up.samples() == 40 }, waitFor, tick)
+			n, _ := requireSeriesInOrder(t, up.series())
+			require.Equal(t, 20, n)
+			require.Equal(t, bodies, rec.get(), "each sent as it came, in the order of their series")
+		})
 	}
 }
 

@@ -46,7 +46,7 @@ type fifo struct {
 }
 
 // appendItems queues items, whose n points have been reserved, numbering
-// them (see order.queue).
+// those not numbered yet (see order.queue).
 func (s *shard) appendItems(items []item, n int) {
 	o := s.f.order
 	o.mu.Lock()
@@ -54,7 +54,9 @@ func (s *shard) appendItems(items []item, n int) {
 	s.mu.Lock()
 	q := &s.fifo
 	for _, it := range items {
-		o.queue(&it, s.idx)
+		if it.seq == 0 {
+			o.queue(&it, s.idx)
+		}
 		q.items = append(q.items, it)
 		q.size += it.size
 		if it.whole != nil {

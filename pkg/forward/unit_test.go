@@ -183,6 +183,50 @@ func TestSampleAgeLimit(t *testing.T) {
 	require.Len(t, decodeChunk(t, &items[0])[0].Samples, 2)
 }
 
+// TestWholeItemKeepsOnlyTheClientBody: a whole 1.0 item holds the client's
+// body and no decoded copy; the age limit, a split and 2.0 encoding read
+// the body, and leave the item as it was.
+func TestWholeItemKeepsOnlyTheClientBody(t *testing.T) {
+	s := newTestShard(t, func(q *config.QueueConfig) { q.SampleAgeLimit = pmodel.Duration(time.Hour) })
+	now := time.Now().UnixMilli()
+	old := now - 2*time.Hour.Milliseconds()
+	req := &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{
+		{Labels: []prompb.Label{{Name: "__name__", Value: "a"}}, Samples: []prompb.Sample{{Value: 1, Timestamp: old}, {Value: 2, Timestamp: now}}},
+		{Labels: []prompb.Label{{Name: "__name__", Value: "b"}}, Samples: []prompb.Sample{{Value: 3, Timestamp: now}}},
+	}}
+	msg, err := req.Marshal()
+	require.NoError(t, err)
+	body := literalSnappy(msg)
+	it, ok := wholeItem(clientRequest(t, body).Raw, prw.ProtoV1, math.MaxInt, math.MaxInt)
+	require.True(t, ok)
+	require.Nil(t, it.raw, "no decoded copy")
+	require.Equal(t, body, it.whole.wire)
+	require.Equal(t, len(msg), it.size)
+	require.Len(t, it.hashes, 2)
+
+	got := s.dropTooOld([]item{it})
+	require.Len(t, got, 1)
+	require.Nil(t, got[0].whole, "changed: no longer the client's body")
+	ts := decodeChunk(t, &got[0])
+	require.Equal(t, []prompb.Sample{{Value: 2, Timestamp: now}}, ts[0].Samples)
+	require.Equal(t, []prompb.Sample{{Value: 3, Timestamp: now}}, ts[1].Samples)
+
+	head, tail, err := it.split(2)
+	require.NoError(t, err)
+	require.Equal(t, req.Timeseries[:1], decodeChunk(t, &head))
+	require.Equal(t, req.Timeseries[1:], decodeChunk(t, &tail))
+
+	data, st, err := newEncoder().encode(prw.ProtoV2, []item{it}, false)
+	require.NoError(t, err)
+	require.Equal(t, 3, st.samples)
+	got2, err := decodeRequest(http.Header{"Content-Type": {prw.ContentTypeV2}}, data)
+	require.NoError(t, err)
+	require.Len(t, got2.series, 2)
+	require.Equal(t, "a", got2.series[0].Labels.Get("__name__"))
+	require.Len(t, got2.series[0].Samples, 2)
+	require.Nil(t, it.raw, "the item is as it was")
+}
+
 // Retries wait longer each time, up to max_backoff, jitter and all.
 func TestBackoffGrows(t *testing.T) {
 	const minB, maxB = 30 * time.Millisecond, 5 * time.Second

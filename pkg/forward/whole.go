@@ -1,7 +1,10 @@
 package forward
 
 import (
+	"fmt"
 	"slices"
+
+	"github.com/golang/snappy"
 
 	"google.golang.org/protobuf/encoding/protowire"
 
@@ -11,19 +14,18 @@ import (
 // A request that an upstream takes unchanged (same protocol, nothing
 // relabeled, within the batch limits) is already a batch its sender built:
 // it is queued as one item that keeps the client's compressed body, and
-// sent as it came, not cut, copied and compressed again. That is only
-// right while one shard sends everything (see reshard.go), as its series
-// would otherwise belong to several shards; otherwise it is cut into the
-// chunks of its series' shards. Anything that changes it (a split after a
-// 413, the age limit, a protocol fallback) works on its chunk, raw, as on
-// any other, and the result is not whole.
+// sent as it came, not cut, copied and compressed again; a 1.0 one keeps
+// only the client's body. It goes to one
+// shard, whichever its series' order allows best (see order.route), and
+// waits there only for earlier items of its series in other shards.
+// Anything that changes it (a split after a 413, the age limit, a protocol
+// fallback) works on its chunk, raw, as on any other, and the result is
+// not whole.
 
-// wholeRequest is a whole item's compressed body, in proto, and the spans
-// of its series in the item's raw, to cut it into chunks.
+// wholeRequest is a whole item's compressed body, in proto.
 type wholeRequest struct {
-	wire   []byte
-	proto  prw.Protocol
-	series []prw.RawSeries
+	wire  []byte
+	proto prw.Protocol
 }
 
 // wholeItem returns raw, a request in the form, as one whole item to send
@@ -38,41 +40,40 @@ func wholeItem(raw *prw.RawV1, proto prw.Protocol, maxN, maxB int) (item, bool) 
 	if !ok || raw.Compressed == nil || len(raw.Metadata) > 0 || len(raw.Series) == 0 || len(raw.Msg) > maxB {
 		return item{}, false
 	}
-	it, n := item{ext: raw.Ext, hashes: make([]uint64, len(raw.Series))}, 0
+	it, n := item{ext: raw.Ext}, 0
 	for i := range raw.Series {
 		rs := &raw.Series[i]
 		n += 1 + protowire.SizeVarint(uint64(rs.Len)) + int(rs.Len)
 		it.add(rs)
-		it.hashes[i] = rs.ShardHash(raw.Msg)
 	}
 	// The message must be its series fields and nothing else, so that it
 	// is a chunk as it is.
 	if n != len(raw.Msg) || it.count() > maxN {
 		return item{}, false
 	}
-	it.raw, it.size = slices.Clone(raw.Msg), len(raw.Msg)
-	it.whole = &wholeRequest{wire: slices.Clone(raw.Compressed), proto: proto, series: slices.Clone(raw.Series)}
+	it.hashes = make([]uint64, len(raw.Series))
+	for i := range raw.Series {
+		it.hashes[i] = raw.Series[i].ShardHash(raw.Msg)
+	}
+	it.size = len(raw.Msg)
+	if proto == prw.ProtoV2 {
+		it.raw = slices.Clone(raw.Msg) // the form, which 2.0 bytes are not
+	}
+	it.whole = &wholeRequest{wire: slices.Clone(raw.Compressed), proto: proto}
 	return it, true
 }
 
-// cutWhole returns items with each whole item cut into the chunks of its
-// series' shards, for f's shards and batch limits.
-func (f *forwarder) cutWhole(items []item) []item {
-	i := slices.IndexFunc(items, func(it item) bool { return it.whole != nil })
-	if i < 0 {
-		return items
+// chunk returns the item's chunk: raw, or, for a whole 1.0 request, which
+// keeps only the client's body (its message is the chunk), that decoded.
+// Only what changes a whole item (a split, the age limit, a protocol
+// fallback) needs it.
+func (it *item) chunk() ([]byte, error) {
+	if it.raw != nil || it.whole == nil || it.whole.proto != prw.ProtoV1 {
+		return it.raw, nil
 	}
-	q := &f.cfg.QueueConfig
-	out := slices.Clone(items[:i])
-	for _, it := range items[i:] {
-		if it.whole == nil {
-			out = append(out, it)
-			continue
-		}
-		for _, c := range chunkRaw(it.raw, it.whole.series, len(f.shards), q.MaxSamplesPerSend, q.MaxBytesPerSend) {
-			c.tenant, c.rec = it.tenant, it.rec
-			out = append(out, c)
-		}
+	raw, err := snappy.Decode(nil, it.whole.wire)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", errMalformedChunk, err)
 	}
-	return out
+	return raw, nil
 }
