@@ -17,6 +17,7 @@ import (
 
 	"github.com/rwgateway/gateway/config"
 	"github.com/rwgateway/gateway/pkg/prw"
+	"github.com/rwgateway/gateway/pkg/receiver/rwtest"
 	"github.com/rwgateway/gateway/pkg/registry"
 )
 
@@ -225,6 +226,41 @@ func TestWholeItemKeepsOnlyTheClientBody(t *testing.T) {
 	require.Equal(t, "a", got2.series[0].Labels.Get("__name__"))
 	require.Len(t, got2.series[0].Samples, 2)
 	require.Nil(t, it.raw, "the item is as it was")
+}
+
+// TestWholeV2ItemKeepsOnlyTheClientBody: a whole 2.0 item holds the
+// client's body only; sent to an upstream that fell back to 1.0, or split,
+// it is decoded again into the form it came in.
+func TestWholeV2ItemKeepsOnlyTheClientBody(t *testing.T) {
+	req := rwtest.V2Request(4, 3)
+	msg, err := req.Marshal()
+	require.NoError(t, err)
+	body := literalSnappy(msg)
+	dec := prw.NewV2Decoder()
+	d, err := dec.Decode(msg)
+	require.NoError(t, err)
+	d.Req.Raw.Compressed = body
+	form := slices.Clone(d.Req.Raw.Msg)
+	it, ok := wholeItem(d.Req.Raw, prw.ProtoV2, math.MaxInt, math.MaxInt)
+	dec.Release(d)
+	require.True(t, ok)
+	require.Nil(t, it.raw, "no decoded copy")
+	got, err := it.chunk()
+	require.NoError(t, err)
+	require.Equal(t, form, got, "the form, decoded again")
+
+	data, st, err := newEncoder().encode(prw.ProtoV1, []item{it}, true)
+	require.NoError(t, err)
+	require.Equal(t, 12, st.samples)
+	got1, err := decodeRequest(http.Header{}, data)
+	require.NoError(t, err)
+	require.Len(t, got1.series, 4)
+	require.Len(t, got1.series[3].Samples, 3)
+
+	head, tail, err := it.split(6)
+	require.NoError(t, err)
+	require.Equal(t, 6, head.count())
+	require.Equal(t, 6, tail.count())
 }
 
 // Retries wait longer each time, up to max_backoff, jitter and all.

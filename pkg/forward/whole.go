@@ -14,8 +14,8 @@ import (
 // A request that an upstream takes unchanged (same protocol, nothing
 // relabeled, within the batch limits) is already a batch its sender built:
 // it is queued as one item that keeps the client's compressed body, and
-// sent as it came, not cut, copied and compressed again; a 1.0 one keeps
-// only the client's body. It goes to one
+// sent as it came, not cut, copied and compressed again; it keeps only the
+// client's body. It goes to one
 // shard, whichever its series' order allows best (see order.route), and
 // waits there only for earlier items of its series in other shards.
 // Anything that changes it (a split after a 413, the age limit, a protocol
@@ -56,24 +56,32 @@ func wholeItem(raw *prw.RawV1, proto prw.Protocol, maxN, maxB int) (item, bool) 
 		it.hashes[i] = raw.Series[i].ShardHash(raw.Msg)
 	}
 	it.size = len(raw.Msg)
-	if proto == prw.ProtoV2 {
-		it.raw = slices.Clone(raw.Msg) // the form, which 2.0 bytes are not
-	}
 	it.whole = &wholeRequest{wire: slices.Clone(raw.Compressed), proto: proto}
 	return it, true
 }
 
-// chunk returns the item's chunk: raw, or, for a whole 1.0 request, which
-// keeps only the client's body (its message is the chunk), that decoded.
-// Only what changes a whole item (a split, the age limit, a protocol
-// fallback) needs it.
+// v2Decoder reads a whole 2.0 item's body back into the form (see chunk).
+var v2Decoder = prw.NewV2Decoder()
+
+// chunk returns the item's chunk: raw, or, for a whole item, which keeps
+// only the client's body, the form decoded from it (a 1.0 message is its
+// chunk, a 2.0 one is decoded as the write handler did). Only what changes
+// a whole item (a split, the age limit, a protocol fallback) needs it.
 func (it *item) chunk() ([]byte, error) {
-	if it.raw != nil || it.whole == nil || it.whole.proto != prw.ProtoV1 {
+	if it.raw != nil || it.whole == nil {
 		return it.raw, nil
 	}
-	raw, err := snappy.Decode(nil, it.whole.wire)
+	msg, err := snappy.Decode(nil, it.whole.wire)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", errMalformedChunk, err)
 	}
-	return raw, nil
+	if it.whole.proto == prw.ProtoV1 {
+		return msg, nil
+	}
+	d, err := v2Decoder.Decode(msg)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", errMalformedChunk, err)
+	}
+	defer v2Decoder.Release(d)
+	return slices.Clone(d.Req.Raw.Msg), nil
 }
