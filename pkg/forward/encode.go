@@ -25,8 +25,7 @@ type encoder struct {
 	v2       *prw.V2Encoder
 	families map[string]struct{}
 	md       prw.RawV1 // MetricMetadata fields, which follow the series
-	scratch  []byte
-	pbuf     []byte // marshaled protobuf
+	pbuf     []byte    // marshaled protobuf
 	pieces   []piece
 	sbuf     []byte // snappy output
 }
@@ -67,8 +66,9 @@ func (e *encoder) encode(proto prw.Protocol, items []item, meta bool) ([]byte, b
 		st.histograms += int(items[i].histograms)
 		st.exemplars += int(items[i].exemplars)
 	}
-	if len(items) == 1 && items[0].whole != nil && items[0].whole.proto == proto {
-		return items[0].whole.wire, st, nil // a client's request, sent as it came
+	if w := items[0].whole; len(items) == 1 && w != nil && w.proto == proto && (meta || len(w.families) == 0) {
+		st.metadata = len(w.families)
+		return w.wire, st, nil // a client's request, sent as it came
 	}
 	var err error
 	e.pieces = e.pieces[:0]
@@ -153,6 +153,9 @@ func (e *encoder) marshalV1(items []item, meta bool) (int, error) {
 			addFamily(it.family.MetricFamilyName, it.family.Metadata)
 			continue
 		}
+		for _, fm := range it.metadata() {
+			addFamily(fm.MetricFamilyName, fm.Metadata)
+		}
 		raw, err := it.chunk()
 		if err != nil {
 			return 0, err
@@ -170,7 +173,7 @@ func (e *encoder) marshalV1(items []item, meta bool) (int, error) {
 		walkErr := rangeChunk(raw, func(ts []byte, rs prw.RawSeries, _ int) bool {
 			var md []byte
 			start := len(b)
-			if b, md, e.scratch, err = prw.AppendV1(b, ts, e.scratch); err != nil {
+			if b, _, md, err = prw.AppendV1(b, ts); err != nil {
 				return false
 			}
 			if rs.Points() == 0 {

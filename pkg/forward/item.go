@@ -25,6 +25,9 @@ type item struct {
 	size   int            // encoded bytes, estimated for a family
 	rec    *pendingRecord // the disk queue record it was read from
 	whole  *wholeRequest  // a client's whole request, sent as is (whole.go)
+	// families is the family metadata of a whole request that was changed
+	// (see item.metadata), sent with its series.
+	families []*prw.FamilyMetadata
 	// hashes are the shard hashes of its series (read-only, shared); seq
 	// and gate are its number and the earlier items it waits for, set as
 	// it is queued (see order).
@@ -98,7 +101,7 @@ func (it *item) split(n int) (head, tail item, err error) {
 		return *it, item{}, err
 	}
 	if head.count() <= n {
-		head.raw, head.size = raw[:cut:cut], cut
+		head.raw, head.size, head.families = raw[:cut:cut], cut, it.metadata()
 		return head, it.rest(&head, raw[cut:]), nil
 	}
 	// Only the first series, over n: cut it by its points.
@@ -112,6 +115,7 @@ func (it *item) split(n int) (head, tail item, err error) {
 	}
 	head = it.like(h)
 	head.add(&hrs)
+	head.families = it.metadata()
 	return head, it.rest(&head, append(t, raw[cut:]...)), nil
 }
 
@@ -174,6 +178,6 @@ func (it *item) keepPoints(keep func(kind int, t int64, i int) bool) (item, int,
 	if err != nil || dropped == 0 {
 		return *it, 0, err
 	}
-	out.raw, out.size = b, len(b)
+	out.raw, out.size, out.families = b, len(b), it.metadata()
 	return out, dropped, nil
 }

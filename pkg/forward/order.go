@@ -134,8 +134,9 @@ func (o *order) leastLoaded(active int, load func(shard int) int64) int {
 	return best
 }
 
-// reserve makes room in o.last for n more series, forgetting those whose
-// last item was sent (a sweep) when it is full. The caller holds o.mu.
+// reserve makes room in o.last for n more series: when it is full, it is
+// rebuilt without the series whose last item was sent. The caller holds
+// o.mu.
 func (o *order) reserve(n int) {
 	t := &o.last
 	if (t.n+n)*4 <= len(t.entries)*3 {
@@ -147,7 +148,9 @@ func (o *order) reserve(n int) {
 			kept++
 		}
 	}
-	nt := newMarkTable(max(minMarkTable, 1<<bits.Len(uint((kept+n)*2))))
+	// At least half the size it had: series that come back (most do)
+	// would otherwise fill a table sized for the pending ones at once.
+	nt := newMarkTable(max(minMarkTable, 1<<bits.Len(uint((kept+n)*2)), len(t.entries)/2))
 	for _, e := range t.entries {
 		if e.key != 0 && o.pending(e.mark) {
 			nt.entries[nt.index(e.key)].mark = e.mark

@@ -66,7 +66,7 @@ func (f *forwarder) prepare(r *request, p *prepared) {
 	if raw == view && (!v2 || meta) {
 		// A 2.0 request carries its series' metadata, so it goes whole
 		// only where metadata is sent.
-		whole = r.wholeFor(raw, proto, q.MaxSamplesPerSend, q.MaxBytesPerSend)
+		whole = r.wholeFor(raw, proto, q.MaxSamplesPerSend, q.MaxBytesPerSend, meta)
 	}
 	switch {
 	case whole.whole != nil:

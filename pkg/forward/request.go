@@ -126,14 +126,21 @@ func (r *request) chunksFor(f *forwarder, raw *prw.RawV1) []item {
 }
 
 // wholeFor returns raw, the request's view for proto, as a whole item for
-// an upstream of batch limits maxN and maxB, or an item of nil whole if it
-// cannot be one. The caller must not modify what it points to.
-func (r *request) wholeFor(raw *prw.RawV1, proto prw.Protocol, maxN, maxB int) item {
+// an upstream of batch limits maxN and maxB that sends metadata if meta,
+// or an item of nil whole if it cannot be one. The caller must not modify
+// what it points to.
+func (r *request) wholeFor(raw *prw.RawV1, proto prw.Protocol, maxN, maxB int, meta bool) item {
 	if r.wholes[proto] == nil {
+		if raw == r.v1 && raw.Compressed == nil {
+			// The 1.0 view of a 2.0 request is what a 1.0 client would
+			// have sent: compressed once, for every 1.0 upstream and its
+			// queue record, it is a body as sent.
+			raw.Compressed, raw.AsSent = appendSnappy(nil, raw.Msg), true
+		}
 		it, _ := wholeItem(raw, proto, math.MaxInt, math.MaxInt)
 		r.wholes[proto] = &it
 	}
-	if w := r.wholes[proto]; w.whole != nil && w.count() <= maxN && w.size <= maxB {
+	if w := r.wholes[proto]; w.whole != nil && w.count() <= maxN && w.size <= maxB && (meta || len(w.whole.families) == 0) {
 		return *w
 	}
 	return item{}

@@ -371,7 +371,8 @@ func TestWholeRequestWaitsForItsSeries(t *testing.T) {
 
 // TestWholeV2RequestSentAsItCame: a 2.0 request, every series of it
 // accepted, leaves for a 2.0 upstream as it came (also when read back from
-// disk), and converted for a 1.0 upstream.
+// disk), and converted for a 1.0 upstream: as one 1.0 request, with the
+// family metadata of its series.
 func TestWholeV2RequestSentAsItCame(t *testing.T) {
 	for _, disk := range []bool{false, true} {
 		t.Run(map[bool]string{false: "memory", true: "disk"}[disk], func(t *testing.T) {
@@ -404,9 +405,15 @@ func TestWholeV2RequestSentAsItCame(t *testing.T) {
 			const want = 20 * (1 + 2 + 3)
 			require.Eventually(t, func() bool { return up2.samples() == want && up1.samples() == want }, waitFor, tick)
 			require.Equal(t, sent, rec2.get(), "sent to the 2.0 upstream as it came")
+			require.Len(t, rec1.get(), len(sent), "converted for the 1.0 upstream once, each a request")
 			for _, b := range rec1.get() {
 				require.NotContains(t, sent, b, "converted for the 1.0 upstream")
 			}
+			for _, r := range up1.requests() {
+				require.NotEmpty(t, r.metadata, "with its family metadata")
+			}
+			f := m.set.byName["v1"]
+			require.Equal(t, float64(len(up1.requests()[0].metadata)*len(sent)), testutil.ToFloat64(f.m.SentMetadata))
 			for _, s := range up2.series() {
 				require.False(t, s.Metadata.Empty(), "metadata kept")
 			}

@@ -1,6 +1,7 @@
 package forward
 
 import (
+	"bytes"
 	"sync"
 
 	"github.com/rwgateway/gateway/pkg/prw"
@@ -11,7 +12,6 @@ import (
 // is copied.
 type stripper struct {
 	raw      prw.RawV1
-	scratch  []byte
 	families map[string]struct{}
 	pending  []pendingFamily
 }
@@ -28,24 +28,31 @@ func (sy *stripper) strip(raw *prw.RawV1) *prw.RawV1 {
 	*out = prw.RawV1{Msg: out.Msg[:0], Series: out.Series[:0], Metadata: out.Metadata[:0]}
 	clear(sy.families)
 	sy.pending = sy.pending[:0]
+	var lastMD, lastName []byte // of the last pending family
 	for _, rs := range raw.Series {
 		ts := rs.Bytes(raw.Msg)
 		start := len(out.Msg)
-		var md []byte
-		var err error
-		if out.Msg, md, sy.scratch, err = prw.AppendV1(out.Msg, ts, sy.scratch); err != nil {
-			out.Msg = out.Msg[:start] // the form was validated: not reached
-			continue
+		var (
+			sp  prw.Span
+			md  []byte
+			err error
+		)
+		if out.Msg, sp, md, err = prw.AppendV1(out.Msg, ts); err != nil {
+			continue // the form was validated: not reached
 		}
 		if rs.Points() > 0 {
-			n := len(sy.scratch) // the message, at the end of out.Msg
-			rs.Span, rs.Ext = prw.Span{Off: uint32(len(out.Msg) - n), Len: uint32(n)}, false
+			rs.Span, rs.Ext = sp, false
 			out.Append(rs)
 		} else {
 			out.Msg = out.Msg[:start] // metadata only: a family metadata entry in 1.0
 		}
 		if md != nil {
-			sy.pending = append(sy.pending, pendingFamily{series: ts, md: md})
+			// Series of one family mostly come together: each is looked
+			// at once, not their every series.
+			if name := prw.MetricNameBytes(ts); !bytes.Equal(md, lastMD) || !bytes.Equal(name, lastName) {
+				lastMD, lastName = md, name
+				sy.pending = append(sy.pending, pendingFamily{series: ts, md: md})
+			}
 		}
 	}
 	out.CopyMetadata(raw)

@@ -214,7 +214,7 @@ func TestNewRequestRandomFloatSeries(t *testing.T) {
 // +0), byte for byte as the generated code marshals it.
 func requireV1Series(t *testing.T, s *prw.Series, form []byte) {
 	t.Helper()
-	b, _, _, err := prw.AppendV1(nil, form, nil)
+	b, _, _, err := prw.AppendV1(nil, form)
 	require.NoError(t, err)
 	v, n := protowire.ConsumeBytes(b[1:])
 	require.Equal(t, len(b)-1, n)

@@ -263,6 +263,52 @@ func TestWholeV2ItemKeepsOnlyTheClientBody(t *testing.T) {
 	require.Equal(t, 6, tail.count())
 }
 
+// TestWholeV1ViewOfV2Request: the 1.0 view of a 2.0 request is compressed
+// once and sent whole, its family metadata in it; split, the metadata goes
+// with the first part.
+func TestWholeV1ViewOfV2Request(t *testing.T) {
+	req := rwtest.V2Request(4, 3)
+	msg, err := req.Marshal()
+	require.NoError(t, err)
+	dec := prw.NewV2Decoder()
+	d, err := dec.Decode(msg)
+	require.NoError(t, err)
+	defer dec.Release(d)
+	d.Req.Raw.Compressed = literalSnappy(msg)
+	r := &request{req: &d.Req, form: d.Req.Raw}
+	defer r.release()
+	view := r.view(false)
+	require.NotEmpty(t, view.Metadata)
+	require.Nil(t, r.wholeFor(view, prw.ProtoV1, math.MaxInt, math.MaxInt, false).whole, "not whole where metadata is not sent")
+	it := r.wholeFor(view, prw.ProtoV1, math.MaxInt, math.MaxInt, true)
+	require.NotNil(t, it.whole)
+	require.Equal(t, view.Compressed, it.whole.wire)
+
+	data, st, err := newEncoder().encode(prw.ProtoV1, []item{it}, true)
+	require.NoError(t, err)
+	require.Equal(t, it.whole.wire, data, "sent as compressed once")
+	require.Equal(t, 12, st.samples)
+	got, err := decodeRequest(http.Header{}, data)
+	require.NoError(t, err)
+	require.Len(t, got.series, 4)
+	require.Len(t, got.metadata, len(it.whole.families))
+	require.Equal(t, len(got.metadata), st.metadata)
+
+	head, tail, err := it.split(6)
+	require.NoError(t, err)
+	for _, c := range []struct {
+		it   item
+		meta bool
+	}{{head, true}, {tail, false}} {
+		data, st, err := newEncoder().encode(prw.ProtoV1, []item{c.it}, true)
+		require.NoError(t, err)
+		got, err := decodeRequest(http.Header{}, data)
+		require.NoError(t, err)
+		require.Equal(t, 6, st.samples)
+		require.Equal(t, c.meta, len(got.metadata) > 0)
+	}
+}
+
 // Retries wait longer each time, up to max_backoff, jitter and all.
 func TestBackoffGrows(t *testing.T) {
 	const minB, maxB = 30 * time.Millisecond, 5 * time.Second

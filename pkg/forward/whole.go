@@ -5,7 +5,6 @@ import (
 	"slices"
 
 	"github.com/golang/snappy"
-
 	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/rwgateway/gateway/pkg/prw"
@@ -15,39 +14,51 @@ import (
 // relabeled, within the batch limits) is already a batch its sender built:
 // it is queued as one item that keeps the client's compressed body, and
 // sent as it came, not cut, copied and compressed again; it keeps only the
-// client's body. It goes to one
-// shard, whichever its series' order allows best (see order.route), and
-// waits there only for earlier items of its series in other shards.
+// client's body. It goes to one shard, whichever its series' order allows
+// best (see order.route), and waits there only for earlier items of its
+// series in other shards. A 2.0 request for a 1.0 upstream is made such a
+// body once, compressed, family metadata and all (see request.wholeFor).
 // Anything that changes it (a split after a 413, the age limit, a protocol
 // fallback) works on its chunk, raw, as on any other, and the result is
 // not whole.
 
-// wholeRequest is a whole item's compressed body, in proto.
+// wholeRequest is a whole item's compressed body, in proto, and the 1.0
+// family metadata that follows its series in it.
 type wholeRequest struct {
-	wire  []byte
-	proto prw.Protocol
+	wire     []byte
+	proto    prw.Protocol
+	families []*prw.FamilyMetadata
+	series   int // the length of the series fields, which the metadata follows
 }
 
 // wholeItem returns raw, a request in the form, as one whole item to send
 // in proto; false when raw.Compressed is not the client's request in proto
-// holding just what raw holds, or it has 1.0 family metadata, or exceeds
-// maxN points or maxB bytes. The item owns copies of the request's bytes.
+// holding just what raw holds, or exceeds maxN points or maxB bytes. A
+// 1.0 request's family metadata must follow its series; a 2.0 one has
+// none. The item owns copies of the request's bytes.
 func wholeItem(raw *prw.RawV1, proto prw.Protocol, maxN, maxB int) (item, bool) {
 	ok := raw.AsSent && !raw.Ext // a 1.0 body as it came
 	if proto == prw.ProtoV2 {
-		ok = !raw.AsSent // a 2.0 body, whose form is raw
+		ok = !raw.AsSent && len(raw.Metadata) == 0 // a 2.0 body, whose form is raw
 	}
-	if !ok || raw.Compressed == nil || len(raw.Metadata) > 0 || len(raw.Series) == 0 || len(raw.Msg) > maxB {
+	if !ok || raw.Compressed == nil || len(raw.Series) == 0 || len(raw.Msg) > maxB {
 		return item{}, false
 	}
 	it, n := item{ext: raw.Ext}, 0
 	for i := range raw.Series {
 		rs := &raw.Series[i]
-		n += 1 + protowire.SizeVarint(uint64(rs.Len)) + int(rs.Len)
+		n += 1 + protowire.SizeBytes(int(rs.Len))
 		it.add(rs)
 	}
-	// The message must be its series fields and nothing else, so that it
-	// is a chunk as it is.
+	series := n
+	for _, md := range raw.Metadata {
+		if int(md.Off) < series {
+			return item{}, false
+		}
+		n += 1 + protowire.SizeBytes(int(md.Len))
+	}
+	// The message must be its series fields, then its metadata fields, and
+	// nothing else, so that its first part is a chunk as it is.
 	if n != len(raw.Msg) || it.count() > maxN {
 		return item{}, false
 	}
@@ -56,7 +67,8 @@ func wholeItem(raw *prw.RawV1, proto prw.Protocol, maxN, maxB int) (item, bool) 
 		it.hashes[i] = raw.Series[i].ShardHash(raw.Msg)
 	}
 	it.size = len(raw.Msg)
-	it.whole = &wholeRequest{wire: slices.Clone(raw.Compressed), proto: proto}
+	it.whole = &wholeRequest{wire: slices.Clone(raw.Compressed), proto: proto, series: series}
+	rangeFamilies(raw, func(fm *prw.FamilyMetadata) { it.whole.families = append(it.whole.families, fm) })
 	return it, true
 }
 
@@ -64,9 +76,10 @@ func wholeItem(raw *prw.RawV1, proto prw.Protocol, maxN, maxB int) (item, bool) 
 var v2Decoder = prw.NewV2Decoder()
 
 // chunk returns the item's chunk: raw, or, for a whole item, which keeps
-// only the client's body, the form decoded from it (a 1.0 message is its
-// chunk, a 2.0 one is decoded as the write handler did). Only what changes
-// a whole item (a split, the age limit, a protocol fallback) needs it.
+// only the client's body, the form decoded from it (a 1.0 message's series
+// fields are its chunk, a 2.0 one is decoded as the write handler did).
+// Only what changes a whole item (a split, the age limit, a protocol
+// fallback) needs it; the family metadata is whole.families.
 func (it *item) chunk() ([]byte, error) {
 	if it.raw != nil || it.whole == nil {
 		return it.raw, nil
@@ -76,7 +89,10 @@ func (it *item) chunk() ([]byte, error) {
 		return nil, fmt.Errorf("%w: %w", errMalformedChunk, err)
 	}
 	if it.whole.proto == prw.ProtoV1 {
-		return msg, nil
+		if len(msg) < it.whole.series {
+			return nil, errMalformedChunk
+		}
+		return msg[:it.whole.series], nil
 	}
 	d, err := v2Decoder.Decode(msg)
 	if err != nil {
@@ -84,4 +100,13 @@ func (it *item) chunk() ([]byte, error) {
 	}
 	defer v2Decoder.Release(d)
 	return slices.Clone(d.Req.Raw.Msg), nil
+}
+
+// metadata returns the family metadata an item carries with its series:
+// a whole 1.0 request's, also once changed (see chunk).
+func (it *item) metadata() []*prw.FamilyMetadata {
+	if it.whole != nil {
+		return it.whole.families
+	}
+	return it.families
 }

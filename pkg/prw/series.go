@@ -216,33 +216,45 @@ func AppendField(b []byte, num protowire.Number, msg []byte) ([]byte, Span) {
 	return append(b, msg...), sp
 }
 
-// AppendV1 appends ts to b as a plain 1.0 TimeSeries field, returning its
-// metadata extension's value, if any, in md (see ReadMetadata), and in
-// scratch2 (scratch reused) the message, as it ends b.
-func AppendV1(b, ts, scratch []byte) (out, md, scratch2 []byte, err error) {
+// AppendV1 appends ts to b as a plain 1.0 TimeSeries field, and returns
+// the message's span in b and its metadata extension's value, if any (see
+// ReadMetadata). On error b is returned as it was.
+func AppendV1(b, ts []byte) (out []byte, sp Span, md []byte, err error) {
+	start := len(b)
+	// The message is written in place, after room for its length: it is
+	// no longer than ts, so the length takes at most as many bytes as
+	// ts's, and is moved back in the rare case it takes fewer.
+	b = protowire.AppendTag(b, fieldLabels, protowire.BytesType)
+	at, room := len(b), protowire.SizeVarint(uint64(len(ts)))
+	b = append(b, make([]byte, room)...)
 	// The leading labels are copied as one block.
 	off := 0
 	for n, _, _, ok := SmallLabel(ts); ok; n, _, _, ok = SmallLabel(ts[off:]) {
 		off += n
 	}
-	body := append(scratch[:0], ts[:off]...)
+	b = append(b, ts[:off]...)
 	for f, err := range fields(ts[off:]) {
 		if err != nil {
-			return b, nil, body, err
+			return b[:start], Span{}, nil, err
 		}
 		switch {
 		case f.num == fieldSamples && f.typ == protowire.BytesType:
-			body = appendWithout(body, f, fieldSampleStart)
+			b = appendWithout(b, f, fieldSampleStart)
 		case f.num == fieldHistograms && f.typ == protowire.BytesType:
-			body = appendWithout(body, f, fieldHistogramStart)
+			b = appendWithout(b, f, fieldHistogramStart)
 		case f.num == fieldMetadata && f.typ == protowire.BytesType:
 			md = f.v
 		default:
-			body = append(body, f.whole...)
+			b = append(b, f.whole...)
 		}
 	}
-	b, _ = AppendField(b, fieldLabels, body)
-	return b, md, body, nil
+	n := len(b) - at - room
+	if size := protowire.SizeVarint(uint64(n)); size < room {
+		b = append(b[:at+size], b[at+room:]...)
+		room = size
+	}
+	protowire.AppendVarint(b[:at], uint64(n))
+	return b, Span{Off: uint32(at + room), Len: uint32(n)}, md, nil
 }
 
 // ReadMetadata reads the value of a series' metadata extension.
@@ -365,6 +377,9 @@ func pointTime(kind int, msg []byte) (int64, error) {
 
 // MetricName returns the value of the __name__ label of the series ts.
 func MetricName(ts []byte) string { return string(metricName(ts)) }
+
+// MetricNameBytes is MetricName in ts's bytes, not copied.
+func MetricNameBytes(ts []byte) []byte { return metricName(ts) }
 
 func metricName(ts []byte) []byte {
 	// Sorted labels have __name__ first, or nearly.

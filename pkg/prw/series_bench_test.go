@@ -72,9 +72,8 @@ func benchRewrite(b *testing.B, rewrite func(out, ts []byte, rs RawSeries, i int
 }
 
 func BenchmarkAppendV1(b *testing.B) {
-	var scratch []byte
 	benchRewrite(b, func(out, ts []byte, _ RawSeries, _ int) (o []byte, err error) {
-		o, _, scratch, err = AppendV1(out, ts, scratch)
+		o, _, _, err = AppendV1(out, ts)
 		return o, err
 	})
 }

@@ -95,12 +95,11 @@ func TestFormRoundTrip(t *testing.T) {
 
 	// 1.0.
 	var v1 []byte
-	var scratch []byte
 	var mds []Metadata
 	for _, rs := range rss {
 		var md []byte
 		var err error
-		v1, md, scratch, err = AppendV1(v1, rs.Bytes(msg), scratch)
+		v1, _, md, err = AppendV1(v1, rs.Bytes(msg))
 		require.NoError(t, err)
 		if md != nil {
 			mds = append(mds, ReadMetadata(md))
@@ -136,7 +135,7 @@ func TestFormRoundTrip(t *testing.T) {
 		require.Len(t, ts.Exemplars, len(ss[i].Exemplars))
 	}
 	// A plain series is sent as it is.
-	plain, _, _, err := AppendV1(nil, rss[0].Bytes(msg), nil)
+	plain, _, _, err := AppendV1(nil, rss[0].Bytes(msg))
 	require.NoError(t, err)
 	want, err := (&prompb.TimeSeries{Labels: []prompb.Label{{Name: "__name__", Value: "up"}, {Name: "job", Value: "a"}},
 		Samples: []prompb.Sample{{Value: 1, Timestamp: 1000}, {Value: 2.5, Timestamp: 2000}}}).Marshal()
@@ -276,7 +275,7 @@ func TestRewritersAllocations(t *testing.T) {
 		for i, rs := range rss {
 			ts := rs.Bytes(msg)
 			b, _, scratch = AppendSeries(b, &ss[i], scratch)
-			b, _, scratch, _ = AppendV1(b, ts, scratch)
+			b, _, _, _ = AppendV1(b, ts)
 			b, _, _, scratch, _ = FilterPoints(b, ts, rs, keep, scratch)
 			b, _, scratch, _ = ReplaceLabels(b, ts, rs, ls, scratch)
 			b, _, _ = WithMetadata(b, ts, md)
