@@ -84,10 +84,10 @@ func (f *forwarder) readLoop() {
 			continue
 		}
 		active := f.activeShards()
-		for i := range items {
-			if it := &items[i]; it.whole != nil {
-				it.shard = f.order.placeWhole(it, active, f.load)
-			}
+		if it := &items[0]; len(items) == 1 && it.whole != nil {
+			// Numbered as it is routed: nothing else is numbered before
+			// it is appended (see order.placeWhole).
+			it.shard = f.order.placeWhole(it, active, f.load)
 		}
 		sorted, ranges, _ := groupByShard(items, active)
 		if !f.mem.wait(ctx, itemsSize(items)) {
