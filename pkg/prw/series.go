@@ -287,19 +287,46 @@ func SeriesFamily(ts, md []byte) []byte {
 	return FamilyName(metricName(ts), MetricType(typ))
 }
 
-// appendWithout appends the field f without its message's field drop.
+// appendWithout appends the field f without its message's field drop. It
+// reads the message with protowire directly, not through fields: in the
+// 1.0 view of a 2.0 request it runs once per point.
 func appendWithout(b []byte, f field, drop protowire.Number) []byte {
-	start := len(b)
-	b, at := openField(b, f.num)
-	for g, err := range fields(f.v) {
-		if err != nil {
-			return append(b[:start], f.whole...)
+	v := f.v
+	// The fields before the first drop field are copied as one block, and
+	// so are the runs between further ones.
+	cut, n := -1, len(v)
+	for off := 0; off < len(v); {
+		num, typ, k := protowire.ConsumeTag(v[off:])
+		if k < 0 {
+			return append(b, f.whole...)
 		}
-		if g.num != drop {
-			b = append(b, g.whole...)
+		m := protowire.ConsumeFieldValue(num, typ, v[off+k:])
+		if m < 0 {
+			return append(b, f.whole...)
 		}
+		if num == drop {
+			if cut < 0 {
+				cut = off
+			}
+			n -= k + m
+		}
+		off += k + m
 	}
-	return closeField(b, at)
+	if cut < 0 {
+		return append(b, f.whole...)
+	}
+	b = protowire.AppendTag(b, f.num, protowire.BytesType)
+	b = protowire.AppendVarint(b, uint64(n))
+	b = append(b, v[:cut]...)
+	for off := cut; off < len(v); {
+		num, typ, k := protowire.ConsumeTag(v[off:])
+		m := protowire.ConsumeFieldValue(num, typ, v[off+k:])
+		if num != drop {
+			b = append(b, v[off:off+k+m]...)
+		}
+		off += k + m
+	}
+	return b
 }
 
 // Point kinds, for FilterPoints.
