@@ -135,7 +135,8 @@ func (r *request) wholeFor(raw *prw.RawV1, proto prw.Protocol, maxN, maxB int, m
 			// The 1.0 view of a 2.0 request is what a 1.0 client would
 			// have sent: compressed once, for every 1.0 upstream and its
 			// queue record, it is a body as sent.
-			raw.Compressed, raw.AsSent = appendSnappy(nil, raw.Msg), true
+			r.strip.compressed = appendSnappy(r.strip.compressed[:0], raw.Msg)
+			raw.Compressed, raw.AsSent = r.strip.compressed, true
 		}
 		it, _ := wholeItem(raw, proto, math.MaxInt, math.MaxInt)
 		r.wholes[proto] = &it

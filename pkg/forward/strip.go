@@ -14,6 +14,9 @@ type stripper struct {
 	raw      prw.RawV1
 	families map[string]struct{}
 	pending  []pendingFamily
+	// compressed holds the stripped request compressed (see
+	// request.wholeFor), which whole items and records copy.
+	compressed []byte
 }
 
 // pendingFamily is a series' metadata, whose family strip has yet to see.
