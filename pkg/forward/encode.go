@@ -67,9 +67,11 @@ func (e *encoder) encode(proto prw.Protocol, items []item, meta bool) ([]byte, b
 		st.histograms += int(items[i].histograms)
 		st.exemplars += int(items[i].exemplars)
 	}
-	if w := items[0].whole; len(items) == 1 && w != nil && w.proto == proto && (meta || len(w.families) == 0) {
-		st.metadata = len(w.families)
-		return w.wire, st, nil // a client's request, sent as it came
+	if len(items) == 1 {
+		if w := items[0].whole; w != nil && w.proto == proto && (meta || len(w.families) == 0) {
+			st.metadata = len(w.families)
+			return w.wire, st, nil // a client's request, sent as it came
+		}
 	}
 	var err error
 	e.pieces = e.pieces[:0]

@@ -343,6 +343,18 @@ func TestDefaultUserAgent(t *testing.T) {
 // TestEncodeCompressesPiecesAsOneBlock: chunks compressed one after the
 // other, in place, are one snappy block of the batch's message, whatever
 // their size (over snappy's 64 KiB fragments too) and kind.
+// An empty batch encodes as a request without series, in either protocol.
+func TestEncodeNoItems(t *testing.T) {
+	for _, p := range []prw.Protocol{prw.ProtoV1, prw.ProtoV2} {
+		data, st, err := newEncoder().encode(p, nil, true)
+		require.NoError(t, err)
+		require.Zero(t, st.points())
+		got, err := decodeRequest(http.Header{"Content-Type": {p.ContentType()}}, data)
+		require.NoError(t, err)
+		require.Empty(t, got.series)
+	}
+}
+
 func TestEncodeCompressesPiecesAsOneBlock(t *testing.T) {
 	var series []prw.Series
 	for i := range 3000 {
