@@ -1,7 +1,6 @@
 package forward
 
 import (
-	"bytes"
 	"cmp"
 	"encoding/binary"
 	"fmt"
@@ -173,7 +172,7 @@ func (e *encoder) marshalV1(items []item, meta bool) (int, error) {
 			}
 			continue
 		}
-		var lastMD, lastName []byte // of the last family looked up
+		var run familyRun
 		walkErr := rangeChunk(raw, func(ts []byte, rs prw.RawSeries, _ int) bool {
 			var md []byte
 			start := len(b)
@@ -183,17 +182,11 @@ func (e *encoder) marshalV1(items []item, meta bool) (int, error) {
 			if rs.Points() == 0 {
 				b = b[:start] // metadata only: a family metadata entry in 1.0
 			}
-			if md == nil || !meta {
-				return true
-			}
-			// Series of one family mostly come together: a series of the
-			// same name and metadata as the last one looked up is skipped.
-			if name := prw.MetricNameBytes(ts); !bytes.Equal(md, lastMD) || !bytes.Equal(name, lastName) {
-				lastMD, lastName = md, name
+			if md != nil && meta && run.next(ts, md) {
 				// Looked up first: string(name) allocates only when added.
-				family := prw.SeriesFamily(ts, md)
-				if _, ok := e.families[string(family)]; !ok {
-					addFamily(string(family), prw.ReadMetadata(md))
+				name := prw.SeriesFamily(ts, md)
+				if _, ok := e.families[string(name)]; !ok {
+					addFamily(string(name), prw.ReadMetadata(md))
 				}
 			}
 			return true

@@ -22,6 +22,21 @@ type stripper struct {
 // pendingFamily is a series' metadata, whose family strip has yet to see.
 type pendingFamily struct{ series, md []byte }
 
+// familyRun tells the series whose family is worth looking up: series of
+// one family mostly come together, so a series of the same name and
+// metadata as the last one told is not.
+type familyRun struct{ md, name []byte }
+
+// next reports whether the series ts, of metadata md, starts a new run.
+func (r *familyRun) next(ts, md []byte) bool {
+	name := prw.MetricNameBytes(ts)
+	if bytes.Equal(md, r.md) && bytes.Equal(name, r.name) {
+		return false
+	}
+	r.md, r.name = md, name
+	return true
+}
+
 var strippers = sync.Pool{New: func() any { return &stripper{families: map[string]struct{}{}} }}
 
 // strip returns raw, in the form, as 1.0 upstreams take it: without the
@@ -31,7 +46,7 @@ func (sy *stripper) strip(raw *prw.RawV1) *prw.RawV1 {
 	*out = prw.RawV1{Msg: out.Msg[:0], Series: out.Series[:0], Metadata: out.Metadata[:0]}
 	clear(sy.families)
 	sy.pending = sy.pending[:0]
-	var lastMD, lastName []byte // of the last pending family
+	var run familyRun
 	for _, rs := range raw.Series {
 		ts := rs.Bytes(raw.Msg)
 		start := len(out.Msg)
@@ -49,13 +64,8 @@ func (sy *stripper) strip(raw *prw.RawV1) *prw.RawV1 {
 		} else {
 			out.Msg = out.Msg[:start] // metadata only: a family metadata entry in 1.0
 		}
-		if md != nil {
-			// Series of one family mostly come together: each is looked
-			// at once, not their every series.
-			if name := prw.MetricNameBytes(ts); !bytes.Equal(md, lastMD) || !bytes.Equal(name, lastName) {
-				lastMD, lastName = md, name
-				sy.pending = append(sy.pending, pendingFamily{series: ts, md: md})
-			}
+		if md != nil && run.next(ts, md) {
+			sy.pending = append(sy.pending, pendingFamily{series: ts, md: md})
 		}
 	}
 	out.CopyMetadata(raw)
