@@ -172,7 +172,7 @@ func (e *encoder) marshalV1(items []item, meta bool) (int, error) {
 			}
 			continue
 		}
-		var run familyRun
+		var run prw.FamilyRun
 		walkErr := rangeChunk(raw, func(ts []byte, rs prw.RawSeries, _ int) bool {
 			var md []byte
 			start := len(b)
@@ -182,7 +182,7 @@ func (e *encoder) marshalV1(items []item, meta bool) (int, error) {
 			if rs.Points() == 0 {
 				b = b[:start] // metadata only: a family metadata entry in 1.0
 			}
-			if md != nil && meta && run.next(ts, md) {
+			if md != nil && meta && run.Next(prw.MetricNameBytes(ts), md) {
 				// Looked up first: string(name) allocates only when added.
 				name := prw.SeriesFamily(ts, md)
 				if _, ok := e.families[string(name)]; !ok {

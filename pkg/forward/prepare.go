@@ -54,7 +54,7 @@ func (f *forwarder) prepare(r *request, p *prepared) {
 	meta := cfg.MetadataConfig.Send
 	proto := f.proto()
 	v2 := proto == prw.ProtoV2
-	view := r.view(v2)
+	view := r.form
 	if len(view.Series) == 0 && (!meta || len(view.Metadata) == 0) {
 		return
 	}

@@ -244,7 +244,7 @@ func (d *recordDecoder) decodeBody(p prw.Protocol, msg, compressed []byte) ([]it
 		return nil, 0, err
 	}
 	defer dec.Release(dd)
-	if raw := dd.Req.Raw; compressed != nil && raw != nil && (raw.AsSent || p == prw.ProtoV2) && dd.Invalid.Count == 0 && !dd.Sorted {
+	if raw := dd.Req.Raw; compressed != nil && dd.Whole {
 		// The record, valid as it is, is sent as it is: a whole item.
 		raw.Compressed = compressed
 		if it, ok := wholeItem(raw, p, d.maxN, d.maxB); ok {

@@ -3,21 +3,20 @@ package forward
 import (
 	"math"
 	"slices"
+	"sync"
 
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/rwgateway/gateway/pkg/prw"
 )
 
 // request is one request in the form (see prw.AppendSeries), shared by the
-// preparation of every upstream it goes to. It has two views: the form,
-// for 2.0 upstreams, and the form without its extensions, for 1.0
-// upstreams (with 2.0 metadata as 1.0 family metadata), made on first use
-// as are the fields after lb. A 1.0 request the receiver's scan accepted is
-// both as it came.
+// preparation of every upstream it goes to, with what is made of it on
+// first use (the fields after lb). 1.0 upstreams are sent its series
+// without the form's extensions, which only 2.0 data has (see
+// encoder.marshalV1); a 2.0 request decoded as 1.0 data has none.
 type request struct {
 	req      *prw.Request
-	form, v1 *prw.RawV1
-	strip    *stripper // that made v1
+	form     *prw.RawV1
 	tenant   string
 	external labels.Labels
 	lb       *labels.Builder // reused by relabeling
@@ -30,6 +29,8 @@ type request struct {
 	// wholes are the request as a whole item (see whole.go) in 1.0 and
 	// 2.0, shared read-only; an item's whole is nil if it cannot be one.
 	wholes [2]*item
+	// compressed holds a 2.0 request's 1.0 body (see wholeFor).
+	compressed *[]byte
 }
 
 type chunkLayout struct {
@@ -43,23 +44,13 @@ type chunkKey struct {
 	meta               bool
 }
 
-// view returns the request in the form (v2), or as 1.0 upstreams take
-// it: without the form's extensions, which only 2.0 data has.
-func (r *request) view(v2 bool) *prw.RawV1 {
-	if v2 || !r.form.Ext {
-		return r.form
-	}
-	if r.v1 == nil {
-		r.strip = strippers.Get().(*stripper)
-		r.v1 = r.strip.strip(r.form)
-	}
-	return r.v1
-}
+// compressedBufs hold the 1.0 bodies of 2.0 requests until Enqueue returns.
+var compressedBufs = sync.Pool{New: func() any { return new([]byte) }}
 
-// release gives back the buffers of the 1.0 view.
+// release gives back the request's buffers.
 func (r *request) release() {
-	if r.strip != nil {
-		strippers.Put(r.strip)
+	if r.compressed != nil && cap(*r.compressed) <= prw.MaxPooledBytes {
+		compressedBufs.Put(r.compressed)
 	}
 }
 
@@ -131,12 +122,13 @@ func (r *request) chunksFor(f *forwarder, raw *prw.RawV1) []item {
 // what it points to.
 func (r *request) wholeFor(raw *prw.RawV1, proto prw.Protocol, maxN, maxB int, meta bool) item {
 	if r.wholes[proto] == nil {
-		if raw == r.v1 && raw.Compressed == nil {
-			// The 1.0 view of a 2.0 request is what a 1.0 client would
-			// have sent: compressed once, for every 1.0 upstream and its
-			// queue record, it is a body as sent.
-			r.strip.compressed = appendSnappy(r.strip.compressed[:0], raw.Msg)
-			raw.Compressed, raw.AsSent = r.strip.compressed, true
+		if proto == prw.ProtoV1 && r.req.Proto == prw.ProtoV2 && raw == r.form && !raw.Ext && raw.Compressed == nil {
+			// A 2.0 request decoded as 1.0 data is what a 1.0 client
+			// would have sent: compressed once, for every 1.0 upstream
+			// and its queue record, it is a body as sent.
+			r.compressed = compressedBufs.Get().(*[]byte)
+			*r.compressed = appendSnappy((*r.compressed)[:0], raw.Msg)
+			raw.Compressed, raw.AsSent = *r.compressed, true
 		}
 		it, _ := wholeItem(raw, proto, math.MaxInt, math.MaxInt)
 		r.wholes[proto] = &it

@@ -263,21 +263,21 @@ func TestWholeV2ItemKeepsOnlyTheClientBody(t *testing.T) {
 	require.Equal(t, 6, tail.count())
 }
 
-// TestWholeV1ViewOfV2Request: the 1.0 view of a 2.0 request is compressed
-// once and sent whole, its family metadata in it; split, the metadata goes
-// with the first part.
+// TestWholeV1ViewOfV2Request: a 2.0 request decoded as 1.0 data is
+// compressed once and sent whole, its family metadata in it; split, the
+// metadata goes with the first part.
 func TestWholeV1ViewOfV2Request(t *testing.T) {
 	req := rwtest.V2Request(4, 3)
 	msg, err := req.Marshal()
 	require.NoError(t, err)
-	dec := prw.NewV2Decoder()
+	dec := prw.NewPlainV2Decoder()
 	d, err := dec.Decode(msg)
 	require.NoError(t, err)
 	defer dec.Release(d)
-	d.Req.Raw.Compressed = literalSnappy(msg)
+	require.False(t, d.Whole, "the client's 2.0 body does not stand for 1.0 data")
 	r := &request{req: &d.Req, form: d.Req.Raw}
 	defer r.release()
-	view := r.view(false)
+	view := r.form
 	require.NotEmpty(t, view.Metadata)
 	require.Nil(t, r.wholeFor(view, prw.ProtoV1, math.MaxInt, math.MaxInt, false).whole, "not whole where metadata is not sent")
 	it := r.wholeFor(view, prw.ProtoV1, math.MaxInt, math.MaxInt, true)

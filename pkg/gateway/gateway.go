@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -119,9 +120,11 @@ func New(logger *slog.Logger, reg prometheus.Registerer, gatherer prometheus.Gat
 	return g, nil
 }
 
-// receiverOptions are the write handler's limits in cfg.
+// receiverOptions are the write handler's options for cfg: its limits,
+// and 2.0 requests decoded as 1.0 data when no upstream takes 2.0.
 func receiverOptions(cfg *config.Config) receiver.Options {
-	return receiver.Options{MaxRequestBytes: cfg.Receiver.MaxRequestBytes, MaxDecodedBytes: cfg.Receiver.MaxDecodedBytes}
+	plain := !slices.ContainsFunc(cfg.Upstreams, func(u *config.UpstreamConfig) bool { return u.SendsV2() })
+	return receiver.Options{MaxRequestBytes: cfg.Receiver.MaxRequestBytes, MaxDecodedBytes: cfg.Receiver.MaxDecodedBytes, PlainV2: plain}
 }
 
 // Run listens on opts.ListenAddress first, so that an address in use is
@@ -279,7 +282,14 @@ func (g *Gateway) Reload(context.Context) error {
 		nextTenants, err = tenant.NewSet(next, g.guard.Set())
 	}
 	if err == nil {
-		err = g.fwd.ApplyConfig(next)
+		// 2.0 requests keep what only 2.0 carries before a 2.0 upstream
+		// starts; once none is left, they may be read as 1.0 data.
+		during := receiverOptions(g.cfg)
+		during.PlainV2 = during.PlainV2 && receiverOptions(next).PlainV2
+		g.handler.SetOptions(during)
+		if err = g.fwd.ApplyConfig(next); err != nil {
+			g.handler.SetOptions(receiverOptions(g.cfg))
+		}
 	}
 	if err != nil {
 		g.configMetrics.Failed()

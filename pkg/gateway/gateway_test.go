@@ -21,7 +21,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/prometheus/prometheus/prompb"
+	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
 	"github.com/stretchr/testify/require"
+
+	"github.com/rwgateway/gateway/config"
+	"github.com/rwgateway/gateway/pkg/prw"
+	"github.com/rwgateway/gateway/pkg/receiver/rwtest"
 )
 
 // countingRegisterer counts every registration that reaches the registry.
@@ -304,4 +309,61 @@ func TestReloadReceiverLimits(t *testing.T) {
 	require.NoError(t, os.WriteFile(cfgFile, raw, 0o600))
 	require.Equal(t, http.StatusOK, post("/-/reload", nil))
 	require.Equal(t, http.StatusNoContent, post("/api/v1/write", body))
+}
+
+// 2.0 requests are read as 1.0 data while no upstream takes 2.0; a reload
+// that adds a 2.0 upstream has them read into the form again, so that it
+// receives what only 2.0 carries (here, start timestamps).
+func TestReloadAdds2Upstream(t *testing.T) {
+	starts := make(chan int64, 10)
+	sink2 := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		msg, err := snappy.Decode(nil, body)
+		var req writev2.Request
+		if err == nil {
+			err = req.Unmarshal(msg)
+		}
+		if err != nil || len(req.Timeseries) == 0 {
+			w.WriteHeader(http.StatusBadRequest)
+			return
+		}
+		w.Header().Set(prw.HeaderSamplesWritten, fmt.Sprint(len(req.Timeseries[0].Samples)))
+		w.Header().Set(prw.HeaderHistogramsWritten, "0")
+		w.Header().Set(prw.HeaderExemplarsWritten, "0")
+		w.WriteHeader(http.StatusNoContent)
+		starts <- req.Timeseries[0].Samples[0].StartTimestamp
+	}))
+	t.Cleanup(sink2.Close)
+	sink1 := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	t.Cleanup(sink1.Close)
+	cfgFile := filepath.Join(t.TempDir(), "gw.yml")
+	writeConfig(t, cfgFile, sink1.URL)
+	gw, _, srv := startGateway(t, cfgFile)
+	require.True(t, gw.handler.Options().PlainV2, "no upstream takes 2.0")
+
+	post := func(path string, b []byte, ct string) int {
+		resp, err := http.Post(srv.URL+path, ct, bytes.NewReader(b))
+		require.NoError(t, err)
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	raw, err := os.ReadFile(cfgFile)
+	require.NoError(t, err)
+	v2 := fmt.Sprintf("%s- name: v2\n  url: %s\n  protobuf_message: %s\n  queue_config: {batch_send_deadline: 10ms}\n", raw, sink2.URL, config.ProtobufMessageV2)
+	require.NoError(t, os.WriteFile(cfgFile, []byte(v2), 0o600))
+	require.Equal(t, http.StatusOK, post("/-/reload", nil, ""))
+	require.False(t, gw.handler.Options().PlainV2)
+
+	req := rwtest.V2Request(1, 1)
+	require.Equal(t, http.StatusNoContent, post("/api/v1/write", rwtest.Encode(req), prw.ContentTypeV2))
+	select {
+	case st := <-starts:
+		require.Equal(t, rwtest.StartTimestamp, st, "the start timestamp reaches the 2.0 upstream")
+	case <-time.After(10 * time.Second):
+		t.Fatal("nothing reached the 2.0 upstream")
+	}
 }

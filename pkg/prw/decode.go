@@ -12,6 +12,7 @@ import (
 // form (see AppendSeries), pooling its state; it is safe for concurrent use.
 type Decoder struct {
 	proto  Protocol
+	plain  bool // see NewPlainV2Decoder
 	pool   sync.Pool
 	decode func(d *Decoded, msg []byte) error
 }
@@ -25,11 +26,17 @@ type Decoded struct {
 	// Sorted reports that a 2.0 series' labels came out of order and were
 	// sorted: the form then says more than the message in that order.
 	Sorted bool
+	// Whole reports that the message says just what the form holds, so
+	// that its body may stand for it (see RawV1.Compressed).
+	Whole bool
 
 	size int // of the message, for MaxPooledBytes
 	// raw is Req.Raw; form holds it when it is not the message as sent.
-	raw  RawV1
-	form []byte
+	raw   RawV1
+	form  []byte
+	plain bool // 2.0 decoded as 1.0 data (see NewPlainV2Decoder)
+	// families are a plain request's family metadata.
+	families plainFamilies
 	// Scratch of the decoders, reused from request to request.
 	scratch, ex, exs []byte
 	pairs            []labelPair
@@ -52,6 +59,14 @@ func NewV1Decoder() *Decoder { return &Decoder{proto: ProtoV1, decode: decodeV1}
 // NewV2Decoder returns the decoder of io.prometheus.write.v2.Request.
 func NewV2Decoder() *Decoder { return &Decoder{proto: ProtoV2, decode: decodeV2} }
 
+// NewPlainV2Decoder returns a decoder of io.prometheus.write.v2.Request
+// into 1.0 data, for when nothing takes more: what only 2.0 carries is
+// left out (start timestamps), or made 1.0's (a series' metadata becomes
+// its family's 1.0 metadata entry, once per request, after the series).
+// This is what a 1.0 upstream is sent of any 2.0 request, made as the
+// request is read instead of from its form.
+func NewPlainV2Decoder() *Decoder { return &Decoder{proto: ProtoV2, plain: true, decode: decodeV2} }
+
 // Decode reads and validates every series of msg, or says why msg is not a
 // valid message. The state may point into msg, unchanged until Release.
 func (dec *Decoder) Decode(msg []byte) (*Decoded, error) {
@@ -59,12 +74,13 @@ func (dec *Decoder) Decode(msg []byte) (*Decoded, error) {
 	if d == nil {
 		d = &Decoded{}
 	}
-	d.size = len(msg)
+	d.size, d.plain = len(msg), dec.plain
 	if err := dec.decode(d, msg); err != nil {
 		dec.Release(d)
 		return nil, err
 	}
 	d.Req = Request{Proto: dec.proto, Raw: &d.raw}
+	d.Whole = d.raw.AsSent || (dec.proto == ProtoV2 && !dec.plain && d.Invalid.Count == 0 && !d.Sorted)
 	return d, nil
 }
 
@@ -76,7 +92,9 @@ func (dec *Decoder) Release(d *Decoded) {
 	}
 	d.Req = Request{}
 	d.raw = RawV1{Series: d.raw.Series[:0], Metadata: d.raw.Metadata[:0]}
-	d.Invalid, d.Sorted = InvalidSeries{}, false
+	d.Invalid, d.Sorted, d.Whole = InvalidSeries{}, false, false
+	clear(d.families.seen)
+	d.families.run, d.families.pending = FamilyRun{}, d.families.pending[:0]
 	clear(d.syms)
 	clear(d.series)
 	for i := range d.points {

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"unicode/utf8"
 
+	"github.com/cespare/xxhash/v2"
 	"github.com/prometheus/prometheus/model/labels"
 	"google.golang.org/protobuf/encoding/protowire"
 )
@@ -43,8 +44,53 @@ func decodeV2(d *Decoded, msg []byte) error {
 			return fmt.Errorf("timeseries %d: %w", i, err)
 		}
 	}
-	d.raw.Msg, d.form = b, b
+	d.raw.Msg = b
+	for _, p := range d.families.pending {
+		appendFamily(&d.raw, p.name, int64(p.md.typ), d.syms[p.md.help], d.syms[p.md.unit])
+	}
+	d.form = d.raw.Msg
 	return nil
+}
+
+// plainFamilies are the 1.0 family metadata of a 2.0 request decoded as
+// 1.0 data: one entry per family, in the order its series first came.
+type plainFamilies struct {
+	run     FamilyRun
+	seen    map[uint64]int // a name's hash -> its index in pending
+	pending []pendingFamily
+}
+
+type pendingFamily struct {
+	name []byte
+	md   metadataV2
+}
+
+// addFamily notes the family of the series of labels refs (valid, sorted)
+// and 2.0 metadata md, read from the message mdBytes.
+func (d *Decoded) addFamily(refs []uint32, mdBytes []byte, md metadataV2) {
+	var name []byte
+	for j := 0; j < len(refs); j += 2 {
+		if string(d.syms[refs[j]]) == labels.MetricName {
+			name = d.syms[refs[j+1]]
+			break
+		}
+	}
+	f := &d.families
+	if !f.run.Next(name, mdBytes) {
+		return
+	}
+	name = FamilyName(name, MetricType(md.typ))
+	if f.seen == nil {
+		f.seen = map[uint64]int{}
+	}
+	// By hash, so that nothing is allocated per family: two names of one
+	// hash would both be written, each again after the other.
+	h := xxhash.Sum64(name)
+	if i, ok := f.seen[h]; ok && bytes.Equal(f.pending[i].name, name) {
+		return
+	}
+	f.seen[h] = len(f.pending)
+	f.pending = append(f.pending, pendingFamily{name: name, md: md})
 }
 
 // metadataV2 is a series' 2.0 metadata: type and symbol references.
@@ -58,6 +104,7 @@ func (d *Decoded) seriesV2(b []byte, idx int, ts []byte) ([]byte, error) {
 		d.points[i] = d.points[i][:0]
 	}
 	var md metadataV2
+	var mdBytes []byte
 	for f, err := range fields(ts) {
 		if err != nil {
 			return b, err
@@ -70,6 +117,7 @@ func (d *Decoded) seriesV2(b []byte, idx int, ts []byte) ([]byte, error) {
 		case f.num >= 2 && f.num <= 4 && f.typ == protowire.BytesType:
 			d.points[f.num-2] = append(d.points[f.num-2], f.v)
 		case f.num == 5 && f.typ == protowire.BytesType:
+			mdBytes = f.v
 			// A sender's series of one metric share their metadata's
 			// bytes: those read from none before are read once.
 			if md == (metadataV2{}) && d.metaBytes != nil && bytes.Equal(f.v, d.metaBytes) {
@@ -157,15 +205,33 @@ func (d *Decoded) seriesV2(b []byte, idx int, ts []byte) ([]byte, error) {
 		if err != nil {
 			return b, err
 		}
+		if start && d.plain {
+			body = appendWithout(body, fieldSamples, smp, fieldSampleStart)
+			continue
+		}
 		rs.Ext = rs.Ext || start
 		body, _ = AppendField(body, fieldSamples, smp)
 	}
 	body = append(body, d.exs...)
 	for _, h := range histograms {
-		body, _ = AppendField(body, fieldHistograms, h)
+		if d.plain {
+			body = appendWithout(body, fieldHistograms, h, fieldHistogramStart)
+		} else {
+			body, _ = AppendField(body, fieldHistograms, h)
+		}
 	}
-	if hasMeta {
-		body = appendMetadataField(body, int64(md.typ), d.syms[md.help], d.syms[md.unit])
+	if d.plain {
+		// 1.0 data: the start timestamps were left out above (and rs.Ext
+		// stays false), the metadata is its family's, once per request.
+		if hasMeta {
+			d.addFamily(refs, mdBytes, md)
+		}
+		if rs.Points() == 0 {
+			return b, nil // metadata only: a family metadata entry in 1.0
+		}
+		rs.Ext = false
+	} else if hasMeta {
+		body = appendMetadataField(body, fieldMetadata, int64(md.typ), nil, d.syms[md.help], d.syms[md.unit])
 		rs.Ext = true
 	}
 	d.scratch = body

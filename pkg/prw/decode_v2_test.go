@@ -3,7 +3,9 @@ package prw_test
 import (
 	"testing"
 
+	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/prompb"
 	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
 	"github.com/stretchr/testify/require"
 
@@ -109,4 +111,86 @@ func TestDecodeV2RepeatedNamesAndMetadata(t *testing.T) {
 	require.Len(t, series, 2)
 	require.Equal(t, gauge, series[0].Metadata)
 	require.Equal(t, prw.Metadata{Type: writev2.Metadata_METRIC_TYPE_GAUGE, Help: "help", Unit: "unit"}, series[1].Metadata)
+}
+
+// The plain 2.0 decoder makes what the form becomes for 1.0: each series
+// with points as AppendV1 writes it, and each family's metadata once, from
+// its first series, after the series. It refuses what the form decoder
+// refuses, and its client body never stands for the result.
+func TestPlainV2DecoderIsTheFormFor1(t *testing.T) {
+	req := rwtest.V2Request(30, 2)
+	st := writev2.NewSymbolTable()
+	for _, s := range req.Symbols {
+		st.Symbolize(s)
+	}
+	h := writev2.FromIntHistogram(5000, 5, &histogram.Histogram{Count: 1, Sum: 1, ZeroThreshold: 0.001, ZeroCount: 1})
+	h.StartTimestamp = 100
+	req.Timeseries[0].Histograms = []writev2.Histogram{h}
+	req.Timeseries[1].Exemplars = []writev2.Exemplar{{LabelsRefs: st.SymbolizeLabels(labels.FromStrings("trace_id", "t"), nil), Value: 1, Timestamp: 5}}
+	req.Timeseries[2].Samples[0].StartTimestamp = 0
+	gauge := writev2.Metadata{Type: writev2.Metadata_METRIC_TYPE_GAUGE, HelpRef: st.Symbolize("Temperature."), UnitRef: st.Symbolize("celsius")}
+	req.Timeseries = append(req.Timeseries,
+		writev2.TimeSeries{LabelsRefs: st.SymbolizeLabels(labels.FromStrings("__name__", "temp_celsius", "job", "a"), nil), Metadata: gauge},
+		writev2.TimeSeries{LabelsRefs: st.SymbolizeLabels(labels.FromStrings("job", "b", "__name__", "temp_celsius"), nil), Samples: sample(3), Metadata: gauge},
+		writev2.TimeSeries{LabelsRefs: st.SymbolizeLabels(labels.FromStrings("__name__", ""), nil), Samples: sample(4)}, // refused
+		writev2.TimeSeries{LabelsRefs: st.SymbolizeLabels(labels.FromStrings("__name__", "no_meta"), nil), Samples: sample(5)})
+	req.Symbols = st.Symbols()
+	msg, err := req.Marshal()
+	require.NoError(t, err)
+
+	formDec, plainDec := prw.NewV2Decoder(), prw.NewPlainV2Decoder()
+	form, err := formDec.Decode(msg)
+	require.NoError(t, err)
+	defer formDec.Release(form)
+	plain, err := plainDec.Decode(msg)
+	require.NoError(t, err)
+	defer plainDec.Release(plain)
+
+	var want [][]byte
+	var families []prompb.MetricMetadata
+	seen := map[string]bool{}
+	for _, rs := range form.Req.Raw.Series {
+		ts := rs.Bytes(form.Req.Raw.Msg)
+		b, sp, md, err := prw.AppendV1(nil, ts)
+		require.NoError(t, err)
+		if rs.Points() > 0 {
+			want = append(want, sp.Bytes(b))
+		}
+		if md != nil {
+			m := prw.ReadMetadata(md)
+			name := string(prw.SeriesFamily(ts, md))
+			if !seen[name] {
+				seen[name] = true
+				families = append(families, prompb.MetricMetadata{Type: prompb.MetricMetadata_MetricType(m.Type), MetricFamilyName: name, Help: m.Help, Unit: m.Unit})
+			}
+		}
+	}
+	var got [][]byte
+	for _, rs := range plain.Req.Raw.Series {
+		got = append(got, rs.Bytes(plain.Req.Raw.Msg))
+		require.False(t, rs.Ext)
+	}
+	require.Equal(t, want, got)
+	var gotFamilies []prompb.MetricMetadata
+	for _, sp := range plain.Req.Raw.Metadata {
+		var m prompb.MetricMetadata
+		require.NoError(t, m.Unmarshal(sp.Bytes(plain.Req.Raw.Msg)))
+		gotFamilies = append(gotFamilies, m)
+	}
+	require.Equal(t, families, gotFamilies)
+	require.Len(t, families, 2)
+
+	var wr prompb.WriteRequest
+	require.NoError(t, wr.Unmarshal(plain.Req.Raw.Msg), "a 1.0 request")
+	require.Len(t, wr.Timeseries, len(want))
+	require.Equal(t, int64(5), wr.Timeseries[0].Histograms[0].Timestamp)
+	require.Empty(t, wr.Timeseries[0].Histograms[0].XXX_unrecognized, "the histogram, without its start")
+	require.Empty(t, wr.Timeseries[0].Samples[0].XXX_unrecognized, "the sample, without its start")
+
+	require.Equal(t, 1, form.Invalid.Count)
+	require.Equal(t, form.Invalid, plain.Invalid)
+	require.True(t, form.Whole || form.Invalid.Count > 0)
+	require.False(t, plain.Whole)
+	require.False(t, plain.Req.Raw.Ext)
+	require.Equal(t, form.Req.Raw.Samples, plain.Req.Raw.Samples)
 }

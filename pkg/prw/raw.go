@@ -1,11 +1,8 @@
 package prw
 
 import (
-	"slices"
-
 	"github.com/cespare/xxhash/v2"
 	"github.com/prometheus/prometheus/model/labels"
-	"github.com/prometheus/prometheus/prompb"
 	"google.golang.org/protobuf/encoding/protowire"
 )
 
@@ -88,13 +85,15 @@ func (r *RawV1) CopyMetadata(src *RawV1) {
 // AppendFamily appends 1.0 family metadata to r as a MetricMetadata field
 // of its WriteRequest.
 func (r *RawV1) AppendFamily(name string, m Metadata) {
-	md := prompb.MetricMetadata{Type: prompb.MetricMetadata_MetricType(m.Type), MetricFamilyName: name, Help: m.Help, Unit: m.Unit}
-	n := md.Size()
-	b := protowire.AppendVarint(protowire.AppendTag(r.Msg, 3, protowire.BytesType), uint64(n))
-	r.Metadata = append(r.Metadata, Span{Off: uint32(len(b)), Len: uint32(n)})
-	r.Msg = slices.Grow(b, n)[:len(b)+n]
-	// Size was computed just above: MarshalToSizedBuffer cannot fail.
-	_, _ = md.MarshalToSizedBuffer(r.Msg[len(b):])
+	appendFamily(r, name, int64(m.Type), m.Help, m.Unit)
+}
+
+func appendFamily[S string | []byte](r *RawV1, name S, typ int64, help, unit S) {
+	start := len(r.Msg)
+	r.Msg = appendMetadataField(r.Msg, 3, typ, name, help, unit)
+	_, _, k := protowire.ConsumeTag(r.Msg[start:])
+	_, m := protowire.ConsumeVarint(r.Msg[start+k:])
+	r.Metadata = append(r.Metadata, Span{Off: uint32(start + k + m), Len: uint32(len(r.Msg) - start - k - m)})
 }
 
 // HashSeries returns the shard hash of the labels of the TimeSeries ts,

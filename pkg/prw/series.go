@@ -1,6 +1,7 @@
 package prw
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"iter"
@@ -72,7 +73,7 @@ func AppendSeries(b []byte, s *Series, scratch []byte) ([]byte, RawSeries, []byt
 		rs.Ext = rs.Ext || h.StartTimestamp != 0
 	}
 	if md := s.Metadata; !md.Empty() {
-		body = appendMetadataField(body, int64(md.Type), md.Help, md.Unit)
+		body = appendMetadataField(body, fieldMetadata, int64(md.Type), "", md.Help, md.Unit)
 		rs.Ext = true
 	}
 	rs.Samples, rs.Exemplars, rs.Histograms = uint32(len(s.Samples)), uint32(len(s.Exemplars)), uint32(len(s.Histograms))
@@ -109,9 +110,13 @@ func appendStringField[S string | []byte](b []byte, num protowire.Number, s S) [
 	return append(b, s...)
 }
 
-func appendMetadataField[S string | []byte](b []byte, typ int64, help, unit S) []byte {
-	b, at := openField(b, fieldMetadata)
-	b = appendStringField(appendVarintField(b, fieldMetadataType, typ), fieldMetadataHelp, help)
+// appendMetadataField appends a 1.0 MetricMetadata message as field num:
+// the metadata extension (fieldMetadata, no name) or a WriteRequest's
+// family metadata entry (3).
+func appendMetadataField[S string | []byte](b []byte, num protowire.Number, typ int64, name, help, unit S) []byte {
+	b, at := openField(b, num)
+	b = appendStringField(appendVarintField(b, fieldMetadataType, typ), 2, name)
+	b = appendStringField(b, fieldMetadataHelp, help)
 	return closeField(appendStringField(b, fieldMetadataUnit, unit), at)
 }
 
@@ -183,7 +188,7 @@ func WithMetadata(b, ts []byte, md Metadata) ([]byte, Span, error) {
 		return b, sp, err
 	}
 	b, at := openField(b, fieldLabels)
-	b = appendMetadataField(append(b, ts...), int64(md.Type), md.Help, md.Unit)
+	b = appendMetadataField(append(b, ts...), fieldMetadata, int64(md.Type), "", md.Help, md.Unit)
 	n := len(b) - at
 	b = closeField(b, at)
 	return b, Span{Off: uint32(len(b) - n), Len: uint32(n)}, nil
@@ -250,9 +255,9 @@ func AppendV1(b, ts []byte) (out []byte, sp Span, md []byte, err error) {
 		f.whole, rest = rest[:k+m], rest[k+m:]
 		switch {
 		case f.num == fieldSamples && f.typ == protowire.BytesType:
-			b = appendWithout(b, f, fieldSampleStart)
+			b = appendWithout(b, f.num, f.v, fieldSampleStart)
 		case f.num == fieldHistograms && f.typ == protowire.BytesType:
-			b = appendWithout(b, f, fieldHistogramStart)
+			b = appendWithout(b, f.num, f.v, fieldHistogramStart)
 		case f.num == fieldMetadata && f.typ == protowire.BytesType:
 			md = f.v
 		default:
@@ -298,24 +303,25 @@ func SeriesFamily(ts, md []byte) []byte {
 	return FamilyName(metricName(ts), MetricType(typ))
 }
 
-// appendWithout appends the field f without its message's field drop. It
-// reads the message with protowire directly, not through fields: in the
-// 1.0 view of a 2.0 request it runs once per point.
-func appendWithout(b []byte, f field, drop protowire.Number) []byte {
-	v := f.v
+// appendWithout appends the message v as field num, without its fields
+// drop. It reads v with protowire directly, not through fields: in the 1.0
+// view of a 2.0 request it runs once per point.
+func appendWithout(b []byte, num protowire.Number, v []byte, drop protowire.Number) []byte {
 	// The fields before the first drop field are copied as one block, and
 	// so are the runs between further ones.
 	cut, n := -1, len(v)
 	for off := 0; off < len(v); {
-		num, typ, k := protowire.ConsumeTag(v[off:])
+		fnum, typ, k := protowire.ConsumeTag(v[off:])
 		if k < 0 {
-			return append(b, f.whole...)
+			cut = -1
+			break
 		}
-		m := protowire.ConsumeFieldValue(num, typ, v[off+k:])
+		m := protowire.ConsumeFieldValue(fnum, typ, v[off+k:])
 		if m < 0 {
-			return append(b, f.whole...)
+			cut = -1
+			break
 		}
-		if num == drop {
+		if fnum == drop {
 			if cut < 0 {
 				cut = off
 			}
@@ -323,21 +329,36 @@ func appendWithout(b []byte, f field, drop protowire.Number) []byte {
 		}
 		off += k + m
 	}
+	b = protowire.AppendTag(b, num, protowire.BytesType)
 	if cut < 0 {
-		return append(b, f.whole...)
+		return protowire.AppendBytes(b, v)
 	}
-	b = protowire.AppendTag(b, f.num, protowire.BytesType)
 	b = protowire.AppendVarint(b, uint64(n))
 	b = append(b, v[:cut]...)
 	for off := cut; off < len(v); {
-		num, typ, k := protowire.ConsumeTag(v[off:])
-		m := protowire.ConsumeFieldValue(num, typ, v[off+k:])
-		if num != drop {
+		fnum, typ, k := protowire.ConsumeTag(v[off:])
+		m := protowire.ConsumeFieldValue(fnum, typ, v[off+k:])
+		if fnum != drop {
 			b = append(b, v[off:off+k+m]...)
 		}
 		off += k + m
 	}
 	return b
+}
+
+// FamilyRun tells the series whose family is worth looking up: series of
+// one family mostly come together, so a series of the same name and
+// metadata as the last one told is not.
+type FamilyRun struct{ md, name []byte }
+
+// Next reports whether the series of metric name and metadata md starts a
+// new run.
+func (r *FamilyRun) Next(name, md []byte) bool {
+	if bytes.Equal(md, r.md) && bytes.Equal(name, r.name) {
+		return false
+	}
+	r.md, r.name = md, name
+	return true
 }
 
 // Point kinds, for FilterPoints.

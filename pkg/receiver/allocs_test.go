@@ -18,7 +18,7 @@ import (
 
 // The decoders allocate nothing per request once their pooled buffers have
 // grown: the 1.0 scan of a request in the form, and the 2.0 decoder of any
-// valid request without histograms.
+// valid request without histograms, also as 1.0 data.
 func TestDecodeAllocs(t *testing.T) {
 	v1 := rwtest.V1Request(50, 2)
 	v1.Timeseries[0].Exemplars = []prompb.Exemplar{{Labels: []prompb.Label{{Name: "trace_id", Value: "abc"}}, Value: 1, Timestamp: 5}}
@@ -37,6 +37,7 @@ func TestDecodeAllocs(t *testing.T) {
 	}{
 		{"v1", prw.NewV1Decoder(), v1},
 		{"v2", prw.NewV2Decoder(), v2},
+		{"v2 plain", prw.NewPlainV2Decoder(), v2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			msg, err := tc.msg.Marshal()

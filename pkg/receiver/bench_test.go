@@ -44,15 +44,18 @@ func benchBody(p prw.Protocol, samples int) []byte {
 	return rwtest.Encode(rwtest.V1Request(samples, 1))
 }
 
-func BenchmarkHandlerV1(b *testing.B) { benchHandler(b, prw.ProtoV1) }
+func BenchmarkHandlerV1(b *testing.B) { benchHandler(b, prw.ProtoV1, Options{}) }
 
-func BenchmarkHandlerV2(b *testing.B) { benchHandler(b, prw.ProtoV2) }
+func BenchmarkHandlerV2(b *testing.B) { benchHandler(b, prw.ProtoV2, Options{}) }
 
-func benchHandler(b *testing.B, p prw.Protocol) {
+// BenchmarkHandlerV2Plain reads 2.0 as 1.0 data, as when no upstream takes 2.0.
+func BenchmarkHandlerV2Plain(b *testing.B) { benchHandler(b, prw.ProtoV2, Options{PlainV2: true}) }
+
+func benchHandler(b *testing.B, p prw.Protocol, opts Options) {
 	for _, n := range benchSizes {
 		b.Run(fmt.Sprintf("samples=%d", n), func(b *testing.B) {
 			body := benchBody(p, n)
-			h := NewHandler(nil, registry.NewReceiverMetrics(prometheus.NewRegistry()), nopQueue{}, Options{})
+			h := NewHandler(nil, registry.NewReceiverMetrics(prometheus.NewRegistry()), nopQueue{}, opts)
 			r := rwtest.NewHTTPRequest(p, body)
 			br := bytes.NewReader(body)
 			w := &benchWriter{h: http.Header{}}

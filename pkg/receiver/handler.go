@@ -53,6 +53,9 @@ type Options struct {
 	// MaxDecodedBytes caps the snappy-decoded body, as its header claims
 	// (400 beyond). Default 32 MiB.
 	MaxDecodedBytes int64
+	// PlainV2 decodes 2.0 requests as 1.0 data (see prw.NewPlainV2Decoder),
+	// for when what takes them takes no more.
+	PlainV2 bool
 }
 
 // Handler is the remote-write HTTP handler, holding the buffer and decoder
@@ -71,6 +74,7 @@ type Handler struct {
 	// bufs holds *[]byte for compressed and decoded bodies.
 	bufs     sync.Pool
 	decoders [2]*prw.Decoder // by prw.Protocol
+	plainV2  *prw.Decoder    // see Options.PlainV2
 }
 
 // NewHandler returns a handler passing requests to q; a nil logger discards.
@@ -85,6 +89,7 @@ func NewHandler(logger *slog.Logger, metrics *registry.ReceiverMetrics, q Enqueu
 		rejected: make(map[string]prometheus.Counter, len(registry.RejectReasons)+1),
 		bufs:     sync.Pool{New: func() any { return new([]byte) }},
 		decoders: [2]*prw.Decoder{prw.NewV1Decoder(), prw.NewV2Decoder()},
+		plainV2:  prw.NewPlainV2Decoder(),
 	}
 	h.SetOptions(opts)
 	for _, p := range []prw.Protocol{prw.ProtoV1, prw.ProtoV2} {
@@ -112,6 +117,9 @@ func (h *Handler) SetOptions(opts Options) {
 	}
 	h.opts.Store(&opts)
 }
+
+// Options returns the options in force.
+func (h *Handler) Options() Options { return *h.opts.Load() }
 
 // ServeHTTP handles one remote-write request; see the package documentation.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -176,6 +184,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// The decoded state, which may point into msg, is released (deferred
 	// last in, first out) before msg's buffer.
 	dec := h.decoders[proto]
+	if proto == prw.ProtoV2 && opts.PlainV2 {
+		dec = h.plainV2
+	}
 	d, err := dec.Decode(msg)
 	if err != nil {
 		h.reject(w, http.StatusBadRequest, registry.ReasonProtobuf, "decode "+proto.String()+": "+err.Error(), err)
@@ -190,8 +201,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	req := &d.Req
-	if req.Raw.AsSent || (req.Proto == prw.ProtoV2 && d.Invalid.Count == 0 && !d.Sorted) {
-		req.Raw.Compressed = body // the client's body says just what the form says
+	if d.Whole {
+		req.Raw.Compressed = body
 	}
 	if len(req.Raw.Series) > 0 || len(req.Raw.Metadata) > 0 {
 		if err := h.q.Enqueue(r.Context(), req); err != nil {

@@ -53,9 +53,9 @@ func v2TestRequest(series int) *writev2.Request {
 	return req
 }
 
-func postV2(t *testing.T, m *Manager, wr *writev2.Request) {
+func postV2(t *testing.T, m *Manager, wr *writev2.Request, opts receiver.Options) {
 	t.Helper()
-	h := receiver.NewHandler(nil, registry.NewReceiverMetrics(prometheus.NewRegistry()), allUpstreams{m}, receiver.Options{})
+	h := receiver.NewHandler(nil, registry.NewReceiverMetrics(prometheus.NewRegistry()), allUpstreams{m}, opts)
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, rwtest.NewHTTPRequest(prw.ProtoV2, rwtest.Encode(wr)))
 	require.Equal(t, http.StatusNoContent, rec.Code, rec.Body.String())
@@ -83,10 +83,13 @@ func received(u *fakeUpstream) (series, metadata []string) {
 // A 2.0 request reaches a 1.0 upstream that changes nothing (its form
 // shared with every such upstream) as it reaches an upstream that
 // relabels: the same series, samples, histograms, exemplars and family
-// metadata.
+// metadata; and the same whether it was read into the form or as 1.0
+// data (receiver.Options.PlainV2).
 func TestSynthesizedV2(t *testing.T) {
-	for _, disk := range []bool{false, true} {
-		t.Run(fmt.Sprintf("disk=%v", disk), func(t *testing.T) {
+	var first []string // what the first case received
+	for _, c := range []struct{ disk, plain bool }{{false, false}, {true, false}, {false, true}, {true, true}} {
+		disk := c.disk
+		t.Run(fmt.Sprintf("disk=%v,plain=%v", c.disk, c.plain), func(t *testing.T) {
 			fast, general := newFakeUpstream(t, nil), newFakeUpstream(t, nil)
 			uf := testUpstream(t, "fast", fast.srv.URL, false)
 			ug := testUpstream(t, "general", general.srv.URL, false)
@@ -105,7 +108,7 @@ func TestSynthesizedV2(t *testing.T) {
 			m, _, _, _ := newTestManagerOpts(t, testConfig(uf, ug), opts)
 
 			const n = 150
-			postV2(t, m, v2TestRequest(n))
+			postV2(t, m, v2TestRequest(n), receiver.Options{PlainV2: c.plain})
 			want := 2*n + 1 + 1 // samples, the histogram, the exemplar
 			for _, u := range []*fakeUpstream{fast, general} {
 				require.Eventually(t, func() bool {
@@ -122,6 +125,10 @@ func TestSynthesizedV2(t *testing.T) {
 			fm, gm = slices.Compact(fm), slices.Compact(gm)
 			require.Equal(t, gm, fm)
 			require.Len(t, fm, 2, "two families: %v", fm)
+			if first == nil {
+				first = append(fs, fm...)
+			}
+			require.Equal(t, first, append(fs, fm...), "as in the first case")
 			for _, s := range fast.series() {
 				for _, x := range s.Samples {
 					require.Zero(t, x.StartTimestamp, "1.0 has no start timestamps")
@@ -276,11 +283,11 @@ func TestNegativeZeroAndStartTimestamps(t *testing.T) {
 
 	for _, disk := range []bool{false, true} {
 		t.Run(fmt.Sprintf("disk=%v", disk), func(t *testing.T) {
-			v1, v2, rec := postV2ToV1AndV2(t, disk, snappy.Encode(nil, msg))
+			v1, v2, plain, rec := postV2ToV1AndV2(t, disk, snappy.Encode(nil, msg))
 			require.Equal(t, http.StatusNoContent, rec.Code, rec.Body.String())
 			require.Equal(t, "2", rec.Header().Get(prw.HeaderSamplesWritten))
 			require.Equal(t, "1", rec.Header().Get(prw.HeaderHistogramsWritten))
-			for _, u := range []*fakeUpstream{v1, v2} {
+			for _, u := range []*fakeUpstream{v1, v2, plain} {
 				require.Eventually(t, func() bool { return u.samples() == 2 }, waitFor, tick)
 				s := u.series()[0]
 				require.Equal(t, math.Float64bits(negZero), math.Float64bits(s.Samples[0].Value), "-0 stays -0")
@@ -313,7 +320,7 @@ func TestExemplarAndMetadataOnlySeries(t *testing.T) {
 	wr := &writev2.Request{Symbols: st.Symbols(), Timeseries: []writev2.TimeSeries{exOnly, mdOnly}}
 	for _, disk := range []bool{false, true} {
 		t.Run(fmt.Sprintf("disk=%v", disk), func(t *testing.T) {
-			v1, v2, rec := postV2ToV1AndV2(t, disk, rwtest.Encode(wr))
+			v1, v2, plain, rec := postV2ToV1AndV2(t, disk, rwtest.Encode(wr))
 			require.Equal(t, http.StatusNoContent, rec.Code, rec.Body.String())
 			require.Equal(t, "1", rec.Header().Get(prw.HeaderExemplarsWritten))
 
@@ -329,38 +336,50 @@ func TestExemplarAndMetadataOnlySeries(t *testing.T) {
 			require.Equal(t, prw.Metadata{Type: writev2.Metadata_METRIC_TYPE_GAUGE, Help: "Temperature.", Unit: "celsius"}, got[1].Metadata)
 			require.Empty(t, got[1].Samples)
 
-			// The series and the family metadata may leave in one request
-			// or in two.
-			var series []prw.Series
-			var families []prw.FamilyMetadata
-			require.Eventually(t, func() bool {
-				series, families = nil, nil
-				for _, r := range v1.requests() {
-					series = append(series, r.series...)
-					families = append(families, r.metadata...)
-				}
-				return len(series) > 0 && len(families) > 0
-			}, waitFor, tick)
-			require.Len(t, series, 1, "a series of metadata only is family metadata in 1.0")
-			require.Equal(t, got[0].Exemplars, series[0].Exemplars)
-			require.Contains(t, families, prw.FamilyMetadata{MetricFamilyName: "temperature_celsius",
-				Metadata: prw.Metadata{Type: writev2.Metadata_METRIC_TYPE_GAUGE, Help: "Temperature.", Unit: "celsius"}})
+			for _, u := range []*fakeUpstream{v1, plain} {
+				// The series and the family metadata may leave in one
+				// request or in two.
+				var series []prw.Series
+				var families []prw.FamilyMetadata
+				require.Eventually(t, func() bool {
+					series, families = nil, nil
+					for _, r := range u.requests() {
+						series = append(series, r.series...)
+						families = append(families, r.metadata...)
+					}
+					return len(series) > 0 && len(families) > 0
+				}, waitFor, tick)
+				require.Len(t, series, 1, "a series of metadata only is family metadata in 1.0")
+				require.Equal(t, got[0].Exemplars, series[0].Exemplars)
+				require.Contains(t, families, prw.FamilyMetadata{MetricFamilyName: "temperature_celsius",
+					Metadata: prw.Metadata{Type: writev2.Metadata_METRIC_TYPE_GAUGE, Help: "Temperature.", Unit: "celsius"}})
+			}
 		})
 	}
 }
 
 // postV2ToV1AndV2 posts body, a 2.0 request, to a write handler in front of
-// a 1.0 and a 2.0 upstream, with memory or disk queues.
-func postV2ToV1AndV2(t *testing.T, disk bool, body []byte) (v1, v2 *fakeUpstream, rec *httptest.ResponseRecorder) {
+// a 1.0 and a 2.0 upstream, and to one that reads it as 1.0 data (see
+// receiver.Options.PlainV2) in front of a 1.0 upstream (plain), with memory
+// or disk queues. rec is the first handler's answer; the second's is the
+// same.
+func postV2ToV1AndV2(t *testing.T, disk bool, body []byte) (v1, v2, plain *fakeUpstream, rec *httptest.ResponseRecorder) {
 	t.Helper()
-	v1, v2 = newFakeUpstream(t, nil), newFakeUpstream(t, nil)
-	var opts Options
-	if disk {
-		opts = diskOpts(t.TempDir())
+	v1, v2, plain = newFakeUpstream(t, nil), newFakeUpstream(t, nil), newFakeUpstream(t, nil)
+	post := func(cfg *config.Config, ropts receiver.Options) *httptest.ResponseRecorder {
+		var opts Options
+		if disk {
+			opts = diskOpts(t.TempDir())
+		}
+		m, _, _, _ := newTestManagerOpts(t, cfg, opts)
+		hd := receiver.NewHandler(nil, registry.NewReceiverMetrics(prometheus.NewRegistry()), allUpstreams{m}, ropts)
+		rec := httptest.NewRecorder()
+		hd.ServeHTTP(rec, rwtest.NewHTTPRequest(prw.ProtoV2, body))
+		return rec
 	}
-	m, _, _, _ := newTestManagerOpts(t, testConfig(testUpstream(t, "v1", v1.srv.URL, false), testUpstream(t, "v2", v2.srv.URL, true)), opts)
-	hd := receiver.NewHandler(nil, registry.NewReceiverMetrics(prometheus.NewRegistry()), allUpstreams{m}, receiver.Options{})
-	rec = httptest.NewRecorder()
-	hd.ServeHTTP(rec, rwtest.NewHTTPRequest(prw.ProtoV2, body))
-	return v1, v2, rec
+	rec = post(testConfig(testUpstream(t, "v1", v1.srv.URL, false), testUpstream(t, "v2", v2.srv.URL, true)), receiver.Options{})
+	recPlain := post(testConfig(testUpstream(t, "v1", plain.srv.URL, false)), receiver.Options{PlainV2: true})
+	require.Equal(t, rec.Code, recPlain.Code)
+	require.Equal(t, rec.Header(), recPlain.Header())
+	return v1, v2, plain, rec
 }
