@@ -17,10 +17,12 @@ import (
 func decodeV2(d *Decoded, msg []byte) error {
 	// Symbols are shared between series: each is checked once.
 	syms, symOK, series := d.syms[:0], d.symOK[:0], d.series[:0]
-	for f, err := range fields(msg) {
+	for rest := msg; len(rest) > 0; {
+		f, next, err := nextField(rest)
 		if err != nil {
 			return err
 		}
+		rest = next
 		if (f.num == 4 || f.num == 5) && f.typ != protowire.BytesType {
 			return fmt.Errorf("wrong wire type %d for field %d", f.typ, f.num)
 		}
@@ -105,10 +107,14 @@ func (d *Decoded) seriesV2(b []byte, idx int, ts []byte) ([]byte, error) {
 	}
 	var md metadataV2
 	var mdBytes []byte
-	for f, err := range fields(ts) {
+	// The fields are read with nextField directly, not through fields:
+	// this loop runs once per field of every series.
+	for rest := ts; len(rest) > 0; {
+		f, next, err := nextField(rest)
 		if err != nil {
 			return b, err
 		}
+		rest = next
 		switch {
 		case f.num == 1:
 			if refs, err = readRefs(refs, f); err != nil {
@@ -201,15 +207,17 @@ func (d *Decoded) seriesV2(b []byte, idx int, ts []byte) ([]byte, error) {
 	}
 	rs.labels = uint32(len(body)) // hashed when a request is cut (ShardHash)
 	for _, smp := range samples {
-		start, err := checkSampleV2(smp)
+		start, ext, err := checkSampleV2(smp)
 		if err != nil {
 			return b, err
 		}
-		if start && d.plain {
+		if start > 0 && d.plain {
+			smp = smp[:start] // 1.0's part, which the start fields follow
+		} else if start < 0 && d.plain {
 			body = appendWithout(body, fieldSamples, smp, fieldSampleStart)
 			continue
 		}
-		rs.Ext = rs.Ext || start
+		rs.Ext = rs.Ext || ext
 		body, _ = AppendField(body, fieldSamples, smp)
 	}
 	body = append(body, d.exs...)
@@ -385,20 +393,40 @@ func exemplarRefs(refs []uint32, msg []byte) ([]uint32, error) {
 	return refs, nil
 }
 
-// checkSampleV2 checks a 2.0 Sample and reports if it has a start time.
-func checkSampleV2(msg []byte) (start bool, err error) {
-	for f, err := range fields(msg) {
-		if err != nil {
-			return false, err
+// checkSampleV2 checks a 2.0 Sample, and reports whether it has a start
+// time (ext) and where its start fields are: 0 none; where they begin if
+// they end it and are not all of it (as encoders write them); else -1. It
+// is a schema check written out, as every sample goes through it.
+func checkSampleV2(msg []byte) (start int, ext bool, err error) {
+	start = 0
+	for off := 0; off < len(msg); {
+		num, typ, k := protowire.ConsumeTag(msg[off:])
+		if k < 0 {
+			return 0, false, ErrMalformed
+		}
+		var m int
+		var v uint64
+		switch {
+		case num == 1 && typ != protowire.Fixed64Type, (num == 2 || num == 3) && typ != protowire.VarintType:
+			return 0, false, fmt.Errorf("sample: wrong wire type %d for field %d", typ, num)
+		case num == 2 || num == 3:
+			v, m = protowire.ConsumeVarint(msg[off+k:])
+		default:
+			m = protowire.ConsumeFieldValue(num, typ, msg[off+k:])
+		}
+		if m < 0 {
+			return 0, false, ErrMalformed
 		}
 		switch {
-		case f.num == 1 && f.typ != protowire.Fixed64Type, (f.num == 2 || f.num == 3) && f.typ != protowire.VarintType:
-			return false, fmt.Errorf("sample: wrong wire type %d for field %d", f.typ, f.num)
-		case f.num == 3:
-			start = start || f.u != 0
+		case num == 3 && (start == 0 && off > 0):
+			start = off
+		case (num == 3 && off == 0) || (num != 3 && start > 0):
+			start = -1 // not a prefix: written without them
 		}
+		ext = ext || (num == 3 && v != 0)
+		off += k + m
 	}
-	return start, nil
+	return start, ext, nil
 }
 
 // appendExemplar appends the 2.0 Exemplar msg, whose label references

@@ -1,6 +1,8 @@
 package prw_test
 
 import (
+	"bytes"
+	"math"
 	"testing"
 
 	"github.com/prometheus/prometheus/model/histogram"
@@ -8,6 +10,7 @@ import (
 	"github.com/prometheus/prometheus/prompb"
 	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
 	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/rwgateway/gateway/pkg/prw"
 	"github.com/rwgateway/gateway/pkg/receiver/rwtest"
@@ -193,4 +196,56 @@ func TestPlainV2DecoderIsTheFormFor1(t *testing.T) {
 	require.False(t, plain.Whole)
 	require.False(t, plain.Req.Raw.Ext)
 	require.Equal(t, form.Req.Raw.Samples, plain.Req.Raw.Samples)
+}
+
+// A sample's start fields are left out of its 1.0 form wherever they are:
+// after its other fields (cut off), or anywhere else (written without).
+func TestPlainV2SamplesOfAnyLayout(t *testing.T) {
+	field := func(num protowire.Number, v uint64) []byte {
+		if num == 1 {
+			return protowire.AppendFixed64(protowire.AppendTag(nil, 1, protowire.Fixed64Type), v)
+		}
+		return protowire.AppendVarint(protowire.AppendTag(nil, num, protowire.VarintType), v)
+	}
+	value, ts := field(1, math.Float64bits(2.5)), field(2, 1000)
+	start, zero := field(3, 500), field(3, 0)
+	for name, smp := range map[string][][]byte{
+		"start last":         {value, ts, start},
+		"start first":        {start, value, ts},
+		"start between":      {value, start, ts},
+		"start twice, last":  {value, ts, zero, start},
+		"start of 0":         {value, ts, zero},
+		"only a start":       {start},
+		"no start":           {value, ts},
+		"start, then a zero": {value, ts, start, zero},
+	} {
+		t.Run(name, func(t *testing.T) {
+			var ts []byte
+			ts = protowire.AppendTag(ts, 1, protowire.BytesType)
+			ts = protowire.AppendBytes(ts, []byte{1, 2})
+			ts = protowire.AppendTag(ts, 2, protowire.BytesType)
+			ts = protowire.AppendBytes(ts, bytes.Join(smp, nil))
+			var msg []byte
+			for _, s := range []string{"", "__name__", "x"} {
+				msg = protowire.AppendString(protowire.AppendTag(msg, 4, protowire.BytesType), s)
+			}
+			msg = protowire.AppendBytes(protowire.AppendTag(msg, 5, protowire.BytesType), ts)
+
+			formDec, plainDec := prw.NewV2Decoder(), prw.NewPlainV2Decoder()
+			form, err := formDec.Decode(msg)
+			require.NoError(t, err)
+			defer formDec.Release(form)
+			plain, err := plainDec.Decode(msg)
+			require.NoError(t, err)
+			defer plainDec.Release(plain)
+			require.Len(t, plain.Req.Raw.Series, 1)
+			fs := form.Req.Raw.Series[0]
+			b, sp, _, err := prw.AppendV1(nil, fs.Bytes(form.Req.Raw.Msg))
+			require.NoError(t, err)
+			require.Equal(t, sp.Bytes(b), plain.Req.Raw.Series[0].Bytes(plain.Req.Raw.Msg))
+			var wr prompb.WriteRequest
+			require.NoError(t, wr.Unmarshal(plain.Req.Raw.Msg))
+			require.Empty(t, wr.Timeseries[0].Samples[0].XXX_unrecognized, "no start field")
+		})
+	}
 }

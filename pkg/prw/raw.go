@@ -1,6 +1,8 @@
 package prw
 
 import (
+	"slices"
+
 	"github.com/cespare/xxhash/v2"
 	"github.com/prometheus/prometheus/model/labels"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -115,17 +117,27 @@ func AppendLabels(b []byte, ls labels.Labels) []byte {
 
 // appendLabelEntry appends one label as a canonical TimeSeries labels field.
 func appendLabelEntry[S string | []byte](b []byte, name, value S) []byte {
-	if len(name) < 0x80 && len(value) < 0x80 && len(name)+len(value) < 0x80-4 {
+	if n, v := len(name), len(value); n < 0x80 && v < 0x80 && n+v < 0x80-4 {
 		// The common case, every length one byte, written directly.
-		b = append(b, 0x0a, 0)
+		l := 0
+		if n > 0 {
+			l += 2 + n
+		}
+		if v > 0 {
+			l += 2 + v
+		}
 		at := len(b)
-		if len(name) > 0 {
-			b = append(append(b, 0x0a, byte(len(name))), name...)
+		b = slices.Grow(b, 2+l)[:at+2+l]
+		b[at], b[at+1] = 0x0a, byte(l)
+		p := at + 2
+		if n > 0 {
+			b[p], b[p+1] = 0x0a, byte(n)
+			p += 2 + copy(b[p+2:], name)
 		}
-		if len(value) > 0 {
-			b = append(append(b, 0x12, byte(len(value))), value...)
+		if v > 0 {
+			b[p], b[p+1] = 0x12, byte(v)
+			copy(b[p+2:], value)
 		}
-		b[at-1] = byte(len(b) - at)
 		return b
 	}
 	b, at := openField(b, fieldLabels)
