@@ -52,7 +52,7 @@ func nodeExporterRequest(n int) *prw.Request {
 
 // benchItems returns n node_exporter-like series, one chunk each.
 func benchItems(n int) []item {
-	return formItems(nodeExporterRequest(n), 1, 1, math.MaxInt)
+	return formItems(nodeExporterRequest(n), 1, math.MaxInt)
 }
 
 func benchmarkEncode(b *testing.B, proto prw.Protocol) {

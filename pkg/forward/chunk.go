@@ -10,73 +10,49 @@ import (
 	"github.com/rwgateway/gateway/pkg/prw"
 )
 
-// Chunks: a request's series are queued as one item per shard and batch,
-// consecutive TimeSeries fields of a 1.0 WriteRequest copied once into one
-// pointer-free buffer per request: a batch copies it once, and the queue,
-// the reader and the garbage collector see one item instead of hundreds.
+// Chunks: a request's series are queued as items of at most the batch
+// limits, each a run of consecutive TimeSeries fields of a 1.0
+// WriteRequest, copied once into one pointer-free buffer per request: a
+// batch copies it once, and the queue, the reader and the garbage collector
+// see a few items instead of hundreds. Each goes to a shard as a whole
+// request does (see order.route).
 
-// chunkRaw copies the series of msg (series in the form) into chunks for
-// nShards shards of at most maxN points and maxB bytes; a series over
-// either limit is a chunk of its own. It returns the items, each shard's in
-// order.
-func chunkRaw(msg []byte, series []prw.RawSeries, nShards, maxN, maxB int) (items []item) {
+// chunkRaw copies the series of msg (series in the form) into chunks of at
+// most maxN points and maxB bytes, in order; a series over either limit is
+// a chunk of its own.
+func chunkRaw(msg []byte, series []prw.RawSeries, maxN, maxB int) (items []item) {
 	if len(series) == 0 {
 		return nil
 	}
-	entry := func(rs *prw.RawSeries) int { return 1 + protowire.SizeBytes(int(rs.Len)) }
-	// Each shard writes its series into its own region of buf, so that a
-	// chunk is contiguous.
-	// Their series' hashes (see order) likewise go into regions of hs.
-	type open struct {
-		start, pos, hstart, hpos int
-		it                       item
-	}
-	shards := make([]open, nShards)
+	total := 0
 	for i := range series {
-		o := &shards[series[i].ShardHash(msg)%uint64(nShards)]
-		o.pos += entry(&series[i])
-		o.hpos++
+		total += 1 + protowire.SizeBytes(int(series[i].Len))
 	}
-	total, htotal := 0, 0
-	for sh := range shards {
-		n, hn := shards[sh].pos, shards[sh].hpos
-		shards[sh] = open{start: total, pos: total, hstart: htotal, hpos: htotal, it: item{shard: sh}}
-		total, htotal = total+n, htotal+hn
-	}
-	buf, hs := make([]byte, total), make([]uint64, htotal)
-	items = make([]item, 0, nShards+total/max(maxB, 1))
-	emit := func(sh int) {
-		o := &shards[sh]
-		if o.pos == o.start {
-			return
+	buf, hs := make([]byte, 0, total), make([]uint64, len(series))
+	var it item
+	start, first := 0, 0 // where it starts in buf, and its first series
+	emit := func(end int) {
+		if len(buf) > start {
+			it.raw, it.size, it.hashes = buf[start:len(buf):len(buf)], len(buf)-start, hs[first:end:end]
+			items = append(items, it)
 		}
-		o.it.raw = buf[o.start:o.pos:o.pos]
-		o.it.size = len(o.it.raw)
-		o.it.hashes = hs[o.hstart:o.hpos:o.hpos]
-		items = append(items, o.it)
-		o.start, o.hstart, o.it = o.pos, o.hpos, item{shard: sh}
+		it, start, first = item{}, len(buf), end
 	}
 	for i := range series {
 		rs := &series[i]
-		sh := int(rs.Hash % uint64(nShards)) // computed by the loop above
-		o := &shards[sh]
-		es, p := entry(rs), weight(*rs)
-		if o.pos > o.start && (o.it.count()+p > maxN || o.pos-o.start+es > maxB) {
-			emit(sh)
+		es, p := 1+protowire.SizeBytes(int(rs.Len)), weight(*rs)
+		if len(buf) > start && (it.count()+p > maxN || len(buf)-start+es > maxB) {
+			emit(i)
 		}
-		protowire.AppendBytes(append(buf[o.pos:o.pos], 0x0a), rs.Bytes(msg)) // field 1, in place
-		o.pos += es
-		hs[o.hpos] = rs.Hash
-		o.hpos++
-		o.it.add(rs)
-		o.it.ext = o.it.ext || rs.Ext
+		buf = protowire.AppendBytes(append(buf, 0x0a), rs.Bytes(msg)) // field 1
+		hs[i] = rs.ShardHash(msg)
+		it.add(rs)
+		it.ext = it.ext || rs.Ext
 		if p > maxN || es > maxB {
-			emit(sh) // too large for a chunk: a chunk of its own
+			emit(i + 1) // too large for a chunk: a chunk of its own
 		}
 	}
-	for sh := range shards {
-		emit(sh)
-	}
+	emit(len(series))
 	return items
 }
 
@@ -104,10 +80,10 @@ func rangeChunk(raw []byte, fn func(ts []byte, rs prw.RawSeries, end int) bool) 
 
 var errMalformedChunk = errors.New("malformed chunk")
 
-// rawItems returns the chunks of raw's series and, if withMeta, of its 1.0
-// family metadata (shard 0), owning their memory.
-func rawItems(raw *prw.RawV1, shards, maxN, maxB int, withMeta bool) []item {
-	items := chunkRaw(raw.Msg, raw.Series, shards, maxN, maxB)
+// rawItems returns the chunks of raw's series and, if withMeta, its 1.0
+// family metadata items, owning their memory.
+func rawItems(raw *prw.RawV1, maxN, maxB int, withMeta bool) []item {
+	items := chunkRaw(raw.Msg, raw.Series, maxN, maxB)
 	if withMeta {
 		rangeFamilies(raw, func(fm *prw.FamilyMetadata) {
 			items = append(items, item{family: fm, size: 8 + len(fm.MetricFamilyName) + len(fm.Help) + len(fm.Unit)})

@@ -69,28 +69,29 @@ func seriesOf(t *testing.T, items []item) [][]byte {
 	return out
 }
 
-// Chunks hold each shard's series in order, within the batch limits; a
-// series over them is an item of its own; the counts add up.
+// Chunks hold the series in order, within the batch limits, with their
+// hashes; a series over them is an item of its own; the counts add up.
 func TestChunkRaw(t *testing.T) {
-	const shards, maxN, maxB = 3, 20, 2048
+	const maxN, maxB = 20, 2048
 	wr := unevenRequest(200)
 	msg, series := rawRequest(t, wr)
-	items := chunkRaw(msg, series, shards, maxN, maxB)
+	items := chunkRaw(msg, series, maxN, maxB)
 
-	want := make([][][]byte, shards)
+	var want [][]byte
+	var wantHashes, hashes []uint64
 	wantPoints := 0
 	for _, rs := range series {
-		sh := rs.Hash % shards
-		want[sh] = append(want[sh], bytes.Clone(rs.Bytes(msg)))
+		want = append(want, bytes.Clone(rs.Bytes(msg)))
+		wantHashes = append(wantHashes, rs.Hash)
 		wantPoints += rs.Points()
 	}
-	got := make([][]item, shards)
 	points, singles := 0, 0
 	for i := range items {
 		it := &items[i]
-		got[it.shard] = append(got[it.shard], *it)
 		points += it.count()
+		hashes = append(hashes, it.hashes...)
 		require.Equal(t, len(it.raw), it.size)
+		require.Len(t, it.hashes, len(seriesOf(t, []item{*it})))
 		if it.count() > maxN {
 			singles++
 			require.Len(t, seriesOf(t, []item{*it}), 1, "only an oversized series is over the limit, alone")
@@ -103,13 +104,16 @@ func TestChunkRaw(t *testing.T) {
 			return true
 		}))
 		require.Equal(t, n, it.count())
+		if i+1 < len(items) && items[i+1].count() <= maxN {
+			next := items[i+1].count()
+			require.True(t, it.count()+next > maxN || len(it.raw)+len(items[i+1].raw) > maxB, "chunks as full as the limits allow")
+		}
 	}
 	require.Equal(t, 1, singles)
 	require.Equal(t, wantPoints, points)
+	require.Equal(t, wantHashes, hashes)
 	clear(msg) // the items own their bytes
-	for sh := range shards {
-		require.Equal(t, want[sh], seriesOf(t, got[sh]), "shard %d", sh)
-	}
+	require.Equal(t, want, seriesOf(t, items))
 }
 
 // Splitting a chunk cuts it at a series boundary, keeps the bytes and the
@@ -119,7 +123,7 @@ func TestSplitChunk(t *testing.T) {
 	wr := unevenRequest(30)
 	wr.Timeseries = slices.Delete(wr.Timeseries, 15, 16) // no oversized one
 	msg, series := rawRequest(t, wr)
-	items := chunkRaw(msg, series, 1, 1000, 1<<20)
+	items := chunkRaw(msg, series, 1000, 1<<20)
 	require.Len(t, items, 1)
 	c := items[0]
 	all := seriesOf(t, items)
@@ -156,7 +160,7 @@ func TestSplitChunk(t *testing.T) {
 func TestChunkEncode(t *testing.T) {
 	wr := unevenRequest(60)
 	msg, series := rawRequest(t, wr)
-	sorted, _, _ := groupByShard(chunkRaw(msg, series, 2, 25, 4096), 2)
+	sorted := chunkRaw(msg, series, 25, 4096)
 
 	data, st, err := newEncoder().encode(prw.ProtoV1, sorted, true)
 	require.NoError(t, err)
@@ -233,12 +237,12 @@ func TestSharedChunks(t *testing.T) {
 		u.QueueConfig.MaxSamplesPerSend = maxN
 		return &forwarder{cfg: u, shards: make([]*shard, shards)}
 	}
-	a, b, c := fwd(4, 100), fwd(4, 100), fwd(2, 100)
+	a, b, c := fwd(4, 100), fwd(2, 100), fwd(4, 20)
 	var r request
 	ia := r.chunksFor(a, raw)
 	ib := r.chunksFor(b, raw)
 	ic := r.chunksFor(c, raw)
-	require.Same(t, &ia[0], &ib[0], "same layout, same chunks")
+	require.Same(t, &ia[0], &ib[0], "same batch limits, same chunks, whatever the shards")
 	require.NotSame(t, &ia[0].raw[0], &ic[0].raw[0])
 	require.Len(t, r.chunks, 2)
 	var sa, sc int

@@ -49,7 +49,7 @@ func FuzzRecordDecoder(f *testing.F) {
 	msg = protowire.AppendBytes(msg, []byte{0x0a, 0x05, 0x0a, 0x01, 'x', 0x12, 0x00, 0x10, 0x07})
 	f.Add(append([]byte{1}, msg...), true)
 
-	dec := newRecordDecoder(3, 50, 1<<20)
+	dec := newRecordDecoder(50, 1<<20)
 	v1 := prw.NewV1Decoder()
 	enc := newEncoder()
 	// With body set, data is a protocol byte and an uncompressed body,

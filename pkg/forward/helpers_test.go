@@ -333,10 +333,9 @@ func (a allUpstreams) Enqueue(ctx context.Context, req *prw.Request) error {
 }
 
 // formItems returns req in the form, cut into chunks as a forwarder of
-// shards shards and batch limits maxN and maxB does, with its family
-// metadata.
-func formItems(req *prw.Request, shards, maxN, maxB int) []item {
-	return rawItems(req.Raw, shards, maxN, maxB, true)
+// batch limits maxN and maxB does, with its family metadata.
+func formItems(req *prw.Request, maxN, maxB int) []item {
+	return rawItems(req.Raw, maxN, maxB, true)
 }
 
 // pointCounts returns the numbers of samples, histograms and exemplars of

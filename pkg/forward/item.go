@@ -11,7 +11,8 @@ import (
 // A chunk holds at most max_samples_per_send points and max_bytes_per_send
 // bytes, so that a batch is whole chunks; a series over either limit alone
 // is a chunk of its own, which take splits by points. Its bytes are
-// read-only and may be shared by the items of several upstreams.
+// read-only and may be shared by the items of several upstreams. Any item
+// may go to any shard (see order.go).
 type item struct {
 	raw []byte
 	// samples, histograms and exemplars count the chunk's points; empty its
@@ -19,7 +20,6 @@ type item struct {
 	samples, histograms, exemplars, empty uint32
 
 	ext    bool   // a series may have the form's 2.0 extensions
-	shard  int    // the virtual shard: the series' hash % max_shards
 	tenant string // the tenant's id, for an upstream with a tenant_header
 	family *prw.FamilyMetadata
 	size   int            // encoded bytes, estimated for a family
@@ -121,7 +121,7 @@ func (it *item) split(n int) (head, tail item, err error) {
 
 // like returns an item of the chunk raw like it, with no points counted.
 func (it *item) like(raw []byte) item {
-	return item{raw: raw, size: len(raw), shard: it.shard, ext: it.ext, tenant: it.tenant, rec: it.rec, seq: it.seq, gate: it.gate}
+	return item{raw: raw, size: len(raw), ext: it.ext, tenant: it.tenant, rec: it.rec, seq: it.seq, gate: it.gate}
 }
 
 // add counts the points of the series rs (see count).

@@ -15,11 +15,12 @@
 // acknowledged (acker.go) once its points and all earlier ones were sent or
 // dropped.
 //
-// A series always goes to the same shard (shard.go; their number follows
-// the load, reshard.go), whose goroutine cuts, encodes (encode.go) and
-// sends (client.go) batches one after the other, so each series arrives in
-// order. Batches are retried with backoff on network errors, 5xx and 429,
-// split on 413, and dropped (and counted) on other 4xx.
+// Each item goes to a shard (shard.go; their number follows the load,
+// reshard.go) whose goroutine cuts, encodes (encode.go) and sends
+// (client.go) batches one after the other; an item waits for the earlier
+// items of its series in other shards (order.go), so each series arrives
+// in order. Batches are retried with backoff on network errors, 5xx and
+// 429, split on 413, and dropped (and counted) on other 4xx.
 package forward
 
 import (

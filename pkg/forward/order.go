@@ -14,7 +14,8 @@ import (
 // one of its series and are not sent yet: its gate. That is the order a
 // sender keeps itself (it sends a series' next samples once the previous
 // ones were answered). It lets the number of shards change at any time
-// (reshard.go) and a sender's request go whole to any shard (whole.go).
+// (reshard.go) and any item go to any shard: a sender's request whole
+// (whole.go), or a chunk of one (chunk.go).
 //
 // Items are numbered as they are queued, and a shard's items are queued in
 // the order of their numbers and sent or dropped in that order, so what a
@@ -28,7 +29,7 @@ type order struct {
 	last markTable // series hash -> the last item queued with it
 	seq  uint64    // the number of the last item queued
 	next int       // where route starts looking for the least loaded shard
-	idx  []int     // placeWhole's scratch
+	idx  []int     // place's scratch
 
 	sent []atomic.Uint64 // by shard
 
@@ -67,13 +68,12 @@ func (o *order) queue(it *item, shard int) {
 	}
 }
 
-// placeWhole routes it, an item that may go to any shard (a whole request,
-// see whole.go), and numbers it as queue does, looking each of its series
+// place routes it and numbers it as queue does, looking each of its series
 // up once: it goes to the shard of the latest of its series' items not
 // sent yet, behind which it would wait anyway, or else to the one of the
 // active shards with the fewest points held (load reports them). The
 // caller appends it to that shard before it numbers anything else.
-func (o *order) placeWhole(it *item, active int, load func(shard int) int64) int {
+func (o *order) place(it *item, active int, load func(shard int) int64) int {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.reserve(len(it.hashes)) // no rebuild below: the indexes stay valid
@@ -103,8 +103,8 @@ func (o *order) placeWhole(it *item, active int, load func(shard int) int64) int
 	return shard
 }
 
-// route returns the shard placeWhole would, without numbering anything:
-// the memory queues' reservation, which numbers at commit (see queue).
+// route returns the shard place would, without numbering anything: the
+// memory queues' reservation, which numbers at commit (see queue).
 func (o *order) route(hashes []uint64, active int, load func(shard int) int64) int {
 	o.mu.Lock()
 	defer o.mu.Unlock()

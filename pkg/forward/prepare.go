@@ -10,16 +10,14 @@ import (
 	"github.com/rwgateway/gateway/pkg/registry"
 )
 
-// prepared is one request made ready for one upstream: its chunks and
-// family metadata grouped by shard, in request order within each shard.
+// prepared is one request made ready for one upstream: its items (a whole
+// request, or chunks and family metadata), in request order.
 type prepared struct {
-	f      *forwarder
-	items  []item
-	ranges []shardRange
-	total  int
-	// Memory mode: the shard count p was placed with, whether it holds
-	// room, and its bytes of the memory budget.
-	active   int
+	f     *forwarder
+	items []item
+	// Memory mode: the shard of each item that holds room for it, and the
+	// items' bytes of the memory budget, if reserved.
+	shards   []int
 	reserved bool
 	bytes    int
 	// Disk mode: the records, their size and the encoder holding them; the
@@ -41,11 +39,8 @@ type prepared struct {
 	dropRelabel, dropUnsupported int
 }
 
-// shardRange is a shard's items, prepared.items[lo:hi], and their count.
-type shardRange struct{ shard, lo, hi, count int }
-
 // prepare makes r ready for f: external labels, write relabeling and the
-// send_* settings applied, chunks cut for f's shards and batch limits.
+// send_* settings applied, chunks cut for f's batch limits.
 // An upstream for which all of that changes nothing shares the request's
 // chunks with the others; the rest get a copy of their own.
 func (f *forwarder) prepare(r *request, p *prepared) {
@@ -70,11 +65,11 @@ func (f *forwarder) prepare(r *request, p *prepared) {
 	}
 	switch {
 	case whole.whole != nil:
-		items = []item{whole} // routed to a shard when placed (see order.route)
+		items = []item{whole}
 	case raw == view:
 		items = r.chunksFor(f, raw)
 	default:
-		items = rawItems(raw, len(f.shards), q.MaxSamplesPerSend, q.MaxBytesPerSend, meta && !v2)
+		items = rawItems(raw, q.MaxSamplesPerSend, q.MaxBytesPerSend, meta && !v2)
 	}
 	if cfg.TenantHeader != "" && r.tenant != "" {
 		// The items carry the tenant to the batches: copies of their own,
@@ -85,14 +80,13 @@ func (f *forwarder) prepare(r *request, p *prepared) {
 		}
 		p.tenant = r.tenant
 	}
+	p.items = items
 	if f.dq != nil {
-		p.raw, p.proto, p.meta, p.items = raw, proto, meta && !v2, items
+		p.raw, p.proto, p.meta = raw, proto, meta && !v2
 		if f.handoff.wants(len(raw.Msg)) {
 			p.handoff = slices.Clone(items) // the reader sets each one's record
 		}
-		return
 	}
-	p.items, p.ranges, p.total = groupByShard(items, len(f.shards))
 }
 
 // transform returns in, a view of r's request, as f is to be sent it:
@@ -163,58 +157,26 @@ func (f *forwarder) transform(r *request, in *prw.RawV1, v2 bool, p *prepared) *
 // load is what the shard sh holds, in points: what order routes by.
 func (f *forwarder) load(sh int) int64 { return f.shards[sh].points.used.Load() }
 
-// groupByShard orders items by shard (their shard modulo nShards), stably,
-// so that per-series order holds, and returns each shard's range of them.
-func groupByShard(items []item, nShards int) (sorted []item, ranges []shardRange, total int) {
-	// pos[sh] is where shard sh's items start in sorted, then end.
-	pos, counts := make([]int, nShards+1), make([]int, nShards)
-	for i := range items {
-		sh := items[i].shard % nShards
-		pos[sh+1]++
-		counts[sh] += items[i].count()
-	}
-	for sh := range nShards {
-		pos[sh+1] += pos[sh]
-	}
-	sorted = make([]item, len(items))
-	for i := range items {
-		sh := items[i].shard % nShards
-		sorted[pos[sh]] = items[i]
-		pos[sh]++
-	}
-	lo := 0
-	for sh, hi := range pos[:nShards] {
-		if lo < hi {
-			ranges = append(ranges, shardRange{shard: sh, lo: lo, hi: hi, count: counts[sh]})
-			total += counts[sh]
-		}
-		lo = hi
-	}
-	return sorted, ranges, total
-}
-
-// reserve places p in the shards in use and takes room for it in every
-// shard it touches, all or nothing.
+// reserve places each item in a shard in use (see order.route) and takes
+// room for it there, all or nothing. In disk mode the reader does, later.
 func (p *prepared) reserve() bool {
-	if len(p.ranges) == 0 {
+	f := p.f
+	if f.dq != nil || len(p.items) == 0 {
 		return true
 	}
-	p.active = p.f.activeShards()
-	if w := &p.items[0]; w.whole != nil {
-		w.shard = p.f.order.route(w.hashes, p.active, p.f.load)
-		p.ranges[0].shard = w.shard
-	}
-	p.bytes = itemsSize(p.items)
-	if !p.f.mem.take(p.bytes) {
+	if p.bytes = itemsSize(p.items); !f.mem.take(p.bytes) {
 		return false
 	}
 	p.reserved = true
-	for i, r := range p.ranges {
-		if !p.f.shards[r.shard%p.active].points.take(r.count) {
-			p.ranges = p.ranges[:i] // the ranges that took room
+	active := f.activeShards()
+	for i := range p.items {
+		it := &p.items[i]
+		sh := f.order.route(it.hashes, active, f.load)
+		if !f.shards[sh].points.take(it.count()) {
 			p.unreserve()
 			return false
 		}
+		p.shards = append(p.shards, sh)
 	}
 	return true
 }
@@ -222,11 +184,11 @@ func (p *prepared) reserve() bool {
 // unreserve gives back what reserve took.
 func (p *prepared) unreserve() {
 	if p.reserved {
-		for _, r := range p.ranges {
-			p.f.shards[r.shard%p.active].points.give(r.count)
+		for i, sh := range p.shards {
+			p.f.shards[sh].points.give(p.items[i].count())
 		}
 		p.f.mem.give(p.bytes)
-		p.reserved = false
+		p.shards, p.reserved = p.shards[:0], false
 	}
 }
 
@@ -240,8 +202,9 @@ func (p *prepared) commit() {
 	if f.dq != nil {
 		return
 	}
-	f.m.QueueLength.Add(float64(p.total))
-	for _, r := range p.ranges {
-		f.shards[r.shard%p.active].appendItems(p.items[r.lo:r.hi], r.count)
+	for i, sh := range p.shards {
+		n := p.items[i].count()
+		f.m.QueueLength.Add(float64(n))
+		f.shards[sh].appendItems(p.items[i:i+1], n)
 	}
 }

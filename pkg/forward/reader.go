@@ -38,7 +38,7 @@ func (f *forwarder) readLoop() {
 		return
 	}
 	q := &f.cfg.QueueConfig
-	dec := newRecordDecoder(len(f.shards), q.MaxSamplesPerSend, q.MaxBytesPerSend)
+	dec := newRecordDecoder(q.MaxSamplesPerSend, q.MaxBytesPerSend)
 	for {
 		rec, pos, err := f.dq.Next(ctx)
 		if err != nil {
@@ -83,24 +83,21 @@ func (f *forwarder) readLoop() {
 			f.acker.complete(pr, 0)
 			continue
 		}
-		active := f.activeShards()
-		if it := &items[0]; len(items) == 1 && it.whole != nil {
-			// Numbered as it is routed: nothing else is numbered before
-			// it is appended (see order.placeWhole).
-			it.shard = f.order.placeWhole(it, active, f.load)
-		}
-		sorted, ranges, _ := groupByShard(items, active)
 		if !f.mem.wait(ctx, itemsSize(items)) {
 			return // stopping: the record stays unacknowledged on disk
 		}
-		for _, r := range ranges {
-			s := f.shards[r.shard]
-			if !s.points.wait(ctx, r.count) {
-				f.mem.give(itemsSize(sorted[r.lo:]))
+		active := f.activeShards()
+		for i := range items {
+			// Numbered as it is placed, and appended before anything
+			// else is numbered (see order.place).
+			it := &items[i]
+			s, n := f.shards[f.order.place(it, active, f.load)], it.count()
+			if !s.points.wait(ctx, n) {
+				f.mem.give(itemsSize(items[i:]))
 				return
 			}
-			f.m.QueueLength.Add(float64(r.count))
-			s.appendItems(sorted[r.lo:r.hi], r.count)
+			f.m.QueueLength.Add(float64(n))
+			s.appendItems(items[i:i+1], n)
 		}
 	}
 }

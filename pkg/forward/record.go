@@ -146,20 +146,19 @@ type recordDecoder struct {
 	decs [2]*prw.Decoder       // by protocol
 	sb   labels.ScratchBuilder // for version 1 records
 
-	// 1.0 series become chunks (see chunkRaw) for shards shards of at most
-	// maxN points and maxB bytes; the zero value means one shard and no
-	// limits.
-	shards, maxN, maxB int
+	// 1.0 series become chunks (see chunkRaw) of at most maxN points and
+	// maxB bytes; the zero value means no limits.
+	maxN, maxB int
 }
 
-func newRecordDecoder(shards, maxN, maxB int) *recordDecoder {
+func newRecordDecoder(maxN, maxB int) *recordDecoder {
 	if maxN <= 0 {
 		maxN = math.MaxInt
 	}
 	if maxB <= 0 {
 		maxB = math.MaxInt
 	}
-	return &recordDecoder{decs: [2]*prw.Decoder{prw.NewV1Decoder(), prw.NewV2Decoder()}, shards: max(shards, 1), maxN: maxN, maxB: maxB}
+	return &recordDecoder{decs: [2]*prw.Decoder{prw.NewV1Decoder(), prw.NewV2Decoder()}, maxN: maxN, maxB: maxB}
 }
 
 // decode returns the items of rec, owning their memory, and its append
@@ -251,7 +250,7 @@ func (d *recordDecoder) decodeBody(p prw.Protocol, msg, compressed []byte) ([]it
 			return []item{it}, 0, nil
 		}
 	}
-	return rawItems(dd.Req.Raw, d.shards, d.maxN, d.maxB, true), dd.Invalid.Bytes, nil
+	return rawItems(dd.Req.Raw, d.maxN, d.maxB, true), dd.Invalid.Bytes, nil
 }
 
 // salvage decodes a body that is not a valid message one message at a

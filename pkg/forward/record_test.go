@@ -42,7 +42,7 @@ func recordRequest() *prw.Request {
 }
 
 // recordItems are recordRequest's items, as one shard queues them.
-func recordItems() []item { return formItems(recordRequest(), 1, math.MaxInt, math.MaxInt) }
+func recordItems() []item { return formItems(recordRequest(), math.MaxInt, math.MaxInt) }
 
 // batchBytes is what a shard sends of items in p.
 func batchBytes(t *testing.T, p prw.Protocol, items []item) []byte {
@@ -66,7 +66,7 @@ func TestRecordRoundTrip(t *testing.T) {
 			require.Equal(t, int64(len(recs[0])), size)
 			require.Equal(t, []byte{recordV3, byte(p) + 1}, recs[0][:2])
 
-			dec := newRecordDecoder(1, 0, 0)
+			dec := newRecordDecoder(0, 0)
 			got, appended, skipped, err := dec.decode(recs[0])
 			require.NoError(t, err)
 			require.Zero(t, skipped)
@@ -87,7 +87,7 @@ func TestRecordRoundTrip(t *testing.T) {
 // gateway's own layout) and version 2 (a 1.0 request), from files those
 // builds wrote.
 func TestRecordLegacyVersions(t *testing.T) {
-	dec := newRecordDecoder(1, 0, 0)
+	dec := newRecordDecoder(0, 0)
 	v1, err := os.ReadFile("testdata/record-v1.bin")
 	require.NoError(t, err)
 	require.Equal(t, byte(recordV1), v1[0])
@@ -144,7 +144,7 @@ func TestRecordReplayValidates(t *testing.T) {
 		}
 		rec = protowire.AppendVarint(rec, 1000)
 		rec = append(rec, snappy.Encode(nil, msg)...)
-		got, _, skipped, err := newRecordDecoder(1, 0, 0).decode(rec)
+		got, _, skipped, err := newRecordDecoder(0, 0).decode(rec)
 		require.NoError(t, err)
 		require.Equal(t, badLen, skipped, "version %d", version)
 		var sent prompb.WriteRequest
@@ -163,7 +163,7 @@ func TestRecordSplitsLargeRequests(t *testing.T) {
 	recs, _, err := newRecordEncoder().encode(items, prw.ProtoV1, true, time.Now())
 	require.NoError(t, err)
 	require.Greater(t, len(recs), 1)
-	dec := newRecordDecoder(1, 0, 0)
+	dec := newRecordDecoder(0, 0)
 	n := 0
 	for _, r := range recs {
 		got, _, _, err := dec.decode(r)

@@ -39,9 +39,9 @@ type chunkLayout struct {
 }
 
 type chunkKey struct {
-	raw                *prw.RawV1
-	shards, maxN, maxB int
-	meta               bool
+	raw        *prw.RawV1
+	maxN, maxB int
+	meta       bool
 }
 
 // compressedBufs hold the 1.0 bodies of 2.0 requests until Enqueue returns.
@@ -104,14 +104,14 @@ func (r *request) family(raw *prw.RawV1, name string) (prw.Metadata, bool) {
 // caller must not modify them.
 func (r *request) chunksFor(f *forwarder, raw *prw.RawV1) []item {
 	q := &f.cfg.QueueConfig
-	key := chunkKey{raw: raw, shards: len(f.shards), maxN: q.MaxSamplesPerSend, maxB: q.MaxBytesPerSend,
+	key := chunkKey{raw: raw, maxN: q.MaxSamplesPerSend, maxB: q.MaxBytesPerSend,
 		meta: f.cfg.MetadataConfig.Send && f.proto() == prw.ProtoV1}
 	for _, l := range r.chunks {
 		if l.key == key {
 			return l.items
 		}
 	}
-	items := rawItems(raw, key.shards, key.maxN, key.maxB, key.meta)
+	items := rawItems(raw, key.maxN, key.maxB, key.meta)
 	r.chunks = append(r.chunks, chunkLayout{key, items})
 	return items
 }

@@ -18,11 +18,11 @@ import (
 // shards as soon as those in use cannot keep up, but removes them only
 // below the current number less shardTolerance, so as not to swing.
 //
-// Series are hashed to max_shards virtual shards, which chunks and records
-// keep, so nothing is cut again on a change: virtual shard v is sent by
-// shard v % active. A series that moves to another shard waits there for
-// its earlier items in the old one (see order.go): per-series order holds,
-// and neither enqueueing nor resharding ever waits.
+// An item goes to a shard in use as it is queued (see order.route), so
+// nothing queued moves on a change. A series that goes to another shard
+// waits there for its earlier items in the old one (see order.go):
+// per-series order holds, and neither enqueueing nor resharding ever
+// waits.
 
 const (
 	shardUpdateInterval  = time.Second

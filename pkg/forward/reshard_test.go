@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -88,7 +89,7 @@ func TestOrderGates(t *testing.T) {
 	queue(0, 7) // seq 6
 	w := item{hashes: []uint64{7, 5, 8}}
 	require.Equal(t, 0, o.route(w.hashes, 3, load), "seq 6 is the latest")
-	require.Equal(t, 0, o.placeWhole(&w, 3, load))
+	require.Equal(t, 0, o.place(&w, 3, load))
 	require.Equal(t, uint64(7), w.seq)
 	require.Equal(t, []mark{{seq: 5, shard: 1}}, w.gate)
 	require.Equal(t, 0, o.route([]uint64{7}, 1, load), "the latest item of its series")
@@ -201,18 +202,27 @@ func TestReshardKeepsSeriesOrder(t *testing.T) {
 	}
 }
 
-// TestLowRateRequestLeavesWhole: at a low rate an upstream at its
-// defaults sends with one shard, so a sender's request of a few series
-// leaves as one upstream request, not one per shard its series hash to.
+// TestLowRateRequestLeavesWhole: at a low rate a sender's request of a few
+// series leaves as one upstream request, not one per shard: at the defaults
+// (one shard in use), and at four shards, sent as it came or relabeled.
 func TestLowRateRequestLeavesWhole(t *testing.T) {
-	for _, disk := range []bool{false, true} {
-		t.Run(map[bool]string{false: "memory", true: "disk"}[disk], func(t *testing.T) {
-			testDisk = disk
+	for _, c := range []struct {
+		disk, relabel bool
+		minShards     int
+	}{{false, false, 1}, {true, false, 1}, {false, true, 4}, {true, true, 4}} {
+		t.Run(fmt.Sprintf("disk=%v,relabel=%v,min_shards=%d", c.disk, c.relabel, c.minShards), func(t *testing.T) {
+			testDisk = c.disk
 			defer func() { testDisk = false }()
 			up := newFakeUpstream(t, nil)
 			u := testUpstream(t, "u", up.srv.URL, false)
-			u.QueueConfig.MinShards, u.QueueConfig.MaxShards = 1, 50
+			u.QueueConfig.MinShards, u.QueueConfig.MaxShards = c.minShards, 50
 			u.QueueConfig.BatchSendDeadline = pmodel.Duration(50 * time.Millisecond)
+			if c.relabel {
+				u.WriteRelabelConfigs = relabelConfigs(t, `
+- target_label: via
+  replacement: gw
+`)
+			}
 			m, _, _ := newTestManager(t, testConfig(u))
 			for round := range 3 {
 				var ss []prw.Series

@@ -102,7 +102,7 @@ func newTestShard(t *testing.T, q func(*config.QueueConfig)) *shard {
 func TestTakeCutsBatches(t *testing.T) {
 	t.Run("by samples, splitting a long series", func(t *testing.T) {
 		s := newTestShard(t, func(q *config.QueueConfig) { q.MaxSamplesPerSend = 10 })
-		items := formItems(seriesRequest1(floatSeries(0, 25, "__name__", "x")), 1, math.MaxInt, math.MaxInt)
+		items := formItems(seriesRequest1(floatSeries(0, 25, "__name__", "x")), math.MaxInt, math.MaxInt)
 		require.Len(t, items, 1)
 		require.True(t, s.points.take(25))
 		s.appendItems(items, 25)
@@ -132,7 +132,7 @@ func TestTakeCutsBatches(t *testing.T) {
 			ss = append(ss, floatSeries(0, 3, "__name__", "node_cpu_seconds_total", "instance", "host-0123456789.example.com:9100", "i", intString(i)))
 		}
 		req := prw.NewRequest(prw.ProtoV1, ss, nil)
-		items := formItems(req, 1, 3, math.MaxInt) // a chunk per series
+		items := formItems(req, 3, math.MaxInt) // a chunk per series
 		require.True(t, s.points.take(300))
 		s.appendItems(items, 300)
 		enc := newEncoder()
@@ -175,7 +175,7 @@ func TestSampleAgeLimit(t *testing.T) {
 		prw.Series{Labels: labels.FromStrings("__name__", "a"), Samples: []prw.Sample{{Value: 1, Timestamp: old}, {Value: 2, Timestamp: now}}},
 		prw.Series{Labels: labels.FromStrings("__name__", "b"), Samples: []prw.Sample{{Value: 3, Timestamp: old}}},
 		prw.Series{Labels: labels.FromStrings("__name__", "c"), Samples: []prw.Sample{{Value: 4, Timestamp: now}}},
-	), 1, 1, math.MaxInt)
+	), 1, math.MaxInt)
 	require.Len(t, items, 3)
 	got := s.dropTooOld(items)
 	require.Len(t, got, 2)
@@ -365,7 +365,7 @@ func TestEncodeCompressesPiecesAsOneBlock(t *testing.T) {
 		series = append(series, s)
 	}
 	req := prw.NewRequest(prw.ProtoV1, series, []prw.FamilyMetadata{{MetricFamilyName: "fam", Metadata: prw.Metadata{Type: writev2.Metadata_METRIC_TYPE_GAUGE, Help: "h"}}})
-	items := formItems(req, 3, 1000, math.MaxInt)
+	items := formItems(req, 1000, math.MaxInt)
 	require.Greater(t, len(items), 6)
 	ext := slices.ContainsFunc(items, func(it item) bool { return it.ext })
 	require.True(t, ext, "some chunks have the form's extensions")

@@ -14,10 +14,10 @@ import (
 // relabeled, within the batch limits) is already a batch its sender built:
 // it is queued as one item that keeps the client's compressed body, and
 // sent as it came, not cut, copied and compressed again; it keeps only the
-// client's body. It goes to one shard, whichever its series' order allows
-// best (see order.route), and waits there only for earlier items of its
-// series in other shards. A 2.0 request for a 1.0 upstream is made such a
-// body once, compressed, family metadata and all (see request.wholeFor).
+// client's body. Like any item it goes to one shard (see order.route) and
+// waits there only for earlier items of its series in other shards. A 2.0
+// request read as 1.0 data is made such a body once, compressed, family
+// metadata and all (see request.wholeFor).
 // Anything that changes it (a split after a 413, the age limit, a protocol
 // fallback) works on its chunk, raw, as on any other, and the result is
 // not whole.
