@@ -47,9 +47,14 @@ type chunkKey struct {
 // compressedBufs hold the 1.0 bodies of 2.0 requests until Enqueue returns.
 var compressedBufs = sync.Pool{New: func() any { return new([]byte) }}
 
-// release gives back the request's buffers.
+// release gives back the request's buffers; the request no longer points
+// into them.
 func (r *request) release() {
-	if r.compressed != nil && cap(*r.compressed) <= prw.MaxPooledBytes {
+	if r.compressed == nil {
+		return
+	}
+	r.form.Compressed, r.form.AsSent = nil, false
+	if cap(*r.compressed) <= prw.MaxPooledBytes {
 		compressedBufs.Put(r.compressed)
 	}
 }

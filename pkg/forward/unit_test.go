@@ -276,13 +276,16 @@ func TestWholeV1ViewOfV2Request(t *testing.T) {
 	defer dec.Release(d)
 	require.False(t, d.Whole, "the client's 2.0 body does not stand for 1.0 data")
 	r := &request{req: &d.Req, form: d.Req.Raw}
-	defer r.release()
 	view := r.form
 	require.NotEmpty(t, view.Metadata)
 	require.Nil(t, r.wholeFor(view, prw.ProtoV1, math.MaxInt, math.MaxInt, false).whole, "not whole where metadata is not sent")
 	it := r.wholeFor(view, prw.ProtoV1, math.MaxInt, math.MaxInt, true)
 	require.NotNil(t, it.whole)
 	require.Equal(t, view.Compressed, it.whole.wire)
+	require.NotSame(t, &view.Compressed[0], &it.whole.wire[0], "the item owns its body")
+	r.release()
+	require.Nil(t, view.Compressed, "the request points into no released buffer")
+	require.False(t, view.AsSent)
 
 	data, st, err := newEncoder().encode(prw.ProtoV1, []item{it}, true)
 	require.NoError(t, err)

@@ -398,7 +398,6 @@ func exemplarRefs(refs []uint32, msg []byte) ([]uint32, error) {
 // they end it and are not all of it (as encoders write them); else -1. It
 // is a schema check written out, as every sample goes through it.
 func checkSampleV2(msg []byte) (start int, ext bool, err error) {
-	start = 0
 	for off := 0; off < len(msg); {
 		num, typ, k := protowire.ConsumeTag(msg[off:])
 		if k < 0 {

@@ -93,6 +93,7 @@ func (r *RawV1) AppendFamily(name string, m Metadata) {
 func appendFamily[S string | []byte](r *RawV1, name S, typ int64, help, unit S) {
 	start := len(r.Msg)
 	r.Msg = appendMetadataField(r.Msg, 3, typ, name, help, unit)
+	// Its span: after the tag and the length just written.
 	_, _, k := protowire.ConsumeTag(r.Msg[start:])
 	_, m := protowire.ConsumeVarint(r.Msg[start+k:])
 	r.Metadata = append(r.Metadata, Span{Off: uint32(start + k + m), Len: uint32(len(r.Msg) - start - k - m)})
