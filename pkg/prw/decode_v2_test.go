@@ -116,6 +116,20 @@ func TestDecodeV2RepeatedNamesAndMetadata(t *testing.T) {
 	require.Equal(t, prw.Metadata{Type: writev2.Metadata_METRIC_TYPE_GAUGE, Help: "help", Unit: "unit"}, series[1].Metadata)
 }
 
+// decodeFormAndPlain decodes the 2.0 message msg into the form and as 1.0
+// data; both are released at the end of the test.
+func decodeFormAndPlain(t *testing.T, msg []byte) (form, plain *prw.Decoded) {
+	t.Helper()
+	formDec, plainDec := prw.NewV2Decoder(), prw.NewPlainV2Decoder()
+	form, err := formDec.Decode(msg)
+	require.NoError(t, err)
+	t.Cleanup(func() { formDec.Release(form) })
+	plain, err = plainDec.Decode(msg)
+	require.NoError(t, err)
+	t.Cleanup(func() { plainDec.Release(plain) })
+	return form, plain
+}
+
 // The plain 2.0 decoder makes what the form becomes for 1.0: each series
 // with points as AppendV1 writes it, and each family's metadata once, from
 // its first series, after the series. It refuses what the form decoder
@@ -141,13 +155,7 @@ func TestPlainV2DecoderIsTheFormFor1(t *testing.T) {
 	msg, err := req.Marshal()
 	require.NoError(t, err)
 
-	formDec, plainDec := prw.NewV2Decoder(), prw.NewPlainV2Decoder()
-	form, err := formDec.Decode(msg)
-	require.NoError(t, err)
-	defer formDec.Release(form)
-	plain, err := plainDec.Decode(msg)
-	require.NoError(t, err)
-	defer plainDec.Release(plain)
+	form, plain := decodeFormAndPlain(t, msg)
 
 	var want [][]byte
 	var families []prompb.MetricMetadata
@@ -231,13 +239,7 @@ func TestPlainV2SamplesOfAnyLayout(t *testing.T) {
 			}
 			msg = protowire.AppendBytes(protowire.AppendTag(msg, 5, protowire.BytesType), ts)
 
-			formDec, plainDec := prw.NewV2Decoder(), prw.NewPlainV2Decoder()
-			form, err := formDec.Decode(msg)
-			require.NoError(t, err)
-			defer formDec.Release(form)
-			plain, err := plainDec.Decode(msg)
-			require.NoError(t, err)
-			defer plainDec.Release(plain)
+			form, plain := decodeFormAndPlain(t, msg)
 			require.Len(t, plain.Req.Raw.Series, 1)
 			fs := form.Req.Raw.Series[0]
 			b, sp, _, err := prw.AppendV1(nil, fs.Bytes(form.Req.Raw.Msg))
