@@ -130,6 +130,14 @@ type field struct {
 }
 
 func nextField(b []byte) (f field, rest []byte, err error) {
+	// Most fields of remote write have a one-byte tag and, if
+	// length-delimited, a one-byte length: read those directly.
+	if len(b) >= 2 && b[0] < 0x80 && b[0]&7 == byte(protowire.BytesType) && b[1] < 0x80 && b[0] >= 8 {
+		if end := 2 + int(b[1]); end <= len(b) {
+			f.num, f.typ, f.v, f.whole = protowire.Number(b[0]>>3), protowire.BytesType, b[2:end:end], b[:end:end]
+			return f, b[end:], nil
+		}
+	}
 	num, typ, n := protowire.ConsumeTag(b)
 	if n < 0 {
 		return f, nil, ErrMalformed

@@ -2,6 +2,7 @@ package prw
 
 import (
 	"math"
+	"math/rand/v2"
 	"strings"
 	"testing"
 
@@ -298,4 +299,42 @@ func TestWithMetadataMalformed(t *testing.T) {
 func seriesMetadata(ts []byte) (Metadata, bool, error) {
 	m, ok, err := metadataExt(ts)
 	return ReadMetadata(m), ok, err
+}
+
+// nextField reads any bytes as protowire does: its one-byte fast path
+// included, the same field or the same refusal.
+func TestNextFieldAsProtowire(t *testing.T) {
+	rnd := rand.New(rand.NewPCG(1, 2))
+	inputs := [][]byte{{0x02, 0x00}, {0x0a, 0x05, 1, 2}, {0x0a, 0x7f}, {0x0a, 0x00}, {0x82, 0x01, 0x01, 9}, {0x0a, 0x80, 0x01}}
+	for range 200000 {
+		b := make([]byte, rnd.IntN(8))
+		for i := range b {
+			b[i] = byte(rnd.IntN(256))
+			if rnd.IntN(2) == 0 {
+				b[i] = byte(rnd.IntN(16)) // small tags and lengths
+			}
+		}
+		inputs = append(inputs, b)
+	}
+	for _, b := range inputs {
+		f, rest, err := nextField(b)
+		num, typ, n := protowire.ConsumeTag(b)
+		m := -1
+		if n >= 0 {
+			m = protowire.ConsumeFieldValue(num, typ, b[n:])
+		}
+		if n < 0 || m < 0 {
+			require.Error(t, err, "% x", b)
+			continue
+		}
+		require.NoError(t, err, "% x", b)
+		require.Equal(t, num, f.num, "% x", b)
+		require.Equal(t, typ, f.typ, "% x", b)
+		require.Equal(t, b[:n+m], f.whole, "% x", b)
+		require.Equal(t, b[n+m:], rest, "% x", b)
+		if typ == protowire.BytesType {
+			v, _ := protowire.ConsumeBytes(b[n:])
+			require.Equal(t, v, f.v, "% x", b)
+		}
+	}
 }
