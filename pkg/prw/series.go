@@ -246,21 +246,14 @@ func AppendV1(b, ts []byte) (out []byte, sp Span, md []byte, err error) {
 		off += n
 	}
 	b = append(b, ts[:off]...)
-	// The fields are read with protowire directly, not through fields:
-	// this runs once per series of a 2.0 request for a 1.0 upstream.
+	// The fields are read with nextField in a plain loop, not through
+	// fields: this runs once per series the 1.0 encoder converts.
 	for rest := ts[off:]; len(rest) > 0; {
-		var f field
-		var k, m int
-		f.num, f.typ, k = protowire.ConsumeTag(rest)
-		if k >= 0 && f.typ == protowire.BytesType {
-			f.v, m = protowire.ConsumeBytes(rest[k:])
-		} else if k >= 0 {
-			m = protowire.ConsumeFieldValue(f.num, f.typ, rest[k:])
+		f, next, err := nextField(rest)
+		if err != nil {
+			return b[:start], Span{}, nil, err
 		}
-		if k < 0 || m < 0 {
-			return b[:start], Span{}, nil, ErrMalformed
-		}
-		f.whole, rest = rest[:k+m], rest[k+m:]
+		rest = next
 		switch {
 		case f.num == fieldSamples && f.typ == protowire.BytesType:
 			b = appendWithout(b, f.num, f.v, fieldSampleStart)
