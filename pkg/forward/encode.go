@@ -67,8 +67,8 @@ func (e *encoder) encode(proto prw.Protocol, items []item, meta bool) ([]byte, b
 		st.exemplars += int(items[i].exemplars)
 	}
 	if len(items) == 1 {
-		if w := items[0].whole; w != nil && w.proto == proto && (meta || len(w.families) == 0) {
-			st.metadata = len(w.families)
+		if w := items[0].whole; w != nil && w.proto == proto && (meta || w.metadata == 0) {
+			st.metadata = w.metadata
 			return w.wire, st, nil // a client's request, sent as it came
 		}
 	}

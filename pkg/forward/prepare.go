@@ -144,7 +144,7 @@ func (f *forwarder) transform(r *request, in *prw.RawV1, v2 bool, p *prepared) *
 			// On the validated form WithMetadata does not fail; if it did,
 			// ts would be appended as it is, without the family's metadata.
 			res.Msg, cur.Span, _ = prw.WithMetadata(res.Msg, ts, md)
-			cur.Ext = true
+			cur.Ext, cur.Meta = true, true
 		} else {
 			res.Msg, cur.Span = prw.AppendField(res.Msg, 1, ts)
 		}

@@ -138,7 +138,7 @@ func (r *request) wholeFor(raw *prw.RawV1, proto prw.Protocol, maxN, maxB int, m
 		it, _ := wholeItem(raw, proto, math.MaxInt, math.MaxInt)
 		r.wholes[proto] = &it
 	}
-	if w := r.wholes[proto]; w.whole != nil && w.count() <= maxN && w.size <= maxB && (meta || len(w.whole.families) == 0) {
+	if w := r.wholes[proto]; w.whole != nil && w.count() <= maxN && w.size <= maxB && (meta || w.whole.metadata == 0) {
 		return *w
 	}
 	return item{}

@@ -434,6 +434,9 @@ func TestWholeV2RequestSentAsItCame(t *testing.T) {
 			for _, s := range up2.series() {
 				require.False(t, s.Metadata.Empty(), "metadata kept")
 			}
+			require.Eventually(t, func() bool {
+				return testutil.ToFloat64(m.set.byName["v2"].m.SentMetadata) == float64(len(up2.series()))
+			}, waitFor, tick, "each series' metadata counted")
 		})
 	}
 }

@@ -1,6 +1,7 @@
 package forward
 
 import (
+	"bytes"
 	"math"
 	"net/http"
 	"slices"
@@ -261,6 +262,25 @@ func TestWholeV2ItemKeepsOnlyTheClientBody(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 6, head.count())
 	require.Equal(t, 6, tail.count())
+
+	// Sent as it came, its series' metadata count; an upstream that sends
+	// no metadata gets the series without it, as from any other item.
+	h2 := http.Header{"Content-Type": {prw.ProtoV2.ContentType()}}
+	for _, meta := range []bool{true, false} {
+		data, st, err := newEncoder().encode(prw.ProtoV2, []item{it}, meta)
+		require.NoError(t, err)
+		require.Equal(t, meta, bytes.Equal(body, data), "as it came")
+		got2, err := decodeRequest(h2, data)
+		require.NoError(t, err)
+		withMeta := 0
+		for _, s := range got2.series {
+			if !s.Metadata.Empty() {
+				withMeta++
+			}
+		}
+		require.Equal(t, map[bool]int{true: 4, false: 0}[meta], withMeta)
+		require.Equal(t, withMeta, st.metadata)
+	}
 }
 
 // TestWholeV1ViewOfV2Request: a 2.0 request decoded as 1.0 data is

@@ -29,6 +29,10 @@ type wholeRequest struct {
 	proto    prw.Protocol
 	families []*prw.FamilyMetadata
 	series   int // the length of the series fields, which the metadata follows
+	// metadata counts the metadata the body carries: its families in 1.0,
+	// its series with metadata in 2.0. Sent without metadata, it is not
+	// whole unless this is 0.
+	metadata int
 }
 
 // wholeItem returns raw, a request in the form, as one whole item to send
@@ -44,11 +48,14 @@ func wholeItem(raw *prw.RawV1, proto prw.Protocol, maxN, maxB int) (item, bool) 
 	if !ok || raw.Compressed == nil || len(raw.Series) == 0 || len(raw.Msg) > maxB {
 		return item{}, false
 	}
-	it, n := item{ext: raw.Ext}, 0
+	it, n, withMeta := item{ext: raw.Ext}, 0, 0
 	for i := range raw.Series {
 		rs := &raw.Series[i]
 		n += 1 + protowire.SizeBytes(int(rs.Len))
 		it.add(rs)
+		if rs.Meta {
+			withMeta++
+		}
 	}
 	series := n
 	for _, md := range raw.Metadata {
@@ -69,6 +76,7 @@ func wholeItem(raw *prw.RawV1, proto prw.Protocol, maxN, maxB int) (item, bool) 
 	it.size = len(raw.Msg)
 	it.whole = &wholeRequest{wire: slices.Clone(raw.Compressed), proto: proto, series: series}
 	rangeFamilies(raw, func(fm *prw.FamilyMetadata) { it.whole.families = append(it.whole.families, fm) })
+	it.whole.metadata = withMeta + len(it.whole.families) // one of them is 0
 	return it, true
 }
 

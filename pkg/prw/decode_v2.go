@@ -240,7 +240,7 @@ func (d *Decoded) seriesV2(b []byte, idx int, ts []byte) ([]byte, error) {
 		rs.Ext = false
 	} else if hasMeta {
 		body = appendMetadataField(body, fieldMetadata, int64(md.typ), nil, d.syms[md.help], d.syms[md.unit])
-		rs.Ext = true
+		rs.Ext, rs.Meta = true, true
 	}
 	d.scratch = body
 	b, rs.Span = AppendField(b, fieldLabels, body)

@@ -50,8 +50,9 @@ type RawSeries struct {
 	labels uint32
 	// Samples, Histograms and Exemplars count the series' points.
 	Samples, Histograms, Exemplars uint32
-	// Ext reports whether the series has the form's 2.0 extensions.
-	Ext bool
+	// Ext reports whether the series has the form's 2.0 extensions; Meta,
+	// whether one of them is its metadata.
+	Ext, Meta bool
 }
 
 // ShardHash returns Hash, computed first if it is not yet; msg is the

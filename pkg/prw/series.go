@@ -74,7 +74,7 @@ func AppendSeries(b []byte, s *Series, scratch []byte) ([]byte, RawSeries, []byt
 	}
 	if md := s.Metadata; !md.Empty() {
 		body = appendMetadataField(body, fieldMetadata, int64(md.Type), "", md.Help, md.Unit)
-		rs.Ext = true
+		rs.Ext, rs.Meta = true, true
 	}
 	rs.Samples, rs.Exemplars, rs.Histograms = uint32(len(s.Samples)), uint32(len(s.Exemplars)), uint32(len(s.Histograms))
 	b, rs.Span = AppendField(b, fieldLabels, body)
@@ -371,9 +371,9 @@ const (
 
 // FilterPoints appends ts, whose descriptor is rs, to b with the points keep
 // accepts, given each one's kind, time and index, and returns the new
-// descriptor (rs's Hash and Ext) and the number dropped. scratch is reused.
+// descriptor (rs's Hash, Ext and Meta) and the number dropped. scratch is reused.
 func FilterPoints(b, ts []byte, rs RawSeries, keep func(kind int, t int64, i int) bool, scratch []byte) ([]byte, RawSeries, int, []byte, error) {
-	out := RawSeries{Hash: rs.Hash, labels: rs.labels, Ext: rs.Ext}
+	out := RawSeries{Hash: rs.Hash, labels: rs.labels, Ext: rs.Ext, Meta: rs.Meta}
 	body, i := scratch[:0], 0 // i counts the points seen
 	for f, err := range fields(ts) {
 		if err != nil {

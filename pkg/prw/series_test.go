@@ -193,7 +193,7 @@ func TestFilterPoints(t *testing.T) {
 	b, rs, dropped, _, err := FilterPoints(nil, rss[1].Bytes(msg), rss[1], func(_ int, ts int64, _ int) bool { return ts >= 1000 }, nil)
 	require.NoError(t, err)
 	require.Equal(t, 2, dropped)
-	require.Equal(t, RawSeries{Span: rs.Span, Hash: rss[1].Hash, Samples: 2, Exemplars: 1, Ext: true}, rs)
+	require.Equal(t, RawSeries{Span: rs.Span, Hash: rss[1].Hash, Samples: 2, Exemplars: 1, Ext: true, Meta: true}, rs)
 	var ts prompb.TimeSeries
 	require.NoError(t, ts.Unmarshal(rs.Bytes(b)))
 	require.Len(t, ts.Samples, 2)
