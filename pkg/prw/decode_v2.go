@@ -7,7 +7,6 @@ import (
 	"strconv"
 	"unicode/utf8"
 
-	"github.com/cespare/xxhash/v2"
 	"github.com/prometheus/prometheus/model/labels"
 	"google.golang.org/protobuf/encoding/protowire"
 )
@@ -87,7 +86,7 @@ func (d *Decoded) addFamily(refs []uint32, mdBytes []byte, md metadataV2) {
 	}
 	// By hash, so that nothing is allocated per family: two names of one
 	// hash would both be written, each again after the other.
-	h := xxhash.Sum64(name)
+	h := hashCanonical(name)
 	if i, ok := f.seen[h]; ok && bytes.Equal(f.pending[i].name, name) {
 		return
 	}

@@ -1,7 +1,6 @@
 package rwtest
 
 import (
-	"github.com/cespare/xxhash/v2"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/prompb"
 	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
@@ -80,7 +79,10 @@ func readSeries(ts []byte, sb *labels.ScratchBuilder) (s prw.Series, err error) 
 
 // HashLabels returns the shard hash of labels: that of their canonical
 // TimeSeries labels fields, as prw.HashSeries has it.
-func HashLabels(ls labels.Labels) uint64 { return xxhash.Sum64(prw.AppendLabels(nil, ls)) }
+func HashLabels(ls labels.Labels) uint64 {
+	h, _, _ := prw.HashSeries(prw.AppendLabels(nil, ls), nil)
+	return h
+}
 
 // HistogramToV1 converts a histogram to 1.0, without its StartTimestamp.
 func HistogramToV1(h prw.Histogram) prompb.Histogram {
