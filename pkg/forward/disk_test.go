@@ -281,6 +281,29 @@ func TestStoragePathLocked(t *testing.T) {
 	m2.Stop(t.Context())
 }
 
+// TestFailedReloadChangesNothing: a reload that fails on its second
+// upstream leaves the first one's gauges as the running forwarder has them.
+func TestFailedReloadChangesNothing(t *testing.T) {
+	dir := t.TempDir()
+	a := newFakeUpstream(t, nil)
+	ua := testUpstream(t, "a", a.srv.URL, false)
+	m, _, fm, _ := newTestManagerOpts(t, testConfig(ua), diskOpts(dir))
+	capacity := fm.QueueCapacity.WithLabelValues("a")
+	before := testutil.ToFloat64(capacity)
+	require.Positive(t, before)
+
+	changed := testUpstream(t, "a", a.srv.URL, false)
+	changed.QueueConfig.Capacity *= 2
+	// b's queue directory cannot be made: a file is in its place.
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "queues", "b"), nil, 0o644))
+	ub := testUpstream(t, "b", a.srv.URL, false)
+	require.ErrorContains(t, m.ApplyConfig(testConfig(changed, ub)), `upstream "b"`)
+	require.Equal(t, before, testutil.ToFloat64(capacity))
+
+	require.NoError(t, m.ApplyConfig(testConfig(changed)))
+	require.Equal(t, 2*before, testutil.ToFloat64(capacity))
+}
+
 // TestDiskReloadHandsOver: a changed disk-queued upstream keeps its queue,
 // and what its old forwarder had read and not sent is sent by the new one.
 func TestDiskReloadHandsOver(t *testing.T) {

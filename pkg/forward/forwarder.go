@@ -121,9 +121,6 @@ func newForwarder(logger *slog.Logger, metrics *registry.ForwardMetrics, u *conf
 	f.active.Store(int32(active))
 	f.order = newOrder(q.MaxShards)
 	f.mem = newBudget(q.MaxMemoryBytes, f.m.QueueMemory)
-	f.m.Shards.Set(float64(active))
-	f.m.DesiredShards.Set(float64(active))
-	f.m.QueueCapacity.Set(float64(active * q.Capacity))
 	f.shards = make([]*shard, q.MaxShards)
 	for i := range f.shards {
 		f.shards[i] = &shard{f: f, idx: i, points: newBudget(int64(q.Capacity), nil), notify: make(chan struct{}, 1)}
@@ -139,8 +136,14 @@ func newForwarder(logger *slog.Logger, metrics *registry.ForwardMetrics, u *conf
 	return f, nil
 }
 
-// start spawns the shards' goroutines, and the disk queue's reader.
+// start spawns the shards' goroutines, and the disk queue's reader. The
+// upstream's gauges show its configuration from here: a reload that fails
+// after building f leaves them as they were.
 func (f *forwarder) start() {
+	active := int(f.active.Load())
+	f.m.Shards.Set(float64(active))
+	f.m.DesiredShards.Set(float64(active))
+	f.m.QueueCapacity.Set(float64(active * f.cfg.QueueConfig.Capacity))
 	for _, s := range f.shards {
 		f.wg.Go(s.run)
 	}
