@@ -121,7 +121,9 @@ func scanV1Series(d *Decoded, ts []byte) (rs RawSeries, ok bool) {
 	var prev []byte
 	first, hasName := true, false
 	label := func(name, value []byte) bool {
-		if !first && bytes.Compare(name, prev) <= 0 {
+		// Names are not empty. Most differ in their first byte, which
+		// decides without a call to bytes.Compare.
+		if !first && (name[0] < prev[0] || (name[0] == prev[0] && bytes.Compare(name[1:], prev[1:]) <= 0)) {
 			return false
 		}
 		if len(name) == len(labels.MetricName) && string(name) == labels.MetricName {

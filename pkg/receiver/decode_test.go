@@ -35,6 +35,8 @@ func TestDecodeV1Mixed(t *testing.T) {
 	c := series("__name__", "c")
 	m2 := protowire.AppendVarint(protowire.AppendTag(marshal(&prompb.MetricMetadata{MetricFamilyName: "c"}), 9, protowire.VarintType), 1)
 	nameless := series("job", "x")
+	// Out of order after their first byte, which the scan compares first.
+	late, early := series("__name__", "a", "jb", "1", "ja", "2"), series("__name__", "a", "ja", "2", "jb", "1")
 
 	unknown := protowire.AppendVarint(protowire.AppendTag(nil, 9, protowire.VarintType), 7)
 	for _, tc := range []struct {
@@ -55,6 +57,7 @@ func TestDecodeV1Mixed(t *testing.T) {
 			metadata: [][]byte{m1, m2},
 			refused:  `series #3 {job="x"}: missing or empty __name__`,
 		},
+		{name: "unsorted after the first byte", msg: field(nil, 1, late), form: field(nil, 1, early), series: [][]byte{early}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dec := prw.NewV1Decoder()
