@@ -24,8 +24,10 @@ func (s batchStats) points() int { return s.samples + s.histograms + s.exemplars
 type encoder struct {
 	v2       *prw.V2Encoder
 	families map[string]struct{}
-	md       prw.RawV1 // MetricMetadata fields, which follow the series
-	pbuf     []byte    // marshaled protobuf
+	md       prw.RawV1               // MetricMetadata fields, which follow the series
+	byFamily map[string]prw.Metadata // 1.0 family metadata of a 2.0 batch
+	withMD   []byte                  // the series of a 2.0 batch given their family's metadata
+	pbuf     []byte                  // marshaled protobuf
 	pieces   []piece
 	sbuf     []byte // snappy output
 }
@@ -205,9 +207,24 @@ func (e *encoder) marshalV1(items []item, meta bool) (int, error) {
 
 // marshalV2 writes items as an io.prometheus.write.v2.Request into e.pbuf.
 // 2.0 has no family metadata: prepare attached it to the family's series.
-// It returns the number of series sent with metadata.
+// Items prepared or queued as 1.0 (during a fallback to 1.0, which has
+// ended since) may still hold it: it goes to the series of the batch
+// that have none. It returns the number of series sent with metadata.
 func (e *encoder) marshalV2(items []item, meta bool) (metadata int, err error) {
 	e.v2.Reset()
+	clear(e.byFamily)
+	e.withMD = e.withMD[:0]
+	for i := range items {
+		if !meta {
+			break
+		}
+		if fm := items[i].family; fm != nil {
+			e.addFamilyV2(fm)
+		}
+		for _, fm := range items[i].metadata() {
+			e.addFamilyV2(fm)
+		}
+	}
 	for i := range items {
 		if items[i].family != nil {
 			continue
@@ -217,6 +234,17 @@ func (e *encoder) marshalV2(items []item, meta bool) (metadata int, err error) {
 			return 0, err
 		}
 		walkErr := rangeChunk(raw, func(ts []byte, _ prw.RawSeries, _ int) bool {
+			if len(e.byFamily) > 0 {
+				if md, ok := familyOf(e.byFamily, prw.MetricName(ts)); ok {
+					// Appended, not overwritten: e.v2's symbols alias the
+					// series added. WithMetadata keeps a series' own.
+					var sp prw.Span
+					if e.withMD, sp, err = prw.WithMetadata(e.withMD, ts, md); err != nil {
+						return false
+					}
+					ts = sp.Bytes(e.withMD)
+				}
+			}
 			var hasMeta bool
 			if hasMeta, err = e.v2.Add(ts, meta); hasMeta {
 				metadata++
@@ -230,4 +258,14 @@ func (e *encoder) marshalV2(items []item, meta bool) (metadata int, err error) {
 	e.pbuf = e.v2.AppendRequest(e.pbuf[:0])
 	e.addPiece(0, len(e.pbuf))
 	return metadata, nil
+}
+
+// addFamilyV2 notes fm for marshalV2; the first entry of a family counts.
+func (e *encoder) addFamilyV2(fm *prw.FamilyMetadata) {
+	if e.byFamily == nil {
+		e.byFamily = map[string]prw.Metadata{}
+	}
+	if _, ok := e.byFamily[fm.MetricFamilyName]; !ok {
+		e.byFamily[fm.MetricFamilyName] = fm.Metadata
+	}
 }

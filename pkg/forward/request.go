@@ -93,12 +93,19 @@ func (r *request) family(raw *prw.RawV1, name string) (prw.Metadata, bool) {
 			}
 		})
 	}
-	if md, ok := r.families[name]; ok {
+	return familyOf(r.families, name)
+}
+
+// familyOf returns the metadata of the family of the series named name in
+// families: the name's own, or that of the name without a _bucket, _count,
+// _sum or _total suffix.
+func familyOf(families map[string]prw.Metadata, name string) (prw.Metadata, bool) {
+	if md, ok := families[name]; ok {
 		return md, true
 	}
 	for _, suffix := range []string{"_bucket", "_count", "_sum", "_total"} {
 		if len(name) > len(suffix) && name[len(name)-len(suffix):] == suffix {
-			md, ok := r.families[name[:len(name)-len(suffix)]]
+			md, ok := families[name[:len(name)-len(suffix)]]
 			return md, ok
 		}
 	}

@@ -2,9 +2,11 @@ package forward
 
 import (
 	"bytes"
+	"fmt"
 	"math"
 	"net/http"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -413,4 +415,57 @@ func TestEncodeCompressesPiecesAsOneBlock(t *testing.T) {
 		n += len(ts.Samples)
 	}
 	require.Equal(t, st.samples, n)
+}
+
+// TestEncodeV2AttachesFamilyMetadata: items prepared as 1.0 (during a
+// fallback) and sent as 2.0 carry their family metadata on the family's
+// series, as prepare attaches it; a series keeps its own.
+func TestEncodeV2AttachesFamilyMetadata(t *testing.T) {
+	counter := prw.Metadata{Type: writev2.Metadata_METRIC_TYPE_COUNTER, Help: "A counter."}
+	hist := prw.Metadata{Type: writev2.Metadata_METRIC_TYPE_HISTOGRAM, Help: "A histogram.", Unit: "seconds"}
+	own := prw.Metadata{Type: writev2.Metadata_METRIC_TYPE_GAUGE, Help: "Its own."}
+	want := map[string]prw.Metadata{}
+	var series []prw.Series
+	for i := range 300 { // enough for the attached series to outgrow a buffer
+		pad := strings.Repeat("x", 40+i%7)
+		for _, s := range []struct {
+			name string
+			md   prw.Metadata
+		}{{"fam_total", counter}, {"lat_bucket", hist}, {"lat_sum", hist}, {"lat_count", hist}, {"own", own}, {"nofam", prw.Metadata{}}} {
+			ss := floatSeries(1000, 1, "__name__", s.name, "i", fmt.Sprint(i), "pad", pad)
+			if s.name == "own" {
+				ss.Metadata = own
+			}
+			series = append(series, ss)
+			want[ss.Labels.String()] = s.md
+		}
+	}
+	fams := []prw.FamilyMetadata{
+		{MetricFamilyName: "fam", Metadata: counter},
+		{MetricFamilyName: "lat", Metadata: hist},
+		{MetricFamilyName: "own", Metadata: prw.Metadata{Type: writev2.Metadata_METRIC_TYPE_GAUGE, Help: "The family's."}},
+	}
+	req := prw.NewRequest(prw.ProtoV1, series, fams)
+	items := rawItems(req.Raw, math.MaxInt, math.MaxInt, true)
+	h2 := http.Header{"Content-Type": {prw.ProtoV2.ContentType()}}
+	for _, meta := range []bool{true, false} {
+		data, st, err := newEncoder().encode(prw.ProtoV2, items, meta)
+		require.NoError(t, err)
+		got, err := decodeRequest(h2, data)
+		require.NoError(t, err)
+		require.Len(t, got.series, len(series))
+		withMeta := 0
+		for _, s := range got.series {
+			w, ok := want[s.Labels.String()]
+			require.True(t, ok, "labels intact: %s", s.Labels)
+			if !meta {
+				w = prw.Metadata{}
+			}
+			require.Equal(t, w, s.Metadata, s.Labels.String())
+			if !s.Metadata.Empty() {
+				withMeta++
+			}
+		}
+		require.Equal(t, withMeta, st.metadata)
+	}
 }
