@@ -236,6 +236,17 @@ func (s *schema) check(b []byte) (f1, f2 []byte, ok bool) {
 // scanV1Sample checks a Sample: at most one value and one timestamp. It is
 // a schema check written out, as every sample goes through it.
 func scanV1Sample(b []byte) bool {
+	// As encoders write it: the value, then a timestamp of at most 9
+	// varint bytes that ends the message.
+	if k := len(b) - 10; k >= 1 && k <= 9 && b[0] == 0x09 && b[9] == 0x10 && b[len(b)-1] < 0x80 {
+		cont := true
+		for _, c := range b[10 : len(b)-1] {
+			cont = cont && c >= 0x80
+		}
+		if cont {
+			return true
+		}
+	}
 	var seen [3]bool
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)

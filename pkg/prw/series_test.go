@@ -3,6 +3,7 @@ package prw
 import (
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 
@@ -336,5 +337,56 @@ func TestNextFieldAsProtowire(t *testing.T) {
 			v, _ := protowire.ConsumeBytes(b[n:])
 			require.Equal(t, v, f.v, "% x", b)
 		}
+	}
+}
+
+// TestScanV1SampleAsSchema checks scanV1Sample, whose common layout is read
+// directly, against the schema read with protowire: at most one fixed64
+// value (field 1) and one varint timestamp (field 2), nothing else.
+func TestScanV1SampleAsSchema(t *testing.T) {
+	want := func(b []byte) bool {
+		var seen [3]bool
+		for len(b) > 0 {
+			num, typ, n := protowire.ConsumeTag(b)
+			if n < 0 || num < 1 || num > 2 || seen[num] {
+				return false
+			}
+			if (num == 1 && typ != protowire.Fixed64Type) || (num == 2 && typ != protowire.VarintType) {
+				return false
+			}
+			m := protowire.ConsumeFieldValue(num, typ, b[n:])
+			if m < 0 {
+				return false
+			}
+			seen[num], b = true, b[n+m:]
+		}
+		return true
+	}
+	rnd := rand.New(rand.NewPCG(3, 4))
+	var inputs [][]byte
+	for _, ts := range []int64{0, 1, 127, 128, 1 << 40, 1<<56 - 1, 1 << 56, 1<<63 - 1, -1, -1 << 40} {
+		b := protowire.AppendTag(nil, 1, protowire.Fixed64Type)
+		b = protowire.AppendFixed64(b, rnd.Uint64())
+		b = protowire.AppendVarint(protowire.AppendTag(b, 2, protowire.VarintType), uint64(ts))
+		inputs = append(inputs, b)
+	}
+	for range 200000 {
+		b := slices.Clone(inputs[rnd.IntN(10)])
+		switch rnd.IntN(4) {
+		case 0: // a byte changed
+			b[rnd.IntN(len(b))] = byte(rnd.IntN(256))
+		case 1: // cut short
+			b = b[:rnd.IntN(len(b))]
+		case 2: // something after it
+			b = append(b, byte(rnd.IntN(256)), byte(rnd.IntN(3)))
+		case 3: // a varint byte's continuation bit flipped
+			if len(b) > 10 {
+				b[10+rnd.IntN(len(b)-10)] ^= 0x80
+			}
+		}
+		inputs = append(inputs, b)
+	}
+	for _, b := range inputs {
+		require.Equal(t, want(b), scanV1Sample(b), "% x", b)
 	}
 }
