@@ -214,15 +214,14 @@ func (e *encoder) marshalV2(items []item, meta bool) (metadata int, err error) {
 	e.v2.Reset()
 	clear(e.byFamily)
 	e.withMD = e.withMD[:0]
-	for i := range items {
-		if !meta {
-			break
-		}
-		if fm := items[i].family; fm != nil {
-			e.addFamilyV2(fm)
-		}
-		for _, fm := range items[i].metadata() {
-			e.addFamilyV2(fm)
+	if meta {
+		for i := range items {
+			if fm := items[i].family; fm != nil {
+				e.addFamilyV2(fm)
+			}
+			for _, fm := range items[i].metadata() {
+				e.addFamilyV2(fm)
+			}
 		}
 	}
 	for i := range items {
