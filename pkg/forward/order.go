@@ -60,12 +60,19 @@ func (o *order) queue(it *item, shard int) {
 	it.seq, it.gate = o.seq, nil
 	me := mark{seq: o.seq, shard: int32(shard)}
 	for _, h := range it.hashes {
-		m := o.last.find(h)
-		if m.seq != 0 && m.shard != me.shard && o.pending(*m) {
-			it.gate = addDep(it.gate, *m)
-		}
-		*m = me
+		o.mark(o.last.index(h), it, me)
 	}
+}
+
+// mark makes the item me, numbered it, the last of the series in slot i,
+// behind that series' last item if it is pending in another shard. The
+// caller holds o.mu.
+func (o *order) mark(i int, it *item, me mark) {
+	e := &o.last.entries[i]
+	if m := e.mark(); m.seq != 0 && m.shard != me.shard && o.pending(m) {
+		it.gate = addDep(it.gate, m)
+	}
+	e.set(me)
 }
 
 // place routes it and numbers it as queue does, looking each of its series
@@ -82,7 +89,7 @@ func (o *order) place(it *item, active int, load func(shard int) int64) int {
 	for _, h := range it.hashes {
 		i := o.last.index(h)
 		o.idx = append(o.idx, i)
-		if m := o.last.entries[i].mark; m.seq > latest.seq && int(m.shard) < active && o.pending(m) {
+		if m := o.last.entries[i].mark(); m.seq > latest.seq && int(m.shard) < active && o.pending(m) {
 			latest = m
 		}
 	}
@@ -94,11 +101,7 @@ func (o *order) place(it *item, active int, load func(shard int) int64) int {
 	it.seq, it.gate = o.seq, nil
 	me := mark{seq: o.seq, shard: int32(shard)}
 	for _, i := range o.idx {
-		m := &o.last.entries[i].mark
-		if m.seq != 0 && m.shard != me.shard && o.pending(*m) {
-			it.gate = addDep(it.gate, *m)
-		}
-		*m = me
+		o.mark(i, it, me)
 	}
 	return shard
 }
@@ -144,7 +147,7 @@ func (o *order) reserve(n int) {
 	}
 	kept := 0
 	for _, e := range t.entries {
-		if e.key != 0 && o.pending(e.mark) {
+		if e.key != 0 && o.pending(e.mark()) {
 			kept++
 		}
 	}
@@ -152,8 +155,9 @@ func (o *order) reserve(n int) {
 	// would otherwise fill a table sized for the pending ones at once.
 	nt := newMarkTable(max(minMarkTable, 1<<bits.Len(uint((kept+n)*2)), len(t.entries)/2))
 	for _, e := range t.entries {
-		if e.key != 0 && o.pending(e.mark) {
-			nt.entries[nt.index(e.key)].mark = e.mark
+		if e.key != 0 && o.pending(e.mark()) {
+			nt.entries[nt.slot(e.key)] = e
+			nt.n++
 		}
 	}
 	o.last = nt
@@ -228,52 +232,53 @@ type markTable struct {
 	n       int
 }
 
-// markEntry is a slot: key 0 is empty (a hash of 0 is stored as 1, see
-// key), so that a new table is all empty slots.
+// markEntry is a slot: key 0 is empty (see key), so that a new table is
+// all empty slots. It is 16 bytes, four to a cache line: at a million
+// series the table outgrows the caches, and each lookup is a miss.
 type markEntry struct {
-	key  uint64
-	mark mark
+	key   uint32
+	shard int32
+	seq   uint64
 }
+
+func (e *markEntry) mark() mark { return mark{seq: e.seq, shard: e.shard} }
+func (e *markEntry) set(m mark) { e.seq, e.shard = m.seq, m.shard }
 
 // minMarkTable is the least number of slots of a markTable.
 const minMarkTable = 1 << 12
 
 func newMarkTable(size int) markTable { return markTable{entries: make([]markEntry, size)} }
 
-// key is the table's key for the series hash h. Two series of the same key
-// share one mark, which only makes an item wait for more than it must.
-func key(h uint64) uint64 { return max(h, 1) }
+// key is the table's key for the series hash h: its two halves folded,
+// never 0. Two series of the same key share one mark, which only makes an
+// item wait for more than it must.
+func key(h uint64) uint32 { return max(uint32(h>>32^h), 1) }
 
-// index returns the slot of h, taking an empty one (of the zero mark) if
-// h has none; the table must have room (see order.reserve).
-func (t *markTable) index(h uint64) int {
-	k := key(h)
+// slot returns the slot of the key k, or the empty slot where it goes.
+func (t *markTable) slot(k uint32) int {
 	mask := len(t.entries) - 1
-	for i := int(k>>32^k) & mask; ; i = (i + 1) & mask {
-		switch t.entries[i].key {
-		case k:
-			return i
-		case 0:
-			t.entries[i].key = k
-			t.n++
+	for i := int(k) & mask; ; i = (i + 1) & mask {
+		if e := t.entries[i].key; e == k || e == 0 {
 			return i
 		}
 	}
 }
 
-// find returns h's mark, for the caller to update (see index).
-func (t *markTable) find(h uint64) *mark { return &t.entries[t.index(h)].mark }
+// index returns the slot of h, taking an empty one (of the zero mark) if
+// h has none; the table must have room (see order.reserve).
+func (t *markTable) index(h uint64) int {
+	k := key(h)
+	i := t.slot(k)
+	if t.entries[i].key == 0 {
+		t.entries[i].key = k
+		t.n++
+	}
+	return i
+}
 
 // get returns h's mark, if it has one.
 func (t *markTable) get(h uint64) (mark, bool) {
 	k := key(h)
-	mask := len(t.entries) - 1
-	for i := int(k>>32^k) & mask; ; i = (i + 1) & mask {
-		switch t.entries[i].key {
-		case k:
-			return t.entries[i].mark, true
-		case 0:
-			return mark{}, false
-		}
-	}
+	e := &t.entries[t.slot(k)]
+	return e.mark(), e.key == k
 }

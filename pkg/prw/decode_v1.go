@@ -114,9 +114,9 @@ func (d *Decoded) repairV1(b []byte, idx int, ts []byte) ([]byte, error) {
 // fields, a repeated scalar, a wrong wire type); decodeV1 repairs the rest.
 //
 // The labels Prometheus sends come first, as SmallLabel reads them: their
-// bytes are checked for UTF-8 and hashed in one pass, right as every byte
-// between names and values is ASCII, never inside a multi-byte sequence.
-// Others are read one by one.
+// bytes are checked for UTF-8 in one pass, right as every byte between
+// names and values is ASCII, never inside a multi-byte sequence, and
+// hashed by ShardHash when needed. Others are read one by one.
 func scanV1Series(d *Decoded, ts []byte) (rs RawSeries, ok bool) {
 	var prev []byte
 	first, hasName := true, false
