@@ -44,6 +44,8 @@ type Decoded struct {
 	knownNames       [32]knownNames // see sameNames
 	metaBytes        []byte         // a series' metadata message, read into meta
 	meta             metadataV2
+	metaField        []byte     // the last metadata written in the form, in this request
+	metaFieldOf      metadataV2 // and the metadata it is
 	refs, xrefs      []uint32
 	syms             [][]byte
 	symOK            []bool

@@ -37,7 +37,7 @@ func decodeV2(d *Decoded, msg []byte) error {
 	for i := range d.knownNames { // of the last request's symbols
 		d.knownNames[i].names = d.knownNames[i].names[:0]
 	}
-	d.metaBytes = nil
+	d.metaBytes, d.metaField = nil, d.metaField[:0]
 	b := d.form[:0]
 	for i, ts := range series {
 		var err error
@@ -199,12 +199,13 @@ func (d *Decoded) seriesV2(b []byte, idx int, ts []byte) ([]byte, error) {
 		rs.Ext = rs.Ext || d.hist.StartTimestamp != 0
 	}
 
-	// The series in the form.
-	body := d.scratch[:0]
+	// The series in the form, written in place.
+	from := len(b)
+	b, at := openField(b, fieldLabels, 2)
 	for j := 0; j < len(refs); j += 2 {
-		body = appendLabelEntry(body, d.syms[refs[j]], d.syms[refs[j+1]])
+		b = appendLabelEntry(b, d.syms[refs[j]], d.syms[refs[j+1]])
 	}
-	rs.labels = uint32(len(body)) // hashed when a request is cut (ShardHash)
+	rs.labels = uint32(len(b) - at) // hashed when a request is cut (ShardHash)
 	for _, smp := range samples {
 		start, ext, err := checkSampleV2(smp)
 		if err != nil {
@@ -213,18 +214,18 @@ func (d *Decoded) seriesV2(b []byte, idx int, ts []byte) ([]byte, error) {
 		if start > 0 && d.plain {
 			smp = smp[:start] // 1.0's part, which the start fields follow
 		} else if start < 0 && d.plain {
-			body = appendWithout(body, fieldSamples, smp, fieldSampleStart)
+			b = appendWithout(b, fieldSamples, smp, fieldSampleStart)
 			continue
 		}
 		rs.Ext = rs.Ext || ext
-		body, _ = AppendField(body, fieldSamples, smp)
+		b, _ = AppendField(b, fieldSamples, smp)
 	}
-	body = append(body, d.exs...)
+	b = append(b, d.exs...)
 	for _, h := range histograms {
 		if d.plain {
-			body = appendWithout(body, fieldHistograms, h, fieldHistogramStart)
+			b = appendWithout(b, fieldHistograms, h, fieldHistogramStart)
 		} else {
-			body, _ = AppendField(body, fieldHistograms, h)
+			b, _ = AppendField(b, fieldHistograms, h)
 		}
 	}
 	if d.plain {
@@ -234,15 +235,24 @@ func (d *Decoded) seriesV2(b []byte, idx int, ts []byte) ([]byte, error) {
 			d.addFamily(refs, mdBytes, md)
 		}
 		if rs.Points() == 0 {
-			return b, nil // metadata only: a family metadata entry in 1.0
+			return b[:from], nil // metadata only: a family metadata entry in 1.0
 		}
 		rs.Ext = false
 	} else if hasMeta {
-		body = appendMetadataField(body, fieldMetadata, int64(md.typ), nil, d.syms[md.help], d.syms[md.unit])
+		// A sender's series of one metric share their metadata: it is
+		// written once and copied.
+		if len(d.metaField) > 0 && md == d.metaFieldOf {
+			b = append(b, d.metaField...)
+		} else {
+			m := len(b)
+			b = appendMetadataField(b, fieldMetadata, int64(md.typ), nil, d.syms[md.help], d.syms[md.unit])
+			d.metaField, d.metaFieldOf = append(d.metaField[:0], b[m:]...), md
+		}
 		rs.Ext, rs.Meta = true, true
 	}
-	d.scratch = body
-	b, rs.Span = AppendField(b, fieldLabels, body)
+	n := len(b) - at
+	b = closeField(b, at, 2)
+	rs.Span = Span{Off: uint32(len(b) - n), Len: uint32(n)}
 	d.raw.Append(rs)
 	return b, nil
 }

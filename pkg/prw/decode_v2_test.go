@@ -87,6 +87,16 @@ func TestDecodeV2RepeatedNamesAndMetadata(t *testing.T) {
 	require.Equal(t, 1, refused)
 	require.Contains(t, first, "duplicate label name")
 
+	// So are its metadata's: the same references, other help.
+	syms3 := []string{"", "__name__", "up", "job", "a", "b", "c", "other help"}
+	got, _, _, _ = decodeV2(t, dec, &writev2.Request{Symbols: syms3, Timeseries: []writev2.TimeSeries{
+		{LabelsRefs: []uint32{1, 2, 3, 4}, Samples: sample(1), Metadata: md},
+		{LabelsRefs: []uint32{1, 2, 3, 5}, Samples: sample(1), Metadata: md},
+	}})
+	other := prw.Metadata{Type: writev2.Metadata_METRIC_TYPE_GAUGE, Help: "other help"}
+	require.Equal(t, other, got[0].Metadata)
+	require.Equal(t, other, got[1].Metadata)
+
 	// Bytes read before from none still merge into a metadata message
 	// before them.
 	mdBytes, err := md.Marshal()

@@ -81,9 +81,9 @@ func (e *V2Encoder) Add(ts []byte, withMeta bool) (metadata bool, err error) {
 				return false, err
 			}
 			var at int
-			body, at = openField(body, 5)
+			body, at = openField(body, 5, 1)
 			body = appendVarintField(appendVarintField(body, 1, int64(typ)), 3, int64(e.ref(help)))
-			body = closeField(appendVarintField(body, 4, int64(e.ref(unit))), at)
+			body = closeField(appendVarintField(body, 4, int64(e.ref(unit))), at, 1)
 			metadata = true
 		}
 	}
@@ -111,8 +111,8 @@ func (e *V2Encoder) appendExemplar(b, msg []byte) ([]byte, error) {
 		rest = append(rest, f.whole...)
 	}
 	e.xrefs, e.ex = refs, rest
-	b, at := openField(b, 4)
-	return closeField(append(appendRefs(b, 1, refs), rest...), at), nil
+	b, at := openField(b, 4, 1)
+	return closeField(append(appendRefs(b, 1, refs), rest...), at, 1), nil
 }
 
 // appendRefs appends refs as a packed repeated uint32 field.
@@ -120,11 +120,11 @@ func appendRefs(b []byte, num protowire.Number, refs []uint32) []byte {
 	if len(refs) == 0 {
 		return b
 	}
-	b, at := openField(b, num)
+	b, at := openField(b, num, 1)
 	for _, r := range refs {
 		b = protowire.AppendVarint(b, uint64(r))
 	}
-	return closeField(b, at)
+	return closeField(b, at, 1)
 }
 
 // AppendRequest appends the 2.0 Request of the series added since Reset.

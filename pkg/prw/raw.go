@@ -147,8 +147,8 @@ func appendLabelEntry[S string | []byte](b []byte, name, value S) []byte {
 		}
 		return b
 	}
-	b, at := openField(b, fieldLabels)
-	return closeField(appendStringField(appendStringField(b, 1, name), 2, value), at)
+	b, at := openField(b, fieldLabels, 1)
+	return closeField(appendStringField(appendStringField(b, 1, name), 2, value), at, 1)
 }
 
 // SmallLabel reads the labels field at the start of b if it is canonical,

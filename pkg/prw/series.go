@@ -51,16 +51,16 @@ func AppendSeries(b []byte, s *Series, scratch []byte) ([]byte, RawSeries, []byt
 	rs := RawSeries{Hash: hashCanonical(body)}
 	for _, x := range s.Samples {
 		var at int
-		body, at = openField(body, fieldSamples)
+		body, at = openField(body, fieldSamples, 1)
 		body = appendVarintField(appendFloat(body, 1, x.Value), 2, x.Timestamp)
-		body = closeField(appendVarintField(body, fieldSampleStart, x.StartTimestamp), at)
+		body = closeField(appendVarintField(body, fieldSampleStart, x.StartTimestamp), at, 1)
 		rs.Ext = rs.Ext || x.StartTimestamp != 0
 	}
 	for _, e := range s.Exemplars {
 		var at int
-		body, at = openField(body, fieldExemplars)
+		body, at = openField(body, fieldExemplars, 1)
 		body = appendFloat(AppendLabels(body, e.Labels), 2, e.Value)
-		body = closeField(appendVarintField(body, 3, e.Timestamp), at)
+		body = closeField(appendVarintField(body, 3, e.Timestamp), at, 1)
 	}
 	for i := range s.Histograms {
 		h := &s.Histograms[i]
@@ -114,10 +114,10 @@ func appendStringField[S string | []byte](b []byte, num protowire.Number, s S) [
 // the metadata extension (fieldMetadata, no name) or a WriteRequest's
 // family metadata entry (3).
 func appendMetadataField[S string | []byte](b []byte, num protowire.Number, typ int64, name, help, unit S) []byte {
-	b, at := openField(b, num)
+	b, at := openField(b, num, 1)
 	b = appendStringField(appendVarintField(b, fieldMetadataType, typ), 2, name)
 	b = appendStringField(b, fieldMetadataHelp, help)
-	return closeField(appendStringField(b, fieldMetadataUnit, unit), at)
+	return closeField(appendStringField(b, fieldMetadataUnit, unit), at, 1)
 }
 
 // field is one field of a message, whole with its tag.
@@ -195,28 +195,36 @@ func WithMetadata(b, ts []byte, md Metadata) ([]byte, Span, error) {
 		b, sp := AppendField(b, fieldLabels, ts)
 		return b, sp, err
 	}
-	b, at := openField(b, fieldLabels)
+	b, at := openField(b, fieldLabels, 2)
 	b = appendMetadataField(append(b, ts...), fieldMetadata, int64(md.Type), "", md.Help, md.Unit)
 	n := len(b) - at
-	b = closeField(b, at)
+	b = closeField(b, at, 2)
 	return b, Span{Off: uint32(len(b) - n), Len: uint32(n)}, nil
 }
 
-// openField starts field num with a one-byte length for closeField to set.
-func openField(b []byte, num protowire.Number) ([]byte, int) {
+// openField starts field num with room bytes for closeField to write its
+// length in: 1 for a message that is mostly under 128 bytes, 2 for one
+// that is mostly under 16 KiB (a series).
+func openField(b []byte, num protowire.Number, room int) ([]byte, int) {
 	b = protowire.AppendTag(b, num, protowire.BytesType)
-	return append(b, 0), len(b) + 1
+	b = append(b, make([]byte, room)...)
+	return b, len(b)
 }
 
-// closeField sets the length of the message from at, moving it if needed.
-func closeField(b []byte, at int) []byte {
+// closeField sets the length of the message from at, after the room bytes
+// openField left, and moves the message if its length takes other than
+// room bytes.
+func closeField(b []byte, at, room int) []byte {
 	n := len(b) - at
-	size := protowire.SizeVarint(uint64(n))
-	if size > 1 {
-		b = append(b, make([]byte, size-1)...)
-		copy(b[at+size-1:], b[at:at+n])
+	switch size := protowire.SizeVarint(uint64(n)); {
+	case size > room:
+		b = append(b, make([]byte, size-room)...)
+		copy(b[at+size-room:], b[at:at+n])
+	case size < room:
+		copy(b[at-room+size:], b[at:at+n])
+		b = b[:len(b)-room+size]
 	}
-	protowire.AppendVarint(b[:at-1], uint64(n))
+	protowire.AppendVarint(b[:at-room], uint64(n))
 	return b
 }
 

@@ -241,8 +241,10 @@ func TestOpenCloseField(t *testing.T) {
 	for _, n := range []int{0, 1, 127, 128, 16383, 16384, 1 << 21} {
 		msg := []byte(strings.Repeat("m", n))
 		want := protowire.AppendBytes(protowire.AppendTag([]byte("x"), 7, protowire.BytesType), msg)
-		b, at := openField([]byte("x"), 7)
-		require.Equal(t, want, closeField(append(b, msg...), at), "length %d", n)
+		for room := 1; room <= 3; room++ {
+			b, at := openField([]byte("x"), 7, room)
+			require.Equal(t, want, closeField(append(b, msg...), at, room), "length %d, room %d", n, room)
+		}
 	}
 }
 
