@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -225,6 +226,39 @@ func benchEndToEndHTTP(b *testing.B, mode, input string, proto prw.Protocol, bod
 				time.Sleep(50 * time.Microsecond)
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*benchBatch), "ns/sample")
+		})
+	}
+}
+
+// BenchmarkOrderPlace places items of 2000 series, out of many, on 4
+// shards, with 8 items in flight: the order lookups of every queued item.
+func BenchmarkOrderPlace(b *testing.B) {
+	for _, series := range []int{100_000, 1_000_000} {
+		b.Run(fmt.Sprintf("series=%d", series), func(b *testing.B) {
+			hashes := make([]uint64, series)
+			for i := range hashes {
+				hashes[i] = rand.Uint64() // series hashes are seeded, as random
+			}
+			o := newOrder(4)
+			type placed struct {
+				shard int
+				seq   uint64
+			}
+			var inFlight []placed
+			it, next := &item{hashes: make([]uint64, benchBatch)}, 0
+			load := func(int) int64 { return 0 }
+			for b.Loop() {
+				for i := range it.hashes {
+					it.hashes[i] = hashes[next]
+					next = (next + 1) % series
+				}
+				sh := o.place(it, 4, load)
+				if inFlight = append(inFlight, placed{sh, it.seq}); len(inFlight) > 8 {
+					o.done(inFlight[0].shard, inFlight[0].seq)
+					inFlight = inFlight[1:]
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*benchBatch), "ns/series")
 		})
 	}
 }
