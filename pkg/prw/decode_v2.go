@@ -38,6 +38,7 @@ func decodeV2(d *Decoded, msg []byte) error {
 		d.knownNames[i].names = d.knownNames[i].names[:0]
 	}
 	d.metaBytes, d.metaField = nil, d.metaField[:0]
+	d.prevSeries.refs = d.prevSeries.refs[:0]
 	b := d.form[:0]
 	for i, ts := range series {
 		var err error
@@ -199,12 +200,24 @@ func (d *Decoded) seriesV2(b []byte, idx int, ts []byte) ([]byte, error) {
 		rs.Ext = rs.Ext || d.hist.StartTimestamp != 0
 	}
 
-	// The series in the form, written in place.
+	// The series in the form, written in place. A sender's series of one
+	// metric and target share their first labels with the series before
+	// (names sort so): those are copied from it in one piece.
 	from := len(b)
 	b, at := openField(b, fieldLabels, 2)
-	for j := 0; j < len(refs); j += 2 {
-		b = appendLabelEntry(b, d.syms[refs[j]], d.syms[refs[j+1]])
+	j, prev := 0, &d.prevSeries
+	for j+1 < min(len(refs), len(prev.refs)) && refs[j] == prev.refs[j] && refs[j+1] == prev.refs[j+1] {
+		j += 2
 	}
+	ends := append(d.ends[:0], prev.ends[:j/2]...)
+	if j > 0 {
+		b = append(b, b[prev.at:prev.at+ends[j/2-1]]...)
+	}
+	for ; j < len(refs); j += 2 {
+		b = appendLabelEntry(b, d.syms[refs[j]], d.syms[refs[j+1]])
+		ends = append(ends, len(b)-at)
+	}
+	d.ends = ends
 	rs.labels = uint32(len(b) - at) // hashed when a request is cut (ShardHash)
 	for _, smp := range samples {
 		start, ext, err := checkSampleV2(smp)
@@ -254,7 +267,17 @@ func (d *Decoded) seriesV2(b []byte, idx int, ts []byte) ([]byte, error) {
 	b = closeField(b, at, 2)
 	rs.Span = Span{Off: uint32(len(b) - n), Len: uint32(n)}
 	d.raw.Append(rs)
+	prev.refs, prev.at = append(prev.refs[:0], refs...), int(rs.Span.Off)
+	prev.ends, d.ends = d.ends, prev.ends
 	return b, nil
+}
+
+// labelRun is the labels of the last series written in the form: their
+// references, sorted, where they start, and where each ends after that.
+type labelRun struct {
+	refs []uint32
+	at   int
+	ends []int
 }
 
 func comparePairs(a, b labelPair) int { return bytes.Compare(a.name, b.name) }
