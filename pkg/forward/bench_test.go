@@ -231,7 +231,8 @@ func benchEndToEndHTTP(b *testing.B, mode, input string, proto prw.Protocol, bod
 }
 
 // BenchmarkOrderPlace places items of 2000 series, out of many, on 4
-// shards, with 8 items in flight: the order lookups of every queued item.
+// shards, with 40 items in flight (8 shards' default capacity of 10,000
+// samples, as in a closed loop): the order lookups of every queued item.
 func BenchmarkOrderPlace(b *testing.B) {
 	for _, series := range []int{100_000, 1_000_000} {
 		b.Run(fmt.Sprintf("series=%d", series), func(b *testing.B) {
@@ -253,7 +254,7 @@ func BenchmarkOrderPlace(b *testing.B) {
 					next = (next + 1) % series
 				}
 				sh := o.place(it, 4, load)
-				if inFlight = append(inFlight, placed{sh, it.seq}); len(inFlight) > 8 {
+				if inFlight = append(inFlight, placed{sh, it.seq}); len(inFlight) > 40 {
 					o.done(inFlight[0].shard, inFlight[0].seq)
 					inFlight = inFlight[1:]
 				}
