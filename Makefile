@@ -6,7 +6,7 @@ BRANCH   ?= $(shell git rev-parse --abbrev-ref HEAD 2>/dev/null || echo unknown)
 VPKG      = github.com/prometheus/common/version
 LDFLAGS   = -X $(VPKG).Version=$(VERSION) -X $(VPKG).Revision=$(REVISION) -X $(VPKG).Branch=$(BRANCH)
 # Packages that run goroutines of their own: tested again under -race.
-RACE_PKGS = ./pkg/receiver/... ./pkg/forward/... ./pkg/queue/... ./pkg/web/... ./pkg/gateway/... ./cmd/gateway/...
+RACE_PKGS = ./pkg/prw/... ./pkg/receiver/... ./pkg/forward/... ./pkg/queue/... ./pkg/web/... ./pkg/gateway/... ./cmd/gateway/...
 FUZZTIME ?= 100000x
 
 .PHONY: all build test unit race fuzz lint bench clean
