@@ -83,8 +83,8 @@ func run0(args []string) int {
 
 	cmd, err := app.Parse(args)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "%s: %v\n", program, err)
-		app.Usage(args)
+		// Not app.Usage(args): it parses args again and exits 1 on the error.
+		fmt.Fprintf(os.Stderr, "%s: %v; see --help\n", program, err)
 		return 2
 	}
 	switch cmd {

@@ -20,6 +20,10 @@ func TestCheckConfig(t *testing.T) {
 	}{
 		{"example", []string{"check", "config", "../../config/gateway.example.yml"}, 0},
 		{"invalid", []string{"check", "config", bad}, 1},
+		// Usage errors exit 2, as flag parsing does.
+		{"unknown flag", []string{"--no-such-flag"}, 2},
+		{"bad value", []string{"--storage.fsync=sometimes"}, 2},
+		{"no file to check", []string{"check", "config"}, 2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			require.Equal(t, tc.want, run0(tc.args))
