@@ -258,6 +258,16 @@ func TestScenarioList(t *testing.T) {
 		}
 		require.Equal(t, sc.key == scV2Upstream, sc.upstreamV2, sc.key)
 	}
+	twoUp := byKey[scTwoUpstreams]
+	require.Equal(t, []string{sysGateway, sysGatewayOneUp, sysVMAgentNewest, sysVMAgent, sysPrometheus}, twoUp.systems)
+	require.Equal(t, 2, upstreamsOf(twoUp, sysGateway))
+	require.Equal(t, 1, upstreamsOf(twoUp, sysGatewayOneUp), "the reference has the first upstream only")
+	require.Equal(t, 2, upstreamsOf(twoUp, sysVMAgentNewest))
+	for _, sc := range list {
+		if sc.key != scTwoUpstreams {
+			require.NotContains(t, sc.systems, sysGatewayOneUp, sc.key)
+		}
+	}
 	v2up := byKey[scV2Upstream]
 	require.Equal(t, []string{sysGateway, sysGatewayV1}, v2up.systems, "gateways only")
 	require.Contains(t, gatewayConfig([]string{"http://127.0.0.1:1/a"}, queueSettings{upstreamV2: true}),
@@ -385,6 +395,30 @@ func TestV2CostReport(t *testing.T) {
 	// that delivered nothing has no ratio.
 	require.NotContains(t, out, "vs gateway-rw1")
 	require.Contains(t, out, "No ratios: no round has the gateway and another system both delivering.")
+}
+
+func TestSecondUpstreamReport(t *testing.T) {
+	run := func(round int, sys string, cpu float64, upstreams int) measurement {
+		d := make([]int64, upstreams)
+		for i := range d {
+			d[i] = 2_000_000
+		}
+		return measurement{Scenario: "2up", Round: round, System: sys, LoadSeconds: 10, Upstreams: upstreams,
+			Accepted: 2_000_000, Sent: 2_000_000, Delivered: d, Status: map[string]int64{"204": 1000},
+			CPUSeconds: cpu, PeakRSSBytes: 40 << 20, P99: 0.005}
+	}
+	r := scenarioResult{sc: scenario{key: "2up", title: "t", rounds: 2, upstreams: 2}, runs: []measurement{
+		run(1, sysGateway, 2.6, 2), run(1, sysGatewayOneUp, 2.0, 1), run(1, sysVMAgentNewest, 4.0, 2),
+		run(2, sysGateway, 2.2, 2), run(2, sysGatewayOneUp, 2.0, 1), run(2, sysVMAgentNewest, 4.0, 2),
+	}}
+	var b strings.Builder
+	writeScenario(&b, r)
+	out := b.String()
+	// Ratios 1.3 and 1.1, median 1.2: the second upstream adds 20%.
+	require.Contains(t, out, "**One → two upstreams** (gateway-1up → gateway; medians of the rounds, and the median of the rounds' 2 ÷ 1): CPU-s per M samples 1.000 → 1.200 (×1.20, +20%)")
+	require.Contains(t, out, "| 1 | 1.30 | 1.00 | 1.00 |\n")
+	require.NotContains(t, out, "vs gateway-1up", "the reference is a gateway, not a peer")
+	require.Contains(t, out, "CPU/M vs vmagent-newest")
 }
 
 func TestMarkdownHeader(t *testing.T) {

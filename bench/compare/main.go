@@ -323,6 +323,10 @@ func (o *options) scenarioList() []scenario {
 			sc.upstreams = 2
 			sc.title = fmt.Sprintf("2 upstreams (fan-out), %s series, remote write 1.0", count(o.series))
 			sc.notes = append(sc.notes, "Each system forwards every sample to two sink URLs (gateway: two upstreams; vmagent: two -remoteWrite.url; Prometheus: two remote_write blocks). Delivered is the smaller of the two upstreams' counts; CPU is per million *accepted* samples, so it includes both copies.")
+			if i := slices.Index(sc.systems, sysGateway); i >= 0 {
+				sc.systems = slices.Insert(slices.Clone(sc.systems), i+1, sysGatewayOneUp)
+				sc.notes = append(sc.notes, fmt.Sprintf("%s is the same gateway, started the same way, with the first upstream only, right after %s in every round: the reference for what the second upstream adds.", sysGatewayOneUp, sysGateway))
+			}
 		case scLargeSeries:
 			sc.series, sc.rounds, sc.duration = o.largeSeries, o.largeRounds, o.largeDuration
 			sc.title = fmt.Sprintf("1 upstream, %s series, remote write 1.0", count(o.largeSeries))
@@ -469,6 +473,15 @@ func protocolOf(sc scenario, sys string) loadgen.Protocol {
 	return sc.protocol
 }
 
+// upstreamsOf returns how many upstreams system sys forwards to in
+// scenario sc.
+func upstreamsOf(sc scenario, sys string) int {
+	if sys == sysGatewayOneUp {
+		return 1
+	}
+	return sc.upstreams
+}
+
 func (b *bench) runScenario(ctx context.Context, sc scenario) (scenarioResult, error) {
 	res := scenarioResult{sc: sc}
 	fmt.Fprintf(os.Stderr, "compare: scenario %s: %s; encoding payloads\n", sc.key, sc.title)
@@ -542,7 +555,7 @@ func (m *measurement) summary() string {
 func (b *bench) runOne(ctx context.Context, sc scenario, round int, sys string, payloads *loadgen.Payloads) (m measurement) {
 	b.runID++
 	m = measurement{Scenario: sc.key, Round: round, System: sys, Settings: b.o.settings, Protocol: protocolOf(sc, sys).String(),
-		OfferedRate: sc.rate, UpstreamDelay: sc.sinkDelay.Seconds(), Upstreams: sc.upstreams}
+		OfferedRate: sc.rate, UpstreamDelay: sc.sinkDelay.Seconds(), Upstreams: upstreamsOf(sc, sys)}
 	dir := filepath.Join(b.tmp, fmt.Sprintf("%02d-%s-r%d-%s", b.runID, sc.key, round, sys))
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		m.Err = err.Error()
@@ -550,7 +563,7 @@ func (b *bench) runOne(ctx context.Context, sc scenario, round int, sys string, 
 	}
 	var urls, paths []string
 	var counters []*counter
-	for i := range sc.upstreams {
+	for i := range m.Upstreams {
 		path := fmt.Sprintf("/run%d/upstream%d", b.runID, i)
 		u, c := b.sink.register(path, sc.sinkDelay)
 		urls, paths, counters = append(urls, u), append(paths, path), append(counters, c)

@@ -207,6 +207,9 @@ func writeScenario(w io.Writer, r scenarioResult) {
 	if slices.Contains(systems, sysGateway) && slices.Contains(systems, sysGatewayV1) {
 		writeV2Cost(w, r)
 	}
+	if slices.Contains(systems, sysGateway) && slices.Contains(systems, sysGatewayOneUp) {
+		writeSecondUpstream(w, r)
+	}
 
 	others := []string{}
 	for _, s := range systems {
@@ -319,6 +322,17 @@ func writeV2Cost(w io.Writer, r scenarioResult) {
 		ratio:   "2.0 ÷ 1.0",
 		meaning: "above 1: 2.0 input costs the gateway more than 1.0",
 		none:    "2.0 ÷ 1.0 ratios",
+	})
+}
+
+// writeSecondUpstream writes what a second upstream adds to the gateway's
+// cost against one upstream in the same rounds (gateway-1up → gateway).
+func writeSecondUpstream(w io.Writer, r scenarioResult) {
+	writeChange(w, r, sysGatewayOneUp, sysGateway, changeText{
+		lead:    "One → two upstreams",
+		ratio:   "2 ÷ 1",
+		meaning: "less 1: the second upstream's share",
+		none:    "2 ÷ 1 upstream ratios",
 	})
 }
 

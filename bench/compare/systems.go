@@ -21,6 +21,10 @@ const (
 	// scenario, right after sysGateway fed 2.0: the reference that the
 	// gateway's 2.0 cost is compared with. Not a -systems name.
 	sysGatewayV1 = "gateway-rw1"
+	// sysGatewayOneUp is the gateway binary with one upstream in the 2up
+	// scenario, right after sysGateway with two: the reference that the
+	// second upstream's cost is measured against. Not a -systems name.
+	sysGatewayOneUp = "gateway-1up"
 	// sysVMAgentNewest is the newest vmagent, built from source with `go
 	// install` (make vmagent-newest), always run at its defaults.
 	sysVMAgentNewest = "vmagent-newest"
@@ -34,7 +38,7 @@ var knownSystems = []string{sysGateway, sysBaseline, sysVMAgentNewest, sysVMAgen
 
 // isGateway reports whether sys is a build of the gateway.
 func isGateway(sys string) bool {
-	return sys == sysGateway || sys == sysBaseline || sys == sysGatewayV1
+	return sys == sysGateway || sys == sysBaseline || sys == sysGatewayV1 || sys == sysGatewayOneUp
 }
 
 // Values of -settings.
@@ -82,7 +86,7 @@ type binaries struct {
 // of returns the binary of system sys, or "" for an unknown system.
 func (b binaries) of(sys string) string {
 	switch sys {
-	case sysGateway, sysGatewayV1:
+	case sysGateway, sysGatewayV1, sysGatewayOneUp:
 		return b.gateway
 	case sysBaseline:
 		return b.baseline
@@ -100,7 +104,7 @@ func (b binaries) of(sys string) string {
 // with its files under dir.
 func (b binaries) spec(sys, dir string, sinks []string, q queueSettings) (procSpec, error) {
 	switch sys {
-	case sysGateway, sysBaseline, sysGatewayV1:
+	case sysGateway, sysBaseline, sysGatewayV1, sysGatewayOneUp:
 		// The same configuration and flags for every build.
 		return procSpec{
 			name: sys, bin: b.of(sys), dir: dir, readyPath: "/-/ready",
