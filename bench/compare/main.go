@@ -198,7 +198,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.IntVar(&o.q.batch, "batch", 2000, "With -settings tuned: samples per forwarded request of the gateway, vmagent and Prometheus.")
 	fs.StringVar(&o.scenarios, "scenarios", strings.Join(allScenarios, ","), "Scenarios to run, comma-separated: "+strings.Join(allScenarios, ", ")+".")
 	fs.StringVar(&o.systems, "systems", strings.Join([]string{sysGateway, sysVMAgentNewest, sysVMAgent, sysPrometheus}, ","), "Systems to run, comma-separated, in the order of every round.")
-	fs.DurationVar(&o.budget, "budget", 20*time.Minute, "Runs that would end after this much time are skipped (and reported so).")
+	fs.DurationVar(&o.budget, "budget", 25*time.Minute, "Runs that would end after this much time are skipped (and reported so).")
 	fs.StringVar(&o.out, "out", "docs/BENCHMARKS.md", "Markdown file whose results section is replaced; empty for none.")
 	fs.StringVar(&o.jsonOut, "json", "", "Also write every measurement as JSON to this file.")
 	fs.StringVar(&o.profile, "profile", "", "Also fetch a CPU profile (/debug/pprof/profile) of the system "+sysGateway+" during the load window of each of its runs, merge them and write them to this file (gzipped pprof protobuf, as `go build -pgo` reads it; `make pgo`). Profiling costs the gateway some CPU: its figures of such a run are not for comparison. Empty for none.")
