@@ -201,14 +201,10 @@ func writeScenario(w io.Writer, r scenarioResult) {
 	}
 	med.write(w)
 
-	if slices.Contains(systems, sysGateway) && slices.Contains(systems, sysBaseline) {
-		writeBeforeAfter(w, r)
-	}
-	if slices.Contains(systems, sysGateway) && slices.Contains(systems, sysGatewayV1) {
-		writeV2Cost(w, r)
-	}
-	if slices.Contains(systems, sysGateway) && slices.Contains(systems, sysGatewayOneUp) {
-		writeSecondUpstream(w, r)
+	for _, ref := range references {
+		if slices.Contains(systems, sysGateway) && slices.Contains(systems, ref.from) {
+			writeChange(w, r, ref.from, sysGateway, ref.text)
+		}
 	}
 
 	others := []string{}
@@ -302,38 +298,22 @@ func ratioTable(r scenarioResult, sys string, others []string, head func(other s
 	return t, meds
 }
 
-// writeBeforeAfter writes the change from gateway-baseline (before) to
-// gateway (after): a line with both builds' medians and the median of the
-// rounds' ratios, then the ratios per round.
-func writeBeforeAfter(w io.Writer, r scenarioResult) {
-	writeChange(w, r, sysBaseline, sysGateway, changeText{
-		lead:    "Before → after",
-		ratio:   "after ÷ before",
-		meaning: "below 1: the change uses less",
-		none:    "before/after ratios",
-	})
-}
-
-// writeV2Cost writes what remote write 2.0 input costs the gateway against
-// 1.0 input of the same series in the same rounds (gateway-rw1 → gateway).
-func writeV2Cost(w io.Writer, r scenarioResult) {
-	writeChange(w, r, sysGatewayV1, sysGateway, changeText{
-		lead:    "Remote write 1.0 → 2.0 input",
-		ratio:   "2.0 ÷ 1.0",
-		meaning: "above 1: 2.0 input costs the gateway more than 1.0",
-		none:    "2.0 ÷ 1.0 ratios",
-	})
-}
-
-// writeSecondUpstream writes what a second upstream adds to the gateway's
-// cost against one upstream in the same rounds (gateway-1up → gateway).
-func writeSecondUpstream(w io.Writer, r scenarioResult) {
-	writeChange(w, r, sysGatewayOneUp, sysGateway, changeText{
-		lead:    "One → two upstreams",
-		ratio:   "2 ÷ 1",
-		meaning: "less 1: the second upstream's share",
-		none:    "2 ÷ 1 upstream ratios",
-	})
+// references are the gateway runs that gateway is compared with in a
+// scenario that has them: a line with both systems' medians and the median
+// of the rounds' ratios, then the ratios per round.
+var references = []struct {
+	from string
+	text changeText
+}{
+	// The build before a change (-baseline).
+	{sysBaseline, changeText{lead: "Before → after", ratio: "after ÷ before",
+		meaning: "below 1: the change uses less", none: "before/after ratios"}},
+	// The same series as 1.0 input, in the same rounds (v2, v2up).
+	{sysGatewayV1, changeText{lead: "Remote write 1.0 → 2.0 input", ratio: "2.0 ÷ 1.0",
+		meaning: "above 1: 2.0 input costs the gateway more than 1.0", none: "2.0 ÷ 1.0 ratios"}},
+	// The first upstream only, in the same rounds (2up).
+	{sysGatewayOneUp, changeText{lead: "One → two upstreams", ratio: "2 ÷ 1",
+		meaning: "less 1: the second upstream's share", none: "2 ÷ 1 upstream ratios"}},
 }
 
 // changeText words a comparison of two systems of one scenario.
