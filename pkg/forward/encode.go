@@ -33,7 +33,7 @@ type encoder struct {
 }
 
 func newEncoder() *encoder {
-	return &encoder{v2: prw.NewV2Encoder(), families: map[string]struct{}{}}
+	return &encoder{v2: prw.NewV2Encoder(), families: map[string]struct{}{}, byFamily: map[string]prw.Metadata{}}
 }
 
 // encoderPool holds the encoders of an upstream's sends in flight, shared
@@ -184,7 +184,7 @@ func (e *encoder) marshalV1(items []item, meta bool) (int, error) {
 			if rs.Points() == 0 {
 				b = b[:start] // metadata only: a family metadata entry in 1.0
 			}
-			if md != nil && meta && run.Next(prw.MetricNameBytes(ts), md) {
+			if md != nil && meta && run.Next(prw.MetricName(ts), md) {
 				// Looked up first: string(name) allocates only when added.
 				name := prw.SeriesFamily(ts, md)
 				if _, ok := e.families[string(name)]; !ok {
@@ -217,10 +217,10 @@ func (e *encoder) marshalV2(items []item, meta bool) (metadata int, err error) {
 	if meta {
 		for i := range items {
 			if fm := items[i].family; fm != nil {
-				e.addFamilyV2(fm)
+				addFamily(e.byFamily, fm)
 			}
 			for _, fm := range items[i].metadata() {
-				e.addFamilyV2(fm)
+				addFamily(e.byFamily, fm)
 			}
 		}
 	}
@@ -257,14 +257,4 @@ func (e *encoder) marshalV2(items []item, meta bool) (metadata int, err error) {
 	e.pbuf = e.v2.AppendRequest(e.pbuf[:0])
 	e.addPiece(0, len(e.pbuf))
 	return metadata, nil
-}
-
-// addFamilyV2 notes fm for marshalV2; the first entry of a family counts.
-func (e *encoder) addFamilyV2(fm *prw.FamilyMetadata) {
-	if e.byFamily == nil {
-		e.byFamily = map[string]prw.Metadata{}
-	}
-	if _, ok := e.byFamily[fm.MetricFamilyName]; !ok {
-		e.byFamily[fm.MetricFamilyName] = fm.Metadata
-	}
 }

@@ -45,13 +45,9 @@ func (it *item) count() int {
 	return int(it.samples + it.histograms + it.exemplars + it.empty)
 }
 
-// points returns the item's samples, histograms and exemplars.
-func (it *item) points() int {
-	if it.family != nil {
-		return 0
-	}
-	return int(it.samples + it.histograms + it.exemplars)
-}
+// points returns the item's samples, histograms and exemplars (none for a
+// family metadata entry).
+func (it *item) points() int { return int(it.samples + it.histograms + it.exemplars) }
 
 // weight is what a series weighs in the queue (see item.count).
 func weight(rs prw.RawSeries) int { return max(rs.Points(), 1) }

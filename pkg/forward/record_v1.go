@@ -45,19 +45,6 @@ func (d *recordDecoder) decodeV1(b []byte) ([]item, time.Time, int, error) {
 	return nil, time.Time{}, 0, r.err
 }
 
-// validSeries reports whether the write handler would accept s as it is.
-func validSeries(s *prw.Series) bool {
-	if _, _, ok := prw.ValidateLabels(s.Labels, true); !ok || len(s.Samples)+len(s.Histograms)+len(s.Exemplars) == 0 {
-		return false
-	}
-	for i := range s.Histograms {
-		if prw.ValidateHistogram(&s.Histograms[i]) != "" {
-			return false
-		}
-	}
-	return true
-}
-
 // recordReader parses a version 1 body. Its strings are substrings of str,
 // the body as one string, not allocations of their own.
 type recordReader struct {
@@ -171,7 +158,7 @@ func (r *recordReader) body() (raw *prw.RawV1, appended time.Time, skipped int) 
 				}
 			}
 			s.Metadata = r.metadata()
-			if r.err == nil && !validSeries(&s) {
+			if _, _, ok := prw.ValidateSeries(&s); r.err == nil && !ok {
 				skipped += r.off - start
 				continue
 			}

@@ -84,28 +84,32 @@ func (r *request) externalPresent(raw *prw.RawV1) bool {
 // family returns the 1.0 family metadata of the series named name, from
 // the metadata of raw, the form: that of the name itself, or of the name
 // without a _bucket, _count, _sum or _total suffix.
-func (r *request) family(raw *prw.RawV1, name string) (prw.Metadata, bool) {
+func (r *request) family(raw *prw.RawV1, name []byte) (prw.Metadata, bool) {
 	if r.families == nil {
 		r.families = make(map[string]prw.Metadata, len(raw.Metadata))
-		rangeFamilies(raw, func(fm *prw.FamilyMetadata) {
-			if _, ok := r.families[fm.MetricFamilyName]; !ok {
-				r.families[fm.MetricFamilyName] = fm.Metadata
-			}
-		})
+		rangeFamilies(raw, func(fm *prw.FamilyMetadata) { addFamily(r.families, fm) })
 	}
 	return familyOf(r.families, name)
+}
+
+// addFamily adds fm to families unless its family has an entry: the first
+// entry of a family counts.
+func addFamily(families map[string]prw.Metadata, fm *prw.FamilyMetadata) {
+	if _, ok := families[fm.MetricFamilyName]; !ok {
+		families[fm.MetricFamilyName] = fm.Metadata
+	}
 }
 
 // familyOf returns the metadata of the family of the series named name in
 // families: the name's own, or that of the name without a _bucket, _count,
 // _sum or _total suffix.
-func familyOf(families map[string]prw.Metadata, name string) (prw.Metadata, bool) {
-	if md, ok := families[name]; ok {
+func familyOf(families map[string]prw.Metadata, name []byte) (prw.Metadata, bool) {
+	if md, ok := families[string(name)]; ok {
 		return md, true
 	}
 	for _, suffix := range []string{"_bucket", "_count", "_sum", "_total"} {
-		if len(name) > len(suffix) && name[len(name)-len(suffix):] == suffix {
-			md, ok := families[name[:len(name)-len(suffix)]]
+		if len(name) > len(suffix) && string(name[len(name)-len(suffix):]) == suffix {
+			md, ok := families[string(name[:len(name)-len(suffix)])]
 			return md, ok
 		}
 	}

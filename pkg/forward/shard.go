@@ -374,9 +374,6 @@ func splitBatch(items []item) (head, tail []item, ok bool) {
 		mid := len(items) / 2
 		return items[:mid:mid], items[mid:], true
 	}
-	if len(items) == 0 {
-		return nil, nil, false
-	}
 	it := &items[0]
 	n := it.count()
 	if it.family != nil || n <= 1 {

@@ -69,7 +69,7 @@ func TestFamilyName(t *testing.T) {
 	}).Raw
 	var r request
 	for name, want := range map[string]prw.Metadata{"up": gauge, "requests_total": counter, "requests": counter, "up_total": gauge, "down": {}} {
-		got, ok := r.family(raw, name)
+		got, ok := r.family(raw, []byte(name))
 		require.Equal(t, want, got, name)
 		require.Equal(t, want != prw.Metadata{}, ok, name)
 	}

@@ -78,29 +78,18 @@ func (d *Decoded) repairV1(b []byte, idx int, ts []byte) ([]byte, error) {
 	}
 	var sb labels.ScratchBuilder
 	s := Series{Labels: m.ToLabels(&sb, nil)}
-	refuse := func(reason InvalidReason, detail string) ([]byte, error) {
-		d.Invalid.add(reason, idx, len(ts), s.Labels, detail)
-		return b, nil
-	}
-	if reason, detail, ok := ValidateLabels(s.Labels, true); !ok {
-		return refuse(reason, detail)
-	}
-	// Prometheus 1.0 senders put exemplars in series of their own, with
-	// no samples: those are valid.
-	if len(m.Samples) == 0 && len(m.Histograms) == 0 && len(m.Exemplars) == 0 {
-		return refuse(invalidNoSamples, "no samples, histograms or exemplars")
-	}
 	for _, h := range m.Histograms {
 		s.Histograms = append(s.Histograms, HistogramFromV1(h))
-		if msg := ValidateHistogram(&s.Histograms[len(s.Histograms)-1]); msg != "" {
-			return refuse(invalidHistogram, fmt.Sprintf("histogram at %d: %s", h.Timestamp, msg))
-		}
 	}
 	for _, x := range m.Samples {
 		s.Samples = append(s.Samples, Sample{Value: x.Value, Timestamp: x.Timestamp})
 	}
 	for _, e := range m.Exemplars {
 		s.Exemplars = append(s.Exemplars, Exemplar{Labels: e.ToExemplar(&sb, nil).Labels, Value: e.Value, Timestamp: e.Timestamp})
+	}
+	if reason, detail, ok := ValidateSeries(&s); !ok {
+		d.Invalid.add(reason, idx, len(ts), s.Labels, detail)
+		return b, nil
 	}
 	var rs RawSeries
 	b, rs, d.scratch = AppendSeries(b, &s, d.scratch)

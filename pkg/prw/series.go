@@ -245,9 +245,8 @@ func AppendV1(b, ts []byte) (out []byte, sp Span, md []byte, err error) {
 	// The message is written in place, after room for its length: it is
 	// no longer than ts, so the length takes at most as many bytes as
 	// ts's, and is moved back in the rare case it takes fewer.
-	b = protowire.AppendTag(b, fieldLabels, protowire.BytesType)
-	at, room := len(b), protowire.SizeVarint(uint64(len(ts)))
-	b = append(b, make([]byte, room)...)
+	room := protowire.SizeVarint(uint64(len(ts)))
+	b, at := openField(b, fieldLabels, room)
 	// The leading labels are copied as one block.
 	off := 0
 	for n, _, _, ok := SmallLabel(ts); ok; n, _, _, ok = SmallLabel(ts[off:]) {
@@ -273,13 +272,9 @@ func AppendV1(b, ts []byte) (out []byte, sp Span, md []byte, err error) {
 			b = append(b, f.whole...)
 		}
 	}
-	n := len(b) - at - room
-	if size := protowire.SizeVarint(uint64(n)); size < room {
-		b = append(b[:at+size], b[at+room:]...)
-		room = size
-	}
-	protowire.AppendVarint(b[:at], uint64(n))
-	return b, Span{Off: uint32(at + room), Len: uint32(n)}, md, nil
+	n := len(b) - at
+	b = closeField(b, at, room)
+	return b, Span{Off: uint32(len(b) - n), Len: uint32(n)}, md, nil
 }
 
 // ReadMetadata reads the value of a series' metadata extension.
@@ -309,7 +304,7 @@ func readMetadata(m []byte) (typ uint64, help, unit []byte, err error) {
 // series ts whose metadata extension is md (see AppendV1).
 func SeriesFamily(ts, md []byte) []byte {
 	typ, _, _, _ := readMetadata(md)
-	return FamilyName(metricName(ts), MetricType(typ))
+	return FamilyName(MetricName(ts), MetricType(typ))
 }
 
 // appendWithout appends the message v as field num, without its fields
@@ -443,13 +438,9 @@ func pointTime(kind int, msg []byte) (int64, error) {
 	return t, nil
 }
 
-// MetricName returns the value of the __name__ label of the series ts.
-func MetricName(ts []byte) string { return string(metricName(ts)) }
-
-// MetricNameBytes is MetricName in ts's bytes, not copied.
-func MetricNameBytes(ts []byte) []byte { return metricName(ts) }
-
-func metricName(ts []byte) []byte {
+// MetricName returns the value of the __name__ label of the series ts, in
+// ts's bytes.
+func MetricName(ts []byte) []byte {
 	// Sorted labels have __name__ first, or nearly.
 	off := 0
 	for n, name, value, ok := SmallLabel(ts); ok; n, name, value, ok = SmallLabel(ts[off:]) {

@@ -72,13 +72,28 @@ func (v *InvalidSeries) add(reason InvalidReason, idx, size int, ls labels.Label
 // labelPair is one label as the decoders read it, in the message's bytes.
 type labelPair struct{ name, value []byte }
 
-// ValidateLabels checks a series' sorted labels: see validatePairs.
-func ValidateLabels(ls labels.Labels, checkUTF8 bool) (reason InvalidReason, detail string, ok bool) {
+// ValidateSeries says why the write handler refuses the series s, with
+// sorted labels, if it does: its labels (see validatePairs), no points, or
+// a native histogram (see ValidateHistogram).
+func ValidateSeries(s *Series) (reason InvalidReason, detail string, ok bool) {
 	var pairs []labelPair
-	ls.Range(func(l labels.Label) {
+	s.Labels.Range(func(l labels.Label) {
 		pairs = append(pairs, labelPair{name: stringBytes(l.Name), value: stringBytes(l.Value)})
 	})
-	return validatePairs(pairs, checkUTF8)
+	if reason, detail, ok := validatePairs(pairs, true); !ok {
+		return reason, detail, false
+	}
+	// Prometheus 1.0 senders put exemplars in series of their own, with
+	// no samples: those are valid.
+	if len(s.Samples)+len(s.Histograms)+len(s.Exemplars) == 0 {
+		return invalidNoSamples, "no samples, histograms or exemplars", false
+	}
+	for i := range s.Histograms {
+		if msg := ValidateHistogram(&s.Histograms[i]); msg != "" {
+			return invalidHistogram, fmt.Sprintf("histogram at %d: %s", s.Histograms[i].Timestamp, msg), false
+		}
+	}
+	return 0, "", true
 }
 
 // validatePairs checks sorted labels: some, no empty or duplicate names,

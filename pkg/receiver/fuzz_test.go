@@ -63,16 +63,11 @@ type acceptingQueue struct{ t *testing.T }
 
 func (q acceptingQueue) Enqueue(_ context.Context, req *prw.Request) error {
 	for _, s := range copyRequest(q.t, req).Series {
-		if _, detail, ok := prw.ValidateLabels(s.Labels, true); !ok {
-			q.t.Errorf("enqueued a series with invalid labels %s: %s", s.Labels, detail)
+		if len(s.Samples)+len(s.Histograms)+len(s.Exemplars) == 0 && !s.Metadata.Empty() {
+			s.Samples = []prw.Sample{{}} // a 2.0 series of metadata only is valid
 		}
-		if len(s.Samples) == 0 && len(s.Histograms) == 0 && len(s.Exemplars) == 0 && s.Metadata.Empty() {
-			q.t.Errorf("enqueued an empty series %s", s.Labels)
-		}
-		for i := range s.Histograms {
-			if msg := prw.ValidateHistogram(&s.Histograms[i]); msg != "" {
-				q.t.Errorf("enqueued an invalid histogram of %s: %s", s.Labels, msg)
-			}
+		if _, detail, ok := prw.ValidateSeries(&s); !ok {
+			q.t.Errorf("enqueued an invalid series %s: %s", s.Labels, detail)
 		}
 	}
 	return nil
