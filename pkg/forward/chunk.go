@@ -57,18 +57,22 @@ func chunkRaw(msg []byte, series []prw.RawSeries, maxN, maxB int) (items []item)
 }
 
 // rangeChunk calls fn with each series of the chunk raw (its TimeSeries
-// message, points and end offset) until fn returns false. Chunks hold
-// validated series, but a malformed one is an error, not a panic.
-func rangeChunk(raw []byte, fn func(ts []byte, rs prw.RawSeries, end int) bool) error {
+// message, its points if points, and its end offset) until fn returns
+// false. Chunks hold validated series, but a malformed one is an error,
+// not a panic.
+func rangeChunk(raw []byte, points bool, fn func(ts []byte, rs prw.RawSeries, end int) bool) error {
 	for off := 0; off < len(raw); {
 		_, _, k := protowire.ConsumeTag(raw[off:])
 		v, m := protowire.ConsumeBytes(raw[off+max(k, 0):])
 		if k < 0 || m < 0 {
 			return errMalformedChunk
 		}
-		rs, err := prw.SeriesPoints(v)
-		if err != nil {
-			return fmt.Errorf("%w: %w", errMalformedChunk, err)
+		var rs prw.RawSeries
+		if points {
+			var err error
+			if rs, err = prw.SeriesPoints(v); err != nil {
+				return fmt.Errorf("%w: %w", errMalformedChunk, err)
+			}
 		}
 		off += k + m
 		if !fn(v, rs, off) {

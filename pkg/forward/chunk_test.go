@@ -61,7 +61,7 @@ func seriesOf(t *testing.T, items []item) [][]byte {
 	t.Helper()
 	var out [][]byte
 	for i := range items {
-		require.NoError(t, rangeChunk(items[i].raw, func(ts []byte, _ prw.RawSeries, _ int) bool {
+		require.NoError(t, rangeChunk(items[i].raw, true, func(ts []byte, _ prw.RawSeries, _ int) bool {
 			out = append(out, ts)
 			return true
 		}))
@@ -99,7 +99,7 @@ func TestChunkRaw(t *testing.T) {
 		}
 		require.LessOrEqual(t, len(it.raw), maxB)
 		n := 0
-		require.NoError(t, rangeChunk(it.raw, func(_ []byte, rs prw.RawSeries, _ int) bool {
+		require.NoError(t, rangeChunk(it.raw, true, func(_ []byte, rs prw.RawSeries, _ int) bool {
 			n += rs.Points()
 			return true
 		}))

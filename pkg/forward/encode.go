@@ -175,7 +175,7 @@ func (e *encoder) marshalV1(items []item, meta bool) (int, error) {
 			continue
 		}
 		var run prw.FamilyRun
-		walkErr := rangeChunk(raw, func(ts []byte, rs prw.RawSeries, _ int) bool {
+		walkErr := rangeChunk(raw, true, func(ts []byte, rs prw.RawSeries, _ int) bool {
 			var md []byte
 			start := len(b)
 			if b, _, md, err = prw.AppendV1(b, ts); err != nil {
@@ -232,7 +232,7 @@ func (e *encoder) marshalV2(items []item, meta bool) (metadata int, err error) {
 		if err != nil {
 			return 0, err
 		}
-		walkErr := rangeChunk(raw, func(ts []byte, _ prw.RawSeries, _ int) bool {
+		walkErr := rangeChunk(raw, false, func(ts []byte, _ prw.RawSeries, _ int) bool {
 			if len(e.byFamily) > 0 {
 				if md, ok := familyOf(e.byFamily, prw.MetricName(ts)); ok {
 					// Appended, not overwritten: e.v2's symbols alias the

@@ -82,7 +82,7 @@ func (it *item) split(n int) (head, tail item, err error) {
 	cut := 0
 	var first []byte // the first series' TimeSeries message
 	var firstRS prw.RawSeries
-	err = rangeChunk(raw, func(ts []byte, rs prw.RawSeries, end int) bool {
+	err = rangeChunk(raw, true, func(ts []byte, rs prw.RawSeries, end int) bool {
 		if cut > 0 && head.count()+weight(rs) > n {
 			return false
 		}
@@ -152,7 +152,7 @@ func (it *item) keepPoints(keep func(kind int, t int64, i int) bool) (item, int,
 	if err != nil {
 		return *it, 0, err
 	}
-	err = rangeChunk(raw, func(ts []byte, rs prw.RawSeries, _ int) bool {
+	err = rangeChunk(raw, false, func(ts []byte, rs prw.RawSeries, _ int) bool {
 		var kept prw.RawSeries
 		var d int
 		mark := len(b)

@@ -82,7 +82,7 @@ func seriesRequest1(ss ...prw.Series) *prw.Request { return prw.NewRequest(prw.P
 func decodeChunk(t *testing.T, it *item) []prompb.TimeSeries {
 	t.Helper()
 	var out []prompb.TimeSeries
-	require.NoError(t, rangeChunk(it.raw, func(b []byte, _ prw.RawSeries, _ int) bool {
+	require.NoError(t, rangeChunk(it.raw, true, func(b []byte, _ prw.RawSeries, _ int) bool {
 		var ts prompb.TimeSeries
 		require.NoError(t, ts.Unmarshal(b))
 		out = append(out, ts)
