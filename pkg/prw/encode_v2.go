@@ -1,6 +1,7 @@
 package prw
 
 import (
+	"bytes"
 	"unsafe"
 
 	"google.golang.org/protobuf/encoding/protowire"
@@ -17,6 +18,16 @@ type V2Encoder struct {
 	ex      []byte
 	lrefs   []uint32
 	xrefs   []uint32
+	// The labels of the series added last and of this one: a sender's
+	// series of one metric and target share most labels, at the same
+	// places, and a label equal to the last series' at its place takes
+	// its references without two symbol lookups.
+	last, cur []encodedLabel
+}
+
+type encodedLabel struct {
+	name, value []byte
+	refs        [2]uint32
 }
 
 // NewV2Encoder returns an empty encoder.
@@ -33,6 +44,9 @@ func (e *V2Encoder) Reset() {
 	e.symbols = append(e.symbols[:0], "")
 	e.refs[""] = 0
 	e.series = e.series[:0]
+	clear(e.last[:cap(e.last)]) // they alias the series added, as symbols do
+	clear(e.cur[:cap(e.cur)])
+	e.last = e.last[:0]
 }
 
 func (e *V2Encoder) ref(s []byte) uint32 {
@@ -48,13 +62,20 @@ func (e *V2Encoder) ref(s []byte) uint32 {
 
 // Add adds the series ts, and its metadata if withMeta, reporting if any.
 func (e *V2Encoder) Add(ts []byte, withMeta bool) (metadata bool, err error) {
-	refs := e.lrefs[:0]
+	refs, cur := e.lrefs[:0], e.cur[:0]
 	if err := RangeRawLabels(ts, func(name, value []byte) {
-		refs = append(refs, e.ref(name), e.ref(value))
+		l := encodedLabel{name: name, value: value}
+		if j := len(cur); j < len(e.last) && bytes.Equal(e.last[j].value, value) && bytes.Equal(e.last[j].name, name) {
+			l.refs = e.last[j].refs
+		} else {
+			l.refs = [2]uint32{e.ref(name), e.ref(value)}
+		}
+		cur = append(cur, l)
+		refs = append(refs, l.refs[0], l.refs[1])
 	}); err != nil {
 		return false, err
 	}
-	e.lrefs = refs
+	e.lrefs, e.last, e.cur = refs, cur, e.last
 	body := appendRefs(e.body[:0], 1, refs)
 	for f, err := range fields(ts) {
 		if err != nil {

@@ -186,6 +186,46 @@ func TestFormRoundTrip(t *testing.T) {
 	require.Equal(t, []byte{0x22, 0}, enc.AppendRequest(nil), "reset leaves the empty symbol only")
 }
 
+// TestV2EncoderSharedLabels covers the 2.0 encoder's reuse of the last
+// series' references for a label at the same place: equal values under
+// other names, fewer and more labels, and a new request after Reset, whose
+// symbols are numbered anew.
+func TestV2EncoderSharedLabels(t *testing.T) {
+	sets := [][]labels.Labels{{
+		labels.FromStrings("__name__", "a", "x", "1", "z", "2"),
+		labels.FromStrings("__name__", "a", "y", "1", "z", "2"),
+		labels.FromStrings("__name__", "a", "x", "2"),
+		labels.FromStrings("__name__", "b", "x", "2", "z", "2", "zz", "3"),
+		labels.FromStrings("__name__", "a", "x", "2"),
+		labels.FromStrings("__name__", "a", "x", "2"),
+	}, {
+		labels.FromStrings("__name__", "a", "x", "2"),
+		labels.FromStrings("__name__", "c", "w", "2"),
+	}}
+	enc := NewV2Encoder()
+	for _, set := range sets {
+		var ss []Series
+		for _, ls := range set {
+			ss = append(ss, Series{Labels: ls, Samples: []Sample{{Value: 1, Timestamp: 1}}})
+		}
+		msg, rss := appendForm(t, ss)
+		enc.Reset()
+		for _, rs := range rss {
+			_, err := enc.Add(rs.Bytes(msg), false)
+			require.NoError(t, err)
+		}
+		var req writev2.Request
+		require.NoError(t, req.Unmarshal(enc.AppendRequest(nil)))
+		require.Len(t, req.Timeseries, len(set))
+		for i, ts := range req.Timeseries {
+			var sb labels.ScratchBuilder
+			got, err := ts.ToLabels(&sb, req.Symbols)
+			require.NoError(t, err)
+			require.Equal(t, set[i], got, "series %d", i)
+		}
+	}
+}
+
 func TestFilterPoints(t *testing.T) {
 	ss := formSeries()
 	msg, rss := appendForm(t, ss)
