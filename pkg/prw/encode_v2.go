@@ -63,7 +63,7 @@ func (e *V2Encoder) ref(s []byte) uint32 {
 // Add adds the series ts, and its metadata if withMeta, reporting if any.
 func (e *V2Encoder) Add(ts []byte, withMeta bool) (metadata bool, err error) {
 	refs, cur := e.lrefs[:0], e.cur[:0]
-	if err := RangeRawLabels(ts, func(name, value []byte) {
+	add := func(name, value []byte) {
 		l := encodedLabel{name: name, value: value}
 		if j := len(cur); j < len(e.last) && bytes.Equal(e.last[j].value, value) && bytes.Equal(e.last[j].name, name) {
 			l.refs = e.last[j].refs
@@ -72,12 +72,20 @@ func (e *V2Encoder) Add(ts []byte, withMeta bool) (metadata bool, err error) {
 		}
 		cur = append(cur, l)
 		refs = append(refs, l.refs[0], l.refs[1])
-	}); err != nil {
+	}
+	// The leading labels are read once, and the walk of the other fields
+	// starts after them.
+	off := 0
+	for n, name, value, ok := SmallLabel(ts); ok; n, name, value, ok = SmallLabel(ts[off:]) {
+		add(name, value)
+		off += n
+	}
+	if err := RangeRawLabels(ts[off:], add); err != nil {
 		return false, err
 	}
 	e.lrefs, e.last, e.cur = refs, cur, e.last
 	body := appendRefs(e.body[:0], 1, refs)
-	for f, err := range fields(ts) {
+	for f, err := range fields(ts[off:]) {
 		if err != nil {
 			return false, err
 		}

@@ -200,6 +200,7 @@ func TestV2EncoderSharedLabels(t *testing.T) {
 		labels.FromStrings("__name__", "a", "x", "2"),
 	}, {
 		labels.FromStrings("__name__", "a", "x", "2"),
+		labels.FromStrings("__name__", "a", "long", strings.Repeat("v", 200), "x", "2"),
 		labels.FromStrings("__name__", "c", "w", "2"),
 	}}
 	enc := NewV2Encoder()
@@ -224,6 +225,22 @@ func TestV2EncoderSharedLabels(t *testing.T) {
 			require.Equal(t, set[i], got, "series %d", i)
 		}
 	}
+
+	// Labels after the samples, as a 1.0 client may send them.
+	smp, err := (&prompb.Sample{Value: 1, Timestamp: 1}).Marshal()
+	require.NoError(t, err)
+	ts, _ := AppendField(nil, fieldSamples, smp)
+	ts = appendLabelEntry(appendLabelEntry(ts, "__name__", "late"), "x", "1")
+	enc.Reset()
+	_, err = enc.Add(ts, false)
+	require.NoError(t, err)
+	var req writev2.Request
+	require.NoError(t, req.Unmarshal(enc.AppendRequest(nil)))
+	var sb labels.ScratchBuilder
+	got, err := req.Timeseries[0].ToLabels(&sb, req.Symbols)
+	require.NoError(t, err)
+	require.Equal(t, labels.FromStrings("__name__", "late", "x", "1"), got)
+	require.Len(t, req.Timeseries[0].Samples, 1)
 }
 
 func TestFilterPoints(t *testing.T) {
