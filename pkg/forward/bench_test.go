@@ -165,32 +165,40 @@ func BenchmarkEndToEnd(b *testing.B) {
 // BenchmarkEndToEndRaw is BenchmarkEndToEnd from the HTTP request: the
 // same series, 1.0-encoded and snappy-compressed, go through the
 // receiver's handler (decode included), so they take the raw fast path.
+// The 2.0 input is read in the form, as when another upstream takes 2.0;
+// the 1.0 input to a 2.0 upstream (upstream=2.0) is encoded again.
 func BenchmarkEndToEndRaw(b *testing.B) {
 	for _, in := range []struct {
-		name  string
-		proto prw.Protocol
-		body  []byte
+		name     string
+		proto    prw.Protocol
+		body     []byte
+		upstream prw.Protocol
 	}{
-		{"raw", prw.ProtoV1, rwtest.Encode(rwtest.V1Request(benchBatch, 1))},
-		{"v2", prw.ProtoV2, rwtest.Encode(rwtest.V2Request(benchBatch, 1))},
+		{"raw", prw.ProtoV1, rwtest.Encode(rwtest.V1Request(benchBatch, 1)), prw.ProtoV1},
+		{"v2", prw.ProtoV2, rwtest.Encode(rwtest.V2Request(benchBatch, 1)), prw.ProtoV1},
+		{"raw/upstream=2.0", prw.ProtoV1, rwtest.Encode(rwtest.V1Request(benchBatch, 1)), prw.ProtoV2},
 	} {
 		for _, mode := range []string{config.StorageMemory, config.StorageDisk} {
-			benchEndToEndHTTP(b, mode, in.name, in.proto, in.body)
+			benchEndToEndHTTP(b, mode, in.name, in.proto, in.body, in.upstream)
 		}
 	}
 }
 
 // benchEndToEndHTTP is one run of BenchmarkEndToEndRaw: body, a request of
-// benchBatch samples in proto, to a 1.0 upstream with a mode queue.
-func benchEndToEndHTTP(b *testing.B, mode, input string, proto prw.Protocol, body []byte) {
+// benchBatch samples in proto, to an upstream of protocol up with a mode
+// queue.
+func benchEndToEndHTTP(b *testing.B, mode, input string, proto prw.Protocol, body []byte, up prw.Protocol) {
 	{
 		b.Run("queue="+mode+"/input="+input, func(b *testing.B) {
 			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				_, _ = io.Copy(io.Discard, r.Body)
+				if up == prw.ProtoV2 {
+					w.Header().Set(prw.HeaderSamplesWritten, "1") // a 2.0 receiver: no fallback
+				}
 				w.WriteHeader(http.StatusNoContent)
 			}))
 			defer srv.Close()
-			u := testUpstream(b, "u", srv.URL, false)
+			u := testUpstream(b, "u", srv.URL, up == prw.ProtoV2)
 			u.QueueConfig = config.DefaultQueueConfig
 			u.QueueConfig.MaxShards = 4
 			u.QueueConfig.Storage = mode

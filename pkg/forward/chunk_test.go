@@ -119,6 +119,42 @@ func TestChunkRaw(t *testing.T) {
 // Splitting a chunk cuts it at a series boundary, keeps the bytes and the
 // counts, and gives the head at most n points unless its first series
 // alone has more.
+// A request's chunks made one 2.0 record are one whole item of that
+// record's body, with every series' hash and point, when they fit a batch;
+// else, or with family metadata items, they stay as they are.
+func TestRecordWhole(t *testing.T) {
+	wr := unevenRequest(60)
+	msg, series := rawRequest(t, wr)
+	items := chunkRaw(msg, series, 20, 1<<20)
+	require.Greater(t, len(items), 1)
+	enc := newRecordEncoder()
+	recs, _, err := enc.encode(items, prw.ProtoV2, true, time.Now())
+	require.NoError(t, err)
+	require.Len(t, recs, 1)
+
+	got := enc.whole(items, 2000, 1<<20)
+	require.Len(t, got, 1)
+	w := got[0]
+	require.NotNil(t, w.whole)
+	require.Equal(t, prw.ProtoV2, w.whole.proto)
+	require.Equal(t, countPoints(items), w.points())
+	require.Equal(t, itemsSize(items), w.size)
+	var hashes []uint64
+	for i := range items {
+		hashes = append(hashes, items[i].hashes...)
+	}
+	require.Equal(t, hashes, w.hashes)
+	require.True(t, bytes.HasSuffix(recs[0], w.whole.wire), "the record's body")
+	chunk, err := w.chunk()
+	require.NoError(t, err)
+	require.Equal(t, seriesOf(t, items), seriesOf(t, []item{{raw: chunk}}))
+
+	require.Equal(t, items, enc.whole(items, countPoints(items)-1, 1<<20), "over max_samples_per_send")
+	require.Equal(t, items, enc.whole(items, 2000, itemsSize(items)-1), "over max_bytes_per_send")
+	withFamily := append(slices.Clone(items), item{family: &prw.FamilyMetadata{MetricFamilyName: "x"}})
+	require.Equal(t, withFamily, enc.whole(withFamily, 2000, 1<<20))
+}
+
 func TestSplitChunk(t *testing.T) {
 	wr := unevenRequest(30)
 	wr.Timeseries = slices.Delete(wr.Timeseries, 15, 16) // no oversized one

@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	pmodel "github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/prompb"
 	"github.com/stretchr/testify/require"
@@ -218,6 +219,39 @@ func TestFastPathHandoff(t *testing.T) {
 // Amazon Managed Prometheus, Mimir and Cortex have) gets everything, on
 // the fast path too: a refused batch of chunks is cut at series
 // boundaries, and a series larger than the limit by its points.
+// In disk mode a 1.0 request for a 2.0 upstream is encoded once, into
+// its queue record, and the reader takes that body as a whole item: it is
+// sent at once as it is, not queued as chunks that wait for more until
+// batch_send_deadline and are encoded again.
+func TestFastPathHandoffV2(t *testing.T) {
+	up := newFakeUpstream(t, nil)
+	u := testUpstream(t, "u", up.srv.URL, true)
+	u.QueueConfig.MaxSamplesPerSend = 2000
+	u.QueueConfig.MinShards, u.QueueConfig.MaxShards = 1, 1
+	u.QueueConfig.BatchSendDeadline = pmodel.Duration(time.Minute)
+	m, _, metrics, _ := newTestManagerOpts(t, testConfig(u), Options{StoragePath: t.TempDir()})
+	var want []labels.Labels
+	for range 3 {
+		wr := rwtest.V1Request(20, 2)
+		postV1(t, m, wr)
+		for i := range wr.Timeseries {
+			want = append(want, wr.Timeseries[i].ToLabels(&labels.ScratchBuilder{}, nil))
+		}
+	}
+	require.Eventually(t, func() bool { return len(up.requests()) == 3 }, waitFor, time.Millisecond)
+	var got []labels.Labels
+	for _, r := range up.requests() {
+		require.Equal(t, prw.ProtoV2, r.proto)
+		require.Len(t, r.series, 20, "one upstream request per client request")
+		for _, s := range r.series {
+			got = append(got, s.Labels)
+			require.Len(t, s.Samples, 2)
+		}
+	}
+	require.Equal(t, want, got)
+	require.Equal(t, 120.0, testutil.ToFloat64(metrics.SentSamples.WithLabelValues("u")))
+}
+
 func TestTooLargeSplitsAtSeriesBoundaries(t *testing.T) {
 	const limit = 50
 	for _, disk := range []bool{false, true} {

@@ -311,6 +311,9 @@ func (m *Manager) Enqueue(ctx context.Context, req *prw.Request, tenant string, 
 			if p.recs, p.recBytes, err = p.enc.encode(p.items, proto, p.f.cfg.MetadataConfig.Send, now); err != nil {
 				return fmt.Errorf("upstream %q: encode queue record: %w", p.f.name, err)
 			}
+			if q := &p.f.cfg.QueueConfig; p.handoff != nil && len(p.recs) == 1 && proto == prw.ProtoV2 {
+				p.handoff = p.enc.whole(p.handoff, q.MaxSamplesPerSend, q.MaxBytesPerSend)
+			}
 		}
 		if !p.f.dq.Fits(len(p.recs), p.recBytes) {
 			return p.f.tooLarge(fmt.Sprintf("request of %d bytes in queue records (queue_config.max_bytes)", p.recBytes))

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"time"
 
 	"github.com/golang/snappy"
@@ -54,6 +55,9 @@ type recordEncoder struct {
 	out  []byte
 	offs []int
 	recs [][]byte
+	// The body encode wrote last, at the end of e.out, and what it holds.
+	bodyLen int
+	stats   batchStats
 }
 
 func newRecordEncoder() *recordEncoder { return &recordEncoder{enc: newEncoder()} }
@@ -92,16 +96,42 @@ func (e *recordEncoder) encode(items []item, p prw.Protocol, meta bool, appended
 			size += items[hi].size
 			hi++
 		}
-		body, _, err := e.enc.encode(p, items[lo:hi], meta)
+		body, st, err := e.enc.encode(p, items[lo:hi], meta)
 		if err != nil {
 			return nil, 0, err
 		}
 		e.header(p, items[lo].tenant, appended)
 		e.out = append(e.out, body...)
+		e.bodyLen, e.stats = len(body), st
 		lo = hi
 	}
 	recs, n := e.records()
 	return recs, n, nil
+}
+
+// whole returns items, all the chunks of a request that encode made one
+// record of in 2.0, as one whole item holding that record's body, as a
+// reader of the record after a restart would take it (see
+// recordDecoder.decodeBody): it is sent as it is, not encoded again. It
+// returns items as they are if they are not all chunks or do not fit one
+// batch of maxN points and maxB bytes.
+func (e *recordEncoder) whole(items []item, maxN, maxB int) []item {
+	it := item{tenant: items[0].tenant}
+	for i := range items {
+		c := &items[i]
+		if c.family != nil || c.whole != nil {
+			return items
+		}
+		it.samples, it.histograms, it.exemplars = it.samples+c.samples, it.histograms+c.histograms, it.exemplars+c.exemplars
+		it.empty, it.size, it.ext = it.empty+c.empty, it.size+c.size, it.ext || c.ext
+		it.hashes = append(it.hashes, c.hashes...)
+	}
+	if it.count() > maxN || it.size > maxB {
+		return items
+	}
+	body := e.out[len(e.out)-e.bodyLen:]
+	it.whole = &wholeRequest{wire: slices.Clone(body), proto: prw.ProtoV2, metadata: e.stats.metadata}
+	return []item{it}
 }
 
 // encodeRaw returns the 1.0 request raw, of tenant's data ("" for none),
