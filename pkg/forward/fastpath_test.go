@@ -169,7 +169,11 @@ func TestFastPathExternalLabels(t *testing.T) {
 		raw      bool
 	}{
 		{"present", labels.FromStrings("job", "other"), true},
+		{"all present", labels.FromStrings("cluster", "c", "job", "other", "region", "r"), true},
 		{"missing", labels.FromStrings("replica", "r1"), false},
+		{"one of three missing", labels.FromStrings("cluster", "c", "replica", "r1", "region", "r"), false},
+		{"missing, before every label", labels.FromStrings("a", "r1", "job", "other"), false},
+		{"missing, after every label", labels.FromStrings("job", "other", "zone", "r1"), false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			up := newFakeUpstream(t, nil)
@@ -184,7 +188,13 @@ func TestFastPathExternalLabels(t *testing.T) {
 				return
 			}
 			for _, s := range up.series() {
-				require.Equal(t, "r1", s.Labels.Get("replica"), s.Labels.String())
+				tc.external.Range(func(l labels.Label) {
+					if v := rwtest.SeriesLabels(0).Get(l.Name); v != "" {
+						require.Equal(t, v, s.Labels.Get(l.Name), "a series' own value is kept")
+					} else {
+						require.Equal(t, "r1", s.Labels.Get(l.Name), s.Labels.String())
+					}
+				})
 			}
 		})
 	}

@@ -67,14 +67,21 @@ func (r *request) externalPresent(raw *prw.RawV1) bool {
 		return true
 	}
 	if r.hasExternal == nil {
+		var names []string
+		r.external.Range(func(l labels.Label) { names = append(names, l.Name) })
 		ok := !slices.ContainsFunc(raw.Series, func(rs prw.RawSeries) bool {
-			found := 0
-			err := prw.RangeRawLabels(rs.Bytes(raw.Msg), func(name, value []byte) {
-				if len(value) > 0 && r.external.Has(string(name)) {
-					found++
+			// Both are sorted by name: one merge, no lookups.
+			found, missing := 0, false
+			err := prw.RangeRawLabels(rs.Bytes(raw.Msg), func(name, value []byte) bool {
+				switch {
+				case names[found] < string(name): // it sorts before this label: none
+					missing = true
+				case names[found] == string(name):
+					missing, found = len(value) == 0, found+1
 				}
+				return !missing && found < len(names)
 			})
-			return err != nil || found < r.external.Len()
+			return err != nil || missing || found < len(names)
 		})
 		r.hasExternal = &ok
 	}

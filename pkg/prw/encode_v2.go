@@ -63,7 +63,7 @@ func (e *V2Encoder) ref(s []byte) uint32 {
 // Add adds the series ts, and its metadata if withMeta, reporting if any.
 func (e *V2Encoder) Add(ts []byte, withMeta bool) (metadata bool, err error) {
 	refs, cur := e.lrefs[:0], e.cur[:0]
-	add := func(name, value []byte) {
+	add := func(name, value []byte) bool {
 		l := encodedLabel{name: name, value: value}
 		if j := len(cur); j < len(e.last) && bytes.Equal(e.last[j].value, value) && bytes.Equal(e.last[j].name, name) {
 			l.refs = e.last[j].refs
@@ -72,6 +72,7 @@ func (e *V2Encoder) Add(ts []byte, withMeta bool) (metadata bool, err error) {
 		}
 		cur = append(cur, l)
 		refs = append(refs, l.refs[0], l.refs[1])
+		return true
 	}
 	// The leading labels are read once, and the walk of the other fields
 	// starts after them.

@@ -105,7 +105,7 @@ func appendFamily[S string | []byte](r *RawV1, name S, typ int64, help, unit S) 
 // bytes. scratch is reused and returned.
 func HashSeries(ts, scratch []byte) (uint64, []byte, error) {
 	b := scratch[:0]
-	err := RangeRawLabels(ts, func(name, value []byte) { b = appendLabelEntry(b, name, value) })
+	err := RangeRawLabels(ts, func(name, value []byte) bool { b = appendLabelEntry(b, name, value); return true })
 	return hashCanonical(b), b, err
 }
 
@@ -185,11 +185,14 @@ func SeriesPoints(ts []byte) (RawSeries, error) {
 	return rs, nil
 }
 
-// RangeRawLabels calls fn for each label of the TimeSeries ts, in order.
-func RangeRawLabels(ts []byte, fn func(name, value []byte)) error {
+// RangeRawLabels calls fn for each label of the TimeSeries ts, in order,
+// until fn returns false.
+func RangeRawLabels(ts []byte, fn func(name, value []byte) bool) error {
 	for len(ts) > 0 {
 		if n, name, value, ok := SmallLabel(ts); ok {
-			fn(name, value)
+			if !fn(name, value) {
+				return nil
+			}
 			ts = ts[n:]
 			continue
 		}
@@ -205,7 +208,9 @@ func RangeRawLabels(ts []byte, fn func(name, value []byte)) error {
 		if !ok {
 			return ErrMalformed
 		}
-		fn(name, value)
+		if !fn(name, value) {
+			return nil
+		}
 	}
 	return nil
 }

@@ -450,10 +450,11 @@ func MetricName(ts []byte) []byte {
 		off += n
 	}
 	var name []byte
-	_ = RangeRawLabels(ts, func(n, v []byte) {
+	_ = RangeRawLabels(ts, func(n, v []byte) bool {
 		if string(n) == labels.MetricName {
 			name = v
 		}
+		return name == nil
 	})
 	return name
 }
@@ -475,7 +476,7 @@ func FamilyName[S string | []byte](name S, typ MetricType) S {
 // SeriesLabels returns the labels of the series ts, in order.
 func SeriesLabels(ts []byte, sb *labels.ScratchBuilder) (labels.Labels, error) {
 	sb.Reset()
-	err := RangeRawLabels(ts, func(name, value []byte) { sb.Add(string(name), string(value)) })
+	err := RangeRawLabels(ts, func(name, value []byte) bool { sb.Add(string(name), string(value)); return true })
 	return sb.Labels(), err
 }
 

@@ -171,15 +171,15 @@ func (g *Guard) checkShape(t *Tenant, req *prw.Request) error {
 		err error
 	)
 	series := func() string { ls, _ := prw.SeriesLabels(ts, &sb); return truncate(ls.String()) }
-	check := func(name, value []byte) {
+	check := func(name, value []byte) bool {
 		n++
 		switch {
-		case err != nil:
 		case l.MaxLabelNameLength > 0 && len(name) > l.MaxLabelNameLength:
 			err = reject(registry.TenantLabelName, "label name "+strconv.Quote(truncate(string(name)))+" of series "+series()+" is over the length limit of "+strconv.Itoa(l.MaxLabelNameLength))
 		case l.MaxLabelValueLength > 0 && len(value) > l.MaxLabelValueLength:
 			err = reject(registry.TenantLabelValue, "value of label "+strconv.Quote(string(name))+" of series "+series()+" is over the length limit of "+strconv.Itoa(l.MaxLabelValueLength))
 		}
+		return err == nil
 	}
 	for _, rs := range req.Raw.Series {
 		ts, n = rs.Bytes(req.Raw.Msg), 0
