@@ -97,8 +97,9 @@ func (f *forwarder) prepare(r *request, p *prepared) {
 func (f *forwarder) transform(r *request, in *prw.RawV1, v2 bool, p *prepared) *prw.RawV1 {
 	cfg := f.cfg
 	out := in
-	if len(cfg.WriteRelabelConfigs) > 0 || !r.externalPresent(in) {
-		var err error
+	var err error
+	switch {
+	case len(cfg.WriteRelabelConfigs) > 0:
 		out, p.dropRelabel, err = prw.Relabel(in, r.lb, func(lb *labels.Builder) bool {
 			// External labels first, then write relabeling, as Prometheus does.
 			r.external.Range(func(l labels.Label) {
@@ -106,13 +107,17 @@ func (f *forwarder) transform(r *request, in *prw.RawV1, v2 bool, p *prepared) *
 					lb.Set(l.Name, l.Value)
 				}
 			})
-			return len(cfg.WriteRelabelConfigs) == 0 || relabel.ProcessBuilder(lb, cfg.WriteRelabelConfigs...)
+			return relabel.ProcessBuilder(lb, cfg.WriteRelabelConfigs...)
 		})
-		if err != nil {
-			// Series in the form were validated: this is not reached.
-			p.dropRelabel = in.Samples + in.Histograms + in.Exemplars
-			return &prw.RawV1{}
-		}
+	case !r.externalPresent(in):
+		// External labels only: added in the series' bytes, as Relabel
+		// would add them.
+		out, err = prw.AddLabels(in, r.external)
+	}
+	if err != nil {
+		// Series in the form were validated: this is not reached.
+		p.dropRelabel = in.Samples + in.Histograms + in.Exemplars
+		return &prw.RawV1{}
 	}
 	filter := (out.Histograms > 0 && !cfg.SendNativeHistograms) || (out.Exemplars > 0 && !cfg.SendExemplars)
 	attach := v2 && cfg.MetadataConfig.Send && len(in.Metadata) > 0

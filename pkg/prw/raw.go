@@ -259,3 +259,56 @@ func Relabel(raw *RawV1, lb *labels.Builder, fn func(*labels.Builder) bool) (out
 	out.CopyMetadata(raw)
 	return out, dropped, nil
 }
+
+// AddLabels returns raw with the sorted labels ext (Prometheus's external
+// labels) added to each series that has none of their name: what Relabel
+// returns with a function that sets each one the series has not, without
+// making labels of every series. As labels.Builder does, a label of an
+// empty value is none, and is left out of a series that changes. It
+// returns raw if no series changes.
+func AddLabels(raw *RawV1, ext labels.Labels) (*RawV1, error) {
+	var names, values []string
+	ext.Range(func(l labels.Label) { names, values = append(names, l.Name), append(values, l.Value) })
+	out := &RawV1{}
+	var b, body []byte
+	changed := false
+	for _, rs := range raw.Series {
+		ts := rs.Bytes(raw.Msg)
+		j, added := 0, false
+		body = body[:0]
+		// A merge of two sorted lists of labels.
+		err := RangeRawLabels(ts, func(name, value []byte) bool {
+			for ; j < len(names) && names[j] <= string(name); j++ {
+				if names[j] < string(name) || len(value) == 0 {
+					body, added = appendLabelEntry(body, names[j], values[j]), true
+				}
+			}
+			if len(value) == 0 {
+				added = true
+			} else {
+				body = appendLabelEntry(body, name, value)
+			}
+			return true
+		})
+		if err != nil {
+			return raw, err
+		}
+		for ; j < len(names); j++ {
+			body, added = appendLabelEntry(body, names[j], values[j]), true
+		}
+		cur := rs
+		if !added {
+			b, cur.Span = AppendField(b, fieldLabels, ts)
+		} else if b, cur, body, err = withLabels(b, ts, rs, body); err != nil {
+			return raw, err
+		}
+		changed = changed || added
+		out.Append(cur)
+	}
+	if !changed {
+		return raw, nil
+	}
+	out.Msg = b
+	out.CopyMetadata(raw)
+	return out, nil
+}

@@ -483,7 +483,13 @@ func SeriesLabels(ts []byte, sb *labels.ScratchBuilder) (labels.Labels, error) {
 // ReplaceLabels appends ts, whose descriptor is rs, to b with the sorted
 // labels ls, returning the new descriptor. scratch is reused and returned.
 func ReplaceLabels(b, ts []byte, rs RawSeries, ls labels.Labels, scratch []byte) ([]byte, RawSeries, []byte, error) {
-	body := AppendLabels(scratch[:0], ls)
+	return withLabels(b, ts, rs, AppendLabels(scratch[:0], ls))
+}
+
+// withLabels appends ts, whose descriptor is rs, to b with body, its new
+// labels as AppendLabels writes them, returning the new descriptor and
+// body, reused.
+func withLabels(b, ts []byte, rs RawSeries, body []byte) ([]byte, RawSeries, []byte, error) {
 	rs.Hash = hashCanonical(body)
 	for f, err := range fields(ts) {
 		if err != nil {

@@ -243,6 +243,72 @@ func TestV2EncoderSharedLabels(t *testing.T) {
 	require.Len(t, req.Timeseries[0].Samples, 1)
 }
 
+// AddLabels gives what Relabel gives with a function that adds external
+// labels as the forwarders do: the same bytes, descriptors and metadata,
+// and raw itself when nothing changes. Series lack an external label, have
+// it, have it empty, sort before or after it, or have labels too long for
+// SmallLabel, an empty label of another name, or an exemplar.
+func TestAddLabelsIsRelabel(t *testing.T) {
+	sample := []prompb.Sample{{Value: 1, Timestamp: 1}}
+	long := strings.Repeat("v", 200)
+	series := func(ls ...string) prompb.TimeSeries {
+		var pl []prompb.Label
+		for i := 0; i < len(ls); i += 2 {
+			pl = append(pl, prompb.Label{Name: ls[i], Value: ls[i+1]})
+		}
+		return prompb.TimeSeries{Labels: pl, Samples: sample}
+	}
+	wr := &prompb.WriteRequest{
+		Timeseries: []prompb.TimeSeries{
+			series("__name__", "a", "job", "x"),
+			series("__name__", "a", "cluster", "own", "job", "x"),
+			series("__name__", "a", "cluster", "", "job", "x"),
+			series("__name__", "b", "zzz", "1"),
+			series("__name__", "c", "aaa", "", "job", "y"),
+			series("__name__", "d", "cluster", "own", "long", long, "replica", "own"),
+			series("__name__", "e", "cluster", long, "job", "x", "replica", "r9"),
+		},
+		Metadata: []prompb.MetricMetadata{{MetricFamilyName: "a", Type: prompb.MetricMetadata_GAUGE, Help: "h"}},
+	}
+	wr.Timeseries[0].Exemplars = []prompb.Exemplar{{Labels: []prompb.Label{{Name: "trace_id", Value: "t"}}, Value: 1, Timestamp: 1}}
+	msg, err := wr.Marshal()
+	require.NoError(t, err)
+	dec := NewV1Decoder()
+	for _, ext := range []labels.Labels{
+		labels.FromStrings("cluster", "c", "replica", "r"),
+		labels.FromStrings("a", "1"),
+		labels.FromStrings("zzzz", "1"),
+		labels.FromStrings("__name__", "x", "job", "j"),
+		labels.FromStrings("cluster", long),
+	} {
+		for _, only := range []int{-1, 1, 6} { // every series; one that has each label
+			d, err := dec.Decode(slices.Clone(msg))
+			require.NoError(t, err)
+			raw := d.Req.Raw
+			if only >= 0 {
+				one := &RawV1{Msg: raw.Msg}
+				one.Append(raw.Series[only])
+				raw = one
+			}
+			want, dropped, err := Relabel(raw, labels.NewBuilder(labels.EmptyLabels()), func(lb *labels.Builder) bool {
+				ext.Range(func(l labels.Label) {
+					if lb.Get(l.Name) == "" {
+						lb.Set(l.Name, l.Value)
+					}
+				})
+				return true
+			})
+			require.NoError(t, err)
+			require.Zero(t, dropped)
+			got, err := AddLabels(raw, ext)
+			require.NoError(t, err)
+			require.Equal(t, want == raw, got == raw, "%s, series %d: unchanged", ext, only)
+			require.Equal(t, want, got, "%s, series %d", ext, only)
+			dec.Release(d)
+		}
+	}
+}
+
 func TestFilterPoints(t *testing.T) {
 	ss := formSeries()
 	msg, rss := appendForm(t, ss)
