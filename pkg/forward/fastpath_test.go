@@ -229,37 +229,53 @@ func TestFastPathHandoff(t *testing.T) {
 // Amazon Managed Prometheus, Mimir and Cortex have) gets everything, on
 // the fast path too: a refused batch of chunks is cut at series
 // boundaries, and a series larger than the limit by its points.
-// In disk mode a 1.0 request for a 2.0 upstream is encoded once, into
-// its queue record, and the reader takes that body as a whole item: it is
-// sent at once as it is, not queued as chunks that wait for more until
+// In disk mode a request that is encoded again for its upstream (1.0 for
+// a 2.0 upstream, or given an external label) is encoded once, into its
+// queue record, and the reader takes that body as a whole item: it is sent
+// at once as it is, not queued as chunks that wait for more until
 // batch_send_deadline and are encoded again.
-func TestFastPathHandoffV2(t *testing.T) {
-	up := newFakeUpstream(t, nil)
-	u := testUpstream(t, "u", up.srv.URL, true)
-	u.QueueConfig.MaxSamplesPerSend = 2000
-	u.QueueConfig.MinShards, u.QueueConfig.MaxShards = 1, 1
-	u.QueueConfig.BatchSendDeadline = pmodel.Duration(time.Minute)
-	m, _, metrics, _ := newTestManagerOpts(t, testConfig(u), Options{StoragePath: t.TempDir()})
-	var want []labels.Labels
-	for range 3 {
-		wr := rwtest.V1Request(20, 2)
-		postV1(t, m, wr)
-		for i := range wr.Timeseries {
-			want = append(want, wr.Timeseries[i].ToLabels(&labels.ScratchBuilder{}, nil))
-		}
+func TestFastPathHandoffEncoded(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		v2       bool
+		external labels.Labels
+	}{
+		{"2.0 upstream", true, labels.EmptyLabels()},
+		{"external label", false, labels.FromStrings("replica", "r1")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			up := newFakeUpstream(t, nil)
+			u := testUpstream(t, "u", up.srv.URL, tc.v2)
+			u.QueueConfig.MaxSamplesPerSend = 2000
+			u.QueueConfig.MinShards, u.QueueConfig.MaxShards = 1, 1
+			u.QueueConfig.BatchSendDeadline = pmodel.Duration(time.Minute)
+			cfg := testConfig(u)
+			cfg.Global.ExternalLabels = tc.external
+			m, _, metrics, _ := newTestManagerOpts(t, cfg, Options{StoragePath: t.TempDir()})
+			var want []labels.Labels
+			for range 3 {
+				wr := rwtest.V1Request(20, 2)
+				postV1(t, m, wr)
+				for i := range wr.Timeseries {
+					b := labels.NewBuilder(wr.Timeseries[i].ToLabels(&labels.ScratchBuilder{}, nil))
+					tc.external.Range(func(l labels.Label) { b.Set(l.Name, l.Value) })
+					want = append(want, b.Labels())
+				}
+			}
+			require.Eventually(t, func() bool { return len(up.requests()) == 3 }, waitFor, time.Millisecond)
+			var got []labels.Labels
+			for _, r := range up.requests() {
+				require.Equal(t, tc.v2, r.proto == prw.ProtoV2)
+				require.Len(t, r.series, 20, "one upstream request per client request")
+				for _, s := range r.series {
+					got = append(got, s.Labels)
+					require.Len(t, s.Samples, 2)
+				}
+			}
+			require.Equal(t, want, got)
+			require.Equal(t, 120.0, testutil.ToFloat64(metrics.SentSamples.WithLabelValues("u")))
+		})
 	}
-	require.Eventually(t, func() bool { return len(up.requests()) == 3 }, waitFor, time.Millisecond)
-	var got []labels.Labels
-	for _, r := range up.requests() {
-		require.Equal(t, prw.ProtoV2, r.proto)
-		require.Len(t, r.series, 20, "one upstream request per client request")
-		for _, s := range r.series {
-			got = append(got, s.Labels)
-			require.Len(t, s.Samples, 2)
-		}
-	}
-	require.Equal(t, want, got)
-	require.Equal(t, 120.0, testutil.ToFloat64(metrics.SentSamples.WithLabelValues("u")))
 }
 
 func TestTooLargeSplitsAtSeriesBoundaries(t *testing.T) {

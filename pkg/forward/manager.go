@@ -304,14 +304,18 @@ func (m *Manager) Enqueue(ctx context.Context, req *prw.Request, tenant string, 
 			continue
 		}
 		p.enc = m.encoders.Get().(*recordEncoder)
+		q := &p.f.cfg.QueueConfig
 		if proto := p.proto; proto == prw.ProtoV1 && !p.raw.Ext { // as prepared, whatever a fallback since
 			p.recs, p.recBytes = p.enc.encodeRaw(p.raw, p.meta, p.tenant, now)
+			if p.handoff != nil {
+				p.handoff = p.enc.wholeRaw(p.raw, p.handoff, p.meta, q.MaxSamplesPerSend, q.MaxBytesPerSend)
+			}
 		} else {
 			var err error
 			if p.recs, p.recBytes, err = p.enc.encode(p.items, proto, p.f.cfg.MetadataConfig.Send, now); err != nil {
 				return fmt.Errorf("upstream %q: encode queue record: %w", p.f.name, err)
 			}
-			if q := &p.f.cfg.QueueConfig; p.handoff != nil && len(p.recs) == 1 && proto == prw.ProtoV2 {
+			if p.handoff != nil && len(p.recs) == 1 && proto == prw.ProtoV2 {
 				p.handoff = p.enc.whole(p.handoff, q.MaxSamplesPerSend, q.MaxBytesPerSend)
 			}
 		}

@@ -134,6 +134,26 @@ func (e *recordEncoder) whole(items []item, maxN, maxB int) []item {
 	return []item{it}
 }
 
+// wholeRaw is whole for the items of raw, a request that encodeRaw made
+// one 1.0 record of: they are one whole item of that record's body if it
+// holds just raw's message, within maxN points and maxB bytes.
+func (e *recordEncoder) wholeRaw(raw *prw.RawV1, items []item, withMeta bool, maxN, maxB int) []item {
+	if len(e.recs) != 1 || (len(items) == 1 && items[0].whole != nil) {
+		return items
+	}
+	r := *raw
+	r.Compressed, r.AsSent = e.out[len(e.out)-e.bodyLen:], true
+	if !withMeta {
+		r.Metadata = nil // not in the body: raw's message is more than it
+	}
+	it, ok := wholeItem(&r, prw.ProtoV1, maxN, maxB)
+	if !ok {
+		return items
+	}
+	it.tenant = items[0].tenant
+	return []item{it}
+}
+
 // encodeRaw returns the 1.0 request raw, of tenant's data ("" for none),
 // as records, its metadata included if withMeta, and their total size.
 // The client's compressed body is the record when it holds exactly that.
@@ -141,13 +161,15 @@ func (e *recordEncoder) encodeRaw(raw *prw.RawV1, withMeta bool, tenant string, 
 	e.out, e.offs = e.out[:0], e.offs[:0]
 	if (withMeta || len(raw.Metadata) == 0) && len(raw.Msg) <= maxRecordItemBytes && raw.AsSent && raw.Compressed != nil {
 		e.header(prw.ProtoV1, tenant, appended)
-		e.out = append(e.out, raw.Compressed...)
+		e.out, e.bodyLen = append(e.out, raw.Compressed...), len(raw.Compressed)
 		return e.records()
 	}
 	e.raw = e.raw[:0]
 	flush := func() {
 		e.header(prw.ProtoV1, tenant, appended)
+		start := len(e.out)
 		e.out, e.raw = appendSnappy(e.out, e.raw), e.raw[:0]
+		e.bodyLen = len(e.out) - start
 	}
 	add := func(num protowire.Number, m []byte) {
 		if len(e.raw) > 0 && len(e.raw)+len(m) > maxRecordItemBytes {

@@ -268,9 +268,15 @@ func Relabel(raw *RawV1, lb *labels.Builder, fn func(*labels.Builder) bool) (out
 // returns raw if no series changes.
 func AddLabels(raw *RawV1, ext labels.Labels) (*RawV1, error) {
 	var names, values []string
-	ext.Range(func(l labels.Label) { names, values = append(names, l.Name), append(values, l.Value) })
+	grow := 2 // what a series' length may grow by: its labels' and its own
+	ext.Range(func(l labels.Label) {
+		names, values = append(names, l.Name), append(values, l.Value)
+		grow += 4 + len(l.Name) + len(l.Value) + 2
+	})
 	out := &RawV1{}
-	var b, body []byte
+	// Sized once: grown by append, the message would be copied over and
+	// over.
+	b, body := make([]byte, 0, len(raw.Msg)+len(raw.Series)*grow), []byte(nil)
 	changed := false
 	for _, rs := range raw.Series {
 		ts := rs.Bytes(raw.Msg)
