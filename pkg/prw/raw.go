@@ -280,22 +280,34 @@ func AddLabels(raw *RawV1, ext labels.Labels) (*RawV1, error) {
 	changed := false
 	for _, rs := range raw.Series {
 		ts := rs.Bytes(raw.Msg)
-		j, added := 0, false
+		j, added, late := 0, false, 0
 		body = body[:0]
-		// A merge of two sorted lists of labels.
-		err := RangeRawLabels(ts, func(name, value []byte) bool {
+		// A merge of two sorted lists of labels. lb is the label's field
+		// as AppendLabels writes it, if it is at hand.
+		label := func(name, value, lb []byte) bool {
 			for ; j < len(names) && names[j] <= string(name); j++ {
 				if names[j] < string(name) || len(value) == 0 {
 					body, added = appendLabelEntry(body, names[j], values[j]), true
 				}
 			}
-			if len(value) == 0 {
+			switch {
+			case len(value) == 0:
 				added = true
-			} else {
+			case lb != nil:
+				body = append(body, lb...)
+			default:
 				body = appendLabelEntry(body, name, value)
 			}
 			return true
-		})
+		}
+		// The leading labels that SmallLabel reads are written as
+		// AppendLabels would: they are copied. Others are read after.
+		off := 0
+		for n, name, value, ok := SmallLabel(ts); ok; n, name, value, ok = SmallLabel(ts[off:]) {
+			label(name, value, ts[off:off+n])
+			off += n
+		}
+		err := RangeRawLabels(ts[off:], func(name, value []byte) bool { late++; return label(name, value, nil) })
 		if err != nil {
 			return raw, err
 		}
@@ -303,10 +315,17 @@ func AddLabels(raw *RawV1, ext labels.Labels) (*RawV1, error) {
 			body, added = appendLabelEntry(body, names[j], values[j]), true
 		}
 		cur := rs
-		if !added {
+		switch {
+		case !added:
 			b, cur.Span = AppendField(b, fieldLabels, ts)
-		} else if b, cur, body, err = withLabels(b, ts, rs, body); err != nil {
-			return raw, err
+		case late == 0:
+			// Only other fields follow the labels: as they are.
+			cur.Hash = hashCanonical(body)
+			b, cur.Span = AppendField(b, fieldLabels, append(body, ts[off:]...))
+		default:
+			if b, cur, body, err = withLabels(b, ts, rs, body); err != nil {
+				return raw, err
+			}
 		}
 		changed = changed || added
 		out.Append(cur)
