@@ -315,7 +315,7 @@ func (m *Manager) Enqueue(ctx context.Context, req *prw.Request, tenant string, 
 			if p.recs, p.recBytes, err = p.enc.encode(p.items, proto, p.f.cfg.MetadataConfig.Send, now); err != nil {
 				return fmt.Errorf("upstream %q: encode queue record: %w", p.f.name, err)
 			}
-			if p.handoff != nil && len(p.recs) == 1 && proto == prw.ProtoV2 {
+			if p.handoff != nil && proto == prw.ProtoV2 {
 				p.handoff = p.enc.whole(p.handoff, q.MaxSamplesPerSend, q.MaxBytesPerSend)
 			}
 		}

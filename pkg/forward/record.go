@@ -55,9 +55,9 @@ type recordEncoder struct {
 	out  []byte
 	offs []int
 	recs [][]byte
-	// The body encode wrote last, at the end of e.out, and what it holds.
-	bodyLen int
-	stats   batchStats
+	// The body encode wrote last, at the end of e.out, and the series with
+	// metadata in it.
+	bodyLen, metadata int
 }
 
 func newRecordEncoder() *recordEncoder { return &recordEncoder{enc: newEncoder()} }
@@ -102,7 +102,7 @@ func (e *recordEncoder) encode(items []item, p prw.Protocol, meta bool, appended
 		}
 		e.header(p, items[lo].tenant, appended)
 		e.out = append(e.out, body...)
-		e.bodyLen, e.stats = len(body), st
+		e.bodyLen, e.metadata = len(body), st.metadata
 		lo = hi
 	}
 	recs, n := e.records()
@@ -113,9 +113,13 @@ func (e *recordEncoder) encode(items []item, p prw.Protocol, meta bool, appended
 // record of in 2.0, as one whole item holding that record's body, as a
 // reader of the record after a restart would take it (see
 // recordDecoder.decodeBody): it is sent as it is, not encoded again. It
-// returns items as they are if they are not all chunks or do not fit one
-// batch of maxN points and maxB bytes.
+// returns items as they are if encode made several records of them, or
+// they are not all chunks, or do not fit one batch of maxN points and
+// maxB bytes.
 func (e *recordEncoder) whole(items []item, maxN, maxB int) []item {
+	if len(e.recs) != 1 {
+		return items
+	}
 	it := item{tenant: items[0].tenant}
 	for i := range items {
 		c := &items[i]
@@ -130,7 +134,7 @@ func (e *recordEncoder) whole(items []item, maxN, maxB int) []item {
 		return items
 	}
 	body := e.out[len(e.out)-e.bodyLen:]
-	it.whole = &wholeRequest{wire: slices.Clone(body), proto: prw.ProtoV2, metadata: e.stats.metadata}
+	it.whole = &wholeRequest{wire: slices.Clone(body), proto: prw.ProtoV2, metadata: e.metadata}
 	return []item{it}
 }
 
