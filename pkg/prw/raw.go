@@ -3,6 +3,7 @@ package prw
 import (
 	"hash/maphash"
 	"slices"
+	"unsafe"
 
 	"github.com/prometheus/prometheus/model/labels"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -221,38 +222,56 @@ func RangeRawLabels(ts []byte, fn func(name, value []byte) bool) error {
 func Relabel(raw *RawV1, lb *labels.Builder, fn func(*labels.Builder) bool) (out *RawV1, dropped int, err error) {
 	out = &RawV1{}
 	var (
-		b, scratch []byte
+		b, scratch []byte // b is nil until a series changes
 		sb         labels.ScratchBuilder
-		changed    bool
+		ls         labels.Labels
 	)
-	for _, rs := range raw.Series {
+	for i, rs := range raw.Series {
 		ts := rs.Bytes(raw.Msg)
-		ls, err := SeriesLabels(ts, &sb)
-		if err != nil {
+		// The labels are read without a copy, then written into sb's
+		// buffer, which the next series reuses: ls, and what fn takes
+		// from it, are used up before then. Per series, nothing is
+		// allocated unless it changes.
+		sb.Reset()
+		if err := RangeRawLabels(ts, func(name, value []byte) bool {
+			sb.Add(unsafe.String(unsafe.SliceData(name), len(name)), unsafe.String(unsafe.SliceData(value), len(value)))
+			return true
+		}); err != nil {
 			return raw, 0, err
 		}
+		sb.Overwrite(&ls)
 		lb.Reset(ls)
 		var next labels.Labels
 		if fn(lb) {
 			next = lb.Labels()
 		}
-		if next.IsEmpty() {
-			dropped += rs.Points()
-			changed = true
+		same := !next.IsEmpty() && labels.Equal(ls, next)
+		if same && b == nil {
 			continue
 		}
+		if b == nil {
+			// The first change: the series before it are copied as they are.
+			b = make([]byte, 0, len(raw.Msg))
+			for _, prev := range raw.Series[:i] {
+				b, prev.Span = AppendField(b, fieldLabels, prev.Bytes(raw.Msg))
+				out.Append(prev)
+			}
+		}
 		cur := rs
-		if labels.Equal(ls, next) {
+		switch {
+		case next.IsEmpty():
+			dropped += rs.Points()
+			continue
+		case same:
 			b, cur.Span = AppendField(b, fieldLabels, ts)
-		} else {
+		default:
 			if b, cur, scratch, err = ReplaceLabels(b, ts, rs, next, scratch); err != nil {
 				return raw, 0, err
 			}
-			changed = true
 		}
 		out.Append(cur)
 	}
-	if !changed {
+	if b == nil {
 		return raw, 0, nil
 	}
 	out.Msg = b
