@@ -430,6 +430,23 @@ func exemplarRefs(refs []uint32, msg []byte) ([]uint32, error) {
 // they end it and are not all of it (as encoders write them); else -1. It
 // is a schema check written out, as every sample goes through it.
 func checkSampleV2(msg []byte) (start int, ext bool, err error) {
+	// As encoders write it: the value, a timestamp, maybe a start time.
+	if len(msg) > 10 && msg[0] == 0x09 && msg[9] == 0x10 {
+		if _, k := protowire.ConsumeVarint(msg[10:]); k > 0 {
+			off := 10 + k
+			if off == len(msg) {
+				return 0, false, nil
+			}
+			if v, m := protowire.ConsumeVarint(msg[min(off+1, len(msg)):]); msg[off] == 0x18 && m > 0 && off+1+m == len(msg) {
+				return off, v != 0, nil
+			}
+		}
+	}
+	return checkSampleFields(msg)
+}
+
+// checkSampleFields is checkSampleV2 for a sample in any layout.
+func checkSampleFields(msg []byte) (start int, ext bool, err error) {
 	for off := 0; off < len(msg); {
 		num, typ, k := protowire.ConsumeTag(msg[off:])
 		if k < 0 {
