@@ -240,10 +240,12 @@ func benchEndToEndHTTP(b *testing.B, mode, input string, proto prw.Protocol, bod
 
 // BenchmarkOrderPlace places items of 2000 series, out of many, on 4
 // shards, with 40 items in flight (8 shards' default capacity of 10,000
-// samples, as in a closed loop): the order lookups of every queued item.
+// samples, as in a closed loop) or each sent before the next (paced): the
+// order lookups of every queued item.
 func BenchmarkOrderPlace(b *testing.B) {
-	for _, series := range []int{100_000, 1_000_000} {
-		b.Run(fmt.Sprintf("series=%d", series), func(b *testing.B) {
+	for _, bc := range []struct{ series, inFlight int }{{100_000, 40}, {1_000_000, 40}, {10_000, 0}} {
+		series := bc.series
+		b.Run(fmt.Sprintf("series=%d/in-flight=%d", series, bc.inFlight), func(b *testing.B) {
 			hashes := make([]uint64, series)
 			for i := range hashes {
 				hashes[i] = rand.Uint64() // series hashes are seeded, as random
@@ -262,7 +264,7 @@ func BenchmarkOrderPlace(b *testing.B) {
 					next = (next + 1) % series
 				}
 				sh := o.place(it, 4, load)
-				if inFlight = append(inFlight, placed{sh, it.seq}); len(inFlight) > 40 {
+				if inFlight = append(inFlight, placed{sh, it.seq}); len(inFlight) > bc.inFlight {
 					o.done(inFlight[0].shard, inFlight[0].seq)
 					inFlight = inFlight[1:]
 				}

@@ -153,7 +153,15 @@ func (o *order) reserve(n int) {
 	}
 	// At least half the size it had: series that come back (most do)
 	// would otherwise fill a table sized for the pending ones at once.
-	nt := newMarkTable(max(minMarkTable, 1<<bits.Len(uint((kept+n)*2)), len(t.entries)/2))
+	size := max(minMarkTable, 1<<bits.Len(uint((kept+n)*2)), len(t.entries)/2)
+	if kept == 0 && size == len(t.entries) {
+		// Each item sent before the next (a low rate): emptied, not made
+		// anew for every item.
+		clear(t.entries)
+		t.n = 0
+		return
+	}
+	nt := newMarkTable(size)
 	for _, e := range t.entries {
 		if e.key != 0 && o.pending(e.mark()) {
 			nt.entries[nt.slot(e.key)] = e

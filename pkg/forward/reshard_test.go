@@ -96,6 +96,27 @@ func TestOrderGates(t *testing.T) {
 	o.done(0, 7)
 	require.Equal(t, 1, o.route([]uint64{7}, 3, load), "none pending: the least loaded")
 	require.Equal(t, 0, o.route([]uint64{5}, 1, load), "not to a shard no longer in use (seq 5 is in shard 1)")
+
+	// With nothing pending, a rebuild empties the table where it is.
+	o.done(1, 5)
+	size := len(o.last.entries)
+	many := make([]uint64, size/4+10)
+	for i := range many {
+		many[i] = uint64(1000 + i)
+	}
+	o.done(0, queue(0, many...).seq)
+	o.mu.Lock()
+	first := &o.last.entries[0]
+	o.reserve(size/2 - 1) // past three quarters full: a rebuild, to this size
+	require.Len(t, o.last.entries, size)
+	require.Zero(t, o.last.n)
+	require.Same(t, first, &o.last.entries[0], "emptied, not made anew")
+	_, ok = o.last.get(5)
+	require.False(t, ok)
+	o.mu.Unlock()
+	f := queue(2, 5, 7)
+	require.Nil(t, f.gate)
+	require.Equal(t, 2, o.route([]uint64{5}, 3, load), "f, pending in shard 2, is the latest of 5")
 }
 
 func TestDesiredShards(t *testing.T) {
