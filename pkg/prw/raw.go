@@ -46,8 +46,9 @@ type RawSeries struct {
 	// until ShardHash computes it: the decoders leave it to the first that
 	// needs it, as a request sent whole by one shard never does.
 	Hash uint64
-	// labels is the length of the series' leading labels fields, canonical,
-	// that ShardHash hashes.
+	// labels is the length of the series' labels fields if they lead it,
+	// canonical (ShardHash hashes them), and no other follows; else 0, and
+	// Hash is set.
 	labels uint32
 	// Samples, Histograms and Exemplars count the series' points.
 	Samples, Histograms, Exemplars uint32
@@ -339,7 +340,7 @@ func AddLabels(raw *RawV1, ext labels.Labels) (*RawV1, error) {
 			b, cur.Span = AppendField(b, fieldLabels, ts)
 		case late == 0:
 			// Only other fields follow the labels: as they are.
-			cur.Hash = hashCanonical(body)
+			cur.Hash, cur.labels = hashCanonical(body), uint32(len(body))
 			b, cur.Span = AppendField(b, fieldLabels, append(body, ts[off:]...))
 		default:
 			if b, cur, body, err = withLabels(b, ts, rs, body); err != nil {

@@ -48,7 +48,7 @@ var ErrMalformed = errors.New("malformed series")
 // returns its descriptor (Span in b). scratch is reused and returned.
 func AppendSeries(b []byte, s *Series, scratch []byte) ([]byte, RawSeries, []byte) {
 	body := AppendLabels(scratch[:0], s.Labels)
-	rs := RawSeries{Hash: hashCanonical(body)}
+	rs := RawSeries{Hash: hashCanonical(body), labels: uint32(len(body))}
 	for _, x := range s.Samples {
 		var at int
 		body, at = openField(body, fieldSamples, 1)
@@ -490,15 +490,21 @@ func ReplaceLabels(b, ts []byte, rs RawSeries, ls labels.Labels, scratch []byte)
 // labels as AppendLabels writes them, returning the new descriptor and
 // body, reused.
 func withLabels(b, ts []byte, rs RawSeries, body []byte) ([]byte, RawSeries, []byte, error) {
-	rs.Hash = hashCanonical(body)
-	for f, err := range fields(ts) {
-		if err != nil {
-			return b, rs, body, err
-		}
-		if f.num != fieldLabels {
-			body = append(body, f.whole...)
+	n := len(body)
+	if rs.labels > 0 {
+		// Its labels lead (see RawSeries.labels): the rest is copied whole.
+		body = append(body, ts[rs.labels:]...)
+	} else {
+		for f, err := range fields(ts) {
+			if err != nil {
+				return b, rs, body, err
+			}
+			if f.num != fieldLabels {
+				body = append(body, f.whole...)
+			}
 		}
 	}
+	rs.Hash, rs.labels = hashCanonical(body[:n]), uint32(n)
 	b, rs.Span = AppendField(b, fieldLabels, body)
 	return b, rs, body, nil
 }

@@ -375,6 +375,30 @@ func TestRelabel(t *testing.T) {
 	}
 }
 
+// ReplaceLabels copies what follows a series' leading labels in one piece
+// (see RawSeries.labels) and writes what a field-by-field copy writes; the
+// result's descriptor hashes its new labels, also when ShardHash does.
+func TestReplaceLabelsLeading(t *testing.T) {
+	msg, rss := appendForm(t, formSeries())
+	ls := labels.FromStrings("__name__", "new", "a", "b")
+	for i, rs := range rss {
+		require.NotZero(t, rs.labels, "series %d: AppendSeries' labels lead", i)
+		ts := rs.Bytes(msg)
+		fast, fastRS, _, err := ReplaceLabels(nil, ts, rs, ls, nil)
+		require.NoError(t, err)
+		walked := rs
+		walked.labels = 0
+		slow, slowRS, _, err := ReplaceLabels(nil, ts, walked, ls, nil)
+		require.NoError(t, err)
+		require.Equal(t, slow, fast, "series %d", i)
+		require.Equal(t, slowRS, fastRS, "series %d", i)
+		require.Equal(t, uint32(len(AppendLabels(nil, ls))), fastRS.labels)
+		unhashed := fastRS
+		unhashed.Hash = 0
+		require.Equal(t, fastRS.Hash, unhashed.ShardHash(fast), "series %d", i)
+	}
+}
+
 func must[T any](v T, err error) T {
 	if err != nil {
 		panic(err)
@@ -390,7 +414,7 @@ func TestFilterPoints(t *testing.T) {
 	b, rs, dropped, _, err := FilterPoints(nil, rss[1].Bytes(msg), rss[1], func(_ int, ts int64, _ int) bool { return ts >= 1000 }, nil)
 	require.NoError(t, err)
 	require.Equal(t, 2, dropped)
-	require.Equal(t, RawSeries{Span: rs.Span, Hash: rss[1].Hash, Samples: 2, Exemplars: 1, Ext: true, Meta: true}, rs)
+	require.Equal(t, RawSeries{Span: rs.Span, Hash: rss[1].Hash, labels: rss[1].labels, Samples: 2, Exemplars: 1, Ext: true, Meta: true}, rs)
 	var ts prompb.TimeSeries
 	require.NoError(t, ts.Unmarshal(rs.Bytes(b)))
 	require.Len(t, ts.Samples, 2)
