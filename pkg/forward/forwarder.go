@@ -38,6 +38,7 @@ type forwarder struct {
 	mem       *budget
 	rates     shardRates
 	encoders  encoderPool
+	relabel   *writeRelabel // nil without write_relabel_configs
 
 	// fellBack is when a 2.0 upstream last answered as a 1.0 one (Unix ns;
 	// 0: never since it took 2.0): it is sent 1.0 for probeInterval.
@@ -117,6 +118,9 @@ func newForwarder(logger *slog.Logger, metrics *registry.ForwardMetrics, u *conf
 		cancel:        cancel,
 	}
 	f.m = metrics.Upstream(u.Name)
+	if len(u.WriteRelabelConfigs) > 0 {
+		f.relabel = newWriteRelabel(u.WriteRelabelConfigs)
+	}
 	active := min(max(q.MinShards, 1), q.MaxShards)
 	f.active.Store(int32(active))
 	f.order = newOrder(q.MaxShards)

@@ -3,9 +3,6 @@ package forward
 import (
 	"slices"
 
-	"github.com/prometheus/prometheus/model/labels"
-	"github.com/prometheus/prometheus/model/relabel"
-
 	"github.com/rwgateway/gateway/pkg/prw"
 	"github.com/rwgateway/gateway/pkg/registry"
 )
@@ -99,16 +96,8 @@ func (f *forwarder) transform(r *request, in *prw.RawV1, v2 bool, p *prepared) *
 	out := in
 	var err error
 	switch {
-	case len(cfg.WriteRelabelConfigs) > 0:
-		out, p.dropRelabel, err = prw.Relabel(in, r.lb, func(lb *labels.Builder) bool {
-			// External labels first, then write relabeling, as Prometheus does.
-			r.external.Range(func(l labels.Label) {
-				if lb.Get(l.Name) == "" {
-					lb.Set(l.Name, l.Value)
-				}
-			})
-			return relabel.ProcessBuilder(lb, cfg.WriteRelabelConfigs...)
-		})
+	case f.relabel != nil:
+		out, p.dropRelabel, err = f.relabel.apply(r, in)
 	case !r.externalPresent(in):
 		// External labels only: added in the series' bytes, as Relabel
 		// would add them.

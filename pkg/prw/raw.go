@@ -217,37 +217,26 @@ func RangeRawLabels(ts []byte, fn func(name, value []byte) bool) error {
 	return nil
 }
 
-// Relabel passes each series' labels through fn, which reports whether to
-// keep it; one dropped or left without labels counts its points dropped.
-// It returns raw if nothing changed, else a new one (metadata, no Compressed).
-func Relabel(raw *RawV1, lb *labels.Builder, fn func(*labels.Builder) bool) (out *RawV1, dropped int, err error) {
+// SeriesFunc decides what becomes of a series of the form, ts: dropped
+// (keep false), kept as it is (labels nil), or given labels, its new
+// labels fields as AppendLabels writes them, which are used before the
+// next call. It must not keep ts.
+type SeriesFunc func(ts []byte) (labels []byte, keep bool, err error)
+
+// Rewrite passes each series of raw to fn; one dropped, or left without
+// labels, counts its points dropped. It returns raw if nothing changed,
+// else a new one (metadata, no Compressed).
+func Rewrite(raw *RawV1, fn SeriesFunc) (out *RawV1, dropped int, err error) {
 	out = &RawV1{}
-	var (
-		b, scratch []byte // b is nil until a series changes
-		sb         labels.ScratchBuilder
-		ls         labels.Labels
-	)
+	var b []byte // nil until a series changes
 	for i, rs := range raw.Series {
 		ts := rs.Bytes(raw.Msg)
-		// The labels are read without a copy, then written into sb's
-		// buffer, which the next series reuses: ls, and what fn takes
-		// from it, are used up before then. Per series, nothing is
-		// allocated unless it changes.
-		sb.Reset()
-		if err := RangeRawLabels(ts, func(name, value []byte) bool {
-			sb.Add(unsafe.String(unsafe.SliceData(name), len(name)), unsafe.String(unsafe.SliceData(value), len(value)))
-			return true
-		}); err != nil {
+		body, keep, err := fn(ts)
+		if err != nil {
 			return raw, 0, err
 		}
-		sb.Overwrite(&ls)
-		lb.Reset(ls)
-		var next labels.Labels
-		if fn(lb) {
-			next = lb.Labels()
-		}
-		same := !next.IsEmpty() && labels.Equal(ls, next)
-		if same && b == nil {
+		keep = keep && (body == nil || len(body) > 0)
+		if keep && body == nil && b == nil {
 			continue
 		}
 		if b == nil {
@@ -260,13 +249,13 @@ func Relabel(raw *RawV1, lb *labels.Builder, fn func(*labels.Builder) bool) (out
 		}
 		cur := rs
 		switch {
-		case next.IsEmpty():
+		case !keep:
 			dropped += rs.Points()
 			continue
-		case same:
+		case body == nil:
 			b, cur.Span = AppendField(b, fieldLabels, ts)
 		default:
-			if b, cur, scratch, err = ReplaceLabels(b, ts, rs, next, scratch); err != nil {
+			if b, cur, _, err = withLabels(b, ts, rs, body); err != nil {
 				return raw, 0, err
 			}
 		}
@@ -279,6 +268,49 @@ func Relabel(raw *RawV1, lb *labels.Builder, fn func(*labels.Builder) bool) (out
 	out.CopyMetadata(raw)
 	return out, dropped, nil
 }
+
+// Relabel is Rewrite with Relabeler(lb, fn).
+func Relabel(raw *RawV1, lb *labels.Builder, fn func(*labels.Builder) bool) (*RawV1, int, error) {
+	return Rewrite(raw, Relabeler(lb, fn))
+}
+
+// Relabeler returns the SeriesFunc that passes each series' labels through
+// fn, which reports whether to keep it, in lb. Not safe for concurrent use.
+func Relabeler(lb *labels.Builder, fn func(*labels.Builder) bool) SeriesFunc {
+	var (
+		sb   labels.ScratchBuilder
+		ls   labels.Labels
+		body []byte
+	)
+	return func(ts []byte) ([]byte, bool, error) {
+		// The labels are read without a copy, then written into sb's
+		// buffer, which the next series reuses: ls, and what fn takes
+		// from it, are used up before then. Per series, nothing is
+		// allocated unless it changes.
+		sb.Reset()
+		if err := RangeRawLabels(ts, func(name, value []byte) bool {
+			sb.Add(unsafe.String(unsafe.SliceData(name), len(name)), unsafe.String(unsafe.SliceData(value), len(value)))
+			return true
+		}); err != nil {
+			return nil, false, err
+		}
+		sb.Overwrite(&ls)
+		lb.Reset(ls)
+		if !fn(lb) {
+			return nil, false, nil
+		}
+		next := lb.Labels()
+		if next.IsEmpty() || labels.Equal(ls, next) {
+			return nil, !next.IsEmpty(), nil
+		}
+		body = AppendLabels(body[:0], next)
+		return body, true, nil
+	}
+}
+
+// AppendLabel appends the labels field of name and value to b, as
+// AppendLabels writes it.
+func AppendLabel(b, name, value []byte) []byte { return appendLabelEntry(b, name, value) }
 
 // AddLabels returns raw with the sorted labels ext (Prometheus's external
 // labels) added to each series that has none of their name: what Relabel

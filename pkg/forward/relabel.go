@@ -1,0 +1,176 @@
+package forward
+
+import (
+	"encoding/binary"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"unsafe"
+
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/model/relabel"
+
+	"github.com/rwgateway/gateway/pkg/prw"
+)
+
+// maxRuleMemo bounds the answers a writeRelabel remembers; past it they
+// are forgotten, all at once.
+const maxRuleMemo = 1 << 16
+
+// writeRelabel is an upstream's write_relabel_configs. The rules that
+// upstreams use most only keep or drop series by some labels' values
+// (keep, drop, keepequal, dropequal), then only drop label names
+// (labeldrop, labelkeep). For rules of that shape, Prometheus's relabeling
+// is run once per distinct input, on just the labels the rules read, and
+// its answer remembered: per series, what is left is reading its labels
+// and a lookup. The answers are those of relabel.ProcessBuilder on the
+// whole series, which any other shape of rules still runs (prw.Relabeler).
+// Safe for concurrent use.
+type writeRelabel struct {
+	cfgs []*relabel.Config
+	// fast reports the rules are of the shape above: filter, then names.
+	fast          bool
+	filter, names []*relabel.Config
+	read          []string // the labels the filter rules read, sorted
+
+	// The answers: of the filter rules by the read labels' values (see
+	// keepSeries), of the names rules by name.
+	series, name memo
+}
+
+func newWriteRelabel(cfgs []*relabel.Config) *writeRelabel {
+	w := &writeRelabel{cfgs: cfgs}
+	i := 0
+	for ; i < len(cfgs); i++ {
+		c := cfgs[i]
+		switch c.Action {
+		case relabel.KeepEqual, relabel.DropEqual:
+			w.read = append(w.read, c.TargetLabel)
+			fallthrough
+		case relabel.Keep, relabel.Drop:
+			for _, n := range c.SourceLabels {
+				w.read = append(w.read, string(n))
+			}
+			continue
+		}
+		break
+	}
+	w.filter = cfgs[:i]
+	for ; i < len(cfgs) && (cfgs[i].Action == relabel.LabelDrop || cfgs[i].Action == relabel.LabelKeep); i++ {
+	}
+	w.names, w.fast = cfgs[len(w.filter):i], i == len(cfgs)
+	slices.Sort(w.read)
+	w.read = slices.Compact(w.read)
+	return w
+}
+
+// apply returns the series of in relabeled, as prw.Relabel with the rules
+// after external labels (lb is its builder), and the points dropped.
+func (w *writeRelabel) apply(r *request, in *prw.RawV1) (*prw.RawV1, int, error) {
+	if !w.fast {
+		return prw.Relabel(in, r.lb, func(lb *labels.Builder) bool {
+			// External labels first, then write relabeling, as Prometheus does.
+			r.external.Range(func(l labels.Label) {
+				if lb.Get(l.Name) == "" {
+					lb.Set(l.Name, l.Value)
+				}
+			})
+			return relabel.ProcessBuilder(lb, w.cfgs...)
+		})
+	}
+	// The rules see the series with its external labels: added first, as
+	// Relabel adds them.
+	if !r.externalPresent(in) {
+		var err error
+		if in, err = prw.AddLabels(in, r.external); err != nil {
+			return in, 0, err
+		}
+	}
+	var key, body []byte
+	// without appends the labels of ts that are kept to body.
+	without := func(ts []byte) error {
+		return prw.RangeRawLabels(ts, func(name, value []byte) bool {
+			// A label of an empty value is none: Relabel leaves it out.
+			if len(value) > 0 && (len(w.names) == 0 || w.keepName(name)) {
+				body = prw.AppendLabel(body, name, value)
+			}
+			return true
+		})
+	}
+	return prw.Rewrite(in, func(ts []byte) ([]byte, bool, error) {
+		key, body = key[:0], body[:0]
+		changed, j := false, 0
+		err := prw.RangeRawLabels(ts, func(name, value []byte) bool {
+			for ; j < len(w.read) && w.read[j] < string(name); j++ {
+				key = append(key, 0) // not there: ""
+			}
+			if j < len(w.read) && w.read[j] == string(name) {
+				key = binary.AppendUvarint(key, uint64(len(value)))
+				key = append(key, value...)
+				j++
+			}
+			changed = changed || len(value) == 0 || (len(w.names) > 0 && !w.keepName(name))
+			return true
+		})
+		if err != nil {
+			return nil, false, err
+		}
+		for ; j < len(w.read); j++ {
+			key = append(key, 0)
+		}
+		if len(w.filter) > 0 && !w.keepSeries(key) {
+			return nil, false, nil
+		}
+		if !changed {
+			return nil, true, nil
+		}
+		err = without(ts)
+		return body, len(body) > 0, err // none left: dropped
+	})
+}
+
+// keepSeries reports whether the filter rules keep a series whose read
+// labels have the values key holds (each a uvarint length, then its bytes).
+func (w *writeRelabel) keepSeries(key []byte) bool {
+	return w.series.get(key, func() bool {
+		var sb labels.ScratchBuilder
+		for b, i := key, 0; len(b) > 0; i++ {
+			n, k := binary.Uvarint(b)
+			if v := string(b[k : k+int(n)]); v != "" {
+				sb.Add(w.read[i], v)
+			}
+			b = b[k+int(n):]
+		}
+		return relabel.ProcessBuilder(labels.NewBuilder(sb.Labels()), w.filter...)
+	})
+}
+
+// keepName reports whether the names rules keep a label named name.
+func (w *writeRelabel) keepName(name []byte) bool {
+	return w.name.get(name, func() bool {
+		lb := labels.NewBuilder(labels.FromStrings(string(name), "v"))
+		relabel.ProcessBuilder(lb, w.names...)
+		return lb.Get(string(name)) != ""
+	})
+}
+
+// memo remembers answers by key, at most maxRuleMemo of them. Safe for
+// concurrent use.
+type memo struct {
+	m sync.Map // string -> bool
+	n atomic.Int64
+}
+
+// get returns the answer for key, from answer if it has none yet.
+func (m *memo) get(key []byte, answer func() bool) bool {
+	if v, ok := m.m.Load(unsafe.String(unsafe.SliceData(key), len(key))); ok {
+		return v.(bool)
+	}
+	v := answer()
+	if m.n.Add(1) > maxRuleMemo {
+		m.m.Clear() // some answers given since are lost: asked again
+		m.n.Store(1)
+	}
+	m.m.Store(string(key), v)
+	return v
+}

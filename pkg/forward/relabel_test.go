@@ -1,0 +1,125 @@
+package forward
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"testing"
+
+	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/model/relabel"
+	"github.com/prometheus/prometheus/prompb"
+	"github.com/stretchr/testify/require"
+
+	"github.com/rwgateway/gateway/pkg/prw"
+)
+
+// A writeRelabel gives what Relabel gives with the rules after external
+// labels, byte for byte, with the same points dropped, and the request
+// itself when nothing changes: for rules it remembers answers of (keep,
+// drop, keepequal, dropequal, then labeldrop, labelkeep) and for others,
+// on series with labels missing, empty or of external names, asked twice
+// so that the second time is answered from what it remembers.
+func TestWriteRelabelIsRelabel(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	names := []string{"a", "b", "env", "job", "mode", "zz"}
+	values := []string{"", "1", "2", "node", "steal", "idle", "prod"}
+	var wr prompb.WriteRequest
+	for i := range 300 {
+		pl := []prompb.Label{{Name: "__name__", Value: fmt.Sprint("m", i%5)}}
+		for _, n := range names {
+			if r.IntN(3) > 0 {
+				pl = append(pl, prompb.Label{Name: n, Value: values[r.IntN(len(values))]})
+			}
+		}
+		wr.Timeseries = append(wr.Timeseries, prompb.TimeSeries{Labels: pl, Samples: []prompb.Sample{{Value: 1, Timestamp: int64(i)}}})
+	}
+	msg, err := wr.Marshal()
+	require.NoError(t, err)
+	d, err := prw.NewV1Decoder().Decode(msg)
+	require.NoError(t, err)
+	require.Len(t, d.Req.Raw.Series, len(wr.Timeseries))
+
+	for _, rules := range []string{
+		"- source_labels: [mode]\n  regex: steal|idle\n  action: drop\n",
+		"- source_labels: [job]\n  regex: node\n  action: keep\n",
+		"- source_labels: [a, b]\n  regex: '1;.*'\n  action: keep\n- source_labels: [nothere]\n  regex: ''\n  action: keep\n",
+		"- source_labels: [a]\n  target_label: b\n  action: dropequal\n",
+		"- source_labels: [env]\n  target_label: a\n  action: keepequal\n",
+		"- regex: b|zz\n  action: labeldrop\n",
+		"- regex: __name__|job|mode|a\n  action: labelkeep\n",
+		"- regex: .*\n  action: labeldrop\n",
+		"- source_labels: [mode]\n  regex: steal\n  action: drop\n- regex: env\n  action: labeldrop\n",
+		// Not remembered: Relabel as it is.
+		"- regex: env\n  action: labeldrop\n- source_labels: [env]\n  regex: prod\n  action: drop\n",
+		"- source_labels: [job]\n  target_label: job2\n  action: replace\n",
+	} {
+		cfgs := relabelConfigs(t, rules)
+		for _, c := range cfgs {
+			require.NoError(t, c.Validate(model.UTF8Validation)) // as config loading does
+		}
+		w := newWriteRelabel(cfgs)
+		for _, ext := range []labels.Labels{labels.EmptyLabels(), labels.FromStrings("env", "prod"), labels.FromStrings("a", "x", "zz", "y")} {
+			name := fmt.Sprintf("%q, external %s", rules, ext)
+			in := d.Req.Raw
+			want, wantDropped, err := prw.Relabel(in, labels.NewBuilder(labels.EmptyLabels()), func(lb *labels.Builder) bool {
+				ext.Range(func(l labels.Label) {
+					if lb.Get(l.Name) == "" {
+						lb.Set(l.Name, l.Value)
+					}
+				})
+				return relabel.ProcessBuilder(lb, cfgs...)
+			})
+			require.NoError(t, err)
+			for range 2 {
+				req := &request{form: in, external: ext, lb: labels.NewBuilder(labels.EmptyLabels())}
+				got, dropped, err := w.apply(req, in)
+				require.NoError(t, err, name)
+				require.Equal(t, wantDropped, dropped, name)
+				if got == in {
+					require.Same(t, in, want, name+": unchanged")
+				}
+				require.Equal(t, hashed(want), hashed(got), name)
+			}
+		}
+		require.Equal(t, !containsAny(rules, "replace", "labeldrop\n- source"), w.fast, rules)
+	}
+}
+
+// hashed returns a copy of raw with every series' hash computed, which
+// the decoders leave to the first that needs it.
+func hashed(raw *prw.RawV1) *prw.RawV1 {
+	c := *raw
+	c.Series = slices.Clone(raw.Series)
+	for i := range c.Series {
+		c.Series[i].ShardHash(c.Msg)
+	}
+	return &c
+}
+
+func containsAny(s string, subs ...string) bool {
+	for _, sub := range subs {
+		for i := 0; i+len(sub) <= len(s); i++ {
+			if s[i:i+len(sub)] == sub {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// The answers remembered are bounded: past maxRuleMemo, forgotten.
+func TestRuleMemoBounded(t *testing.T) {
+	var m memo
+	asked := 0
+	for i := range maxRuleMemo + 10 {
+		require.Equal(t, i%2 == 0, m.get(fmt.Appendf(nil, "%d", i), func() bool { asked++; return i%2 == 0 }))
+	}
+	require.Equal(t, maxRuleMemo+10, asked)
+	require.LessOrEqual(t, m.n.Load(), int64(maxRuleMemo))
+	require.True(t, m.get([]byte("0"), func() bool { asked++; return true }), "forgotten, asked again")
+	require.Equal(t, maxRuleMemo+11, asked)
+	require.False(t, m.get(fmt.Appendf(nil, "%d", maxRuleMemo+9), func() bool { asked++; return true }), "remembered")
+	require.Equal(t, maxRuleMemo+11, asked)
+}
