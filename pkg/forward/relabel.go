@@ -1,11 +1,12 @@
 package forward
 
 import (
+	"bytes"
 	"encoding/binary"
+	"maps"
 	"slices"
 	"sync"
 	"sync/atomic"
-	"unsafe"
 
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/relabel"
@@ -86,20 +87,38 @@ func (w *writeRelabel) apply(r *request, in *prw.RawV1) (*prw.RawV1, int, error)
 			return in, 0, err
 		}
 	}
-	var key, body []byte
-	// without appends the labels of ts that are kept to body.
-	without := func(ts []byte) error {
-		return prw.RangeRawLabels(ts, func(name, value []byte) bool {
-			// A label of an empty value is none: Relabel leaves it out.
-			if len(value) > 0 && (len(w.names) == 0 || w.keepName(name)) {
-				body = prw.AppendLabel(body, name, value)
-			}
-			return true
+	var (
+		key, body []byte
+		fresh     [2]map[string]bool // this request's new answers: series, names
+		names     [][]byte           // the last series' label names, in order,
+		keeps     []bool             // and whether the names rules keep each
+		hasNames  = len(w.names) > 0
+		build     = hasNames
+	)
+	defer func() { w.series.remember(fresh[0]); w.name.remember(fresh[1]) }()
+	// keepName reports whether the label named name, the i-th of its
+	// series, is kept; a sender's series share their names, mostly in the
+	// same places.
+	keepName := func(i int, name []byte) bool {
+		if i < len(names) && bytes.Equal(names[i], name) {
+			return keeps[i]
+		}
+		keep := w.name.get(name, &fresh[1], func() bool {
+			lb := labels.NewBuilder(labels.FromStrings(string(name), "v"))
+			relabel.ProcessBuilder(lb, w.names...)
+			return lb.Get(string(name)) != ""
 		})
+		if i < len(names) {
+			names[i], keeps[i] = name, keep
+		} else {
+			names, keeps = append(names, name), append(keeps, keep)
+		}
+		return keep
 	}
-	return prw.Rewrite(in, func(ts []byte) ([]byte, bool, error) {
+	var fn prw.SeriesFunc
+	fn = func(ts []byte) ([]byte, bool, error) {
 		key, body = key[:0], body[:0]
-		changed, j := false, 0
+		changed, i, j := false, 0, 0
 		err := prw.RangeRawLabels(ts, func(name, value []byte) bool {
 			for ; j < len(w.read) && w.read[j] < string(name); j++ {
 				key = append(key, 0) // not there: ""
@@ -109,7 +128,13 @@ func (w *writeRelabel) apply(r *request, in *prw.RawV1) (*prw.RawV1, int, error)
 				key = append(key, value...)
 				j++
 			}
-			changed = changed || len(value) == 0 || (len(w.names) > 0 && !w.keepName(name))
+			// A label of an empty value is none: Relabel leaves it out.
+			if len(value) == 0 || (hasNames && !keepName(i, name)) {
+				changed = true
+			} else if build {
+				body = prw.AppendLabel(body, name, value)
+			}
+			i++
 			return true
 		})
 		if err != nil {
@@ -118,59 +143,76 @@ func (w *writeRelabel) apply(r *request, in *prw.RawV1) (*prw.RawV1, int, error)
 		for ; j < len(w.read); j++ {
 			key = append(key, 0)
 		}
-		if len(w.filter) > 0 && !w.keepSeries(key) {
+		if len(w.filter) > 0 && !w.series.get(key, &fresh[0], func() bool { return w.keepSeries(key) }) {
 			return nil, false, nil
 		}
 		if !changed {
 			return nil, true, nil
 		}
-		err = without(ts)
-		return body, len(body) > 0, err // none left: dropped
-	})
+		if !build {
+			// Only labels of empty values go (rare): read again, kept.
+			build = true
+			defer func() { build = false }()
+			return fn(ts)
+		}
+		return body, len(body) > 0, nil // none left: dropped
+	}
+	return prw.Rewrite(in, fn)
 }
 
 // keepSeries reports whether the filter rules keep a series whose read
 // labels have the values key holds (each a uvarint length, then its bytes).
 func (w *writeRelabel) keepSeries(key []byte) bool {
-	return w.series.get(key, func() bool {
-		var sb labels.ScratchBuilder
-		for b, i := key, 0; len(b) > 0; i++ {
-			n, k := binary.Uvarint(b)
-			if v := string(b[k : k+int(n)]); v != "" {
-				sb.Add(w.read[i], v)
-			}
-			b = b[k+int(n):]
+	var sb labels.ScratchBuilder
+	for b, i := key, 0; len(b) > 0; i++ {
+		n, k := binary.Uvarint(b)
+		if v := string(b[k : k+int(n)]); v != "" {
+			sb.Add(w.read[i], v)
 		}
-		return relabel.ProcessBuilder(labels.NewBuilder(sb.Labels()), w.filter...)
-	})
+		b = b[k+int(n):]
+	}
+	return relabel.ProcessBuilder(labels.NewBuilder(sb.Labels()), w.filter...)
 }
 
-// keepName reports whether the names rules keep a label named name.
-func (w *writeRelabel) keepName(name []byte) bool {
-	return w.name.get(name, func() bool {
-		lb := labels.NewBuilder(labels.FromStrings(string(name), "v"))
-		relabel.ProcessBuilder(lb, w.names...)
-		return lb.Get(string(name)) != ""
-	})
-}
-
-// memo remembers answers by key, at most maxRuleMemo of them. Safe for
-// concurrent use.
+// memo remembers answers by key, at most about maxRuleMemo of them: each
+// request reads them without a lock, and adds its new ones at its end (see
+// remember). Safe for concurrent use.
 type memo struct {
-	m sync.Map // string -> bool
-	n atomic.Int64
+	mu sync.Mutex // serializes remember
+	m  atomic.Pointer[map[string]bool]
 }
 
-// get returns the answer for key, from answer if it has none yet.
-func (m *memo) get(key []byte, answer func() bool) bool {
-	if v, ok := m.m.Load(unsafe.String(unsafe.SliceData(key), len(key))); ok {
-		return v.(bool)
+// get returns the answer for key: remembered, or new in this request
+// (fresh), or else from answer, and then put in fresh.
+func (m *memo) get(key []byte, fresh *map[string]bool, answer func() bool) bool {
+	if mp := m.m.Load(); mp != nil {
+		if v, ok := (*mp)[string(key)]; ok {
+			return v
+		}
+	}
+	if v, ok := (*fresh)[string(key)]; ok {
+		return v
 	}
 	v := answer()
-	if m.n.Add(1) > maxRuleMemo {
-		m.m.Clear() // some answers given since are lost: asked again
-		m.n.Store(1)
+	if *fresh == nil {
+		*fresh = map[string]bool{}
 	}
-	m.m.Store(string(key), v)
+	(*fresh)[string(key)] = v
 	return v
+}
+
+// remember adds fresh to what m remembers, in a copy: readers keep the
+// one they have. Past maxRuleMemo answers, the old ones are forgotten.
+func (m *memo) remember(fresh map[string]bool) {
+	if len(fresh) == 0 {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	next := make(map[string]bool, len(fresh))
+	if old := m.m.Load(); old != nil && len(*old)+len(fresh) <= maxRuleMemo {
+		next = maps.Clone(*old)
+	}
+	maps.Copy(next, fresh)
+	m.m.Store(&next)
 }

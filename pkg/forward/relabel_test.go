@@ -109,17 +109,31 @@ func containsAny(s string, subs ...string) bool {
 	return false
 }
 
-// The answers remembered are bounded: past maxRuleMemo, forgotten.
-func TestRuleMemoBounded(t *testing.T) {
+// A request's new answers are its own until it remembers them; the
+// answers remembered are bounded: past maxRuleMemo, the old are forgotten.
+func TestRuleMemo(t *testing.T) {
 	var m memo
 	asked := 0
-	for i := range maxRuleMemo + 10 {
-		require.Equal(t, i%2 == 0, m.get(fmt.Appendf(nil, "%d", i), func() bool { asked++; return i%2 == 0 }))
+	get := func(i int, fresh *map[string]bool) bool {
+		return m.get(fmt.Appendf(nil, "%d", i), fresh, func() bool { asked++; return i%2 == 0 })
 	}
-	require.Equal(t, maxRuleMemo+10, asked)
-	require.LessOrEqual(t, m.n.Load(), int64(maxRuleMemo))
-	require.True(t, m.get([]byte("0"), func() bool { asked++; return true }), "forgotten, asked again")
-	require.Equal(t, maxRuleMemo+11, asked)
-	require.False(t, m.get(fmt.Appendf(nil, "%d", maxRuleMemo+9), func() bool { asked++; return true }), "remembered")
-	require.Equal(t, maxRuleMemo+11, asked)
+	var fresh, other map[string]bool
+	for i := range maxRuleMemo {
+		require.Equal(t, i%2 == 0, get(i, &fresh))
+	}
+	require.True(t, get(0, &fresh))
+	require.Equal(t, maxRuleMemo, asked, "new answers are kept for the request")
+	get(0, &other)
+	require.Equal(t, maxRuleMemo+1, asked, "and for it only")
+	m.remember(fresh)
+	fresh = nil
+	require.Len(t, *m.m.Load(), maxRuleMemo)
+	require.False(t, get(5, &fresh))
+	require.Equal(t, maxRuleMemo+1, asked, "remembered")
+	require.True(t, get(maxRuleMemo, &fresh))
+	m.remember(fresh)
+	fresh = nil
+	require.Len(t, *m.m.Load(), 1, "past the bound, the old are forgotten")
+	require.False(t, get(5, &fresh))
+	require.Equal(t, maxRuleMemo+3, asked)
 }
