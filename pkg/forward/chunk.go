@@ -19,16 +19,31 @@ import (
 
 // chunkRaw copies the series of msg (series in the form) into chunks of at
 // most maxN points and maxB bytes, in order; a series over either limit is
-// a chunk of its own.
-func chunkRaw(msg []byte, series []prw.RawSeries, maxN, maxB int) (items []item) {
+// a chunk of its own. If owned, msg is not reused after: when it starts
+// with the series' fields, in order, the chunks are its bytes, not a copy.
+func chunkRaw(msg []byte, series []prw.RawSeries, maxN, maxB int, owned bool) (items []item) {
 	if len(series) == 0 {
 		return nil
 	}
-	total := 0
+	total, inPlace := 0, owned
 	for i := range series {
-		total += 1 + protowire.SizeBytes(int(series[i].Len))
+		rs := &series[i]
+		hdr := 1 + protowire.SizeVarint(uint64(rs.Len)) // tag, length
+		if inPlace && int(rs.Off) == total+hdr && msg[total] == 0x0a {
+			n, k := protowire.ConsumeVarint(msg[total+1:])
+			inPlace = k == hdr-1 && n == uint64(rs.Len)
+		} else {
+			inPlace = false
+		}
+		total += hdr + int(rs.Len)
 	}
-	buf, hs := make([]byte, 0, total), make([]uint64, len(series))
+	var buf []byte
+	if inPlace {
+		buf = msg[:0:total]
+	} else {
+		buf = make([]byte, 0, total)
+	}
+	hs := make([]uint64, len(series))
 	var it item
 	start, first := 0, 0 // where it starts in buf, and its first series
 	emit := func(end int) {
@@ -44,7 +59,11 @@ func chunkRaw(msg []byte, series []prw.RawSeries, maxN, maxB int) (items []item)
 		if len(buf) > start && (it.count()+p > maxN || len(buf)-start+es > maxB) {
 			emit(i)
 		}
-		buf = protowire.AppendBytes(append(buf, 0x0a), rs.Bytes(msg)) // field 1
+		if inPlace {
+			buf = buf[:len(buf)+es]
+		} else {
+			buf = protowire.AppendBytes(append(buf, 0x0a), rs.Bytes(msg)) // field 1
+		}
 		hs[i] = rs.ShardHash(msg)
 		it.add(rs)
 		it.ext = it.ext || rs.Ext
@@ -85,9 +104,10 @@ func rangeChunk(raw []byte, points bool, fn func(ts []byte, rs prw.RawSeries, en
 var errMalformedChunk = errors.New("malformed chunk")
 
 // rawItems returns the chunks of raw's series and, if withMeta, its 1.0
-// family metadata items, owning their memory.
-func rawItems(raw *prw.RawV1, maxN, maxB int, withMeta bool) []item {
-	items := chunkRaw(raw.Msg, raw.Series, maxN, maxB)
+// family metadata items, owning their memory: raw.Msg's if owned (see
+// chunkRaw), else a copy.
+func rawItems(raw *prw.RawV1, maxN, maxB int, withMeta, owned bool) []item {
+	items := chunkRaw(raw.Msg, raw.Series, maxN, maxB, owned)
 	if withMeta {
 		rangeFamilies(raw, func(fm *prw.FamilyMetadata) {
 			items = append(items, item{family: fm, size: 8 + len(fm.MetricFamilyName) + len(fm.Help) + len(fm.Unit)})

@@ -75,7 +75,7 @@ func TestChunkRaw(t *testing.T) {
 	const maxN, maxB = 20, 2048
 	wr := unevenRequest(200)
 	msg, series := rawRequest(t, wr)
-	items := chunkRaw(msg, series, maxN, maxB)
+	items := chunkRaw(msg, series, maxN, maxB, false)
 
 	var want [][]byte
 	var wantHashes, hashes []uint64
@@ -116,6 +116,22 @@ func TestChunkRaw(t *testing.T) {
 	require.Equal(t, want, seriesOf(t, items))
 }
 
+// A message the chunks may keep (owned) that starts with the series'
+// fields in order is not copied: the chunks are its bytes, equal to the
+// copies; in any other layout it is copied.
+func TestChunkRawOwned(t *testing.T) {
+	const maxN, maxB = 20, 2048
+	msg, series := rawRequest(t, unevenRequest(200))
+	owned := chunkRaw(msg, series, maxN, maxB, true)
+	require.Equal(t, chunkRaw(msg, series, maxN, maxB, false), owned)
+	require.Same(t, &msg[0], &owned[0].raw[0], "not copied")
+	swapped := slices.Clone(series)
+	swapped[0], swapped[1] = swapped[1], swapped[0]
+	owned = chunkRaw(msg, swapped, maxN, maxB, true)
+	require.Equal(t, chunkRaw(msg, swapped, maxN, maxB, false), owned)
+	require.NotSame(t, &msg[0], &owned[0].raw[0], "copied")
+}
+
 // Splitting a chunk cuts it at a series boundary, keeps the bytes and the
 // counts, and gives the head at most n points unless its first series
 // alone has more.
@@ -125,7 +141,7 @@ func TestChunkRaw(t *testing.T) {
 func TestRecordWhole(t *testing.T) {
 	wr := unevenRequest(60)
 	msg, series := rawRequest(t, wr)
-	items := chunkRaw(msg, series, 20, 1<<20)
+	items := chunkRaw(msg, series, 20, 1<<20, false)
 	require.Greater(t, len(items), 1)
 	enc := newRecordEncoder()
 	recs, _, err := enc.encode(items, prw.ProtoV2, true, time.Now())
@@ -159,7 +175,7 @@ func TestSplitChunk(t *testing.T) {
 	wr := unevenRequest(30)
 	wr.Timeseries = slices.Delete(wr.Timeseries, 15, 16) // no oversized one
 	msg, series := rawRequest(t, wr)
-	items := chunkRaw(msg, series, 1000, 1<<20)
+	items := chunkRaw(msg, series, 1000, 1<<20, false)
 	require.Len(t, items, 1)
 	c := items[0]
 	all := seriesOf(t, items)
@@ -196,7 +212,7 @@ func TestSplitChunk(t *testing.T) {
 func TestChunkEncode(t *testing.T) {
 	wr := unevenRequest(60)
 	msg, series := rawRequest(t, wr)
-	sorted := chunkRaw(msg, series, 25, 4096)
+	sorted := chunkRaw(msg, series, 25, 4096, false)
 
 	data, st, err := newEncoder().encode(prw.ProtoV1, sorted, true)
 	require.NoError(t, err)

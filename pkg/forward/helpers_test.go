@@ -335,7 +335,7 @@ func (a allUpstreams) Enqueue(ctx context.Context, req *prw.Request) error {
 // formItems returns req in the form, cut into chunks as a forwarder of
 // batch limits maxN and maxB does, with its family metadata.
 func formItems(req *prw.Request, maxN, maxB int) []item {
-	return rawItems(req.Raw, maxN, maxB, true)
+	return rawItems(req.Raw, maxN, maxB, true, false)
 }
 
 // pointCounts returns the numbers of samples, histograms and exemplars of

@@ -66,7 +66,7 @@ func (f *forwarder) prepare(r *request, p *prepared) {
 	case raw == view:
 		items = r.chunksFor(f, raw)
 	default:
-		items = rawItems(raw, q.MaxSamplesPerSend, q.MaxBytesPerSend, meta && !v2)
+		items = rawItems(raw, q.MaxSamplesPerSend, q.MaxBytesPerSend, meta && !v2, true) // raw is transform's own
 	}
 	if cfg.TenantHeader != "" && r.tenant != "" {
 		// The items carry the tenant to the batches: copies of their own,

@@ -306,7 +306,7 @@ func (d *recordDecoder) decodeBody(p prw.Protocol, msg, compressed []byte) ([]it
 			return []item{it}, 0, nil
 		}
 	}
-	return rawItems(dd.Req.Raw, d.maxN, d.maxB, true), dd.Invalid.Bytes, nil
+	return rawItems(dd.Req.Raw, d.maxN, d.maxB, true, false), dd.Invalid.Bytes, nil
 }
 
 // salvage decodes a body that is not a valid message one message at a

@@ -40,7 +40,7 @@ func (d *recordDecoder) decodeV1(b []byte) ([]item, time.Time, int, error) {
 	}
 	r := recordReader{buf: raw, str: string(raw), sb: &d.sb}
 	if form, appended, skipped := r.body(); r.err == nil {
-		return rawItems(form, d.maxN, d.maxB, true), appended, skipped, nil
+		return rawItems(form, d.maxN, d.maxB, true, false), appended, skipped, nil
 	}
 	return nil, time.Time{}, 0, r.err
 }

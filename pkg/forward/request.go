@@ -134,7 +134,7 @@ func (r *request) chunksFor(f *forwarder, raw *prw.RawV1) []item {
 			return l.items
 		}
 	}
-	items := rawItems(raw, key.maxN, key.maxB, key.meta)
+	items := rawItems(raw, key.maxN, key.maxB, key.meta, false)
 	r.chunks = append(r.chunks, chunkLayout{key, items})
 	return items
 }

@@ -446,7 +446,7 @@ func TestEncodeV2AttachesFamilyMetadata(t *testing.T) {
 		{MetricFamilyName: "own", Metadata: prw.Metadata{Type: writev2.Metadata_METRIC_TYPE_GAUGE, Help: "The family's."}},
 	}
 	req := prw.NewRequest(prw.ProtoV1, series, fams)
-	items := rawItems(req.Raw, math.MaxInt, math.MaxInt, true)
+	items := rawItems(req.Raw, math.MaxInt, math.MaxInt, true, false)
 	h2 := http.Header{"Content-Type": {prw.ProtoV2.ContentType()}}
 	for _, meta := range []bool{true, false} {
 		data, st, err := newEncoder().encode(prw.ProtoV2, items, meta)
