@@ -90,28 +90,30 @@ func (w *writeRelabel) apply(r *request, in *prw.RawV1) (*prw.RawV1, int, error)
 	var (
 		key, body []byte
 		fresh     [2]map[string]bool // this request's new answers: series, names
-		names     [][]byte           // the last series' label names, in order,
-		keeps     []bool             // and whether the names rules keep each
+		seen      []nameKept         // the names rules' answers this request used
 		hasNames  = len(w.names) > 0
 		build     = hasNames
 	)
 	defer func() { w.series.remember(fresh[0]); w.name.remember(fresh[1]) }()
 	// keepName reports whether the label named name, the i-th of its
-	// series, is kept; a sender's series share their names, mostly in the
-	// same places.
+	// series, is kept. A sender's series have few names, mostly in the
+	// same places: they are looked for in seen, there first.
 	keepName := func(i int, name []byte) bool {
-		if i < len(names) && bytes.Equal(names[i], name) {
-			return keeps[i]
+		if i < len(seen) && bytes.Equal(seen[i].name, name) {
+			return seen[i].keep
+		}
+		for _, e := range seen {
+			if bytes.Equal(e.name, name) {
+				return e.keep
+			}
 		}
 		keep := w.name.get(name, &fresh[1], func() bool {
 			lb := labels.NewBuilder(labels.FromStrings(string(name), "v"))
 			relabel.ProcessBuilder(lb, w.names...)
 			return lb.Get(string(name)) != ""
 		})
-		if i < len(names) {
-			names[i], keeps[i] = name, keep
-		} else {
-			names, keeps = append(names, name), append(keeps, keep)
+		if len(seen) < 64 {
+			seen = append(seen, nameKept{name, keep})
 		}
 		return keep
 	}
@@ -158,6 +160,12 @@ func (w *writeRelabel) apply(r *request, in *prw.RawV1) (*prw.RawV1, int, error)
 		return body, len(body) > 0, nil // none left: dropped
 	}
 	return prw.Rewrite(in, fn)
+}
+
+// nameKept is a label name (a view of the request) and whether it is kept.
+type nameKept struct {
+	name []byte
+	keep bool
 }
 
 // keepSeries reports whether the filter rules keep a series whose read
