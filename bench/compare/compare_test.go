@@ -11,7 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/prometheus/model/relabel"
 	"github.com/stretchr/testify/require"
+
+	"github.com/rwgateway/gateway/config"
 
 	"github.com/rwgateway/gateway/pkg/prw"
 	"github.com/rwgateway/gateway/pkg/receiver/rwtest"
@@ -447,4 +450,32 @@ func TestGoModuleVersion(t *testing.T) {
 	notGo := filepath.Join(t.TempDir(), "script")
 	require.NoError(t, os.WriteFile(notGo, []byte("#!/bin/sh\n"), 0o755))
 	require.Empty(t, goModuleVersion(notGo))
+}
+
+// The relabel scenario gives every system the same rules: the gateway and
+// Prometheus in their configuration (the gateway's loads, rules and all,
+// tuned or not), vmagent in a file named after each URL.
+func TestRelabelScenario(t *testing.T) {
+	o, err := parseFlags(append(fakeBins(t), "-scenarios", scRelabel))
+	require.NoError(t, err)
+	sc := o.scenarioList()[0]
+	require.True(t, sc.relabel)
+	require.Zero(t, sc.rate, "a closed loop")
+
+	a := "http://127.0.0.1:1/a"
+	for _, tuned := range []bool{false, true} {
+		q := queueSettings{relabel: true, tuned: tuned, shards: 4, capacity: 50000, batch: 2000}
+		cfg, err := config.Load([]byte(gatewayConfig([]string{a}, q)))
+		require.NoError(t, err)
+		rules := cfg.Upstreams[0].WriteRelabelConfigs
+		require.Len(t, rules, 2)
+		require.Equal(t, relabel.Drop, rules[0].Action)
+		require.Equal(t, relabel.LabelDrop, rules[1].Action)
+		require.Contains(t, prometheusConfig([]string{a}, q), "    write_relabel_configs:\n      - source_labels: [mode]\n")
+	}
+	require.NotContains(t, gatewayConfig([]string{a}, queueSettings{}), "relabel")
+
+	bins := binaries{vmagentNewest: "/vmn"}
+	args := argsOf(t, bins, sysVMAgentNewest, queueSettings{relabel: true}, a)
+	require.Equal(t, []string{"-remoteWrite.url=" + a, "-remoteWrite.forcePromProto=true", "-remoteWrite.urlRelabelConfig=DIR/relabel.yml"}, args[2:])
 }

@@ -48,10 +48,11 @@ const (
 	scV2Input      = "v2"
 	scV2Upstream   = "v2up"
 	scSlowUpstream = "slow"
+	scRelabel      = "relabel"
 )
 
 // allScenarios are the scenarios in their default order.
-var allScenarios = []string{scClosedLoop, scOneUpstream, scTwoUpstreams, scLargeSeries, scV2Input, scV2Upstream, scSlowUpstream}
+var allScenarios = []string{scClosedLoop, scOneUpstream, scTwoUpstreams, scLargeSeries, scV2Input, scV2Upstream, scSlowUpstream, scRelabel}
 
 // defaultVMAgentNewest is where `make vmagent-newest` links the newest
 // vmagent it built (.cache/bin/vmagent-<version>/vmagent).
@@ -111,7 +112,9 @@ type scenario struct {
 	// upstreamV2 configures the gateway fed protocol (not gateway-rw1) to
 	// send remote write 2.0, which the sink takes.
 	upstreamV2 bool
-	notes      []string
+	// relabel gives every system's upstream relabelRules.
+	relabel bool
+	notes   []string
 }
 
 // measurement is one run of one system.
@@ -198,7 +201,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.IntVar(&o.q.batch, "batch", 2000, "With -settings tuned: samples per forwarded request of the gateway, vmagent and Prometheus.")
 	fs.StringVar(&o.scenarios, "scenarios", strings.Join(allScenarios, ","), "Scenarios to run, comma-separated: "+strings.Join(allScenarios, ", ")+".")
 	fs.StringVar(&o.systems, "systems", strings.Join([]string{sysGateway, sysVMAgentNewest, sysVMAgent, sysPrometheus}, ","), "Systems to run, comma-separated, in the order of every round.")
-	fs.DurationVar(&o.budget, "budget", 25*time.Minute, "Runs that would end after this much time are skipped (and reported so).")
+	fs.DurationVar(&o.budget, "budget", 35*time.Minute, "Runs that would end after this much time are skipped (and reported so).")
 	fs.StringVar(&o.out, "out", "docs/BENCHMARKS.md", "Markdown file whose results section is replaced; empty for none.")
 	fs.StringVar(&o.jsonOut, "json", "", "Also write every measurement as JSON to this file.")
 	fs.StringVar(&o.profile, "profile", "", "Also fetch a CPU profile (/debug/pprof/profile) of the system "+sysGateway+" during the load window of each of its runs, merge them and write them to this file (gzipped pprof protobuf, as `go build -pgo` reads it; `make pgo`). Profiling costs the gateway some CPU: its figures of such a run are not for comparison. Empty for none.")
@@ -317,6 +320,10 @@ func (o *options) scenarioList() []scenario {
 			sc.title = fmt.Sprintf("closed loop (as fast as each system answers), 1 upstream, %s series, remote write 1.0", count(o.closedSeries))
 			sc.notes = append(sc.notes, fmt.Sprintf("Not paced: each of the %d connections sends its next request of %d samples as soon as the last is answered, so *accepted samples/s* is the throughput each system sustains on this machine, with the load generator and the sink on the same cores. A system that accepts faster than it forwards ends the drain with samples still queued: they are listed as missing, and their forwarding is not in its CPU figure.",
 				o.concurrency, o.perRequest))
+		case scRelabel:
+			sc.rate, sc.series, sc.relabel = 0, o.closedSeries, true
+			sc.title = fmt.Sprintf("closed loop, write relabeling, 1 upstream, %s series, remote write 1.0", count(o.closedSeries))
+			sc.notes = append(sc.notes, "As the closed loop, with two rules for the upstream, the most common kinds: drop the series of `mode=\"guest\"` (none here, so that delivered = accepted still holds; the rule is still evaluated on every series) and `labeldrop` of `rack` (2 series in 3 have it, so most requests are changed and encoded anew). Gateway and Prometheus: `write_relabel_configs`; vmagent: `-remoteWrite.urlRelabelConfig`.")
 		case scOneUpstream:
 			sc.title = fmt.Sprintf("paced at %s samples/s, 1 upstream, %s series, remote write 1.0", si(o.rate), count(o.series))
 		case scTwoUpstreams:
@@ -577,6 +584,7 @@ func (b *bench) runOne(ctx context.Context, sc scenario, round int, sys string, 
 
 	q := b.o.q
 	q.upstreamV2 = sc.upstreamV2 && sys != sysGatewayV1
+	q.relabel = sc.relabel
 	spec, err := b.o.bins.spec(sys, dir, urls, q)
 	if err != nil {
 		m.Err = err.Error()

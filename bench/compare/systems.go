@@ -60,6 +60,8 @@ const (
 type queueSettings struct {
 	// upstreamV2: the gateway sends remote write 2.0 (the v2up scenario).
 	upstreamV2 bool
+	// relabel: every upstream has relabelRules (the relabel scenario).
+	relabel bool
 	// tuned: set what follows; false: every system at its defaults.
 	tuned bool
 	// shards is max_shards of the gateway and min_shards = max_shards of
@@ -140,8 +142,13 @@ func (b binaries) spec(sys, dir string, sinks []string, q queueSettings) (procSp
 						"-loggerLevel=WARN",
 					)
 				}
+				rl, err := vmagentRelabel(dir, q)
+				if err != nil {
+					return nil, err
+				}
 				for _, u := range sinks {
 					args = append(args, "-remoteWrite.url="+u)
+					args = append(args, rl...)
 				}
 				return args, nil
 			},
@@ -158,10 +165,16 @@ func (b binaries) spec(sys, dir string, sinks []string, q queueSettings) (procSp
 					"-httpListenAddr=" + addr,
 					"-remoteWrite.tmpDataPath=" + filepath.Join(dir, "rw"),
 				}
+				rl, err := vmagentRelabel(dir, q)
+				if err != nil {
+					return nil, err
+				}
 				for _, u := range sinks {
-					// -remoteWrite.forcePromProto is per URL, in the
+					// -remoteWrite.forcePromProto and
+					// -remoteWrite.urlRelabelConfig are per URL, in the
 					// order of -remoteWrite.url.
 					args = append(args, "-remoteWrite.url="+u, "-remoteWrite.forcePromProto=true")
+					args = append(args, rl...)
 				}
 				return args, nil
 			},
@@ -192,6 +205,34 @@ func (b binaries) spec(sys, dir string, sinks []string, q queueSettings) (procSp
 	return procSpec{}, fmt.Errorf("unknown system %q", sys)
 }
 
+// relabelRules are the relabel scenario's rules, a YAML list of Prometheus
+// relabel_config: a drop by a label's value and a labeldrop.
+const relabelRules = `- source_labels: [mode]
+  regex: guest
+  action: drop
+- regex: rack
+  action: labeldrop
+`
+
+// vmagentRelabel writes relabelRules under dir for the relabel scenario
+// and returns the flag that gives them to one -remoteWrite.url; else none.
+func vmagentRelabel(dir string, q queueSettings) ([]string, error) {
+	if !q.relabel {
+		return nil, nil
+	}
+	file := filepath.Join(dir, "relabel.yml")
+	if err := os.WriteFile(file, []byte(relabelRules), 0o644); err != nil {
+		return nil, err
+	}
+	return []string{"-remoteWrite.urlRelabelConfig=" + file}, nil
+}
+
+// indent returns s with every line indented by n spaces.
+func indent(s string, n int) string {
+	pad := strings.Repeat(" ", n)
+	return pad + strings.ReplaceAll(strings.TrimSuffix(s, "\n"), "\n", "\n"+pad) + "\n"
+}
+
 // gatewayConfig returns a gateway configuration with one upstream per sink:
 // only a name (required) and the URL at defaults.
 func gatewayConfig(sinks []string, q queueSettings) string {
@@ -202,12 +243,15 @@ func gatewayConfig(sinks []string, q queueSettings) string {
 		if q.upstreamV2 {
 			msg = "    protobuf_message: io.prometheus.write.v2.Request\n"
 		}
+		if q.relabel {
+			msg += "    write_relabel_configs:\n" + indent(relabelRules, 6)
+		}
 		if !q.tuned {
 			fmt.Fprintf(&b, "  - name: sink%d\n    url: %s\n%s", i, u, msg)
 			continue
 		}
-		if msg == "" {
-			msg = "    protobuf_message: prometheus.WriteRequest\n"
+		if !q.upstreamV2 {
+			msg = "    protobuf_message: prometheus.WriteRequest\n" + msg
 		}
 		fmt.Fprintf(&b, `  - name: sink%d
     url: %s
@@ -225,10 +269,14 @@ func gatewayConfig(sinks []string, q queueSettings) string {
 // and remote-writes to every sink: only the URLs at defaults.
 func prometheusConfig(sinks []string, q queueSettings) string {
 	var b strings.Builder
+	rules := ""
+	if q.relabel {
+		rules = "    write_relabel_configs:\n" + indent(relabelRules, 6)
+	}
 	if !q.tuned {
 		b.WriteString("remote_write:\n")
 		for _, u := range sinks {
-			fmt.Fprintf(&b, "  - url: %s\n", u)
+			fmt.Fprintf(&b, "  - url: %s\n%s", u, rules)
 		}
 		return b.String()
 	}
@@ -244,7 +292,7 @@ func prometheusConfig(sinks []string, q queueSettings) string {
       batch_send_deadline: 1s
     metadata_config:
       send: false
-`, i, u, q.capacity, q.shards, q.shards, q.batch)
+%s`, i, u, q.capacity, q.shards, q.shards, q.batch, rules)
 	}
 	return b.String()
 }
