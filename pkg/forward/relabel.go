@@ -3,10 +3,10 @@ package forward
 import (
 	"bytes"
 	"encoding/binary"
-	"maps"
 	"slices"
 	"sync"
 	"sync/atomic"
+	"unsafe"
 
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/relabel"
@@ -14,8 +14,7 @@ import (
 	"github.com/rwgateway/gateway/pkg/prw"
 )
 
-// maxRuleMemo bounds the answers a writeRelabel remembers; past it they
-// are forgotten, all at once.
+// maxRuleMemo bounds the answers a memo keeps (see memo).
 const maxRuleMemo = 1 << 16
 
 // writeRelabel is an upstream's write_relabel_configs. The rules that
@@ -24,7 +23,7 @@ const maxRuleMemo = 1 << 16
 // (labeldrop, labelkeep). For rules of that shape, Prometheus's relabeling
 // is run once per distinct input, on just the labels the rules read, and
 // its answer remembered: per series, what is left is reading its labels
-// and a lookup. The answers are those of relabel.ProcessBuilder on the
+// and a lookup (names are first looked for among those the request used). The answers are those of relabel.ProcessBuilder on the
 // whole series, which any other shape of rules still runs (prw.Relabeler).
 // Safe for concurrent use.
 type writeRelabel struct {
@@ -68,7 +67,7 @@ func newWriteRelabel(cfgs []*relabel.Config) *writeRelabel {
 // apply returns the series of in relabeled, as prw.Relabel with the rules
 // after external labels (lb is its builder), and the points dropped.
 func (w *writeRelabel) apply(r *request, in *prw.RawV1) (*prw.RawV1, int, error) {
-	if !w.fast {
+	if !w.fast || w.series.off.Load() || w.name.off.Load() {
 		return prw.Relabel(in, r.lb, func(lb *labels.Builder) bool {
 			// External labels first, then write relabeling, as Prometheus does.
 			r.external.Range(func(l labels.Label) {
@@ -89,12 +88,10 @@ func (w *writeRelabel) apply(r *request, in *prw.RawV1) (*prw.RawV1, int, error)
 	}
 	var (
 		key, body []byte
-		fresh     [2]map[string]bool // this request's new answers: series, names
-		seen      []nameKept         // the names rules' answers this request used
+		seen      []nameKept // the names rules' answers this request used
 		hasNames  = len(w.names) > 0
 		build     = hasNames
 	)
-	defer func() { w.series.remember(fresh[0]); w.name.remember(fresh[1]) }()
 	// keepName reports whether the label named name, the i-th of its
 	// series, is kept. A sender's series have few names, mostly in the
 	// same places: they are looked for in seen, there first.
@@ -107,7 +104,7 @@ func (w *writeRelabel) apply(r *request, in *prw.RawV1) (*prw.RawV1, int, error)
 				return e.keep
 			}
 		}
-		keep := w.name.get(name, &fresh[1], func() bool {
+		keep := w.name.get(name, func() bool {
 			lb := labels.NewBuilder(labels.FromStrings(string(name), "v"))
 			relabel.ProcessBuilder(lb, w.names...)
 			return lb.Get(string(name)) != ""
@@ -145,7 +142,7 @@ func (w *writeRelabel) apply(r *request, in *prw.RawV1) (*prw.RawV1, int, error)
 		for ; j < len(w.read); j++ {
 			key = append(key, 0)
 		}
-		if len(w.filter) > 0 && !w.series.get(key, &fresh[0], func() bool { return w.keepSeries(key) }) {
+		if len(w.filter) > 0 && !w.series.get(key, func() bool { return w.keepSeries(key) }) {
 			return nil, false, nil
 		}
 		if !changed {
@@ -182,45 +179,30 @@ func (w *writeRelabel) keepSeries(key []byte) bool {
 	return relabel.ProcessBuilder(labels.NewBuilder(sb.Labels()), w.filter...)
 }
 
-// memo remembers answers by key, at most about maxRuleMemo of them: each
-// request reads them without a lock, and adds its new ones at its end (see
-// remember). Safe for concurrent use.
+// memo remembers answers by key. Past maxRuleMemo distinct keys (rules
+// reading a label of many values, such as instance), remembering costs
+// more than it saves: it stops (off), and the rules run on every series
+// as any others do. Safe for concurrent use.
 type memo struct {
-	mu sync.Mutex // serializes remember
-	m  atomic.Pointer[map[string]bool]
+	m   sync.Map // string -> bool: a concurrent hash trie, read without locks
+	n   atomic.Int64
+	off atomic.Bool
 }
 
-// get returns the answer for key: remembered, or new in this request
-// (fresh), or else from answer, and then put in fresh.
-func (m *memo) get(key []byte, fresh *map[string]bool, answer func() bool) bool {
-	if mp := m.m.Load(); mp != nil {
-		if v, ok := (*mp)[string(key)]; ok {
-			return v
-		}
+// get returns the answer for key: remembered, or else from answer.
+func (m *memo) get(key []byte, answer func() bool) bool {
+	if m.off.Load() {
+		return answer()
 	}
-	if v, ok := (*fresh)[string(key)]; ok {
-		return v
+	if v, ok := m.m.Load(unsafe.String(unsafe.SliceData(key), len(key))); ok {
+		return v.(bool)
 	}
 	v := answer()
-	if *fresh == nil {
-		*fresh = map[string]bool{}
+	if m.n.Add(1) > maxRuleMemo {
+		m.off.Store(true)
+		m.m.Clear()
+		return v
 	}
-	(*fresh)[string(key)] = v
+	m.m.Store(string(key), v)
 	return v
-}
-
-// remember adds fresh to what m remembers, in a copy: readers keep the
-// one they have. Past maxRuleMemo answers, the old ones are forgotten.
-func (m *memo) remember(fresh map[string]bool) {
-	if len(fresh) == 0 {
-		return
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	next := make(map[string]bool, len(fresh))
-	if old := m.m.Load(); old != nil && len(*old)+len(fresh) <= maxRuleMemo {
-		next = maps.Clone(*old)
-	}
-	maps.Copy(next, fresh)
-	m.m.Store(&next)
 }

@@ -20,7 +20,8 @@ import (
 // itself when nothing changes: for rules it remembers answers of (keep,
 // drop, keepequal, dropequal, then labeldrop, labelkeep) and for others,
 // on series with labels missing, empty or of external names, asked twice
-// so that the second time is answered from what it remembers.
+// so that the second time is answered from what it remembers, and once
+// remembering nothing.
 func TestWriteRelabelIsRelabel(t *testing.T) {
 	r := rand.New(rand.NewPCG(3, 4))
 	names := []string{"a", "b", "env", "job", "mode", "zz"}
@@ -72,7 +73,9 @@ func TestWriteRelabelIsRelabel(t *testing.T) {
 				return relabel.ProcessBuilder(lb, cfgs...)
 			})
 			require.NoError(t, err)
-			for range 2 {
+			off := newWriteRelabel(cfgs) // as past maxRuleMemo inputs
+			off.series.off.Store(true)
+			for _, w := range []*writeRelabel{w, w, off} {
 				req := &request{form: in, external: ext, lb: labels.NewBuilder(labels.EmptyLabels())}
 				got, dropped, err := w.apply(req, in)
 				require.NoError(t, err, name)
@@ -109,31 +112,22 @@ func containsAny(s string, subs ...string) bool {
 	return false
 }
 
-// A request's new answers are its own until it remembers them; the
-// answers remembered are bounded: past maxRuleMemo, the old are forgotten.
+// Answers are remembered up to maxRuleMemo distinct keys; past that,
+// none is, and each is worked out.
 func TestRuleMemo(t *testing.T) {
 	var m memo
 	asked := 0
-	get := func(i int, fresh *map[string]bool) bool {
-		return m.get(fmt.Appendf(nil, "%d", i), fresh, func() bool { asked++; return i%2 == 0 })
+	get := func(i int) bool {
+		return m.get(fmt.Appendf(nil, "%d", i), func() bool { asked++; return i%2 == 0 })
 	}
-	var fresh, other map[string]bool
 	for i := range maxRuleMemo {
-		require.Equal(t, i%2 == 0, get(i, &fresh))
+		require.Equal(t, i%2 == 0, get(i))
 	}
-	require.True(t, get(0, &fresh))
-	require.Equal(t, maxRuleMemo, asked, "new answers are kept for the request")
-	get(0, &other)
-	require.Equal(t, maxRuleMemo+1, asked, "and for it only")
-	m.remember(fresh)
-	fresh = nil
-	require.Len(t, *m.m.Load(), maxRuleMemo)
-	require.False(t, get(5, &fresh))
-	require.Equal(t, maxRuleMemo+1, asked, "remembered")
-	require.True(t, get(maxRuleMemo, &fresh))
-	m.remember(fresh)
-	fresh = nil
-	require.Len(t, *m.m.Load(), 1, "past the bound, the old are forgotten")
-	require.False(t, get(5, &fresh))
-	require.Equal(t, maxRuleMemo+3, asked)
+	require.True(t, get(0))
+	require.False(t, get(maxRuleMemo-1))
+	require.Equal(t, maxRuleMemo, asked, "remembered")
+	require.True(t, get(maxRuleMemo))
+	require.True(t, get(0))
+	require.True(t, get(0))
+	require.Equal(t, maxRuleMemo+3, asked, "past the bound, worked out each time")
 }
