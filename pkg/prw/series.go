@@ -480,12 +480,6 @@ func SeriesLabels(ts []byte, sb *labels.ScratchBuilder) (labels.Labels, error) {
 	return sb.Labels(), err
 }
 
-// ReplaceLabels appends ts, whose descriptor is rs, to b with the sorted
-// labels ls, returning the new descriptor. scratch is reused and returned.
-func ReplaceLabels(b, ts []byte, rs RawSeries, ls labels.Labels, scratch []byte) ([]byte, RawSeries, []byte, error) {
-	return withLabels(b, ts, rs, AppendLabels(scratch[:0], ls))
-}
-
 // withLabels appends ts, whose descriptor is rs, to b with body, its new
 // labels as AppendLabels writes them, returning the new descriptor and
 // body, reused.

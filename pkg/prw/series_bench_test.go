@@ -105,7 +105,7 @@ func BenchmarkReplaceLabels(b *testing.B) {
 	}
 	var scratch []byte
 	benchRewrite(b, func(out, ts []byte, rs RawSeries, i int) (o []byte, err error) {
-		o, _, scratch, err = ReplaceLabels(out, ts, rs, lss[i], scratch)
+		o, _, scratch, err = replaceLabels(out, ts, rs, lss[i], scratch)
 		return o, err
 	})
 }

@@ -375,7 +375,7 @@ func TestRelabel(t *testing.T) {
 	}
 }
 
-// ReplaceLabels copies what follows a series' leading labels in one piece
+// withLabels copies what follows a series' leading labels in one piece
 // (see RawSeries.labels) and writes what a field-by-field copy writes; the
 // result's descriptor hashes its new labels, also when ShardHash does.
 func TestReplaceLabelsLeading(t *testing.T) {
@@ -384,11 +384,11 @@ func TestReplaceLabelsLeading(t *testing.T) {
 	for i, rs := range rss {
 		require.NotZero(t, rs.labels, "series %d: AppendSeries' labels lead", i)
 		ts := rs.Bytes(msg)
-		fast, fastRS, _, err := ReplaceLabels(nil, ts, rs, ls, nil)
+		fast, fastRS, _, err := replaceLabels(nil, ts, rs, ls, nil)
 		require.NoError(t, err)
 		walked := rs
 		walked.labels = 0
-		slow, slowRS, _, err := ReplaceLabels(nil, ts, walked, ls, nil)
+		slow, slowRS, _, err := replaceLabels(nil, ts, walked, ls, nil)
 		require.NoError(t, err)
 		require.Equal(t, slow, fast, "series %d", i)
 		require.Equal(t, slowRS, fastRS, "series %d", i)
@@ -397,6 +397,12 @@ func TestReplaceLabelsLeading(t *testing.T) {
 		unhashed.Hash = 0
 		require.Equal(t, fastRS.Hash, unhashed.ShardHash(fast), "series %d", i)
 	}
+}
+
+// replaceLabels is withLabels with the labels ls, as Rewrite writes a
+// series a SeriesFunc gives new labels.
+func replaceLabels(b, ts []byte, rs RawSeries, ls labels.Labels, scratch []byte) ([]byte, RawSeries, []byte, error) {
+	return withLabels(b, ts, rs, AppendLabels(scratch[:0], ls))
 }
 
 func must[T any](v T, err error) T {
@@ -472,7 +478,7 @@ func TestReplaceLabels(t *testing.T) {
 	ss := formSeries()
 	msg, rss := appendForm(t, ss)
 	ls := labels.FromStrings("__name__", "requests_total", "env", "prod")
-	b, rs, _, err := ReplaceLabels(nil, rss[1].Bytes(msg), rss[1], ls, nil)
+	b, rs, _, err := replaceLabels(nil, rss[1].Bytes(msg), rss[1], ls, nil)
 	require.NoError(t, err)
 	var sb labels.ScratchBuilder
 	got, err := SeriesLabels(rs.Bytes(b), &sb)
@@ -504,7 +510,7 @@ func TestRewritersAllocations(t *testing.T) {
 			b, _, scratch = AppendSeries(b, &ss[i], scratch)
 			b, _, _, _ = AppendV1(b, ts)
 			b, _, _, scratch, _ = FilterPoints(b, ts, rs, keep, scratch)
-			b, _, scratch, _ = ReplaceLabels(b, ts, rs, ls, scratch)
+			b, _, scratch, _ = replaceLabels(b, ts, rs, ls, scratch)
 			b, _, _ = WithMetadata(b, ts, md)
 		}
 	})
