@@ -4,12 +4,14 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"sync"
 	"testing"
 
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/relabel"
 	"github.com/prometheus/prometheus/prompb"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/rwgateway/gateway/pkg/prw"
@@ -88,6 +90,44 @@ func TestWriteRelabelIsRelabel(t *testing.T) {
 		}
 		require.Equal(t, !containsAny(rules, "replace", "labeldrop\n- source"), w.fast, rules)
 	}
+}
+
+// Requests relabeled at once by one upstream's rules (as concurrent
+// Enqueues do) each get what Relabel gives, while the answers are worked
+// out and remembered; run with -race.
+func TestWriteRelabelConcurrent(t *testing.T) {
+	var wr prompb.WriteRequest
+	for i := range 2000 {
+		wr.Timeseries = append(wr.Timeseries, prompb.TimeSeries{
+			Labels:  []prompb.Label{{Name: "__name__", Value: "m"}, {Name: "i", Value: fmt.Sprint(i % 500)}, {Name: "rack", Value: "r"}},
+			Samples: []prompb.Sample{{Value: 1, Timestamp: int64(i)}},
+		})
+	}
+	msg, err := wr.Marshal()
+	require.NoError(t, err)
+	d, err := prw.NewV1Decoder().Decode(msg)
+	require.NoError(t, err)
+	in := d.Req.Raw
+	cfgs := relabelConfigs(t, "- source_labels: [i]\n  regex: '1.*'\n  action: drop\n- regex: rack\n  action: labeldrop\n")
+	want, wantDropped, err := prw.Relabel(in, labels.NewBuilder(labels.EmptyLabels()), func(lb *labels.Builder) bool {
+		return relabel.ProcessBuilder(lb, cfgs...)
+	})
+	require.NoError(t, err)
+	w := newWriteRelabel(cfgs)
+	require.True(t, w.fast)
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for range 5 {
+				req := &request{form: in, lb: labels.NewBuilder(labels.EmptyLabels())}
+				got, dropped, err := w.apply(req, in)
+				assert.NoError(t, err)
+				assert.Equal(t, wantDropped, dropped)
+				assert.Equal(t, hashed(want), hashed(got))
+			}
+		})
+	}
+	wg.Wait()
 }
 
 // hashed returns a copy of raw with every series' hash computed, which
