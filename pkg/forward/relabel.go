@@ -106,7 +106,9 @@ func (w *writeRelabel) apply(r *request, in *prw.RawV1) (*prw.RawV1, int, error)
 		}
 		keep := w.name.get(name, func() bool {
 			lb := labels.NewBuilder(labels.FromStrings(string(name), "v"))
-			relabel.ProcessBuilder(lb, w.names...)
+			// labeldrop and labelkeep keep every series: only what they
+			// leave of the label answers.
+			_ = relabel.ProcessBuilder(lb, w.names...)
 			return lb.Get(string(name)) != ""
 		})
 		if len(seen) < 64 {

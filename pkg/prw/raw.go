@@ -228,7 +228,7 @@ type SeriesFunc func(ts []byte) (labels []byte, keep bool, err error)
 // else a new one (metadata, no Compressed).
 func Rewrite(raw *RawV1, fn SeriesFunc) (out *RawV1, dropped int, err error) {
 	out = &RawV1{}
-	var b []byte // nil until a series changes
+	var b, scratch []byte // b is nil until a series changes
 	for i, rs := range raw.Series {
 		ts := rs.Bytes(raw.Msg)
 		body, keep, err := fn(ts)
@@ -255,7 +255,9 @@ func Rewrite(raw *RawV1, fn SeriesFunc) (out *RawV1, dropped int, err error) {
 		case body == nil:
 			b, cur.Span = AppendField(b, fieldLabels, ts)
 		default:
-			if b, cur, _, err = withLabels(b, ts, rs, body); err != nil {
+			// Written in scratch, which keeps what it grows to, as fn's
+			// buffer would not.
+			if b, cur, scratch, err = withLabels(b, ts, rs, append(scratch[:0], body...)); err != nil {
 				return raw, 0, err
 			}
 		}
