@@ -175,10 +175,11 @@ func (e *encoder) marshalV1(items []item, meta bool) (int, error) {
 			continue
 		}
 		var run prw.FamilyRun
-		walkErr := rangeChunk(raw, true, func(ts []byte, rs prw.RawSeries, _ int) bool {
+		walkErr := rangeChunk(raw, false, func(ts []byte, _ prw.RawSeries, _ int) bool {
 			var md []byte
+			var rs prw.RawSeries
 			start := len(b)
-			if b, _, md, err = prw.AppendV1(b, ts); err != nil {
+			if b, rs, md, err = prw.AppendV1(b, ts); err != nil {
 				return false
 			}
 			if rs.Points() == 0 {

@@ -172,10 +172,11 @@ func TestPlainV2DecoderIsTheFormFor1(t *testing.T) {
 	seen := map[string]bool{}
 	for _, rs := range form.Req.Raw.Series {
 		ts := rs.Bytes(form.Req.Raw.Msg)
-		b, sp, md, err := prw.AppendV1(nil, ts)
+		b, v1, md, err := prw.AppendV1(nil, ts)
 		require.NoError(t, err)
+		require.Equal(t, [3]uint32{rs.Samples, rs.Histograms, rs.Exemplars}, [3]uint32{v1.Samples, v1.Histograms, v1.Exemplars}, "points counted by AppendV1")
 		if rs.Points() > 0 {
-			want = append(want, sp.Bytes(b))
+			want = append(want, v1.Bytes(b))
 		}
 		if md != nil {
 			m := prw.ReadMetadata(md)

@@ -238,9 +238,10 @@ func AppendField(b []byte, num protowire.Number, msg []byte) ([]byte, Span) {
 }
 
 // AppendV1 appends ts to b as a plain 1.0 TimeSeries field, and returns
-// the message's span in b and its metadata extension's value, if any (see
-// ReadMetadata). On error b is returned as it was.
-func AppendV1(b, ts []byte) (out []byte, sp Span, md []byte, err error) {
+// the message's span in b with its points counted, and its metadata
+// extension's value, if any (see ReadMetadata). On error b is returned as
+// it was.
+func AppendV1(b, ts []byte) (out []byte, rs RawSeries, md []byte, err error) {
 	start := len(b)
 	// The message is written in place, after room for its length: it is
 	// no longer than ts, so the length takes at most as many bytes as
@@ -258,23 +259,27 @@ func AppendV1(b, ts []byte) (out []byte, sp Span, md []byte, err error) {
 	for rest := ts[off:]; len(rest) > 0; {
 		f, next, err := nextField(rest)
 		if err != nil {
-			return b[:start], Span{}, nil, err
+			return b[:start], RawSeries{}, nil, err
 		}
 		rest = next
 		switch {
 		case f.num == fieldSamples && f.typ == protowire.BytesType:
 			b = appendWithout(b, f.num, f.v, fieldSampleStart)
+			rs.Samples++
 		case f.num == fieldHistograms && f.typ == protowire.BytesType:
 			b = appendWithout(b, f.num, f.v, fieldHistogramStart)
+			rs.Histograms++
 		case f.num == fieldMetadata && f.typ == protowire.BytesType:
 			md = f.v
 		default:
+			rs.count(pointKind(f))
 			b = append(b, f.whole...)
 		}
 	}
 	n := len(b) - at
 	b = closeField(b, at, room)
-	return b, Span{Off: uint32(len(b) - n), Len: uint32(n)}, md, nil
+	rs.Span = Span{Off: uint32(len(b) - n), Len: uint32(n)}
+	return b, rs, md, nil
 }
 
 // ReadMetadata reads the value of a series' metadata extension.
