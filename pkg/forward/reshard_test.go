@@ -96,6 +96,11 @@ func TestOrderGates(t *testing.T) {
 	o.done(0, 7)
 	require.Equal(t, 1, o.route([]uint64{7}, 3, load), "none pending: the least loaded")
 	require.Equal(t, 0, o.route([]uint64{5}, 1, load), "not to a shard no longer in use (seq 5 is in shard 1)")
+	queue(2, 9) // seq 8
+	v := item{hashes: []uint64{8, 9}}
+	require.Equal(t, 2, o.place(&v, 3, load), "to the shard of seq 8, not the least loaded (1)")
+	require.Nil(t, v.gate)
+	o.done(2, v.seq)
 
 	// With nothing pending, a rebuild empties the table where it is.
 	o.done(1, 5)
