@@ -120,7 +120,9 @@ func (w *writeRelabel) apply(r *request, in *prw.RawV1) (*prw.RawV1, int, error)
 	fn = func(ts []byte) ([]byte, bool, error) {
 		key, body = key[:0], body[:0]
 		changed, i, j := false, 0, 0
-		err := prw.RangeRawLabels(ts, func(name, value []byte) bool {
+		// label reads the i-th label of the series and reports whether
+		// it is kept.
+		label := func(name, value []byte) bool {
 			for ; j < len(w.read) && w.read[j] < string(name); j++ {
 				key = append(key, 0) // not there: ""
 			}
@@ -129,13 +131,31 @@ func (w *writeRelabel) apply(r *request, in *prw.RawV1) (*prw.RawV1, int, error)
 				key = append(key, value...)
 				j++
 			}
+			i++
 			// A label of an empty value is none: Relabel leaves it out.
-			if len(value) == 0 || (hasNames && !keepName(i, name)) {
-				changed = true
-			} else if build {
+			kept := len(value) > 0 && (!hasNames || keepName(i-1, name))
+			changed = changed || !kept
+			return kept
+		}
+		// The leading labels that SmallLabel reads are written as
+		// AppendLabel would: each run of kept ones is copied in one piece.
+		off, run := 0, 0
+		for n, name, value, ok := prw.SmallLabel(ts); ok; n, name, value, ok = prw.SmallLabel(ts[off:]) {
+			if !label(name, value) {
+				if build {
+					body = append(body, ts[run:off]...)
+				}
+				run = off + n
+			}
+			off += n
+		}
+		if build {
+			body = append(body, ts[run:off]...)
+		}
+		err := prw.RangeRawLabels(ts[off:], func(name, value []byte) bool {
+			if label(name, value) && build {
 				body = prw.AppendLabel(body, name, value)
 			}
-			i++
 			return true
 		})
 		if err != nil {
