@@ -228,7 +228,7 @@ type SeriesFunc func(ts []byte) (labels []byte, keep bool, err error)
 // else a new one (metadata, no Compressed).
 func Rewrite(raw *RawV1, fn SeriesFunc) (out *RawV1, dropped int, err error) {
 	out = &RawV1{}
-	var b, scratch []byte // b is nil until a series changes
+	var b []byte // nil until a series changes
 	for i, rs := range raw.Series {
 		ts := rs.Bytes(raw.Msg)
 		body, keep, err := fn(ts)
@@ -255,9 +255,7 @@ func Rewrite(raw *RawV1, fn SeriesFunc) (out *RawV1, dropped int, err error) {
 		case body == nil:
 			b, cur.Span = AppendField(b, fieldLabels, ts)
 		default:
-			// Written in scratch, which keeps what it grows to, as fn's
-			// buffer would not.
-			if b, cur, scratch, err = withLabels(b, ts, rs, append(scratch[:0], body...)); err != nil {
+			if b, cur, err = withLabels(b, ts, rs, body); err != nil {
 				return raw, 0, err
 			}
 		}
@@ -369,15 +367,13 @@ func AddLabels(raw *RawV1, ext labels.Labels) (*RawV1, error) {
 			body, added = appendLabelEntry(body, names[j], values[j]), true
 		}
 		cur := rs
-		switch {
-		case !added:
+		if !added {
 			b, cur.Span = AppendField(b, fieldLabels, ts)
-		case late == 0:
-			// Only other fields follow the labels: as they are.
-			cur.Hash, cur.labels = hashCanonical(body), uint32(len(body))
-			b, cur.Span = AppendField(b, fieldLabels, append(body, ts[off:]...))
-		default:
-			if b, cur, body, err = withLabels(b, ts, rs, body); err != nil {
+		} else {
+			if late == 0 {
+				rs.labels = uint32(off) // only other fields follow: as they are
+			}
+			if b, cur, err = withLabels(b, ts, rs, body); err != nil {
 				return raw, err
 			}
 		}

@@ -485,25 +485,31 @@ func SeriesLabels(ts []byte, sb *labels.ScratchBuilder) (labels.Labels, error) {
 	return sb.Labels(), err
 }
 
-// withLabels appends ts, whose descriptor is rs, to b with body, its new
-// labels as AppendLabels writes them, returning the new descriptor and
-// body, reused.
-func withLabels(b, ts []byte, rs RawSeries, body []byte) ([]byte, RawSeries, []byte, error) {
-	n := len(body)
+// withLabels appends ts, whose descriptor is rs, to b with labels, its
+// new labels fields as AppendLabels writes them, in place of its own, and
+// returns the new descriptor. On error b is returned as it was.
+func withLabels(b, ts []byte, rs RawSeries, labels []byte) ([]byte, RawSeries, error) {
+	start := len(b)
+	// Written in place, after room for its length (see AppendV1).
+	room := protowire.SizeVarint(uint64(len(labels) + len(ts)))
+	b, at := openField(b, fieldLabels, room)
+	b = append(b, labels...)
 	if rs.labels > 0 {
 		// Its labels lead (see RawSeries.labels): the rest is copied whole.
-		body = append(body, ts[rs.labels:]...)
+		b = append(b, ts[rs.labels:]...)
 	} else {
 		for f, err := range fields(ts) {
 			if err != nil {
-				return b, rs, body, err
+				return b[:start], rs, err
 			}
 			if f.num != fieldLabels {
-				body = append(body, f.whole...)
+				b = append(b, f.whole...)
 			}
 		}
 	}
-	rs.Hash, rs.labels = hashCanonical(body[:n]), uint32(n)
-	b, rs.Span = AppendField(b, fieldLabels, body)
-	return b, rs, body, nil
+	rs.Hash, rs.labels = hashCanonical(labels), uint32(len(labels))
+	n := len(b) - at
+	b = closeField(b, at, room)
+	rs.Span = Span{Off: uint32(len(b) - n), Len: uint32(n)}
+	return b, rs, nil
 }

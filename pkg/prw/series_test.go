@@ -426,7 +426,9 @@ func TestRewriteAllocs(t *testing.T) {
 // replaceLabels is withLabels with the labels ls, as Rewrite writes a
 // series a SeriesFunc gives new labels.
 func replaceLabels(b, ts []byte, rs RawSeries, ls labels.Labels, scratch []byte) ([]byte, RawSeries, []byte, error) {
-	return withLabels(b, ts, rs, AppendLabels(scratch[:0], ls))
+	scratch = AppendLabels(scratch[:0], ls)
+	b, rs, err := withLabels(b, ts, rs, scratch)
+	return b, rs, scratch, err
 }
 
 func must[T any](v T, err error) T {
