@@ -485,15 +485,15 @@ func SeriesLabels(ts []byte, sb *labels.ScratchBuilder) (labels.Labels, error) {
 	return sb.Labels(), err
 }
 
-// withLabels appends ts, whose descriptor is rs, to b with labels, its
+// withLabels appends ts, whose descriptor is rs, to b with ls, its
 // new labels fields as AppendLabels writes them, in place of its own, and
 // returns the new descriptor. On error b is returned as it was.
-func withLabels(b, ts []byte, rs RawSeries, labels []byte) ([]byte, RawSeries, error) {
+func withLabels(b, ts []byte, rs RawSeries, ls []byte) ([]byte, RawSeries, error) {
 	start := len(b)
 	// Written in place, after room for its length (see AppendV1).
-	room := protowire.SizeVarint(uint64(len(labels) + len(ts)))
+	room := protowire.SizeVarint(uint64(len(ls) + len(ts)))
 	b, at := openField(b, fieldLabels, room)
-	b = append(b, labels...)
+	b = append(b, ls...)
 	if rs.labels > 0 {
 		// Its labels lead (see RawSeries.labels): the rest is copied whole.
 		b = append(b, ts[rs.labels:]...)
@@ -507,7 +507,7 @@ func withLabels(b, ts []byte, rs RawSeries, labels []byte) ([]byte, RawSeries, e
 			}
 		}
 	}
-	rs.Hash, rs.labels = hashCanonical(labels), uint32(len(labels))
+	rs.Hash, rs.labels = hashCanonical(ls), uint32(len(ls))
 	n := len(b) - at
 	b = closeField(b, at, room)
 	rs.Span = Span{Off: uint32(len(b) - n), Len: uint32(n)}
