@@ -367,15 +367,13 @@ func AddLabels(raw *RawV1, ext labels.Labels) (*RawV1, error) {
 			body, added = appendLabelEntry(body, names[j], values[j]), true
 		}
 		cur := rs
+		if added && late == 0 {
+			rs.labels = uint32(off) // only other fields follow: as they are
+		}
 		if !added {
 			b, cur.Span = AppendField(b, fieldLabels, ts)
-		} else {
-			if late == 0 {
-				rs.labels = uint32(off) // only other fields follow: as they are
-			}
-			if b, cur, err = withLabels(b, ts, rs, body); err != nil {
-				return raw, err
-			}
+		} else if b, cur, err = withLabels(b, ts, rs, body); err != nil {
+			return raw, err
 		}
 		changed = changed || added
 		out.Append(cur)
