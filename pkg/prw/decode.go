@@ -47,8 +47,7 @@ type Decoded struct {
 	metaField        []byte     // the last metadata written in the form, in this request
 	metaFieldOf      metadataV2 // and the metadata it is
 	refs, xrefs      []uint32
-	prevSeries       labelRun // see seriesV2
-	ends             []int
+	written          []labelAt // by value symbol: see writeLabels
 	syms             [][]byte
 	symOK            []bool
 	series           [][]byte

@@ -38,7 +38,8 @@ func decodeV2(d *Decoded, msg []byte) error {
 		d.knownNames[i].names = d.knownNames[i].names[:0]
 	}
 	d.metaBytes, d.metaField = nil, d.metaField[:0]
-	d.prevSeries.refs = d.prevSeries.refs[:0]
+	d.written = slices.Grow(d.written[:0], len(syms))[:len(syms)]
+	clear(d.written)
 	b := d.form[:0]
 	for i, ts := range series {
 		var err error
@@ -200,24 +201,10 @@ func (d *Decoded) seriesV2(b []byte, idx int, ts []byte) ([]byte, error) {
 		rs.Ext = rs.Ext || d.hist.StartTimestamp != 0
 	}
 
-	// The series in the form, written in place. A sender's series of one
-	// metric and target share their first labels with the series before
-	// (names sort so): those are copied from it in one piece.
+	// The series in the form, written in place.
 	from := len(b)
 	b, at := openField(b, fieldLabels, 2)
-	j, prev := 0, &d.prevSeries
-	for j+1 < min(len(refs), len(prev.refs)) && refs[j] == prev.refs[j] && refs[j+1] == prev.refs[j+1] {
-		j += 2
-	}
-	ends := append(d.ends[:0], prev.ends[:j/2]...)
-	if j > 0 {
-		b = append(b, b[prev.at:prev.at+ends[j/2-1]]...)
-	}
-	for ; j < len(refs); j += 2 {
-		b = appendLabelEntry(b, d.syms[refs[j]], d.syms[refs[j+1]])
-		ends = append(ends, len(b)-at)
-	}
-	d.ends = ends
+	b = d.writeLabels(b, at, refs)
 	rs.labels = uint32(len(b) - at) // hashed when a request is cut (ShardHash)
 	for _, smp := range samples {
 		start, ext, err := checkSampleV2(smp)
@@ -248,6 +235,9 @@ func (d *Decoded) seriesV2(b []byte, idx int, ts []byte) ([]byte, error) {
 			d.addFamily(refs, mdBytes, md)
 		}
 		if rs.Points() == 0 {
+			for j := 1; j < len(refs); j += 2 { // written for a series not kept
+				d.written[refs[j]] = labelAt{}
+			}
 			return b[:from], nil // metadata only: a family metadata entry in 1.0
 		}
 		rs.Ext = false
@@ -267,17 +257,41 @@ func (d *Decoded) seriesV2(b []byte, idx int, ts []byte) ([]byte, error) {
 	b = closeField(b, at, 2)
 	rs.Span = Span{Off: uint32(len(b) - n), Len: uint32(n)}
 	d.raw.Append(rs)
-	prev.refs, prev.at = append(prev.refs[:0], refs...), int(rs.Span.Off)
-	prev.ends, d.ends = d.ends, prev.ends
 	return b, nil
 }
 
-// labelRun is the labels of the last series written in the form: their
-// references, sorted, where they start, and where each ends after that.
-type labelRun struct {
-	refs []uint32
-	at   int
-	ends []int
+// labelAt is where the entry of a label was last written in the form of
+// the request: at rel in the series' message (its span's offset is known
+// once it is closed). It is found by its value's symbol, checked by its
+// name's.
+type labelAt struct{ name, series, rel, n uint32 }
+
+// writeLabels appends the label entries of refs (valid, sorted) to b, the
+// form, where the message of the next series starts at at. A label written
+// before in the request is copied from where it was last written, and
+// labels written together there are copied in one piece: a sender's series
+// share most of their labels with those before them.
+func (d *Decoded) writeLabels(b []byte, at int, refs []uint32) []byte {
+	from, to := 0, 0 // a run of entries to copy: b[from:to]
+	next := uint32(len(d.raw.Series))
+	for j := 0; j < len(refs); j += 2 {
+		w := &d.written[refs[j+1]]
+		if w.n > 0 && w.name == refs[j] {
+			if off := int(d.raw.Series[w.series].Span.Off + w.rel); off != to {
+				b = append(b, b[from:to]...)
+				from, to = off, off
+			}
+			w.series, w.rel = next, uint32(len(b)+to-from-at) // its copy's
+			to += int(w.n)
+			continue
+		}
+		b = append(b, b[from:to]...)
+		from, to = 0, 0
+		off := len(b)
+		b = appendLabelEntry(b, d.syms[refs[j]], d.syms[refs[j+1]])
+		*w = labelAt{name: refs[j], series: next, rel: uint32(off - at), n: uint32(len(b) - off)}
+	}
+	return append(b, b[from:to]...)
 }
 
 func comparePairs(a, b labelPair) int { return bytes.Compare(a.name, b.name) }

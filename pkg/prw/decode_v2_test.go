@@ -3,6 +3,8 @@ package prw_test
 import (
 	"bytes"
 	"math"
+	"math/rand/v2"
+	"strings"
 	"testing"
 
 	"github.com/prometheus/prometheus/model/histogram"
@@ -260,5 +262,59 @@ func TestPlainV2SamplesOfAnyLayout(t *testing.T) {
 			require.NoError(t, wr.Unmarshal(plain.Req.Raw.Msg))
 			require.Empty(t, wr.Timeseries[0].Samples[0].XXX_unrecognized, "no start field")
 		})
+	}
+}
+
+// A label is written once per request and copied after, alone or with the
+// labels written with it: every series still gets exactly its own labels,
+// whatever it shares with the series before it. The requests mix short
+// series (whose length takes one byte) with long ones (three bytes), one
+// value under several names, and series that leave nothing in 1.0
+// (metadata only) between the others.
+func TestDecodeV2CopiesLabelsExactly(t *testing.T) {
+	rnd := rand.New(rand.NewPCG(1, 2))
+	names := []string{"a", "cpu", "env", "instance", "job", "mode", "zone"}
+	values := []string{"0", "1", "idle", "prod", "node", strings.Repeat("v", 200), strings.Repeat("w", 20000)}
+	gauge := writev2.Metadata{Type: writev2.Metadata_METRIC_TYPE_GAUGE}
+	for round := range 200 {
+		st := writev2.NewSymbolTable()
+		req := &writev2.Request{}
+		var want []labels.Labels
+		for range 1 + rnd.IntN(12) {
+			b := labels.NewScratchBuilder(0)
+			b.Add("__name__", []string{"m", "n"}[rnd.IntN(2)])
+			for _, n := range names {
+				if rnd.IntN(3) > 0 {
+					v := values[rnd.IntN(5)]
+					if rnd.IntN(20) == 0 {
+						v = values[5+rnd.IntN(2)]
+					}
+					b.Add(n, v)
+				}
+			}
+			b.Sort()
+			ls := b.Labels()
+			ts := writev2.TimeSeries{LabelsRefs: st.SymbolizeLabels(ls, nil), Metadata: gauge}
+			if rnd.IntN(5) > 0 {
+				ts.Samples = sample(1)
+				want = append(want, ls)
+			}
+			req.Timeseries = append(req.Timeseries, ts)
+		}
+		req.Symbols = st.Symbols()
+		msg, err := req.Marshal()
+		require.NoError(t, err)
+		form, plain := decodeFormAndPlain(t, msg)
+		for _, d := range []*prw.Decoded{form, plain} {
+			series, _, err := rwtest.Decode(&d.Req)
+			require.NoError(t, err)
+			var got []labels.Labels
+			for _, s := range series {
+				if s.Samples != nil {
+					got = append(got, s.Labels)
+				}
+			}
+			require.Equal(t, want, got, "round %d", round)
+		}
 	}
 }
