@@ -3,6 +3,7 @@ package prw
 import (
 	"bytes"
 	"fmt"
+	"math"
 	"slices"
 	"strconv"
 	"unicode/utf8"
@@ -204,7 +205,7 @@ func (d *Decoded) seriesV2(b []byte, idx int, ts []byte) ([]byte, error) {
 	// The series in the form, written in place.
 	from := len(b)
 	b, at := openField(b, fieldLabels, 2)
-	b = d.writeLabels(b, at, refs)
+	b = d.writeLabels(b, refs)
 	rs.labels = uint32(len(b) - at) // hashed when a request is cut (ShardHash)
 	for _, smp := range samples {
 		start, ext, err := checkSampleV2(smp)
@@ -256,32 +257,33 @@ func (d *Decoded) seriesV2(b []byte, idx int, ts []byte) ([]byte, error) {
 	n := len(b) - at
 	b = closeField(b, at, 2)
 	rs.Span = Span{Off: uint32(len(b) - n), Len: uint32(n)}
+	if moved := len(b) - n - at; moved != 0 {
+		d.movedLabels(refs, moved)
+	}
 	d.raw.Append(rs)
 	return b, nil
 }
 
 // labelAt is where the entry of a label was last written in the form of
-// the request: at rel in the series' message (its span's offset is known
-// once it is closed). It is found by its value's symbol, checked by its
-// name's.
-type labelAt struct{ name, series, rel, n uint32 }
+// the request, and by which series. It is found by its value's symbol,
+// checked by its name's.
+type labelAt struct{ name, off, n, series uint32 }
 
 // writeLabels appends the label entries of refs (valid, sorted) to b, the
-// form, where the message of the next series starts at at. A label written
-// before in the request is copied from where it was last written, and
-// labels written together there are copied in one piece: a sender's series
-// share most of their labels with those before them.
-func (d *Decoded) writeLabels(b []byte, at int, refs []uint32) []byte {
+// form. A label written before in the request is copied from where it was
+// last written, and labels written together there are copied in one piece:
+// a sender's series share most of their labels with those before them.
+func (d *Decoded) writeLabels(b []byte, refs []uint32) []byte {
 	from, to := 0, 0 // a run of entries to copy: b[from:to]
 	next := uint32(len(d.raw.Series))
 	for j := 0; j < len(refs); j += 2 {
 		w := &d.written[refs[j+1]]
 		if w.n > 0 && w.name == refs[j] {
-			if off := int(d.raw.Series[w.series].Span.Off + w.rel); off != to {
+			if int(w.off) != to {
 				b = append(b, b[from:to]...)
-				from, to = off, off
+				from, to = int(w.off), int(w.off)
 			}
-			w.series, w.rel = next, uint32(len(b)+to-from-at) // its copy's
+			w.off, w.series = uint32(len(b)+to-from), next // its copy's
 			to += int(w.n)
 			continue
 		}
@@ -289,9 +291,20 @@ func (d *Decoded) writeLabels(b []byte, at int, refs []uint32) []byte {
 		from, to = 0, 0
 		off := len(b)
 		b = appendLabelEntry(b, d.syms[refs[j]], d.syms[refs[j+1]])
-		*w = labelAt{name: refs[j], series: next, rel: uint32(off - at), n: uint32(len(b) - off)}
+		*w = labelAt{name: refs[j], off: uint32(off), n: uint32(len(b) - off), series: next}
 	}
 	return append(b, b[from:to]...)
+}
+
+// movedLabels notes that the series just written, of labels refs, moved
+// by n bytes as it was closed.
+func (d *Decoded) movedLabels(refs []uint32, n int) {
+	next := uint32(len(d.raw.Series))
+	for j := 1; j < len(refs); j += 2 {
+		if w := &d.written[refs[j]]; w.series == next { // once per entry
+			w.off, w.series = uint32(int(w.off)+n), math.MaxUint32
+		}
+	}
 }
 
 func comparePairs(a, b labelPair) int { return bytes.Compare(a.name, b.name) }
