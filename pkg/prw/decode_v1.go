@@ -136,7 +136,7 @@ func scanV1Series(d *Decoded, ts []byte) (rs RawSeries, ok bool) {
 	}
 	direct := true
 	// Every field here is length-delimited: read as such, not through
-	// nextField, as this loop is a fifth of the 1.0 handler.
+	// field.read, as this loop is a fifth of the 1.0 handler.
 	for b := ts[off:]; len(b) > 0; {
 		num, typ, n := protowire.ConsumeTag(b)
 		if n < 0 || typ != protowire.BytesType {

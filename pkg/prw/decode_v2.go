@@ -17,12 +17,12 @@ import (
 func decodeV2(d *Decoded, msg []byte) error {
 	// Symbols are shared between series: each is checked once.
 	syms, symOK, series := d.syms[:0], d.symOK[:0], d.series[:0]
+	var f field
 	for rest := msg; len(rest) > 0; {
-		f, next, err := nextField(rest)
-		if err != nil {
+		var err error
+		if rest, err = f.read(rest); err != nil {
 			return err
 		}
-		rest = next
 		if (f.num == 4 || f.num == 5) && f.typ != protowire.BytesType {
 			return fmt.Errorf("wrong wire type %d for field %d", f.typ, f.num)
 		}
@@ -109,14 +109,14 @@ func (d *Decoded) seriesV2(b []byte, idx int, ts []byte) ([]byte, error) {
 	}
 	var md metadataV2
 	var mdBytes []byte
-	// The fields are read with nextField directly, not through fields:
+	// The fields are read with field.read directly, not through fields:
 	// this loop runs once per field of every series.
+	var f field
 	for rest := ts; len(rest) > 0; {
-		f, next, err := nextField(rest)
-		if err != nil {
+		var err error
+		if rest, err = f.read(rest); err != nil {
 			return b, err
 		}
-		rest = next
 		switch {
 		case f.num == 1:
 			if refs, err = readRefs(refs, f); err != nil {

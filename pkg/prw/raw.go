@@ -190,6 +190,7 @@ func SeriesPoints(ts []byte) (RawSeries, error) {
 // RangeRawLabels calls fn for each label of the TimeSeries ts, in order,
 // until fn returns false.
 func RangeRawLabels(ts []byte, fn func(name, value []byte) bool) error {
+	var f field
 	for len(ts) > 0 {
 		if n, name, value, ok := SmallLabel(ts); ok {
 			if !fn(name, value) {
@@ -198,11 +199,10 @@ func RangeRawLabels(ts []byte, fn func(name, value []byte) bool) error {
 			ts = ts[n:]
 			continue
 		}
-		f, rest, err := nextField(ts)
-		if err != nil {
+		var err error
+		if ts, err = f.read(ts); err != nil {
 			return err
 		}
-		ts = rest
 		if f.num != fieldLabels || f.typ != protowire.BytesType {
 			continue
 		}

@@ -129,20 +129,24 @@ type field struct {
 	u     uint64 // the value of a varint or fixed64 field
 }
 
-func nextField(b []byte) (f field, rest []byte, err error) {
+// read reads the first field of b into f, and returns what follows it.
+// It writes f in place, one part at a time: read runs once per field of
+// every series, and a field built whole (returned, or a literal) was
+// copied through a store-forwarding stall.
+func (f *field) read(b []byte) (rest []byte, err error) {
 	// Most fields of remote write have a one-byte tag and, if
 	// length-delimited, a one-byte length: read those directly.
 	if len(b) >= 2 && b[0] < 0x80 && b[0]&7 == byte(protowire.BytesType) && b[1] < 0x80 && b[0] >= 8 {
 		if end := 2 + int(b[1]); end <= len(b) {
-			f.num, f.typ, f.v, f.whole = protowire.Number(b[0]>>3), protowire.BytesType, b[2:end:end], b[:end:end]
-			return f, b[end:], nil
+			f.num, f.typ, f.v, f.whole, f.u = protowire.Number(b[0]>>3), protowire.BytesType, b[2:end:end], b[:end:end], 0
+			return b[end:], nil
 		}
 	}
 	num, typ, n := protowire.ConsumeTag(b)
 	if n < 0 {
-		return f, nil, ErrMalformed
+		return nil, ErrMalformed
 	}
-	f.num, f.typ = num, typ
+	f.num, f.typ, f.v, f.u = num, typ, nil, 0
 	var m int
 	switch typ {
 	case protowire.BytesType:
@@ -155,18 +159,19 @@ func nextField(b []byte) (f field, rest []byte, err error) {
 		m = protowire.ConsumeFieldValue(num, typ, b[n:])
 	}
 	if m < 0 {
-		return f, nil, ErrMalformed
+		return nil, ErrMalformed
 	}
 	f.whole = b[:n+m]
-	return f, b[n+m:], nil
+	return b[n+m:], nil
 }
 
 // fields iterates over the fields of msg until a malformed one, yielded
 // with ErrMalformed. Inlined into its loops, it allocates nothing.
 func fields(msg []byte) iter.Seq2[field, error] {
 	return func(yield func(field, error) bool) {
+		var f field
 		for len(msg) > 0 {
-			f, rest, err := nextField(msg)
+			rest, err := f.read(msg)
 			if !yield(f, err) || err != nil {
 				return
 			}
@@ -254,14 +259,14 @@ func AppendV1(b, ts []byte) (out []byte, rs RawSeries, md []byte, err error) {
 		off += n
 	}
 	b = append(b, ts[:off]...)
-	// The fields are read with nextField in a plain loop, not through
+	// The fields are read with field.read in a plain loop, not through
 	// fields: this runs once per series the 1.0 encoder converts.
+	var f field
 	for rest := ts[off:]; len(rest) > 0; {
-		f, next, err := nextField(rest)
-		if err != nil {
+		var err error
+		if rest, err = f.read(rest); err != nil {
 			return b[:start], RawSeries{}, nil, err
 		}
-		rest = next
 		switch {
 		case f.num == fieldSamples && f.typ == protowire.BytesType:
 			b = appendWithout(b, f.num, f.v, fieldSampleStart)

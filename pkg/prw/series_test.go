@@ -559,9 +559,9 @@ func seriesMetadata(ts []byte) (Metadata, bool, error) {
 	return ReadMetadata(m), ok, err
 }
 
-// nextField reads any bytes as protowire does: its one-byte fast path
+// field.read reads any bytes as protowire does: its one-byte fast path
 // included, the same field or the same refusal.
-func TestNextFieldAsProtowire(t *testing.T) {
+func TestFieldReadAsProtowire(t *testing.T) {
 	rnd := rand.New(rand.NewPCG(1, 2))
 	inputs := [][]byte{{0x02, 0x00}, {0x0a, 0x05, 1, 2}, {0x0a, 0x7f}, {0x0a, 0x00}, {0x82, 0x01, 0x01, 9}, {0x0a, 0x80, 0x01}}
 	for range 200000 {
@@ -575,7 +575,8 @@ func TestNextFieldAsProtowire(t *testing.T) {
 		inputs = append(inputs, b)
 	}
 	for _, b := range inputs {
-		f, rest, err := nextField(b)
+		var f field
+		rest, err := f.read(b)
 		num, typ, n := protowire.ConsumeTag(b)
 		m := -1
 		if n >= 0 {
