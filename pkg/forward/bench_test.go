@@ -165,29 +165,32 @@ func BenchmarkEndToEnd(b *testing.B) {
 // BenchmarkEndToEndRaw is BenchmarkEndToEnd from the HTTP request: the
 // same series, 1.0-encoded and snappy-compressed, go through the
 // receiver's handler (decode included), so they take the raw fast path.
-// The 2.0 input is read in the form, as when another upstream takes 2.0;
-// the 1.0 input to a 2.0 upstream (upstream=2.0) is encoded again.
+// The 2.0 input is read in the form, as when another upstream takes 2.0,
+// or as 1.0 data (v2plain), as when none does; the 1.0 input to a 2.0
+// upstream (upstream=2.0) is encoded again.
 func BenchmarkEndToEndRaw(b *testing.B) {
 	for _, in := range []struct {
 		name     string
 		proto    prw.Protocol
 		body     []byte
 		upstream prw.Protocol
+		plain    bool
 	}{
-		{"raw", prw.ProtoV1, rwtest.Encode(rwtest.V1Request(benchBatch, 1)), prw.ProtoV1},
-		{"v2", prw.ProtoV2, rwtest.Encode(rwtest.V2Request(benchBatch, 1)), prw.ProtoV1},
-		{"raw/upstream=2.0", prw.ProtoV1, rwtest.Encode(rwtest.V1Request(benchBatch, 1)), prw.ProtoV2},
+		{"raw", prw.ProtoV1, rwtest.Encode(rwtest.V1Request(benchBatch, 1)), prw.ProtoV1, false},
+		{"v2", prw.ProtoV2, rwtest.Encode(rwtest.V2Request(benchBatch, 1)), prw.ProtoV1, false},
+		{"v2plain", prw.ProtoV2, rwtest.Encode(rwtest.V2Request(benchBatch, 1)), prw.ProtoV1, true},
+		{"raw/upstream=2.0", prw.ProtoV1, rwtest.Encode(rwtest.V1Request(benchBatch, 1)), prw.ProtoV2, false},
 	} {
 		for _, mode := range []string{config.StorageMemory, config.StorageDisk} {
-			benchEndToEndHTTP(b, mode, in.name, in.proto, in.body, in.upstream)
+			benchEndToEndHTTP(b, mode, in.name, in.proto, in.body, in.upstream, receiver.Options{PlainV2: in.plain})
 		}
 	}
 }
 
 // benchEndToEndHTTP is one run of BenchmarkEndToEndRaw: body, a request of
 // benchBatch samples in proto, to an upstream of protocol up with a mode
-// queue.
-func benchEndToEndHTTP(b *testing.B, mode, input string, proto prw.Protocol, body []byte, up prw.Protocol) {
+// queue, through a handler of options opts.
+func benchEndToEndHTTP(b *testing.B, mode, input string, proto prw.Protocol, body []byte, up prw.Protocol, opts receiver.Options) {
 	{
 		b.Run("queue="+mode+"/input="+input, func(b *testing.B) {
 			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -212,7 +215,7 @@ func benchEndToEndHTTP(b *testing.B, mode, input string, proto prw.Protocol, bod
 				b.Fatal(err)
 			}
 			defer m.Stop(context.Background())
-			h := receiver.NewHandler(nil, registry.NewReceiverMetrics(prometheus.NewRegistry()), allUpstreams{m}, receiver.Options{})
+			h := receiver.NewHandler(nil, registry.NewReceiverMetrics(prometheus.NewRegistry()), allUpstreams{m}, opts)
 			sent := reg.SentSamples.WithLabelValues("u")
 			b.ReportAllocs()
 			want := 0.0
