@@ -154,16 +154,19 @@ func (d *Decoded) seriesV2(b []byte, idx int, ts []byte) ([]byte, error) {
 		d.Invalid.add(reason, idx, len(ts), ls, detail)
 		return b, nil
 	}
-	if !refsValid(refs, nsyms) {
-		return refuse(invalidLabelRefs, fmt.Sprintf("%d label refs, odd or outside the %d symbols", len(refs), nsyms))
-	}
-	for j, r := range refs {
-		if !d.symOK[r] {
-			what := [2]string{"label name ", "label value "}[j%2]
-			return refuse(invalidUTF8, what+strconv.Quote(string(d.syms[r]))+" is not valid UTF-8")
+	h, ok := d.labelRefs(refs)
+	if !ok {
+		if !refsValid(refs, nsyms) {
+			return refuse(invalidLabelRefs, fmt.Sprintf("%d label refs, odd or outside the %d symbols", len(refs), nsyms))
+		}
+		for j, r := range refs {
+			if !d.symOK[r] {
+				what := [2]string{"label name ", "label value "}[j%2]
+				return refuse(invalidUTF8, what+strconv.Quote(string(d.syms[r]))+" is not valid UTF-8")
+			}
 		}
 	}
-	if !d.sameNames(refs) {
+	if !d.sameNames(refs, h) {
 		if reason, detail, ok := d.checkNames(refs); !ok {
 			return refuse(reason, detail)
 		}
@@ -316,22 +319,36 @@ type knownNames struct {
 	nameAt int
 }
 
-// known returns the slot of d.knownNames for the label names of refs: a
-// sender's series of one metric share them, in order, and a request holds
-// a few such runs, interleaved.
-func (d *Decoded) known(refs []uint32) *knownNames {
-	h := uint32(len(refs))
-	for j := 0; j < len(refs); j += 2 {
-		h = h*31 + refs[j]
+// labelRefs reports whether the label references refs are pairs of
+// symbols of valid UTF-8, and returns the hash of their names that
+// d.knownNames is looked up by: one pass over the references of a series,
+// which every series takes.
+func (d *Decoded) labelRefs(refs []uint32) (h uint32, ok bool) {
+	h, ok = uint32(len(refs)), len(refs)%2 == 0
+	syms := d.symOK
+	for j := 0; j+1 < len(refs); j += 2 {
+		n, v := refs[j], refs[j+1]
+		if int(n) >= len(syms) || int(v) >= len(syms) || !syms[n] || !syms[v] {
+			return h, false
+		}
+		h = h*31 + n
 	}
+	return h, ok
+}
+
+// known returns the slot of d.knownNames for label names of hash h (see
+// labelRefs): a sender's series of one metric share them, in order, and a
+// request holds a few such runs, interleaved.
+func (d *Decoded) known(h uint32) *knownNames {
 	return &d.knownNames[h%uint32(len(d.knownNames))]
 }
 
-// sameNames reports whether refs name the labels of a series checkNames
-// passed, in its order. They are then sorted, distinct and not empty, and
-// validatePairs would pass refs too if __name__'s value is not empty.
-func (d *Decoded) sameNames(refs []uint32) bool {
-	k := d.known(refs)
+// sameNames reports whether refs, of names of hash h, name the labels of
+// a series checkNames passed, in its order. They are then sorted, distinct
+// and not empty, and validatePairs would pass refs too if __name__'s value
+// is not empty.
+func (d *Decoded) sameNames(refs []uint32, h uint32) bool {
+	k := d.known(h)
 	if len(k.names) == 0 || len(refs) != 2*len(k.names) || len(d.syms[refs[2*k.nameAt+1]]) == 0 {
 		return false
 	}
@@ -367,7 +384,8 @@ func (d *Decoded) checkNames(refs []uint32) (InvalidReason, string, bool) {
 	d.order, d.pairs = order, pairs
 	reason, detail, ok := validatePairs(pairs, false)
 	if ok {
-		k := d.known(refs)
+		h, _ := d.labelRefs(refs) // sorted now
+		k := d.known(h)
 		k.names, k.nameAt = k.names[:0], nameAt
 		for j := 0; j < len(refs); j += 2 {
 			k.names = append(k.names, refs[j])
