@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"math"
 	"math/rand/v2"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -316,5 +317,58 @@ func TestDecodeV2CopiesLabelsExactly(t *testing.T) {
 			}
 			require.Equal(t, want, got, "round %d", round)
 		}
+	}
+}
+
+// Label references of 128 and more take two bytes or more in a packed
+// labels_refs field: both decoders resolve them as they do one-byte ones,
+// whether packed or each a field of its own; one cut short is an error.
+func TestDecodeV2ReferencesPast127(t *testing.T) {
+	st := writev2.NewSymbolTable()
+	for i := range 20000 { // symbols that take up the references under 128, and under 16384
+		st.Symbolize(strconv.Itoa(i))
+	}
+	req := &writev2.Request{}
+	for i := range 300 {
+		req.Timeseries = append(req.Timeseries, writev2.TimeSeries{LabelsRefs: st.SymbolizeLabels(rwtest.SeriesLabels(i), nil), Samples: sample(1)})
+	}
+	req.Symbols = st.Symbols()
+	unpacked := req.Timeseries[len(req.Timeseries)-1]
+	msg, err := req.Marshal()
+	require.NoError(t, err)
+	form, plain := decodeFormAndPlain(t, msg)
+	for _, d := range []*prw.Decoded{form, plain} {
+		series, _, err := rwtest.Decode(&d.Req)
+		require.NoError(t, err)
+		require.Len(t, series, 300)
+		for i, s := range series {
+			require.Equal(t, rwtest.SeriesLabels(i), s.Labels, "series %d", i)
+		}
+	}
+
+	// The last series again, its references each a varint field.
+	var ts []byte
+	for _, r := range unpacked.LabelsRefs {
+		ts = protowire.AppendVarint(protowire.AppendTag(ts, 1, protowire.VarintType), uint64(r))
+	}
+	ts = protowire.AppendBytes(protowire.AppendTag(ts, 2, protowire.BytesType),
+		protowire.AppendVarint(protowire.AppendTag(protowire.AppendFixed64(protowire.AppendTag(nil, 1, protowire.Fixed64Type), math.Float64bits(1)), 2, protowire.VarintType), 1000))
+	var body []byte
+	for _, s := range req.Symbols {
+		body = protowire.AppendString(protowire.AppendTag(body, 4, protowire.BytesType), s)
+	}
+	form, plain = decodeFormAndPlain(t, protowire.AppendBytes(protowire.AppendTag(body, 5, protowire.BytesType), ts))
+	for _, d := range []*prw.Decoded{form, plain} {
+		series, _, err := rwtest.Decode(&d.Req)
+		require.NoError(t, err)
+		require.Len(t, series, 1)
+		require.Equal(t, rwtest.SeriesLabels(299), series[0].Labels)
+	}
+
+	// A packed reference whose last byte says another follows.
+	cut := protowire.AppendBytes(protowire.AppendTag(nil, 1, protowire.BytesType), []byte{0, 0x81})
+	for _, dec := range []*prw.Decoder{prw.NewV2Decoder(), prw.NewPlainV2Decoder()} {
+		_, err := dec.Decode(protowire.AppendBytes(protowire.AppendTag(body, 5, protowire.BytesType), cut))
+		require.ErrorContains(t, err, "labels_refs")
 	}
 }
