@@ -410,19 +410,22 @@ func readRefs(refs []uint32, f field) ([]uint32, error) {
 	case protowire.VarintType:
 		return append(refs, uint32(f.u)), nil
 	case protowire.BytesType:
-		for p := f.v; len(p) > 0; {
+		// Each reference takes a byte at least: refs grows once, and
+		// they are stored, not appended.
+		n, p := len(refs), f.v
+		refs = slices.Grow(refs, len(p))[:n+len(p)]
+		for ; len(p) > 0; n++ {
 			if p[0] < 0x80 { // most references are under 128
-				refs, p = append(refs, uint32(p[0])), p[1:]
+				refs[n], p = uint32(p[0]), p[1:]
 				continue
 			}
-			v, n := protowire.ConsumeVarint(p)
-			if n < 0 {
-				return refs, fmt.Errorf("labels_refs: %w", protowire.ParseError(n))
+			v, k := protowire.ConsumeVarint(p)
+			if k < 0 {
+				return refs[:n], fmt.Errorf("labels_refs: %w", protowire.ParseError(k))
 			}
-			p = p[n:]
-			refs = append(refs, uint32(v))
+			refs[n], p = uint32(v), p[k:]
 		}
-		return refs, nil
+		return refs[:n], nil
 	}
 	return refs, fmt.Errorf("wrong wire type %d for labels_refs", f.typ)
 }
