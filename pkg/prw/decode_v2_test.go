@@ -143,6 +143,20 @@ func decodeFormAndPlain(t *testing.T, msg []byte) (form, plain *prw.Decoded) {
 	return form, plain
 }
 
+// seriesOfBoth decodes the 2.0 message msg into the form and as 1.0 data,
+// and returns the series of each.
+func seriesOfBoth(t *testing.T, msg []byte) [2][]prw.Series {
+	t.Helper()
+	form, plain := decodeFormAndPlain(t, msg)
+	var out [2][]prw.Series
+	for i, d := range []*prw.Decoded{form, plain} {
+		series, _, err := rwtest.Decode(&d.Req)
+		require.NoError(t, err)
+		out[i] = series
+	}
+	return out
+}
+
 // The plain 2.0 decoder makes what the form becomes for 1.0: each series
 // with points as AppendV1 writes it, and each family's metadata once, from
 // its first series, after the series. It refuses what the form decoder
@@ -305,10 +319,7 @@ func TestDecodeV2CopiesLabelsExactly(t *testing.T) {
 		req.Symbols = st.Symbols()
 		msg, err := req.Marshal()
 		require.NoError(t, err)
-		form, plain := decodeFormAndPlain(t, msg)
-		for _, d := range []*prw.Decoded{form, plain} {
-			series, _, err := rwtest.Decode(&d.Req)
-			require.NoError(t, err)
+		for _, series := range seriesOfBoth(t, msg) {
 			var got []labels.Labels
 			for _, s := range series {
 				if s.Samples != nil {
@@ -336,10 +347,7 @@ func TestDecodeV2ReferencesPast127(t *testing.T) {
 	unpacked := req.Timeseries[len(req.Timeseries)-1]
 	msg, err := req.Marshal()
 	require.NoError(t, err)
-	form, plain := decodeFormAndPlain(t, msg)
-	for _, d := range []*prw.Decoded{form, plain} {
-		series, _, err := rwtest.Decode(&d.Req)
-		require.NoError(t, err)
+	for _, series := range seriesOfBoth(t, msg) {
 		require.Len(t, series, 300)
 		for i, s := range series {
 			require.Equal(t, rwtest.SeriesLabels(i), s.Labels, "series %d", i)
@@ -357,10 +365,7 @@ func TestDecodeV2ReferencesPast127(t *testing.T) {
 	for _, s := range req.Symbols {
 		body = protowire.AppendString(protowire.AppendTag(body, 4, protowire.BytesType), s)
 	}
-	form, plain = decodeFormAndPlain(t, protowire.AppendBytes(protowire.AppendTag(body, 5, protowire.BytesType), ts))
-	for _, d := range []*prw.Decoded{form, plain} {
-		series, _, err := rwtest.Decode(&d.Req)
-		require.NoError(t, err)
+	for _, series := range seriesOfBoth(t, protowire.AppendBytes(protowire.AppendTag(body, 5, protowire.BytesType), ts)) {
 		require.Len(t, series, 1)
 		require.Equal(t, rwtest.SeriesLabels(299), series[0].Labels)
 	}
