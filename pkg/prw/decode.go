@@ -3,6 +3,7 @@ package prw
 import (
 	"strings"
 	"sync"
+	"unsafe"
 
 	"github.com/prometheus/prometheus/prompb"
 	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
@@ -90,7 +91,7 @@ func (dec *Decoder) Decode(msg []byte) (*Decoded, error) {
 // Release resets d, keeping its buffers, and pools it unless it served an
 // outsized message (see MaxPooledBytes). d is not to be used afterwards.
 func (dec *Decoder) Release(d *Decoded) {
-	if d.size > MaxPooledBytes {
+	if !d.poolable() {
 		return
 	}
 	d.Req = Request{}
@@ -104,6 +105,14 @@ func (dec *Decoder) Release(d *Decoded) {
 		clear(d.points[i])
 	}
 	dec.pool.Put(d)
+}
+
+// poolable reports whether d is within MaxPooledBytes: its message, and
+// its state by symbol, which a 2.0 message of many tiny symbols makes many
+// times the message's size.
+func (d *Decoded) poolable() bool {
+	perSymbol := cap(d.syms)*int(unsafe.Sizeof([]byte(nil))) + cap(d.symOK) + cap(d.written)*int(unsafe.Sizeof(labelAt{}))
+	return d.size <= MaxPooledBytes && perSymbol <= MaxPooledBytes
 }
 
 // MaxPooledBytes bounds the buffers and decode states pooled: an entry lives

@@ -63,3 +63,28 @@ func TestCheckSampleV2Layouts(t *testing.T) {
 	}
 	require.Greater(t, fast, 1000, "samples in the usual layout")
 }
+
+// A decoded 2.0 message of many tiny symbols holds many times its size by
+// symbol: it is not pooled once that is past MaxPooledBytes, though the
+// message is not.
+func TestDecodedOfManySymbolsIsNotPooled(t *testing.T) {
+	message := func(symbols int) []byte {
+		var msg []byte
+		for range symbols {
+			msg = protowire.AppendBytes(protowire.AppendTag(msg, 4, protowire.BytesType), nil)
+		}
+		return msg
+	}
+	dec := NewPlainV2Decoder()
+	for _, tc := range []struct {
+		symbols  int
+		poolable bool
+	}{{1000, true}, {500_000, false}} {
+		msg := message(tc.symbols)
+		require.Less(t, len(msg), MaxPooledBytes)
+		d, err := dec.Decode(msg)
+		require.NoError(t, err)
+		require.Equal(t, tc.poolable, d.poolable(), "%d symbols", tc.symbols)
+		dec.Release(d)
+	}
+}
