@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -335,14 +336,22 @@ func TestDecodeV2CopiesLabelsExactly(t *testing.T) {
 // labels_refs field: both decoders resolve them as they do one-byte ones,
 // whether packed or each a field of its own; one cut short is an error.
 func TestDecodeV2ReferencesPast127(t *testing.T) {
+	// The first 150 series' references take two bytes; the new ones of
+	// the next 150 (other instances), three.
+	of := func(i int) labels.Labels { return rwtest.SeriesLabels(i + i/150*1000) }
 	st := writev2.NewSymbolTable()
-	for i := range 20000 { // symbols that take up the references under 128, and under 16384
-		st.Symbolize(strconv.Itoa(i))
-	}
 	req := &writev2.Request{}
-	for i := range 300 {
-		req.Timeseries = append(req.Timeseries, writev2.TimeSeries{LabelsRefs: st.SymbolizeLabels(rwtest.SeriesLabels(i), nil), Samples: sample(1)})
+	filler := 0
+	for _, upTo := range []int{200, 20000} {
+		for ; filler < upTo; filler++ {
+			st.Symbolize("filler " + strconv.Itoa(filler))
+		}
+		for range 150 {
+			ls := of(len(req.Timeseries))
+			req.Timeseries = append(req.Timeseries, writev2.TimeSeries{LabelsRefs: st.SymbolizeLabels(ls, nil), Samples: sample(1)})
+		}
 	}
+	require.Greater(t, slices.Max(req.Timeseries[299].LabelsRefs), uint32(1<<14))
 	req.Symbols = st.Symbols()
 	unpacked := req.Timeseries[len(req.Timeseries)-1]
 	msg, err := req.Marshal()
@@ -350,7 +359,7 @@ func TestDecodeV2ReferencesPast127(t *testing.T) {
 	for _, series := range seriesOfBoth(t, msg) {
 		require.Len(t, series, 300)
 		for i, s := range series {
-			require.Equal(t, rwtest.SeriesLabels(i), s.Labels, "series %d", i)
+			require.Equal(t, of(i), s.Labels, "series %d", i)
 		}
 	}
 
@@ -367,7 +376,7 @@ func TestDecodeV2ReferencesPast127(t *testing.T) {
 	}
 	for _, series := range seriesOfBoth(t, protowire.AppendBytes(protowire.AppendTag(body, 5, protowire.BytesType), ts)) {
 		require.Len(t, series, 1)
-		require.Equal(t, rwtest.SeriesLabels(299), series[0].Labels)
+		require.Equal(t, of(299), series[0].Labels)
 	}
 
 	// A packed reference whose last byte says another follows.
