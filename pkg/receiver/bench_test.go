@@ -12,6 +12,7 @@ import (
 
 	"github.com/golang/snappy"
 	"github.com/prometheus/client_golang/prometheus"
+	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
 	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/rwgateway/gateway/pkg/prw"
@@ -44,17 +45,40 @@ func benchBody(p prw.Protocol, samples int) []byte {
 	return rwtest.Encode(rwtest.V1Request(samples, 1))
 }
 
-func BenchmarkHandlerV1(b *testing.B) { benchHandler(b, prw.ProtoV1, Options{}) }
+func BenchmarkHandlerV1(b *testing.B) { benchHandler(b, prw.ProtoV1, Options{}, benchBody) }
 
-func BenchmarkHandlerV2(b *testing.B) { benchHandler(b, prw.ProtoV2, Options{}) }
+func BenchmarkHandlerV2(b *testing.B) { benchHandler(b, prw.ProtoV2, Options{}, benchBody) }
 
 // BenchmarkHandlerV2Plain reads 2.0 as 1.0 data, as when no upstream takes 2.0.
-func BenchmarkHandlerV2Plain(b *testing.B) { benchHandler(b, prw.ProtoV2, Options{PlainV2: true}) }
+func BenchmarkHandlerV2Plain(b *testing.B) {
+	benchHandler(b, prw.ProtoV2, Options{PlainV2: true}, benchBody)
+}
 
-func benchHandler(b *testing.B, p prw.Protocol, opts Options) {
+// BenchmarkHandlerV2PlainWide is BenchmarkHandlerV2Plain of requests whose
+// series come after 1,000 other symbols: every label reference takes two
+// bytes, as most do in a Prometheus request of many metric families (the
+// others' symbol tables stay under 128).
+func BenchmarkHandlerV2PlainWide(b *testing.B) {
+	benchHandler(b, prw.ProtoV2, Options{PlainV2: true}, func(_ prw.Protocol, samples int) []byte {
+		req := rwtest.V2Request(samples, 1)
+		st := writev2.NewSymbolTable()
+		for i := range 1000 {
+			st.Symbolize(fmt.Sprint("help of family ", i))
+		}
+		for i := range req.Timeseries {
+			req.Timeseries[i].LabelsRefs = st.SymbolizeLabels(rwtest.SeriesLabels(i), nil)
+			req.Timeseries[i].Metadata.HelpRef = st.Symbolize(rwtest.MetricHelp)
+			req.Timeseries[i].Metadata.UnitRef = st.Symbolize(rwtest.MetricUnit)
+		}
+		req.Symbols = st.Symbols()
+		return rwtest.Encode(req)
+	})
+}
+
+func benchHandler(b *testing.B, p prw.Protocol, opts Options, body func(prw.Protocol, int) []byte) {
 	for _, n := range benchSizes {
 		b.Run(fmt.Sprintf("samples=%d", n), func(b *testing.B) {
-			body := benchBody(p, n)
+			body := body(p, n)
 			h := NewHandler(nil, registry.NewReceiverMetrics(prometheus.NewRegistry()), nopQueue{}, opts)
 			r := rwtest.NewHTTPRequest(p, body)
 			br := bytes.NewReader(body)
