@@ -415,8 +415,12 @@ func readRefs(refs []uint32, f field) ([]uint32, error) {
 		n, p := len(refs), f.v
 		refs = slices.Grow(refs, len(p))[:n+len(p)]
 		for ; len(p) > 0; n++ {
-			if p[0] < 0x80 { // most references are under 128
+			if p[0] < 0x80 { // the first 128 symbols
 				refs[n], p = uint32(p[0]), p[1:]
+				continue
+			}
+			if len(p) > 1 && p[1] < 0x80 { // up to 16,384: most of the rest
+				refs[n], p = uint32(p[0]&0x7f)|uint32(p[1])<<7, p[2:]
 				continue
 			}
 			v, k := protowire.ConsumeVarint(p)
