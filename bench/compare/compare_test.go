@@ -260,6 +260,11 @@ func TestScenarioList(t *testing.T) {
 			require.NotContains(t, sc.systems, sysGatewayV1, sc.key)
 		}
 		require.Equal(t, sc.key == scV2Upstream, sc.upstreamV2, sc.key)
+		if sc.key == scV2Input || sc.key == scV2Upstream {
+			require.Equal(t, 200, sc.families, "2.0 requests of over 128 symbols: %s", sc.key)
+		} else {
+			require.Equal(t, 1, sc.families, sc.key)
+		}
 	}
 	twoUp := byKey[scTwoUpstreams]
 	require.Equal(t, []string{sysGateway, sysGatewayOneUp, sysVMAgentNewest, sysVMAgent, sysPrometheus}, twoUp.systems)

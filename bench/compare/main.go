@@ -73,6 +73,7 @@ type options struct {
 	drain           time.Duration
 	series          int
 	closedSeries    int
+	v2Families      int
 	largeSeries     int
 	largeRounds     int
 	largeDuration   time.Duration
@@ -96,6 +97,7 @@ type scenario struct {
 	title     string
 	upstreams int
 	series    int
+	families  int // metric families of the series (loadgen.SeriesLabels)
 	protocol  loadgen.Protocol
 	// rate is the offered load in samples/s; 0 is a closed loop: every
 	// connection sends its next request as soon as the last is answered.
@@ -189,6 +191,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.DurationVar(&o.drain, "drain", 8*time.Second, "Longest wait after the load for the sink to receive everything accepted.")
 	fs.IntVar(&o.series, "series", 10_000, "Distinct series of the 1up, 2up, v2 and slow scenarios.")
 	fs.IntVar(&o.closedSeries, "closed-series", 100_000, "Distinct series of the closed scenario.")
+	fs.IntVar(&o.v2Families, "v2-families", 200, "Metric families the series of the v2 and v2up scenarios are spread over (the others have one): enough for a 2.0 request of over 128 symbols, whose label references mostly take two bytes, as in a Prometheus request of a node_exporter.")
 	fs.IntVar(&o.largeSeries, "large-series", 1_000_000, "Distinct series of the 1m scenario.")
 	fs.IntVar(&o.largeRounds, "large-rounds", 1, "Rounds of the 1m scenario.")
 	fs.DurationVar(&o.largeDuration, "large-duration", 20*time.Second, "Load window of the 1m scenario.")
@@ -237,8 +240,8 @@ func parseFlags(args []string) (*options, error) {
 		return nil, fmt.Errorf("%s: only with -settings %s (at %s every system keeps its own)", strings.Join(tunedOnly, ", "), settingsTuned, settingsDefaults)
 	case o.rate <= 0:
 		return nil, errors.New("-rate: must be positive: CPU per sample is compared at one offered load (the closed scenario is the closed loop)")
-	case o.series < 1 || o.closedSeries < 1 || o.largeSeries < 1:
-		return nil, errors.New("-series, -closed-series and -large-series must be positive")
+	case o.series < 1 || o.closedSeries < 1 || o.largeSeries < 1 || o.v2Families < 1:
+		return nil, errors.New("-series, -closed-series, -large-series and -v2-families must be positive")
 	case o.upstreamLatency < 0:
 		return nil, errors.New("-upstream-latency must not be negative")
 	case o.rounds < 1 || o.largeRounds < 0:
@@ -313,7 +316,7 @@ func (o *options) scenarioList() []scenario {
 	systems := splitList(o.systems)
 	var out []scenario
 	for _, key := range splitList(o.scenarios) {
-		sc := scenario{key: key, upstreams: 1, series: o.series, rate: o.rate, rounds: o.rounds, duration: o.duration, systems: systems}
+		sc := scenario{key: key, upstreams: 1, series: o.series, families: 1, rate: o.rate, rounds: o.rounds, duration: o.duration, systems: systems}
 		switch key {
 		case scClosedLoop:
 			sc.rate, sc.series = 0, o.closedSeries
@@ -342,6 +345,7 @@ func (o *options) scenarioList() []scenario {
 		case scV2Input, scV2Upstream:
 			sc.protocol = loadgen.ProtoV2
 			sc.probe = true
+			sc.families = o.v2Families
 			sc.title = fmt.Sprintf("remote write 2.0 input, 1 upstream (sent as 1.0), %s series", count(o.series))
 			if key == scV2Upstream {
 				sc.upstreamV2 = true
@@ -353,6 +357,7 @@ func (o *options) scenarioList() []scenario {
 				sc.systems = slices.Insert(slices.Clone(sc.systems), i+1, sysGatewayV1)
 				sc.notes = append(sc.notes, fmt.Sprintf("%s is the same gateway, started the same way, fed the same series as remote write 1.0 right after %s in every round: the reference for the gateway's cost of 2.0 input.", sysGatewayV1, sysGateway))
 			}
+			sc.notes = append(sc.notes, fmt.Sprintf("The series are spread over %d metric families, for 2.0 and 1.0 input alike, as in a Prometheus request of a node_exporter's series: a 2.0 request's symbol table holds hundreds of names, values and help texts, and most label references take two bytes (with one family they stay under 128 symbols and take one).", o.v2Families))
 			sc.notes = append(sc.notes, "No peer is known to take remote write 2.0: vmagent 1.79.5 and Prometheus 2.42 predate it, and the newest vmagent decodes Prometheus's 1.0 and its own protocol. Each peer runs once as a probe: if it answers 2xx to nothing, or delivers (almost) nothing of what it answered 2xx to, it is dropped from later rounds and has no ratio.")
 		case scSlowUpstream:
 			sc.sinkDelay = o.upstreamLatency
@@ -498,7 +503,7 @@ func (b *bench) runScenario(ctx context.Context, sc scenario) (scenarioResult, e
 		if payloads[proto] != nil {
 			continue
 		}
-		p, err := loadgen.NewPayloads(proto, sc.series, b.o.perRequest)
+		p, err := loadgen.NewPayloads(proto, sc.series, b.o.perRequest, sc.families)
 		if err != nil {
 			return res, err
 		}
@@ -611,6 +616,7 @@ func (b *bench) runOne(ctx context.Context, sc scenario, round int, sys string, 
 		URL:               p.url("/api/v1/write"),
 		Protocol:          protocolOf(sc, sys),
 		Series:            sc.series,
+		Families:          sc.families,
 		SamplesPerRequest: b.o.perRequest,
 		Concurrency:       b.o.concurrency,
 		Rate:              sc.rate,

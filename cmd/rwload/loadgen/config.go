@@ -64,6 +64,7 @@ const (
 // Defaults of Config's fields, which cmd/rwload's flags use too.
 const (
 	DefaultSeries            = 100_000
+	DefaultFamilies          = 1
 	DefaultSamplesPerRequest = 2000
 	DefaultConcurrency       = 4
 	DefaultDuration          = 30 * time.Second
@@ -80,6 +81,9 @@ type Config struct {
 	Protocol Protocol
 	// Series is the number of distinct series (default 100000).
 	Series int
+	// Families is the number of metric families the series are spread
+	// over (default 1; see SeriesLabels).
+	Families int
 	// SamplesPerRequest (default 2000): one sample per series per request,
 	// so at most Series.
 	SamplesPerRequest int
@@ -111,6 +115,9 @@ type Config struct {
 func (c *Config) applyDefaults() {
 	if c.Series == 0 {
 		c.Series = DefaultSeries
+	}
+	if c.Families == 0 {
+		c.Families = DefaultFamilies
 	}
 	if c.SamplesPerRequest == 0 {
 		c.SamplesPerRequest = DefaultSamplesPerRequest
@@ -153,6 +160,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("protocol: unknown value %d", c.Protocol)
 	case c.Series < 0:
 		return fmt.Errorf("series: must be positive, got %d", c.Series)
+	case c.Families < 0:
+		return fmt.Errorf("families: must be positive, got %d", c.Families)
 	case c.SamplesPerRequest < 0:
 		return fmt.Errorf("samples-per-request: must be positive, got %d", c.SamplesPerRequest)
 	case c.SamplesPerRequest > c.Series:

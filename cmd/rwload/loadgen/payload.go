@@ -45,24 +45,44 @@ const (
 // tsVarintLen bytes long: before 1971 or after 2109.
 var errTimestampRange = errors.New("timestamp outside 1971-2109 cannot be patched in place")
 
-// SeriesLabels returns the labels of series i: rwtest.SeriesLabels(i)
-// (node_exporter's node_cpu_seconds_total on a large fleet, ten labels),
-// trimmed to eight labels for i%3 == 0 and extended to twelve for
-// i%3 == 2, so that label sets vary in size as on a real fleet. The labels
-// that stay (name, cpu, mode, instance) already tell series apart, so
-// different i give different label sets.
-func SeriesLabels(i int) labels.Labels {
-	base := rwtest.SeriesLabels(i)
+// SeriesLabels returns the labels of series i of a load of families
+// metric families: rwtest.SeriesLabels(i) (node_exporter's
+// node_cpu_seconds_total on a large fleet, ten labels), trimmed to eight
+// labels for i%3 == 0 and extended to twelve for i%3 == 2, so that label
+// sets vary in size as on a real fleet. The labels that stay (cpu, mode,
+// instance) already tell series apart, so different i give different label
+// sets. Series i is of family i%families (see FamilyName): one family
+// keeps a 2.0 request's symbols under 128, where each label reference
+// takes one byte; a Prometheus request of a node_exporter's hundreds of
+// families has more, and most references take two.
+func SeriesLabels(i, families int) labels.Labels {
+	b := labels.NewBuilder(rwtest.SeriesLabels(i))
 	switch i % 3 {
 	case 0:
-		return labels.NewBuilder(base).Del("datacenter", "rack").Labels()
+		b.Del("datacenter", "rack")
 	case 2:
-		return labels.NewBuilder(base).
-			Set("service", "node-exporter").
-			Set("team", fmt.Sprintf("team-%d", i%7)).
-			Labels()
+		b.Set("service", "node-exporter").Set("team", fmt.Sprintf("team-%d", i%7))
 	}
-	return base
+	if f := i % max(families, 1); f > 0 {
+		b.Set(labels.MetricName, FamilyName(f))
+	}
+	return b.Labels()
+}
+
+// FamilyName is the metric name of family f: rwtest.MetricName for 0.
+func FamilyName(f int) string {
+	if f == 0 {
+		return rwtest.MetricName
+	}
+	return fmt.Sprintf("%s_%d", rwtest.MetricName, f)
+}
+
+// familyHelp is the 2.0 help text of family f, one symbol per family.
+func familyHelp(f int) string {
+	if f == 0 {
+		return rwtest.MetricHelp
+	}
+	return fmt.Sprintf("%s (family %d)", rwtest.MetricHelp, f)
 }
 
 // SampleValue returns the value of series i in round r: a counter that
@@ -92,27 +112,29 @@ type chunk struct {
 type Payloads struct {
 	protocol Protocol
 	series   int
+	families int
 	chunks   []chunk
 	maxRaw   int
 }
 
-// NewPayloads builds the templates for series series in requests of
-// samplesPerRequest samples, in protocol p. It allocates about 270 bytes
-// per series for 1.0 (less for 2.0, whose labels are interned per request).
-func NewPayloads(p Protocol, series, samplesPerRequest int) (*Payloads, error) {
-	if series <= 0 || samplesPerRequest <= 0 {
-		return nil, fmt.Errorf("series (%d) and samples per request (%d) must be positive", series, samplesPerRequest)
+// NewPayloads builds the templates for series series of families metric
+// families (see SeriesLabels) in requests of samplesPerRequest samples, in
+// protocol p. It allocates about 270 bytes per series for 1.0 (less for
+// 2.0, whose labels are interned per request).
+func NewPayloads(p Protocol, series, samplesPerRequest, families int) (*Payloads, error) {
+	if series <= 0 || samplesPerRequest <= 0 || families <= 0 {
+		return nil, fmt.Errorf("series (%d), samples per request (%d) and families (%d) must be positive", series, samplesPerRequest, families)
 	}
-	pl := &Payloads{protocol: p, series: series}
+	pl := &Payloads{protocol: p, series: series, families: families}
 	// One 2.0 start timestamp for the whole load: an hour before it was built.
 	start := time.Now().Add(-time.Hour).UnixMilli()
 	for lo := 0; lo < series; lo += samplesPerRequest {
 		hi := min(lo+samplesPerRequest, series)
 		var msg rwtest.Marshaler
 		if p == ProtoV2 {
-			msg = v2Template(lo, hi, start)
+			msg = v2Template(lo, hi, families, start)
 		} else {
-			msg = v1Template(lo, hi)
+			msg = v1Template(lo, hi, families)
 		}
 		raw, err := msg.Marshal()
 		if err != nil {
@@ -131,24 +153,26 @@ func NewPayloads(p Protocol, series, samplesPerRequest int) (*Payloads, error) {
 	return pl, nil
 }
 
-func v1Template(lo, hi int) *prompb.WriteRequest {
+func v1Template(lo, hi, families int) *prompb.WriteRequest {
 	req := &prompb.WriteRequest{Timeseries: make([]prompb.TimeSeries, hi-lo)}
 	for n := range req.Timeseries {
 		req.Timeseries[n] = prompb.TimeSeries{
-			Labels:  prompb.FromLabels(SeriesLabels(lo+n), nil),
+			Labels:  prompb.FromLabels(SeriesLabels(lo+n, families), nil),
 			Samples: []prompb.Sample{{Value: placeholderValue, Timestamp: placeholderTS}},
 		}
 	}
 	return req
 }
 
-func v2Template(lo, hi int, startTS int64) *writev2.Request {
+func v2Template(lo, hi, families int, startTS int64) *writev2.Request {
 	st := writev2.NewSymbolTable()
-	help, unit := st.Symbolize(rwtest.MetricHelp), st.Symbolize(rwtest.MetricUnit)
 	req := &writev2.Request{Timeseries: make([]writev2.TimeSeries, hi-lo)}
 	for n := range req.Timeseries {
+		i := lo + n
+		ls := st.SymbolizeLabels(SeriesLabels(i, families), nil)
+		help, unit := st.Symbolize(familyHelp(i%families)), st.Symbolize(rwtest.MetricUnit)
 		req.Timeseries[n] = writev2.TimeSeries{
-			LabelsRefs: st.SymbolizeLabels(SeriesLabels(lo+n), nil),
+			LabelsRefs: ls,
 			Samples:    []writev2.Sample{{Value: placeholderValue, Timestamp: placeholderTS, StartTimestamp: startTS}},
 			Metadata:   writev2.Metadata{Type: writev2.Metadata_METRIC_TYPE_COUNTER, HelpRef: help, UnitRef: unit},
 		}
@@ -238,6 +262,9 @@ func (p *Payloads) Protocol() Protocol { return p.protocol }
 
 // Series returns the number of distinct series.
 func (p *Payloads) Series() int { return p.series }
+
+// Families returns the number of metric families of the series.
+func (p *Payloads) Families() int { return p.families }
 
 // Requests returns how many requests one round (every series once) takes.
 func (p *Payloads) Requests() int { return len(p.chunks) }

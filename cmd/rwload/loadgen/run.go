@@ -51,13 +51,13 @@ func Run(ctx context.Context, c Config, p *Payloads) (*Result, error) {
 	}
 	if p == nil {
 		var err error
-		if p, err = NewPayloads(c.Protocol, c.Series, c.SamplesPerRequest); err != nil {
+		if p, err = NewPayloads(c.Protocol, c.Series, c.SamplesPerRequest, c.Families); err != nil {
 			return nil, err
 		}
 	}
-	if p.Protocol() != c.Protocol || p.Series() != c.Series || p.Samples(0) != c.SamplesPerRequest {
-		return nil, fmt.Errorf("payloads are %d series of %d samples per request in %s, config wants %d of %d in %s",
-			p.Series(), p.Samples(0), p.Protocol(), c.Series, c.SamplesPerRequest, c.Protocol)
+	if p.Protocol() != c.Protocol || p.Series() != c.Series || p.Samples(0) != c.SamplesPerRequest || p.Families() != c.Families {
+		return nil, fmt.Errorf("payloads are %d series of %d families, %d samples per request, in %s; config wants %d of %d, %d, in %s",
+			p.Series(), p.Families(), p.Samples(0), p.Protocol(), c.Series, c.Families, c.SamplesPerRequest, c.Protocol)
 	}
 	l := newLoad(c, p)
 	return l.run(ctx)

@@ -181,10 +181,12 @@ func TestRunRefusesRemote(t *testing.T) {
 }
 
 func TestRunPayloadMismatch(t *testing.T) {
-	p, err := NewPayloads(ProtoV2, 100, 10)
+	p, err := NewPayloads(ProtoV2, 100, 10, 1)
 	require.NoError(t, err)
 	_, err = Run(context.Background(), Config{URL: "http://127.0.0.1:1/", Series: 100, SamplesPerRequest: 10, Requests: 1}, p)
 	require.ErrorContains(t, err, "payloads are")
+	_, err = Run(context.Background(), Config{URL: "http://127.0.0.1:1/", Protocol: ProtoV2, Series: 100, SamplesPerRequest: 10, Families: 20, Requests: 1}, p)
+	require.ErrorContains(t, err, "payloads are", "other families")
 }
 
 func TestHistogramQuantiles(t *testing.T) {
