@@ -12,6 +12,8 @@ import (
 
 	"github.com/golang/snappy"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/prompb"
 	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
 	"google.golang.org/protobuf/encoding/protowire"
 
@@ -73,6 +75,36 @@ func BenchmarkHandlerV2PlainWide(b *testing.B) {
 		req.Symbols = st.Symbols()
 		return rwtest.Encode(req)
 	})
+}
+
+// BenchmarkHandlerV2PlainFamilies and BenchmarkHandlerV1Families are
+// requests of series that interleave 200 metric families, each with its
+// help text in 2.0, as a request of a sender's many shards does: the 2.0
+// request has several hundred symbols, and each series' family and
+// metadata differ from the one before.
+func BenchmarkHandlerV2PlainFamilies(b *testing.B) {
+	benchHandler(b, prw.ProtoV2, Options{PlainV2: true}, familiesBody)
+}
+
+func BenchmarkHandlerV1Families(b *testing.B) { benchHandler(b, prw.ProtoV1, Options{}, familiesBody) }
+
+func familiesBody(p prw.Protocol, samples int) []byte {
+	v1, v2 := rwtest.V1Request(samples, 1), rwtest.V2Request(samples, 1)
+	st := writev2.NewSymbolTable()
+	for i := range v2.Timeseries {
+		f := i % 200
+		ls := labels.NewBuilder(rwtest.SeriesLabels(i)).Set(labels.MetricName, fmt.Sprint(rwtest.MetricName, "_", f)).Labels()
+		v1.Timeseries[i].Labels = prompb.FromLabels(ls, nil)
+		ts := &v2.Timeseries[i]
+		ts.LabelsRefs = st.SymbolizeLabels(ls, nil)
+		ts.Metadata.HelpRef = st.Symbolize(fmt.Sprint(rwtest.MetricHelp, " of family ", f))
+		ts.Metadata.UnitRef = st.Symbolize(rwtest.MetricUnit)
+	}
+	v2.Symbols = st.Symbols()
+	if p == prw.ProtoV2 {
+		return rwtest.Encode(v2)
+	}
+	return rwtest.Encode(v1)
 }
 
 func benchHandler(b *testing.B, p prw.Protocol, opts Options, body func(prw.Protocol, int) []byte) {
