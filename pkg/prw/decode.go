@@ -111,7 +111,8 @@ func (dec *Decoder) Release(d *Decoded) {
 // its state by symbol, which a 2.0 message of many tiny symbols makes many
 // times the message's size.
 func (d *Decoded) poolable() bool {
-	perSymbol := cap(d.syms)*int(unsafe.Sizeof([]byte(nil))) + cap(d.symOK) + cap(d.written)*int(unsafe.Sizeof(labelAt{}))
+	perSymbol := cap(d.syms)*int(unsafe.Sizeof([]byte(nil))) + cap(d.symOK) + cap(d.written)*int(unsafe.Sizeof(labelAt{})) +
+		cap(d.families.byName)*int(unsafe.Sizeof(familyOf{}))
 	return d.size <= MaxPooledBytes && perSymbol <= MaxPooledBytes
 }
 

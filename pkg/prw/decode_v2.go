@@ -41,6 +41,11 @@ func decodeV2(d *Decoded, msg []byte) error {
 	d.metaBytes, d.metaField = nil, d.metaField[:0]
 	d.written = slices.Grow(d.written[:0], len(syms))[:len(syms)]
 	clear(d.written)
+	if d.plain {
+		fs := &d.families
+		fs.byName = slices.Grow(fs.byName[:0], len(syms))[:len(syms)]
+		clear(fs.byName)
+	}
 	b := d.form[:0]
 	for i, ts := range series {
 		var err error
@@ -62,6 +67,18 @@ type plainFamilies struct {
 	run     FamilyRun
 	seen    map[uint64]int // a name's hash -> its index in pending
 	pending []pendingFamily
+	// byName is, by the symbol of a metric name, the family it was last
+	// found in, with the type of that series: the family of a name and
+	// type, found again without hashing when families interleave, as in
+	// a request of a sender's many shards.
+	byName []familyOf
+}
+
+// familyOf is a family of plainFamilies.pending: its index+1, 0 for none,
+// and the metric type that named it.
+type familyOf struct {
+	idx uint32
+	typ uint32
 }
 
 type pendingFamily struct {
@@ -73,15 +90,20 @@ type pendingFamily struct {
 // and 2.0 metadata md, read from the message mdBytes.
 func (d *Decoded) addFamily(refs []uint32, mdBytes []byte, md metadataV2) {
 	var name []byte
+	var by *familyOf // the name symbol's entry, if it has a name
 	for j := 0; j < len(refs); j += 2 {
 		if string(d.syms[refs[j]]) == labels.MetricName {
-			name = d.syms[refs[j+1]]
+			name, by = d.syms[refs[j+1]], &d.families.byName[refs[j+1]]
 			break
 		}
 	}
 	f := &d.families
 	if !f.run.Next(name, mdBytes) {
 		return
+	}
+	typ := uint32(min(md.typ, math.MaxUint32))
+	if by != nil && by.idx > 0 && by.typ == typ {
+		return // the family of this name and type, found before
 	}
 	name = FamilyName(name, MetricType(md.typ))
 	if f.seen == nil {
@@ -90,11 +112,15 @@ func (d *Decoded) addFamily(refs []uint32, mdBytes []byte, md metadataV2) {
 	// By hash, so that nothing is allocated per family: two names of one
 	// hash would both be written, each again after the other.
 	h := hashCanonical(name)
-	if i, ok := f.seen[h]; ok && bytes.Equal(f.pending[i].name, name) {
-		return
+	i, ok := f.seen[h]
+	if !ok || !bytes.Equal(f.pending[i].name, name) {
+		i = len(f.pending)
+		f.seen[h] = i
+		f.pending = append(f.pending, pendingFamily{name: name, md: md})
 	}
-	f.seen[h] = len(f.pending)
-	f.pending = append(f.pending, pendingFamily{name: name, md: md})
+	if by != nil {
+		*by = familyOf{idx: uint32(i + 1), typ: typ}
+	}
 }
 
 // metadataV2 is a series' 2.0 metadata: type and symbol references.
@@ -437,6 +463,29 @@ func readRefs(refs []uint32, f field) ([]uint32, error) {
 // readMetadataV2 reads a 2.0 Metadata message into md, merging repeated
 // ones as protobuf does.
 func readMetadataV2(msg []byte, md *metadataV2) error {
+	// Most are a type, help and unit, each a one-byte tag and a varint:
+	// read here, as every series of a request whose families interleave
+	// has metadata other than the last one's. The rest, if any, below.
+	for len(msg) > 1 {
+		v, n := protowire.ConsumeVarint(msg[1:])
+		if n < 0 {
+			break
+		}
+		switch msg[0] {
+		case 1<<3 | byte(protowire.VarintType):
+			md.typ = v
+		case 3<<3 | byte(protowire.VarintType):
+			md.help = v
+		case 4<<3 | byte(protowire.VarintType):
+			md.unit = v
+		default:
+			n = -1
+		}
+		if n < 0 {
+			break
+		}
+		msg = msg[1+n:]
+	}
 	for f, err := range fields(msg) {
 		if err != nil {
 			return err

@@ -185,39 +185,14 @@ func TestPlainV2DecoderIsTheFormFor1(t *testing.T) {
 
 	form, plain := decodeFormAndPlain(t, msg)
 
-	var want [][]byte
-	var families []prompb.MetricMetadata
-	seen := map[string]bool{}
-	for _, rs := range form.Req.Raw.Series {
-		ts := rs.Bytes(form.Req.Raw.Msg)
-		b, v1, md, err := prw.AppendV1(nil, ts)
-		require.NoError(t, err)
-		require.Equal(t, [3]uint32{rs.Samples, rs.Histograms, rs.Exemplars}, [3]uint32{v1.Samples, v1.Histograms, v1.Exemplars}, "points counted by AppendV1")
-		if rs.Points() > 0 {
-			want = append(want, v1.Bytes(b))
-		}
-		if md != nil {
-			m := prw.ReadMetadata(md)
-			name := string(prw.SeriesFamily(ts, md))
-			if !seen[name] {
-				seen[name] = true
-				families = append(families, prompb.MetricMetadata{Type: prompb.MetricMetadata_MetricType(m.Type), MetricFamilyName: name, Help: m.Help, Unit: m.Unit})
-			}
-		}
-	}
+	want, families := plainOf(t, form)
 	var got [][]byte
 	for _, rs := range plain.Req.Raw.Series {
 		got = append(got, rs.Bytes(plain.Req.Raw.Msg))
 		require.False(t, rs.Ext)
 	}
 	require.Equal(t, want, got)
-	var gotFamilies []prompb.MetricMetadata
-	for _, sp := range plain.Req.Raw.Metadata {
-		var m prompb.MetricMetadata
-		require.NoError(t, m.Unmarshal(sp.Bytes(plain.Req.Raw.Msg)))
-		gotFamilies = append(gotFamilies, m)
-	}
-	require.Equal(t, families, gotFamilies)
+	require.Equal(t, families, familiesOf(t, plain))
 	require.Len(t, families, 2)
 
 	var wr prompb.WriteRequest
@@ -233,6 +208,104 @@ func TestPlainV2DecoderIsTheFormFor1(t *testing.T) {
 	require.False(t, plain.Whole)
 	require.False(t, plain.Req.Raw.Ext)
 	require.Equal(t, form.Req.Raw.Samples, plain.Req.Raw.Samples)
+}
+
+// plainOf returns what the plain decoder makes of the 2.0 request decoded
+// into form: each series with points as AppendV1 writes it, and each
+// family's metadata once, from its first series.
+func plainOf(t *testing.T, form *prw.Decoded) (series [][]byte, families []prompb.MetricMetadata) {
+	t.Helper()
+	seen := map[string]bool{}
+	for _, rs := range form.Req.Raw.Series {
+		ts := rs.Bytes(form.Req.Raw.Msg)
+		b, v1, md, err := prw.AppendV1(nil, ts)
+		require.NoError(t, err)
+		require.Equal(t, [3]uint32{rs.Samples, rs.Histograms, rs.Exemplars}, [3]uint32{v1.Samples, v1.Histograms, v1.Exemplars}, "points counted by AppendV1")
+		if rs.Points() > 0 {
+			series = append(series, v1.Bytes(b))
+		}
+		if md != nil {
+			m := prw.ReadMetadata(md)
+			name := string(prw.SeriesFamily(ts, md))
+			if !seen[name] {
+				seen[name] = true
+				families = append(families, prompb.MetricMetadata{Type: prompb.MetricMetadata_MetricType(m.Type), MetricFamilyName: name, Help: m.Help, Unit: m.Unit})
+			}
+		}
+	}
+	return series, families
+}
+
+// familiesOf returns the 1.0 family metadata of a plain decode.
+func familiesOf(t *testing.T, plain *prw.Decoded) []prompb.MetricMetadata {
+	t.Helper()
+	var got []prompb.MetricMetadata
+	for _, sp := range plain.Req.Raw.Metadata {
+		var m prompb.MetricMetadata
+		require.NoError(t, m.Unmarshal(sp.Bytes(plain.Req.Raw.Msg)))
+		got = append(got, m)
+	}
+	return got
+}
+
+// Families whose series interleave, as in a request of a sender's many
+// shards, are each written once, from their first series, however the
+// plain decoder finds them again: a name of the same type, a histogram's
+// other suffix, a name of another type, whose family differs or not.
+// Metadata other than type, help and unit, or repeated, still merges.
+func TestPlainV2FamiliesInterleaved(t *testing.T) {
+	st := writev2.NewSymbolTable()
+	meta := func(typ writev2.Metadata_MetricType, help string) writev2.Metadata {
+		return writev2.Metadata{Type: typ, HelpRef: st.Symbolize(help), UnitRef: st.Symbolize("")}
+	}
+	counter, gauge, hist := writev2.Metadata_METRIC_TYPE_COUNTER, writev2.Metadata_METRIC_TYPE_GAUGE, writev2.Metadata_METRIC_TYPE_HISTOGRAM
+	req := &writev2.Request{}
+	for i, s := range []struct {
+		name string
+		md   writev2.Metadata
+	}{
+		{"a_total", meta(counter, "A")},
+		{"b", meta(gauge, "B")},
+		{"a_total", meta(counter, "A")},
+		{"x_bucket", meta(hist, "X")},
+		{"b", meta(gauge, "B")},
+		{"x_count", meta(hist, "X")},
+		{"x_bucket", meta(hist, "X")},
+		{"x_bucket", meta(counter, "X as a counter")},
+		{"x_bucket", meta(hist, "X")},
+		{"a_total", meta(gauge, "A as a gauge")},
+		{"b", meta(gauge, "B")},
+		{"c", meta(counter, "C")}, // with more metadata below
+	} {
+		req.Timeseries = append(req.Timeseries, writev2.TimeSeries{
+			LabelsRefs: st.SymbolizeLabels(labels.FromStrings("__name__", s.name, "i", strconv.Itoa(i)), nil),
+			Samples:    sample(float64(i)),
+			Metadata:   s.md,
+		})
+	}
+	req.Symbols = st.Symbols()
+	// After c's type, help and unit: a field they are not, and its type
+	// again, which protobuf merges (the last one kept): a gauge.
+	odd := protowire.AppendVarint(protowire.AppendTag(nil, 9, protowire.VarintType), 1)
+	odd = protowire.AppendVarint(protowire.AppendTag(odd, 1, protowire.VarintType), uint64(gauge))
+	req.Timeseries[len(req.Timeseries)-1].Metadata.XXX_unrecognized = odd
+	msg, err := req.Marshal()
+	require.NoError(t, err)
+	form, plain := decodeFormAndPlain(t, msg)
+
+	want, families := plainOf(t, form)
+	var got [][]byte
+	for _, rs := range plain.Req.Raw.Series {
+		got = append(got, rs.Bytes(plain.Req.Raw.Msg))
+	}
+	require.Equal(t, want, got)
+	require.Equal(t, families, familiesOf(t, plain))
+	var names []string
+	for _, f := range families {
+		names = append(names, f.MetricFamilyName)
+	}
+	require.Equal(t, []string{"a_total", "b", "x", "x_bucket", "c"}, names)
+	require.Equal(t, prompb.MetricMetadata_GAUGE, families[4].Type, "c's metadata merged")
 }
 
 // A sample's start fields are left out of its 1.0 form wherever they are:
