@@ -185,19 +185,12 @@ func TestPlainV2DecoderIsTheFormFor1(t *testing.T) {
 
 	form, plain := decodeFormAndPlain(t, msg)
 
-	want, families := plainOf(t, form)
-	var got [][]byte
-	for _, rs := range plain.Req.Raw.Series {
-		got = append(got, rs.Bytes(plain.Req.Raw.Msg))
-		require.False(t, rs.Ext)
-	}
-	require.Equal(t, want, got)
-	require.Equal(t, families, familiesOf(t, plain))
+	families := requirePlainOf(t, form, plain)
 	require.Len(t, families, 2)
 
 	var wr prompb.WriteRequest
 	require.NoError(t, wr.Unmarshal(plain.Req.Raw.Msg), "a 1.0 request")
-	require.Len(t, wr.Timeseries, len(want))
+	require.Len(t, wr.Timeseries, len(plain.Req.Raw.Series))
 	require.Equal(t, int64(5), wr.Timeseries[0].Histograms[0].Timestamp)
 	require.Empty(t, wr.Timeseries[0].Histograms[0].XXX_unrecognized, "the histogram, without its start")
 	require.Empty(t, wr.Timeseries[0].Samples[0].XXX_unrecognized, "the sample, without its start")
@@ -210,9 +203,25 @@ func TestPlainV2DecoderIsTheFormFor1(t *testing.T) {
 	require.Equal(t, form.Req.Raw.Samples, plain.Req.Raw.Samples)
 }
 
+// requirePlainOf requires plain, a 2.0 request decoded as 1.0 data, to
+// be what the same request decoded into form makes for 1.0: each series
+// with points as AppendV1 writes it, without 2.0 extensions, then each
+// family's metadata once, from its first series. It returns the families.
+func requirePlainOf(t *testing.T, form, plain *prw.Decoded) []prompb.MetricMetadata {
+	t.Helper()
+	want, families := plainOf(t, form)
+	var got [][]byte
+	for _, rs := range plain.Req.Raw.Series {
+		got = append(got, rs.Bytes(plain.Req.Raw.Msg))
+		require.False(t, rs.Ext)
+	}
+	require.Equal(t, want, got)
+	require.Equal(t, families, familiesOf(t, plain))
+	return families
+}
+
 // plainOf returns what the plain decoder makes of the 2.0 request decoded
-// into form: each series with points as AppendV1 writes it, and each
-// family's metadata once, from its first series.
+// into form (see requirePlainOf).
 func plainOf(t *testing.T, form *prw.Decoded) (series [][]byte, families []prompb.MetricMetadata) {
 	t.Helper()
 	seen := map[string]bool{}
@@ -293,13 +302,7 @@ func TestPlainV2FamiliesInterleaved(t *testing.T) {
 	require.NoError(t, err)
 	form, plain := decodeFormAndPlain(t, msg)
 
-	want, families := plainOf(t, form)
-	var got [][]byte
-	for _, rs := range plain.Req.Raw.Series {
-		got = append(got, rs.Bytes(plain.Req.Raw.Msg))
-	}
-	require.Equal(t, want, got)
-	require.Equal(t, families, familiesOf(t, plain))
+	families := requirePlainOf(t, form, plain)
 	var names []string
 	for _, f := range families {
 		names = append(names, f.MetricFamilyName)
