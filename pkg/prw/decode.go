@@ -45,8 +45,8 @@ type Decoded struct {
 	knownNames       [32]knownNames // see sameNames
 	metaBytes        []byte         // a series' metadata message, read into meta
 	meta             metadataV2
-	metaField        []byte     // the last metadata written in the form, in this request
-	metaFieldOf      metadataV2 // and the metadata it is
+	metaFields       []byte   // the metadata fields written in the form, in this request
+	metaAt           []metaAt // by help symbol: see appendMetadata
 	refs, xrefs      []uint32
 	written          []labelAt // by value symbol: see writeLabels
 	syms             [][]byte
@@ -112,7 +112,7 @@ func (dec *Decoder) Release(d *Decoded) {
 // times the message's size.
 func (d *Decoded) poolable() bool {
 	perSymbol := cap(d.syms)*int(unsafe.Sizeof([]byte(nil))) + cap(d.symOK) + cap(d.written)*int(unsafe.Sizeof(labelAt{})) +
-		cap(d.families.byName)*int(unsafe.Sizeof(familyOf{}))
+		cap(d.families.byName)*int(unsafe.Sizeof(familyOf{})) + cap(d.metaAt)*int(unsafe.Sizeof(metaAt{})) + cap(d.metaFields)
 	return d.size <= MaxPooledBytes && perSymbol <= MaxPooledBytes
 }
 

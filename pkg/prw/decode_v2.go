@@ -38,13 +38,16 @@ func decodeV2(d *Decoded, msg []byte) error {
 	for i := range d.knownNames { // of the last request's symbols
 		d.knownNames[i].names = d.knownNames[i].names[:0]
 	}
-	d.metaBytes, d.metaField = nil, d.metaField[:0]
+	d.metaBytes, d.metaFields = nil, d.metaFields[:0]
 	d.written = slices.Grow(d.written[:0], len(syms))[:len(syms)]
 	clear(d.written)
 	if d.plain {
 		fs := &d.families
 		fs.byName = slices.Grow(fs.byName[:0], len(syms))[:len(syms)]
 		clear(fs.byName)
+	} else {
+		d.metaAt = slices.Grow(d.metaAt[:0], len(syms))[:len(syms)]
+		clear(d.metaAt)
 	}
 	b := d.form[:0]
 	for i, ts := range series {
@@ -272,15 +275,7 @@ func (d *Decoded) seriesV2(b []byte, idx int, ts []byte) ([]byte, error) {
 		}
 		rs.Ext = false
 	} else if hasMeta {
-		// A sender's series of one metric share their metadata: it is
-		// written once and copied.
-		if len(d.metaField) > 0 && md == d.metaFieldOf {
-			b = append(b, d.metaField...)
-		} else {
-			m := len(b)
-			b = appendMetadataField(b, fieldMetadata, int64(md.typ), nil, d.syms[md.help], d.syms[md.unit])
-			d.metaField, d.metaFieldOf = append(d.metaField[:0], b[m:]...), md
-		}
+		b = d.appendMetadata(b, md)
 		rs.Ext, rs.Meta = true, true
 	}
 	n := len(b) - at
@@ -291,6 +286,28 @@ func (d *Decoded) seriesV2(b []byte, idx int, ts []byte) ([]byte, error) {
 	}
 	d.raw.Append(rs)
 	return b, nil
+}
+
+// metaAt is where a metadata field of the form, found by its help symbol,
+// was written in Decoded.metaFields, and the type and unit it is of; n 0
+// for none.
+type metaAt struct{ off, n, typ, unit uint32 }
+
+// appendMetadata appends the metadata md of a series to b as the form's
+// metadata field. A sender's series of one metric share their metadata,
+// and the series of a family come together or, from several of a sender's
+// shards, interleaved: each is written once in a request, and copied after.
+func (d *Decoded) appendMetadata(b []byte, md metadataV2) []byte {
+	if md.typ > math.MaxUint32 { // not a type (0 to 7): written as it is
+		return appendMetadataField(b, fieldMetadata, int64(md.typ), nil, d.syms[md.help], d.syms[md.unit])
+	}
+	at := &d.metaAt[md.help] // help and unit are symbols: checked before
+	if at.n == 0 || at.typ != uint32(md.typ) || at.unit != uint32(md.unit) {
+		m := len(d.metaFields)
+		d.metaFields = appendMetadataField(d.metaFields, fieldMetadata, int64(md.typ), nil, d.syms[md.help], d.syms[md.unit])
+		*at = metaAt{off: uint32(m), n: uint32(len(d.metaFields) - m), typ: uint32(md.typ), unit: uint32(md.unit)}
+	}
+	return append(b, d.metaFields[at.off:at.off+at.n]...)
 }
 
 // labelAt is where the entry of a label was last written in the form of

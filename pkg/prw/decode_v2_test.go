@@ -261,11 +261,13 @@ func familiesOf(t *testing.T, plain *prw.Decoded) []prompb.MetricMetadata {
 // shards, are each written once, from their first series, however the
 // plain decoder finds them again: a name of the same type, a histogram's
 // other suffix, a name of another type, whose family differs or not.
-// Metadata other than type, help and unit, or repeated, still merges.
+// Metadata other than type, help and unit, or repeated, still merges. In
+// the form, each series has its own metadata, however often the same one
+// came before: of the same help, another type or unit is another.
 func TestPlainV2FamiliesInterleaved(t *testing.T) {
 	st := writev2.NewSymbolTable()
-	meta := func(typ writev2.Metadata_MetricType, help string) writev2.Metadata {
-		return writev2.Metadata{Type: typ, HelpRef: st.Symbolize(help), UnitRef: st.Symbolize("")}
+	meta := func(typ writev2.Metadata_MetricType, help string, unit ...string) writev2.Metadata {
+		return writev2.Metadata{Type: typ, HelpRef: st.Symbolize(help), UnitRef: st.Symbolize(strings.Join(unit, ""))}
 	}
 	counter, gauge, hist := writev2.Metadata_METRIC_TYPE_COUNTER, writev2.Metadata_METRIC_TYPE_GAUGE, writev2.Metadata_METRIC_TYPE_HISTOGRAM
 	req := &writev2.Request{}
@@ -284,6 +286,11 @@ func TestPlainV2FamiliesInterleaved(t *testing.T) {
 		{"x_bucket", meta(hist, "X")},
 		{"a_total", meta(gauge, "A as a gauge")},
 		{"b", meta(gauge, "B")},
+		{"d", meta(counter, "D")},
+		{"d", meta(gauge, "D")},
+		{"b", meta(gauge, "B")},
+		{"d", meta(gauge, "D", "seconds")},
+		{"d", meta(gauge, "D")},
 		{"c", meta(counter, "C")}, // with more metadata below
 	} {
 		req.Timeseries = append(req.Timeseries, writev2.TimeSeries{
@@ -307,8 +314,21 @@ func TestPlainV2FamiliesInterleaved(t *testing.T) {
 	for _, f := range families {
 		names = append(names, f.MetricFamilyName)
 	}
-	require.Equal(t, []string{"a_total", "b", "x", "x_bucket", "c"}, names)
-	require.Equal(t, prompb.MetricMetadata_GAUGE, families[4].Type, "c's metadata merged")
+	require.Equal(t, []string{"a_total", "b", "x", "x_bucket", "d", "c"}, names)
+	require.Equal(t, prompb.MetricMetadata_GAUGE, families[5].Type, "c's metadata merged")
+
+	require.Len(t, form.Req.Raw.Series, len(req.Timeseries))
+	for i, rs := range form.Req.Raw.Series {
+		_, _, md, err := prw.AppendV1(nil, rs.Bytes(form.Req.Raw.Msg))
+		require.NoError(t, err)
+		sent := req.Timeseries[i].Metadata
+		typ := sent.Type
+		if i == len(req.Timeseries)-1 {
+			typ = gauge // merged
+		}
+		want := prw.Metadata{Type: prw.MetricType(typ), Help: req.Symbols[sent.HelpRef], Unit: req.Symbols[sent.UnitRef]}
+		require.Equal(t, want, prw.ReadMetadata(md), "series %d", i)
+	}
 }
 
 // A sample's start fields are left out of its 1.0 form wherever they are:
