@@ -39,15 +39,11 @@ func decodeV2(d *Decoded, msg []byte) error {
 		d.knownNames[i].names = d.knownNames[i].names[:0]
 	}
 	d.metaBytes, d.metaFields = nil, d.metaFields[:0]
-	d.written = slices.Grow(d.written[:0], len(syms))[:len(syms)]
-	clear(d.written)
+	d.written = zeroed(d.written, len(syms))
 	if d.plain {
-		fs := &d.families
-		fs.byName = slices.Grow(fs.byName[:0], len(syms))[:len(syms)]
-		clear(fs.byName)
+		d.families.byName = zeroed(d.families.byName, len(syms))
 	} else {
-		d.metaAt = slices.Grow(d.metaAt[:0], len(syms))[:len(syms)]
-		clear(d.metaAt)
+		d.metaAt = zeroed(d.metaAt, len(syms))
 	}
 	b := d.form[:0]
 	for i, ts := range series {
@@ -62,6 +58,14 @@ func decodeV2(d *Decoded, msg []byte) error {
 	}
 	d.form = d.raw.Msg
 	return nil
+}
+
+// zeroed returns s with n zero elements, in its own array if it has room:
+// state by symbol, made anew for each request.
+func zeroed[T any](s []T, n int) []T {
+	s = slices.Grow(s[:0], n)[:n]
+	clear(s)
+	return s
 }
 
 // plainFamilies are the 1.0 family metadata of a 2.0 request decoded as
@@ -478,48 +482,37 @@ func readRefs(refs []uint32, f field) ([]uint32, error) {
 }
 
 // readMetadataV2 reads a 2.0 Metadata message into md, merging repeated
-// ones as protobuf does.
+// ones as protobuf does. Every series of a request whose families
+// interleave has metadata other than the last one's (see seriesV2): its
+// type, help and unit, each a one-byte tag and a varint, are read here,
+// any other field with field.read.
 func readMetadataV2(msg []byte, md *metadataV2) error {
-	// Most are a type, help and unit, each a one-byte tag and a varint:
-	// read here, as every series of a request whose families interleave
-	// has metadata other than the last one's. The rest, if any, below.
-	for len(msg) > 1 {
-		v, n := protowire.ConsumeVarint(msg[1:])
-		if n < 0 {
-			break
-		}
-		switch msg[0] {
-		case 1<<3 | byte(protowire.VarintType):
-			md.typ = v
-		case 3<<3 | byte(protowire.VarintType):
-			md.help = v
-		case 4<<3 | byte(protowire.VarintType):
-			md.unit = v
-		default:
-			n = -1
+	var f field
+	for len(msg) > 0 {
+		num, v, n := protowire.Number(0), uint64(0), -1
+		if t := msg[0]; t >= 8 && t < 0x80 && t&7 == byte(protowire.VarintType) {
+			if v, n = protowire.ConsumeVarint(msg[1:]); n > 0 {
+				num, n = protowire.Number(t>>3), n+1
+			}
 		}
 		if n < 0 {
-			break
+			rest, err := f.read(msg)
+			if err != nil {
+				return err
+			}
+			if (f.num == 1 || f.num == 3 || f.num == 4) && f.typ != protowire.VarintType {
+				return fmt.Errorf("metadata: wrong wire type %d for field %d", f.typ, f.num)
+			}
+			num, v, n = f.num, f.u, len(msg)-len(rest)
 		}
-		msg = msg[1+n:]
-	}
-	for f, err := range fields(msg) {
-		if err != nil {
-			return err
-		}
-		if f.num != 1 && f.num != 3 && f.num != 4 {
-			continue
-		}
-		if f.typ != protowire.VarintType {
-			return fmt.Errorf("metadata: wrong wire type %d for field %d", f.typ, f.num)
-		}
-		switch f.num {
+		msg = msg[n:]
+		switch num {
 		case 1:
-			md.typ = f.u
+			md.typ = v
 		case 3:
-			md.help = f.u
+			md.help = v
 		case 4:
-			md.unit = f.u
+			md.unit = v
 		}
 	}
 	return nil

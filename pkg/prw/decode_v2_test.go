@@ -2,6 +2,7 @@ package prw_test
 
 import (
 	"bytes"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -328,6 +329,23 @@ func TestPlainV2FamiliesInterleaved(t *testing.T) {
 		}
 		want := prw.Metadata{Type: prw.MetricType(typ), Help: req.Symbols[sent.HelpRef], Unit: req.Symbols[sent.UnitRef]}
 		require.Equal(t, want, prw.ReadMetadata(md), "series %d", i)
+	}
+}
+
+// A Metadata message with a type, help or unit of another wire type than
+// varint is refused, by either decoder, as protobuf would refuse it.
+func TestDecodeV2MetadataOfWrongWireType(t *testing.T) {
+	for _, num := range []protowire.Number{1, 3, 4} {
+		req := &writev2.Request{Symbols: []string{"", "__name__", "up"}, Timeseries: []writev2.TimeSeries{
+			{LabelsRefs: []uint32{1, 2}, Samples: sample(1), Metadata: writev2.Metadata{Type: writev2.Metadata_METRIC_TYPE_GAUGE}},
+		}}
+		req.Timeseries[0].Metadata.XXX_unrecognized = protowire.AppendBytes(protowire.AppendTag(nil, num, protowire.BytesType), []byte("x"))
+		msg, err := req.Marshal()
+		require.NoError(t, err)
+		for _, dec := range []*prw.Decoder{prw.NewV2Decoder(), prw.NewPlainV2Decoder()} {
+			_, err := dec.Decode(msg)
+			require.ErrorContains(t, err, fmt.Sprintf("wrong wire type 2 for field %d", num))
+		}
 	}
 }
 
