@@ -93,41 +93,32 @@ type pendingFamily struct {
 	md   metadataV2
 }
 
-// addFamily notes the family of the series of labels refs (valid, sorted)
+// addFamily notes the family of a series, of metric name symbol name
 // and 2.0 metadata md, read from the message mdBytes.
-func (d *Decoded) addFamily(refs []uint32, mdBytes []byte, md metadataV2) {
-	var name []byte
-	var by *familyOf // the name symbol's entry, if it has a name
-	for j := 0; j < len(refs); j += 2 {
-		if string(d.syms[refs[j]]) == labels.MetricName {
-			name, by = d.syms[refs[j+1]], &d.families.byName[refs[j+1]]
-			break
-		}
-	}
+func (d *Decoded) addFamily(name uint32, mdBytes []byte, md metadataV2) {
 	f := &d.families
-	if !f.run.Next(name, mdBytes) {
+	if !f.run.Next(d.syms[name], mdBytes) {
 		return
 	}
 	typ := uint32(min(md.typ, math.MaxUint32))
-	if by != nil && by.idx > 0 && by.typ == typ {
+	by := &f.byName[name]
+	if by.idx > 0 && by.typ == typ {
 		return // the family of this name and type, found before
 	}
-	name = FamilyName(name, MetricType(md.typ))
+	family := FamilyName(d.syms[name], MetricType(md.typ))
 	if f.seen == nil {
 		f.seen = map[uint64]int{}
 	}
 	// By hash, so that nothing is allocated per family: two names of one
 	// hash would both be written, each again after the other.
-	h := hashCanonical(name)
+	h := hashCanonical(family)
 	i, ok := f.seen[h]
-	if !ok || !bytes.Equal(f.pending[i].name, name) {
+	if !ok || !bytes.Equal(f.pending[i].name, family) {
 		i = len(f.pending)
 		f.seen[h] = i
-		f.pending = append(f.pending, pendingFamily{name: name, md: md})
+		f.pending = append(f.pending, pendingFamily{name: family, md: md})
 	}
-	if by != nil {
-		*by = familyOf{idx: uint32(i + 1), typ: typ}
-	}
+	*by = familyOf{idx: uint32(i + 1), typ: typ}
 }
 
 // metadataV2 is a series' 2.0 metadata: type and symbol references.
@@ -199,10 +190,13 @@ func (d *Decoded) seriesV2(b []byte, idx int, ts []byte) ([]byte, error) {
 			}
 		}
 	}
-	if !d.sameNames(refs, h) {
-		if reason, detail, ok := d.checkNames(refs); !ok {
+	nameAt, same := d.sameNames(refs, h)
+	if !same {
+		reason, detail, at, ok := d.checkNames(refs)
+		if !ok {
 			return refuse(reason, detail)
 		}
+		nameAt = at
 	}
 	if md.help >= uint64(nsyms) || md.unit >= uint64(nsyms) {
 		return refuse(invalidMetadataRefs, fmt.Sprintf("metadata help ref %d or unit ref %d outside the %d symbols", md.help, md.unit, nsyms))
@@ -269,7 +263,7 @@ func (d *Decoded) seriesV2(b []byte, idx int, ts []byte) ([]byte, error) {
 		// 1.0 data: the start timestamps were left out above (and rs.Ext
 		// stays false), the metadata is its family's, once per request.
 		if hasMeta {
-			d.addFamily(refs, mdBytes, md)
+			d.addFamily(refs[2*nameAt+1], mdBytes, md)
 		}
 		if rs.Points() == 0 {
 			for j := 1; j < len(refs); j += 2 { // written for a series not kept
@@ -391,26 +385,27 @@ func (d *Decoded) known(h uint32) *knownNames {
 }
 
 // sameNames reports whether refs, of names of hash h, name the labels of
-// a series checkNames passed, in its order. They are then sorted, distinct
-// and not empty, and validatePairs would pass refs too if __name__'s value
-// is not empty.
-func (d *Decoded) sameNames(refs []uint32, h uint32) bool {
+// a series checkNames passed, in its order, and which pair is __name__.
+// They are then sorted, distinct and not empty, and validatePairs would
+// pass refs too if __name__'s value is not empty.
+func (d *Decoded) sameNames(refs []uint32, h uint32) (nameAt int, ok bool) {
 	k := d.known(h)
 	if len(k.names) == 0 || len(refs) != 2*len(k.names) || len(d.syms[refs[2*k.nameAt+1]]) == 0 {
-		return false
+		return 0, false
 	}
 	for j, r := range k.names {
 		if refs[2*j] != r {
-			return false
+			return 0, false
 		}
 	}
-	return true
+	return k.nameAt, true
 }
 
 // checkNames sorts the label references refs by name if they are not
 // (noting it in Sorted), and validates the labels, as validatePairs does.
-// It remembers the names of valid ones for sameNames.
-func (d *Decoded) checkNames(refs []uint32) (InvalidReason, string, bool) {
+// It remembers the names of valid ones for sameNames, and returns which
+// pair is __name__.
+func (d *Decoded) checkNames(refs []uint32) (reason InvalidReason, detail string, nameAt int, ok bool) {
 	byName := func(a, b [2]uint32) int { return bytes.Compare(d.syms[a[0]], d.syms[b[0]]) }
 	order := d.order[:0]
 	for j := 0; j < len(refs); j += 2 {
@@ -420,7 +415,7 @@ func (d *Decoded) checkNames(refs []uint32) (InvalidReason, string, bool) {
 		slices.SortStableFunc(order, byName)
 		d.Sorted = true
 	}
-	pairs, nameAt := d.pairs[:0], 0
+	pairs := d.pairs[:0]
 	for j, p := range order {
 		refs[2*j], refs[2*j+1] = p[0], p[1]
 		pairs = append(pairs, labelPair{name: d.syms[p[0]], value: d.syms[p[1]]})
@@ -429,8 +424,7 @@ func (d *Decoded) checkNames(refs []uint32) (InvalidReason, string, bool) {
 		}
 	}
 	d.order, d.pairs = order, pairs
-	reason, detail, ok := validatePairs(pairs, false)
-	if ok {
+	if reason, detail, ok = validatePairs(pairs, false); ok {
 		h, _ := d.labelRefs(refs) // sorted now
 		k := d.known(h)
 		k.names, k.nameAt = k.names[:0], nameAt
@@ -438,7 +432,7 @@ func (d *Decoded) checkNames(refs []uint32) (InvalidReason, string, bool) {
 			k.names = append(k.names, refs[j])
 		}
 	}
-	return reason, detail, ok
+	return reason, detail, nameAt, ok
 }
 
 // refsLabels returns the labels refs name, sorted, for messages.
