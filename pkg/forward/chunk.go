@@ -119,10 +119,18 @@ func rawItems(raw *prw.RawV1, maxN, maxB int, withMeta, owned bool) []item {
 // rangeFamilies calls fn with each valid 1.0 family metadata entry of raw.
 func rangeFamilies(raw *prw.RawV1, fn func(*prw.FamilyMetadata)) {
 	for _, sp := range raw.Metadata {
-		var md prompb.MetricMetadata
-		if md.Unmarshal(sp.Bytes(raw.Msg)) == nil {
-			fn(&prw.FamilyMetadata{MetricFamilyName: md.MetricFamilyName,
-				Metadata: prw.Metadata{Type: prw.MetricType(md.Type), Help: md.Help, Unit: md.Unit}})
+		if fm := readFamily(sp.Bytes(raw.Msg)); fm != nil {
+			fn(fm)
 		}
 	}
+}
+
+// readFamily returns the MetricMetadata message md, nil if not valid.
+func readFamily(md []byte) *prw.FamilyMetadata {
+	var m prompb.MetricMetadata
+	if m.Unmarshal(md) != nil {
+		return nil
+	}
+	return &prw.FamilyMetadata{MetricFamilyName: m.MetricFamilyName,
+		Metadata: prw.Metadata{Type: prw.MetricType(m.Type), Help: m.Help, Unit: m.Unit}}
 }

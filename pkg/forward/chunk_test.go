@@ -161,7 +161,7 @@ func TestRecordWhole(t *testing.T) {
 	}
 	require.Equal(t, hashes, w.hashes)
 	require.True(t, bytes.HasSuffix(recs[0], w.whole.wire), "the record's body")
-	chunk, err := w.chunk()
+	chunk, _, err := w.chunk()
 	require.NoError(t, err)
 	require.Equal(t, seriesOf(t, items), seriesOf(t, []item{{raw: chunk}}))
 

@@ -27,6 +27,7 @@ type encoder struct {
 	md       prw.RawV1               // MetricMetadata fields, which follow the series
 	byFamily map[string]prw.Metadata // 1.0 family metadata of a 2.0 batch
 	withMD   []byte                  // the series of a 2.0 batch given their family's metadata
+	chunks   [][]byte                // the chunks of a 2.0 batch's items
 	pbuf     []byte                  // marshaled protobuf
 	pieces   []piece
 	sbuf     []byte // snappy output
@@ -157,12 +158,12 @@ func (e *encoder) marshalV1(items []item, meta bool) (int, error) {
 			addFamily(it.family.MetricFamilyName, it.family.Metadata)
 			continue
 		}
-		for _, fm := range it.metadata() {
-			addFamily(fm.MetricFamilyName, fm.Metadata)
-		}
-		raw, err := it.chunk()
+		raw, families, err := it.chunk()
 		if err != nil {
 			return 0, err
+		}
+		for _, fm := range families {
+			addFamily(fm.MetricFamilyName, fm.Metadata)
 		}
 		if !it.ext {
 			if len(raw) < minPieceBytes {
@@ -215,24 +216,27 @@ func (e *encoder) marshalV2(items []item, meta bool) (metadata int, err error) {
 	e.v2.Reset()
 	clear(e.byFamily)
 	e.withMD = e.withMD[:0]
-	if meta {
-		for i := range items {
-			if fm := items[i].family; fm != nil {
+	// Every family is known before the first series is added.
+	e.chunks = e.chunks[:0]
+	for i := range items {
+		if fm := items[i].family; fm != nil {
+			if meta {
 				addFamily(e.byFamily, fm)
 			}
-			for _, fm := range items[i].metadata() {
+			continue
+		}
+		raw, families, err := items[i].chunk()
+		if err != nil {
+			return 0, err
+		}
+		e.chunks = append(e.chunks, raw)
+		for _, fm := range families {
+			if meta {
 				addFamily(e.byFamily, fm)
 			}
 		}
 	}
-	for i := range items {
-		if items[i].family != nil {
-			continue
-		}
-		raw, err := items[i].chunk()
-		if err != nil {
-			return 0, err
-		}
+	for _, raw := range e.chunks {
 		walkErr := rangeChunk(raw, false, func(ts []byte, _ prw.RawSeries, _ int) bool {
 			if len(e.byFamily) > 0 {
 				if md, ok := familyOf(e.byFamily, prw.MetricName(ts)); ok {

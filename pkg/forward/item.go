@@ -74,7 +74,7 @@ func itemsSize(items []item) int {
 // of first series with at most n points (or the first n points of a first
 // series with more, in the order the series holds them), and tail.
 func (it *item) split(n int) (head, tail item, err error) {
-	raw, err := it.chunk()
+	raw, families, err := it.chunk()
 	if err != nil {
 		return *it, item{}, err
 	}
@@ -97,7 +97,7 @@ func (it *item) split(n int) (head, tail item, err error) {
 		return *it, item{}, err
 	}
 	if head.count() <= n {
-		head.raw, head.size, head.families = raw[:cut:cut], cut, it.metadata()
+		head.raw, head.size, head.families = raw[:cut:cut], cut, families
 		return head, it.rest(&head, raw[cut:]), nil
 	}
 	// Only the first series, over n: cut it by its points.
@@ -111,7 +111,7 @@ func (it *item) split(n int) (head, tail item, err error) {
 	}
 	head = it.like(h)
 	head.add(&hrs)
-	head.families = it.metadata()
+	head.families = families
 	return head, it.rest(&head, append(t, raw[cut:]...)), nil
 }
 
@@ -148,7 +148,7 @@ func (it *item) keepPoints(keep func(kind int, t int64, i int) bool) (item, int,
 		dropped    int
 		ferr       error
 	)
-	raw, err := it.chunk()
+	raw, families, err := it.chunk()
 	if err != nil {
 		return *it, 0, err
 	}
@@ -174,6 +174,6 @@ func (it *item) keepPoints(keep func(kind int, t int64, i int) bool) (item, int,
 	if err != nil || dropped == 0 {
 		return *it, 0, err
 	}
-	out.raw, out.size, out.families = b, len(b), it.metadata()
+	out.raw, out.size, out.families = b, len(b), families
 	return out, dropped, nil
 }

@@ -248,7 +248,7 @@ func TestWholeV2ItemKeepsOnlyTheClientBody(t *testing.T) {
 	dec.Release(d)
 	require.True(t, ok)
 	require.Nil(t, it.raw, "no decoded copy")
-	got, err := it.chunk()
+	got, _, err := it.chunk()
 	require.NoError(t, err)
 	require.Equal(t, form, got, "the form, decoded again")
 
@@ -316,8 +316,9 @@ func TestWholeV1ViewOfV2Request(t *testing.T) {
 	got, err := decodeRequest(http.Header{}, data)
 	require.NoError(t, err)
 	require.Len(t, got.series, 4)
-	require.Len(t, got.metadata, len(it.whole.families))
+	require.Len(t, got.metadata, len(view.Metadata))
 	require.Equal(t, len(got.metadata), st.metadata)
+	require.Equal(t, len(view.Metadata), it.whole.metadata)
 
 	head, tail, err := it.split(6)
 	require.NoError(t, err)
@@ -330,7 +331,7 @@ func TestWholeV1ViewOfV2Request(t *testing.T) {
 		got, err := decodeRequest(http.Header{}, data)
 		require.NoError(t, err)
 		require.Equal(t, 6, st.samples)
-		require.Equal(t, c.meta, len(got.metadata) > 0)
+		require.Len(t, got.metadata, map[bool]int{true: len(view.Metadata)}[c.meta], "read from the body")
 	}
 }
 

@@ -22,13 +22,11 @@ import (
 // fallback) works on its chunk, raw, as on any other, and the result is
 // not whole.
 
-// wholeRequest is a whole item's compressed body, in proto, and the 1.0
-// family metadata that follows its series in it.
+// wholeRequest is a whole item's compressed body, in proto.
 type wholeRequest struct {
-	wire     []byte
-	proto    prw.Protocol
-	families []*prw.FamilyMetadata
-	series   int // the length of the series fields, which the metadata follows
+	wire   []byte
+	proto  prw.Protocol
+	series int // the length of the series fields, which 1.0 metadata follows
 	// metadata counts the metadata the body carries: its families in 1.0,
 	// its series with metadata in 2.0. Sent without metadata, it is not
 	// whole unless this is 0.
@@ -74,47 +72,47 @@ func wholeItem(raw *prw.RawV1, proto prw.Protocol, maxN, maxB int) (item, bool) 
 		it.hashes[i] = raw.Series[i].ShardHash(raw.Msg)
 	}
 	it.size = len(raw.Msg)
-	it.whole = &wholeRequest{wire: slices.Clone(raw.Compressed), proto: proto, series: series}
-	rangeFamilies(raw, func(fm *prw.FamilyMetadata) { it.whole.families = append(it.whole.families, fm) })
-	it.whole.metadata = withMeta + len(it.whole.families) // one of them is 0
+	// One of them is 0. The families are read from the body only if it
+	// is changed (see chunk), not for every request.
+	meta := withMeta + len(raw.Metadata)
+	it.whole = &wholeRequest{wire: slices.Clone(raw.Compressed), proto: proto, series: series, metadata: meta}
 	return it, true
 }
 
 // v2Decoder reads a whole 2.0 item's body back into the form (see chunk).
 var v2Decoder = prw.NewV2Decoder()
 
-// chunk returns the item's chunk: raw, or, for a whole item, which keeps
-// only the client's body, the form decoded from it (a 1.0 message's series
-// fields are its chunk, a 2.0 one is decoded as the write handler did).
-// Only what changes a whole item (a split, the age limit, a protocol
-// fallback) needs it; the family metadata is whole.families.
-func (it *item) chunk() ([]byte, error) {
-	if it.raw != nil || it.whole == nil {
-		return it.raw, nil
+// chunk returns the item's chunk and the family metadata it carries with
+// it: raw and families, or, for a whole item, which keeps only the client's
+// body, what is decoded from it (a 1.0 message's series fields are its
+// chunk and its metadata fields follow; a 2.0 one is decoded as the write
+// handler did, and has none). Only what changes a whole item (a split, the
+// age limit, a protocol fallback, a batch of several) needs them.
+func (it *item) chunk() ([]byte, []*prw.FamilyMetadata, error) {
+	if it.whole == nil {
+		return it.raw, it.families, nil
 	}
 	msg, err := snappy.Decode(nil, it.whole.wire)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", errMalformedChunk, err)
+		return nil, nil, fmt.Errorf("%w: %w", errMalformedChunk, err)
 	}
 	if it.whole.proto == prw.ProtoV1 {
 		if len(msg) < it.whole.series {
-			return nil, errMalformedChunk
+			return nil, nil, errMalformedChunk
 		}
-		return msg[:it.whole.series], nil
+		var families []*prw.FamilyMetadata
+		err := rangeChunk(msg[it.whole.series:], false, func(md []byte, _ prw.RawSeries, _ int) bool {
+			if fm := readFamily(md); fm != nil {
+				families = append(families, fm)
+			}
+			return true
+		})
+		return msg[:it.whole.series], families, err
 	}
 	d, err := v2Decoder.Decode(msg)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", errMalformedChunk, err)
+		return nil, nil, fmt.Errorf("%w: %w", errMalformedChunk, err)
 	}
 	defer v2Decoder.Release(d)
-	return slices.Clone(d.Req.Raw.Msg), nil
-}
-
-// metadata returns the family metadata an item carries with its series:
-// a whole 1.0 request's, also once changed (see chunk).
-func (it *item) metadata() []*prw.FamilyMetadata {
-	if it.whole != nil {
-		return it.whole.families
-	}
-	return it.families
+	return slices.Clone(d.Req.Raw.Msg), nil, nil
 }
