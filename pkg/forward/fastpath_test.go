@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/rwgateway/gateway/pkg/prw"
+	"github.com/rwgateway/gateway/pkg/queue"
 	"github.com/rwgateway/gateway/pkg/receiver"
 	"github.com/rwgateway/gateway/pkg/receiver/rwtest"
 	"github.com/rwgateway/gateway/pkg/registry"
@@ -201,11 +202,14 @@ func TestFastPathExternalLabels(t *testing.T) {
 }
 
 // In disk mode a reader that keeps up takes the requests' chunks from
-// Enqueue instead of decoding its records again, and what arrives is still
-// every series byte for byte; the handoff holds nothing once all is read.
+// Enqueue instead of reading and decoding its records again, and what
+// arrives is still every series byte for byte; the handoff holds nothing
+// once all is read.
 func TestFastPathHandoff(t *testing.T) {
 	up := newFakeUpstream(t, nil)
-	m, _, _, _ := newTestManagerOpts(t, testConfig(testUpstream(t, "u", up.srv.URL, false)), Options{StoragePath: t.TempDir()})
+	var skipped atomic.Int64
+	opts := Options{StoragePath: t.TempDir(), wrapQueue: func(q diskQueue) diskQueue { return unreadQueue{q, &skipped} }}
+	m, _, _, _ := newTestManagerOpts(t, testConfig(testUpstream(t, "u", up.srv.URL, false)), opts)
 	var want [][]byte
 	for range 5 {
 		wr := rwtest.V1Request(100, 1)
@@ -221,8 +225,23 @@ func TestFastPathHandoff(t *testing.T) {
 	defer h.mu.Unlock()
 	require.Positive(t, h.hits, "the reader took chunks from Enqueue")
 	require.Equal(t, 5, h.hits+h.misses)
+	require.Equal(t, int64(h.hits), skipped.Load(), "records taken from the handoff are not read back")
 	require.Empty(t, h.entries)
 	require.Zero(t, h.bytes)
+}
+
+// unreadQueue counts the records NextUnless did not read.
+type unreadQueue struct {
+	diskQueue
+	skipped *atomic.Int64
+}
+
+func (q unreadQueue) NextUnless(ctx context.Context, have func(queue.Position) bool) ([]byte, queue.Position, error) {
+	rec, pos, err := q.diskQueue.NextUnless(ctx, have)
+	if err == nil && rec == nil {
+		q.skipped.Add(1)
+	}
+	return rec, pos, err
 }
 
 // An upstream with a size limit (413 above 50 points per request, as

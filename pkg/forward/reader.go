@@ -40,7 +40,15 @@ func (f *forwarder) readLoop() {
 	q := &f.cfg.QueueConfig
 	dec := newRecordDecoder(q.MaxSamplesPerSend, q.MaxBytesPerSend)
 	for {
-		rec, pos, err := f.dq.Next(ctx)
+		// A record whose items the handoff holds is not read back: rec is
+		// nil, and items are what the last call of have took.
+		var items []item
+		var appended time.Time
+		rec, pos, err := f.dq.NextUnless(ctx, func(pos queue.Position) bool {
+			var ok bool
+			items, appended, ok = f.handoff.take(pos)
+			return ok
+		})
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, queue.ErrClosed) {
 				return
@@ -51,7 +59,10 @@ func (f *forwarder) readLoop() {
 			}
 			continue
 		}
-		items, appended, ok := f.handoff.take(pos)
+		ok := rec == nil
+		if !ok {
+			items, appended, ok = f.handoff.take(pos)
+		}
 		if !ok {
 			var skipped int
 			items, appended, skipped, err = dec.decode(rec)

@@ -23,7 +23,7 @@ type diskQueue interface {
 	AppendAt(recs ...[]byte) (queue.Position, error)
 	HasRoom(n int, payloadBytes int64) bool
 	Fits(n int, payloadBytes int64) bool
-	Next(ctx context.Context) ([]byte, queue.Position, error)
+	NextUnless(ctx context.Context, have func(queue.Position) bool) ([]byte, queue.Position, error)
 	Ack(pos queue.Position) error
 	Rewind() error
 	Len() (records, bytes int64)

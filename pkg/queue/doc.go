@@ -11,7 +11,10 @@
 //	err = q.Close()
 //
 // A record returned by Next and not acknowledged is returned again after the
-// queue is reopened, or after Rewind. Append is all or nothing; at MaxBytes it returns ErrFull
+// queue is reopened, or after Rewind. NextUnless is Next for a consumer that
+// may still hold what it appended: a record this process appended lately is
+// not read if the consumer says it holds it (at the Position AppendAt
+// returned). Append is all or nothing; at MaxBytes it returns ErrFull
 // (policy Block) or deletes the oldest segments (policy DropOldest). A full
 // disk is reported as ErrFull too, with the partial write truncated.
 //

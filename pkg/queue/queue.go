@@ -229,7 +229,22 @@ type Queue struct {
 	// dataDirty, dirDirty and posDirty say what the interval syncer has to
 	// fsync.
 	dataDirty, dirDirty, posDirty bool
+	// appended are the frames of the records this process appended last,
+	// in order, that the reader has not passed (see NextUnless).
+	appended []frameSpan
 }
+
+// frameSpan is where a record's frame lies: in segment seq, from start to
+// end.
+type frameSpan struct {
+	seq        uint64
+	start, end int64
+}
+
+// maxAppended bounds Queue.appended: past it, the oldest are forgotten
+// (and read from disk, as those appended before Open are), as when the
+// reader is far behind.
+const maxAppended = 1024
 
 // Append writes recs to the end of the queue, in order, as one write(2), and
 // fsyncs it under FsyncAlways. The records are not retained.
@@ -301,6 +316,14 @@ func (q *Queue) AppendAt(recs ...[]byte) (Position, error) {
 	}
 
 	q.mu.Lock()
+	for off, r := a.size, 0; r < len(recs); r++ {
+		if len(q.appended) == maxAppended { // the older half is forgotten
+			q.appended = append(q.appended[:0], q.appended[maxAppended/2:]...)
+		}
+		end := off + frameSize(len(recs[r]))
+		q.appended = append(q.appended, frameSpan{seq: a.seq, start: off, end: end})
+		off = end
+	}
 	a.size += size
 	a.records += int64(len(recs))
 	pos := Position{seq: a.seq, off: a.size, n: a.records}

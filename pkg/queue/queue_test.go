@@ -74,7 +74,7 @@ func drain(t testing.TB, q *Queue) ([]string, Position) {
 	q.readMu.Lock()
 	defer q.readMu.Unlock()
 	for {
-		rec, pos, wait, err := q.tryNext()
+		rec, pos, wait, err := q.tryNext(nil)
 		require.NoError(t, err)
 		if wait != nil {
 			return got, last
@@ -601,4 +601,111 @@ func TestAppendAtPosition(t *testing.T) {
 	pos, err := q.AppendAt()
 	require.NoError(t, err)
 	require.True(t, pos.Equal(Position{}))
+}
+
+// TestNextUnless: a record this process appended is not read when the
+// caller holds it, at its AppendAt position, across segments and within
+// one Append of several; what was not held, what was appended before
+// Open, what a Rewind gives again and what is forgotten past maxAppended
+// are read.
+func TestNextUnless(t *testing.T) {
+	opts := testOptions(t)
+	q, err := Open(opts)
+	require.NoError(t, err)
+	var appended []Position
+	for i := range 7 { // three segments; record 3 is the second of a pair
+		recs := [][]byte{record(i)}
+		if i == 3 {
+			recs = [][]byte{record(30), record(i)}
+		}
+		pos, err := q.AppendAt(recs...)
+		require.NoError(t, err)
+		appended = append(appended, pos)
+	}
+	held := map[int]bool{1: true, 3: true, 4: true, 6: true}
+	var asked []Position
+	have := func(pos Position) bool {
+		asked = append(asked, pos)
+		for i, p := range appended {
+			if p.Equal(pos) {
+				return held[i]
+			}
+		}
+		return false
+	}
+	ctx := context.Background()
+	var got []string
+	var last Position
+	for range 8 {
+		rec, pos, err := q.NextUnless(ctx, have)
+		require.NoError(t, err)
+		require.True(t, last.Before(pos), "positions increase")
+		last = pos
+		got = append(got, string(rec))
+		if i := slices.IndexFunc(appended, pos.Equal); i >= 0 && held[i] {
+			require.Nil(t, rec, "record %d is held: not read", i)
+		}
+	}
+	require.Equal(t, []string{string(record(0)), "", string(record(2)), string(record(30)), "", "", string(record(5)), ""}, got)
+	require.Len(t, asked, 8, "asked for every record appended")
+	require.True(t, asked[7].Equal(appended[6]))
+
+	// Rewind: nothing was acknowledged, so everything is read again, from
+	// disk: the reader forgot what it passed.
+	require.NoError(t, q.Rewind())
+	asked = nil
+	rewound, _ := drainUnless(t, q, have)
+	require.Equal(t, []string{string(record(0)), string(record(1)), string(record(2)), string(record(30)), string(record(3)), string(record(4)), string(record(5)), string(record(6))}, rewound)
+	require.Empty(t, asked)
+	require.NoError(t, q.Ack(last))
+	require.NoError(t, q.Close())
+
+	// Reopened: what was appended before Open is read, what after is not.
+	q = openQueue(t, opts)
+	appended = appended[:0]
+	for i := range 2 {
+		pos, err := q.AppendAt(record(i))
+		require.NoError(t, err)
+		appended = append(appended, pos)
+	}
+	held = map[int]bool{0: true, 1: true}
+	got, _ = drainUnless(t, q, have)
+	require.Equal(t, []string{"", ""}, got)
+
+	// Past maxAppended, the older are forgotten, and read.
+	for i := range maxAppended + 10 {
+		_, err := q.AppendAt(record(i))
+		require.NoError(t, err)
+	}
+	got, _ = drainUnless(t, q, func(Position) bool { return true })
+	require.Len(t, got, maxAppended+10)
+	read := slices.IndexFunc(got, func(s string) bool { return s == "" })
+	require.Positive(t, read, "the oldest are read")
+	for i, s := range got {
+		if i < read {
+			require.Equal(t, string(record(i)), s)
+		} else {
+			require.Empty(t, s, "record %d, appended last: not read", i)
+		}
+	}
+}
+
+// drainUnless is drain with NextUnless.
+func drainUnless(t testing.TB, q *Queue, have func(Position) bool) ([]string, Position) {
+	t.Helper()
+	var (
+		got  []string
+		last Position
+	)
+	q.readMu.Lock()
+	defer q.readMu.Unlock()
+	for {
+		rec, pos, wait, err := q.tryNext(have)
+		require.NoError(t, err)
+		if wait != nil {
+			return got, last
+		}
+		got = append(got, string(rec))
+		last = pos
+	}
 }

@@ -27,13 +27,22 @@ type cursor struct {
 // returned but not acknowledged are returned again after the queue is
 // reopened or after Rewind, never otherwise.
 func (q *Queue) Next(ctx context.Context) (rec []byte, pos Position, err error) {
+	return q.NextUnless(ctx, nil)
+}
+
+// NextUnless is Next, except that a record this process appended is not
+// read if have, called with its position, reports that the caller holds
+// what it holds (the records appended last, up to maxAppended, are known
+// by their position without reading them): rec is then nil. A record is
+// read, as by Next, if have is nil or false.
+func (q *Queue) NextUnless(ctx context.Context, have func(Position) bool) (rec []byte, pos Position, err error) {
 	q.readMu.Lock()
 	defer q.readMu.Unlock()
 	for {
 		if err := ctx.Err(); err != nil {
 			return nil, Position{}, err
 		}
-		rec, pos, wait, err := q.tryNext()
+		rec, pos, wait, err := q.tryNext(have)
 		if err != nil || wait == nil {
 			return rec, pos, err
 		}
@@ -48,8 +57,8 @@ func (q *Queue) Next(ctx context.Context) (rec []byte, pos Position, err error) 
 }
 
 // tryNext returns the next record, or a channel that is closed when there
-// may be one. readMu is held.
-func (q *Queue) tryNext() (rec []byte, pos Position, wait <-chan struct{}, err error) {
+// may be one; see NextUnless for have. readMu is held.
+func (q *Queue) tryNext(have func(Position) bool) (rec []byte, pos Position, wait <-chan struct{}, err error) {
 	c := &q.rd
 	for {
 		q.mu.Lock()
@@ -81,7 +90,25 @@ func (q *Queue) tryNext() (rec []byte, pos Position, wait <-chan struct{}, err e
 			q.mu.Unlock()
 			continue
 		}
+		known := q.appendedAtLocked(c.seq, c.off)
 		q.mu.Unlock()
+
+		if known > 0 && have != nil {
+			if pos := (Position{seq: c.seq, off: known, n: c.n + 1}); have(pos) {
+				q.mu.Lock()
+				if seg.removed {
+					q.mu.Unlock()
+					continue // dropped meanwhile: it was counted as dropped
+				}
+				read := known - c.off
+				c.off, c.n = pos.off, pos.n
+				q.deliveredSeq, q.deliveredOff = c.seq, c.off
+				q.appendedAtLocked(c.seq, c.off) // forgets this one
+				q.mu.Unlock()
+				q.m.read.Add(float64(read))
+				return nil, pos, nil, nil
+			}
+		}
 
 		if c.f == nil {
 			f, err := os.Open(seg.path)
@@ -116,10 +143,26 @@ func (q *Queue) tryNext() (rec []byte, pos Position, wait <-chan struct{}, err e
 			continue // dropped while being read: it was counted as dropped
 		}
 		q.deliveredSeq, q.deliveredOff = c.seq, c.off
+		q.appendedAtLocked(c.seq, c.off)
 		q.mu.Unlock()
 		q.m.read.Add(float64(res.next - res.off))
 		return res.payload, Position{seq: c.seq, off: c.off, n: c.n}, nil, nil
 	}
+}
+
+// appendedAtLocked forgets the frames this process appended before off in
+// segment seq, the reader's place, and returns the end of the one at off,
+// or 0 if it knows none there. mu is held.
+func (q *Queue) appendedAtLocked(seq uint64, off int64) int64 {
+	i := 0
+	for i < len(q.appended) && (q.appended[i].seq < seq || (q.appended[i].seq == seq && q.appended[i].start < off)) {
+		i++
+	}
+	q.appended = q.appended[i:]
+	if len(q.appended) > 0 && q.appended[0].seq == seq && q.appended[0].start == off {
+		return q.appended[0].end
+	}
+	return 0
 }
 
 // Rewind moves the reader back to the read position: the records Next
