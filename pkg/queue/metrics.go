@@ -20,7 +20,9 @@ type Metrics struct {
 	Records *prometheus.GaugeVec // upstream
 	// WrittenBytes counts bytes written to segments, framing included.
 	WrittenBytes *prometheus.CounterVec // upstream
-	// ReadBytes counts bytes of records read back, framing included.
+	// ReadBytes counts bytes of records the reader passed, framing
+	// included: read back, or not read as the consumer held them (see
+	// NextUnless).
 	ReadBytes *prometheus.CounterVec // upstream
 	// CorruptBytes counts bytes found unreadable, by kind (CorruptKinds;
 	// the queue's user may add kinds of its own, for records it could not
@@ -53,7 +55,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Segments:         gauge("segments", "Number of the queue's segment files."),
 		Records:          gauge("records", "Records appended to the queue and not yet acknowledged."),
 		WrittenBytes:     counter("written_bytes_total", "Bytes written to queue segments, framing included."),
-		ReadBytes:        counter("read_bytes_total", "Bytes of records read from queue segments, framing included."),
+		ReadBytes:        counter("read_bytes_total", "Bytes of records the reader has passed, framing included: read from queue segments, or skipped as the forwarder still held them."),
 		CorruptBytes:     counter("corrupt_bytes_total", "Bytes of queue files found unreadable, by kind.", "kind"),
 		QuarantinedFiles: counter("quarantined_files_total", "Queue files moved to the quarantine directory."),
 		DroppedBytes:     counter("dropped_bytes_total", "Unacknowledged bytes deleted from the queue to make room, by reason.", "reason"),

@@ -649,6 +649,7 @@ func TestNextUnless(t *testing.T) {
 	require.Equal(t, []string{string(record(0)), "", string(record(2)), string(record(30)), "", "", string(record(5)), ""}, got)
 	require.Len(t, asked, 8, "asked for every record appended")
 	require.True(t, asked[7].Equal(appended[6]))
+	require.Equal(t, float64(8*frameBytes), testutil.ToFloat64(opts.Metrics.ReadBytes.WithLabelValues(testUpstream)), "skipped records count as passed")
 
 	// Rewind: nothing was acknowledged, so everything is read again, from
 	// disk: the reader forgot what it passed.
