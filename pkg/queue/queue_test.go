@@ -67,21 +67,7 @@ func appendRecords(t testing.TB, q *Queue, from, to int) {
 // the position of the last one.
 func drain(t testing.TB, q *Queue) ([]string, Position) {
 	t.Helper()
-	var (
-		got  []string
-		last Position
-	)
-	q.readMu.Lock()
-	defer q.readMu.Unlock()
-	for {
-		rec, pos, wait, err := q.tryNext(nil)
-		require.NoError(t, err)
-		if wait != nil {
-			return got, last
-		}
-		got = append(got, string(rec))
-		last = pos
-	}
+	return drainUnless(t, q, nil)
 }
 
 // next returns the next record, which must be available.
@@ -691,7 +677,7 @@ func TestNextUnless(t *testing.T) {
 	}
 }
 
-// drainUnless is drain with NextUnless.
+// drainUnless is drain with NextUnless and have.
 func drainUnless(t testing.TB, q *Queue, have func(Position) bool) ([]string, Position) {
 	t.Helper()
 	var (
