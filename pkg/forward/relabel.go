@@ -1,7 +1,6 @@
 package forward
 
 import (
-	"bytes"
 	"encoding/binary"
 	"slices"
 	"sync"
@@ -87,34 +86,25 @@ func (w *writeRelabel) apply(r *request, in *prw.RawV1) (*prw.RawV1, int, error)
 		}
 	}
 	var (
-		key, body []byte
-		seen      []nameKept // the names rules' answers this request used
-		hasNames  = len(w.names) > 0
-		build     = hasNames
+		key, body     []byte
+		names, series answers // what the memos answered this request
+		hasNames      = len(w.names) > 0
+		build         = hasNames
 	)
-	// keepName reports whether the label named name, the i-th of its
-	// series, is kept. A sender's series have few names, mostly in the
-	// same places: they are looked for in seen, there first.
-	keepName := func(i int, name []byte) bool {
-		if i < len(seen) && bytes.Equal(seen[i].name, name) {
-			return seen[i].keep
+	// keepName reports whether the label named name is kept. A sender's
+	// label names mostly differ in their first byte.
+	keepName := func(name []byte) bool {
+		pick := byte(0)
+		if len(name) > 0 { // always, in the form
+			pick = name[0]
 		}
-		for _, e := range seen {
-			if bytes.Equal(e.name, name) {
-				return e.keep
-			}
-		}
-		keep := w.name.get(name, func() bool {
+		return names.get(&w.name, name, pick, func() bool {
 			lb := labels.NewBuilder(labels.FromStrings(string(name), "v"))
 			// labeldrop and labelkeep keep every series: only what they
 			// leave of the label answers.
 			_ = relabel.ProcessBuilder(lb, w.names...)
 			return lb.Get(string(name)) != ""
 		})
-		if len(seen) < 64 {
-			seen = append(seen, nameKept{name, keep})
-		}
-		return keep
 	}
 	var fn prw.SeriesFunc
 	fn = func(ts []byte) ([]byte, bool, error) {
@@ -123,7 +113,7 @@ func (w *writeRelabel) apply(r *request, in *prw.RawV1) (*prw.RawV1, int, error)
 		// label reads the i-th label of the series and reports whether
 		// it is kept.
 		label := func(name, value []byte) bool {
-			for ; j < len(w.read) && w.read[j] < string(name); j++ {
+			for ; j < len(w.read) && before(w.read[j], name); j++ {
 				key = append(key, 0) // not there: ""
 			}
 			if j < len(w.read) && w.read[j] == string(name) {
@@ -133,7 +123,7 @@ func (w *writeRelabel) apply(r *request, in *prw.RawV1) (*prw.RawV1, int, error)
 			}
 			i++
 			// A label of an empty value is none: Relabel leaves it out.
-			kept := len(value) > 0 && (!hasNames || keepName(i-1, name))
+			kept := len(value) > 0 && (!hasNames || keepName(name))
 			changed = changed || !kept
 			return kept
 		}
@@ -164,7 +154,9 @@ func (w *writeRelabel) apply(r *request, in *prw.RawV1) (*prw.RawV1, int, error)
 		for ; j < len(w.read); j++ {
 			key = append(key, 0)
 		}
-		if len(w.filter) > 0 && !w.series.get(key, func() bool { return w.keepSeries(key) }) {
+		// key is not empty: each read label adds a byte at least. Its last
+		// byte and length tell most values of a label apart.
+		if len(w.filter) > 0 && !series.get(&w.series, key, key[len(key)-1]^byte(len(key)), func() bool { return w.keepSeries(key) }) {
 			return nil, false, nil
 		}
 		if !changed {
@@ -181,10 +173,49 @@ func (w *writeRelabel) apply(r *request, in *prw.RawV1) (*prw.RawV1, int, error)
 	return prw.Rewrite(in, fn)
 }
 
-// nameKept is a label name (a view of the request) and whether it is kept.
-type nameKept struct {
-	name []byte
-	keep bool
+// answers are what the memos answered for one request, by key: a sender's
+// request uses few label names, and few values of the labels rules read,
+// which are found here faster than in a memo. A key is looked for among
+// those of the same pick, a byte of it the caller chooses.
+type answers struct {
+	heads [256]uint8 // by pick: 1 + the index in list of its latest key
+	list  []answer
+	keys  []byte
+}
+
+type answer struct {
+	off, n uint32 // the key in keys
+	keep   bool
+	next   uint8 // the answer before it of the same pick, as heads
+}
+
+// maxAnswers bounds an answers' list (it holds uint8 indexes).
+const maxAnswers = 255
+
+// get returns the answer for key, of pick: held, or else m's for work (see
+// memo.get), then held unless the list is full.
+func (a *answers) get(m *memo, key []byte, pick byte, work func() bool) bool {
+	for k := a.heads[pick]; k != 0; k = a.list[k-1].next {
+		if e := &a.list[k-1]; string(a.keys[e.off:e.off+e.n]) == string(key) {
+			return e.keep
+		}
+	}
+	keep := m.get(key, work)
+	if len(a.list) < maxAnswers {
+		a.list = append(a.list, answer{off: uint32(len(a.keys)), n: uint32(len(key)), keep: keep, next: a.heads[pick]})
+		a.keys = append(a.keys, key...)
+		a.heads[pick] = uint8(len(a.list))
+	}
+	return keep
+}
+
+// before reports whether the label name r sorts before name; most names
+// differ in their first byte, which decides without a call to compare.
+func before(r string, name []byte) bool {
+	if len(r) > 0 && len(name) > 0 && r[0] != name[0] {
+		return r[0] < name[0]
+	}
+	return r < string(name)
 }
 
 // keepSeries reports whether the filter rules keep a series whose read

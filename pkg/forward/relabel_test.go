@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/rwgateway/gateway/cmd/rwload/loadgen"
 	"github.com/rwgateway/gateway/pkg/prw"
 	"github.com/rwgateway/gateway/pkg/receiver/rwtest"
 )
@@ -28,7 +29,8 @@ import (
 // remembering nothing.
 func TestWriteRelabelIsRelabel(t *testing.T) {
 	r := rand.New(rand.NewPCG(3, 4))
-	names := []string{"a", "b", "env", "job", "mode", "zz"}
+	// job and jobs share their first byte, as mode and mod do.
+	names := []string{"a", "b", "env", "job", "jobs", "mod", "mode", "zz"}
 	// A value of 200 bytes takes two-byte lengths: its label, and those
 	// after it, are read the general way, not by prw.SmallLabel.
 	values := []string{"", "1", "2", "node", "steal", "idle", "prod", strings.Repeat("long", 50)}
@@ -51,6 +53,7 @@ func TestWriteRelabelIsRelabel(t *testing.T) {
 	for _, rules := range []string{
 		"- source_labels: [mode]\n  regex: steal|idle\n  action: drop\n",
 		"- source_labels: [job]\n  regex: node\n  action: keep\n",
+		"- source_labels: [job, jobs]\n  regex: 'node;.*|;node'\n  action: keep\n",
 		"- source_labels: [a, b]\n  regex: '1;.*'\n  action: keep\n- source_labels: [nothere]\n  regex: ''\n  action: keep\n",
 		"- source_labels: [a]\n  target_label: b\n  action: dropequal\n",
 		"- source_labels: [env]\n  target_label: a\n  action: keepequal\n",
@@ -182,16 +185,27 @@ func TestRuleMemo(t *testing.T) {
 // upstream's rules of the kinds used most (bench/compare's relabel
 // scenario): a drop by a label's value that matches none, and a labeldrop
 // that changes every series.
+// "fleet" series have 8, 10 or 12 labels, as rwload's (see
+// loadgen.SeriesLabels).
 func BenchmarkWriteRelabel(b *testing.B) {
-	msg, err := rwtest.V1Request(2000, 1).Marshal()
-	require.NoError(b, err)
-	d, err := prw.NewV1Decoder().Decode(msg)
-	require.NoError(b, err)
-	in := d.Req.Raw
-	for _, bc := range []struct{ name, rules string }{
-		{"drop", "- source_labels: [mode]\n  regex: guest\n  action: drop\n"},
-		{"drop+labeldrop", "- source_labels: [mode]\n  regex: guest\n  action: drop\n- regex: rack\n  action: labeldrop\n"},
+	uniform := rwtest.V1Request(2000, 1)
+	fleet := rwtest.V1Request(2000, 1)
+	for i := range fleet.Timeseries {
+		fleet.Timeseries[i].Labels = prompb.FromLabels(loadgen.SeriesLabels(i, 1), nil)
+	}
+	for _, bc := range []struct {
+		name, rules string
+		req         *prompb.WriteRequest
+	}{
+		{"drop", "- source_labels: [mode]\n  regex: guest\n  action: drop\n", uniform},
+		{"drop+labeldrop", "- source_labels: [mode]\n  regex: guest\n  action: drop\n- regex: rack\n  action: labeldrop\n", uniform},
+		{"fleet/drop+labeldrop", "- source_labels: [mode]\n  regex: guest\n  action: drop\n- regex: rack\n  action: labeldrop\n", fleet},
 	} {
+		msg, err := bc.req.Marshal()
+		require.NoError(b, err)
+		d, err := prw.NewV1Decoder().Decode(msg)
+		require.NoError(b, err)
+		in := d.Req.Raw
 		b.Run(bc.name, func(b *testing.B) {
 			w := newWriteRelabel(relabelConfigs(b, bc.rules))
 			req := &request{form: in, lb: labels.NewBuilder(labels.EmptyLabels())}

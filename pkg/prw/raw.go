@@ -242,6 +242,7 @@ func Rewrite(raw *RawV1, fn SeriesFunc) (out *RawV1, dropped int, err error) {
 		if b == nil {
 			// The first change: the series before it are copied as they are.
 			b = make([]byte, 0, len(raw.Msg))
+			out.Series = make([]RawSeries, 0, len(raw.Series))
 			for _, prev := range raw.Series[:i] {
 				b, prev.Span = AppendField(b, fieldLabels, prev.Bytes(raw.Msg))
 				out.Append(prev)
