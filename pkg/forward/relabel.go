@@ -2,9 +2,11 @@ package forward
 
 import (
 	"encoding/binary"
+	"regexp/syntax"
 	"slices"
 	"sync"
 	"sync/atomic"
+	"unicode"
 	"unsafe"
 
 	"github.com/prometheus/prometheus/model/labels"
@@ -35,6 +37,10 @@ type writeRelabel struct {
 	// The answers: of the filter rules by the read labels' values (see
 	// keepSeries), of the names rules by name.
 	series, name memo
+	// A name whose first byte no names rule can match (nameFirst false)
+	// is kept unless a labelkeep rule is among them (unmatched): no lookup.
+	nameFirst [256]bool
+	unmatched bool
 }
 
 func newWriteRelabel(cfgs []*relabel.Config) *writeRelabel {
@@ -58,6 +64,14 @@ func newWriteRelabel(cfgs []*relabel.Config) *writeRelabel {
 	for ; i < len(cfgs) && (cfgs[i].Action == relabel.LabelDrop || cfgs[i].Action == relabel.LabelKeep); i++ {
 	}
 	w.names, w.fast = cfgs[len(w.filter):i], i == len(cfgs)
+	w.unmatched = true
+	for _, c := range w.names {
+		w.unmatched = w.unmatched && c.Action == relabel.LabelDrop
+		first := firstBytes(c.Regex.Regexp.String()) // anchored
+		for b, ok := range first {
+			w.nameFirst[b] = w.nameFirst[b] || ok
+		}
+	}
 	slices.Sort(w.read)
 	w.read = slices.Compact(w.read)
 	return w
@@ -97,6 +111,9 @@ func (w *writeRelabel) apply(r *request, in *prw.RawV1) (*prw.RawV1, int, error)
 		pick := byte(0)
 		if len(name) > 0 { // always, in the form
 			pick = name[0]
+		}
+		if !w.nameFirst[pick] {
+			return w.unmatched
 		}
 		return names.get(&w.name, name, pick, func() bool {
 			lb := labels.NewBuilder(labels.FromStrings(string(name), "v"))
@@ -258,4 +275,81 @@ func (m *memo) get(key []byte, answer func() bool) bool {
 	}
 	m.m.Store(string(key), v)
 	return v
+}
+
+// firstBytes returns, by byte, whether a string that the regular
+// expression expr matches can start with it; every byte where that is not worked out. A names
+// rule's regular expression mostly names a few labels (rack,
+// pod_template_hash|controller_revision_hash, __meta_.*): most names in
+// a request start with a byte none of them can. Hand-written: the
+// regexp package keeps its prefix analysis to itself, and regexp/syntax
+// gives the parsed expression to walk.
+func firstBytes(expr string) (set [256]bool) {
+	if p, err := syntax.Parse(expr, syntax.Perl); err == nil {
+		if set, _, ok := first(p.Simplify()); ok {
+			return set
+		}
+	}
+	for b := range set {
+		set[b] = true
+	}
+	return set
+}
+
+// first returns the bytes that a match of re can start with, and whether
+// re matches the empty string; ok is false where it is not worked out.
+// A rune beyond ASCII, or a case folded, counts every byte from 0x80.
+func first(re *syntax.Regexp) (set [256]bool, empty, ok bool) {
+	runes := func(pairs []rune, fold bool) {
+		for i := 0; i+1 < len(pairs); i += 2 {
+			for r := pairs[i]; r <= min(pairs[i+1], 0x7f); r++ {
+				set[r] = true
+				if fold && unicode.IsLetter(r) {
+					set[unicode.ToUpper(r)], set[unicode.ToLower(r)] = true, true
+				}
+			}
+			if pairs[i+1] >= 0x80 || fold {
+				for b := 0x80; b < len(set); b++ {
+					set[b] = true
+				}
+			}
+		}
+	}
+	switch re.Op {
+	case syntax.OpEmptyMatch, syntax.OpBeginLine, syntax.OpEndLine, syntax.OpBeginText, syntax.OpEndText,
+		syntax.OpWordBoundary, syntax.OpNoWordBoundary:
+		return set, true, true
+	case syntax.OpLiteral:
+		if len(re.Rune) == 0 {
+			return set, true, true
+		}
+		runes([]rune{re.Rune[0], re.Rune[0]}, re.Flags&syntax.FoldCase != 0)
+		return set, false, true
+	case syntax.OpCharClass:
+		runes(re.Rune, false) // folding is spelled out in the class
+		return set, false, true
+	case syntax.OpCapture, syntax.OpPlus:
+		return first(re.Sub[0])
+	case syntax.OpStar, syntax.OpQuest: // Simplify left no OpRepeat
+		set, _, ok = first(re.Sub[0])
+		return set, true, ok
+	case syntax.OpConcat, syntax.OpAlternate:
+		empty = re.Op == syntax.OpConcat
+		for _, sub := range re.Sub {
+			s, e, ok := first(sub)
+			if !ok {
+				return set, false, false
+			}
+			for b, in := range s {
+				set[b] = set[b] || in
+			}
+			if re.Op == syntax.OpAlternate {
+				empty = empty || e
+			} else if !e {
+				return set, false, true
+			}
+		}
+		return set, empty, true
+	}
+	return set, false, false // any character, or what is not known here
 }

@@ -219,3 +219,46 @@ func BenchmarkWriteRelabel(b *testing.B) {
 		})
 	}
 }
+
+// firstBytes holds every byte a name that a rule's regular expression
+// matches starts with (names of every kind, against expressions of every
+// construct), and for plain names only their first bytes.
+func TestFirstBytes(t *testing.T) {
+	exprs := []string{"rack", "rack|dc", "__meta_.*", ".*foo", "(rack)", "r.*", "id|name", "", "(?i)rack",
+		"a*b", "(foo)?bar", "[a-c]x|y{2,3}", "x{0,2}z", "k8s_.+", "(?i)k", "(?i)s", "é.*", "[^a]x", `\d+`,
+		"^job$", "(a|)b", "a?", "(?:)", `\bfoo`, "[[:upper:]]+", `\pL`, "(?i)[a-c]", "(x*|a)b"}
+	names := []string{"rack", "dc", "__meta_x", "xfoo", "foo", "r", "rx", "id", "name", "RACK", "Rack", "b", "ab",
+		"aab", "bar", "foobar", "ax", "bx", "cx", "yy", "yyy", "z", "xz", "xxz", "k8s_a", "K", "k", "S", "s", "ſ",
+		"\u212a", "é", "éa", "1", "123", "job", "a", "Ab", "Bx", "ÿ", "Éx", "x"}
+	r := rand.New(rand.NewPCG(5, 6))
+	alphabet := []rune("abcdfijkmnorxyz_KRSé1ſ\u212a")
+	for range 20000 {
+		n := make([]rune, 1+r.IntN(5))
+		for i := range n {
+			n[i] = alphabet[r.IntN(len(alphabet))]
+		}
+		names = append(names, string(n))
+	}
+	for _, expr := range exprs {
+		re := relabel.MustNewRegexp(expr)
+		set := firstBytes(re.Regexp.String())
+		for _, n := range names {
+			if re.MatchString(n) {
+				require.True(t, set[n[0]], "%q matches %q, starting with %#x", expr, n, n[0])
+			}
+		}
+	}
+	only := func(expr string, bytes string) {
+		t.Helper()
+		set := firstBytes(relabel.MustNewRegexp(expr).Regexp.String())
+		for b, in := range set {
+			require.Equal(t, strings.IndexByte(bytes, byte(b)) >= 0, in, "%q, byte %q", expr, rune(b))
+		}
+	}
+	only("rack", "r")
+	only("rack|dc", "rd")
+	only("__meta_.*", "_")
+	only("(foo)?bar", "fb")
+	only("x{0,2}z|[a-c]y", "xzabc")
+	only("(?:)", "")
+}
