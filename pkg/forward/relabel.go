@@ -200,6 +200,7 @@ type answers struct {
 	keys  []byte
 }
 
+// answer is a key, in answers.keys, and its answer.
 type answer struct {
 	off, n uint32 // the key in keys
 	keep   bool
@@ -278,12 +279,12 @@ func (m *memo) get(key []byte, answer func() bool) bool {
 }
 
 // firstBytes returns, by byte, whether a string that the regular
-// expression expr matches can start with it; every byte where that is not worked out. A names
-// rule's regular expression mostly names a few labels (rack,
-// pod_template_hash|controller_revision_hash, __meta_.*): most names in
-// a request start with a byte none of them can. Hand-written: the
-// regexp package keeps its prefix analysis to itself, and regexp/syntax
-// gives the parsed expression to walk.
+// expression expr matches can start with it; every byte where that is
+// not worked out. A names rule's expression mostly names a few labels
+// (rack, pod_template_hash|controller_revision_hash, __meta_.*): most
+// names in a request start with a byte none of them can. Hand-written:
+// the regexp packages keep their prefix analysis to themselves, and
+// regexp/syntax gives the parsed expression to walk.
 func firstBytes(expr string) (set [256]bool) {
 	if p, err := syntax.Parse(expr, syntax.Perl); err == nil {
 		if set, _, ok := first(p.Simplify()); ok {
