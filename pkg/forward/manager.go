@@ -287,6 +287,7 @@ func (m *Manager) Enqueue(ctx context.Context, req *prw.Request, tenant string, 
 		m.builders.Put(r.lb)
 		r.release()
 		for i := range preps {
+			preps[i].release()
 			if e := preps[i].enc; e != nil {
 				m.encoders.Put(e)
 			}
@@ -364,6 +365,7 @@ func (m *Manager) Enqueue(ctx context.Context, req *prw.Request, tenant string, 
 			return fmt.Errorf("upstream %q: append to disk queue: %w", p.f.name, err)
 		}
 		if p.handoff != nil && len(p.recs) == 1 {
+			p.handingOff()
 			p.f.handoff.put(pos, p.handoff, now, handoffBytes(p.handoff))
 		}
 	}

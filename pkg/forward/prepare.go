@@ -2,6 +2,7 @@ package forward
 
 import (
 	"slices"
+	"sync"
 
 	"github.com/rwgateway/gateway/pkg/prw"
 	"github.com/rwgateway/gateway/pkg/registry"
@@ -12,6 +13,9 @@ import (
 type prepared struct {
 	f     *forwarder
 	items []item
+	// rewritten is a request of rewrites that relabeling wrote, until
+	// given back (see release).
+	rewritten *prw.RawV1
 	// Memory mode: the shard of each item that holds room for it, and the
 	// items' bytes of the memory budget, if reserved.
 	shards   []int
@@ -97,7 +101,12 @@ func (f *forwarder) transform(r *request, in *prw.RawV1, v2 bool, p *prepared) *
 	var err error
 	switch {
 	case f.relabel != nil:
-		out, p.dropRelabel, err = f.relabel.apply(r, in)
+		dst := rewrites.Get().(*prw.RawV1)
+		if out, p.dropRelabel, err = f.relabel.apply(r, in, dst); out == dst {
+			p.rewritten = dst
+		} else {
+			rewrites.Put(dst)
+		}
 	case !r.externalPresent(in):
 		// External labels only: added in the series' bytes, as Relabel
 		// would add them.
@@ -113,6 +122,7 @@ func (f *forwarder) transform(r *request, in *prw.RawV1, v2 bool, p *prepared) *
 	if !filter && !attach {
 		return out
 	}
+	defer p.recycle() // a copy of out follows: nothing refers to out
 	keepKinds := func(kind int, _ int64, _ int) bool {
 		return (kind != prw.KindHistogram || cfg.SendNativeHistograms) && (kind != prw.KindExemplar || cfg.SendExemplars)
 	}
@@ -183,6 +193,46 @@ func (p *prepared) unreserve() {
 		}
 		p.f.mem.give(p.bytes)
 		p.shards, p.reserved = p.shards[:0], false
+	}
+}
+
+// rewrites are the memory of requests that write relabeling changed, for
+// reuse. Such a request is an upstream's own (see transform), and its
+// items are its bytes (chunkRaw, owned). A disk queue's items are copied
+// into records, and the handoff keeps them as a whole item, a copy of the
+// record's body, when the request is one: once Enqueue returns, nothing
+// refers to the request then. A memory queue keeps its items.
+var rewrites = sync.Pool{New: func() any { return new(prw.RawV1) }}
+
+// recycle gives p's rewritten request back to rewrites.
+func (p *prepared) recycle() {
+	if d := p.rewritten; d != nil {
+		p.rewritten = nil
+		if cap(d.Msg) <= prw.MaxPooledBytes {
+			rewrites.Put(d)
+		}
+	}
+}
+
+// release recycles p's rewritten request when Enqueue is done with it, if
+// nothing that outlives Enqueue refers to it (see rewrites): its
+// upstream's queue is on disk, and the handoff was given none of its
+// chunks (see handingOff).
+func (p *prepared) release() {
+	if p.f != nil && p.f.dq != nil {
+		p.recycle()
+	}
+}
+
+// handingOff is called before p's handoff items go to the handoff, which
+// then owns them: a chunk among them is bytes of p's rewritten request,
+// which is then the handoff's, never recycled.
+func (p *prepared) handingOff() {
+	for i := range p.handoff {
+		if p.handoff[i].whole == nil {
+			p.rewritten = nil
+			return
+		}
 	}
 }
 

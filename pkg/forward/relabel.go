@@ -78,8 +78,9 @@ func newWriteRelabel(cfgs []*relabel.Config) *writeRelabel {
 }
 
 // apply returns the series of in relabeled, as prw.Relabel with the rules
-// after external labels (lb is its builder), and the points dropped.
-func (w *writeRelabel) apply(r *request, in *prw.RawV1) (*prw.RawV1, int, error) {
+// after external labels (lb is its builder), and the points dropped. A
+// changed request may be written over dst (see prw.Rewrite).
+func (w *writeRelabel) apply(r *request, in, dst *prw.RawV1) (*prw.RawV1, int, error) {
 	if !w.fast || w.series.off.Load() || w.name.off.Load() {
 		return prw.Relabel(in, r.lb, func(lb *labels.Builder) bool {
 			// External labels first, then write relabeling, as Prometheus does.
@@ -187,7 +188,7 @@ func (w *writeRelabel) apply(r *request, in *prw.RawV1) (*prw.RawV1, int, error)
 		}
 		return body, len(body) > 0, nil // none left: dropped
 	}
-	return prw.Rewrite(in, fn)
+	return prw.Rewrite(in, fn, dst)
 }
 
 // answers are what the memos answered for one request, by key: a sender's

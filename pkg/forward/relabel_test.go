@@ -3,10 +3,12 @@ package forward
 import (
 	"fmt"
 	"math/rand/v2"
+	"net/http"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
@@ -86,7 +88,7 @@ func TestWriteRelabelIsRelabel(t *testing.T) {
 			off.series.off.Store(true)
 			for _, w := range []*writeRelabel{w, w, off} {
 				req := &request{form: in, external: ext, lb: labels.NewBuilder(labels.EmptyLabels())}
-				got, dropped, err := w.apply(req, in)
+				got, dropped, err := w.apply(req, in, nil)
 				require.NoError(t, err, name)
 				require.Equal(t, wantDropped, dropped, name)
 				if got == in {
@@ -127,7 +129,7 @@ func TestWriteRelabelConcurrent(t *testing.T) {
 		wg.Go(func() {
 			for range 5 {
 				req := &request{form: in, lb: labels.NewBuilder(labels.EmptyLabels())}
-				got, dropped, err := w.apply(req, in)
+				got, dropped, err := w.apply(req, in, nil)
 				assert.NoError(t, err)
 				assert.Equal(t, wantDropped, dropped)
 				assert.Equal(t, hashed(want), hashed(got))
@@ -211,7 +213,7 @@ func BenchmarkWriteRelabel(b *testing.B) {
 			req := &request{form: in, lb: labels.NewBuilder(labels.EmptyLabels())}
 			b.ReportAllocs()
 			for b.Loop() {
-				if _, _, err := w.apply(req, in); err != nil {
+				if _, _, err := w.apply(req, in, nil); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -261,4 +263,62 @@ func TestFirstBytes(t *testing.T) {
 	only("(foo)?bar", "fb")
 	only("x{0,2}z|[a-c]y", "xzabc")
 	only("(?:)", "")
+}
+
+// A request that write relabeling changed lends its memory to later ones
+// once Enqueue is done with it, and only then: with a disk queue whose
+// handoff holds it whole, not while the handoff holds its chunks (a
+// request over max_samples_per_send) nor while a memory queue holds its
+// items. The upstream holds its first answers until every request is in,
+// so later requests are relabeled while earlier ones wait; each arrives
+// as relabeled.
+func TestRewrittenRequestsReused(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		disk bool
+		maxN int
+	}{
+		{"disk, whole", true, 2000},
+		{"disk, chunks", true, 30},
+		{"memory", false, 2000},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			hold := make(chan struct{})
+			up := newFakeUpstream(t, func(_ http.ResponseWriter, _ *http.Request, _ *gotRequest, _ int) int {
+				<-hold
+				return http.StatusNoContent
+			})
+			u := testUpstream(t, "u", up.srv.URL, false)
+			u.QueueConfig.MaxSamplesPerSend = tc.maxN
+			u.WriteRelabelConfigs = relabelConfigs(t, "- regex: rack\n  action: labeldrop\n")
+			opts := Options{}
+			if tc.disk {
+				opts.StoragePath = t.TempDir()
+			}
+			m, _, _, _ := newTestManagerOpts(t, testConfig(u), opts)
+			var want []string
+			for k := range 8 {
+				var wr prompb.WriteRequest
+				for i := range 100 {
+					wr.Timeseries = append(wr.Timeseries, prompb.TimeSeries{
+						Labels: []prompb.Label{{Name: "__name__", Value: "m"}, {Name: "i", Value: fmt.Sprint(i)},
+							{Name: "rack", Value: "r"}, {Name: "request", Value: strings.Repeat(fmt.Sprint(k), 1+k)}},
+						Samples: []prompb.Sample{{Value: float64(k*1000 + i), Timestamp: int64(k)}},
+					})
+					want = append(want, fmt.Sprintf(`{__name__="m", i="%d", request="%s"} %d`, i, strings.Repeat(fmt.Sprint(k), 1+k), k*1000+i))
+				}
+				postV1(t, m, &wr)
+			}
+			close(hold)
+			require.Eventually(t, func() bool { return len(up.series()) >= len(want) }, waitFor, time.Millisecond)
+			var got []string
+			for _, s := range up.series() {
+				require.Len(t, s.Samples, 1)
+				got = append(got, fmt.Sprintf("%s %v", s.Labels, s.Samples[0].Value))
+			}
+			slices.Sort(want)
+			slices.Sort(got)
+			require.Equal(t, want, got)
+		})
+	}
 }

@@ -225,10 +225,15 @@ type SeriesFunc func(ts []byte) (labels []byte, keep bool, err error)
 
 // Rewrite passes each series of raw to fn; one dropped, or left without
 // labels, counts its points dropped. It returns raw if nothing changed,
-// else a new one (metadata, no Compressed).
-func Rewrite(raw *RawV1, fn SeriesFunc) (out *RawV1, dropped int, err error) {
+// else a new one (metadata, no Compressed): dst, if not nil, reset and
+// written over, its memory reused.
+func Rewrite(raw *RawV1, fn SeriesFunc, dst *RawV1) (out *RawV1, dropped int, err error) {
 	out = &RawV1{}
-	var b []byte // nil until a series changes
+	if dst != nil {
+		*dst, out = RawV1{Msg: dst.Msg[:0], Series: dst.Series[:0], Metadata: dst.Metadata[:0]}, dst
+	}
+	var b []byte
+	changed := false
 	for i, rs := range raw.Series {
 		ts := rs.Bytes(raw.Msg)
 		body, keep, err := fn(ts)
@@ -236,13 +241,14 @@ func Rewrite(raw *RawV1, fn SeriesFunc) (out *RawV1, dropped int, err error) {
 			return raw, 0, err
 		}
 		keep = keep && (body == nil || len(body) > 0)
-		if keep && body == nil && b == nil {
+		if keep && body == nil && !changed {
 			continue
 		}
-		if b == nil {
+		if !changed {
 			// The first change: the series before it are copied as they are.
-			b = make([]byte, 0, len(raw.Msg))
-			out.Series = make([]RawSeries, 0, len(raw.Series))
+			changed = true
+			b = slices.Grow(out.Msg, len(raw.Msg))
+			out.Series = slices.Grow(out.Series, len(raw.Series))
 			for _, prev := range raw.Series[:i] {
 				b, prev.Span = AppendField(b, fieldLabels, prev.Bytes(raw.Msg))
 				out.Append(prev)
@@ -262,7 +268,7 @@ func Rewrite(raw *RawV1, fn SeriesFunc) (out *RawV1, dropped int, err error) {
 		}
 		out.Append(cur)
 	}
-	if b == nil {
+	if !changed {
 		return raw, 0, nil
 	}
 	out.Msg = b
@@ -272,7 +278,7 @@ func Rewrite(raw *RawV1, fn SeriesFunc) (out *RawV1, dropped int, err error) {
 
 // Relabel is Rewrite with Relabeler(lb, fn).
 func Relabel(raw *RawV1, lb *labels.Builder, fn func(*labels.Builder) bool) (*RawV1, int, error) {
-	return Rewrite(raw, Relabeler(lb, fn))
+	return Rewrite(raw, Relabeler(lb, fn), nil)
 }
 
 // Relabeler returns the SeriesFunc that passes each series' labels through

@@ -419,7 +419,7 @@ func TestRewriteAllocs(t *testing.T) {
 		raw.Append(rs)
 	}
 	fn := Relabeler(labels.NewBuilder(labels.EmptyLabels()), func(lb *labels.Builder) bool { lb.Del("rack"); return true })
-	allocs := testing.AllocsPerRun(20, func() { _, _, _ = Rewrite(raw, fn) })
+	allocs := testing.AllocsPerRun(20, func() { _, _, _ = Rewrite(raw, fn, nil) })
 	require.Less(t, allocs, 1.5*100, "allocations for 100 changed series")
 }
 
