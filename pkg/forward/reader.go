@@ -44,9 +44,12 @@ func (f *forwarder) readLoop() {
 		// nil, and items are what the last call of have took.
 		var items []item
 		var appended time.Time
+		var asked queue.Position // where have last looked in the handoff
+		didAsk := false
 		rec, pos, err := f.dq.NextUnless(ctx, func(pos queue.Position) bool {
 			var ok bool
 			items, appended, ok = f.handoff.take(pos)
+			asked, didAsk = pos, true
 			return ok
 		})
 		if err != nil {
@@ -60,7 +63,7 @@ func (f *forwarder) readLoop() {
 			continue
 		}
 		ok := rec == nil
-		if !ok {
+		if !ok && !(didAsk && asked.Equal(pos)) { // taken once: a miss is one
 			items, appended, ok = f.handoff.take(pos)
 		}
 		if !ok {
