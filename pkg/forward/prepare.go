@@ -13,7 +13,7 @@ import (
 type prepared struct {
 	f     *forwarder
 	items []item
-	// rewritten is a request of rewrites that relabeling wrote, until
+	// rewritten is a request of rewrites that transform wrote, until
 	// given back (see release).
 	rewritten *prw.RawV1
 	// Memory mode: the shard of each item that holds room for it, and the
@@ -102,15 +102,14 @@ func (f *forwarder) transform(r *request, in *prw.RawV1, v2 bool, p *prepared) *
 	switch {
 	case f.relabel != nil:
 		dst := rewrites.Get().(*prw.RawV1)
-		if out, p.dropRelabel, err = f.relabel.apply(r, in, dst); out == dst {
-			p.rewritten = dst
-		} else {
-			rewrites.Put(dst)
-		}
+		out, p.dropRelabel, err = f.relabel.apply(r, in, dst)
+		p.rewrote(out, dst)
 	case !r.externalPresent(in):
 		// External labels only: added in the series' bytes, as Relabel
 		// would add them.
-		out, err = prw.AddLabels(in, r.external)
+		dst := rewrites.Get().(*prw.RawV1)
+		out, err = prw.AddLabels(in, r.external, dst)
+		p.rewrote(out, dst)
 	}
 	if err != nil {
 		// Series in the form were validated: this is not reached.
@@ -196,13 +195,23 @@ func (p *prepared) unreserve() {
 	}
 }
 
-// rewrites are the memory of requests that write relabeling changed, for
-// reuse. Such a request is an upstream's own (see transform), and its
+// rewrites are the memory of requests that write relabeling or external
+// labels changed, for reuse. Such a request is an upstream's own (see transform), and its
 // items are its bytes (chunkRaw, owned). A disk queue's items are copied
 // into records, and the handoff keeps them as a whole item, a copy of the
 // record's body, when the request is one: once Enqueue returns, nothing
 // refers to the request then. A memory queue keeps its items.
 var rewrites = sync.Pool{New: func() any { return new(prw.RawV1) }}
+
+// rewrote keeps dst, of rewrites, as p's rewritten request if out is it,
+// and gives it back otherwise.
+func (p *prepared) rewrote(out, dst *prw.RawV1) {
+	if out == dst {
+		p.rewritten = dst
+	} else {
+		rewrites.Put(dst)
+	}
+}
 
 // recycle gives p's rewritten request back to rewrites.
 func (p *prepared) recycle() {

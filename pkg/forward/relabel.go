@@ -96,7 +96,7 @@ func (w *writeRelabel) apply(r *request, in, dst *prw.RawV1) (*prw.RawV1, int, e
 	// Relabel adds them.
 	if !r.externalPresent(in) {
 		var err error
-		if in, err = prw.AddLabels(in, r.external); err != nil {
+		if in, err = prw.AddLabels(in, r.external, nil); err != nil {
 			return in, 0, err
 		}
 	}

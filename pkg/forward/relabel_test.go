@@ -265,22 +265,26 @@ func TestFirstBytes(t *testing.T) {
 	only("(?:)", "")
 }
 
-// A request that write relabeling changed lends its memory to later ones
-// once Enqueue is done with it, and only then: with a disk queue whose
-// handoff holds it whole, not while the handoff holds its chunks (a
-// request over max_samples_per_send) nor while a memory queue holds its
-// items. The upstream holds its first answers until every request is in,
-// so later requests are relabeled while earlier ones wait; each arrives
-// as relabeled.
+// A request that write relabeling or external labels changed lends its
+// memory to later ones once Enqueue is done with it, and only then: with
+// a disk queue whose handoff holds it whole, not while the handoff holds
+// its chunks (a request over max_samples_per_send) nor while a memory
+// queue holds its items. The upstream holds its first answers until every
+// request is in, so later requests are changed while earlier ones wait;
+// each arrives as changed.
 func TestRewrittenRequestsReused(t *testing.T) {
 	for _, tc := range []struct {
-		name string
-		disk bool
-		maxN int
+		name     string
+		disk     bool
+		maxN     int
+		external bool // else relabeled
 	}{
-		{"disk, whole", true, 2000},
-		{"disk, chunks", true, 30},
-		{"memory", false, 2000},
+		{"relabeled, disk, whole", true, 2000, false},
+		{"relabeled, disk, chunks", true, 30, false},
+		{"relabeled, memory", false, 2000, false},
+		{"external labels, disk, whole", true, 2000, true},
+		{"external labels, disk, chunks", true, 30, true},
+		{"external labels, memory", false, 2000, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			hold := make(chan struct{})
@@ -290,12 +294,17 @@ func TestRewrittenRequestsReused(t *testing.T) {
 			})
 			u := testUpstream(t, "u", up.srv.URL, false)
 			u.QueueConfig.MaxSamplesPerSend = tc.maxN
-			u.WriteRelabelConfigs = relabelConfigs(t, "- regex: rack\n  action: labeldrop\n")
+			cfg, rack := testConfig(u), ""
+			if tc.external {
+				cfg.Global.ExternalLabels, rack = labels.FromStrings("replica", "a"), `rack="r", replica="a", `
+			} else {
+				u.WriteRelabelConfigs = relabelConfigs(t, "- regex: rack\n  action: labeldrop\n")
+			}
 			opts := Options{}
 			if tc.disk {
 				opts.StoragePath = t.TempDir()
 			}
-			m, _, _, _ := newTestManagerOpts(t, testConfig(u), opts)
+			m, _, _, _ := newTestManagerOpts(t, cfg, opts)
 			var want []string
 			for k := range 8 {
 				var wr prompb.WriteRequest
@@ -305,7 +314,7 @@ func TestRewrittenRequestsReused(t *testing.T) {
 							{Name: "rack", Value: "r"}, {Name: "request", Value: strings.Repeat(fmt.Sprint(k), 1+k)}},
 						Samples: []prompb.Sample{{Value: float64(k*1000 + i), Timestamp: int64(k)}},
 					})
-					want = append(want, fmt.Sprintf(`{__name__="m", i="%d", request="%s"} %d`, i, strings.Repeat(fmt.Sprint(k), 1+k), k*1000+i))
+					want = append(want, fmt.Sprintf(`{__name__="m", i="%d", %srequest="%s"} %d`, i, rack, strings.Repeat(fmt.Sprint(k), 1+k), k*1000+i))
 				}
 				postV1(t, m, &wr)
 			}

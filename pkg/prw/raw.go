@@ -228,10 +228,7 @@ type SeriesFunc func(ts []byte) (labels []byte, keep bool, err error)
 // else a new one (metadata, no Compressed): dst, if not nil, reset and
 // written over, its memory reused.
 func Rewrite(raw *RawV1, fn SeriesFunc, dst *RawV1) (out *RawV1, dropped int, err error) {
-	out = &RawV1{}
-	if dst != nil {
-		*dst, out = RawV1{Msg: dst.Msg[:0], Series: dst.Series[:0], Metadata: dst.Metadata[:0]}, dst
-	}
+	out = reuse(dst)
 	var b []byte
 	changed := false
 	for i, rs := range raw.Series {
@@ -274,6 +271,15 @@ func Rewrite(raw *RawV1, fn SeriesFunc, dst *RawV1) (out *RawV1, dropped int, er
 	out.Msg = b
 	out.CopyMetadata(raw)
 	return out, dropped, nil
+}
+
+// reuse returns dst emptied, keeping its memory; a new RawV1 if dst is nil.
+func reuse(dst *RawV1) *RawV1 {
+	if dst == nil {
+		return &RawV1{}
+	}
+	*dst = RawV1{Msg: dst.Msg[:0], Series: dst.Series[:0], Metadata: dst.Metadata[:0]}
+	return dst
 }
 
 // Relabel is Rewrite with Relabeler(lb, fn).
@@ -324,18 +330,20 @@ func AppendLabel(b, name, value []byte) []byte { return appendLabelEntry(b, name
 // returns with a function that sets each one the series has not, without
 // making labels of every series. As labels.Builder does, a label of an
 // empty value is none, and is left out of a series that changes. It
-// returns raw if no series changes.
-func AddLabels(raw *RawV1, ext labels.Labels) (*RawV1, error) {
+// returns raw if no series changes, else a new one, written over dst if
+// not nil (see Rewrite).
+func AddLabels(raw *RawV1, ext labels.Labels, dst *RawV1) (*RawV1, error) {
 	var names, values []string
 	grow := 2 // what a series' length may grow by: its labels' and its own
 	ext.Range(func(l labels.Label) {
 		names, values = append(names, l.Name), append(values, l.Value)
 		grow += 4 + len(l.Name) + len(l.Value) + 2
 	})
-	out := &RawV1{}
+	out := reuse(dst)
 	// Sized once: grown by append, the message would be copied over and
 	// over.
-	b, body := make([]byte, 0, len(raw.Msg)+len(raw.Series)*grow), []byte(nil)
+	b, body := slices.Grow(out.Msg, len(raw.Msg)+len(raw.Series)*grow), []byte(nil)
+	out.Series = slices.Grow(out.Series, len(raw.Series))
 	changed := false
 	for _, rs := range raw.Series {
 		ts := rs.Bytes(raw.Msg)

@@ -301,7 +301,7 @@ func TestAddLabelsIsRelabel(t *testing.T) {
 			})
 			require.NoError(t, err)
 			require.Zero(t, dropped)
-			got, err := AddLabels(raw, ext)
+			got, err := AddLabels(raw, ext, nil)
 			require.NoError(t, err)
 			require.Equal(t, want == raw, got == raw, "%s, series %d: unchanged", ext, only)
 			require.Equal(t, want, got, "%s, series %d", ext, only)
