@@ -196,11 +196,12 @@ func (p *prepared) unreserve() {
 }
 
 // rewrites are the memory of requests that write relabeling or external
-// labels changed, for reuse. Such a request is an upstream's own (see transform), and its
-// items are its bytes (chunkRaw, owned). A disk queue's items are copied
-// into records, and the handoff keeps them as a whole item, a copy of the
-// record's body, when the request is one: once Enqueue returns, nothing
-// refers to the request then. A memory queue keeps its items.
+// labels changed, for reuse. Such a request is an upstream's own (see
+// transform), and its items are its bytes (chunkRaw, owned). A disk
+// queue's items are copied into records, and the handoff keeps them as a
+// whole item, a copy of the record's body, when the request is one: once
+// Enqueue returns, nothing refers to the request then. A memory queue
+// keeps its items.
 var rewrites = sync.Pool{New: func() any { return new(prw.RawV1) }}
 
 // rewrote keeps dst, of rewrites, as p's rewritten request if out is it,
