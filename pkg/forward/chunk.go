@@ -19,8 +19,9 @@ import (
 
 // chunkRaw copies the series of msg (series in the form) into chunks of at
 // most maxN points and maxB bytes, in order; a series over either limit is
-// a chunk of its own. If owned, msg is not reused after: when it starts
-// with the series' fields, in order, the chunks are its bytes, not a copy.
+// a chunk of its own. If owned, msg is not reused while the chunks are
+// kept (see rewrites): when it starts with the series' fields, in order,
+// the chunks are its bytes, not a copy.
 func chunkRaw(msg []byte, series []prw.RawSeries, maxN, maxB int, owned bool) (items []item) {
 	if len(series) == 0 {
 		return nil
