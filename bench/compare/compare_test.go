@@ -484,3 +484,34 @@ func TestRelabelScenario(t *testing.T) {
 	args := argsOf(t, bins, sysVMAgentNewest, queueSettings{relabel: true}, a)
 	require.Equal(t, []string{"-remoteWrite.url=" + a, "-remoteWrite.forcePromProto=true", "-remoteWrite.urlRelabelConfig=DIR/relabel.yml"}, args[2:])
 }
+
+// The external scenario gives every system the same external label: the
+// gateway and Prometheus in their configuration's global section, tuned
+// or not, vmagent by -remoteWrite.label.
+func TestExternalScenario(t *testing.T) {
+	o, err := parseFlags(append(fakeBins(t), "-scenarios", scExternal))
+	require.NoError(t, err)
+	sc := o.scenarioList()[0]
+	require.True(t, sc.external)
+	require.False(t, sc.relabel)
+	require.Zero(t, sc.rate, "a closed loop")
+
+	a := "http://127.0.0.1:1/a"
+	for _, tuned := range []bool{false, true} {
+		q := queueSettings{external: true, tuned: tuned, shards: 4, capacity: 50000, batch: 2000}
+		cfg, err := config.Load([]byte(gatewayConfig([]string{a}, q)))
+		require.NoError(t, err)
+		require.Equal(t, `{replica="a"}`, cfg.Global.ExternalLabels.String())
+		require.Len(t, cfg.Upstreams, 1)
+		require.Contains(t, prometheusConfig([]string{a}, q), "global:\n")
+		require.Contains(t, prometheusConfig([]string{a}, q), "  external_labels:\n    replica: a\n")
+	}
+	require.NotContains(t, gatewayConfig([]string{a}, queueSettings{}), "external_labels")
+	require.NotContains(t, prometheusConfig([]string{a}, queueSettings{}), "external_labels")
+
+	bins := binaries{vmagentNewest: "/vmn", vmagent: "/vm"}
+	for _, sys := range []string{sysVMAgentNewest, sysVMAgent} {
+		require.Contains(t, argsOf(t, bins, sys, queueSettings{external: true}, a), "-remoteWrite.label=replica=a", sys)
+		require.NotContains(t, argsOf(t, bins, sys, queueSettings{}, a), "-remoteWrite.label=replica=a", sys)
+	}
+}

@@ -49,10 +49,11 @@ const (
 	scV2Upstream   = "v2up"
 	scSlowUpstream = "slow"
 	scRelabel      = "relabel"
+	scExternal     = "external"
 )
 
 // allScenarios are the scenarios in their default order.
-var allScenarios = []string{scClosedLoop, scOneUpstream, scTwoUpstreams, scLargeSeries, scV2Input, scV2Upstream, scSlowUpstream, scRelabel}
+var allScenarios = []string{scClosedLoop, scOneUpstream, scTwoUpstreams, scLargeSeries, scV2Input, scV2Upstream, scSlowUpstream, scRelabel, scExternal}
 
 // defaultVMAgentNewest is where `make vmagent-newest` links the newest
 // vmagent it built (.cache/bin/vmagent-<version>/vmagent).
@@ -116,7 +117,9 @@ type scenario struct {
 	upstreamV2 bool
 	// relabel gives every system's upstream relabelRules.
 	relabel bool
-	notes   []string
+	// external gives every system the external label externalLabel.
+	external bool
+	notes    []string
 }
 
 // measurement is one run of one system.
@@ -327,6 +330,10 @@ func (o *options) scenarioList() []scenario {
 			sc.rate, sc.series, sc.relabel = 0, o.closedSeries, true
 			sc.title = fmt.Sprintf("closed loop, write relabeling, 1 upstream, %s series, remote write 1.0", count(o.closedSeries))
 			sc.notes = append(sc.notes, "As the closed loop, with two rules for the upstream, the most common kinds: drop the series of `mode=\"guest\"` (none here, so that delivered = accepted still holds; the rule is still evaluated on every series) and `labeldrop` of `rack` (2 series in 3 have it, so most requests are changed and encoded anew). Gateway and Prometheus: `write_relabel_configs`; vmagent: `-remoteWrite.urlRelabelConfig`.")
+		case scExternal:
+			sc.rate, sc.series, sc.external = 0, o.closedSeries, true
+			sc.title = fmt.Sprintf("closed loop, an external label, 1 upstream, %s series, remote write 1.0", count(o.closedSeries))
+			sc.notes = append(sc.notes, fmt.Sprintf("As the closed loop, with the label `%s=\"%s\"`, which no series has, added to every series before it is sent, as an HA pair's replica label is. Gateway and Prometheus: `global.external_labels`; vmagent: `-remoteWrite.label`.", externalLabel[0], externalLabel[1]))
 		case scOneUpstream:
 			sc.title = fmt.Sprintf("paced at %s samples/s, 1 upstream, %s series, remote write 1.0", si(o.rate), count(o.series))
 		case scTwoUpstreams:
@@ -589,7 +596,7 @@ func (b *bench) runOne(ctx context.Context, sc scenario, round int, sys string, 
 
 	q := b.o.q
 	q.upstreamV2 = sc.upstreamV2 && sys != sysGatewayV1
-	q.relabel = sc.relabel
+	q.relabel, q.external = sc.relabel, sc.external
 	spec, err := b.o.bins.spec(sys, dir, urls, q)
 	if err != nil {
 		m.Err = err.Error()

@@ -62,6 +62,9 @@ type queueSettings struct {
 	upstreamV2 bool
 	// relabel: every upstream has relabelRules (the relabel scenario).
 	relabel bool
+	// external: every series is given externalLabel (the external
+	// scenario).
+	external bool
 	// tuned: set what follows; false: every system at its defaults.
 	tuned bool
 	// shards is max_shards of the gateway and min_shards = max_shards of
@@ -150,7 +153,7 @@ func (b binaries) spec(sys, dir string, sinks []string, q queueSettings) (procSp
 					args = append(args, "-remoteWrite.url="+u)
 					args = append(args, rl...)
 				}
-				return args, nil
+				return append(args, vmagentLabel(q)...), nil
 			},
 		}, nil
 	case sysVMAgentNewest:
@@ -176,7 +179,7 @@ func (b binaries) spec(sys, dir string, sinks []string, q queueSettings) (procSp
 					args = append(args, "-remoteWrite.url="+u, "-remoteWrite.forcePromProto=true")
 					args = append(args, rl...)
 				}
-				return args, nil
+				return append(args, vmagentLabel(q)...), nil
 			},
 		}, nil
 	case sysPrometheus:
@@ -214,6 +217,9 @@ const relabelRules = `- source_labels: [mode]
   action: labeldrop
 `
 
+// externalLabel is the external scenario's label, name and value.
+var externalLabel = [2]string{"replica", "a"}
+
 // vmagentRelabel writes relabelRules under dir for the relabel scenario
 // and returns the flag that gives them to one -remoteWrite.url; else none.
 func vmagentRelabel(dir string, q queueSettings) ([]string, error) {
@@ -227,6 +233,15 @@ func vmagentRelabel(dir string, q queueSettings) ([]string, error) {
 	return []string{"-remoteWrite.urlRelabelConfig=" + file}, nil
 }
 
+// vmagentLabel returns the flag that adds externalLabel to every series
+// for the external scenario; else none.
+func vmagentLabel(q queueSettings) []string {
+	if !q.external {
+		return nil
+	}
+	return []string{"-remoteWrite.label=" + externalLabel[0] + "=" + externalLabel[1]}
+}
+
 // indent returns s with every line indented by n spaces.
 func indent(s string, n int) string {
 	pad := strings.Repeat(" ", n)
@@ -237,6 +252,9 @@ func indent(s string, n int) string {
 // only a name (required) and the URL at defaults.
 func gatewayConfig(sinks []string, q queueSettings) string {
 	var b strings.Builder
+	if q.external {
+		fmt.Fprintf(&b, "global:\n  external_labels:\n    %s: %s\n", externalLabel[0], externalLabel[1])
+	}
 	b.WriteString("upstreams:\n")
 	for i, u := range sinks {
 		msg := ""
@@ -273,14 +291,21 @@ func prometheusConfig(sinks []string, q queueSettings) string {
 	if q.relabel {
 		rules = "    write_relabel_configs:\n" + indent(relabelRules, 6)
 	}
+	global := ""
+	if q.external {
+		global = fmt.Sprintf("  external_labels:\n    %s: %s\n", externalLabel[0], externalLabel[1])
+	}
 	if !q.tuned {
+		if global != "" {
+			b.WriteString("global:\n" + global)
+		}
 		b.WriteString("remote_write:\n")
 		for _, u := range sinks {
 			fmt.Fprintf(&b, "  - url: %s\n%s", u, rules)
 		}
 		return b.String()
 	}
-	b.WriteString("global:\n  scrape_interval: 1m\nremote_write:\n")
+	b.WriteString("global:\n  scrape_interval: 1m\n" + global + "remote_write:\n")
 	for i, u := range sinks {
 		fmt.Fprintf(&b, `  - name: sink%d
     url: %s
