@@ -457,61 +457,69 @@ func TestGoModuleVersion(t *testing.T) {
 	require.Empty(t, goModuleVersion(notGo))
 }
 
-// The relabel scenario gives every system the same rules: the gateway and
-// Prometheus in their configuration (the gateway's loads, rules and all,
-// tuned or not), vmagent in a file named after each URL.
-func TestRelabelScenario(t *testing.T) {
-	o, err := parseFlags(append(fakeBins(t), "-scenarios", scRelabel))
-	require.NoError(t, err)
-	sc := o.scenarioList()[0]
-	require.True(t, sc.relabel)
-	require.Zero(t, sc.rate, "a closed loop")
-
+// The relabel and external scenarios give every system the same rules or
+// label: the gateway and Prometheus in their configuration (the gateway's
+// loads, tuned or not), vmagent in a rules file named after each URL or by
+// -remoteWrite.label.
+func TestChangingScenarios(t *testing.T) {
 	a := "http://127.0.0.1:1/a"
-	for _, tuned := range []bool{false, true} {
-		q := queueSettings{relabel: true, tuned: tuned, shards: 4, capacity: 50000, batch: 2000}
-		cfg, err := config.Load([]byte(gatewayConfig([]string{a}, q)))
-		require.NoError(t, err)
-		rules := cfg.Upstreams[0].WriteRelabelConfigs
-		require.Len(t, rules, 2)
-		require.Equal(t, relabel.Drop, rules[0].Action)
-		require.Equal(t, relabel.LabelDrop, rules[1].Action)
-		require.Contains(t, prometheusConfig([]string{a}, q), "    write_relabel_configs:\n      - source_labels: [mode]\n")
-	}
-	require.NotContains(t, gatewayConfig([]string{a}, queueSettings{}), "relabel")
-
-	bins := binaries{vmagentNewest: "/vmn"}
-	args := argsOf(t, bins, sysVMAgentNewest, queueSettings{relabel: true}, a)
-	require.Equal(t, []string{"-remoteWrite.url=" + a, "-remoteWrite.forcePromProto=true", "-remoteWrite.urlRelabelConfig=DIR/relabel.yml"}, args[2:])
-}
-
-// The external scenario gives every system the same external label: the
-// gateway and Prometheus in their configuration's global section, tuned
-// or not, vmagent by -remoteWrite.label.
-func TestExternalScenario(t *testing.T) {
-	o, err := parseFlags(append(fakeBins(t), "-scenarios", scExternal))
-	require.NoError(t, err)
-	sc := o.scenarioList()[0]
-	require.True(t, sc.external)
-	require.False(t, sc.relabel)
-	require.Zero(t, sc.rate, "a closed loop")
-
-	a := "http://127.0.0.1:1/a"
-	for _, tuned := range []bool{false, true} {
-		q := queueSettings{external: true, tuned: tuned, shards: 4, capacity: 50000, batch: 2000}
-		cfg, err := config.Load([]byte(gatewayConfig([]string{a}, q)))
-		require.NoError(t, err)
-		require.Equal(t, `{replica="a"}`, cfg.Global.ExternalLabels.String())
-		require.Len(t, cfg.Upstreams, 1)
-		require.Contains(t, prometheusConfig([]string{a}, q), "global:\n")
-		require.Contains(t, prometheusConfig([]string{a}, q), "  external_labels:\n    replica: a\n")
-	}
-	require.NotContains(t, gatewayConfig([]string{a}, queueSettings{}), "external_labels")
-	require.NotContains(t, prometheusConfig([]string{a}, queueSettings{}), "external_labels")
-
-	bins := binaries{vmagentNewest: "/vmn", vmagent: "/vm"}
-	for _, sys := range []string{sysVMAgentNewest, sysVMAgent} {
-		require.Contains(t, argsOf(t, bins, sys, queueSettings{external: true}, a), "-remoteWrite.label=replica=a", sys)
-		require.NotContains(t, argsOf(t, bins, sys, queueSettings{}, a), "-remoteWrite.label=replica=a", sys)
+	for _, tc := range []struct {
+		key     string
+		q       queueSettings
+		gateway func(t *testing.T, cfg *config.Config)
+		prom    []string // in Prometheus's configuration
+		vmagent []string // flags of the newest vmagent after -remoteWrite.url
+		absent  string   // in neither configuration without the scenario
+	}{
+		{
+			key: scRelabel, q: queueSettings{relabel: true},
+			gateway: func(t *testing.T, cfg *config.Config) {
+				rules := cfg.Upstreams[0].WriteRelabelConfigs
+				require.Len(t, rules, 2)
+				require.Equal(t, relabel.Drop, rules[0].Action)
+				require.Equal(t, relabel.LabelDrop, rules[1].Action)
+			},
+			prom:    []string{"    write_relabel_configs:\n      - source_labels: [mode]\n"},
+			vmagent: []string{"-remoteWrite.forcePromProto=true", "-remoteWrite.urlRelabelConfig=DIR/relabel.yml"},
+			absent:  "relabel",
+		},
+		{
+			key: scExternal, q: queueSettings{external: true},
+			gateway: func(t *testing.T, cfg *config.Config) {
+				require.Equal(t, `{replica="a"}`, cfg.Global.ExternalLabels.String())
+				require.Empty(t, cfg.Upstreams[0].WriteRelabelConfigs)
+			},
+			prom:    []string{"global:\n", "  external_labels:\n    replica: a\n"},
+			vmagent: []string{"-remoteWrite.forcePromProto=true", "-remoteWrite.label=replica=a"},
+			absent:  "external_labels",
+		},
+	} {
+		t.Run(tc.key, func(t *testing.T) {
+			o, err := parseFlags(append(fakeBins(t), "-scenarios", tc.key))
+			require.NoError(t, err)
+			sc := o.scenarioList()[0]
+			require.Equal(t, tc.q.relabel, sc.relabel)
+			require.Equal(t, tc.q.external, sc.external)
+			require.Zero(t, sc.rate, "a closed loop")
+			for _, tuned := range []bool{false, true} {
+				q := tc.q
+				q.tuned, q.shards, q.capacity, q.batch = tuned, 4, 50000, 2000
+				cfg, err := config.Load([]byte(gatewayConfig([]string{a}, q)))
+				require.NoError(t, err)
+				require.Len(t, cfg.Upstreams, 1)
+				tc.gateway(t, cfg)
+				for _, want := range tc.prom {
+					require.Contains(t, prometheusConfig([]string{a}, q), want)
+				}
+			}
+			require.NotContains(t, gatewayConfig([]string{a}, queueSettings{}), tc.absent)
+			require.NotContains(t, prometheusConfig([]string{a}, queueSettings{}), tc.absent)
+			args := argsOf(t, binaries{vmagentNewest: "/vmn"}, sysVMAgentNewest, tc.q, a)
+			require.Equal(t, append([]string{"-remoteWrite.url=" + a}, tc.vmagent...), args[2:])
+			if tc.q.external {
+				require.Contains(t, argsOf(t, binaries{vmagent: "/vm"}, sysVMAgent, tc.q, a), "-remoteWrite.label=replica=a")
+				require.NotContains(t, argsOf(t, binaries{vmagent: "/vm"}, sysVMAgent, queueSettings{}, a), "-remoteWrite.label=replica=a")
+			}
+		})
 	}
 }
