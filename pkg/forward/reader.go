@@ -39,19 +39,25 @@ func (f *forwarder) readLoop() {
 	}
 	q := &f.cfg.QueueConfig
 	dec := newRecordDecoder(q.MaxSamplesPerSend, q.MaxBytesPerSend)
+	// A record whose items the handoff holds is not read back: rec is nil,
+	// and items are what the last call of have took. have is made once:
+	// passed through the diskQueue interface it escapes, and a closure
+	// made per record would allocate itself and what it sets each time.
+	var (
+		items    []item
+		appended time.Time
+		asked    queue.Position // where have last looked in the handoff
+		didAsk   bool
+	)
+	have := func(pos queue.Position) bool {
+		var ok bool
+		items, appended, ok = f.handoff.take(pos)
+		asked, didAsk = pos, true
+		return ok
+	}
 	for {
-		// A record whose items the handoff holds is not read back: rec is
-		// nil, and items are what the last call of have took.
-		var items []item
-		var appended time.Time
-		var asked queue.Position // where have last looked in the handoff
-		didAsk := false
-		rec, pos, err := f.dq.NextUnless(ctx, func(pos queue.Position) bool {
-			var ok bool
-			items, appended, ok = f.handoff.take(pos)
-			asked, didAsk = pos, true
-			return ok
-		})
+		items, appended, didAsk = nil, time.Time{}, false
+		rec, pos, err := f.dq.NextUnless(ctx, have)
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, queue.ErrClosed) {
 				return
