@@ -333,64 +333,52 @@ func AppendLabel(b, name, value []byte) []byte { return appendLabelEntry(b, name
 // returns raw if no series changes, else a new one, written over dst if
 // not nil (see Rewrite).
 func AddLabels(raw *RawV1, ext labels.Labels, dst *RawV1) (*RawV1, error) {
-	var names, values []string
+	var m labelMerge
 	grow := 2 // what a series' length may grow by: its labels' and its own
 	ext.Range(func(l labels.Label) {
-		names, values = append(names, l.Name), append(values, l.Value)
+		m.names, m.values = append(m.names, l.Name), append(m.values, l.Value)
 		grow += 4 + len(l.Name) + len(l.Value) + 2
 	})
 	out := reuse(dst)
 	// Sized once: grown by append, the message would be copied over and
 	// over.
-	b, body := slices.Grow(out.Msg, len(raw.Msg)+len(raw.Series)*grow), []byte(nil)
+	b := slices.Grow(out.Msg, len(raw.Msg)+len(raw.Series)*grow)
 	out.Series = slices.Grow(out.Series, len(raw.Series))
 	changed := false
 	for _, rs := range raw.Series {
 		ts := rs.Bytes(raw.Msg)
-		j, added, late := 0, false, 0
-		body = body[:0]
-		// A merge of two sorted lists of labels. lb is the label's field
-		// as AppendLabels writes it, if it is at hand.
-		label := func(name, value, lb []byte) bool {
-			for ; j < len(names) && names[j] <= string(name); j++ {
-				if names[j] < string(name) || len(value) == 0 {
-					body, added = appendLabelEntry(body, names[j], values[j]), true
-				}
-			}
-			switch {
-			case len(value) == 0:
-				added = true
-			case lb != nil:
-				body = append(body, lb...)
-			default:
-				body = appendLabelEntry(body, name, value)
-			}
-			return true
-		}
-		// The leading labels that SmallLabel reads are written as
-		// AppendLabels would: they are copied. Others are read after.
-		off := 0
+		start := len(b)
+		room := protowire.SizeVarint(uint64(len(ts) + grow))
+		var at int
+		b, at = openField(b, fieldLabels, room)
+		m.start(b, ts)
+		// The leading labels that SmallLabel reads are fields as
+		// AppendLabels writes them: copied in runs. Others are read after.
+		off, late := 0, 0
 		for n, name, value, ok := SmallLabel(ts); ok; n, name, value, ok = SmallLabel(ts[off:]) {
-			label(name, value, ts[off:off+n])
+			m.label(name, value, off, n)
 			off += n
 		}
-		err := RangeRawLabels(ts[off:], func(name, value []byte) bool { late++; return label(name, value, nil) })
-		if err != nil {
-			return raw, err
+		if int(rs.labels) != off || off == 0 { // else no label follows
+			err := RangeRawLabels(ts[off:], func(name, value []byte) bool { late++; m.label(name, value, -1, 0); return true })
+			if err != nil {
+				return raw, err
+			}
 		}
-		for ; j < len(names); j++ {
-			body, added = appendLabelEntry(body, names[j], values[j]), true
-		}
+		b = m.end()
 		cur := rs
-		if added && late == 0 {
-			rs.labels = uint32(off) // only other fields follow: as they are
+		var err error
+		if !m.added {
+			b, cur.Span = AppendField(b[:start], fieldLabels, ts)
+		} else {
+			if late == 0 {
+				rs.labels = uint32(off) // only other fields follow: as they are
+			}
+			if b, cur, err = endSeries(b, start, at, room, ts, rs); err != nil {
+				return raw, err
+			}
 		}
-		if !added {
-			b, cur.Span = AppendField(b, fieldLabels, ts)
-		} else if b, cur, err = withLabels(b, ts, rs, body); err != nil {
-			return raw, err
-		}
-		changed = changed || added
+		changed = changed || m.added
 		out.Append(cur)
 	}
 	if !changed {
@@ -399,4 +387,87 @@ func AddLabels(raw *RawV1, ext labels.Labels, dst *RawV1) (*RawV1, error) {
 	out.Msg = b
 	out.CopyMetadata(raw)
 	return out, nil
+}
+
+// labelMerge writes the labels of a series of AddLabels: a merge of its
+// own, ts's, and the sorted external labels names and values. Its own
+// label fields that stay as they were are copied in runs, not one by one.
+type labelMerge struct {
+	names, values []string
+	ts, b         []byte
+	j             int  // the next external label
+	run, to       int  // ts[run:to]: label fields of ts to copy
+	added         bool // the labels written differ from ts's
+}
+
+// start begins a series ts, whose labels are appended to b.
+func (m *labelMerge) start(b, ts []byte) {
+	m.b, m.ts, m.j, m.run, m.to, m.added = b, ts, 0, 0, 0, false
+}
+
+// label merges the series' label name=value, the field ts[at:at+n] as
+// AppendLabels writes it if at >= 0. As labels.Builder does, a label of
+// an empty value is none: an external label of its name is added.
+func (m *labelMerge) label(name, value []byte, at, n int) {
+	for ; m.j < len(m.names); m.j++ {
+		c := compareName(m.names[m.j], name)
+		if c > 0 {
+			break
+		}
+		if c < 0 || len(value) == 0 {
+			m.add(m.j)
+		}
+	}
+	switch {
+	case len(value) == 0: // left out
+		m.flush()
+		m.added = true
+	case at >= 0 && at == m.to: // the run goes on
+		m.to += n
+	case at >= 0:
+		m.flush()
+		m.run, m.to = at, at+n
+	default:
+		m.flush()
+		m.b = appendLabelEntry(m.b, name, value)
+	}
+}
+
+// compareName compares label names a and b, as strings.Compare; most
+// differ in their first byte, which decides without a call to compare.
+// (The comparisons below convert b without a copy; strings.Compare would
+// not.)
+func compareName(a string, b []byte) int {
+	if len(a) > 0 && len(b) > 0 && a[0] != b[0] {
+		return int(a[0]) - int(b[0])
+	}
+	switch {
+	case a < string(b):
+		return -1
+	case a == string(b):
+		return 0
+	}
+	return 1
+}
+
+// add writes the external label j.
+func (m *labelMerge) add(j int) {
+	m.flush()
+	m.b, m.added = appendLabelEntry(m.b, m.names[j], m.values[j]), true
+}
+
+// flush copies the run of the series' own label fields.
+func (m *labelMerge) flush() {
+	m.b = append(m.b, m.ts[m.run:m.to]...)
+	m.run = m.to
+}
+
+// end writes the external labels that sort after the series' own, and
+// returns b with the series' labels.
+func (m *labelMerge) end() []byte {
+	for ; m.j < len(m.names); m.j++ {
+		m.add(m.j)
+	}
+	m.flush()
+	return m.b
 }

@@ -498,7 +498,15 @@ func withLabels(b, ts []byte, rs RawSeries, ls []byte) ([]byte, RawSeries, error
 	// Written in place, after room for its length (see AppendV1).
 	room := protowire.SizeVarint(uint64(len(ls) + len(ts)))
 	b, at := openField(b, fieldLabels, room)
-	b = append(b, ls...)
+	return endSeries(append(b, ls...), start, at, room, ts, rs)
+}
+
+// endSeries ends the series of withLabels: b holds its new labels fields
+// from at, after the room bytes openField left at start. It appends the
+// fields of ts, described by rs, other than labels.
+func endSeries(b []byte, start, at, room int, ts []byte, rs RawSeries) ([]byte, RawSeries, error) {
+	ls := len(b) - at
+	rs.Hash = hashCanonical(b[at:])
 	if rs.labels > 0 {
 		// Its labels lead (see RawSeries.labels): the rest is copied whole.
 		b = append(b, ts[rs.labels:]...)
@@ -512,7 +520,7 @@ func withLabels(b, ts []byte, rs RawSeries, ls []byte) ([]byte, RawSeries, error
 			}
 		}
 	}
-	rs.Hash, rs.labels = hashCanonical(ls), uint32(len(ls))
+	rs.labels = uint32(ls)
 	n := len(b) - at
 	b = closeField(b, at, room)
 	rs.Span = Span{Off: uint32(len(b) - n), Len: uint32(n)}
