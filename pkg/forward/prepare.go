@@ -103,13 +103,13 @@ func (f *forwarder) transform(r *request, in *prw.RawV1, v2 bool, p *prepared) *
 	case f.relabel != nil:
 		dst := rewrites.Get().(*prw.RawV1)
 		out, p.dropRelabel, err = f.relabel.apply(r, in, dst)
-		p.rewrote(out, dst)
+		p.rewrote(out, in, dst)
 	case !r.externalPresent(in):
 		// External labels only: added in the series' bytes, as Relabel
 		// would add them.
 		dst := rewrites.Get().(*prw.RawV1)
 		out, err = prw.AddLabels(in, r.external, dst)
-		p.rewrote(out, dst)
+		p.rewrote(out, in, dst)
 	}
 	if err != nil {
 		// Series in the form were validated: this is not reached.
@@ -204,12 +204,15 @@ func (p *prepared) unreserve() {
 // keeps its items.
 var rewrites = sync.Pool{New: func() any { return new(prw.RawV1) }}
 
-// rewrote keeps dst, of rewrites, as p's rewritten request if out is it,
-// and gives it back otherwise.
-func (p *prepared) rewrote(out, dst *prw.RawV1) {
-	if out == dst {
-		p.rewritten = dst
-	} else {
+// rewrote keeps out as p's rewritten request unless it is in, the
+// request's view: a request transform changed is its own (dst, another of
+// rewrites, or one made for it). It gives dst, of rewrites, back unless
+// out is it.
+func (p *prepared) rewrote(out, in, dst *prw.RawV1) {
+	if out != in {
+		p.rewritten = out
+	}
+	if out != dst {
 		rewrites.Put(dst)
 	}
 }

@@ -79,8 +79,9 @@ func newWriteRelabel(cfgs []*relabel.Config) *writeRelabel {
 
 // apply returns the series of in relabeled, as prw.Relabel with the rules
 // after external labels (lb is its builder), and the points dropped. A
-// changed request may be written over dst (see prw.Rewrite).
-func (w *writeRelabel) apply(r *request, in, dst *prw.RawV1) (*prw.RawV1, int, error) {
+// changed request is of its own: written over dst (see prw.Rewrite), or
+// another of rewrites.
+func (w *writeRelabel) apply(r *request, in, dst *prw.RawV1) (out *prw.RawV1, dropped int, err error) {
 	if !w.fast || w.series.off.Load() || w.name.off.Load() {
 		return prw.Relabel(in, r.lb, func(lb *labels.Builder) bool {
 			// External labels first, then write relabeling, as Prometheus does.
@@ -93,11 +94,22 @@ func (w *writeRelabel) apply(r *request, in, dst *prw.RawV1) (*prw.RawV1, int, e
 		})
 	}
 	// The rules see the series with its external labels: added first, as
-	// Relabel adds them.
+	// Relabel adds them, into a request of rewrites. It is the result if
+	// the rules change nothing, else given back once they have been
+	// applied: the result is then a copy.
 	if !r.externalPresent(in) {
-		var err error
-		if in, err = prw.AddLabels(in, r.external, nil); err != nil {
-			return in, 0, err
+		added := rewrites.Get().(*prw.RawV1)
+		if in, err = prw.AddLabels(in, r.external, added); err != nil || in != added {
+			rewrites.Put(added)
+			if err != nil {
+				return in, 0, err
+			}
+		} else {
+			defer func() {
+				if out != added {
+					rewrites.Put(added)
+				}
+			}()
 		}
 	}
 	var (

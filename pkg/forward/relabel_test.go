@@ -195,13 +195,16 @@ func BenchmarkWriteRelabel(b *testing.B) {
 	for i := range fleet.Timeseries {
 		fleet.Timeseries[i].Labels = prompb.FromLabels(loadgen.SeriesLabels(i, 1), nil)
 	}
+	replica := labels.FromStrings("replica", "a")
 	for _, bc := range []struct {
 		name, rules string
 		req         *prompb.WriteRequest
+		external    labels.Labels
 	}{
-		{"drop", "- source_labels: [mode]\n  regex: guest\n  action: drop\n", uniform},
-		{"drop+labeldrop", "- source_labels: [mode]\n  regex: guest\n  action: drop\n- regex: rack\n  action: labeldrop\n", uniform},
-		{"fleet/drop+labeldrop", "- source_labels: [mode]\n  regex: guest\n  action: drop\n- regex: rack\n  action: labeldrop\n", fleet},
+		{"drop", "- source_labels: [mode]\n  regex: guest\n  action: drop\n", uniform, labels.EmptyLabels()},
+		{"drop+labeldrop", "- source_labels: [mode]\n  regex: guest\n  action: drop\n- regex: rack\n  action: labeldrop\n", uniform, labels.EmptyLabels()},
+		{"fleet/drop+labeldrop", "- source_labels: [mode]\n  regex: guest\n  action: drop\n- regex: rack\n  action: labeldrop\n", fleet, labels.EmptyLabels()},
+		{"fleet/external+drop+labeldrop", "- source_labels: [mode]\n  regex: guest\n  action: drop\n- regex: rack\n  action: labeldrop\n", fleet, replica},
 	} {
 		msg, err := bc.req.Marshal()
 		require.NoError(b, err)
@@ -210,11 +213,16 @@ func BenchmarkWriteRelabel(b *testing.B) {
 		in := d.Req.Raw
 		b.Run(bc.name, func(b *testing.B) {
 			w := newWriteRelabel(relabelConfigs(b, bc.rules))
-			req := &request{form: in, lb: labels.NewBuilder(labels.EmptyLabels())}
+			req := &request{form: in, lb: labels.NewBuilder(labels.EmptyLabels()), external: bc.external}
+			dst := new(prw.RawV1) // as transform passes, and recycles
 			b.ReportAllocs()
 			for b.Loop() {
-				if _, _, err := w.apply(req, in, nil); err != nil {
+				out, _, err := w.apply(req, in, dst)
+				if err != nil {
 					b.Fatal(err)
+				}
+				if out != in && out != dst {
+					rewrites.Put(out)
 				}
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(in.Series)), "ns/series")
@@ -269,22 +277,32 @@ func TestFirstBytes(t *testing.T) {
 // memory to later ones once Enqueue is done with it, and only then: with
 // a disk queue whose handoff holds it whole, not while the handoff holds
 // its chunks (a request over max_samples_per_send) nor while a memory
-// queue holds its items. The upstream holds its first answers until every
-// request is in, so later requests are changed while earlier ones wait;
-// each arrives as changed.
+// queue holds its items. With both, the request the external labels are
+// written into is the result when the rules change nothing, and lent
+// again at once when they do. The upstream holds its first answers until
+// every request is in, so later requests are changed while earlier ones
+// wait; each arrives as changed.
 func TestRewrittenRequestsReused(t *testing.T) {
+	const dropRack, dropNone = "- regex: rack\n  action: labeldrop\n", "- regex: none\n  action: labeldrop\n"
 	for _, tc := range []struct {
 		name     string
 		disk     bool
 		maxN     int
-		external bool // else relabeled
+		external bool   // replica="a"
+		rules    string // write_relabel_configs
 	}{
-		{"relabeled, disk, whole", true, 2000, false},
-		{"relabeled, disk, chunks", true, 30, false},
-		{"relabeled, memory", false, 2000, false},
-		{"external labels, disk, whole", true, 2000, true},
-		{"external labels, disk, chunks", true, 30, true},
-		{"external labels, memory", false, 2000, true},
+		{"relabeled, disk, whole", true, 2000, false, dropRack},
+		{"relabeled, disk, chunks", true, 30, false, dropRack},
+		{"relabeled, memory", false, 2000, false, dropRack},
+		{"external labels, disk, whole", true, 2000, true, ""},
+		{"external labels, disk, chunks", true, 30, true, ""},
+		{"external labels, memory", false, 2000, true, ""},
+		{"both, disk, whole", true, 2000, true, dropRack},
+		{"both, disk, chunks", true, 30, true, dropRack},
+		{"both, memory", false, 2000, true, dropRack},
+		{"external labels, rules that change nothing, disk, whole", true, 2000, true, dropNone},
+		{"external labels, rules that change nothing, disk, chunks", true, 30, true, dropNone},
+		{"external labels, rules that change nothing, memory", false, 2000, true, dropNone},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			hold := make(chan struct{})
@@ -294,11 +312,15 @@ func TestRewrittenRequestsReused(t *testing.T) {
 			})
 			u := testUpstream(t, "u", up.srv.URL, false)
 			u.QueueConfig.MaxSamplesPerSend = tc.maxN
-			cfg, rack := testConfig(u), ""
+			cfg, mid := testConfig(u), ""
+			if tc.rules != dropRack {
+				mid = `rack="r", `
+			}
 			if tc.external {
-				cfg.Global.ExternalLabels, rack = labels.FromStrings("replica", "a"), `rack="r", replica="a", `
-			} else {
-				u.WriteRelabelConfigs = relabelConfigs(t, "- regex: rack\n  action: labeldrop\n")
+				cfg.Global.ExternalLabels, mid = labels.FromStrings("replica", "a"), mid+`replica="a", `
+			}
+			if tc.rules != "" {
+				u.WriteRelabelConfigs = relabelConfigs(t, tc.rules)
 			}
 			opts := Options{}
 			if tc.disk {
@@ -314,7 +336,7 @@ func TestRewrittenRequestsReused(t *testing.T) {
 							{Name: "rack", Value: "r"}, {Name: "request", Value: strings.Repeat(fmt.Sprint(k), 1+k)}},
 						Samples: []prompb.Sample{{Value: float64(k*1000 + i), Timestamp: int64(k)}},
 					})
-					want = append(want, fmt.Sprintf(`{__name__="m", i="%d", %srequest="%s"} %d`, i, rack, strings.Repeat(fmt.Sprint(k), 1+k), k*1000+i))
+					want = append(want, fmt.Sprintf(`{__name__="m", i="%d", %srequest="%s"} %d`, i, mid, strings.Repeat(fmt.Sprint(k), 1+k), k*1000+i))
 				}
 				postV1(t, m, &wr)
 			}
