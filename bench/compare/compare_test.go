@@ -457,8 +457,8 @@ func TestGoModuleVersion(t *testing.T) {
 	require.Empty(t, goModuleVersion(notGo))
 }
 
-// The relabel and external scenarios give every system the same rules or
-// label: the gateway and Prometheus in their configuration (the gateway's
+// The relabel and external scenarios, and the one of both, give every
+// system the same rules or label: the gateway and Prometheus in their configuration (the gateway's
 // loads, tuned or not), vmagent in a rules file named after each URL or by
 // -remoteWrite.label.
 func TestChangingScenarios(t *testing.T) {
@@ -491,6 +491,16 @@ func TestChangingScenarios(t *testing.T) {
 			},
 			prom:    []string{"global:\n", "  external_labels:\n    replica: a\n"},
 			vmagent: []string{"-remoteWrite.forcePromProto=true", "-remoteWrite.label=replica=a"},
+			absent:  "external_labels",
+		},
+		{
+			key: scBoth, q: queueSettings{relabel: true, external: true},
+			gateway: func(t *testing.T, cfg *config.Config) {
+				require.Equal(t, `{replica="a"}`, cfg.Global.ExternalLabels.String())
+				require.Len(t, cfg.Upstreams[0].WriteRelabelConfigs, 2)
+			},
+			prom:    []string{"  external_labels:\n    replica: a\n", "    write_relabel_configs:\n      - source_labels: [mode]\n"},
+			vmagent: []string{"-remoteWrite.forcePromProto=true", "-remoteWrite.urlRelabelConfig=DIR/relabel.yml", "-remoteWrite.label=replica=a"},
 			absent:  "external_labels",
 		},
 	} {

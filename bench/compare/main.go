@@ -50,10 +50,11 @@ const (
 	scSlowUpstream = "slow"
 	scRelabel      = "relabel"
 	scExternal     = "external"
+	scBoth         = "relabel-external"
 )
 
 // allScenarios are the scenarios in their default order.
-var allScenarios = []string{scClosedLoop, scOneUpstream, scTwoUpstreams, scLargeSeries, scV2Input, scV2Upstream, scSlowUpstream, scRelabel, scExternal}
+var allScenarios = []string{scClosedLoop, scOneUpstream, scTwoUpstreams, scLargeSeries, scV2Input, scV2Upstream, scSlowUpstream, scRelabel, scExternal, scBoth}
 
 // defaultVMAgentNewest is where `make vmagent-newest` links the newest
 // vmagent it built (.cache/bin/vmagent-<version>/vmagent).
@@ -334,6 +335,10 @@ func (o *options) scenarioList() []scenario {
 			sc.rate, sc.series, sc.external = 0, o.closedSeries, true
 			sc.title = fmt.Sprintf("closed loop, an external label, 1 upstream, %s series, remote write 1.0", count(o.closedSeries))
 			sc.notes = append(sc.notes, fmt.Sprintf("As the closed loop, with the label `%s=\"%s\"`, which no series has, added to every series before it is sent, as an HA pair's replica label is. Gateway and Prometheus: `global.external_labels`; vmagent: `-remoteWrite.label`.", externalLabel[0], externalLabel[1]))
+		case scBoth:
+			sc.rate, sc.series, sc.relabel, sc.external = 0, o.closedSeries, true, true
+			sc.title = fmt.Sprintf("closed loop, an external label and write relabeling, 1 upstream, %s series, remote write 1.0", count(o.closedSeries))
+			sc.notes = append(sc.notes, fmt.Sprintf("As the closed loop, with both the label `%s=\"%s\"` of the external scenario and the two rules of the relabel scenario, as an HA pair that relabels sets them up: the label is added first, then the rules run, as Prometheus does.", externalLabel[0], externalLabel[1]))
 		case scOneUpstream:
 			sc.title = fmt.Sprintf("paced at %s samples/s, 1 upstream, %s series, remote write 1.0", si(o.rate), count(o.series))
 		case scTwoUpstreams:
