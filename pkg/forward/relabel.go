@@ -80,8 +80,8 @@ func newWriteRelabel(cfgs []*relabel.Config) *writeRelabel {
 // apply returns the series of in relabeled, as prw.Relabel with the rules
 // after external labels (lb is its builder), and the points dropped. A
 // changed request is of its own: written over dst (see prw.Rewrite), or
-// another of rewrites.
-func (w *writeRelabel) apply(r *request, in, dst *prw.RawV1) (out *prw.RawV1, dropped int, err error) {
+// made for it.
+func (w *writeRelabel) apply(r *request, in, dst *prw.RawV1) (*prw.RawV1, int, error) {
 	if !w.fast || w.series.off.Load() || w.name.off.Load() {
 		return prw.Relabel(in, r.lb, func(lb *labels.Builder) bool {
 			// External labels first, then write relabeling, as Prometheus does.
@@ -93,30 +93,17 @@ func (w *writeRelabel) apply(r *request, in, dst *prw.RawV1) (out *prw.RawV1, dr
 			return relabel.ProcessBuilder(lb, w.cfgs...)
 		})
 	}
-	// The rules see the series with its external labels: added first, as
-	// Relabel adds them, into a request of rewrites. It is the result if
-	// the rules change nothing, else given back once they have been
-	// applied: the result is then a copy.
+	// The rules see each series with its external labels, added first, as
+	// Relabel adds them: merged into its labels as they are read.
+	var ext *prw.LabelMerger
 	if !r.externalPresent(in) {
-		added := rewrites.Get().(*prw.RawV1)
-		if in, err = prw.AddLabels(in, r.external, added); err != nil || in != added {
-			rewrites.Put(added)
-			if err != nil {
-				return in, 0, err
-			}
-		} else {
-			defer func() {
-				if out != added {
-					rewrites.Put(added)
-				}
-			}()
-		}
+		ext = prw.NewLabelMerger(r.external)
 	}
 	var (
-		key, body     []byte
-		names, series answers // what the memos answered this request
-		hasNames      = len(w.names) > 0
-		build         = hasNames
+		key, body, merged []byte
+		names, series     answers // what the memos answered this request
+		hasNames          = len(w.names) > 0
+		build             = hasNames || ext != nil // a series with labels added changes
 	)
 	// keepName reports whether the label named name is kept. A sender's
 	// label names mostly differ in their first byte.
@@ -140,6 +127,16 @@ func (w *writeRelabel) apply(r *request, in, dst *prw.RawV1) (out *prw.RawV1, dr
 	fn = func(ts []byte) ([]byte, bool, error) {
 		key, body = key[:0], body[:0]
 		changed, i, j := false, 0, 0
+		// ls is the series' labels fields: ts's own, or with the external
+		// labels added (ls then holds only its labels).
+		ls := ts
+		if ext != nil {
+			var err error
+			if merged, changed, err = ext.Merge(merged[:0], ts); err != nil {
+				return nil, false, err
+			}
+			ls = merged
+		}
 		// label reads the i-th label of the series and reports whether
 		// it is kept.
 		label := func(name, value []byte) bool {
@@ -160,19 +157,19 @@ func (w *writeRelabel) apply(r *request, in, dst *prw.RawV1) (out *prw.RawV1, dr
 		// The leading labels that SmallLabel reads are written as
 		// AppendLabel would: each run of kept ones is copied in one piece.
 		off, run := 0, 0
-		for n, name, value, ok := prw.SmallLabel(ts); ok; n, name, value, ok = prw.SmallLabel(ts[off:]) {
+		for n, name, value, ok := prw.SmallLabel(ls); ok; n, name, value, ok = prw.SmallLabel(ls[off:]) {
 			if !label(name, value) {
 				if build {
-					body = append(body, ts[run:off]...)
+					body = append(body, ls[run:off]...)
 				}
 				run = off + n
 			}
 			off += n
 		}
 		if build {
-			body = append(body, ts[run:off]...)
+			body = append(body, ls[run:off]...)
 		}
-		err := prw.RangeRawLabels(ts[off:], func(name, value []byte) bool {
+		err := prw.RangeRawLabels(ls[off:], func(name, value []byte) bool {
 			if label(name, value) && build {
 				body = prw.AppendLabel(body, name, value)
 			}

@@ -351,23 +351,12 @@ func AddLabels(raw *RawV1, ext labels.Labels, dst *RawV1) (*RawV1, error) {
 		room := protowire.SizeVarint(uint64(len(ts) + grow))
 		var at int
 		b, at = openField(b, fieldLabels, room)
-		m.start(b, ts)
-		// The leading labels that SmallLabel reads are fields as
-		// AppendLabels writes them: copied in runs. Others are read after.
-		off, late := 0, 0
-		for n, name, value, ok := SmallLabel(ts); ok; n, name, value, ok = SmallLabel(ts[off:]) {
-			m.label(name, value, off, n)
-			off += n
-		}
-		if int(rs.labels) != off || off == 0 { // else no label follows
-			err := RangeRawLabels(ts[off:], func(name, value []byte) bool { late++; m.label(name, value, -1, 0); return true })
-			if err != nil {
-				return raw, err
-			}
-		}
-		b = m.end()
-		cur := rs
+		var off, late int
 		var err error
+		if b, off, late, err = m.merge(b, ts, int(rs.labels)); err != nil {
+			return raw, err
+		}
+		cur := rs
 		if !m.added {
 			b, cur.Span = AppendField(b[:start], fieldLabels, ts)
 		} else {
@@ -400,9 +389,48 @@ type labelMerge struct {
 	added         bool // the labels written differ from ts's
 }
 
-// start begins a series ts, whose labels are appended to b.
-func (m *labelMerge) start(b, ts []byte) {
+// merge appends the labels fields of the series ts, merged, to b, and
+// returns how far the leading labels that SmallLabel reads go in ts (off)
+// and how many labels follow them (late). leading is the length of ts's
+// labels fields if they lead it and are canonical (RawSeries.labels), else
+// 0: the fields after them are then walked for more.
+func (m *labelMerge) merge(b, ts []byte, leading int) (_ []byte, off, late int, err error) {
 	m.b, m.ts, m.j, m.run, m.to, m.added = b, ts, 0, 0, 0, false
+	// The leading labels that SmallLabel reads are fields as AppendLabels
+	// writes them: copied in runs. Others are read after.
+	for n, name, value, ok := SmallLabel(ts); ok; n, name, value, ok = SmallLabel(ts[off:]) {
+		m.label(name, value, off, n)
+		off += n
+	}
+	if leading != off || off == 0 { // else no label follows
+		err = RangeRawLabels(ts[off:], func(name, value []byte) bool { late++; m.label(name, value, -1, 0); return true })
+		if err != nil {
+			return b, off, late, err
+		}
+	}
+	return m.end(), off, late, nil
+}
+
+// LabelMerger adds external labels to series as AddLabels does, one
+// series' labels at a time. Not safe for concurrent use.
+type LabelMerger struct{ m labelMerge }
+
+// NewLabelMerger returns the LabelMerger of the sorted labels ext.
+func NewLabelMerger(ext labels.Labels) *LabelMerger {
+	lm := &LabelMerger{}
+	ext.Range(func(l labels.Label) {
+		lm.m.names, lm.m.values = append(lm.m.names, l.Name), append(lm.m.values, l.Value)
+	})
+	return lm
+}
+
+// Merge appends to dst the labels fields, as AppendLabels writes them, of
+// the series ts of the form with the external labels it lacks added (a
+// label of an empty value left out), and reports whether they differ from
+// ts's.
+func (lm *LabelMerger) Merge(dst, ts []byte) ([]byte, bool, error) {
+	out, _, _, err := lm.m.merge(dst, ts, 0)
+	return out, lm.m.added, err
 }
 
 // label merges the series' label name=value, the field ts[at:at+n] as
