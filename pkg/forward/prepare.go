@@ -205,9 +205,9 @@ func (p *prepared) unreserve() {
 var rewrites = sync.Pool{New: func() any { return new(prw.RawV1) }}
 
 // rewrote keeps out as p's rewritten request unless it is in, the
-// request's view: a request transform changed is its own (dst, another of
-// rewrites, or one made for it). It gives dst, of rewrites, back unless
-// out is it.
+// request's view: a request transform changed is its own (dst, or one
+// prw.Relabel made for it). It gives dst, of rewrites, back unless out is
+// it.
 func (p *prepared) rewrote(out, in, dst *prw.RawV1) {
 	if out != in {
 		p.rewritten = out

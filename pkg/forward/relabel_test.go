@@ -277,11 +277,11 @@ func TestFirstBytes(t *testing.T) {
 // memory to later ones once Enqueue is done with it, and only then: with
 // a disk queue whose handoff holds it whole, not while the handoff holds
 // its chunks (a request over max_samples_per_send) nor while a memory
-// queue holds its items. With both, the request the external labels are
-// written into is the result when the rules change nothing, and lent
-// again at once when they do. The upstream holds its first answers until
-// every request is in, so later requests are changed while earlier ones
-// wait; each arrives as changed.
+// queue holds its items. With both, the series are written once, with
+// the external labels and the rules' changes, also when the rules change
+// nothing. The upstream holds its first answers until every request is
+// in, so later requests are changed while earlier ones wait; each arrives
+// as changed.
 func TestRewrittenRequestsReused(t *testing.T) {
 	const dropRack, dropNone = "- regex: rack\n  action: labeldrop\n", "- regex: none\n  action: labeldrop\n"
 	for _, tc := range []struct {
