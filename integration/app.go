@@ -174,17 +174,30 @@ func startOnce(t testing.TB, opts ProcessOptions, attempt int) (*Process, error)
 	return p, nil
 }
 
-// freeAddr returns a 127.0.0.1 address with a port that was free a moment ago.
+// handedOut holds the addresses freeAddr returned. The kernel may give a
+// port that a process of a test here listened on again once it exited,
+// and a parallel test's process listening there would answer for it (a
+// check that an exited gateway is no longer ready saw another's 200): an
+// address is handed out once per test binary.
+var handedOut sync.Map
+
+// freeAddr returns a 127.0.0.1 address with a port that was free a moment
+// ago and that it never returned before.
 func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", fmt.Errorf("probe free port: %w", err)
+	for range 100 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return "", fmt.Errorf("probe free port: %w", err)
+		}
+		addr := l.Addr().String()
+		if err := l.Close(); err != nil {
+			return "", err
+		}
+		if _, taken := handedOut.LoadOrStore(addr, true); !taken {
+			return addr, nil
+		}
 	}
-	addr := l.Addr().String()
-	if err := l.Close(); err != nil {
-		return "", err
-	}
-	return addr, nil
+	return "", fmt.Errorf("probe free port: every port offered was handed out before")
 }
 
 // pollReady calls ready with p's address every 100ms until it returns nil,
