@@ -333,12 +333,11 @@ func AppendLabel(b, name, value []byte) []byte { return appendLabelEntry(b, name
 // returns raw if no series changes, else a new one, written over dst if
 // not nil (see Rewrite).
 func AddLabels(raw *RawV1, ext labels.Labels, dst *RawV1) (*RawV1, error) {
-	var m labelMerge
+	m := newLabelMerge(ext)
 	grow := 2 // what a series' length may grow by: its labels' and its own
-	ext.Range(func(l labels.Label) {
-		m.names, m.values = append(m.names, l.Name), append(m.values, l.Value)
-		grow += 4 + len(l.Name) + len(l.Value) + 2
-	})
+	for i, name := range m.names {
+		grow += 4 + len(name) + len(m.values[i]) + 2
+	}
 	out := reuse(dst)
 	// Sized once: grown by append, the message would be copied over and
 	// over.
@@ -416,12 +415,13 @@ func (m *labelMerge) merge(b, ts []byte, leading int) (_ []byte, off, late int, 
 type LabelMerger struct{ m labelMerge }
 
 // NewLabelMerger returns the LabelMerger of the sorted labels ext.
-func NewLabelMerger(ext labels.Labels) *LabelMerger {
-	lm := &LabelMerger{}
-	ext.Range(func(l labels.Label) {
-		lm.m.names, lm.m.values = append(lm.m.names, l.Name), append(lm.m.values, l.Value)
-	})
-	return lm
+func NewLabelMerger(ext labels.Labels) *LabelMerger { return &LabelMerger{m: newLabelMerge(ext)} }
+
+// newLabelMerge returns the labelMerge of the sorted labels ext.
+func newLabelMerge(ext labels.Labels) labelMerge {
+	var m labelMerge
+	ext.Range(func(l labels.Label) { m.names, m.values = append(m.names, l.Name), append(m.values, l.Value) })
+	return m
 }
 
 // Merge appends to dst the labels fields, as AppendLabels writes them, of
