@@ -138,15 +138,23 @@ func scanV1Series(d *Decoded, ts []byte) (rs RawSeries, ok bool) {
 	// Every field here is length-delimited: read as such, not through
 	// field.read, as this loop is a fifth of the 1.0 handler.
 	for b := ts[off:]; len(b) > 0; {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 || typ != protowire.BytesType {
-			return rs, false
+		var num protowire.Number
+		var v []byte
+		if len(b) >= 2 && b[0] < 0x80 && b[0]&7 == byte(protowire.BytesType) && b[1] < 0x80 && 2+int(b[1]) <= len(b) {
+			// A one-byte tag and length, as a sample's are: read here.
+			end := 2 + int(b[1])
+			num, v, b = protowire.Number(b[0]>>3), b[2:end], b[end:]
+		} else {
+			nm, typ, n := protowire.ConsumeTag(b)
+			if n < 0 || typ != protowire.BytesType {
+				return rs, false
+			}
+			val, m := protowire.ConsumeBytes(b[n:])
+			if m < 0 {
+				return rs, false
+			}
+			num, v, b = nm, val, b[n+m:]
 		}
-		v, m := protowire.ConsumeBytes(b[n:])
-		if m < 0 {
-			return rs, false
-		}
-		b = b[n+m:]
 		ok := false
 		switch num {
 		case fieldLabels:

@@ -1,6 +1,7 @@
 package prw
 
 import (
+	"encoding/binary"
 	"hash/maphash"
 	"slices"
 	"unsafe"
@@ -157,7 +158,13 @@ func appendLabelEntry[S string | []byte](b []byte, name, value S) []byte {
 // with a non-empty name and one-byte lengths (every byte outside name and
 // value is ASCII). Otherwise ok is false: read it the general way.
 func SmallLabel(b []byte) (n int, name, value []byte, ok bool) {
-	if len(b) < 4 || b[0] != 0x0a || b[1] >= 0x80 || b[2] != 0x0a || b[3] == 0 || b[3] >= 0x80 {
+	if len(b) < 4 {
+		return 0, nil, nil, false
+	}
+	// Its first four bytes, read at once: the labels field's tag (0x0a)
+	// and length, the name's tag (0x0a) and length, each length one byte
+	// (under 0x80), the name's not 0.
+	if v := binary.LittleEndian.Uint32(b); v&0x80ff80ff != 0x000a000a || v < 1<<24 {
 		return 0, nil, nil, false
 	}
 	l, ln := int(b[1]), int(b[3])
@@ -169,7 +176,9 @@ func SmallLabel(b []byte) (n int, name, value []byte, ok bool) {
 	if len(rest) == 0 {
 		return 2 + l, name, nil, true
 	}
-	if len(rest) < 3 || rest[0] != 0x12 || rest[1] == 0 || rest[1] >= 0x80 || int(rest[1]) != len(rest)-2 {
+	// The value's tag and length, which is the rest's (so under 0x80, as
+	// the field's is, and not 0).
+	if len(rest) < 3 || rest[0] != 0x12 || int(rest[1]) != len(rest)-2 {
 		return 0, nil, nil, false
 	}
 	return 2 + l, name, rest[2:], true

@@ -135,10 +135,15 @@ type field struct {
 // copied through a store-forwarding stall.
 func (f *field) read(b []byte) (rest []byte, err error) {
 	// Most fields of remote write have a one-byte tag and, if
-	// length-delimited, a one-byte length: read those directly.
-	if len(b) >= 2 && b[0] < 0x80 && b[0]&7 == byte(protowire.BytesType) && b[1] < 0x80 && b[0] >= 8 {
-		if end := 2 + int(b[1]); end <= len(b) {
-			f.num, f.typ, f.v, f.whole, f.u = protowire.Number(b[0]>>3), protowire.BytesType, b[2:end:end], b[:end:end], 0
+	// length-delimited, a length of one byte, or two (a series of 128
+	// bytes to 16 KiB): read those directly.
+	if len(b) >= 2 && b[0] < 0x80 && b[0]&7 == byte(protowire.BytesType) && b[0] >= 8 {
+		l, k := int(b[1]), 2
+		if l >= 0x80 && len(b) >= 3 && b[2] < 0x80 {
+			l, k = l&0x7f|int(b[2])<<7, 3
+		}
+		if end := k + l; (l < 0x80 || k == 3) && end <= len(b) {
+			f.num, f.typ, f.v, f.whole, f.u = protowire.Number(b[0]>>3), protowire.BytesType, b[k:end:end], b[:end:end], 0
 			return b[end:], nil
 		}
 	}

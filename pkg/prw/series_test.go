@@ -1,6 +1,7 @@
 package prw
 
 import (
+	"maps"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -559,8 +560,9 @@ func seriesMetadata(ts []byte) (Metadata, bool, error) {
 	return ReadMetadata(m), ok, err
 }
 
-// field.read reads any bytes as protowire does: its one-byte fast path
-// included, the same field or the same refusal.
+// field.read reads any bytes as protowire does: its fast path of one-byte
+// tags and one- or two-byte lengths included, the same field or the same
+// refusal.
 func TestFieldReadAsProtowire(t *testing.T) {
 	rnd := rand.New(rand.NewPCG(1, 2))
 	inputs := [][]byte{{0x02, 0x00}, {0x0a, 0x05, 1, 2}, {0x0a, 0x7f}, {0x0a, 0x00}, {0x82, 0x01, 0x01, 9}, {0x0a, 0x80, 0x01}}
@@ -573,6 +575,24 @@ func TestFieldReadAsProtowire(t *testing.T) {
 			}
 		}
 		inputs = append(inputs, b)
+	}
+	// Length-delimited fields of two-byte lengths (a series' are), minimal
+	// or not, that fit what follows or not, and longer varints.
+	for range 20000 {
+		l := 100 + rnd.IntN(400)
+		// Followed by the bytes of other fields, or cut short.
+		b := make([]byte, max(3, 3+l+rnd.IntN(1200)-100))
+		b[0] = byte(rnd.IntN(16))<<3 | byte(protowire.BytesType)
+		b[1], b[2] = byte(l)|0x80, byte(l>>7)
+		if rnd.IntN(4) == 0 {
+			b[2] |= 0x80
+		}
+		inputs = append(inputs, b)
+	}
+	for range 200 { // three-byte lengths: 16 KiB and more
+		l := 1<<14 + rnd.IntN(300)
+		b := protowire.AppendVarint([]byte{0x0a}, uint64(l))
+		inputs = append(inputs, append(b, make([]byte, l+rnd.IntN(400)-100)...))
 	}
 	for _, b := range inputs {
 		var f field
@@ -646,5 +666,64 @@ func TestScanV1SampleAsSchema(t *testing.T) {
 	}
 	for _, b := range inputs {
 		require.Equal(t, want(b), scanV1Sample(b), "% x", b)
+	}
+}
+
+// SmallLabel reads a labels field only where protowire reads the same: a
+// Label of a non-empty name and the value it returns, each field with a
+// one-byte tag and length once. Fields as AppendLabels writes them, of
+// lengths up to 127, it always reads; longer ones, other layouts and bytes
+// changed at random it leaves to the general reading, or reads as
+// protowire does.
+func TestSmallLabelAsProtowire(t *testing.T) {
+	rnd := rand.New(rand.NewPCG(3, 4))
+	str := func(n int) []byte { return []byte(strings.Repeat("n", n)) }
+	for range 100000 {
+		name, value := str(rnd.IntN(140)), str(rnd.IntN(140))
+		if rnd.IntN(20) == 0 {
+			value = str(1200 + rnd.IntN(300)) // a length whose second byte is 0x0a
+		}
+		b := appendLabelEntry(nil, name, value)
+		small := len(name) > 0 && len(b) <= 2+0x7f
+		if rnd.IntN(2) == 0 { // a byte of its head changed, or a field of another layout
+			small = false
+			switch i := rnd.IntN(8); {
+			case i < len(b) && rnd.IntN(4) > 0:
+				b[i] = byte(rnd.IntN(256))
+			default:
+				b = protowire.AppendBytes(protowire.AppendTag(nil, fieldLabels, protowire.BytesType),
+					protowire.AppendBytes(protowire.AppendTag(protowire.AppendBytes(protowire.AppendTag(nil, 1, protowire.BytesType), name), 2, protowire.BytesType), value))
+			}
+		}
+		b = append(b, 0x12, 0x01) // what follows, unread
+		n, gotName, gotValue, ok := SmallLabel(b)
+		if small {
+			require.True(t, ok, "% x", b[:min(len(b), 8)])
+		}
+		if !ok {
+			continue
+		}
+		// As protowire reads it: one labels field, of a name field and a
+		// value field or none.
+		num, typ, k := protowire.ConsumeTag(b)
+		require.EqualValues(t, fieldLabels, num)
+		require.Equal(t, protowire.BytesType, typ)
+		msg, m := protowire.ConsumeBytes(b[k:])
+		require.Positive(t, m)
+		require.Equal(t, k+m, n)
+		fields := map[protowire.Number][]byte{}
+		for len(msg) > 0 {
+			num, typ, k := protowire.ConsumeTag(msg)
+			require.Positive(t, k)
+			require.Equal(t, protowire.BytesType, typ)
+			require.NotContains(t, fields, num)
+			v, m := protowire.ConsumeBytes(msg[k:])
+			require.Positive(t, m)
+			fields[num], msg = v, msg[k+m:]
+		}
+		require.NotEmpty(t, fields[1])
+		require.Equal(t, fields[1], gotName)
+		require.Equal(t, string(fields[2]), string(gotValue))
+		require.Subset(t, []protowire.Number{1, 2}, slices.Collect(maps.Keys(fields)))
 	}
 }
