@@ -55,7 +55,12 @@ names=()
 # after 30s (the gateway's default flush timeout is 25s).
 stop_all() {
 	local i pid
-	trap - EXIT INT TERM
+	trap - EXIT
+	# make passes a SIGTERM on to this script after the one its process
+	# group got: ignored, the stop is bounded. A second Ctrl-C kills what
+	# is left at once.
+	trap '' TERM
+	trap 'for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null; done; exit 130' INT
 	((${#pids[@]} > 0)) || return 0
 	for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
 		pid=${pids[i]}
@@ -79,9 +84,16 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 # start NAME LOGFILE CMD... runs CMD in the background and records its PID.
+# CMD gets a session of its own (setsid, where there is one): Ctrl-C then
+# reaches this script alone, and stop_all stops each process in turn. In
+# the terminal's process group, every process would get it at once, and the
+# client would retry its last writes to a gateway already gone.
 start() {
 	local name=$1 logfile=$2
 	shift 2
+	if command -v setsid >/dev/null; then
+		set -- setsid "$@"
+	fi
 	"$@" >"$logfile" 2>&1 &
 	pids+=("$!")
 	names+=("$name")
