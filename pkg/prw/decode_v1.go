@@ -141,7 +141,9 @@ func scanV1Series(d *Decoded, ts []byte) (rs RawSeries, ok bool) {
 		var num protowire.Number
 		var v []byte
 		if len(b) >= 2 && b[0] < 0x80 && b[0]&7 == byte(protowire.BytesType) && b[1] < 0x80 && 2+int(b[1]) <= len(b) {
-			// A one-byte tag and length, as a sample's are: read here.
+			// A one-byte tag and length, as a sample's are: field.read's
+			// fast path, written out (through field.read the 1.0 handler
+			// took ×1.025 the time, 6 alternated pairs).
 			end := 2 + int(b[1])
 			num, v, b = protowire.Number(b[0]>>3), b[2:end], b[end:]
 		} else {
