@@ -43,6 +43,7 @@ type Decoded struct {
 	pairs            []labelPair
 	order            [][2]uint32
 	knownNames       [32]knownNames // see sameNames
+	lastNames        *knownNames    // those of the series before
 	metaBytes        []byte         // a series' metadata message, read into meta
 	meta             metadataV2
 	metaFields       []byte   // the metadata fields written in the form, in this request

@@ -38,6 +38,7 @@ func decodeV2(d *Decoded, msg []byte) error {
 	for i := range d.knownNames { // of the last request's symbols
 		d.knownNames[i].names = d.knownNames[i].names[:0]
 	}
+	d.lastNames = nil
 	d.metaBytes, d.metaFields = nil, d.metaFields[:0]
 	d.written = zeroed(d.written, len(syms))
 	if d.plain {
@@ -170,36 +171,31 @@ func (d *Decoded) seriesV2(b []byte, idx int, ts []byte) ([]byte, error) {
 	d.refs = refs
 	samples, histograms, exemplars := d.points[0], d.points[1], d.points[2]
 	nsyms := len(d.syms)
-	refuse := func(reason InvalidReason, detail string) ([]byte, error) {
-		var ls labels.Labels
-		if refsValid(refs, nsyms) {
-			ls = d.refsLabels(refs)
-		}
-		d.Invalid.add(reason, idx, len(ts), ls, detail)
-		return b, nil
-	}
-	h, ok := d.labelRefs(refs)
-	if !ok {
-		if !refsValid(refs, nsyms) {
-			return refuse(invalidLabelRefs, fmt.Sprintf("%d label refs, odd or outside the %d symbols", len(refs), nsyms))
-		}
-		for j, r := range refs {
-			if !d.symOK[r] {
-				what := [2]string{"label name ", "label value "}[j%2]
-				return refuse(invalidUTF8, what+strconv.Quote(string(d.syms[r]))+" is not valid UTF-8")
+	nameAt, same := d.sameNames(refs, d.lastNames)
+	if !same {
+		h, ok := d.labelRefs(refs)
+		if !ok {
+			if !refsValid(refs, nsyms) {
+				return b, d.refuse(idx, len(ts), refs, invalidLabelRefs, fmt.Sprintf("%d label refs, odd or outside the %d symbols", len(refs), nsyms))
+			}
+			for j, r := range refs {
+				if !d.symOK[r] {
+					what := [2]string{"label name ", "label value "}[j%2]
+					return b, d.refuse(idx, len(ts), refs, invalidUTF8, what+strconv.Quote(string(d.syms[r]))+" is not valid UTF-8")
+				}
 			}
 		}
-	}
-	nameAt, same := d.sameNames(refs, h)
-	if !same {
-		reason, detail, at, ok := d.checkNames(refs)
-		if !ok {
-			return refuse(reason, detail)
+		d.lastNames = d.known(h)
+		if nameAt, same = d.sameNames(refs, d.lastNames); !same {
+			reason, detail, at, ok := d.checkNames(refs)
+			if !ok {
+				return b, d.refuse(idx, len(ts), refs, reason, detail)
+			}
+			nameAt = at
 		}
-		nameAt = at
 	}
 	if md.help >= uint64(nsyms) || md.unit >= uint64(nsyms) {
-		return refuse(invalidMetadataRefs, fmt.Sprintf("metadata help ref %d or unit ref %d outside the %d symbols", md.help, md.unit, nsyms))
+		return b, d.refuse(idx, len(ts), refs, invalidMetadataRefs, fmt.Sprintf("metadata help ref %d or unit ref %d outside the %d symbols", md.help, md.unit, nsyms))
 	}
 	d.exs = d.exs[:0] // the exemplars in the form
 	for j, ex := range exemplars {
@@ -209,7 +205,7 @@ func (d *Decoded) seriesV2(b []byte, idx int, ts []byte) ([]byte, error) {
 		}
 		d.xrefs = xrefs
 		if !refsValid(xrefs, nsyms) {
-			return refuse(invalidExemplarLabelRefs, fmt.Sprintf("exemplar %d: %d label refs, odd or outside the %d symbols", j, len(xrefs), nsyms))
+			return b, d.refuse(idx, len(ts), refs, invalidExemplarLabelRefs, fmt.Sprintf("exemplar %d: %d label refs, odd or outside the %d symbols", j, len(xrefs), nsyms))
 		}
 		d.exs = d.appendExemplar(d.exs, ex, xrefs)
 	}
@@ -218,7 +214,7 @@ func (d *Decoded) seriesV2(b []byte, idx int, ts []byte) ([]byte, error) {
 	// prometheus/prometheus#17857).
 	hasMeta := md.typ != 0 || len(d.syms[md.help]) > 0 || len(d.syms[md.unit]) > 0
 	if len(samples) == 0 && len(histograms) == 0 && len(exemplars) == 0 && !hasMeta {
-		return refuse(invalidNoSamples, "no samples, histograms, exemplars or metadata")
+		return b, d.refuse(idx, len(ts), refs, invalidNoSamples, "no samples, histograms, exemplars or metadata")
 	}
 	rs := RawSeries{Samples: uint32(len(samples)), Histograms: uint32(len(histograms)), Exemplars: uint32(len(exemplars))}
 	for _, h := range histograms {
@@ -227,7 +223,7 @@ func (d *Decoded) seriesV2(b []byte, idx int, ts []byte) ([]byte, error) {
 			return b, fmt.Errorf("histogram: %w", err)
 		}
 		if msg := ValidateHistogram(&d.hist); msg != "" {
-			return refuse(invalidHistogram, fmt.Sprintf("histogram at %d: %s", d.hist.Timestamp, msg))
+			return b, d.refuse(idx, len(ts), refs, invalidHistogram, fmt.Sprintf("histogram at %d: %s", d.hist.Timestamp, msg))
 		}
 		rs.Ext = rs.Ext || d.hist.StartTimestamp != 0
 	}
@@ -284,6 +280,19 @@ func (d *Decoded) seriesV2(b []byte, idx int, ts []byte) ([]byte, error) {
 	}
 	d.raw.Append(rs)
 	return b, nil
+}
+
+// refuse counts series idx, of size bytes and label references refs, as
+// refused; nil, as a refused series is not an error of the request. A
+// method, not a closure of seriesV2: one that captured b would keep it
+// out of registers in seriesV2, which every series takes.
+func (d *Decoded) refuse(idx, size int, refs []uint32, reason InvalidReason, detail string) error {
+	var ls labels.Labels
+	if refsValid(refs, len(d.syms)) {
+		ls = d.refsLabels(refs)
+	}
+	d.Invalid.add(reason, idx, size, ls, detail)
+	return nil
 }
 
 // metaAt is where a metadata field of the form, found by its help symbol,
@@ -362,8 +371,8 @@ type knownNames struct {
 
 // labelRefs reports whether the label references refs are pairs of
 // symbols of valid UTF-8, and returns the hash of their names that
-// d.knownNames is looked up by: one pass over the references of a series,
-// which every series takes.
+// d.knownNames is looked up by: one pass over the references of a series
+// whose names are not those of the series before.
 func (d *Decoded) labelRefs(refs []uint32) (h uint32, ok bool) {
 	h, ok = uint32(len(refs)), len(refs)%2 == 0
 	syms := d.symOK
@@ -384,21 +393,23 @@ func (d *Decoded) known(h uint32) *knownNames {
 	return &d.knownNames[h%uint32(len(d.knownNames))]
 }
 
-// sameNames reports whether refs, of names of hash h, name the labels of
-// a series checkNames passed, in its order, and which pair is __name__.
-// They are then sorted, distinct and not empty, and validatePairs would
-// pass refs too if __name__'s value is not empty.
-func (d *Decoded) sameNames(refs []uint32, h uint32) (nameAt int, ok bool) {
-	k := d.known(h)
-	if len(k.names) == 0 || len(refs) != 2*len(k.names) || len(d.syms[refs[2*k.nameAt+1]]) == 0 {
+// sameNames reports whether refs name the labels of a series checkNames
+// passed, those of k, in its order, and which pair is __name__. They are
+// then sorted, distinct and not empty, and validatePairs would pass refs
+// too if their values are symbols of valid UTF-8 and __name__'s is not
+// empty, which it checks as well: a series of the same names as the one
+// before, as most are, is checked in this one pass.
+func (d *Decoded) sameNames(refs []uint32, k *knownNames) (nameAt int, ok bool) {
+	if k == nil || len(k.names) == 0 || len(refs) != 2*len(k.names) {
 		return 0, false
 	}
+	syms := d.symOK
 	for j, r := range k.names {
-		if refs[2*j] != r {
+		if v := refs[2*j+1]; refs[2*j] != r || int(v) >= len(syms) || !syms[v] {
 			return 0, false
 		}
 	}
-	return k.nameAt, true
+	return k.nameAt, len(d.syms[refs[2*k.nameAt+1]]) > 0
 }
 
 // checkNames sorts the label references refs by name if they are not

@@ -55,12 +55,13 @@ func TestDecodeV2RepeatedNamesAndMetadata(t *testing.T) {
 		{LabelsRefs: []uint32{3, 5, 1, 2}, Samples: sample(5)},               // out of order
 		{LabelsRefs: []uint32{1, 2, 3, 5, 3, 4}, Samples: sample(6)},         // duplicate name
 		{LabelsRefs: []uint32{1, 2, 3, 4}, Samples: sample(7), Metadata: md}, // names as the first
+		{LabelsRefs: []uint32{1, 2, 3, 9}, Samples: sample(8)},               // and a value outside the symbols
 	}}
 	msg, err := req.Marshal()
 	require.NoError(t, err)
 	d, err := dec.Decode(msg)
 	require.NoError(t, err)
-	require.Equal(t, 3, d.Invalid.Count)
+	require.Equal(t, 4, d.Invalid.Count)
 	require.True(t, d.Sorted)
 	series, _, err := rwtest.Decode(&d.Req)
 	require.NoError(t, err)
