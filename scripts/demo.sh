@@ -13,17 +13,20 @@
 #   DEMO_DURATION=SECONDS   stop by itself after that many seconds
 #   UPSTREAM_PORT=9091 GATEWAY_PORT=9095 CLIENT_PORT=9090
 #                           preferred ports; a free one is used if taken
+#   DEMO_DIR=.cache/demo    the processes' files (emptied first)
+#   GATEWAY_BIN=PATH        run this gateway binary instead of building one
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
-dir=$root/.cache/demo
+dir=${DEMO_DIR:-$root/.cache/demo}
 duration=${DEMO_DURATION:-}
 
 log() { printf 'demo: %s\n' "$*" >&2; }
 die() { printf 'demo: error: %s\n' "$*" >&2; exit 1; }
 
 [[ -z $duration || $duration =~ ^[0-9]+$ ]] || die "DEMO_DURATION=$duration is not a number of seconds"
+[[ -n $dir && $dir != / && $dir != "$root" ]] || die "DEMO_DIR=$dir: not a directory to empty"
 command -v curl >/dev/null 2>&1 || die "curl is required (apt-get install curl)"
 
 # port_in_use reports whether something accepts connections on 127.0.0.1:$1.
@@ -119,8 +122,13 @@ query_value() {
 		sed -n 's/.*"value":\[[^,]*,"\([^"]*\)"\].*/\1/p'
 }
 
-log "building the gateway (make build)"
-make --no-print-directory build >&2
+gateway=${GATEWAY_BIN:-}
+if [[ -z $gateway ]]; then
+	log "building the gateway (make build)"
+	make --no-print-directory build >&2
+	gateway=$root/bin/gateway
+fi
+[[ -x $gateway ]] || die "GATEWAY_BIN=$gateway is not an executable"
 log "installing peers (scripts/peers.sh)"
 eval "$(scripts/peers.sh env)"
 
@@ -174,7 +182,7 @@ start upstream "$dir/upstream.log" "$PROMETHEUS_BIN" \
 	--web.enable-remote-write-receiver
 wait_ready upstream "$up/-/ready" "${pids[-1]}"
 
-start gateway "$dir/gateway.log" "$root/bin/gateway" \
+start gateway "$dir/gateway.log" "$gateway" \
 	--config.file="$dir/gateway.yml" \
 	--web.listen-address="127.0.0.1:$gw_port" \
 	--storage.path="$dir/gateway-data" \
