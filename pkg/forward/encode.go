@@ -149,7 +149,7 @@ func (e *encoder) marshalV1(items []item, meta bool) (int, error) {
 			return
 		}
 		e.families[name] = struct{}{}
-		e.md.AppendFamily(name, m)
+		prw.AppendFamily(&e.md, name, int64(m.Type), m.Help, m.Unit)
 	}
 	b, run := e.pbuf[:0], 0 // run: where the pieces copied into b start
 	for i := range items {

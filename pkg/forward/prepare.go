@@ -99,16 +99,15 @@ func (f *forwarder) transform(r *request, in *prw.RawV1, v2 bool, p *prepared) *
 	cfg := f.cfg
 	out := in
 	var err error
-	switch {
-	case f.relabel != nil:
+	if f.relabel != nil || !r.externalPresent(in) {
 		dst := rewrites.Get().(*prw.RawV1)
-		out, p.dropRelabel, err = f.relabel.apply(r, in, dst)
-		p.rewrote(out, in, dst)
-	case !r.externalPresent(in):
-		// External labels only: added in the series' bytes, as Relabel
-		// would add them.
-		dst := rewrites.Get().(*prw.RawV1)
-		out, err = prw.AddLabels(in, r.external, dst)
+		if f.relabel != nil {
+			out, p.dropRelabel, err = f.relabel.apply(r, in, dst)
+		} else {
+			// External labels only: added in the series' bytes, as
+			// Relabel would add them.
+			out, err = prw.AddLabels(in, r.external, dst)
+		}
 		p.rewrote(out, in, dst)
 	}
 	if err != nil {

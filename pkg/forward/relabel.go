@@ -97,7 +97,8 @@ func (w *writeRelabel) apply(r *request, in, dst *prw.RawV1) (*prw.RawV1, int, e
 	// Relabel adds them: merged into its labels as they are read.
 	var ext *prw.LabelMerger
 	if !r.externalPresent(in) {
-		ext = prw.NewLabelMerger(r.external)
+		m := prw.NewLabelMerger(r.external)
+		ext = &m
 	}
 	var (
 		key, body, merged []byte

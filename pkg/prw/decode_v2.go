@@ -55,7 +55,7 @@ func decodeV2(d *Decoded, msg []byte) error {
 	}
 	d.raw.Msg = b
 	for _, p := range d.families.pending {
-		appendFamily(&d.raw, p.name, int64(p.md.typ), d.syms[p.md.help], d.syms[p.md.unit])
+		AppendFamily(&d.raw, p.name, int64(p.md.typ), d.syms[p.md.help], d.syms[p.md.unit])
 	}
 	d.form = d.raw.Msg
 	return nil
@@ -343,7 +343,7 @@ func (d *Decoded) writeLabels(b []byte, refs []uint32) []byte {
 		b = append(b, b[from:to]...)
 		from, to = 0, 0
 		off := len(b)
-		b = appendLabelEntry(b, d.syms[refs[j]], d.syms[refs[j+1]])
+		b = AppendLabel(b, d.syms[refs[j]], d.syms[refs[j+1]])
 		*w = labelAt{name: refs[j], off: uint32(off), n: uint32(len(b) - off), series: next}
 	}
 	return append(b, b[from:to]...)
@@ -604,7 +604,7 @@ func (d *Decoded) appendExemplar(b, msg []byte, refs []uint32) []byte {
 	slices.SortStableFunc(pairs, comparePairs)
 	ex := d.ex[:0]
 	for _, p := range pairs {
-		ex = appendLabelEntry(ex, p.name, p.value)
+		ex = AppendLabel(ex, p.name, p.value)
 	}
 	for f := range fields(msg) {
 		if f.num != 1 {

@@ -31,18 +31,13 @@ type Exemplar struct {
 // plus StartTimestamp (see HistogramFromV1).
 type Histogram = writev2.Histogram
 
-// HistogramFromV1 converts a 1.0 histogram to the model's.
+// HistogramFromV1 converts a 1.0 histogram to the model's: 2.0's Histogram
+// is 1.0's plus field 17, and an in-memory round trip cannot fail.
 func HistogramFromV1(h prompb.Histogram) Histogram {
 	var out Histogram
-	convertHistogram(&h, &out)
+	b, _ := h.Marshal()
+	_ = out.Unmarshal(b)
 	return out
-}
-
-// convertHistogram decodes the bytes of from into to: 2.0's Histogram is
-// 1.0's plus field 17, and an in-memory round trip cannot fail.
-func convertHistogram(from interface{ Marshal() ([]byte, error) }, to interface{ Unmarshal([]byte) error }) {
-	b, _ := from.Marshal()
-	_ = to.Unmarshal(b)
 }
 
 // MetricType is the 2.0 metric type, numbered as 1.0's.
@@ -93,7 +88,7 @@ func NewRequest(p Protocol, series []Series, md []FamilyMetadata) *Request {
 		raw.Append(rs)
 	}
 	for _, fm := range md {
-		raw.AppendFamily(fm.MetricFamilyName, fm.Metadata)
+		AppendFamily(raw, fm.MetricFamilyName, int64(fm.Type), fm.Help, fm.Unit)
 	}
 	return &Request{Proto: p, Raw: raw}
 }

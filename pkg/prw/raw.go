@@ -88,13 +88,9 @@ func (r *RawV1) CopyMetadata(src *RawV1) {
 	}
 }
 
-// AppendFamily appends 1.0 family metadata to r as a MetricMetadata field
-// of its WriteRequest.
-func (r *RawV1) AppendFamily(name string, m Metadata) {
-	appendFamily(r, name, int64(m.Type), m.Help, m.Unit)
-}
-
-func appendFamily[S string | []byte](r *RawV1, name S, typ int64, help, unit S) {
+// AppendFamily appends 1.0 family metadata, of metric type typ, to r as a
+// MetricMetadata field of its WriteRequest.
+func AppendFamily[S string | []byte](r *RawV1, name S, typ int64, help, unit S) {
 	start := len(r.Msg)
 	r.Msg = appendMetadataField(r.Msg, 3, typ, name, help, unit)
 	// Its span: after the tag and the length just written.
@@ -108,7 +104,7 @@ func appendFamily[S string | []byte](r *RawV1, name S, typ int64, help, unit S) 
 // bytes. scratch is reused and returned.
 func HashSeries(ts, scratch []byte) (uint64, []byte, error) {
 	b := scratch[:0]
-	err := RangeRawLabels(ts, func(name, value []byte) bool { b = appendLabelEntry(b, name, value); return true })
+	err := RangeRawLabels(ts, func(name, value []byte) bool { b = AppendLabel(b, name, value); return true })
 	return hashCanonical(b), b, err
 }
 
@@ -121,12 +117,13 @@ var hashSeed = maphash.MakeSeed()
 
 // AppendLabels appends ls to b as canonical TimeSeries labels fields.
 func AppendLabels(b []byte, ls labels.Labels) []byte {
-	ls.Range(func(l labels.Label) { b = appendLabelEntry(b, l.Name, l.Value) })
+	ls.Range(func(l labels.Label) { b = AppendLabel(b, l.Name, l.Value) })
 	return b
 }
 
-// appendLabelEntry appends one label as a canonical TimeSeries labels field.
-func appendLabelEntry[S string | []byte](b []byte, name, value S) []byte {
+// AppendLabel appends the label of name and value to b as a canonical
+// TimeSeries labels field, as AppendLabels writes it.
+func AppendLabel[S string | []byte](b []byte, name, value S) []byte {
 	if n, v := len(name), len(value); n < 0x80 && v < 0x80 && n+v < 0x80-4 {
 		// The common case, every length one byte, written directly.
 		l := 0
@@ -330,10 +327,6 @@ func Relabeler(lb *labels.Builder, fn func(*labels.Builder) bool) SeriesFunc {
 	}
 }
 
-// AppendLabel appends the labels field of name and value to b, as
-// AppendLabels writes it.
-func AppendLabel(b, name, value []byte) []byte { return appendLabelEntry(b, name, value) }
-
 // AddLabels returns raw with the sorted labels ext (Prometheus's external
 // labels) added to each series that has none of their name: what Relabel
 // returns with a function that sets each one the series has not, without
@@ -342,7 +335,7 @@ func AppendLabel(b, name, value []byte) []byte { return appendLabelEntry(b, name
 // returns raw if no series changes, else a new one, written over dst if
 // not nil (see Rewrite).
 func AddLabels(raw *RawV1, ext labels.Labels, dst *RawV1) (*RawV1, error) {
-	m := newLabelMerge(ext)
+	m := NewLabelMerger(ext)
 	grow := 2 // what a series' length may grow by: its labels' and its own
 	for i, name := range m.names {
 		grow += 4 + len(name) + len(m.values[i]) + 2
@@ -386,10 +379,12 @@ func AddLabels(raw *RawV1, ext labels.Labels, dst *RawV1) (*RawV1, error) {
 	return out, nil
 }
 
-// labelMerge writes the labels of a series of AddLabels: a merge of its
-// own, ts's, and the sorted external labels names and values. Its own
-// label fields that stay as they were are copied in runs, not one by one.
-type labelMerge struct {
+// LabelMerger adds external labels to series as AddLabels does, one
+// series' labels at a time: it writes a merge of the series' own, ts's,
+// and the sorted external labels names and values. Its own label fields
+// that stay as they were are copied in runs, not one by one. Not safe for
+// concurrent use.
+type LabelMerger struct {
 	names, values []string
 	ts, b         []byte
 	j             int  // the next external label
@@ -402,7 +397,7 @@ type labelMerge struct {
 // and how many labels follow them (late). leading is the length of ts's
 // labels fields if they lead it and are canonical (RawSeries.labels), else
 // 0: the fields after them are then walked for more.
-func (m *labelMerge) merge(b, ts []byte, leading int) (_ []byte, off, late int, err error) {
+func (m *LabelMerger) merge(b, ts []byte, leading int) (_ []byte, off, late int, err error) {
 	m.b, m.ts, m.j, m.run, m.to, m.added = b, ts, 0, 0, 0, false
 	// The leading labels that SmallLabel reads are fields as AppendLabels
 	// writes them: copied in runs. Others are read after.
@@ -419,16 +414,9 @@ func (m *labelMerge) merge(b, ts []byte, leading int) (_ []byte, off, late int, 
 	return m.end(), off, late, nil
 }
 
-// LabelMerger adds external labels to series as AddLabels does, one
-// series' labels at a time. Not safe for concurrent use.
-type LabelMerger struct{ m labelMerge }
-
 // NewLabelMerger returns the LabelMerger of the sorted labels ext.
-func NewLabelMerger(ext labels.Labels) *LabelMerger { return &LabelMerger{m: newLabelMerge(ext)} }
-
-// newLabelMerge returns the labelMerge of the sorted labels ext.
-func newLabelMerge(ext labels.Labels) labelMerge {
-	var m labelMerge
+func NewLabelMerger(ext labels.Labels) LabelMerger {
+	var m LabelMerger
 	ext.Range(func(l labels.Label) { m.names, m.values = append(m.names, l.Name), append(m.values, l.Value) })
 	return m
 }
@@ -437,15 +425,15 @@ func newLabelMerge(ext labels.Labels) labelMerge {
 // the series ts of the form with the external labels it lacks added (a
 // label of an empty value left out), and reports whether they differ from
 // ts's.
-func (lm *LabelMerger) Merge(dst, ts []byte) ([]byte, bool, error) {
-	out, _, _, err := lm.m.merge(dst, ts, 0)
-	return out, lm.m.added, err
+func (m *LabelMerger) Merge(dst, ts []byte) ([]byte, bool, error) {
+	out, _, _, err := m.merge(dst, ts, 0)
+	return out, m.added, err
 }
 
 // label merges the series' label name=value, the field ts[at:at+n] as
 // AppendLabels writes it if at >= 0. As labels.Builder does, a label of
 // an empty value is none: an external label of its name is added.
-func (m *labelMerge) label(name, value []byte, at, n int) {
+func (m *LabelMerger) label(name, value []byte, at, n int) {
 	for ; m.j < len(m.names); m.j++ {
 		c := compareName(m.names[m.j], name)
 		if c > 0 {
@@ -466,7 +454,7 @@ func (m *labelMerge) label(name, value []byte, at, n int) {
 		m.run, m.to = at, at+n
 	default:
 		m.flush()
-		m.b = appendLabelEntry(m.b, name, value)
+		m.b = AppendLabel(m.b, name, value)
 	}
 }
 
@@ -488,20 +476,20 @@ func compareName(a string, b []byte) int {
 }
 
 // add writes the external label j.
-func (m *labelMerge) add(j int) {
+func (m *LabelMerger) add(j int) {
 	m.flush()
-	m.b, m.added = appendLabelEntry(m.b, m.names[j], m.values[j]), true
+	m.b, m.added = AppendLabel(m.b, m.names[j], m.values[j]), true
 }
 
 // flush copies the run of the series' own label fields.
-func (m *labelMerge) flush() {
+func (m *LabelMerger) flush() {
 	m.b = append(m.b, m.ts[m.run:m.to]...)
 	m.run = m.to
 }
 
 // end writes the external labels that sort after the series' own, and
 // returns b with the series' labels.
-func (m *labelMerge) end() []byte {
+func (m *LabelMerger) end() []byte {
 	for ; m.j < len(m.names); m.j++ {
 		m.add(m.j)
 	}

@@ -323,46 +323,34 @@ func SeriesFamily(ts, md []byte) []byte {
 }
 
 // appendWithout appends the message v as field num, without its fields
-// drop. It reads v with protowire directly, not through fields: in the 1.0
-// view of a 2.0 request it runs once per point.
+// drop, or whole if it is malformed. It reads v with protowire directly,
+// not through fields: in the 1.0 view of a 2.0 request it runs once per
+// point.
 func appendWithout(b []byte, num protowire.Number, v []byte, drop protowire.Number) []byte {
-	// The fields before the first drop field are copied as one block, and
-	// so are the runs between further ones.
-	cut, n := -1, len(v)
+	start := len(b)
+	// The message is written in place, after room for v's length, which
+	// its own takes no more of (see AppendV1). The runs of fields between
+	// drop fields are copied as one block each.
+	room := protowire.SizeVarint(uint64(len(v)))
+	b, at := openField(b, num, room)
+	run := 0
 	for off := 0; off < len(v); {
 		fnum, typ, k := protowire.ConsumeTag(v[off:])
-		if k < 0 {
-			cut = -1
-			break
+		m := -1
+		if k >= 0 {
+			m = protowire.ConsumeFieldValue(fnum, typ, v[off+k:])
 		}
-		m := protowire.ConsumeFieldValue(fnum, typ, v[off+k:])
 		if m < 0 {
-			cut = -1
-			break
+			b, _ = AppendField(b[:start], num, v)
+			return b
 		}
 		if fnum == drop {
-			if cut < 0 {
-				cut = off
-			}
-			n -= k + m
+			b = append(b, v[run:off]...)
+			run = off + k + m
 		}
 		off += k + m
 	}
-	b = protowire.AppendTag(b, num, protowire.BytesType)
-	if cut < 0 {
-		return protowire.AppendBytes(b, v)
-	}
-	b = protowire.AppendVarint(b, uint64(n))
-	b = append(b, v[:cut]...)
-	for off := cut; off < len(v); {
-		fnum, typ, k := protowire.ConsumeTag(v[off:])
-		m := protowire.ConsumeFieldValue(fnum, typ, v[off+k:])
-		if fnum != drop {
-			b = append(b, v[off:off+k+m]...)
-		}
-		off += k + m
-	}
-	return b
+	return closeField(append(b, v[run:]...), at, room)
 }
 
 // FamilyRun tells the series whose family is worth looking up: series of

@@ -31,6 +31,13 @@ func testHistogram(ts, start int64) Histogram {
 	}
 }
 
+// convertHistogram decodes the bytes of from into to: 2.0's Histogram is
+// 1.0's plus field 17, and an in-memory round trip cannot fail.
+func convertHistogram(from interface{ Marshal() ([]byte, error) }, to interface{ Unmarshal([]byte) error }) {
+	b, _ := from.Marshal()
+	_ = to.Unmarshal(b)
+}
+
 // formSeries are series of every shape the form holds.
 func formSeries() []Series {
 	negZero := math.Copysign(0, -1)
@@ -232,7 +239,7 @@ func TestV2EncoderSharedLabels(t *testing.T) {
 	smp, err := (&prompb.Sample{Value: 1, Timestamp: 1}).Marshal()
 	require.NoError(t, err)
 	ts, _ := AppendField(nil, fieldSamples, smp)
-	ts = appendLabelEntry(appendLabelEntry(ts, "__name__", "late"), "x", "1")
+	ts = AppendLabel(AppendLabel(ts, "__name__", "late"), "x", "1")
 	enc.Reset()
 	_, err = enc.Add(ts, false)
 	require.NoError(t, err)
@@ -683,7 +690,7 @@ func TestSmallLabelAsProtowire(t *testing.T) {
 		if rnd.IntN(20) == 0 {
 			value = str(1200 + rnd.IntN(300)) // a length whose second byte is 0x0a
 		}
-		b := appendLabelEntry(nil, name, value)
+		b := AppendLabel(nil, name, value)
 		small := len(name) > 0 && len(b) <= 2+0x7f
 		if rnd.IntN(2) == 0 { // a byte of its head changed, or a field of another layout
 			small = false
@@ -726,4 +733,110 @@ func TestSmallLabelAsProtowire(t *testing.T) {
 		require.Equal(t, string(fields[2]), string(gotValue))
 		require.Subset(t, []protowire.Number{1, 2}, slices.Collect(maps.Keys(fields)))
 	}
+}
+
+// appendWithoutRef is appendWithout written plainly: v's fields other than
+// drop, in order, as field num, or v whole if it is malformed.
+func appendWithoutRef(b []byte, num protowire.Number, v []byte, drop protowire.Number) []byte {
+	kept := []byte{}
+	for off := 0; off < len(v); {
+		fnum, typ, k := protowire.ConsumeTag(v[off:])
+		m := -1
+		if k >= 0 {
+			m = protowire.ConsumeFieldValue(fnum, typ, v[off+k:])
+		}
+		if m < 0 {
+			kept = v
+			break
+		}
+		if fnum != drop {
+			kept = append(kept, v[off:off+k+m]...)
+		}
+		off += k + m
+	}
+	return protowire.AppendBytes(protowire.AppendTag(b, num, protowire.BytesType), kept)
+}
+
+// randomPointBytes returns bytes of the kind appendWithout takes: fields of
+// every wire type, start fields among them, whose lengths take one to three
+// bytes, dropped or not; or such a message cut short, changed or followed
+// by a byte; or junk.
+func randomPointBytes(rnd *rand.Rand) []byte {
+	var b []byte
+	nums := []protowire.Number{1, 2, fieldSampleStart, fieldHistogramTime, fieldHistogramStart, protowire.Number(rnd.IntN(40)), 1 << 20}
+	for range rnd.IntN(8) {
+		num := nums[rnd.IntN(len(nums))]
+		switch rnd.IntN(6) {
+		case 0:
+			b = protowire.AppendVarint(protowire.AppendTag(b, num, protowire.VarintType), rnd.Uint64()>>rnd.IntN(64))
+		case 1:
+			b = protowire.AppendFixed64(protowire.AppendTag(b, num, protowire.Fixed64Type), rnd.Uint64())
+		case 2:
+			b = protowire.AppendFixed32(protowire.AppendTag(b, num, protowire.Fixed32Type), rnd.Uint32())
+		case 3: // lengths about 128 and 16 KiB, where a length's size changes
+			n := rnd.IntN(300)
+			if rnd.IntN(50) == 0 {
+				n = 1<<14 - 200 + rnd.IntN(400)
+			}
+			b = protowire.AppendBytes(protowire.AppendTag(b, num, protowire.BytesType), make([]byte, n))
+		case 4: // a group, empty or of one field
+			b = protowire.AppendTag(b, num, protowire.StartGroupType)
+			if rnd.IntN(2) == 0 {
+				b = protowire.AppendVarint(protowire.AppendTag(b, 1, protowire.VarintType), 1)
+			}
+			b = protowire.AppendTag(b, num, protowire.EndGroupType)
+		case 5: // a varint not minimally encoded
+			b = append(protowire.AppendTag(b, num, protowire.VarintType), 0x81, 0x80, 0x00)
+		}
+	}
+	switch rnd.IntN(8) {
+	case 0: // cut short
+		b = b[:rnd.IntN(len(b)+1)]
+	case 1: // a byte changed
+		if len(b) > 0 {
+			b[rnd.IntN(len(b))] = byte(rnd.IntN(256))
+		}
+	case 2: // a byte after it
+		b = append(b, byte(rnd.IntN(256)))
+	case 3: // junk
+		b = make([]byte, rnd.IntN(12))
+		for i := range b {
+			b[i] = byte(rnd.IntN(256))
+		}
+	}
+	return b
+}
+
+// appendWithout writes what appendWithoutRef does, after whatever b holds,
+// for well-formed, malformed and junk bytes alike.
+func TestAppendWithoutAsPlain(t *testing.T) {
+	rnd := rand.New(rand.NewPCG(5, 6))
+	for range 100000 {
+		v := randomPointBytes(rnd)
+		num := protowire.Number(1 + rnd.IntN(20))
+		drop := [...]protowire.Number{fieldSampleStart, fieldHistogramStart, 1, protowire.Number(1 + rnd.IntN(20))}[rnd.IntN(4)]
+		prefix := make([]byte, rnd.IntN(6), 6+rnd.IntN(400))
+		want := appendWithoutRef(slices.Clone(prefix), num, v, drop)
+		require.Equal(t, want, appendWithout(prefix, num, v, drop), "field %d without %d: % x", num, drop, v)
+	}
+}
+
+// FuzzAppendWithout checks appendWithout against appendWithoutRef on any
+// bytes; its seeds are points with and without start fields, and
+// malformed ones.
+func FuzzAppendWithout(f *testing.F) {
+	h := testHistogram(2000, 1000)
+	hist, err := h.Marshal()
+	require.NoError(f, err)
+	smp := appendVarintField(appendVarintField(appendFloat(nil, 1, 1.5), 2, 2000), fieldSampleStart, 1000)
+	long := protowire.AppendBytes(protowire.AppendTag(slices.Clone(smp), 4, protowire.BytesType), make([]byte, 120))
+	for _, v := range [][]byte{nil, smp, smp[:len(smp)-1], long, hist, hist[:len(hist)-2], {0x18}, {0x00}, {0x1b, 0x1c}} {
+		f.Add([]byte{0x0a}, v, uint8(fieldSampleStart))
+		f.Add([]byte(nil), v, uint8(fieldHistogramStart))
+	}
+	f.Fuzz(func(t *testing.T, prefix, v []byte, drop uint8) {
+		prefix = slices.Clip(prefix) // appended to: not into v's memory
+		want := appendWithoutRef(slices.Clone(prefix), fieldSamples, v, protowire.Number(drop))
+		require.Equal(t, want, appendWithout(prefix, fieldSamples, v, protowire.Number(drop)))
+	})
 }
