@@ -69,6 +69,11 @@ func startDemo(t *testing.T, env ...string) *demoRun {
 			default:
 			}
 		}
+		if err := sc.Err(); err != nil { // a line too long: noted, the rest drained
+			d.mu.Lock()
+			d.stderr = append(d.stderr, "reading the demo's stderr: "+err.Error())
+			d.mu.Unlock()
+		}
 		_, _ = io.Copy(io.Discard, stderr)
 		d.done <- cmd.Wait()
 	}()

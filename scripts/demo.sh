@@ -127,6 +127,8 @@ if [[ -z $gateway ]]; then
 	log "building the gateway (make build)"
 	make --no-print-directory build >&2
 	gateway=$root/bin/gateway
+else
+	log "running GATEWAY_BIN=$gateway, not a fresh build"
 fi
 [[ -x $gateway ]] || die "GATEWAY_BIN=$gateway is not an executable"
 log "installing peers (scripts/peers.sh)"
